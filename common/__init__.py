@@ -1,0 +1,1 @@
+"""Pieces shared by the controller, the agent and the worker."""

@@ -1,0 +1,99 @@
+"""Reading request bodies at the HTTP edge: media type, size, JSON depth, pydantic model."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from common.constants import MAX_JSON_DEPTH, MAX_REQUEST_BODY_BYTES
+from common.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def _is_json_media_type(content_type: str) -> bool:
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    )
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of a decoded JSON value, stopping once past ``limit``."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    deepest = 0
+    while stack:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        if deepest > limit:
+            return deepest
+        children = (
+            node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        )
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """pydantic's errors without the offending input (it may be large, or a secret)."""
+    return [
+        {"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+async def read_json(request: web.Request, *, max_bytes: int = MAX_REQUEST_BODY_BYTES) -> Any:
+    """The request's JSON body, refused with 415, 413 or 422 when it is not acceptable."""
+    if not _is_json_media_type(request.content_type):
+        raise UnsupportedMediaType(
+            f"Send the body as application/json, not {request.content_type or 'nothing'}."
+        )
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise PayloadTooLarge(f"The body may be at most {max_bytes} bytes.")
+    try:
+        raw = await request.content.read(max_bytes + 1)
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise PayloadTooLarge(f"The body may be at most {max_bytes} bytes.") from exc
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(f"The body may be at most {max_bytes} bytes.")
+    try:
+        value = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ValidationFailed(f"The body is not valid JSON: {_json_error(exc)}") from exc
+    if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise ValidationFailed(f"The JSON body is nested deeper than {MAX_JSON_DEPTH} levels.")
+    return value
+
+
+def _json_error(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8"
+    return str(exc)
+
+
+async def read_model(request: web.Request, model: type[ModelT]) -> ModelT:
+    """The request's body parsed and validated as ``model``."""
+    value = await read_json(request)
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        raise ValidationFailed(
+            f"The request body is not a valid {model.__name__}.",
+            errors=validation_errors(exc),
+        ) from exc
+
+
+def json_response(
+    model: BaseModel, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    """A pydantic model as a JSON response."""
+    return web.Response(
+        status=status,
+        text=model.model_dump_json(),
+        content_type="application/json",
+        headers=headers,
+    )

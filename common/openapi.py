@@ -1,0 +1,234 @@
+"""OpenAPI 3.1 from the code: routes are declared once, with their pydantic models.
+
+Each service lists its endpoints as :class:`Operation` values. The same list registers
+the aiohttp routes and builds the OpenAPI document, so the two cannot drift. Request and
+response schemas come from pydantic (JSON Schema 2020-12, which OpenAPI 3.1 embeds), and
+examples from each model's ``json_schema_extra["examples"]``. Swagger UI's assets are
+served from the ``swagger-ui-py`` package, so ``/docs`` works without a network.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from common.constants import JSON_MEDIA_TYPE, PROBLEM_MEDIA_TYPE
+from common.errors import PROBLEM_TYPE_BASE, FleetconfError
+from common.models import ProblemDetails
+
+REF_TEMPLATE = "#/components/schemas/{model}"
+_ERRORS_BY_STATUS = {cls.status: cls for cls in FleetconfError.__subclasses__()}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Header:
+    name: str
+    description: str
+    schema: Mapping[str, Any] = field(default_factory=lambda: {"type": "string"})
+    example: Any = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Parameter:
+    name: str
+    location: Literal["query", "header", "path"]
+    description: str
+    schema: Mapping[str, Any]
+    required: bool = False
+    example: Any = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Response:
+    status: int
+    description: str
+    model: type[BaseModel] | None = None
+    media_type: str = JSON_MEDIA_TYPE
+    example: Any = None
+    headers: tuple[Header, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Operation:
+    method: str
+    path: str
+    handler: Handler
+    operation_id: str
+    summary: str
+    tags: tuple[str, ...]
+    description: str = ""
+    security: tuple[str, ...] = ()
+    request_model: type[BaseModel] | None = None
+    parameters: tuple[Parameter, ...] = ()
+    responses: tuple[Response, ...] = ()
+
+
+def problem(status: int, description: str, detail: str) -> Response:
+    """A documented problem+json answer with an example."""
+    error = _ERRORS_BY_STATUS[status]
+    title, slug = error.title, error.slug
+    return Response(
+        status=status,
+        description=description,
+        model=ProblemDetails,
+        media_type=PROBLEM_MEDIA_TYPE,
+        example={
+            "type": PROBLEM_TYPE_BASE + slug,
+            "title": title,
+            "status": status,
+            "detail": detail,
+        },
+    )
+
+
+def add_operations(app: web.Application, operations: Sequence[Operation]) -> None:
+    for op in operations:
+        app.router.add_route(op.method, op.path, op.handler, name=op.operation_id)
+
+
+def _model_example(model: type[BaseModel]) -> Any:
+    extra = model.model_config.get("json_schema_extra")
+    if isinstance(extra, dict):
+        examples = extra.get("examples")
+        if isinstance(examples, list) and examples:
+            return examples[0]
+    return None
+
+
+def _schemas(operations: Sequence[Operation]) -> tuple[dict[Any, Any], dict[str, Any]]:
+    pairs: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = []
+    for op in operations:
+        if op.request_model is not None:
+            pairs.append((op.request_model, "validation"))
+        pairs.extend((r.model, "serialization") for r in op.responses if r.model is not None)
+    unique = list(dict.fromkeys(pairs))
+    refs, top = models_json_schema(unique, ref_template=REF_TEMPLATE)
+    return dict(refs), top.get("$defs", {})
+
+
+def _response_doc(response: Response, refs: Mapping[Any, Any]) -> dict[str, Any]:
+    doc: dict[str, Any] = {"description": response.description}
+    if response.headers:
+        doc["headers"] = {
+            h.name: {"description": h.description, "schema": dict(h.schema), "example": h.example}
+            for h in response.headers
+        }
+    if response.model is not None:
+        example = (
+            response.example if response.example is not None else _model_example(response.model)
+        )
+        doc["content"] = {
+            response.media_type: {
+                "schema": refs[(response.model, "serialization")],
+                "example": example,
+            }
+        }
+    return doc
+
+
+def _operation_doc(op: Operation, refs: Mapping[Any, Any]) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "operationId": op.operation_id,
+        "summary": op.summary,
+        "tags": list(op.tags),
+        "security": [{name: []} for name in op.security],
+        "responses": {str(r.status): _response_doc(r, refs) for r in op.responses},
+    }
+    if op.description:
+        doc["description"] = op.description
+    if op.parameters:
+        doc["parameters"] = [
+            {
+                "name": p.name,
+                "in": p.location,
+                "description": p.description,
+                "required": p.required or p.location == "path",
+                "schema": dict(p.schema),
+                "example": p.example,
+            }
+            for p in op.parameters
+        ]
+    if op.request_model is not None:
+        doc["requestBody"] = {
+            "required": True,
+            "content": {
+                JSON_MEDIA_TYPE: {
+                    "schema": refs[(op.request_model, "validation")],
+                    "example": _model_example(op.request_model),
+                }
+            },
+        }
+    return doc
+
+
+def build_openapi(
+    *,
+    title: str,
+    version: str,
+    description: str,
+    operations: Sequence[Operation],
+    security_schemes: Mapping[str, Mapping[str, Any]],
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for ``operations``; deterministic for the same input."""
+    refs, components = _schemas(operations)
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation_doc(op, refs)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version, "description": description},
+        "paths": paths,
+        "components": {
+            "schemas": dict(sorted(components.items())),
+            "securitySchemes": {k: dict(v) for k, v in security_schemes.items()},
+        },
+    }
+
+
+def swagger_ui_static_dir() -> Path:
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the swagger-ui-py package is not installed")
+    return Path(spec.origin).parent / "static"
+
+
+DOCS_HTML = """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>{title}</title>
+  <link rel="stylesheet" href="/docs/static/swagger-ui.css">
+  <link rel="icon" type="image/png" href="/docs/static/favicon-32x32.png">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="/docs/static/swagger-ui-bundle.js"></script>
+  <script>
+    window.ui = SwaggerUIBundle({{url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true}});
+  </script>
+</body>
+</html>
+"""
+
+
+def add_docs_routes(app: web.Application, document: Mapping[str, Any]) -> None:
+    """Serve ``/openapi.json`` and Swagger UI at ``/docs`` from the packaged assets."""
+    page = DOCS_HTML.format(title=f"{document['info']['title']} API")
+
+    async def openapi_json(request: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    async def docs(request: web.Request) -> web.Response:
+        return web.Response(text=page, content_type="text/html")
+
+    app.router.add_get("/openapi.json", openapi_json, name="openapi")
+    app.router.add_get("/docs", docs, name="docs")
+    app.router.add_static("/docs/static", swagger_ui_static_dir(), name="docs-static")

@@ -1,0 +1,37 @@
+"""What the three services' settings share: secrets that may come from files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+
+def load_secret_files(data: Any, names: Iterable[str]) -> Any:
+    """For each secret ``name`` not given directly, read it from ``<name>_file`` if set.
+
+    Docker secrets arrive as files; ``CONTROLLER_ADMIN_TOKEN_FILE=/run/secrets/admin``
+    stands for ``CONTROLLER_ADMIN_TOKEN``. Trailing white space (a final newline) is cut.
+    """
+    if not isinstance(data, dict):
+        return data
+    for name in names:
+        path = data.get(f"{name}_file")
+        if path and not data.get(name):
+            try:
+                data[name] = Path(path).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(f"cannot read the file given for {name}: {exc.strerror}") from None
+    return data
+
+
+def describe_settings_error(exc: ValidationError, env_prefix: str) -> str:
+    """One line per bad setting, named as the environment variable an operator sets."""
+    lines = []
+    for err in exc.errors(include_url=False, include_input=False):
+        name = "_".join(str(part) for part in err["loc"]).upper()
+        variable = f"{env_prefix}{name}" if name else env_prefix.rstrip("_")
+        lines.append(f"  {variable}: {err['msg']}")
+    return "invalid settings:\n" + "\n".join(lines)
