@@ -35,7 +35,9 @@ def require_bearer_token(request: web.Request) -> str:
 
 def tokens_equal(given: str, expected: str) -> bool:
     """Compare two secrets in time that does not depend on where they differ."""
-    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8"))
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
 
 
 def hash_token(token: str) -> str:

@@ -52,12 +52,7 @@ async def read_json(request: web.Request, *, max_bytes: int = MAX_REQUEST_BODY_B
         )
     if request.content_length is not None and request.content_length > max_bytes:
         raise PayloadTooLarge(f"The body may be at most {max_bytes} bytes.")
-    try:
-        raw = await request.content.read(max_bytes + 1)
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise PayloadTooLarge(f"The body may be at most {max_bytes} bytes.") from exc
-    if len(raw) > max_bytes:
-        raise PayloadTooLarge(f"The body may be at most {max_bytes} bytes.")
+    raw = await _read_at_most(request, max_bytes)
     try:
         value = json.loads(raw)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -65,6 +60,18 @@ async def read_json(request: web.Request, *, max_bytes: int = MAX_REQUEST_BODY_B
     if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise ValidationFailed(f"The JSON body is nested deeper than {MAX_JSON_DEPTH} levels.")
     return value
+
+
+async def _read_at_most(request: web.Request, max_bytes: int) -> bytes:
+    """The whole body, however many pieces it arrives in; 413 once it passes ``max_bytes``."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"The body may be at most {max_bytes} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _json_error(exc: Exception) -> str:

@@ -1,0 +1,47 @@
+"""The agent's names, defaults and time limits, units in their names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+ENV_PREFIX: Final = "AGENT_"
+
+DEFAULT_WORKER_URL: Final = "http://127.0.0.1:8080"
+DEFAULT_STATE_DIR: Final = Path("./data/agent")
+DEFAULT_BACKOFF_BASE_SECONDS: Final = 1.0
+DEFAULT_BACKOFF_MAX_SECONDS: Final = 60.0
+DEFAULT_REQUEST_TIMEOUT_SECONDS: Final = 10.0
+
+# Where to poll until the controller names another path at registration.
+DEFAULT_POLL_URL: Final = "/config"
+# The poll interval used until the controller has named one (registration or a poll).
+DEFAULT_POLL_INTERVAL_SECONDS: Final = 30
+# Intervals the controller may name; anything outside is ignored (it cannot cause a hot loop).
+MIN_POLL_INTERVAL_SECONDS: Final = 1
+MAX_POLL_INTERVAL_SECONDS: Final = 86_400
+# A poll sleeps interval * (1 - fraction * random()): never longer than one interval.
+POLL_JITTER_FRACTION: Final = 0.1
+# A Retry-After longer than this is not believed; the agent waits this long instead.
+MAX_RETRY_AFTER_SECONDS: Final = 3_600.0
+
+# How many controller attempt start times (time.monotonic()) the agent remembers.
+ATTEMPT_HISTORY_LENGTH: Final = 100
+
+# Answers from the controller and the worker are small JSON documents.
+MAX_ANSWER_BYTES: Final = 64 * 1024
+READ_CHUNK_BYTES: Final = 16 * 1024
+# A peer's problem detail is quoted in log lines up to this many characters.
+MAX_PROBLEM_DETAIL_CHARS: Final = 300
+
+# How long the loops get, once told to stop, to finish the request in hand.
+STOP_GRACE_SECONDS: Final = 1.0
+
+# The state directory and its files.
+STATE_FORMAT: Final = 1
+IDENTITY_FILE_NAME: Final = "identity.json"
+CONFIG_FILE_NAME: Final = "config.json"
+STATE_DIR_MODE: Final = 0o700
+# Both files are private: identity.json holds the agent token, and a configured URL may
+# carry a password.
+STATE_FILE_MODE: Final = 0o600

@@ -1,0 +1,161 @@
+"""Talking to the controller: ``POST /register`` and the conditional ``GET /config``.
+
+Everything goes over one ``aiohttp.ClientSession``; failures are ``agent.errors``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.constants import MAX_POLL_INTERVAL_SECONDS, MIN_POLL_INTERVAL_SECONDS
+from agent.errors import BadAnswer
+from agent.http import Answer, exchange, parse_body, problem_detail, raise_for_shared_statuses
+from common.constants import (
+    HEADER_AGENT_ID,
+    HEADER_APPLIED_VERSION,
+    HEADER_CONFIG_VERSION,
+    HEADER_POLL_INTERVAL_SECONDS,
+)
+from common.models import WorkerConfig
+
+
+class HintsAnswer(BaseModel):
+    """Where change hints are published (used once Redis hints arrive)."""
+
+    redis_url: str
+    channel: str
+
+
+class _RegisterAnswer(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    agent_id: uuid.UUID
+    # A path on the controller itself: "/config", never "//elsewhere" nor a full URL.
+    poll_url: str = Field(pattern=r"^/([^/].*)?$")
+    poll_interval_seconds: int = Field(ge=MIN_POLL_INTERVAL_SECONDS, le=MAX_POLL_INTERVAL_SECONDS)
+    agent_token: str = Field(min_length=1)
+    hints: HintsAnswer | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Registration:
+    """What ``POST /register`` gave this agent."""
+
+    agent_id: uuid.UUID
+    agent_token: str = field(repr=False)
+    poll_url: str
+    poll_interval_seconds: int
+    hints: HintsAnswer | None = field(repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PollRequest:
+    """What the agent says when it polls."""
+
+    poll_url: str
+    agent_id: uuid.UUID
+    agent_token: str = field(repr=False)
+    applied_version: int | None
+    etag: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PollAnswer:
+    """``GET /config``: a configuration (200), or ``config=None`` for 304 Not Modified."""
+
+    config: WorkerConfig | None
+    version: int
+    etag: str | None
+    poll_interval_seconds: int | None
+
+
+class ControllerClient:
+    """The controller at ``base_url``, over one session this client owns."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+        self._session = session
+        self._base_url = base_url.rstrip("/")
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def register(
+        self, *, registration_token: str, hostname: str, labels: Mapping[str, str]
+    ) -> Registration:
+        """``POST /register``; Rejected (401/403), RateLimited, Unreachable or BadAnswer."""
+        answer = await exchange(
+            self._session,
+            "POST",
+            f"{self._base_url}/register",
+            headers={"Authorization": f"Bearer {registration_token}"},
+            body={"hostname": hostname, "labels": dict(labels)},
+        )
+        raise_for_shared_statuses(answer)
+        if answer.status != 201:
+            raise BadAnswer(f"POST /register answered {answer.status}: {problem_detail(answer)}")
+        body = parse_body(answer, _RegisterAnswer)
+        return Registration(
+            agent_id=body.agent_id,
+            agent_token=body.agent_token,
+            poll_url=body.poll_url,
+            poll_interval_seconds=body.poll_interval_seconds,
+            hints=body.hints,
+        )
+
+    async def fetch_config(self, request: PollRequest) -> PollAnswer:
+        """The conditional ``GET`` of the configuration."""
+        answer = await exchange(
+            self._session, "GET", self._base_url + request.poll_url, headers=_poll_headers(request)
+        )
+        raise_for_shared_statuses(answer)
+        if answer.status not in (200, 304):
+            raise BadAnswer(
+                f"GET {request.poll_url} answered {answer.status}: {problem_detail(answer)}"
+            )
+        version = _config_version(answer)
+        config = None if answer.status == 304 else parse_body(answer, WorkerConfig)
+        return PollAnswer(
+            config=config,
+            version=version,
+            etag=answer.headers.get("ETag"),
+            poll_interval_seconds=_poll_interval(answer),
+        )
+
+
+def _poll_headers(request: PollRequest) -> dict[str, str]:
+    headers = {
+        "Authorization": f"Bearer {request.agent_token}",
+        HEADER_AGENT_ID: str(request.agent_id),
+    }
+    if request.applied_version is not None:
+        headers[HEADER_APPLIED_VERSION] = str(request.applied_version)
+    if request.etag is not None:
+        headers["If-None-Match"] = request.etag
+    return headers
+
+
+def _header_int(answer: Answer, name: str) -> int | None:
+    raw = answer.headers.get(name, "").strip()
+    if not raw.isascii() or not raw.isdigit():
+        return None
+    return int(raw)
+
+
+def _config_version(answer: Answer) -> int:
+    version = _header_int(answer, HEADER_CONFIG_VERSION)
+    if version is None:
+        raise BadAnswer(f"the answer has no valid {HEADER_CONFIG_VERSION} header")
+    return version
+
+
+def _poll_interval(answer: Answer) -> int | None:
+    """The interval the controller asks for, if it names a sensible one."""
+    seconds = _header_int(answer, HEADER_POLL_INTERVAL_SECONDS)
+    if seconds is None or not MIN_POLL_INTERVAL_SECONDS <= seconds <= MAX_POLL_INTERVAL_SECONDS:
+        return None
+    return seconds

@@ -1,0 +1,47 @@
+"""What can go wrong when the agent talks to the controller or the worker.
+
+    AgentError              base: a peer did not give the agent what it asked for
+    ├── Unreachable         no usable answer: refused, reset, timed out, or a 5xx
+    ├── Rejected            401/403: the credential sent was not accepted (carries status)
+    ├── RateLimited         429: carries how long the peer asked the agent to wait
+    ├── VersionConflict     409 from the worker: it holds a newer or different version
+    └── BadAnswer           an answer the agent cannot use: another 4xx, or an invalid body
+
+The HTTP clients raise only these; aiohttp's exceptions are translated at that boundary
+(``raise Unreachable(...) from exc``). These are client-side failures, so they are not
+``common.errors.FleetconfError`` (which describes what a service answers with).
+"""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Base of the agent's failures talking to its peers."""
+
+
+class Unreachable(AgentError):
+    """The peer gave no usable answer; trying again later may help."""
+
+
+class Rejected(AgentError):
+    """The peer did not accept the credential (401 or 403)."""
+
+    def __init__(self, detail: str, *, status: int) -> None:
+        super().__init__(detail)
+        self.status = status
+
+
+class RateLimited(AgentError):
+    """The peer asked the agent to slow down (429)."""
+
+    def __init__(self, detail: str, *, retry_after_seconds: float | None) -> None:
+        super().__init__(detail)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class VersionConflict(AgentError):
+    """The worker refused the version: it holds a newer one, or this one differently."""
+
+
+class BadAnswer(AgentError):
+    """The peer answered, but not with anything the agent can use."""

@@ -1,0 +1,125 @@
+"""One HTTP exchange with a peer, and the answers every peer shares (5xx, 401/403, 429).
+
+aiohttp's exceptions stop here: callers see only ``agent.errors``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiohttp
+from pydantic import BaseModel, ValidationError
+
+from agent.constants import (
+    MAX_ANSWER_BYTES,
+    MAX_PROBLEM_DETAIL_CHARS,
+    MAX_RETRY_AFTER_SECONDS,
+    READ_CHUNK_BYTES,
+)
+from agent.errors import BadAnswer, RateLimited, Rejected, Unreachable
+from common.constants import JSON_MEDIA_TYPE
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Answer:
+    """A peer's answer, read in full (it is small)."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+async def exchange(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    body: BaseModel | Mapping[str, Any] | None = None,
+) -> Answer:
+    """Send one request and read the answer; Unreachable when there is none."""
+    sent = dict(headers)
+    data = None if body is None else _encode(body)
+    if data is not None:
+        sent["Content-Type"] = JSON_MEDIA_TYPE
+    try:
+        async with session.request(
+            method, url, headers=sent, data=data, allow_redirects=False
+        ) as response:
+            content = await _read_limited(response.content)
+            return Answer(status=response.status, headers=response.headers, body=content)
+    except TimeoutError as exc:
+        raise Unreachable(f"no answer within {session.timeout.total} seconds") from exc
+    except aiohttp.ClientError as exc:
+        raise Unreachable(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _encode(body: BaseModel | Mapping[str, Any]) -> bytes:
+    if isinstance(body, BaseModel):
+        return body.model_dump_json().encode("utf-8")
+    return json.dumps(body).encode("utf-8")
+
+
+async def _read_limited(content: aiohttp.StreamReader) -> bytes:
+    """The whole body, refused as soon as it grows past ``MAX_ANSWER_BYTES``."""
+    body = bytearray()
+    async for chunk in content.iter_chunked(READ_CHUNK_BYTES):
+        body += chunk
+        if len(body) > MAX_ANSWER_BYTES:
+            raise BadAnswer(f"the answer is larger than {MAX_ANSWER_BYTES} bytes")
+    return bytes(body)
+
+
+def raise_for_shared_statuses(answer: Answer) -> None:
+    """Turn the statuses every peer answers alike into the agent's errors."""
+    if answer.status >= 500:
+        raise Unreachable(f"status {answer.status}")
+    if answer.status in (401, 403):
+        raise Rejected(f"status {answer.status}", status=answer.status)
+    if answer.status == 429:
+        retry_after = retry_after_seconds(answer.headers.get("Retry-After"))
+        raise RateLimited("status 429", retry_after_seconds=retry_after)
+
+
+def parse_body(answer: Answer, model: type[ModelT]) -> ModelT:
+    """The answer's JSON body as ``model``; BadAnswer when it is not one."""
+    try:
+        return model.model_validate_json(answer.body)
+    except ValidationError as exc:
+        raise BadAnswer(f"the body is not a valid {model.__name__}") from exc
+
+
+def retry_after_seconds(header: str | None, *, now: dt.datetime | None = None) -> float | None:
+    """A Retry-After header (seconds or an HTTP date) in seconds, capped; None if unusable."""
+    if header is None:
+        return None
+    text = header.strip()
+    if text.isascii() and text.isdigit():
+        return min(float(text), MAX_RETRY_AFTER_SECONDS)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    wait = (when - (now or dt.datetime.now(dt.UTC))).total_seconds()
+    return min(max(wait, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
+def problem_detail(answer: Answer) -> str:
+    """The ``detail`` of a problem+json answer, shortened for a log line."""
+    try:
+        value = json.loads(answer.body)
+    except (ValueError, RecursionError):
+        return "(no problem detail)"
+    detail = value.get("detail") if isinstance(value, dict) else None
+    if not isinstance(detail, str):
+        return "(no problem detail)"
+    return detail[:MAX_PROBLEM_DETAIL_CHARS]

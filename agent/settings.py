@@ -1,0 +1,81 @@
+"""The agent's settings: ``AGENT_*`` environment variables and an optional env file."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from agent.constants import (
+    DEFAULT_BACKOFF_BASE_SECONDS,
+    DEFAULT_BACKOFF_MAX_SECONDS,
+    DEFAULT_REQUEST_TIMEOUT_SECONDS,
+    DEFAULT_STATE_DIR,
+    DEFAULT_WORKER_URL,
+    ENV_PREFIX,
+)
+from common.models import HttpUrlText
+from common.settings import load_secret_files
+
+_SECRETS = ("registration_token", "worker_token")
+_LOG_LEVELS = frozenset({"CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"})
+
+
+class AgentSettings(BaseSettings):
+    """Everything the agent is told at start; built once, in ``main()``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    controller_url: HttpUrlText
+    registration_token: SecretStr = Field(min_length=1)
+    registration_token_file: Path | None = None
+    worker_url: HttpUrlText = DEFAULT_WORKER_URL
+    worker_token: SecretStr | None = None
+    worker_token_file: Path | None = None
+    state_dir: Path = DEFAULT_STATE_DIR
+    # Not used yet: Redis change hints come later. A Redis URL may carry a password.
+    redis_url: SecretStr | None = None
+    backoff_base_seconds: float = Field(default=DEFAULT_BACKOFF_BASE_SECONDS, gt=0)
+    backoff_max_seconds: float = Field(default=DEFAULT_BACKOFF_MAX_SECONDS, gt=0)
+    hostname: str = Field(default_factory=socket.gethostname, min_length=1)
+    labels: dict[str, str] = Field(default_factory=dict)
+    request_timeout_seconds: float = Field(default=DEFAULT_REQUEST_TIMEOUT_SECONDS, gt=0)
+    log_level: str = "INFO"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, data: Any) -> Any:
+        return load_secret_files(data, _SECRETS)
+
+    @field_validator("controller_url", "worker_url")
+    @classmethod
+    def _without_trailing_slash(cls, value: str) -> str:
+        """``http://c:8000/`` and ``http://c:8000`` are the same controller."""
+        return value.rstrip("/")
+
+    @field_validator("worker_token")
+    @classmethod
+    def _empty_token_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        """``AGENT_WORKER_TOKEN=`` (empty) means no token, as an unset variable does."""
+        if value is None or not value.get_secret_value().strip():
+            return None
+        return value
+
+    @field_validator("backoff_max_seconds")
+    @classmethod
+    def _max_not_below_base(cls, value: float, info: ValidationInfo) -> float:
+        base = info.data.get("backoff_base_seconds")
+        if base is not None and value < base:
+            raise ValueError(f"must be at least {ENV_PREFIX}BACKOFF_BASE_SECONDS ({base})")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in _LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(sorted(_LOG_LEVELS))}")
+        return level

@@ -1,0 +1,243 @@
+"""What the agent keeps on disk: its identity and the last configuration it received.
+
+Two files in the state directory, so that a damaged configuration does not cost the
+identity (and the other way round):
+
+    identity.json   {"format": 1, "controller_url", "agent_id", "agent_token", "checksum"}
+    config.json     {"format": 1, "version", "etag", "config", "poll_interval_seconds",
+                     "checksum"}
+
+``checksum`` is the SHA-256 (hex) of the canonical JSON of the other fields. Files are
+replaced atomically (temporary file, fsync, rename, fsync of the directory), so a crash
+leaves the old file or the new one. A file that cannot be read, or fails its checksum or
+shape, is logged as ``state.corrupt`` and treated as absent: it is never applied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agent.constants import (
+    CONFIG_FILE_NAME,
+    IDENTITY_FILE_NAME,
+    STATE_DIR_MODE,
+    STATE_FILE_MODE,
+    STATE_FORMAT,
+)
+from common.models import WorkerConfig
+
+logger = logging.getLogger(__name__)
+
+DocumentT = TypeVar("DocumentT", bound=BaseModel)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Identity:
+    """Who this agent is to one controller."""
+
+    controller_url: str
+    agent_id: uuid.UUID
+    agent_token: str = field(repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CachedConfig:
+    """The last configuration received from the controller."""
+
+    version: int
+    etag: str | None
+    config: WorkerConfig
+    poll_interval_seconds: int
+
+
+class _IdentityDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    format: Literal[1]
+    controller_url: str = Field(min_length=1)
+    agent_id: str = Field(min_length=1)
+    agent_token: str = Field(min_length=1)
+    checksum: str
+
+
+class _ConfigDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    format: Literal[1]
+    version: int = Field(ge=0)
+    etag: str | None
+    config: dict[str, Any]
+    poll_interval_seconds: int = Field(ge=1)
+    checksum: str
+
+
+class CorruptState(Exception):
+    """A state file exists but must not be used; the message says why."""
+
+
+def checksum(fields: dict[str, Any]) -> str:
+    """SHA-256 hex of the canonical JSON (sorted keys, compact) of ``fields``."""
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def write_atomically(path: Path, data: bytes, *, mode: int = STATE_FILE_MODE) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old file or the new one."""
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            os.fchmod(tmp.fileno(), mode)
+            tmp.write(data)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename itself durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class StateStore:
+    """The two state files in one directory; every method is blocking file I/O."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.identity_path = state_dir / IDENTITY_FILE_NAME
+        self.config_path = state_dir / CONFIG_FILE_NAME
+
+    def prepare(self) -> None:
+        """Create the state directory, private to this user."""
+        self.state_dir.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
+        if self.state_dir.stat().st_mode & 0o777 != STATE_DIR_MODE:
+            try:
+                self.state_dir.chmod(STATE_DIR_MODE)
+            except OSError as exc:
+                logger.warning("state.dir_not_private path=%s error=%s", self.state_dir, exc)
+
+    def load_identity(self, controller_url: str) -> Identity | None:
+        """The saved identity for ``controller_url``; None if absent, damaged or another's."""
+        doc = self._load(self.identity_path, _IdentityDocument)
+        if doc is None:
+            return None
+        try:
+            agent_id = uuid.UUID(doc.agent_id)
+        except ValueError:
+            _log_corrupt(self.identity_path, "agent_id is not a UUID")
+            return None
+        if doc.controller_url != controller_url:
+            logger.info(
+                "state.identity_ignored reason=other_controller saved_for=%s", doc.controller_url
+            )
+            return None
+        return Identity(
+            controller_url=doc.controller_url, agent_id=agent_id, agent_token=doc.agent_token
+        )
+
+    def save_identity(self, identity: Identity) -> None:
+        self._save(
+            self.identity_path,
+            {
+                "format": STATE_FORMAT,
+                "controller_url": identity.controller_url,
+                "agent_id": str(identity.agent_id),
+                "agent_token": identity.agent_token,
+            },
+        )
+
+    def clear_identity(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.identity_path.unlink()
+        _fsync_directory(self.state_dir)
+
+    def load_config(self) -> CachedConfig | None:
+        """The saved configuration; None if absent or damaged."""
+        doc = self._load(self.config_path, _ConfigDocument)
+        if doc is None:
+            return None
+        try:
+            config = WorkerConfig.model_validate(doc.config)
+        except ValidationError:
+            _log_corrupt(self.config_path, "config is not a valid worker configuration")
+            return None
+        return CachedConfig(
+            version=doc.version,
+            etag=doc.etag,
+            config=config,
+            poll_interval_seconds=doc.poll_interval_seconds,
+        )
+
+    def save_config(self, cached: CachedConfig) -> None:
+        self._save(
+            self.config_path,
+            {
+                "format": STATE_FORMAT,
+                "version": cached.version,
+                "etag": cached.etag,
+                "config": cached.config.model_dump(mode="json"),
+                "poll_interval_seconds": cached.poll_interval_seconds,
+            },
+        )
+
+    def _save(self, path: Path, fields: dict[str, Any]) -> None:
+        document = {**fields, "checksum": checksum(fields)}
+        data = json.dumps(document, sort_keys=True, indent=2).encode("utf-8") + b"\n"
+        write_atomically(path, data)
+
+    def _load(self, path: Path, model: type[DocumentT]) -> DocumentT | None:
+        try:
+            return _read_document(path, model)
+        except FileNotFoundError:
+            return None
+        except CorruptState as exc:
+            _log_corrupt(path, str(exc))
+            return None
+
+
+def _read_document(path: Path, model: type[DocumentT]) -> DocumentT:
+    """The checked document at ``path``; FileNotFoundError, or CorruptState saying why."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise CorruptState(f"unreadable ({exc.strerror})") from exc
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise CorruptState("not valid JSON") from exc
+    if not isinstance(value, dict):
+        raise CorruptState("not a JSON object")
+    try:
+        doc = model.model_validate(value)
+    except ValidationError as exc:
+        names = sorted({str(err["loc"][0]) for err in exc.errors() if err["loc"]})
+        raise CorruptState(f"unexpected shape ({', '.join(names) or 'document'})") from exc
+    fields = {key: item for key, item in value.items() if key != "checksum"}
+    if value["checksum"] != checksum(fields):
+        raise CorruptState("checksum mismatch")
+    return doc
+
+
+def _log_corrupt(path: Path, reason: str) -> None:
+    logger.warning("state.corrupt path=%s reason=%s", path, reason)

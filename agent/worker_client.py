@@ -1,0 +1,62 @@
+"""Talking to the worker beside the agent: ``GET /config`` and ``POST /config``.
+
+Failures are ``agent.errors``; a 409 (the worker holds a newer version) is VersionConflict.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from agent.errors import BadAnswer, VersionConflict
+from agent.http import Answer, exchange, parse_body, problem_detail, raise_for_shared_statuses
+from common.constants import HEADER_CONFIG_VERSION
+from common.models import WorkerConfig
+
+
+class WorkerStatus(BaseModel):
+    """What the worker says it holds."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    version: int = Field(ge=0)
+    config: WorkerConfig
+
+
+class WorkerClient:
+    """The worker at ``base_url``, over one session this client owns."""
+
+    def __init__(
+        self, session: aiohttp.ClientSession, base_url: str, *, token: SecretStr | None
+    ) -> None:
+        self._session = session
+        self._url = base_url.rstrip("/") + "/config"
+        self._token = token
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def status(self) -> WorkerStatus:
+        """The version and configuration the worker holds."""
+        answer = await exchange(self._session, "GET", self._url, headers=self._auth())
+        return _status_of(answer)
+
+    async def apply(self, version: int, config: WorkerConfig) -> WorkerStatus:
+        """Hand the worker ``config`` as ``version``; what it then holds."""
+        headers = {**self._auth(), HEADER_CONFIG_VERSION: str(version)}
+        answer = await exchange(self._session, "POST", self._url, headers=headers, body=config)
+        if answer.status == 409:
+            raise VersionConflict(f"the worker refused version {version}")
+        return _status_of(answer)
+
+    def _auth(self) -> dict[str, str]:
+        if self._token is None:
+            return {}
+        return {"Authorization": f"Bearer {self._token.get_secret_value()}"}
+
+
+def _status_of(answer: Answer) -> WorkerStatus:
+    raise_for_shared_statuses(answer)
+    if answer.status != 200:
+        raise BadAnswer(f"the worker answered {answer.status}: {problem_detail(answer)}")
+    return parse_body(answer, WorkerStatus)

@@ -1,0 +1,1 @@
+"""The fleetconf controller: versions the configuration and serves it to agents."""

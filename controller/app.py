@@ -1,0 +1,86 @@
+"""The controller's aiohttp application: ``create_app(settings)`` wires it, doing no I/O."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from common.constants import MAX_REQUEST_BODY_BYTES
+from common.openapi import add_docs_routes, add_operations
+from common.problem import problem_middleware
+from controller import keys
+from controller.cache import ConfigCache
+from controller.constants import CACHE_REFRESH_SECONDS, LEDGER_FLUSH_SECONDS
+from controller.credentials import AgentTokens, Authenticator
+from controller.db import create_engine
+from controller.hints import NullHintPublisher
+from controller.ledger import Ledger
+from controller.routes import OPERATIONS, openapi_document
+from controller.settings import ControllerSettings
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    engine = create_engine(settings.database_url)
+    app[keys.ENGINE] = engine
+    agent_tokens = AgentTokens(engine)
+    app[keys.AGENT_TOKENS] = agent_tokens
+    app[keys.AUTHENTICATOR] = Authenticator(
+        admin_token=settings.admin_token,
+        registration_token=settings.registration_token,
+        agent_tokens=agent_tokens,
+    )
+    try:
+        yield
+    finally:
+        await engine.dispose()
+
+
+async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
+    cache = ConfigCache(
+        app[keys.ENGINE], default_poll_interval_seconds=app[keys.SETTINGS].poll_interval_seconds
+    )
+    await cache.refresh()
+    app[keys.CACHE] = cache
+    task = asyncio.create_task(cache.refresh_forever(CACHE_REFRESH_SECONDS))
+    try:
+        yield
+    finally:
+        await _cancel(task)
+
+
+async def ledger_ctx(app: web.Application) -> AsyncIterator[None]:
+    ledger = Ledger(app[keys.ENGINE])
+    app[keys.LEDGER] = ledger
+    task = asyncio.create_task(ledger.flush_forever(LEDGER_FLUSH_SECONDS))
+    try:
+        yield
+    finally:
+        await _cancel(task)
+        # The last sightings are written even while the process is being stopped.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(ledger.flush())
+
+
+async def hints_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[keys.PUBLISHER] = NullHintPublisher()
+    yield
+
+
+def create_app(settings: ControllerSettings) -> web.Application:
+    app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_REQUEST_BODY_BYTES)
+    app[keys.SETTINGS] = settings
+    app[keys.WRITE_LOCK] = asyncio.Lock()
+    app.cleanup_ctx.extend([database_ctx, cache_ctx, ledger_ctx, hints_ctx])
+    add_operations(app, OPERATIONS)
+    add_docs_routes(app, openapi_document())
+    return app

@@ -1,0 +1,111 @@
+"""The current configuration, held in memory so that serving it touches no database.
+
+Each replica keeps one :class:`Snapshot`. A write through this replica replaces it at
+once; a hint from another replica, or the refresh loop (every
+``CACHE_REFRESH_SECONDS``), picks up what other replicas wrote. With the database down
+the last snapshot keeps being served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from common.errors import FleetconfError
+from controller import store
+from controller.db import transaction
+
+logger = logging.getLogger(__name__)
+
+
+def etag_for(version: int) -> str:
+    return f'"{version}"'
+
+
+@dataclass(frozen=True, kw_only=True)
+class Snapshot:
+    """One version as served: its body already encoded, its headers already formatted."""
+
+    version: int
+    body: bytes
+    created_at: dt.datetime
+    poll_interval_seconds: int
+
+    @property
+    def etag(self) -> str:
+        return etag_for(self.version)
+
+
+class ConfigCache:
+    """The replica's view of the current version and poll interval."""
+
+    def __init__(self, engine: AsyncEngine, *, default_poll_interval_seconds: int) -> None:
+        self._engine = engine
+        self._default_poll_interval_seconds = default_poll_interval_seconds
+        self._snapshot: Snapshot | None = None
+        self._refresh_failing = False
+
+    @property
+    def snapshot(self) -> Snapshot:
+        if self._snapshot is None:
+            raise RuntimeError("the configuration cache was read before it was loaded")
+        return self._snapshot
+
+    def replace(self, record: store.VersionRecord, poll_interval_seconds: int | None) -> None:
+        """Serve ``record`` from now on, unless a newer version is already held."""
+        current = self._snapshot
+        if current is not None and current.version > record.version:
+            return
+        self._snapshot = Snapshot(
+            version=record.version,
+            body=record.body.encode(),
+            created_at=record.created_at,
+            poll_interval_seconds=poll_interval_seconds or self._default_poll_interval_seconds,
+        )
+
+    def set_poll_interval(self, seconds: int | None) -> None:
+        snap = self.snapshot
+        interval = seconds or self._default_poll_interval_seconds
+        if interval != snap.poll_interval_seconds:
+            self._snapshot = Snapshot(
+                version=snap.version,
+                body=snap.body,
+                created_at=snap.created_at,
+                poll_interval_seconds=interval,
+            )
+
+    async def refresh(self) -> bool:
+        """Re-read the fleet state; load the body only when the version moved. True if it did."""
+        async with transaction(self._engine) as conn:
+            state = await store.read_fleet_state(conn)
+            held = self._snapshot
+            if held is not None and held.version == state.current_version:
+                self.set_poll_interval(state.poll_interval_seconds)
+                return False
+            record = await store.read_version(conn, state.current_version)
+        if record is None:
+            raise RuntimeError(
+                f"fleet_state names version {state.current_version}, which is missing"
+            )
+        self.replace(record, state.poll_interval_seconds)
+        logger.info("cache.loaded version=%d", record.version)
+        return True
+
+    async def refresh_forever(self, period_seconds: float) -> None:
+        """The fallback that bounds staleness when hints are missing; logs outages once."""
+        while True:
+            await asyncio.sleep(period_seconds)
+            try:
+                await self.refresh()
+            except FleetconfError:
+                if not self._refresh_failing:
+                    logger.warning("cache.refresh_failed serving_version=%d", self.snapshot.version)
+                self._refresh_failing = True
+            else:
+                if self._refresh_failing:
+                    logger.info("cache.refresh_recovered version=%d", self.snapshot.version)
+                self._refresh_failing = False

@@ -1,0 +1,23 @@
+"""The controller's names and time limits, units in the names."""
+
+from __future__ import annotations
+
+from typing import Final
+
+POLL_URL: Final = "/config"
+DEFAULT_HINT_CHANNEL: Final = "fleetconf:config"
+MIN_POLL_INTERVAL_SECONDS: Final = 1
+MAX_POLL_INTERVAL_SECONDS: Final = 86_400
+
+# How often a replica re-reads the current version from the database, so that with
+# Redis down or absent it never serves a version older than about this.
+CACHE_REFRESH_SECONDS: Final = 1.0
+# How often the agents' last-seen and applied versions are written, in one batch.
+LEDGER_FLUSH_SECONDS: Final = 2.0
+# How long a verified agent token is trusted before it is looked up again.
+AGENT_TOKEN_CACHE_SECONDS: Final = 5.0
+READINESS_TIMEOUT_SECONDS: Final = 2.0
+SHUTDOWN_TIMEOUT_SECONDS: Final = 10.0
+SQLITE_BUSY_TIMEOUT_MILLISECONDS: Final = 5_000
+# The single row of fleet_state.
+FLEET_STATE_ID: Final = 1

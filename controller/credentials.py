@@ -1,0 +1,117 @@
+"""Who is calling: the admin, a machine that may register, or a registered agent.
+
+Admin and registration tokens are static settings. Agent tokens are issued at
+registration as ``<agent id>.<secret>``; only their SHA-256 is stored. Every comparison
+is constant-time, and a verified agent credential is trusted for
+``AGENT_TOKEN_CACHE_SECONDS`` so that polling does not query the database.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+import uuid
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from pydantic import SecretStr
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from common.auth import hash_token, new_secret, tokens_equal
+from common.errors import Forbidden, Unauthorized
+from controller import store
+from controller.constants import AGENT_TOKEN_CACHE_SECONDS
+from controller.db import transaction
+
+
+class Role(enum.Enum):
+    ADMIN = "admin"
+    REGISTRATION = "registration"
+    AGENT = "agent"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Principal:
+    role: Role
+    agent_id: uuid.UUID | None = None
+
+
+def issue_agent_token(agent_id: uuid.UUID) -> str:
+    return f"{agent_id}.{new_secret()}"
+
+
+def _agent_id_of(token: str) -> uuid.UUID | None:
+    prefix, dot, _secret = token.partition(".")
+    if not dot:
+        return None
+    try:
+        return uuid.UUID(prefix)
+    except ValueError:
+        return None
+
+
+class AgentTokens:
+    """Verifies agent tokens against their stored hashes, with a short-lived cache."""
+
+    def __init__(
+        self, engine: AsyncEngine, *, cache_seconds: float = AGENT_TOKEN_CACHE_SECONDS
+    ) -> None:
+        self._engine = engine
+        self._cache_seconds = cache_seconds
+        self._verified: dict[uuid.UUID, tuple[str, float]] = {}
+
+    async def verify(self, token: str) -> uuid.UUID | None:
+        """The agent id the token belongs to, or None if it is unknown or revoked."""
+        agent_id = _agent_id_of(token)
+        if agent_id is None:
+            return None
+        token_hash = hash_token(token)
+        cached = self._verified.get(agent_id)
+        if cached is not None and time.monotonic() - cached[1] < self._cache_seconds:
+            return agent_id if tokens_equal(token_hash, cached[0]) else None
+        async with transaction(self._engine) as conn:
+            credential = await store.read_agent_credential(conn, agent_id)
+        if credential is None or credential.revoked:
+            self._verified.pop(agent_id, None)
+            return None
+        self._verified[agent_id] = (credential.token_hash, time.monotonic())
+        return agent_id if tokens_equal(token_hash, credential.token_hash) else None
+
+    def forget(self, agent_id: uuid.UUID) -> None:
+        """Stop trusting a cached credential at once (the agent was revoked here)."""
+        self._verified.pop(agent_id, None)
+
+
+class Authenticator:
+    def __init__(
+        self, *, admin_token: SecretStr, registration_token: SecretStr, agent_tokens: AgentTokens
+    ) -> None:
+        self._admin = admin_token
+        self._registration = registration_token
+        self._agent_tokens = agent_tokens
+
+    async def identify(self, token: str | None) -> Principal:
+        """The principal a Bearer token stands for; 401 when there is none or it is unknown."""
+        if token is None:
+            raise Unauthorized("This endpoint needs 'Authorization: Bearer <token>'.")
+        # Both static comparisons always run, so timing does not tell which role matched.
+        is_admin = tokens_equal(token, self._admin.get_secret_value())
+        is_registration = tokens_equal(token, self._registration.get_secret_value())
+        if is_admin:
+            return Principal(role=Role.ADMIN)
+        if is_registration:
+            return Principal(role=Role.REGISTRATION)
+        agent_id = await self._agent_tokens.verify(token)
+        if agent_id is not None:
+            return Principal(role=Role.AGENT, agent_id=agent_id)
+        raise Unauthorized("The Bearer token is not valid, or was revoked.")
+
+    async def require(self, token: str | None, allowed: Collection[Role]) -> Principal:
+        principal = await self.identify(token)
+        if principal.role not in allowed:
+            names = " or ".join(sorted(role.value for role in allowed))
+            raise Forbidden(
+                f"This endpoint is for the {names} role; this token has the "
+                f"{principal.role.value} role."
+            )
+        return principal

@@ -1,0 +1,135 @@
+"""The controller's tables and its database engine.
+
+The schema itself is owned by the alembic migrations; these ``Table`` objects describe
+it for queries, and a test checks that the migrated database matches them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    event,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from common.errors import Conflict, Unavailable
+from controller.constants import SQLITE_BUSY_TIMEOUT_MILLISECONDS
+
+metadata = MetaData(
+    naming_convention={
+        "pk": "pk_%(table_name)s",
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+    }
+)
+
+fleet_state = Table(
+    "fleet_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("current_version", Integer, nullable=False),
+    Column("poll_interval_seconds", Integer, nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+config_versions = Table(
+    "config_versions",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("hostname", String(253), nullable=False),
+    Column("labels", JSON, nullable=False),
+    Column("token_hash", String(64), nullable=False),
+    Column("registered_at", DateTime(timezone=True), nullable=False),
+    Column("assigned_version", Integer, nullable=False),
+    Column("last_seen_at", DateTime(timezone=True), nullable=True),
+    Column("applied_version", Integer, nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """SQLite hands back naive datetimes; every time fleetconf stores is UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def prepare_sqlite_file(url: str) -> None:
+    database = make_url(url).database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # The driver's own implicit BEGIN is switched off; _sqlite_begin says BEGIN IMMEDIATE.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MILLISECONDS}")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    # Take the write lock when the transaction starts, not at its first write: two
+    # writers then queue on busy_timeout instead of failing on a stale snapshot.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An async engine for ``url``; SQLite gets WAL, a busy timeout, BEGIN IMMEDIATE."""
+    if is_sqlite(url):
+        prepare_sqlite_file(url)
+        engine = create_async_engine(url)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
+        return engine
+    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+@contextlib.contextmanager
+def database_errors() -> Iterator[None]:
+    """Translate driver failures into fleetconf errors at the storage boundary."""
+    try:
+        yield
+    except IntegrityError as exc:
+        raise Conflict("A concurrent write changed the same record; retry the request.") from exc
+    except (DBAPIError, OSError, TimeoutError) as exc:
+        raise Unavailable("The database is unavailable; retry shortly.") from exc
+
+
+@contextlib.asynccontextmanager
+async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """One transaction, committed on success; database failures become 503/409."""
+    with database_errors():
+        async with engine.begin() as conn:
+            yield conn

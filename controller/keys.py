@@ -1,0 +1,23 @@
+"""Typed keys for what the controller keeps on its aiohttp application."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from controller.cache import ConfigCache
+from controller.credentials import AgentTokens, Authenticator
+from controller.hints import HintPublisher
+from controller.ledger import Ledger
+from controller.settings import ControllerSettings
+
+SETTINGS = web.AppKey("settings", ControllerSettings)
+ENGINE = web.AppKey("engine", AsyncEngine)
+CACHE = web.AppKey("cache", ConfigCache)
+LEDGER = web.AppKey("ledger", Ledger)
+AGENT_TOKENS = web.AppKey("agent_tokens", AgentTokens)
+AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
+PUBLISHER = web.AppKey("publisher", HintPublisher)
+WRITE_LOCK = web.AppKey("write_lock", asyncio.Lock)

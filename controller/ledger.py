@@ -1,0 +1,60 @@
+"""The applied-version ledger: who polled when, and which version its worker holds.
+
+Polls are recorded in memory and written in one batch every ``LEDGER_FLUSH_SECONDS``,
+so a fleet polling every second costs one UPDATE round trip, not one per agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from common.errors import FleetconfError
+from controller import store
+from controller.db import transaction, utcnow
+
+logger = logging.getLogger(__name__)
+
+
+class Ledger:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._pending: dict[uuid.UUID, store.Sighting] = {}
+
+    def record(self, agent_id: uuid.UUID, applied_version: int | None) -> None:
+        """Note one poll; a poll that names no applied version keeps the last one known."""
+        previous = self._pending.get(agent_id)
+        if applied_version is None and previous is not None:
+            applied_version = previous.applied_version
+        self._pending[agent_id] = store.Sighting(
+            last_seen_at=utcnow(), applied_version=applied_version
+        )
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def flush(self) -> int:
+        """Write what was recorded since the last flush; on failure keep it for the next."""
+        batch, self._pending = self._pending, {}
+        if not batch:
+            return 0
+        try:
+            async with transaction(self._engine) as conn:
+                await store.write_sightings(conn, batch)
+        except FleetconfError:
+            for agent_id, sighting in batch.items():
+                self._pending.setdefault(agent_id, sighting)
+            raise
+        return len(batch)
+
+    async def flush_forever(self, period_seconds: float) -> None:
+        while True:
+            await asyncio.sleep(period_seconds)
+            try:
+                await self.flush()
+            except FleetconfError:
+                logger.warning("ledger.flush_failed pending=%d", self.pending)

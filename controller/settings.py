@@ -1,0 +1,69 @@
+"""The controller's settings: environment variables prefixed CONTROLLER_, or an env file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.settings import load_secret_files
+from controller.constants import (
+    DEFAULT_HINT_CHANNEL,
+    MAX_POLL_INTERVAL_SECONDS,
+    MIN_POLL_INTERVAL_SECONDS,
+)
+
+ENV_PREFIX = "CONTROLLER_"
+_SECRETS = ("admin_token", "registration_token")
+_DRIVER_BY_SCHEME = {
+    "postgres": "postgresql+psycopg",
+    "postgresql": "postgresql+psycopg",
+    "sqlite": "sqlite+aiosqlite",
+}
+
+
+def normalise_database_url(url: str) -> str:
+    """Give plain ``postgresql://`` and ``sqlite://`` URLs the async driver fleetconf uses."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError("expected a URL such as postgresql://user@host/db or sqlite:///path")
+    return f"{_DRIVER_BY_SCHEME.get(scheme, scheme)}://{rest}"
+
+
+class ControllerSettings(BaseSettings):
+    """Everything the controller reads from its environment; built once, in ``main()``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=8000, ge=1, le=65535)
+    database_url: str = "sqlite+aiosqlite:///./data/controller.db"
+    redis_url: SecretStr | None = None
+    hint_channel: str = Field(default=DEFAULT_HINT_CHANNEL, min_length=1)
+    admin_token: SecretStr = Field(min_length=1)
+    admin_token_file: Path | None = None
+    registration_token: SecretStr = Field(min_length=1)
+    registration_token_file: Path | None = None
+    poll_interval_seconds: int = Field(
+        default=30, ge=MIN_POLL_INTERVAL_SECONDS, le=MAX_POLL_INTERVAL_SECONDS
+    )
+    migrate_on_start: bool = True
+    log_level: str = "INFO"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, data: Any) -> Any:
+        return load_secret_files(data, _SECRETS)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_driver(cls, value: str) -> str:
+        return normalise_database_url(value)
+
+    @model_validator(mode="after")
+    def _roles_differ(self) -> ControllerSettings:
+        if self.admin_token.get_secret_value() == self.registration_token.get_secret_value():
+            raise ValueError("the admin token and the registration token must differ")
+        return self

@@ -1,0 +1,172 @@
+"""HTTP handlers: parse, call the domain, answer. Errors become problem+json upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+from aiohttp import web
+from sqlalchemy import text
+
+from common.auth import bearer_token
+from common.constants import (
+    HEADER_AGENT_ID,
+    HEADER_APPLIED_VERSION,
+    HEADER_CONFIG_VERSION,
+    HEADER_POLL_INTERVAL_SECONDS,
+)
+from common.errors import Unavailable
+from common.http import json_response, read_model
+from common.models import WorkerConfig
+from controller import keys
+from controller.cache import Snapshot
+from controller.constants import POLL_URL, READINESS_TIMEOUT_SECONDS
+from controller.credentials import Principal, Role
+from controller.db import database_errors
+from controller.etags import if_match_versions, if_none_match_hits
+from controller.models import (
+    Health,
+    Hints,
+    PollSettings,
+    RegisterRequest,
+    RegisterResponse,
+    VersionInfo,
+)
+from controller.registration import register_agent
+from controller.versions import Writer, publish_config, set_poll_interval
+
+logger = logging.getLogger(__name__)
+
+ADMIN = frozenset({Role.ADMIN})
+REGISTRARS = frozenset({Role.REGISTRATION, Role.ADMIN})
+CONFIG_READERS = frozenset({Role.AGENT, Role.REGISTRATION, Role.ADMIN})
+MAX_VERSION = 2**31 - 1
+
+
+async def _authorize(request: web.Request, allowed: frozenset[Role]) -> Principal:
+    return await request.app[keys.AUTHENTICATOR].require(bearer_token(request), allowed)
+
+
+def _writer(request: web.Request) -> Writer:
+    app = request.app
+    return Writer(engine=app[keys.ENGINE], cache=app[keys.CACHE], lock=app[keys.WRITE_LOCK])
+
+
+def _config_headers(snap: Snapshot) -> dict[str, str]:
+    return {
+        "ETag": snap.etag,
+        HEADER_CONFIG_VERSION: str(snap.version),
+        HEADER_POLL_INTERVAL_SECONDS: str(snap.poll_interval_seconds),
+        "Cache-Control": "no-cache",
+    }
+
+
+def _header_int(request: web.Request, name: str) -> int | None:
+    raw = request.headers.get(name, "").strip()
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 10 or int(raw) > MAX_VERSION:
+        return None
+    return int(raw)
+
+
+def _agent_id(request: web.Request, principal: Principal) -> uuid.UUID | None:
+    """Which agent polled: its token says so; with a shared token, X-Agent-ID does."""
+    if principal.agent_id is not None:
+        return principal.agent_id
+    try:
+        return uuid.UUID(request.headers.get(HEADER_AGENT_ID, ""))
+    except ValueError:
+        return None
+
+
+def _record_sighting(request: web.Request, principal: Principal) -> None:
+    agent_id = _agent_id(request, principal)
+    if agent_id is not None:
+        applied = _header_int(request, HEADER_APPLIED_VERSION)
+        request.app[keys.LEDGER].record(agent_id, applied)
+
+
+async def get_config(request: web.Request) -> web.Response:
+    principal = await _authorize(request, CONFIG_READERS)
+    snap = request.app[keys.CACHE].snapshot
+    _record_sighting(request, principal)
+    headers = _config_headers(snap)
+    if if_none_match_hits(request.headers.get("If-None-Match"), snap.version):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=snap.body, content_type="application/json", headers=headers)
+
+
+async def post_config(request: web.Request) -> web.Response:
+    await _authorize(request, ADMIN)
+    config = await read_model(request, WorkerConfig)
+    if_match = if_match_versions(request.headers.get("If-Match"))
+    published = await publish_config(_writer(request), config, if_match=if_match)
+    record = published.record
+    if published.created:
+        snap = request.app[keys.CACHE].snapshot
+        await request.app[keys.PUBLISHER].publish(
+            version=record.version, poll_interval_seconds=snap.poll_interval_seconds
+        )
+    info = VersionInfo(
+        version=record.version, etag=f'"{record.version}"', created_at=record.created_at
+    )
+    return json_response(
+        info, status=201 if published.created else 200, headers={"ETag": info.etag}
+    )
+
+
+async def register(request: web.Request) -> web.Response:
+    await _authorize(request, REGISTRARS)
+    body = await read_model(request, RegisterRequest)
+    app = request.app
+    snap = app[keys.CACHE].snapshot
+    registration = await register_agent(
+        app[keys.ENGINE], hostname=body.hostname, labels=body.labels, assigned_version=snap.version
+    )
+    answer = RegisterResponse(
+        agent_id=registration.agent_id,
+        poll_url=POLL_URL,
+        poll_interval_seconds=snap.poll_interval_seconds,
+        agent_token=registration.agent_token,
+        hints=_hints(app),
+    )
+    return json_response(answer, status=201)
+
+
+def _hints(app: web.Application) -> Hints | None:
+    settings = app[keys.SETTINGS]
+    if settings.redis_url is None:
+        return None
+    return Hints(redis_url=settings.redis_url.get_secret_value(), channel=settings.hint_channel)
+
+
+async def get_settings(request: web.Request) -> web.Response:
+    await _authorize(request, ADMIN)
+    snap = request.app[keys.CACHE].snapshot
+    return json_response(PollSettings(poll_interval_seconds=snap.poll_interval_seconds))
+
+
+async def put_settings(request: web.Request) -> web.Response:
+    await _authorize(request, ADMIN)
+    body = await read_model(request, PollSettings)
+    await set_poll_interval(_writer(request), body.poll_interval_seconds)
+    snap = request.app[keys.CACHE].snapshot
+    await request.app[keys.PUBLISHER].publish(
+        version=snap.version, poll_interval_seconds=snap.poll_interval_seconds
+    )
+    return json_response(PollSettings(poll_interval_seconds=snap.poll_interval_seconds))
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response(Health(status="ok"))
+
+
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
+            with database_errors():
+                async with request.app[keys.ENGINE].connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+    except TimeoutError as exc:
+        raise Unavailable("The database did not answer in time.") from exc
+    return json_response(Health(status="ready"))

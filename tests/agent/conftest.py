@@ -1,0 +1,204 @@
+"""Fixtures for the agent: its settings, and the real worker and controller on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from pytest_aiohttp import AiohttpServer
+
+from agent.settings import AgentSettings
+from controller import migrations
+from controller.app import create_app as create_controller_app
+from controller.settings import ControllerSettings
+from worker.app import create_app as create_worker_app
+from worker.settings import WorkerSettings
+
+REGISTRATION_TOKEN = "agent-tests-registration-token"
+ADMIN_TOKEN = "agent-tests-admin-token"
+WORKER_TOKEN = "agent-tests-worker-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+MakeSettings = Callable[..., AgentSettings]
+StartWorker = Callable[..., Awaitable[TestServer]]
+
+
+class CeilingRandom(random.Random):
+    """Full jitter pinned to its ceiling: backoff delays become exactly base * 2**n, capped."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No AGENT_* variable of the machine running the tests leaks into them."""
+    for name in list(os.environ):
+        if name.startswith("AGENT_"):
+            monkeypatch.delenv(name)
+
+
+def unused_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def closed_port_url() -> str:
+    """A loopback URL nothing listens on."""
+    return f"http://127.0.0.1:{unused_port()}"
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    """Where the agent under test keeps its state."""
+    return tmp_path / "agent-state"
+
+
+@pytest.fixture
+def make_settings(state_dir: Path, closed_port_url: str) -> MakeSettings:
+    """Agent settings for tests: nothing reachable unless overridden, small backoff."""
+
+    def make(**overrides: Any) -> AgentSettings:
+        values: dict[str, Any] = {
+            "controller_url": closed_port_url,
+            "registration_token": REGISTRATION_TOKEN,
+            "worker_url": closed_port_url,
+            "state_dir": state_dir,
+            "backoff_base_seconds": 0.01,
+            "backoff_max_seconds": 0.08,
+            "request_timeout_seconds": 5,
+            "hostname": "edge-test-01",
+            "_env_file": None,
+        }
+        values.update(overrides)
+        return AgentSettings(**values)
+
+    return make
+
+
+@pytest.fixture
+def start_worker(aiohttp_server: AiohttpServer) -> StartWorker:
+    """Start the real worker app on loopback (on a given port, to 'restart' it)."""
+
+    async def start(*, token: str | None = None, port: int | None = None) -> TestServer:
+        app = create_worker_app(WorkerSettings(token=token, _env_file=None))
+        kwargs: dict[str, Any] = {} if port is None else {"port": port}
+        server: TestServer = await aiohttp_server(app, **kwargs)
+        return server
+
+    return start
+
+
+@pytest.fixture
+async def worker(start_worker: StartWorker) -> TestServer:
+    """A real worker without a token."""
+    return await start_worker()
+
+
+def base_url(server: TestServer) -> str:
+    return str(server.make_url("")).rstrip("/")
+
+
+async def worker_holds(server: TestServer, *, token: str | None = None) -> dict[str, Any]:
+    """What the worker says it holds: {"version", "config"}."""
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(server.make_url("/config"), headers=headers) as resp,
+    ):
+        assert resp.status == 200
+        body: dict[str, Any] = await resp.json()
+        return body
+
+
+async def eventually(
+    check: Callable[[], bool | Awaitable[bool]], *, timeout_seconds: float
+) -> None:
+    """Wait until ``check()`` is true; fail the test if it is not within the timeout."""
+    async with asyncio.timeout(timeout_seconds):
+        # Polling on purpose: what is checked lives in another server or in the agent's
+        # records, and no test-only event is added to the code under test for it.
+        while not await _truth(check()):  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+
+
+async def _truth(value: bool | Awaitable[bool]) -> bool:
+    return value if isinstance(value, bool) else await value
+
+
+@dataclass
+class Seen:
+    """One request the controller answered: what the agent sent, and the status."""
+
+    method: str
+    path: str
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Controller:
+    """The real controller app on loopback, with a record of the requests it answered."""
+
+    server: TestServer
+    seen: list[Seen]
+
+    @property
+    def url(self) -> str:
+        return base_url(self.server)
+
+    async def publish(self, url: str | None) -> int:
+        """POST /config as the admin; the version stored."""
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(self.server.make_url("/config"), json={"url": url}, headers=ADMIN) as r,
+        ):
+            assert r.status in (200, 201), await r.text()
+            body: dict[str, Any] = await r.json()
+            return int(body["version"])
+
+    async def set_poll_interval(self, seconds: int) -> None:
+        """PUT /settings as the admin."""
+        body = {"poll_interval_seconds": seconds}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.put(self.server.make_url("/settings"), json=body, headers=ADMIN) as r,
+        ):
+            assert r.status == 200, await r.text()
+
+    def polls(self) -> list[Seen]:
+        return [s for s in self.seen if s.method == "GET" and s.path == "/config"]
+
+
+@pytest.fixture
+async def controller(aiohttp_server: AiohttpServer, tmp_path: Path) -> Controller:
+    """The real controller on a migrated SQLite database, poll interval 1 s."""
+    database_url = f"sqlite+aiosqlite:///{tmp_path}/c.db"
+    await asyncio.to_thread(migrations.upgrade, database_url)
+    settings = ControllerSettings(
+        database_url=database_url,
+        admin_token=ADMIN_TOKEN,
+        registration_token=REGISTRATION_TOKEN,
+        poll_interval_seconds=1,
+        _env_file=None,
+    )
+    app = create_controller_app(settings)
+    seen: list[Seen] = []
+
+    async def record(request: web.Request, response: web.StreamResponse) -> None:
+        seen.append(Seen(request.method, request.path, response.status, dict(request.headers)))
+
+    app.on_response_prepare.append(record)
+    return Controller(server=await aiohttp_server(app), seen=seen)

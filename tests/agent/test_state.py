@@ -1,0 +1,225 @@
+"""The agent's state files: identity.json and config.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import stat
+import uuid
+from pathlib import Path
+
+import pytest
+
+from agent.state import CachedConfig, Identity, StateStore, checksum, write_atomically
+from common.models import WorkerConfig
+
+CONTROLLER = "http://controller.test:8000"
+
+
+def identity(controller_url: str = CONTROLLER) -> Identity:
+    return Identity(
+        controller_url=controller_url, agent_id=uuid.uuid4(), agent_token="agent-secret-token"
+    )
+
+
+def cached(version: int = 3, url: str | None = "https://ip.me") -> CachedConfig:
+    return CachedConfig(
+        version=version, etag=f'"{version}"', config=WorkerConfig(url=url), poll_interval_seconds=7
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> StateStore:
+    """A prepared state store in a fresh directory."""
+    state = StateStore(tmp_path / "state")
+    state.prepare()
+    return state
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_identity_round_trip(store: StateStore) -> None:
+    """A saved identity loads back equal for the same controller."""
+    saved = identity()
+    store.save_identity(saved)
+    assert store.load_identity(CONTROLLER) == saved
+
+
+def test_config_round_trip(store: StateStore) -> None:
+    """A saved configuration loads back equal, ETag and poll interval included."""
+    saved = cached()
+    store.save_config(saved)
+    assert store.load_config() == saved
+
+
+def test_missing_files_load_as_none(store: StateStore, caplog: pytest.LogCaptureFixture) -> None:
+    """No files yet: both load as None, and nothing is called corrupt."""
+    assert store.load_identity(CONTROLLER) is None
+    assert store.load_config() is None
+    assert "state.corrupt" not in caplog.text
+
+
+def test_file_format_and_checksum(store: StateStore) -> None:
+    """The files carry format 1 and the SHA-256 of the canonical JSON of the other fields."""
+    store.save_config(cached())
+    document = json.loads(store.config_path.read_text())
+    fields = {k: v for k, v in document.items() if k != "checksum"}
+    assert document["format"] == 1
+    assert set(fields) == {"format", "version", "etag", "config", "poll_interval_seconds"}
+    assert document["checksum"] == checksum(fields)
+    store.save_identity(identity())
+    assert set(json.loads(store.identity_path.read_text())) == {
+        "format",
+        "controller_url",
+        "agent_id",
+        "agent_token",
+        "checksum",
+    }
+
+
+def test_modes_are_private(tmp_path: Path) -> None:
+    """The state directory is 0700 and the files 0600 (identity.json holds a secret)."""
+    store = StateStore(tmp_path / "a" / "state")
+    store.prepare()
+    store.save_identity(identity())
+    store.save_config(cached())
+    assert mode(store.state_dir) == 0o700
+    assert mode(store.identity_path) == 0o600
+    assert mode(store.config_path) == 0o600
+
+
+def test_existing_open_directory_is_made_private(tmp_path: Path) -> None:
+    """A state directory that already exists with 0755 is tightened to 0700."""
+    directory = tmp_path / "state"
+    directory.mkdir(mode=0o755)
+    directory.chmod(0o755)
+    StateStore(directory).prepare()
+    assert mode(directory) == 0o700
+
+
+def test_writes_leave_no_temporary_files(store: StateStore) -> None:
+    """Repeated atomic writes leave exactly the two state files behind."""
+    for version in range(1, 6):
+        store.save_config(cached(version))
+        store.save_identity(identity())
+    assert sorted(p.name for p in store.state_dir.iterdir()) == ["config.json", "identity.json"]
+    assert store.load_config() == cached(5)
+
+
+def test_failed_write_leaves_old_file_and_no_temporary(tmp_path: Path) -> None:
+    """A write whose rename fails removes its temporary file and raises."""
+    target = tmp_path / "config.json"
+    target.mkdir()  # os.replace cannot put a file over a directory
+    with pytest.raises(OSError, match="directory"):
+        write_atomically(target, b"{}")
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
+    assert target.is_dir()
+
+
+def _assert_corrupt(caplog: pytest.LogCaptureFixture, path: Path, reason: str) -> None:
+    records = [r for r in caplog.records if r.getMessage().startswith("state.corrupt")]
+    assert len(records) == 1
+    assert records[0].levelno == logging.WARNING
+    assert f"path={path}" in records[0].getMessage()
+    assert f"reason={reason}" in records[0].getMessage()
+
+
+def test_checksum_mismatch_is_not_applied(
+    store: StateStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A field edited without its checksum makes the file corrupt: logged, not loaded."""
+    store.save_config(cached(3))
+    document = json.loads(store.config_path.read_text())
+    document["version"] = 4
+    store.config_path.write_text(json.dumps(document))
+    assert store.load_config() is None
+    _assert_corrupt(caplog, store.config_path, "checksum mismatch")
+
+
+def test_truncated_file_is_not_applied(store: StateStore, caplog: pytest.LogCaptureFixture) -> None:
+    """A file cut short (a torn write on another file system) is corrupt."""
+    store.save_config(cached())
+    data = store.config_path.read_bytes()
+    store.config_path.write_bytes(data[: len(data) // 2])
+    assert store.load_config() is None
+    _assert_corrupt(caplog, store.config_path, "not valid JSON")
+
+
+def test_garbage_file_is_not_applied(store: StateStore, caplog: pytest.LogCaptureFixture) -> None:
+    """Bytes that are not JSON at all are corrupt."""
+    store.identity_path.write_bytes(b"\x00\xff\xfe garbage \x80")
+    assert store.load_identity(CONTROLLER) is None
+    _assert_corrupt(caplog, store.identity_path, "not valid JSON")
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ("[1, 2, 3]", "not a JSON object"),
+        ('{"format": 1}', "unexpected shape"),
+        (
+            '{"format": 2, "version": 1, "etag": null, "config": {"url": null}, '
+            '"poll_interval_seconds": 5, "checksum": "x"}',
+            "unexpected shape (format)",
+        ),
+    ],
+)
+def test_wrong_shape_is_not_applied(
+    store: StateStore, caplog: pytest.LogCaptureFixture, content: str, reason: str
+) -> None:
+    """Valid JSON of the wrong shape or format is corrupt."""
+    store.config_path.write_text(content)
+    assert store.load_config() is None
+    _assert_corrupt(caplog, store.config_path, reason)
+
+
+def test_invalid_configuration_with_valid_checksum_is_not_applied(
+    store: StateStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A checksummed file whose configuration is not a valid WorkerConfig is not applied."""
+    fields = {
+        "format": 1,
+        "version": 2,
+        "etag": '"2"',
+        "config": {"url": "ftp://example.org/"},
+        "poll_interval_seconds": 5,
+    }
+    store.config_path.write_text(json.dumps({**fields, "checksum": checksum(fields)}))
+    assert store.load_config() is None
+    _assert_corrupt(caplog, store.config_path, "config is not a valid worker configuration")
+
+
+def test_damaged_config_keeps_identity(store: StateStore) -> None:
+    """A damaged config.json does not cost the identity."""
+    saved = identity()
+    store.save_identity(saved)
+    store.save_config(cached())
+    store.config_path.write_text("{")
+    assert store.load_config() is None
+    assert store.load_identity(CONTROLLER) == saved
+
+
+def test_identity_for_another_controller_is_ignored(
+    store: StateStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An identity saved for another controller URL is not used (the agent re-registers)."""
+    caplog.set_level(logging.INFO)
+    store.save_identity(identity("http://old-controller.test:8000"))
+    assert store.load_identity(CONTROLLER) is None
+    assert "state.identity_ignored reason=other_controller" in caplog.text
+    assert "state.corrupt" not in caplog.text
+
+
+def test_clear_identity(store: StateStore) -> None:
+    """Clearing the identity removes the file; clearing twice is harmless."""
+    store.save_identity(identity())
+    store.clear_identity()
+    store.clear_identity()
+    assert store.load_identity(CONTROLLER) is None
+
+
+def test_token_not_in_repr() -> None:
+    """The agent token never shows in an Identity's repr."""
+    assert "agent-secret-token" not in repr(identity())

@@ -1,0 +1,107 @@
+"""Refused requests: problem+json with the right status, and no state changed."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.controller.conftest import ADMIN, REGISTRATION
+
+
+async def _current(client) -> tuple[str, object]:
+    resp = await client.get("/config", headers=REGISTRATION)
+    return resp.headers["X-Config-Version"], await resp.json()
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type", "status"),
+    [
+        (b"{not json", "application/json", 422),
+        (b"", "application/json", 422),
+        (b'{"url": "ftp://example.org/"}', "application/json", 422),
+        (b'{"url": "javascript:alert(1)"}', "application/json", 422),
+        (b'{"url": "https://"}', "application/json", 422),
+        (b'{"url": 5}', "application/json", 422),
+        (b'{"url": "https://example.org/", "other": 1}', "application/json", 422),
+        (b"{}", "application/json", 422),
+        (b"[]", "application/json", 422),
+        (b"\xff\xfe", "application/json", 422),
+        (b"[" * 5000 + b"]" * 5000, "application/json", 422),
+        (b'{"url": "https://example.org/"}', "text/plain", 415),
+        (b'{"url": "https://example.org/"}', "application/x-www-form-urlencoded", 415),
+        (b'{"url": "https://example.org/' + b"a" * 70_000 + b'"}', "application/json", 413),
+    ],
+)
+async def test_refused_config_is_problem_json_and_changes_nothing(
+    client, data: bytes, content_type: str, status: int
+) -> None:
+    """Malformed, invalid, mistyped or oversized bodies get 4xx and leave the version alone."""
+    before = await _current(client)
+    resp = await client.post("/config", data=data, headers={**ADMIN, "Content-Type": content_type})
+    assert resp.status == status
+    assert resp.content_type == "application/problem+json"
+    problem = await resp.json()
+    assert problem["status"] == status
+    assert {"type", "title", "detail"} <= problem.keys()
+    assert await _current(client) == before
+
+
+async def test_validation_problem_lists_the_field(client) -> None:
+    """A 422 names the invalid field without echoing the input."""
+    resp = await client.post("/config", json={"url": "ftp://secret@example.org/"}, headers=ADMIN)
+    problem = await resp.json()
+    assert problem["errors"][0]["loc"] == ["url"]
+    assert "secret" not in await resp.text()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"poll_interval_seconds": 0},
+        {"poll_interval_seconds": 86_401},
+        {"poll_interval_seconds": "5"},
+        {"poll_interval_seconds": 5.5},
+        {},
+        {"poll_interval_seconds": 5, "x": 1},
+        {"poll_interval_seconds": True},
+    ],
+)
+async def test_bad_settings_are_422_and_change_nothing(client, body: object) -> None:
+    """PUT /settings accepts only an integer 1-86400 and nothing else."""
+    resp = await client.put("/settings", json=body, headers=ADMIN)
+    assert resp.status == 422
+    got = await client.get("/settings", headers=ADMIN)
+    assert await got.json() == {"poll_interval_seconds": 30}
+
+
+async def test_unknown_route_and_method_are_problem_json(client) -> None:
+    """404 and 405 are problem+json too."""
+    missing = await client.get("/nope")
+    assert missing.status == 404
+    assert missing.content_type == "application/problem+json"
+    wrong = await client.delete("/config", headers=ADMIN)
+    assert wrong.status == 405
+    assert wrong.content_type == "application/problem+json"
+    assert "GET" in wrong.headers["Allow"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Agent-ID": "garbage", "X-Applied-Version": "-1"},
+        {"X-Agent-ID": "", "X-Applied-Version": "99999999999999999999"},
+        {"If-None-Match": 'W/"x", "", *garbage'},
+        {"If-None-Match": '"' + "9" * 100 + '"'},
+    ],
+)
+async def test_garbage_poll_headers_are_ignored(client, headers: dict[str, str]) -> None:
+    """Garbled agent headers on GET /config never cause an error."""
+    resp = await client.get("/config", headers={**REGISTRATION, **headers})
+    assert resp.status == 200
+
+
+async def test_health_and_readiness(client) -> None:
+    """/healthz answers without auth; /readyz checks the database."""
+    assert await (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status == 200
+    assert await ready.json() == {"status": "ready"}

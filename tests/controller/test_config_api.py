@@ -1,0 +1,135 @@
+"""GET and POST /config: versions, ETags, compare-and-set, the poll interval headers."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import func, select
+
+from controller import keys
+from controller.db import config_versions
+from tests.controller.conftest import ADMIN, REGISTRATION, ClientFactory, post_config
+
+Client = object
+
+
+async def test_version_zero_before_any_post(client) -> None:
+    """Before any POST, GET /config answers version 0 with {"url": null}."""
+    resp = await client.get("/config", headers=REGISTRATION)
+    assert resp.status == 200
+    assert await resp.json() == {"url": None}
+    assert resp.headers["ETag"] == '"0"'
+    assert resp.headers["X-Config-Version"] == "0"
+    assert resp.headers["X-Poll-Interval-Seconds"] == "30"
+
+
+async def test_post_creates_numbered_versions(client) -> None:
+    """Each different configuration becomes the next version, served at once."""
+    first = await post_config(client, "https://example.org/a")
+    assert first.status == 201
+    body = await first.json()
+    assert body["version"] == 1
+    assert body["etag"] == '"1"'
+    assert first.headers["ETag"] == '"1"'
+    second = await post_config(client, "https://example.org/b")
+    assert (await second.json())["version"] == 2
+    resp = await client.get("/config", headers=REGISTRATION)
+    assert await resp.json() == {"url": "https://example.org/b"}
+    assert resp.headers["X-Config-Version"] == "2"
+
+
+async def test_identical_post_creates_no_version(client) -> None:
+    """Posting the current configuration again answers 200 with the current version."""
+    await post_config(client, "https://example.org/")
+    again = await post_config(client, "https://example.org/")
+    assert again.status == 200
+    assert (await again.json())["version"] == 1
+    async with client.app[keys.ENGINE].connect() as conn:
+        count = await conn.scalar(select(func.count()).select_from(config_versions))
+    assert count == 2  # version 0 and version 1
+
+
+async def test_if_none_match_gives_304_with_headers(client) -> None:
+    """A matching If-None-Match gives 304 carrying the same version headers."""
+    await post_config(client, "https://example.org/")
+    resp = await client.get("/config", headers={**REGISTRATION, "If-None-Match": '"1"'})
+    assert resp.status == 304
+    assert resp.headers["ETag"] == '"1"'
+    assert resp.headers["X-Config-Version"] == "1"
+    assert resp.headers["X-Poll-Interval-Seconds"] == "30"
+    stale = await client.get("/config", headers={**REGISTRATION, "If-None-Match": '"0"'})
+    assert stale.status == 200
+
+
+async def test_if_match_compare_and_set(client) -> None:
+    """If-Match writes only over the named version; a stale or garbled one gets 412."""
+    await post_config(client, "https://example.org/1")
+    ok = await post_config(client, "https://example.org/2", **{"If-Match": '"1"'})
+    assert ok.status == 201
+    stale = await post_config(client, "https://example.org/3", **{"If-Match": '"1"'})
+    assert stale.status == 412
+    assert stale.content_type == "application/problem+json"
+    garbled = await post_config(client, "https://example.org/3", **{"If-Match": "nonsense"})
+    assert garbled.status == 412
+    resp = await client.get("/config", headers=REGISTRATION)
+    assert await resp.json() == {"url": "https://example.org/2"}
+
+
+async def test_if_match_races_have_one_winner(client) -> None:
+    """Of many writers naming the same version, exactly one succeeds."""
+    results = await asyncio.gather(
+        *(post_config(client, f"https://example.org/{i}", **{"If-Match": '"0"'}) for i in range(10))
+    )
+    statuses = sorted(r.status for r in results)
+    assert statuses == [201] + [412] * 9
+
+
+async def test_two_replicas_allocate_distinct_consecutive_versions(
+    make_client: ClientFactory,
+) -> None:
+    """Two replicas on one database, writing at once, lose no version and repeat none."""
+    a, b = await make_client(), await make_client()
+    posts = [post_config(c, f"https://example.org/{c is a}/{i}") for i in range(15) for c in (a, b)]
+    results = await asyncio.gather(*posts)
+    assert {r.status for r in results} == {201}
+    versions = sorted([(await r.json())["version"] for r in results])
+    assert versions == list(range(1, 31))
+
+
+async def test_replica_sees_the_other_replicas_write(make_client: ClientFactory) -> None:
+    """A replica serves a version written through another replica after a refresh."""
+    a, b = await make_client(), await make_client()
+    await post_config(a, "https://example.org/from-a")
+    await b.app[keys.CACHE].refresh()
+    resp = await b.get("/config", headers=REGISTRATION)
+    assert await resp.json() == {"url": "https://example.org/from-a"}
+
+
+async def test_poll_interval_rides_on_200_and_304(client) -> None:
+    """PUT /settings changes X-Poll-Interval-Seconds on every GET /config answer."""
+    resp = await client.put("/settings", json={"poll_interval_seconds": 5}, headers=ADMIN)
+    assert resp.status == 200
+    assert await resp.json() == {"poll_interval_seconds": 5}
+    full = await client.get("/config", headers=REGISTRATION)
+    assert full.headers["X-Poll-Interval-Seconds"] == "5"
+    cached = await client.get("/config", headers={**REGISTRATION, "If-None-Match": '"0"'})
+    assert cached.status == 304
+    assert cached.headers["X-Poll-Interval-Seconds"] == "5"
+    got = await client.get("/settings", headers=ADMIN)
+    assert await got.json() == {"poll_interval_seconds": 5}
+
+
+async def test_poll_interval_survives_a_restart(make_client: ClientFactory) -> None:
+    """The poll interval is stored: a new replica serves the changed value."""
+    first = await make_client()
+    await first.put("/settings", json={"poll_interval_seconds": 7}, headers=ADMIN)
+    second = await make_client()
+    resp = await second.get("/settings", headers=ADMIN)
+    assert await resp.json() == {"poll_interval_seconds": 7}
+
+
+async def test_default_poll_interval_comes_from_settings(make_client: ClientFactory) -> None:
+    """CONTROLLER_POLL_INTERVAL_SECONDS is the interval until an admin changes it."""
+    client = await make_client(poll_interval_seconds=12)
+    resp = await client.get("/config", headers=REGISTRATION)
+    assert resp.headers["X-Poll-Interval-Seconds"] == "12"

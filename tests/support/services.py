@@ -1,0 +1,69 @@
+"""Reaching the real PostgreSQL and Redis the suite runs against.
+
+Locally a test that needs a service that is down is skipped with the reason; under
+CI=true it fails instead, so a green CI run never hides an untested backend.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+from psycopg import sql
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "FLEETCONF_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("FLEETCONF_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def service_missing(what: str) -> None:
+    """Fail under CI, skip elsewhere."""
+    message = f"{what} is not reachable"
+    if in_ci():
+        pytest.fail(f"{message}, and CI=true: start it (see .ci/run)")
+    pytest.skip(message)
+
+
+def port_open(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def throwaway_postgres() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test; dropped afterwards."""
+    if not port_open(POSTGRES_ADMIN_URL):
+        service_missing(f"PostgreSQL at {POSTGRES_ADMIN_URL}")
+    name = f"fleetconf_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    parts = urlsplit(POSTGRES_ADMIN_URL)
+    url = parts._replace(scheme="postgresql+psycopg", path=f"/{name}").geturl()
+    try:
+        yield url
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -1,0 +1,1 @@
+"""The fleetconf worker: holds one configuration and proxies ``GET /hit`` to its URL."""

@@ -1,0 +1,35 @@
+"""The worker's application factory: synchronous, no I/O until the app starts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from common.constants import MAX_REQUEST_BODY_BYTES
+from common.problem import problem_middleware
+from worker.hit import new_session
+from worker.keys import CLIENT_SESSION_KEY, CONFIG_STORE_KEY, SETTINGS_KEY
+from worker.routes import setup_routes
+from worker.settings import WorkerSettings
+from worker.state import ConfigStore
+
+
+def create_app(settings: WorkerSettings) -> web.Application:
+    """The worker as an aiohttp application; resources open when it starts."""
+    app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_REQUEST_BODY_BYTES)
+    app[SETTINGS_KEY] = settings
+    app[CONFIG_STORE_KEY] = ConfigStore()
+    app.cleanup_ctx.append(client_session)
+    setup_routes(app)
+    return app
+
+
+async def client_session(app: web.Application) -> AsyncIterator[None]:
+    """The one pooled HTTP client GET /hit uses, closed when the app stops."""
+    session = new_session(timeout_seconds=app[SETTINGS_KEY].hit_timeout_seconds)
+    app[CLIENT_SESSION_KEY] = session
+    try:
+        yield
+    finally:
+        await session.close()

@@ -1,0 +1,24 @@
+"""The worker's names and limits, units in their names."""
+
+from __future__ import annotations
+
+from typing import Final
+
+ENV_PREFIX: Final = "WORKER_"
+
+DEFAULT_PORT: Final = 8080
+DEFAULT_HIT_TIMEOUT_SECONDS: Final = 10.0
+DEFAULT_HIT_MAX_BYTES: Final = 10 * 1024 * 1024
+
+# The upstream body is read in pieces this large, so an oversize body is never buffered.
+HIT_READ_CHUNK_BYTES: Final = 64 * 1024
+# Redirects GET /hit follows before it answers 502.
+HIT_MAX_REDIRECTS: Final = 10
+# What GET /hit answers as Content-Type when the upstream sent none.
+DEFAULT_UPSTREAM_CONTENT_TYPE: Final = "application/octet-stream"
+
+# How long requests in flight may take to finish once the process is told to stop.
+SHUTDOWN_TIMEOUT_SECONDS: Final = 10.0
+
+# The largest X-Config-Version accepted: a signed 64-bit integer, as the controller stores it.
+MAX_CONFIG_VERSION: Final = 2**63 - 1

@@ -1,0 +1,15 @@
+"""Typed keys for what the worker keeps on its ``web.Application``."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import aiohttp
+from aiohttp import web
+
+from worker.settings import WorkerSettings
+from worker.state import ConfigStore
+
+SETTINGS_KEY: Final = web.AppKey("settings", WorkerSettings)
+CONFIG_STORE_KEY: Final = web.AppKey("config_store", ConfigStore)
+CLIENT_SESSION_KEY: Final = web.AppKey("client_session", aiohttp.ClientSession)

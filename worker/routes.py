@@ -1,0 +1,170 @@
+"""The worker's endpoints, declared once: they register the routes and build the OpenAPI."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Final
+
+from aiohttp import web
+
+from common.constants import HEADER_CONFIG_VERSION, MAX_REQUEST_BODY_BYTES
+from common.models import WorkerConfig
+from common.openapi import (
+    Operation,
+    Parameter,
+    Response,
+    add_docs_routes,
+    add_operations,
+    build_openapi,
+    problem,
+)
+from worker.constants import DEFAULT_UPSTREAM_CONTENT_TYPE, MAX_CONFIG_VERSION
+from worker.models import Health, UpstreamBody, WorkerConfigStatus
+from worker.views import get_config, get_healthz, get_hit, post_config
+
+SECURITY_SCHEME: Final = "workerToken"
+
+_DESCRIPTION = (
+    "The worker holds the configuration its agent sends and proxies GET /hit to the "
+    "configured URL. /config needs `Authorization: Bearer <WORKER_TOKEN>` when the worker "
+    "has a token. Every error is RFC 9457 application/problem+json."
+)
+_UNAUTHORIZED = problem(
+    401,
+    "The worker has a token and the request sent none, or another.",
+    "The Bearer token is not valid for this worker.",
+)
+_STATUS_OK = Response(
+    status=200, description="The held version and configuration.", model=WorkerConfigStatus
+)
+
+_POST_CONFIG = Operation(
+    method="POST",
+    path="/config",
+    handler=post_config,
+    operation_id="postConfig",
+    summary="Hold a configuration",
+    tags=("config",),
+    description=(
+        "Hold the configuration as the version in X-Config-Version. An older version than "
+        "the one held is refused, so reordered deliveries cannot roll the worker back; the "
+        "held version with the same configuration is a no-op. A refused request changes "
+        "nothing."
+    ),
+    security=(SECURITY_SCHEME,),
+    request_model=WorkerConfig,
+    parameters=(
+        Parameter(
+            name=HEADER_CONFIG_VERSION,
+            location="header",
+            description="The version of the configuration in the body.",
+            schema={"type": "integer", "minimum": 0, "maximum": MAX_CONFIG_VERSION},
+            required=True,
+            example=3,
+        ),
+    ),
+    responses=(
+        _STATUS_OK,
+        _UNAUTHORIZED,
+        problem(
+            409,
+            "The version is older than the one held, or held with another configuration.",
+            "Version 2 is older than the held version 3.",
+        ),
+        problem(
+            413,
+            "The body is too large.",
+            f"The body may be at most {MAX_REQUEST_BODY_BYTES} bytes.",
+        ),
+        problem(415, "The body is not JSON.", "Send the body as application/json, not text/plain."),
+        problem(
+            422,
+            "The body or the version header is invalid.",
+            "The request body is not a valid WorkerConfig.",
+        ),
+    ),
+)
+
+_GET_CONFIG = Operation(
+    method="GET",
+    path="/config",
+    handler=get_config,
+    operation_id="getConfig",
+    summary="The held configuration",
+    tags=("config",),
+    description='Version 0 with `{"url": null}` until a configuration arrives.',
+    security=(SECURITY_SCHEME,),
+    responses=(_STATUS_OK, _UNAUTHORIZED),
+)
+
+_GET_HIT = Operation(
+    method="GET",
+    path="/hit",
+    handler=get_hit,
+    operation_id="getHit",
+    summary="Fetch the configured URL",
+    tags=("hit",),
+    description=(
+        "GET the configured URL and answer with its status code (any, not only 200), its "
+        f"Content-Type ({DEFAULT_UPSTREAM_CONTENT_TYPE} when it sends none) and its body."
+    ),
+    responses=(
+        Response(
+            status=200,
+            description="The upstream's answer, passed on; its status code is passed on too.",
+            model=UpstreamBody,
+            media_type="*/*",
+        ),
+        problem(
+            502,
+            "The upstream failed, or its body is too large.",
+            "Cannot connect to the upstream at ip.me:443.",
+        ),
+        problem(
+            503,
+            "No URL is configured yet.",
+            "No URL is configured yet; the agent has not sent a configuration.",
+        ),
+        problem(
+            504,
+            "The upstream did not answer in time.",
+            "The upstream did not answer within 10.0 seconds.",
+        ),
+    ),
+)
+
+_GET_HEALTHZ = Operation(
+    method="GET",
+    path="/healthz",
+    handler=get_healthz,
+    operation_id="getHealthz",
+    summary="Liveness",
+    tags=("health",),
+    responses=(Response(status=200, description="The process answers.", model=Health),),
+)
+
+OPERATIONS: Final = (_POST_CONFIG, _GET_CONFIG, _GET_HIT, _GET_HEALTHZ)
+
+
+def openapi_document() -> dict[str, Any]:
+    """The worker's OpenAPI 3.1 document; needs no app and no settings."""
+    return build_openapi(
+        title="fleetconf worker",
+        version=_package_version(),
+        description=_DESCRIPTION,
+        operations=OPERATIONS,
+        security_schemes={SECURITY_SCHEME: {"type": "http", "scheme": "bearer"}},
+    )
+
+
+def setup_routes(app: web.Application) -> None:
+    """Register the endpoints, /openapi.json and /docs."""
+    add_operations(app, OPERATIONS)
+    add_docs_routes(app, openapi_document())
+
+
+def _package_version() -> str:
+    try:
+        return version("fleetconf")
+    except PackageNotFoundError:
+        return "0.0.0"

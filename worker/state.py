@@ -1,0 +1,64 @@
+"""The configuration this worker holds, and the rule for replacing it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+from common.errors import Conflict
+from common.models import DEFAULT_WORKER_CONFIG, WorkerConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeldConfig:
+    """One version of the configuration."""
+
+    version: int
+    config: WorkerConfig
+
+
+class ConfigStore:
+    """The held configuration; starts at version 0 with ``{"url": null}``.
+
+    Versions only move forward, so a delayed or reordered POST cannot roll a worker back.
+    """
+
+    def __init__(self) -> None:
+        self._held = HeldConfig(version=0, config=DEFAULT_WORKER_CONFIG)
+
+    @property
+    def held(self) -> HeldConfig:
+        return self._held
+
+    def apply(self, version: int, config: WorkerConfig) -> bool:
+        """Hold ``config`` as ``version``; True if that changed anything.
+
+        Raises Conflict (and changes nothing) for a version older than the one held, or
+        for the held version with a different configuration.
+        """
+        held = self._held
+        if version < held.version:
+            raise Conflict(f"Version {version} is older than the held version {held.version}.")
+        if version == held.version:
+            if config != held.config:
+                raise Conflict(f"Version {version} is already held with a different configuration.")
+            logger.debug("config.unchanged version=%d", version)
+            return False
+        self._held = HeldConfig(version=version, config=config)
+        logger.info("config.applied version=%d url=%s", version, _redacted(config.url))
+        return True
+
+
+def _redacted(url: str | None) -> str | None:
+    """``url`` with any password in it replaced, fit for a log line."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))

@@ -1,0 +1,87 @@
+"""The worker's handlers: read the request, call the domain, answer."""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from common.auth import require_bearer_token, tokens_equal
+from common.constants import HEADER_CONFIG_VERSION
+from common.errors import Unauthorized, ValidationFailed
+from common.http import json_response, read_model
+from common.models import WorkerConfig
+from worker.constants import MAX_CONFIG_VERSION
+from worker.hit import hit
+from worker.keys import CLIENT_SESSION_KEY, CONFIG_STORE_KEY, SETTINGS_KEY
+from worker.models import Health, WorkerConfigStatus
+
+_DIGITS = re.compile(r"[0-9]{1,19}")
+
+
+async def post_config(request: web.Request) -> web.Response:
+    """Hold the posted configuration if its version is not older than the one held."""
+    _authorize(request)
+    version = _config_version(request)
+    config = await read_model(request, WorkerConfig)
+    request.app[CONFIG_STORE_KEY].apply(version, config)
+    return json_response(_status(request))
+
+
+async def get_config(request: web.Request) -> web.Response:
+    """The held configuration and its version."""
+    _authorize(request)
+    return json_response(_status(request))
+
+
+async def get_hit(request: web.Request) -> web.Response:
+    """Fetch the configured URL and pass its status, content type and body on."""
+    reply = await hit(
+        request.app[CLIENT_SESSION_KEY],
+        request.app[CONFIG_STORE_KEY].held.config,
+        max_bytes=request.app[SETTINGS_KEY].hit_max_bytes,
+    )
+    return web.Response(
+        status=reply.status, body=reply.body, headers={"Content-Type": reply.content_type}
+    )
+
+
+async def get_healthz(request: web.Request) -> web.Response:
+    """Liveness."""
+    return json_response(Health())
+
+
+def _status(request: web.Request) -> WorkerConfigStatus:
+    held = request.app[CONFIG_STORE_KEY].held
+    return WorkerConfigStatus(version=held.version, config=held.config)
+
+
+def _authorize(request: web.Request) -> None:
+    """Refuse the request unless it carries the worker token (when one is set)."""
+    expected = request.app[SETTINGS_KEY].token
+    if expected is None:
+        return
+    given = require_bearer_token(request)
+    if not tokens_equal(given, expected.get_secret_value()):
+        raise Unauthorized("The Bearer token is not valid for this worker.")
+
+
+def _config_version(request: web.Request) -> int:
+    """The X-Config-Version header as a non-negative integer, or 422."""
+    raw = request.headers.get(HEADER_CONFIG_VERSION)
+    if raw is None:
+        raise _bad_version("missing", f"The {HEADER_CONFIG_VERSION} header is required.")
+    text = raw.strip()
+    if _DIGITS.fullmatch(text) is None or int(text) > MAX_CONFIG_VERSION:
+        raise _bad_version(
+            "invalid",
+            f"{HEADER_CONFIG_VERSION} must be an integer from 0 to {MAX_CONFIG_VERSION}.",
+        )
+    return int(text)
+
+
+def _bad_version(kind: str, message: str) -> ValidationFailed:
+    return ValidationFailed(
+        message,
+        errors=[{"loc": ["header", HEADER_CONFIG_VERSION], "msg": message, "type": kind}],
+    )
