@@ -15,6 +15,8 @@ DEFAULT_REQUEST_TIMEOUT_SECONDS: Final = 10.0
 
 # Where to poll until the controller names another path at registration.
 DEFAULT_POLL_URL: Final = "/config"
+# The hint channel when AGENT_REDIS_URL is set but the controller named none.
+DEFAULT_HINT_CHANNEL: Final = "fleetconf:config"
 # The poll interval used until the controller has named one (registration or a poll).
 DEFAULT_POLL_INTERVAL_SECONDS: Final = 30
 # Intervals the controller may name; anything outside is ignored (it cannot cause a hot loop).

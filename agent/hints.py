@@ -1,8 +1,9 @@
-"""The seam for change hints: something that calls ``on_hint(version)`` when told of one.
+"""Change hints for the agent: something that calls ``on_hint(hint)`` when told of one.
 
 A hint only wakes the controller loop early; the configuration itself is always fetched
-over the authenticated ``GET /config``. Redis hints come later; until then the agent
-uses :class:`NullHintSubscriber` and converges by polling.
+over the authenticated ``GET /config``. :class:`RedisHintSubscriber` listens on Redis
+pub/sub and reconnects with backoff; :class:`NullHintSubscriber` is used when no Redis
+is known, and the agent converges by polling.
 """
 
 from __future__ import annotations
@@ -11,15 +12,39 @@ import asyncio
 from collections.abc import Callable
 from typing import Protocol
 
+from common.hints import Hint, HintSubscription, subscriber_client
+
 
 class HintSubscriber(Protocol):
-    """Runs until cancelled, calling ``on_hint`` with each hinted version."""
+    """Runs until cancelled, calling ``on_hint`` for each hint and ``on_connected``
+    after each (re)connection (hints sent meanwhile were lost)."""
 
-    async def run(self, on_hint: Callable[[int], None]) -> None: ...
+    async def run(
+        self, on_hint: Callable[[Hint], None], on_connected: Callable[[], None]
+    ) -> None: ...
 
 
 class NullHintSubscriber:
     """No hints at all: waits until cancelled."""
 
-    async def run(self, on_hint: Callable[[int], None]) -> None:
+    async def run(self, on_hint: Callable[[Hint], None], on_connected: Callable[[], None]) -> None:
         await asyncio.Event().wait()
+
+
+class RedisHintSubscriber:
+    """Hints from a Redis channel, through one long-lived subscription."""
+
+    def __init__(self, redis_url: str, channel: str) -> None:
+        self._redis_url = redis_url
+        self._channel = channel
+        self.subscription: HintSubscription | None = None
+
+    async def run(self, on_hint: Callable[[Hint], None], on_connected: Callable[[], None]) -> None:
+        client = subscriber_client(self._redis_url)
+        self.subscription = HintSubscription(
+            client, self._channel, on_hint=on_hint, on_connected=on_connected
+        )
+        try:
+            await self.subscription.run()
+        finally:
+            await client.aclose()

@@ -30,6 +30,7 @@ import aiohttp
 
 from agent.constants import (
     ATTEMPT_HISTORY_LENGTH,
+    DEFAULT_HINT_CHANNEL,
     DEFAULT_POLL_INTERVAL_SECONDS,
     DEFAULT_POLL_URL,
     ENV_PREFIX,
@@ -38,12 +39,13 @@ from agent.constants import (
 )
 from agent.controller_client import ControllerClient, PollAnswer, PollRequest
 from agent.errors import BadAnswer, RateLimited, Rejected, Unreachable, VersionConflict
-from agent.hints import HintSubscriber, NullHintSubscriber
+from agent.hints import HintSubscriber, RedisHintSubscriber
 from agent.outcomes import ControllerOutcome, ControllerStep, WorkerOutcome, WorkerStep
 from agent.settings import AgentSettings
 from agent.state import CachedConfig, Identity, StateStore
 from agent.worker_client import WorkerClient
 from common.backoff import Backoff
+from common.hints import Hint
 from common.models import WorkerConfig
 
 logger = logging.getLogger(__name__)
@@ -96,7 +98,8 @@ class Agent:
     ) -> None:
         self._settings = settings
         self._state = state or StateStore(settings.state_dir)
-        self._hints: HintSubscriber = hints or NullHintSubscriber()
+        # None: Redis hints from the settings or the registration answer, if any.
+        self._hints: HintSubscriber | None = hints
         self._rng = rng or random.Random()
         self._lifecycle = Lifecycle.NEW
         self._clients: _Clients | None = None
@@ -117,6 +120,10 @@ class Agent:
         self._wake_worker = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._hint_task: asyncio.Task[None] | None = None
+        self._identity_known = asyncio.Event()
+        self._hinted_fetch: asyncio.TimerHandle | None = None
+        self._hint_spread_seconds = 0.0
+        self._hints_connections = 0
         self._writes: set[asyncio.Future[None]] = set()
         self._closing: asyncio.Task[None] | None = None
 
@@ -164,6 +171,8 @@ class Agent:
         if self._lifecycle is not Lifecycle.NEW:
             return
         await asyncio.to_thread(self._load_state)
+        if self._identity is not None:
+            self._identity_known.set()
         self._clients = _Clients.connect(self._settings)
         self._lifecycle = Lifecycle.OPEN
 
@@ -219,6 +228,8 @@ class Agent:
         """The loops get a moment to finish what they do; then they are cancelled."""
         if self._hint_task is not None:
             self._hint_task.cancel()
+        if self._hinted_fetch is not None:
+            self._hinted_fetch.cancel()
         if self._loops:
             _, pending = await asyncio.wait(self._loops, timeout=STOP_GRACE_SECONDS)
             for task in pending:
@@ -334,15 +345,19 @@ class Agent:
                 ENV_PREFIX,
             )
             return ControllerStep(outcome=ControllerOutcome.REGISTRATION_REJECTED, detail=str(exc))
+        hints = registration.hints
         identity = Identity(
             controller_url=settings.controller_url,
             agent_id=registration.agent_id,
             agent_token=registration.agent_token,
+            hints_redis_url=hints.redis_url if hints else None,
+            hints_channel=hints.channel if hints else None,
         )
         self._identity = identity
         self._poll_url = registration.poll_url
         self._poll_interval_seconds = registration.poll_interval_seconds
         logger.info("agent.registered agent_id=%s", identity.agent_id)
+        self._identity_known.set()
         await self._persist(self._state.save_identity, identity)
         return ControllerStep(outcome=ControllerOutcome.REGISTERED)
 
@@ -473,16 +488,49 @@ class Agent:
 
     async def _run_hints(self) -> None:
         try:
-            await self._hints.run(self._on_hint)
+            subscriber = self._hints or await self._redis_subscriber()
+            if subscriber is not None:
+                await subscriber.run(self._on_hint, self._on_hints_connected)
         except Exception:
             logger.exception("hints.failed: polling continues without hints")
 
-    def _on_hint(self, version: int) -> None:
-        """A hint only wakes the controller loop; the configuration is always fetched."""
+    async def _redis_subscriber(self) -> RedisHintSubscriber | None:
+        """Hints from AGENT_REDIS_URL, or from where the controller said at registration."""
+        await self._identity_known.wait()
+        identity = self._identity
+        url = self._settings.redis_url.get_secret_value() if self._settings.redis_url else None
+        url = url or (identity.hints_redis_url if identity else None)
+        if url is None:
+            logger.info("hints.none: no Redis known; converging by polling")
+            return None
+        channel = (identity.hints_channel if identity else None) or DEFAULT_HINT_CHANNEL
+        return RedisHintSubscriber(url, channel)
+
+    def _on_hint(self, hint: Hint) -> None:
+        """A hint for news schedules one fetch, after a random delay within its spread."""
+        self._hint_spread_seconds = hint.spread_seconds
         cached = self._config
-        if cached is not None and cached.version == version:
-            return
-        logger.debug("hint.received version=%d", version)
+        news = cached is None or hint.version > cached.version
+        news = news or hint.poll_interval_seconds != self._poll_interval_seconds
+        if news:
+            logger.debug("hint.received version=%d", hint.version)
+            self._schedule_hinted_fetch(hint.spread_seconds)
+
+    def _on_hints_connected(self) -> None:
+        """After a reconnection, check once for what was hinted while we were away."""
+        if self._hints_connections > 0:
+            self._schedule_hinted_fetch(self._hint_spread_seconds)
+        self._hints_connections += 1
+
+    def _schedule_hinted_fetch(self, spread_seconds: float) -> None:
+        if self._hinted_fetch is not None:
+            return  # one fetch is already on its way: duplicate hints coalesce into it
+        delay = self._rng.uniform(0.0, spread_seconds)
+        loop = asyncio.get_running_loop()
+        self._hinted_fetch = loop.call_later(delay, self._hinted_fetch_due)
+
+    def _hinted_fetch_due(self) -> None:
+        self._hinted_fetch = None
         self._wake_controller.set()
 
     async def _controller_step(self) -> ControllerStep:

@@ -49,6 +49,9 @@ class Identity:
     controller_url: str
     agent_id: uuid.UUID
     agent_token: str = field(repr=False)
+    # Where the controller said change hints are published (None: it has no Redis).
+    hints_redis_url: str | None = field(default=None, repr=False)
+    hints_channel: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,6 +71,8 @@ class _IdentityDocument(BaseModel):
     controller_url: str = Field(min_length=1)
     agent_id: str = Field(min_length=1)
     agent_token: str = Field(min_length=1)
+    hints_redis_url: str | None = None
+    hints_channel: str | None = None
     checksum: str
 
 
@@ -151,7 +156,11 @@ class StateStore:
             )
             return None
         return Identity(
-            controller_url=doc.controller_url, agent_id=agent_id, agent_token=doc.agent_token
+            controller_url=doc.controller_url,
+            agent_id=agent_id,
+            agent_token=doc.agent_token,
+            hints_redis_url=doc.hints_redis_url,
+            hints_channel=doc.hints_channel,
         )
 
     def save_identity(self, identity: Identity) -> None:
@@ -162,6 +171,8 @@ class StateStore:
                 "controller_url": identity.controller_url,
                 "agent_id": str(identity.agent_id),
                 "agent_token": identity.agent_token,
+                "hints_redis_url": identity.hints_redis_url,
+                "hints_channel": identity.hints_channel,
             },
         )
 

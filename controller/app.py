@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import redis.asyncio as redis
 from aiohttp import web
 
 from common.constants import MAX_REQUEST_BODY_BYTES
+from common.hints import HintSubscription, subscriber_client
 from common.openapi import add_docs_routes, add_operations
 from common.problem import problem_middleware
 from controller import keys
@@ -16,7 +18,7 @@ from controller.cache import ConfigCache
 from controller.constants import CACHE_REFRESH_SECONDS, LEDGER_FLUSH_SECONDS
 from controller.credentials import AgentTokens, Authenticator
 from controller.db import create_engine
-from controller.hints import NullHintPublisher
+from controller.hints import PUBLISH_TIMEOUT_SECONDS, NullHintPublisher, RedisHintPublisher
 from controller.ledger import Ledger
 from controller.routes import OPERATIONS, openapi_document
 from controller.settings import ControllerSettings
@@ -72,8 +74,33 @@ async def ledger_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def hints_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[keys.PUBLISHER] = NullHintPublisher()
-    yield
+    """Publish a hint after each commit; refresh the cache on every hint heard."""
+    settings = app[keys.SETTINGS]
+    if settings.redis_url is None:
+        app[keys.PUBLISHER] = NullHintPublisher()
+        yield
+        return
+    url = settings.redis_url.get_secret_value()
+    publisher_client = redis.Redis.from_url(
+        url, socket_connect_timeout=PUBLISH_TIMEOUT_SECONDS, socket_timeout=PUBLISH_TIMEOUT_SECONDS
+    )
+    listener_client = subscriber_client(url)
+    app[keys.PUBLISHER] = RedisHintPublisher(publisher_client, settings.hint_channel)
+    cache = app[keys.CACHE]
+    subscription = HintSubscription(
+        listener_client,
+        settings.hint_channel,
+        on_hint=lambda _hint: cache.refresh_quietly(),
+        on_connected=cache.refresh_quietly,
+    )
+    app[keys.HINT_SUBSCRIPTION] = subscription
+    task = asyncio.create_task(subscription.run())
+    try:
+        yield
+    finally:
+        await _cancel(task)
+        await listener_client.aclose()
+        await publisher_client.aclose()
 
 
 def create_app(settings: ControllerSettings) -> web.Application:

@@ -48,6 +48,8 @@ class ConfigCache:
         self._default_poll_interval_seconds = default_poll_interval_seconds
         self._snapshot: Snapshot | None = None
         self._refresh_failing = False
+        # Registered, unrevoked agents, as of the last refresh: sizes the hint spread.
+        self.fleet_size = 0
 
     @property
     def snapshot(self) -> Snapshot:
@@ -82,6 +84,7 @@ class ConfigCache:
         """Re-read the fleet state; load the body only when the version moved. True if it did."""
         async with transaction(self._engine) as conn:
             state = await store.read_fleet_state(conn)
+            self.fleet_size = await store.count_active_agents(conn)
             held = self._snapshot
             if held is not None and held.version == state.current_version:
                 self.set_poll_interval(state.poll_interval_seconds)
@@ -95,17 +98,21 @@ class ConfigCache:
         logger.info("cache.loaded version=%d", record.version)
         return True
 
+    async def refresh_quietly(self) -> None:
+        """Refresh; a failure is logged once per outage and the last snapshot kept."""
+        try:
+            await self.refresh()
+        except FleetconfError:
+            if not self._refresh_failing:
+                logger.warning("cache.refresh_failed serving_version=%d", self.snapshot.version)
+            self._refresh_failing = True
+            return
+        if self._refresh_failing:
+            logger.info("cache.refresh_recovered version=%d", self.snapshot.version)
+        self._refresh_failing = False
+
     async def refresh_forever(self, period_seconds: float) -> None:
-        """The fallback that bounds staleness when hints are missing; logs outages once."""
+        """The fallback that bounds staleness when hints are missing."""
         while True:
             await asyncio.sleep(period_seconds)
-            try:
-                await self.refresh()
-            except FleetconfError:
-                if not self._refresh_failing:
-                    logger.warning("cache.refresh_failed serving_version=%d", self.snapshot.version)
-                self._refresh_failing = True
-            else:
-                if self._refresh_failing:
-                    logger.info("cache.refresh_recovered version=%d", self.snapshot.version)
-                self._refresh_failing = False
+            await self.refresh_quietly()

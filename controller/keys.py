@@ -7,6 +7,7 @@ import asyncio
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from common.hints import HintSubscription
 from controller.cache import ConfigCache
 from controller.credentials import AgentTokens, Authenticator
 from controller.hints import HintPublisher
@@ -20,4 +21,5 @@ LEDGER = web.AppKey("ledger", Ledger)
 AGENT_TOKENS = web.AppKey("agent_tokens", AgentTokens)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 PUBLISHER = web.AppKey("publisher", HintPublisher)
+HINT_SUBSCRIPTION = web.AppKey("hint_subscription", HintSubscription)
 WRITE_LOCK = web.AppKey("write_lock", asyncio.Lock)

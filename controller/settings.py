@@ -41,7 +41,13 @@ class ControllerSettings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     database_url: str = "sqlite+aiosqlite:///./data/controller.db"
     redis_url: SecretStr | None = None
+    # The Redis URL agents are told to subscribe with (e.g. a subscribe-only ACL user);
+    # unset: the same as redis_url.
+    agent_redis_url: SecretStr | None = None
     hint_channel: str = Field(default=DEFAULT_HINT_CHANNEL, min_length=1)
+    # After a hint, agents scatter their fetches so the controllers see about this many
+    # GET /config per second: the spread is fleet size / rate, at most 60 s.
+    hint_fetch_rate_per_second: float = Field(default=4000.0, gt=0)
     admin_token: SecretStr = Field(min_length=1)
     admin_token_file: Path | None = None
     registration_token: SecretStr = Field(min_length=1)

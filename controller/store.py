@@ -129,3 +129,9 @@ async def write_sightings(conn: AsyncConnection, sightings: Mapping[uuid.UUID, S
         )
     )
     await conn.execute(statement, list(params))
+
+
+async def count_active_agents(conn: AsyncConnection) -> int:
+    """Registered agents whose token has not been revoked: the fleet's size."""
+    query = select(func.count()).select_from(agents).where(agents.c.revoked_at.is_(None))
+    return int((await conn.execute(query)).scalar_one())

@@ -17,6 +17,7 @@ from common.constants import (
     HEADER_POLL_INTERVAL_SECONDS,
 )
 from common.errors import Unavailable
+from common.hints import Hint
 from common.http import json_response, read_model
 from common.models import WorkerConfig
 from controller import keys
@@ -25,6 +26,7 @@ from controller.constants import POLL_URL, READINESS_TIMEOUT_SECONDS
 from controller.credentials import Principal, Role
 from controller.db import database_errors
 from controller.etags import if_match_versions, if_none_match_hits
+from controller.hints import spread_seconds
 from controller.models import (
     Health,
     Hints,
@@ -103,10 +105,7 @@ async def post_config(request: web.Request) -> web.Response:
     published = await publish_config(_writer(request), config, if_match=if_match)
     record = published.record
     if published.created:
-        snap = request.app[keys.CACHE].snapshot
-        await request.app[keys.PUBLISHER].publish(
-            version=record.version, poll_interval_seconds=snap.poll_interval_seconds
-        )
+        await _announce(request.app)
     info = VersionInfo(
         version=record.version, etag=f'"{record.version}"', created_at=record.created_at
     )
@@ -135,9 +134,23 @@ async def register(request: web.Request) -> web.Response:
 
 def _hints(app: web.Application) -> Hints | None:
     settings = app[keys.SETTINGS]
-    if settings.redis_url is None:
+    url = settings.agent_redis_url or settings.redis_url
+    if url is None:
         return None
-    return Hints(redis_url=settings.redis_url.get_secret_value(), channel=settings.hint_channel)
+    return Hints(redis_url=url.get_secret_value(), channel=settings.hint_channel)
+
+
+async def _announce(app: web.Application) -> None:
+    """Hint the current version and interval to every listener; never fails the request."""
+    cache = app[keys.CACHE]
+    snap = cache.snapshot
+    rate = app[keys.SETTINGS].hint_fetch_rate_per_second
+    hint = Hint(
+        version=snap.version,
+        poll_interval_seconds=snap.poll_interval_seconds,
+        spread_seconds=spread_seconds(cache.fleet_size, rate),
+    )
+    await app[keys.PUBLISHER].publish(hint)
 
 
 async def get_settings(request: web.Request) -> web.Response:
@@ -150,10 +163,8 @@ async def put_settings(request: web.Request) -> web.Response:
     await _authorize(request, ADMIN)
     body = await read_model(request, PollSettings)
     await set_poll_interval(_writer(request), body.poll_interval_seconds)
+    await _announce(request.app)
     snap = request.app[keys.CACHE].snapshot
-    await request.app[keys.PUBLISHER].publish(
-        version=snap.version, poll_interval_seconds=snap.poll_interval_seconds
-    )
     return json_response(PollSettings(poll_interval_seconds=snap.poll_interval_seconds))
 
 

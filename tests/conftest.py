@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from controller import migrations
-from tests.support.services import throwaway_postgres
+from tests.support.redis_server import PrivateRedis
+from tests.support.services import REDIS_URL, port_open, service_missing, throwaway_postgres
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -29,3 +31,28 @@ async def database_url(empty_database_url: str) -> str:
     """A migrated database of each backend."""
     await asyncio.to_thread(migrations.upgrade, empty_database_url)
     return empty_database_url
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The shared Redis the suite runs against (tests use their own channel names)."""
+    if not port_open(REDIS_URL):
+        service_missing(f"Redis at {REDIS_URL}")
+    return REDIS_URL
+
+
+@pytest.fixture
+def hint_channel() -> str:
+    """A channel name no other test uses."""
+    return f"fleetconf:test:{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A redis-server of the test's own, which the test may kill and restart."""
+    server = PrivateRedis(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

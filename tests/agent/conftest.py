@@ -21,8 +21,11 @@ from agent.settings import AgentSettings
 from controller import migrations
 from controller.app import create_app as create_controller_app
 from controller.settings import ControllerSettings
+from tests.support.waiting import eventually
 from worker.app import create_app as create_worker_app
 from worker.settings import WorkerSettings
+
+__all__ = ["eventually"]
 
 REGISTRATION_TOKEN = "agent-tests-registration-token"
 ADMIN_TOKEN = "agent-tests-admin-token"
@@ -123,21 +126,6 @@ async def worker_holds(server: TestServer, *, token: str | None = None) -> dict[
         return body
 
 
-async def eventually(
-    check: Callable[[], bool | Awaitable[bool]], *, timeout_seconds: float
-) -> None:
-    """Wait until ``check()`` is true; fail the test if it is not within the timeout."""
-    async with asyncio.timeout(timeout_seconds):
-        # Polling on purpose: what is checked lives in another server or in the agent's
-        # records, and no test-only event is added to the code under test for it.
-        while not await _truth(check()):  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
-
-
-async def _truth(value: bool | Awaitable[bool]) -> bool:
-    return value if isinstance(value, bool) else await value
-
-
 @dataclass
 class Seen:
     """One request the controller answered: what the agent sent, and the status."""
@@ -182,23 +170,37 @@ class Controller:
         return [s for s in self.seen if s.method == "GET" and s.path == "/config"]
 
 
+StartController = Callable[..., Awaitable[Controller]]
+
+
 @pytest.fixture
-async def controller(aiohttp_server: AiohttpServer, tmp_path: Path) -> Controller:
-    """The real controller on a migrated SQLite database, poll interval 1 s."""
-    database_url = f"sqlite+aiosqlite:///{tmp_path}/c.db"
-    await asyncio.to_thread(migrations.upgrade, database_url)
-    settings = ControllerSettings(
-        database_url=database_url,
-        admin_token=ADMIN_TOKEN,
-        registration_token=REGISTRATION_TOKEN,
-        poll_interval_seconds=1,
-        _env_file=None,
-    )
-    app = create_controller_app(settings)
-    seen: list[Seen] = []
+def start_controller(aiohttp_server: AiohttpServer, tmp_path: Path) -> StartController:
+    """Start the real controller on a migrated SQLite database, poll interval 1 s."""
 
-    async def record(request: web.Request, response: web.StreamResponse) -> None:
-        seen.append(Seen(request.method, request.path, response.status, dict(request.headers)))
+    async def start(**overrides: Any) -> Controller:
+        database_url = f"sqlite+aiosqlite:///{tmp_path}/c.db"
+        await asyncio.to_thread(migrations.upgrade, database_url)
+        values: dict[str, Any] = {
+            "database_url": database_url,
+            "admin_token": ADMIN_TOKEN,
+            "registration_token": REGISTRATION_TOKEN,
+            "poll_interval_seconds": 1,
+            "_env_file": None,
+            **overrides,
+        }
+        app = create_controller_app(ControllerSettings(**values))
+        seen: list[Seen] = []
 
-    app.on_response_prepare.append(record)
-    return Controller(server=await aiohttp_server(app), seen=seen)
+        async def record(request: web.Request, response: web.StreamResponse) -> None:
+            seen.append(Seen(request.method, request.path, response.status, dict(request.headers)))
+
+        app.on_response_prepare.append(record)
+        return Controller(server=await aiohttp_server(app), seen=seen)
+
+    return start
+
+
+@pytest.fixture
+async def controller(start_controller: StartController) -> Controller:
+    """The real controller on a migrated SQLite database, poll interval 1 s, no Redis."""
+    return await start_controller()

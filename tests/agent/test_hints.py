@@ -9,25 +9,34 @@ from aiohttp.test_utils import TestServer
 
 from agent.hints import HintSubscriber, NullHintSubscriber
 from agent.runner import Agent
-from tests.agent.conftest import Controller, MakeSettings, base_url, eventually, worker_holds
+from common.hints import Hint
+from tests.agent.conftest import (
+    Controller,
+    MakeSettings,
+    StartController,
+    base_url,
+    eventually,
+    worker_holds,
+)
 
 
 class QueuedHints:
-    """A hint source the test feeds by hand (Redis hints come in a later issue)."""
+    """A hint source the test feeds by hand, with the real subscriber's interface."""
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[int] = asyncio.Queue()
 
-    async def run(self, on_hint: Callable[[int], None]) -> None:
+    async def run(self, on_hint: Callable[[Hint], None], on_connected: Callable[[], None]) -> None:
+        on_connected()
         while True:
-            on_hint(await self.queue.get())
+            on_hint(Hint(version=await self.queue.get(), poll_interval_seconds=3600))
 
 
 async def test_null_subscriber_waits_until_cancelled() -> None:
     """NullHintSubscriber never calls back and ends only when cancelled."""
     called: list[int] = []
     subscriber: HintSubscriber = NullHintSubscriber()
-    task = asyncio.create_task(subscriber.run(called.append))
+    task = asyncio.create_task(subscriber.run(called.append, lambda: None))
     await asyncio.sleep(0.05)
     assert not task.done()
     task.cancel()
@@ -59,3 +68,58 @@ async def test_hint_wakes_the_controller_loop(
         await agent.stop()
         await task
     assert [s.status for s in controller.polls()] == [200, 200]
+
+
+async def test_redis_hint_from_the_registration_answer(
+    make_settings: MakeSettings,
+    start_controller: StartController,
+    worker: TestServer,
+    redis_url: str,
+    hint_channel: str,
+) -> None:
+    """An agent told of Redis at registration gets a change at once, not after an hour."""
+    controller = await start_controller(redis_url=redis_url, hint_channel=hint_channel)
+    await controller.set_poll_interval(3600)
+    settings = make_settings(controller_url=controller.url, worker_url=base_url(worker))
+    agent = Agent(settings)
+    task = asyncio.create_task(agent.run())
+    try:
+        await eventually(lambda: agent.identity is not None, timeout_seconds=10)
+        assert agent.identity is not None
+        assert agent.identity.hints_channel == hint_channel
+        await asyncio.sleep(0.3)  # let the subscription settle
+        version = await controller.publish("https://example.org/via-redis")
+
+        async def forwarded() -> bool:
+            return (await worker_holds(worker))["version"] == version
+
+        await eventually(forwarded, timeout_seconds=5)
+    finally:
+        await agent.stop()
+        await task
+
+
+async def test_duplicate_hints_coalesce_into_one_fetch(
+    make_settings: MakeSettings, controller: Controller, worker: TestServer
+) -> None:
+    """A burst of hints for one version, within the spread, costs one extra poll."""
+    await controller.set_poll_interval(3600)
+    hints = QueuedHints()
+    settings = make_settings(controller_url=controller.url, worker_url=base_url(worker))
+    agent = Agent(settings, hints=hints)
+    task = asyncio.create_task(agent.run())
+    try:
+        await eventually(lambda: len(controller.polls()) == 1, timeout_seconds=10)
+        version = await controller.publish("https://example.org/burst")
+        for _ in range(20):
+            hints.queue.put_nowait(version)
+
+        async def forwarded() -> bool:
+            return (await worker_holds(worker))["version"] == version
+
+        await eventually(forwarded, timeout_seconds=10)
+        await asyncio.sleep(0.3)
+    finally:
+        await agent.stop()
+        await task
+    assert len(controller.polls()) <= 3

@@ -75,6 +75,8 @@ def test_file_format_and_checksum(store: StateStore) -> None:
         "controller_url",
         "agent_id",
         "agent_token",
+        "hints_redis_url",
+        "hints_channel",
         "checksum",
     }
 

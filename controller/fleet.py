@@ -1,0 +1,99 @@
+"""Fleet status as pure logic: an agent's state, and the fleet's convergence.
+
+An agent is ``stale`` when its last contact (its last poll, or its registration if it
+never polled) is older than ``STALE_AFTER_MISSED_POLLS`` poll intervals; otherwise it is
+``in_sync`` when its worker holds the current version, and ``behind`` when not. The
+queries in :mod:`controller.store` apply the same rule in SQL; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+# An agent that missed this many polls in a row is stale.
+STALE_AFTER_MISSED_POLLS: Final = 3
+
+
+class AgentState(enum.StrEnum):
+    IN_SYNC = "in_sync"
+    BEHIND = "behind"
+    STALE = "stale"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StateRule:
+    """What an agent's state is judged against: the current version and a stale cutoff."""
+
+    current_version: int
+    poll_interval_seconds: int
+    stale_before: dt.datetime
+
+
+def state_rule(*, current_version: int, poll_interval_seconds: int, now: dt.datetime) -> StateRule:
+    missed = dt.timedelta(seconds=STALE_AFTER_MISSED_POLLS * poll_interval_seconds)
+    return StateRule(
+        current_version=current_version,
+        poll_interval_seconds=poll_interval_seconds,
+        stale_before=now - missed,
+    )
+
+
+def agent_state(
+    rule: StateRule, *, last_contact: dt.datetime, applied_version: int | None
+) -> AgentState:
+    """The state of one agent whose latest contact was at ``last_contact``."""
+    if last_contact < rule.stale_before:
+        return AgentState.STALE
+    if applied_version == rule.current_version:
+        return AgentState.IN_SYNC
+    return AgentState.BEHIND
+
+
+@dataclass(frozen=True, kw_only=True)
+class VersionGroup:
+    """The non-revoked agents whose workers hold one version, and how many of them are stale."""
+
+    applied_version: int | None
+    agents: int
+    stale: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class FleetCounts:
+    agents: int
+    in_sync: int
+    behind: int
+    stale: int
+    converged_fraction: float
+    by_applied_version: tuple[VersionGroup, ...]
+
+
+def converged_fraction(*, in_sync: int, behind: int) -> float:
+    """The share of live agents on the current version; 1.0 when no agent is live."""
+    live = in_sync + behind
+    return 1.0 if live == 0 else in_sync / live
+
+
+def _newest_first(group: VersionGroup) -> tuple[bool, int]:
+    return (group.applied_version is None, -(group.applied_version or 0))
+
+
+def summarize(groups: Iterable[VersionGroup], *, current_version: int) -> FleetCounts:
+    """Fleet counts from per-version groups; ``by_applied_version`` newest first, null last."""
+    ordered = tuple(sorted(groups, key=_newest_first))
+    stale = sum(g.stale for g in ordered)
+    in_sync = sum(g.agents - g.stale for g in ordered if g.applied_version == current_version)
+    total = sum(g.agents for g in ordered)
+    behind = total - stale - in_sync
+    return FleetCounts(
+        agents=total,
+        in_sync=in_sync,
+        behind=behind,
+        stale=stale,
+        converged_fraction=converged_fraction(in_sync=in_sync, behind=behind),
+        by_applied_version=ordered,
+    )
