@@ -16,6 +16,7 @@ from sqlalchemy import (
     JSON,
     Column,
     DateTime,
+    Index,
     Integer,
     MetaData,
     String,
@@ -67,6 +68,7 @@ agents = Table(
     Column("last_seen_at", DateTime(timezone=True), nullable=True),
     Column("applied_version", Integer, nullable=True),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Index("ix_agents_registered_at", "registered_at", "id"),
 )
 
 

@@ -6,9 +6,10 @@ import datetime as dt
 import uuid
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
 
 from controller.constants import MAX_POLL_INTERVAL_SECONDS, MIN_POLL_INTERVAL_SECONDS
+from controller.fleet import AgentState
 
 MAX_LABELS = 64
 
@@ -98,3 +99,106 @@ class Health(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
 
     status: str
+
+
+DEFAULT_PAGE_LIMIT = 100
+MAX_PAGE_LIMIT = 500
+MAX_PAGE_OFFSET = 2**31 - 1
+
+_EXAMPLE_AGENT: dict[str, JsonValue] = {
+    "id": EXAMPLE_AGENT_ID,
+    "hostname": "edge-01",
+    "labels": {"site": "ams1"},
+    "registered_at": "2026-11-26T12:00:00Z",
+    "last_seen_at": "2026-11-26T12:30:00Z",
+    "applied_version": 7,
+    "state": "in_sync",
+}
+
+
+class AgentListQuery(BaseModel):
+    """The query string of GET /agents."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(default=DEFAULT_PAGE_LIMIT, ge=1, le=MAX_PAGE_LIMIT)
+    offset: int = Field(default=0, ge=0, le=MAX_PAGE_OFFSET)
+    state: AgentState | None = None
+
+
+class Agent(BaseModel):
+    """One registered agent and what the controller last heard from it."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_EXAMPLE_AGENT]})
+
+    id: uuid.UUID = Field(description="The agent's id.")
+    hostname: str = Field(description="The host name it registered with.")
+    labels: dict[str, str] = Field(description="The labels it registered with.")
+    registered_at: dt.datetime = Field(description="When it registered (UTC).")
+    last_seen_at: dt.datetime | None = Field(
+        description="Its latest GET /config (UTC); null if it never polled."
+    )
+    applied_version: int | None = Field(
+        description="The version its worker last confirmed holding; null if none yet."
+    )
+    state: AgentState = Field(
+        description="stale: no contact for 3 poll intervals; else in_sync when its worker "
+        "holds the current version, behind when not."
+    )
+
+
+class AgentPage(BaseModel):
+    """One page of the fleet, ordered by registration time."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"items": [_EXAMPLE_AGENT], "total": 1, "limit": 100, "offset": 0}]
+        }
+    )
+
+    items: list[Agent]
+    total: int = Field(description="How many agents match, on all pages.")
+    limit: int = Field(description="The page size asked for.")
+    offset: int = Field(description="How many matching agents precede this page.")
+
+
+class AppliedVersionCount(BaseModel):
+    applied_version: int | None = Field(description="A version workers hold; null: none yet.")
+    agents: int = Field(description="How many agents' workers hold it (stale ones included).")
+
+
+class FleetSummary(BaseModel):
+    """Has the current version landed everywhere?"""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "current_version": 7,
+                    "poll_interval_seconds": 30,
+                    "agents": 4,
+                    "in_sync": 2,
+                    "behind": 1,
+                    "stale": 1,
+                    "converged_fraction": 0.6666666666666666,
+                    "by_applied_version": [
+                        {"applied_version": 7, "agents": 2},
+                        {"applied_version": 6, "agents": 2},
+                    ],
+                }
+            ]
+        }
+    )
+
+    current_version: int = Field(description="The version agents are being given.")
+    poll_interval_seconds: int = Field(description="The poll interval that staleness is judged by.")
+    agents: int = Field(description="Registered agents that are not revoked.")
+    in_sync: int = Field(description="Agents whose workers hold the current version.")
+    behind: int = Field(description="Agents in contact whose workers hold another version.")
+    stale: int = Field(description="Agents not heard from for 3 poll intervals.")
+    converged_fraction: float = Field(
+        description="in_sync / (in_sync + behind); 1.0 when there are none."
+    )
+    by_applied_version: list[AppliedVersionCount] = Field(
+        description="Agents per applied version, newest first, null last."
+    )

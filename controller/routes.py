@@ -13,9 +13,16 @@ from common.constants import (
 )
 from common.models import WorkerConfig
 from common.openapi import Header, Operation, Parameter, Response, build_openapi, problem
-from controller import views
+from controller import fleet_views, views
+from controller.fleet import AgentState
 from controller.models import (
+    DEFAULT_PAGE_LIMIT,
     EXAMPLE_AGENT_ID,
+    MAX_PAGE_LIMIT,
+    MAX_PAGE_OFFSET,
+    Agent,
+    AgentPage,
+    FleetSummary,
     Health,
     PollSettings,
     RegisterRequest,
@@ -62,6 +69,25 @@ def _invalid(what: str) -> Response:
     return problem(
         422, f"Malformed JSON or not a valid {what}.", f"The request body is not a valid {what}."
     )
+
+
+_NO_AGENT = problem(
+    404,
+    "No such agent: not a UUID, never registered, or revoked.",
+    f"No agent {EXAMPLE_AGENT_ID} is registered (or it was revoked).",
+)
+_AGENT_ID = Parameter(
+    name="agent_id",
+    location="path",
+    description="The agent's id, as POST /register returned it.",
+    schema={"type": "string", "format": "uuid"},
+    example=EXAMPLE_AGENT_ID,
+)
+_STATE_NOTE = (
+    "An agent is stale when nothing was heard from it (poll, or registration if it never "
+    "polled) for 3 poll intervals; otherwise in_sync when its worker holds the current "
+    "version, behind when not. This replica's pending polls are written first."
+)
 
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -231,6 +257,113 @@ OPERATIONS: tuple[Operation, ...] = (
         tags=("health",),
         responses=(
             Response(status=200, description="Ready.", model=Health, example={"status": "ready"}),
+            _UNAVAILABLE,
+        ),
+    ),
+    Operation(
+        method="GET",
+        path="/agents",
+        handler=fleet_views.list_agents,
+        operation_id="listAgents",
+        summary="The fleet, one page at a time",
+        description="Registered, unrevoked agents ordered by registration time, then id. "
+        + _STATE_NOTE,
+        tags=("agents",),
+        security=("adminToken",),
+        parameters=(
+            Parameter(
+                name="limit",
+                location="query",
+                description="Page size.",
+                schema={
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": MAX_PAGE_LIMIT,
+                    "default": DEFAULT_PAGE_LIMIT,
+                },
+                example=100,
+            ),
+            Parameter(
+                name="offset",
+                location="query",
+                description="How many matching agents to skip.",
+                schema={"type": "integer", "minimum": 0, "maximum": MAX_PAGE_OFFSET, "default": 0},
+                example=0,
+            ),
+            Parameter(
+                name="state",
+                location="query",
+                description="Only agents in this state.",
+                schema={"type": "string", "enum": [state.value for state in AgentState]},
+                example="behind",
+            ),
+        ),
+        responses=(
+            Response(status=200, description="One page of agents.", model=AgentPage),
+            _NO_TOKEN,
+            _WRONG_ROLE,
+            problem(
+                422,
+                "A query parameter is unknown, repeated, or out of range.",
+                "The query string is not valid.",
+            ),
+            _UNAVAILABLE,
+        ),
+    ),
+    Operation(
+        method="GET",
+        path="/agents/{agent_id}",
+        handler=fleet_views.get_agent,
+        operation_id="getAgent",
+        summary="One agent",
+        description=_STATE_NOTE,
+        tags=("agents",),
+        security=("adminToken",),
+        parameters=(_AGENT_ID,),
+        responses=(
+            Response(status=200, description="The agent.", model=Agent),
+            _NO_TOKEN,
+            _WRONG_ROLE,
+            _NO_AGENT,
+            _UNAVAILABLE,
+        ),
+    ),
+    Operation(
+        method="DELETE",
+        path="/agents/{agent_id}",
+        handler=fleet_views.delete_agent,
+        operation_id="revokeAgent",
+        summary="Revoke an agent",
+        description="Its token is refused (401) at once on this replica and within "
+        "seconds on the others; it leaves the fleet listings. It must register again.",
+        tags=("agents",),
+        security=("adminToken",),
+        parameters=(_AGENT_ID,),
+        responses=(
+            Response(status=204, description="Revoked."),
+            _NO_TOKEN,
+            _WRONG_ROLE,
+            problem(
+                404,
+                "No such agent: not a UUID, never registered, or revoked already.",
+                f"No agent {EXAMPLE_AGENT_ID} is registered (or it was revoked already).",
+            ),
+            _UNAVAILABLE,
+        ),
+    ),
+    Operation(
+        method="GET",
+        path="/fleet",
+        handler=fleet_views.fleet_summary,
+        operation_id="fleetSummary",
+        summary="Has the current version landed everywhere?",
+        description="Counts of unrevoked agents by state and by applied version. " + _STATE_NOTE,
+        tags=("agents",),
+        security=("adminToken",),
+        responses=(
+            Response(status=200, description="The fleet's convergence.", model=FleetSummary),
+            _NO_TOKEN,
+            _WRONG_ROLE,
             _UNAVAILABLE,
         ),
     ),

@@ -6,12 +6,14 @@ import datetime as dt
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from controller.constants import FLEET_STATE_ID
 from controller.db import agents, as_utc, config_versions, fleet_state, utcnow
+from controller.fleet import AgentState, StateRule, VersionGroup
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -135,3 +137,127 @@ async def count_active_agents(conn: AsyncConnection) -> int:
     """Registered agents whose token has not been revoked: the fleet's size."""
     query = select(func.count()).select_from(agents).where(agents.c.revoked_at.is_(None))
     return int((await conn.execute(query)).scalar_one())
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentRecord:
+    """One registered, unrevoked agent as the fleet endpoints show it."""
+
+    id: uuid.UUID
+    hostname: str
+    labels: dict[str, str]
+    registered_at: dt.datetime
+    last_seen_at: dt.datetime | None
+    applied_version: int | None
+
+    @property
+    def last_contact(self) -> dt.datetime:
+        return self.last_seen_at or self.registered_at
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentPage:
+    items: list[AgentRecord]
+    total: int
+
+
+_AGENT_COLUMNS = (
+    agents.c.id,
+    agents.c.hostname,
+    agents.c.labels,
+    agents.c.registered_at,
+    agents.c.last_seen_at,
+    agents.c.applied_version,
+)
+_ACTIVE = agents.c.revoked_at.is_(None)
+
+
+def _last_contact() -> ColumnElement[dt.datetime]:
+    return func.coalesce(agents.c.last_seen_at, agents.c.registered_at)
+
+
+def _state_condition(rule: StateRule, state: AgentState) -> ColumnElement[bool]:
+    """The SQL form of :func:`controller.fleet.agent_state` equal to ``state``."""
+    if state is AgentState.STALE:
+        return _last_contact() < rule.stale_before
+    fresh = _last_contact() >= rule.stale_before
+    if state is AgentState.IN_SYNC:
+        return and_(fresh, agents.c.applied_version == rule.current_version)
+    on_other = or_(
+        agents.c.applied_version.is_(None), agents.c.applied_version != rule.current_version
+    )
+    return and_(fresh, on_other)
+
+
+def _agent_record(row: Any) -> AgentRecord:
+    return AgentRecord(
+        id=uuid.UUID(row.id),
+        hostname=row.hostname,
+        labels=dict(row.labels),
+        registered_at=as_utc(row.registered_at),
+        last_seen_at=None if row.last_seen_at is None else as_utc(row.last_seen_at),
+        applied_version=row.applied_version,
+    )
+
+
+async def read_agent_page(
+    conn: AsyncConnection,
+    *,
+    limit: int,
+    offset: int,
+    rule: StateRule,
+    state: AgentState | None = None,
+) -> AgentPage:
+    """Unrevoked agents by registration time (then id), and how many match in all."""
+    conditions: list[ColumnElement[bool]] = [_ACTIVE]
+    if state is not None:
+        conditions.append(_state_condition(rule, state))
+    query = (
+        select(*_AGENT_COLUMNS)
+        .where(*conditions)
+        .order_by(agents.c.registered_at, agents.c.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    rows = (await conn.execute(query)).all()
+    count = select(func.count()).select_from(agents).where(*conditions)
+    total = int((await conn.execute(count)).scalar_one())
+    return AgentPage(items=[_agent_record(row) for row in rows], total=total)
+
+
+async def read_agent(conn: AsyncConnection, agent_id: uuid.UUID) -> AgentRecord | None:
+    """One agent, or None when it is unknown or revoked."""
+    query = select(*_AGENT_COLUMNS).where(agents.c.id == str(agent_id), _ACTIVE)
+    row = (await conn.execute(query)).one_or_none()
+    return None if row is None else _agent_record(row)
+
+
+async def revoke_agent(conn: AsyncConnection, agent_id: uuid.UUID) -> bool:
+    """Mark the agent revoked; False when it is unknown or was revoked already."""
+    statement = (
+        update(agents).where(agents.c.id == str(agent_id), _ACTIVE).values(revoked_at=utcnow())
+    )
+    result = await conn.execute(statement)
+    return bool(result.rowcount == 1)
+
+
+async def count_agents_by_applied_version(
+    conn: AsyncConnection, rule: StateRule
+) -> list[VersionGroup]:
+    """Unrevoked agents per applied version, with how many of each are stale: one GROUP BY."""
+    stale = case((_last_contact() < rule.stale_before, 1), else_=0)
+    query = (
+        select(
+            agents.c.applied_version,
+            func.count().label("agents"),
+            func.coalesce(func.sum(stale), 0).label("stale"),
+        )
+        .where(_ACTIVE)
+        .group_by(agents.c.applied_version)
+    )
+    return [
+        VersionGroup(
+            applied_version=row.applied_version, agents=int(row.agents), stale=int(row.stale)
+        )
+        for row in (await conn.execute(query)).all()
+    ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 
 from aiohttp import web
 from sqlalchemy import text
@@ -71,21 +70,16 @@ def _header_int(request: web.Request, name: str) -> int | None:
     return int(raw)
 
 
-def _agent_id(request: web.Request, principal: Principal) -> uuid.UUID | None:
-    """Which agent polled: its token says so; with a shared token, X-Agent-ID does."""
-    if principal.agent_id is not None:
-        return principal.agent_id
-    try:
-        return uuid.UUID(request.headers.get(HEADER_AGENT_ID, ""))
-    except ValueError:
-        return None
-
-
 def _record_sighting(request: web.Request, principal: Principal) -> None:
-    agent_id = _agent_id(request, principal)
-    if agent_id is not None:
-        applied = _header_int(request, HEADER_APPLIED_VERSION)
-        request.app[keys.LEDGER].record(agent_id, applied)
+    """Note an agent's poll. Only an agent token says which agent polled: X-Agent-ID
+    sent with a shared token could name any agent, so it is not believed."""
+    if principal.agent_id is None:
+        return
+    claimed = request.headers.get(HEADER_AGENT_ID)
+    if claimed is not None and claimed.lower() != str(principal.agent_id):
+        return
+    applied = _header_int(request, HEADER_APPLIED_VERSION)
+    request.app[keys.LEDGER].record(principal.agent_id, applied)
 
 
 async def get_config(request: web.Request) -> web.Response:
