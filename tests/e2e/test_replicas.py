@@ -1,0 +1,93 @@
+"""Two controller processes on one PostgreSQL database: the replicas of the scale-out setup."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import psycopg
+import pytest
+
+from tests.support.processes import ProcessGroup, ServiceProcess, wait_until
+from tests.support.services import throwaway_postgres
+
+pytestmark = pytest.mark.e2e
+
+ADMIN_TOKEN = "e2e-admin-token"
+REGISTRATION_TOKEN = "e2e-registration-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+POSTS_PER_REPLICA = 25
+# A replica picks up another's write within its cache refresh period (about 1 s).
+CONVERGE_TIMEOUT_SECONDS = 5.0
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """An empty PostgreSQL database: SQLite is single-node, so replicas need PostgreSQL."""
+    with throwaway_postgres() as url:
+        yield url
+
+
+def _stored_versions(database_url: str) -> tuple[int, dict[int, str]]:
+    """The current version, and every stored version's URL, read straight from the database."""
+    plain_url = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(plain_url) as conn:
+        row = conn.execute("SELECT current_version FROM fleet_state").fetchone()
+        assert row is not None
+        bodies = conn.execute("SELECT version, body FROM config_versions").fetchall()
+    return int(row[0]), {int(version): json.loads(body)["url"] for version, body in bodies}
+
+
+async def _post(
+    http: aiohttp.ClientSession, replica: ServiceProcess, url: str
+) -> tuple[str, int, int]:
+    async with http.post(f"{replica.url}/config", json={"url": url}, headers=ADMIN) as resp:
+        body: dict[str, Any] = await resp.json()
+        return url, resp.status, int(body.get("version", -1))
+
+
+async def _serves(http: aiohttp.ClientSession, replica: ServiceProcess, version: int) -> bool:
+    async with http.get(f"{replica.url}/config", headers=ADMIN) as resp:
+        return resp.status == 200 and resp.headers["X-Config-Version"] == str(version)
+
+
+async def test_two_replicas_under_concurrent_posts_store_versions_1_to_50_exactly_once(
+    processes: ProcessGroup, http: aiohttp.ClientSession, postgres_url: str
+) -> None:
+    """Two controller processes, 25 concurrent POSTs each, allocate versions 1..50 once each."""
+    replicas = [
+        processes.controller(
+            database_url=postgres_url,
+            admin_token=ADMIN_TOKEN,
+            registration_token=REGISTRATION_TOKEN,
+            name=f"controller-{letter}",
+        )
+        for letter in "ab"
+    ]
+    # Both start (and migrate) at once, as replicas rolled out together would.
+    await asyncio.gather(*(replica.start() for replica in replicas))
+
+    results = await asyncio.gather(
+        *(
+            _post(http, replica, f"https://{replica.name}.example/{n}")
+            for n in range(POSTS_PER_REPLICA)
+            for replica in replicas
+        )
+    )
+
+    total = POSTS_PER_REPLICA * len(replicas)
+    assert [status for _, status, _ in results] == [201] * total
+    assert sorted(version for _, _, version in results) == list(range(1, total + 1))
+    current, stored = await asyncio.to_thread(_stored_versions, postgres_url)
+    assert current == total
+    assert stored == {0: None, **{version: url for url, _, version in results}}
+    for replica in replicas:
+        await wait_until(
+            functools.partial(_serves, http, replica, total),
+            timeout_seconds=CONVERGE_TIMEOUT_SECONDS,
+            what=f"{replica.name} serves version {total}",
+        )
