@@ -17,6 +17,11 @@ DEFAULT_REQUEST_TIMEOUT_SECONDS: Final = 10.0
 DEFAULT_POLL_URL: Final = "/config"
 # The hint channel when AGENT_REDIS_URL is set but the controller named none.
 DEFAULT_HINT_CHANNEL: Final = "fleetconf:config"
+# When a poll after a hint still answers the older version (the replica has not heard
+# the hint yet), ask again after these delays, doubling; replicas refresh at least
+# every second.
+HINT_RECHECK_BASE_SECONDS: Final = 0.05
+HINT_RECHECK_MAX_SECONDS: Final = 1.0
 # The poll interval used until the controller has named one (registration or a poll).
 DEFAULT_POLL_INTERVAL_SECONDS: Final = 30
 # Intervals the controller may name; anything outside is ignored (it cannot cause a hot loop).

@@ -34,6 +34,8 @@ from agent.constants import (
     DEFAULT_POLL_INTERVAL_SECONDS,
     DEFAULT_POLL_URL,
     ENV_PREFIX,
+    HINT_RECHECK_BASE_SECONDS,
+    HINT_RECHECK_MAX_SECONDS,
     POLL_JITTER_FRACTION,
     STOP_GRACE_SECONDS,
 )
@@ -123,6 +125,9 @@ class Agent:
         self._identity_known = asyncio.Event()
         self._hinted_fetch: asyncio.TimerHandle | None = None
         self._hint_spread_seconds = 0.0
+        # The newest version a hint announced that the agent does not hold yet.
+        self._hinted_version: int | None = None
+        self._hint_rechecks = 0
         self._hints_connections = 0
         self._writes: set[asyncio.Future[None]] = set()
         self._closing: asyncio.Task[None] | None = None
@@ -284,7 +289,7 @@ class Agent:
         if step.outcome.succeeded:
             self._controller_backoff.reset()
             jitter = 1.0 - POLL_JITTER_FRACTION * self._rng.random()
-            return self._poll_interval_seconds * jitter
+            return min(self._poll_interval_seconds * jitter, self._hint_recheck_seconds())
         delay = self._controller_backoff.next_delay_seconds()
         if step.retry_after_seconds is not None:
             delay = max(delay, step.retry_after_seconds)
@@ -514,7 +519,26 @@ class Agent:
         news = news or hint.poll_interval_seconds != self._poll_interval_seconds
         if news:
             logger.debug("hint.received version=%d", hint.version)
+            self._hinted_version = max(hint.version, self._hinted_version or 0)
             self._schedule_hinted_fetch(hint.spread_seconds)
+
+    def _hint_recheck_seconds(self) -> float:
+        """After a poll that did not yet bring the hinted version, ask again soon.
+
+        The replica this agent polls may hear the same hint a moment later than the agent
+        (or only at its next refresh), so its first answer can still be the old version.
+        The re-checks back off from HINT_RECHECK_BASE_SECONDS up to
+        HINT_RECHECK_MAX_SECONDS, the bound on a replica's staleness.
+        """
+        target = self._hinted_version
+        cached = self._config
+        if target is None or (cached is not None and cached.version >= target):
+            self._hinted_version = None
+            self._hint_rechecks = 0
+            return float("inf")
+        delay = min(HINT_RECHECK_MAX_SECONDS, HINT_RECHECK_BASE_SECONDS * 2.0**self._hint_rechecks)
+        self._hint_rechecks += 1
+        return delay
 
     def _on_hints_connected(self) -> None:
         """After a reconnection, check once for what was hinted while we were away."""

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 ADMIN_TOKEN = "e2e-admin-token"
 REGISTRATION_TOKEN = "e2e-registration-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-POSTS_PER_REPLICA = 25
+POSTS_PER_REPLICA = 50
 # A replica picks up another's write within its cache refresh period (about 1 s).
 CONVERGE_TIMEOUT_SECONDS = 5.0
 
@@ -55,10 +55,10 @@ async def _serves(http: aiohttp.ClientSession, replica: ServiceProcess, version:
         return resp.status == 200 and resp.headers["X-Config-Version"] == str(version)
 
 
-async def test_two_replicas_under_concurrent_posts_store_versions_1_to_50_exactly_once(
+async def test_two_replicas_under_concurrent_posts_store_versions_1_to_100_exactly_once(
     processes: ProcessGroup, http: aiohttp.ClientSession, postgres_url: str
 ) -> None:
-    """Two controller processes, 25 concurrent POSTs each, allocate versions 1..50 once each."""
+    """Two controller processes, 50 concurrent POSTs each, allocate versions 1..100 once each."""
     replicas = [
         processes.controller(
             database_url=postgres_url,

@@ -1,0 +1,189 @@
+"""Two controller replicas, Redis hints and two agents, as real processes, with faults.
+
+Redis is a private redis-server that the test kills and restarts; PostgreSQL is a
+throwaway database. Each agent talks to its own replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.support.processes import ProcessGroup, ServiceProcess, wait_until
+from tests.support.redis_server import PrivateRedis
+from tests.support.services import throwaway_postgres
+
+pytestmark = pytest.mark.e2e
+
+ADMIN_TOKEN = "e2e-admin-token"
+REGISTRATION_TOKEN = "e2e-registration-token"
+WORKER_TOKEN = "e2e-worker-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+WORKER_AUTH = {"Authorization": f"Bearer {WORKER_TOKEN}"}
+# Long enough that a change arriving well inside it was brought by a hint.
+POLL_INTERVAL_SECONDS = 4
+HINTED_WITHIN_SECONDS = 2.0
+MARGIN_SECONDS = 2.0
+SETTLE_TIMEOUT_SECONDS = 10.0
+ConnectionTrouble = (aiohttp.ClientError, TimeoutError)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """Replicas share one database, so this runs on PostgreSQL."""
+    with throwaway_postgres() as url:
+        yield url
+
+
+@dataclass(kw_only=True)
+class Edge:
+    """A worker and the agent beside it."""
+
+    worker: ServiceProcess
+    agent: ServiceProcess
+
+
+@dataclass(kw_only=True)
+class Fleet:
+    replicas: list[ServiceProcess]
+    edges: list[Edge]
+    http: aiohttp.ClientSession
+
+    async def publish(self, replica: ServiceProcess, url: str) -> tuple[int, float]:
+        async with self.http.post(f"{replica.url}/config", json={"url": url}, headers=ADMIN) as r:
+            assert r.status == 201, await r.text()
+            body: dict[str, Any] = await r.json()
+        return int(body["version"]), time.monotonic()
+
+    async def worker_version(self, edge: Edge) -> int:
+        async with self.http.get(f"{edge.worker.url}/config", headers=WORKER_AUTH) as r:
+            body: dict[str, Any] = await r.json()
+            return int(body["version"])
+
+    async def wait_all_workers(self, version: int, *, timeout_seconds: float) -> float:
+        """Seconds until every worker holds ``version``."""
+
+        async def all_hold() -> bool:
+            held = await asyncio.gather(*(self.worker_version(e) for e in self.edges))
+            return all(v == version for v in held)
+
+        return await wait_until(
+            all_hold,
+            timeout_seconds=timeout_seconds,
+            what=f"every worker holds version {version}",
+            ignoring=ConnectionTrouble,
+        )
+
+    async def serves(self, replica: ServiceProcess, version: int) -> bool:
+        async with self.http.get(f"{replica.url}/config", headers=ADMIN) as r:
+            return r.headers.get("X-Config-Version") == str(version)
+
+
+def _subscriptions(service: ServiceProcess) -> int:
+    return service.log_text().count("hints.subscribed")
+
+
+@pytest.fixture
+async def fleet(
+    processes: ProcessGroup,
+    http: aiohttp.ClientSession,
+    postgres_url: str,
+    private_redis: PrivateRedis,
+    tmp_path: Path,
+) -> Fleet:
+    """Two replicas with hints, two agents (one per replica), everyone subscribed."""
+    redis_env = {"CONTROLLER_REDIS_URL": private_redis.url}
+    replicas = [
+        processes.controller(
+            database_url=postgres_url,
+            admin_token=ADMIN_TOKEN,
+            registration_token=REGISTRATION_TOKEN,
+            poll_interval_seconds=POLL_INTERVAL_SECONDS,
+            name=f"controller-{n}",
+            env=redis_env,
+        )
+        for n in (1, 2)
+    ]
+    await asyncio.gather(*(r.start() for r in replicas))
+    edges = []
+    for n, replica in enumerate(replicas, start=1):
+        worker = processes.worker(token=WORKER_TOKEN, name=f"worker-{n}")
+        assert replica.url is not None
+        assert worker.url is not None
+        agent = processes.agent(
+            controller_url=replica.url,
+            registration_token=REGISTRATION_TOKEN,
+            worker_url=worker.url,
+            worker_token=WORKER_TOKEN,
+            state_dir=tmp_path / f"agent-{n}",
+            name=f"agent-{n}",
+            env={"AGENT_LOG_LEVEL": "INFO"},
+        )
+        edges.append(Edge(worker=worker, agent=agent))
+    await asyncio.gather(*(s.start() for e in edges for s in (e.worker, e.agent)))
+    every = [*replicas, *(e.agent for e in edges)]
+    await wait_until(
+        lambda: all(_subscriptions(s) >= 1 for s in every),
+        timeout_seconds=SETTLE_TIMEOUT_SECONDS,
+        what="replicas and agents subscribed to the hint channel",
+    )
+    return Fleet(replicas=replicas, edges=edges, http=http)
+
+
+async def test_redis_down_then_back(fleet: Fleet, private_redis: PrivateRedis) -> None:
+    """Hints carry changes fast; with Redis dead POST works and agents converge by polling;
+    when Redis returns the subscriptions resume and hints carry changes again."""
+    a, b = fleet.replicas
+    version, _ = await fleet.publish(a, "https://example.org/1")
+    assert await fleet.wait_all_workers(version, timeout_seconds=HINTED_WITHIN_SECONDS) < (
+        HINTED_WITHIN_SECONDS
+    )
+    assert "receivers=4" in a.log_text()  # two replicas and two agents heard the hint
+
+    private_redis.kill()
+    version, _ = await fleet.publish(a, "https://example.org/2")
+    await fleet.wait_all_workers(version, timeout_seconds=POLL_INTERVAL_SECONDS + MARGIN_SECONDS)
+    assert "hints.publish_failed" in a.log_text()
+    # The other replica, deaf to hints, picked the version up from the database itself.
+    assert await fleet.serves(b, version)
+
+    private_redis.start()
+    every = [*fleet.replicas, *(e.agent for e in fleet.edges)]
+    await wait_until(
+        lambda: all(_subscriptions(s) >= 2 for s in every),
+        timeout_seconds=SETTLE_TIMEOUT_SECONDS,
+        what="every subscription resumed",
+    )
+    version, _ = await fleet.publish(b, "https://example.org/3")
+    assert await fleet.wait_all_workers(version, timeout_seconds=HINTED_WITHIN_SECONDS) < (
+        HINTED_WITHIN_SECONDS
+    )
+
+
+async def test_replica_restarted(fleet: Fleet) -> None:
+    """A killed replica's agent keeps its worker; restarted, the replica serves the current
+    version and its agent catches up; the other replica never stopped serving."""
+    a, b = fleet.replicas
+    await b.kill()
+    version, _ = await fleet.publish(a, "https://example.org/while-b-is-down")
+    first = fleet.edges[0]
+
+    async def first_holds() -> bool:
+        return await fleet.worker_version(first) == version
+
+    await wait_until(
+        first_holds,
+        timeout_seconds=HINTED_WITHIN_SECONDS,
+        what="the first worker holds the new version",
+        ignoring=ConnectionTrouble,
+    )
+    await b.start()
+    assert await fleet.serves(b, version)
+    await fleet.wait_all_workers(version, timeout_seconds=POLL_INTERVAL_SECONDS + MARGIN_SECONDS)
