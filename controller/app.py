@@ -20,6 +20,7 @@ from controller.credentials import AgentTokens, Authenticator
 from controller.db import create_engine
 from controller.hints import PUBLISH_TIMEOUT_SECONDS, NullHintPublisher, RedisHintPublisher
 from controller.ledger import Ledger
+from controller.ratelimit import RateLimiter
 from controller.routes import OPERATIONS, openapi_document
 from controller.settings import ControllerSettings
 
@@ -49,7 +50,9 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
     cache = ConfigCache(
-        app[keys.ENGINE], default_poll_interval_seconds=app[keys.SETTINGS].poll_interval_seconds
+        app[keys.ENGINE],
+        default_poll_interval_seconds=app[keys.SETTINGS].poll_interval_seconds,
+        on_revocation=app[keys.AGENT_TOKENS].forget_all,
     )
     await cache.refresh()
     app[keys.CACHE] = cache
@@ -107,6 +110,9 @@ def create_app(settings: ControllerSettings) -> web.Application:
     app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_REQUEST_BODY_BYTES)
     app[keys.SETTINGS] = settings
     app[keys.WRITE_LOCK] = asyncio.Lock()
+    app[keys.REGISTRATION_LIMITER] = RateLimiter(
+        rate_per_second=settings.registration_rate_per_second, burst=settings.registration_burst
+    )
     app.cleanup_ctx.extend([database_ctx, cache_ctx, ledger_ctx, hints_ctx])
     add_operations(app, OPERATIONS)
     add_docs_routes(app, openapi_document())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -43,8 +44,16 @@ class Snapshot:
 class ConfigCache:
     """The replica's view of the current version and poll interval."""
 
-    def __init__(self, engine: AsyncEngine, *, default_poll_interval_seconds: int) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        default_poll_interval_seconds: int,
+        on_revocation: Callable[[], None] | None = None,
+    ) -> None:
         self._engine = engine
+        self._on_revocation = on_revocation
+        self._revocations: int | None = None
         self._default_poll_interval_seconds = default_poll_interval_seconds
         self._snapshot: Snapshot | None = None
         self._refresh_failing = False
@@ -85,6 +94,7 @@ class ConfigCache:
         async with transaction(self._engine) as conn:
             state = await store.read_fleet_state(conn)
             self.fleet_size = await store.count_active_agents(conn)
+            self._note_revocations(state.revocations)
             held = self._snapshot
             if held is not None and held.version == state.current_version:
                 self.set_poll_interval(state.poll_interval_seconds)
@@ -97,6 +107,14 @@ class ConfigCache:
         self.replace(record, state.poll_interval_seconds)
         logger.info("cache.loaded version=%d", record.version)
         return True
+
+    def _note_revocations(self, count: int) -> None:
+        """Another replica revoked an agent: forget every cached credential here too."""
+        if self._revocations is not None and count != self._revocations:
+            logger.info("cache.revocation_seen revocations=%d", count)
+            if self._on_revocation is not None:
+                self._on_revocation()
+        self._revocations = count
 
     async def refresh_quietly(self) -> None:
         """Refresh; a failure is logged once per outage and the last snapshot kept."""

@@ -81,6 +81,10 @@ class AgentTokens:
         """Stop trusting a cached credential at once (the agent was revoked here)."""
         self._verified.pop(agent_id, None)
 
+    def forget_all(self) -> None:
+        """Stop trusting every cached credential (an agent was revoked elsewhere)."""
+        self._verified.clear()
+
 
 class Authenticator:
     def __init__(

@@ -46,6 +46,8 @@ fleet_state = Table(
     Column("current_version", Integer, nullable=False),
     Column("poll_interval_seconds", Integer, nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # Bumped by every revocation: replicas drop their cached agent credentials on a change.
+    Column("revocations", Integer, nullable=False, server_default="0"),
 )
 
 config_versions = Table(

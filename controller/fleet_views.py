@@ -23,7 +23,7 @@ from controller.models import (
     AppliedVersionCount,
     FleetSummary,
 )
-from controller.views import ADMIN
+from controller.views import ADMIN, announce
 
 logger = logging.getLogger(__name__)
 
@@ -118,9 +118,11 @@ async def delete_agent(request: web.Request) -> web.Response:
         revoked = await store.revoke_agent(conn, agent_id)
     if not revoked:
         raise NotFound(f"No agent {agent_id} is registered (or it was revoked already).")
-    # Other replicas stop trusting the token within AGENT_TOKEN_CACHE_SECONDS.
     request.app[keys.AGENT_TOKENS].forget(agent_id)
     logger.info("agent.revoked agent_id=%s", agent_id)
+    # Other replicas see the revocation counter move at their next refresh: at once on
+    # this hint, within CACHE_REFRESH_SECONDS without Redis.
+    await announce(request.app)
     return web.Response(status=204)
 
 

@@ -12,6 +12,7 @@ from controller.cache import ConfigCache
 from controller.credentials import AgentTokens, Authenticator
 from controller.hints import HintPublisher
 from controller.ledger import Ledger
+from controller.ratelimit import RateLimiter
 from controller.settings import ControllerSettings
 
 SETTINGS = web.AppKey("settings", ControllerSettings)
@@ -23,3 +24,4 @@ AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 PUBLISHER = web.AppKey("publisher", HintPublisher)
 HINT_SUBSCRIPTION = web.AppKey("hint_subscription", HintSubscription)
 WRITE_LOCK = web.AppKey("write_lock", asyncio.Lock)
+REGISTRATION_LIMITER = web.AppKey("registration_limiter", RateLimiter)

@@ -106,6 +106,11 @@ OPERATIONS: tuple[Operation, ...] = (
             Response(status=201, description="Registered.", model=RegisterResponse),
             _NO_TOKEN,
             _WRONG_ROLE,
+            problem(
+                429,
+                "Too many registrations from this address; Retry-After says when to retry.",
+                "Too many registrations from 192.0.2.10; retry in 1 s.",
+            ),
             _TOO_LARGE,
             _NOT_JSON,
             _invalid("RegisterRequest"),

@@ -55,6 +55,9 @@ class ControllerSettings(BaseSettings):
     poll_interval_seconds: int = Field(
         default=30, ge=MIN_POLL_INTERVAL_SECONDS, le=MAX_POLL_INTERVAL_SECONDS
     )
+    # POST /register per client address: a burst, then this many per second (429 beyond).
+    registration_rate_per_second: float = Field(default=20.0, gt=0)
+    registration_burst: int = Field(default=200, ge=1)
     migrate_on_start: bool = True
     log_level: str = "INFO"
 

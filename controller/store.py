@@ -20,6 +20,7 @@ from controller.fleet import AgentState, StateRule, VersionGroup
 class FleetState:
     current_version: int
     poll_interval_seconds: int | None
+    revocations: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,14 +45,18 @@ class Sighting:
 
 
 async def read_fleet_state(conn: AsyncConnection, *, for_update: bool = False) -> FleetState:
-    query = select(fleet_state.c.current_version, fleet_state.c.poll_interval_seconds).where(
-        fleet_state.c.id == FLEET_STATE_ID
-    )
+    query = select(
+        fleet_state.c.current_version,
+        fleet_state.c.poll_interval_seconds,
+        fleet_state.c.revocations,
+    ).where(fleet_state.c.id == FLEET_STATE_ID)
     if for_update:
         query = query.with_for_update()
     row = (await conn.execute(query)).one()
     return FleetState(
-        current_version=row.current_version, poll_interval_seconds=row.poll_interval_seconds
+        current_version=row.current_version,
+        poll_interval_seconds=row.poll_interval_seconds,
+        revocations=row.revocations,
     )
 
 
@@ -238,7 +243,14 @@ async def revoke_agent(conn: AsyncConnection, agent_id: uuid.UUID) -> bool:
         update(agents).where(agents.c.id == str(agent_id), _ACTIVE).values(revoked_at=utcnow())
     )
     result = await conn.execute(statement)
-    return bool(result.rowcount == 1)
+    if result.rowcount != 1:
+        return False
+    await conn.execute(
+        update(fleet_state)
+        .where(fleet_state.c.id == FLEET_STATE_ID)
+        .values(revocations=fleet_state.c.revocations + 1)
+    )
+    return True
 
 
 async def count_agents_by_applied_version(

@@ -99,7 +99,7 @@ async def post_config(request: web.Request) -> web.Response:
     published = await publish_config(_writer(request), config, if_match=if_match)
     record = published.record
     if published.created:
-        await _announce(request.app)
+        await announce(request.app)
     info = VersionInfo(
         version=record.version, etag=f'"{record.version}"', created_at=record.created_at
     )
@@ -109,6 +109,7 @@ async def post_config(request: web.Request) -> web.Response:
 
 
 async def register(request: web.Request) -> web.Response:
+    request.app[keys.REGISTRATION_LIMITER].check(request.remote or "unknown")
     await _authorize(request, REGISTRARS)
     body = await read_model(request, RegisterRequest)
     app = request.app
@@ -134,7 +135,7 @@ def _hints(app: web.Application) -> Hints | None:
     return Hints(redis_url=url.get_secret_value(), channel=settings.hint_channel)
 
 
-async def _announce(app: web.Application) -> None:
+async def announce(app: web.Application) -> None:
     """Hint the current version and interval to every listener; never fails the request."""
     cache = app[keys.CACHE]
     snap = cache.snapshot
@@ -157,7 +158,7 @@ async def put_settings(request: web.Request) -> web.Response:
     await _authorize(request, ADMIN)
     body = await read_model(request, PollSettings)
     await set_poll_interval(_writer(request), body.poll_interval_seconds)
-    await _announce(request.app)
+    await announce(request.app)
     snap = request.app[keys.CACHE].snapshot
     return json_response(PollSettings(poll_interval_seconds=snap.poll_interval_seconds))
 

@@ -1,0 +1,410 @@
+"""Shared plumbing for the benchmark scripts: processes, CPU accounting, statistics.
+
+Nothing here is imported by the services; the scripts import it as ``_support`` (they put
+their own directory and the repository root on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH_DIR = REPO / "benchmarks"
+RESULTS_DIR = BENCH_DIR / "results"
+PYTHON = sys.executable
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+LOOPBACK = "127.0.0.1"
+
+ADMIN_TOKEN = "bench-admin-token"
+REGISTRATION_TOKEN = "bench-registration-token"
+
+
+def raise_nofile() -> int:
+    """Raise RLIMIT_NOFILE to the hard limit; return the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    model = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem_kib = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+                break
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+    }
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    out = {}
+    for name in ("aiohttp", "redis", "SQLAlchemy", "psycopg", "pydantic"):
+        try:
+            out[name] = version(name)
+        except Exception:  # noqa: BLE001 - informative only
+            out[name] = "?"
+    return out
+
+
+# -- CPU accounting -----------------------------------------------------------------------
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of one process, in seconds (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            raw = f.read()
+    except OSError:
+        return 0.0
+    fields = raw.rsplit(")", 1)[1].split()
+    # fields[0] is the state (field 3): utime is field 14, stime field 15.
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    return raw.rsplit(")", 1)[1].split()
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU of the whole PostgreSQL server, exited backends included.
+
+    Live processes named postgres count with utime + stime; the postmaster also with
+    cutime + cstime, where the kernel adds each backend's time when it exits (a pooled
+    connection that is closed takes its CPU with it otherwise).
+    """
+    total = 0.0
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm") as f:
+                if f.read().strip() != "postgres":
+                    continue
+        except OSError:
+            continue
+        pids.append(int(entry))
+    pidset = set(pids)
+    for pid in pids:
+        fields = _stat_fields(pid)
+        if fields is None:
+            continue
+        ppid = int(fields[1])
+        used = int(fields[11]) + int(fields[12])
+        if ppid not in pidset:  # the postmaster: its reaped children count too
+            used += int(fields[13]) + int(fields[14])
+        total += used / CLK_TCK
+    return total
+
+
+def comm_cpu_seconds(name: str) -> float:
+    """utime + stime summed over every process whose comm is ``name`` (e.g. postgres)."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm") as f:
+                if f.read().strip() != name:
+                    continue
+        except OSError:
+            continue
+        total += proc_cpu_seconds(int(entry))
+    return total
+
+
+def machine_busy_seconds() -> tuple[float, float]:
+    """(busy CPU seconds summed over all cores, wall-equivalent total) from /proc/stat."""
+    with open("/proc/stat") as f:
+        parts = f.readline().split()[1:]
+    values = [int(p) for p in parts]
+    idle = values[3] + values[4]
+    total = sum(values[:8])
+    return (total - idle) / CLK_TCK, total / CLK_TCK
+
+
+class CpuMeter:
+    """CPU seconds used by named groups of processes between start() and stop()."""
+
+    def __init__(self, groups: Mapping[str, Sequence[int] | str]) -> None:
+        self._groups = dict(groups)
+        self._start: dict[str, float] = {}
+        self._t0 = 0.0
+        self._machine0 = (0.0, 0.0)
+
+    def _read(self) -> dict[str, float]:
+        out = {}
+        for name, pids in self._groups.items():
+            if pids == "postgres":
+                out[name] = postgres_cpu_seconds()
+            elif isinstance(pids, str):
+                out[name] = comm_cpu_seconds(pids)
+            else:
+                out[name] = sum(proc_cpu_seconds(p) for p in pids)
+        return out
+
+    def start(self) -> None:
+        self._start = self._read()
+        self._t0 = time.monotonic()
+        self._machine0 = machine_busy_seconds()
+
+    def stop(self) -> dict[str, Any]:
+        end = self._read()
+        wall = time.monotonic() - self._t0
+        busy1, total1 = machine_busy_seconds()
+        busy = busy1 - self._machine0[0]
+        total = total1 - self._machine0[1]
+        result: dict[str, Any] = {"wall_seconds": round(wall, 3)}
+        ours = 0.0
+        for name, value in end.items():
+            used = max(0.0, value - self._start.get(name, 0.0))
+            ours += used
+            result[f"{name}_cpu_seconds"] = round(used, 2)
+            result[f"{name}_cpu_percent"] = round(100 * used / wall, 1) if wall > 0 else None
+        # Everything else on the machine (other users' jobs, the kernel, this driver).
+        other = max(0.0, busy - ours)
+        result["other_cpu_seconds"] = round(other, 2)
+        result["other_cpu_percent"] = round(100 * other / wall, 1) if wall > 0 else None
+        result["machine_cpu_percent_of_all_cores"] = (
+            round(100 * busy / total, 1) if total > 0 else None
+        )
+        return result
+
+
+# -- statistics ---------------------------------------------------------------------------
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of already sorted values."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def median(values: Sequence[float]) -> float:
+    s = sorted(values)
+    n = len(s)
+    if n == 0:
+        return math.nan
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for n, row in enumerate(cells):
+        lines.append("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        return f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
+
+
+# -- processes ----------------------------------------------------------------------------
+
+
+def _raise_nofile_in_child() -> None:
+    raise_nofile()
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    log_path: Path,
+    cwd: Path | None = None,
+    stdin: int | None = subprocess.DEVNULL,
+    stdout: int | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a process with an explicit environment and its nofile limit raised."""
+    log = log_path.open("ab")
+    return subprocess.Popen(
+        list(argv),
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
+        cwd=str(cwd or REPO),
+        stdin=stdin,
+        stdout=stdout if stdout is not None else log,
+        stderr=log,
+        preexec_fn=_raise_nofile_in_child,
+    )
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+def wait_http_ok(url: str, *, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer 200 within {timeout} s")
+
+
+def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed")
+    port = free_port()
+    proc = spawn(
+        [
+            binary,
+            "--port", str(port),
+            "--bind", LOOPBACK,
+            "--maxclients", "30000",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(workdir),
+        ],
+        env={},
+        log_path=workdir / "redis.log",
+        cwd=workdir,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((LOOPBACK, port), timeout=0.2):
+                return proc, f"redis://{LOOPBACK}:{port}/0"
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("redis-server did not start")
+
+
+def controller_env(
+    *, database_url: str, port: int, redis_url: str | None, poll_interval_seconds: int
+) -> dict[str, str]:
+    env = {
+        "CONTROLLER_DATABASE_URL": database_url,
+        "CONTROLLER_ADMIN_TOKEN": ADMIN_TOKEN,
+        "CONTROLLER_REGISTRATION_TOKEN": REGISTRATION_TOKEN,
+        "CONTROLLER_HOST": LOOPBACK,
+        "CONTROLLER_PORT": str(port),
+        "CONTROLLER_LOG_LEVEL": "WARNING",
+        "CONTROLLER_POLL_INTERVAL_SECONDS": str(poll_interval_seconds),
+        # Every simulated agent registers from 127.0.0.1: lift the per-address limit.
+        "CONTROLLER_REGISTRATION_RATE_PER_SECOND": "100000",
+        "CONTROLLER_REGISTRATION_BURST": "100000",
+        # The services run from a temp dir: benchmark the working tree's code.
+        "PYTHONPATH": str(REPO),
+    }
+    if redis_url:
+        env["CONTROLLER_REDIS_URL"] = redis_url
+    return env
+
+
+def start_controller(
+    env: Mapping[str, str], workdir: Path, name: str, whatif: str = ""
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``python -m controller``; with ``whatif``, the same under benchmark-only patches."""
+    port = env["CONTROLLER_PORT"]
+    argv = [PYTHON, "-m", "controller"]
+    if whatif:
+        argv = [PYTHON, str(BENCH_DIR / "_controller_whatif.py")]
+        env = {**env, "FLEETCONF_BENCH_WHATIF": whatif}
+    proc = spawn(argv, env=env, log_path=workdir / f"{name}.log", cwd=workdir)
+    base = f"http://{LOOPBACK}:{port}"
+    wait_http_ok(f"{base}/healthz", timeout=60, proc=proc)
+    return proc, base
+
+
+def http_json(
+    method: str, url: str, *, token: str | None = None, body: Any = None, headers: Mapping[str, str] | None = None
+) -> tuple[int, Any, float]:
+    """A blocking request; (status, decoded JSON or None, time.time() when the answer was read)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            raw = resp.read()
+            done = time.time()
+            return resp.status, (json.loads(raw) if raw else None), done
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        done = time.time()
+        try:
+            return exc.code, json.loads(raw), done
+        except ValueError:
+            return exc.code, None, done
+
+
+def write_results(name: str, payload: Any) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / name
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
+
+
+def service_env_pythonpath() -> dict[str, str]:
+    """Services run from a temp dir; the venv has the project installed (editable or not)."""
+    return {"PYTHONPATH": str(REPO)}
