@@ -20,6 +20,7 @@ from tests.agent.conftest import (
     REGISTRATION_TOKEN,
     Controller,
     MakeSettings,
+    StartController,
     base_url,
     eventually,
     worker_holds,
@@ -243,3 +244,25 @@ async def test_stop_finishes_the_write_in_hand(
     saved = StateStore(state_dir).load_config()
     assert saved is not None
     assert saved.version == version
+
+
+async def test_registration_rate_limit_is_honoured(
+    make_settings: MakeSettings, start_controller: StartController, tmp_path: Path
+) -> None:
+    """An agent refused with 429 waits the controller's Retry-After, then registers."""
+    controller = await start_controller(registration_burst=1, registration_rate_per_second=0.5)
+    first = make_settings(controller_url=controller.url, state_dir=tmp_path / "first")
+    second = make_settings(controller_url=controller.url, state_dir=tmp_path / "second")
+    async with Agent(first) as one:
+        assert (await one.sync_controller_once()).outcome is ControllerOutcome.REGISTERED
+    agent = Agent(second)
+    task = asyncio.create_task(agent.run())
+    try:
+        await eventually(lambda: agent.identity is not None, timeout_seconds=10)
+    finally:
+        await agent.stop()
+        await task
+    statuses = [s.status for s in controller.seen if s.path == "/register"]
+    assert statuses[:2] == [201, 429]
+    assert statuses[-1] == 201
+    assert agent.controller_retry_delays[0] >= 2
