@@ -18,7 +18,7 @@ from agent.constants import (
     ENV_PREFIX,
 )
 from common.models import HttpUrlText
-from common.settings import load_secret_files
+from common.settings import blank_secret_is_unset, load_secret_files
 
 _SECRETS = ("registration_token", "worker_token")
 _LOG_LEVELS = frozenset({"CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"})
@@ -60,9 +60,7 @@ class AgentSettings(BaseSettings):
     @classmethod
     def _empty_token_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
         """``AGENT_WORKER_TOKEN=`` (empty) means no token, as an unset variable does."""
-        if value is None or not value.get_secret_value().strip():
-            return None
-        return value
+        return blank_secret_is_unset(value)
 
     @field_validator("backoff_max_seconds")
     @classmethod

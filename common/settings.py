@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 
 def load_secret_files(data: Any, names: Iterable[str]) -> Any:
@@ -35,3 +35,10 @@ def describe_settings_error(exc: ValidationError, env_prefix: str) -> str:
         variable = f"{env_prefix}{name}" if name else env_prefix.rstrip("_")
         lines.append(f"  {variable}: {err['msg']}")
     return "invalid settings:\n" + "\n".join(lines)
+
+
+def blank_secret_is_unset(value: SecretStr | None) -> SecretStr | None:
+    """``X_TOKEN=`` (empty or blank) means no token, as an unset variable does."""
+    if value is None or not value.get_secret_value().strip():
+        return None
+    return value

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from aiohttp import web
-from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
+from common.cli import load_settings, parse_service_args, service_parser
 from common.logs import configure_logging
-from common.settings import describe_settings_error
 from controller import migrations
 from controller.app import create_app
 from controller.constants import SHUTDOWN_TIMEOUT_SECONDS
@@ -23,9 +20,10 @@ logger = logging.getLogger(__name__)
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = service_parser(
         prog="fleetconf-controller",
-        description="The fleetconf controller. Settings come from CONTROLLER_* variables.",
+        description="The fleetconf controller: versions the configuration, serves the fleet.",
+        env_prefix=ENV_PREFIX,
     )
     parser.add_argument(
         "command",
@@ -34,20 +32,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=["serve", "migrate"],
         help="serve the API (default), or bring the database schema up to date and exit",
     )
-    parser.add_argument("--env-file", type=Path, help="read settings from this env file too")
-    return parser.parse_args(argv)
-
-
-def load_settings(env_file: Path | None) -> ControllerSettings:
-    try:
-        return ControllerSettings(_env_file=env_file)
-    except ValidationError as exc:
-        sys.exit(describe_settings_error(exc, ENV_PREFIX))
+    return parse_service_args(parser, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parse_args(argv)
-    settings = load_settings(args.env_file)
+    settings = load_settings(ControllerSettings, args.env_file, ENV_PREFIX)
     configure_logging(settings.log_level)
     if args.command == "migrate" or settings.migrate_on_start:
         logger.info("migrations.upgrade database=%s", _safe_url(settings.database_url))

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from aiohttp import web
-from pydantic import ValidationError
 
+from common.cli import load_settings, parse_service_args, service_parser
 from common.logs import configure_logging
-from common.settings import describe_settings_error
 from worker.app import create_app
 from worker.constants import ENV_PREFIX, SHUTDOWN_TIMEOUT_SECONDS
 from worker.settings import WorkerSettings
@@ -22,8 +18,13 @@ logger = logging.getLogger(__name__)
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the worker until it is told to stop; exit 2 on invalid settings."""
-    args = _parse_args(argv)
-    settings = _load_settings(args.env_file)
+    parser = service_parser(
+        prog="fleetconf-worker",
+        description="Hold the configuration the agent sends and proxy GET /hit to its URL.",
+        env_prefix=ENV_PREFIX,
+    )
+    args = parse_service_args(parser, argv)
+    settings = load_settings(WorkerSettings, args.env_file, ENV_PREFIX)
     configure_logging(settings.log_level)
     if settings.token is None:
         logger.warning(
@@ -39,29 +40,3 @@ def main(argv: Sequence[str] | None = None) -> None:
         print=None,
         shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
     )
-
-
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="fleetconf-worker",
-        description="Hold the configuration the agent sends and proxy GET /hit to its URL. "
-        f"Settings come from {ENV_PREFIX}* environment variables.",
-    )
-    parser.add_argument(
-        "--env-file",
-        type=Path,
-        metavar="PATH",
-        help=f"read {ENV_PREFIX}* settings from this file too (the environment wins)",
-    )
-    args = parser.parse_args(argv)
-    if args.env_file is not None and not args.env_file.is_file():
-        parser.error(f"--env-file {args.env_file}: no such file")
-    return args
-
-
-def _load_settings(env_file: Path | None) -> WorkerSettings:
-    try:
-        return WorkerSettings(_env_file=env_file)
-    except ValidationError as exc:
-        print(describe_settings_error(exc, ENV_PREFIX), file=sys.stderr)
-        raise SystemExit(2) from None

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from common.settings import load_secret_files
+from common.settings import blank_secret_is_unset, load_secret_files
 from worker.constants import (
     DEFAULT_HIT_MAX_BYTES,
     DEFAULT_HIT_TIMEOUT_SECONDS,
@@ -41,9 +41,7 @@ class WorkerSettings(BaseSettings):
     @classmethod
     def _empty_token_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
         """``WORKER_TOKEN=`` (empty) means no token, as an unset variable does."""
-        if value is None or not value.get_secret_value().strip():
-            return None
-        return value
+        return blank_secret_is_unset(value)
 
     @field_validator("log_level")
     @classmethod
