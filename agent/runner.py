@@ -49,6 +49,7 @@ from agent.worker_client import WorkerClient
 from common.backoff import Backoff
 from common.hints import Hint
 from common.models import WorkerConfig
+from common.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -231,16 +232,15 @@ class Agent:
 
     async def _end_tasks(self) -> None:
         """The loops get a moment to finish what they do; then they are cancelled."""
-        if self._hint_task is not None:
-            self._hint_task.cancel()
         if self._hinted_fetch is not None:
             self._hinted_fetch.cancel()
+        if self._hint_task is not None:
+            await cancel_and_wait(self._hint_task)
         if self._loops:
             _, pending = await asyncio.wait(self._loops, timeout=STOP_GRACE_SECONDS)
             for task in pending:
                 task.cancel()
-        tasks = [*self._loops, *([self._hint_task] if self._hint_task else [])]
-        await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*self._loops, return_exceptions=True)
 
     def _running(self) -> bool:
         return self._lifecycle is Lifecycle.RUNNING and not self._stop_requested.is_set()

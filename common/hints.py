@@ -103,6 +103,11 @@ class HintSubscription:
             try:
                 await self._listen()
             except (RedisError, OSError, TimeoutError) as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # A cancellation that the client turned into a timeout error on its
+                    # way out: this subscription is being stopped, not failing.
+                    raise asyncio.CancelledError from exc
                 delay = self._backoff.next_delay_seconds()
                 if self.connected or self._backoff.failures == 1:
                     logger.warning(

@@ -21,9 +21,14 @@ def load_secret_files(data: Any, names: Iterable[str]) -> Any:
         path = data.get(f"{name}_file")
         if path and not data.get(name):
             try:
-                data[name] = Path(path).read_text(encoding="utf-8").strip()
+                secret = Path(path).read_text(encoding="utf-8").strip()
             except OSError as exc:
                 raise ValueError(f"cannot read the file given for {name}: {exc.strerror}") from None
+            if not secret:
+                # A secret file that is there but empty is a mistake (a bad mount), not
+                # a wish to run without the secret.
+                raise ValueError(f"the file given for {name} is empty")
+            data[name] = secret
     return data
 
 

@@ -13,6 +13,7 @@ from common.constants import MAX_REQUEST_BODY_BYTES
 from common.hints import HintSubscription, subscriber_client
 from common.openapi import add_docs_routes, add_operations
 from common.problem import problem_middleware
+from common.tasks import cancel_and_wait
 from controller import keys
 from controller.cache import ConfigCache
 from controller.constants import CACHE_REFRESH_SECONDS, LEDGER_FLUSH_SECONDS
@@ -23,12 +24,6 @@ from controller.ledger import Ledger
 from controller.ratelimit import RateLimiter
 from controller.routes import OPERATIONS, openapi_document
 from controller.settings import ControllerSettings
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -60,7 +55,7 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await _cancel(task)
+        await cancel_and_wait(task)
 
 
 async def ledger_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -70,7 +65,7 @@ async def ledger_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await _cancel(task)
+        await cancel_and_wait(task)
         # The last sightings are written even while the process is being stopped.
         with contextlib.suppress(Exception):
             await asyncio.shield(ledger.flush())
@@ -101,7 +96,7 @@ async def hints_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await _cancel(task)
+        await cancel_and_wait(task)
         await listener_client.aclose()
         await publisher_client.aclose()
 

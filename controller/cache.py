@@ -14,11 +14,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from common.errors import FleetconfError
 from controller import store
-from controller.db import transaction
+from controller.db import in_transaction
 
 logger = logging.getLogger(__name__)
 
@@ -91,15 +91,22 @@ class ConfigCache:
 
     async def refresh(self) -> bool:
         """Re-read the fleet state; load the body only when the version moved. True if it did."""
-        async with transaction(self._engine) as conn:
+        held = self._snapshot
+
+        async def read(
+            conn: AsyncConnection,
+        ) -> tuple[store.FleetState, int, store.VersionRecord | None]:
             state = await store.read_fleet_state(conn)
-            self.fleet_size = await store.count_active_agents(conn)
-            self._note_revocations(state.revocations)
-            held = self._snapshot
+            fleet_size = await store.count_active_agents(conn)
             if held is not None and held.version == state.current_version:
-                self.set_poll_interval(state.poll_interval_seconds)
-                return False
-            record = await store.read_version(conn, state.current_version)
+                return state, fleet_size, None
+            return state, fleet_size, await store.read_version(conn, state.current_version)
+
+        state, self.fleet_size, record = await in_transaction(self._engine, read)
+        self._note_revocations(state.revocations)
+        if held is not None and held.version == state.current_version:
+            self.set_poll_interval(state.poll_interval_seconds)
+            return False
         if record is None:
             raise RuntimeError(
                 f"fleet_state names version {state.current_version}, which is missing"

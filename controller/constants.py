@@ -17,6 +17,10 @@ LEDGER_FLUSH_SECONDS: Final = 2.0
 # How long a verified agent token is trusted before it is looked up again.
 AGENT_TOKEN_CACHE_SECONDS: Final = 5.0
 READINESS_TIMEOUT_SECONDS: Final = 2.0
+# The most one database transaction may take, queueing for a connection included; far
+# above a healthy transaction (milliseconds, row-lock waits between replicas included).
+DATABASE_TIMEOUT_SECONDS: Final = 3.0
+DATABASE_CONNECT_TIMEOUT_SECONDS: Final = 3
 SHUTDOWN_TIMEOUT_SECONDS: Final = 10.0
 SQLITE_BUSY_TIMEOUT_MILLISECONDS: Final = 5_000
 # The single row of fleet_state.

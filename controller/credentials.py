@@ -18,10 +18,10 @@ from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.auth import hash_token, new_secret, tokens_equal
-from common.errors import Forbidden, Unauthorized
+from common.errors import Forbidden, Unauthorized, Unavailable
 from controller import store
 from controller.constants import AGENT_TOKEN_CACHE_SECONDS
-from controller.db import transaction
+from controller.db import in_transaction
 
 
 class Role(enum.Enum):
@@ -69,8 +69,16 @@ class AgentTokens:
         cached = self._verified.get(agent_id)
         if cached is not None and time.monotonic() - cached[1] < self._cache_seconds:
             return agent_id if tokens_equal(token_hash, cached[0]) else None
-        async with transaction(self._engine) as conn:
-            credential = await store.read_agent_credential(conn, agent_id)
+        try:
+            credential = await in_transaction(
+                self._engine, lambda conn: store.read_agent_credential(conn, agent_id)
+            )
+        except Unavailable:
+            # The database is down, so no revocation can have been committed since the
+            # credential was verified: keep serving the agent from memory.
+            if cached is None:
+                raise
+            return agent_id if tokens_equal(token_hash, cached[0]) else None
         if credential is None or credential.revoked:
             self._verified.pop(agent_id, None)
             return None

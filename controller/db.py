@@ -6,11 +6,12 @@ it for queries, and a test checks that the migrated database matches them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -29,7 +30,13 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from common.errors import Conflict, Unavailable
-from controller.constants import SQLITE_BUSY_TIMEOUT_MILLISECONDS
+from controller.constants import (
+    DATABASE_CONNECT_TIMEOUT_SECONDS,
+    DATABASE_TIMEOUT_SECONDS,
+    SQLITE_BUSY_TIMEOUT_MILLISECONDS,
+)
+
+T = TypeVar("T")
 
 metadata = MetaData(
     naming_convention={
@@ -117,7 +124,23 @@ def create_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return create_async_engine(
+        url,
+        pool_size=10,
+        max_overflow=10,
+        pool_pre_ping=True,
+        pool_timeout=DATABASE_TIMEOUT_SECONDS,
+        connect_args={
+            "connect_timeout": DATABASE_CONNECT_TIMEOUT_SECONDS,
+            # A database host that vanished (no RST, no answer) breaks the connection
+            # within seconds, rather than after the kernel's retransmissions (minutes).
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 15_000,
+        },
+    )
 
 
 @contextlib.contextmanager
@@ -131,9 +154,39 @@ def database_errors() -> Iterator[None]:
         raise Unavailable("The database is unavailable; retry shortly.") from exc
 
 
-@contextlib.asynccontextmanager
-async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """One transaction, committed on success; database failures become 503/409."""
+async def _transaction(engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
     with database_errors():
         async with engine.begin() as conn:
-            yield conn
+            return await work(conn)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+async def in_transaction(
+    engine: AsyncEngine,
+    work: Callable[[AsyncConnection], Awaitable[T]],
+    *,
+    timeout_seconds: float = DATABASE_TIMEOUT_SECONDS,
+) -> T:
+    """Run ``work`` in one transaction, committed on success; failures become 503/409.
+
+    The caller waits ``timeout_seconds`` at most. A database that stopped
+    answering (silent, not refusing) costs a 503 then, not a request that hangs: the
+    transaction is cancelled and left to end on its own (the driver first tries to
+    cancel the query on the server, and the connection may wait for the network), while
+    the caller has its answer and releases whatever it holds.
+    """
+    task = asyncio.ensure_future(_transaction(engine, work))
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), timeout_seconds)
+    except TimeoutError:
+        task.cancel()
+        task.add_done_callback(_retrieve)
+        raise Unavailable("The database did not answer in time; retry shortly.") from None
+    except asyncio.CancelledError:
+        task.cancel()
+        task.add_done_callback(_retrieve)
+        raise

@@ -14,8 +14,8 @@ from common.auth import bearer_token
 from common.errors import FleetconfError, NotFound, ValidationFailed
 from common.http import json_response, validation_errors
 from controller import keys, store
-from controller.db import transaction, utcnow
-from controller.fleet import StateRule, agent_state, state_rule, summarize
+from controller.db import in_transaction, utcnow
+from controller.fleet import StateRule, VersionGroup, agent_state, state_rule, summarize
 from controller.models import (
     Agent,
     AgentListQuery,
@@ -88,11 +88,15 @@ async def list_agents(request: web.Request) -> web.Response:
     await _authorize(request)
     query = _read_query(request, AgentListQuery)
     await _flush_ledger(request.app)
-    async with transaction(request.app[keys.ENGINE]) as conn:
+
+    async def read(conn: AsyncConnection) -> tuple[StateRule, store.AgentPage]:
         rule = await _rule(conn, request.app)
         page = await store.read_agent_page(
             conn, limit=query.limit, offset=query.offset, rule=rule, state=query.state
         )
+        return rule, page
+
+    rule, page = await in_transaction(request.app[keys.ENGINE], read)
     items = [_agent(record, rule) for record in page.items]
     return json_response(
         AgentPage(items=items, total=page.total, limit=query.limit, offset=query.offset)
@@ -103,9 +107,11 @@ async def get_agent(request: web.Request) -> web.Response:
     await _authorize(request)
     agent_id = _agent_id(request)
     await _flush_ledger(request.app)
-    async with transaction(request.app[keys.ENGINE]) as conn:
-        rule = await _rule(conn, request.app)
-        record = await store.read_agent(conn, agent_id)
+
+    async def read(conn: AsyncConnection) -> tuple[StateRule, store.AgentRecord | None]:
+        return await _rule(conn, request.app), await store.read_agent(conn, agent_id)
+
+    rule, record = await in_transaction(request.app[keys.ENGINE], read)
     if record is None:
         raise NotFound(f"No agent {agent_id} is registered (or it was revoked).")
     return json_response(_agent(record, rule))
@@ -114,8 +120,9 @@ async def get_agent(request: web.Request) -> web.Response:
 async def delete_agent(request: web.Request) -> web.Response:
     await _authorize(request)
     agent_id = _agent_id(request)
-    async with transaction(request.app[keys.ENGINE]) as conn:
-        revoked = await store.revoke_agent(conn, agent_id)
+    revoked = await in_transaction(
+        request.app[keys.ENGINE], lambda conn: store.revoke_agent(conn, agent_id)
+    )
     if not revoked:
         raise NotFound(f"No agent {agent_id} is registered (or it was revoked already).")
     request.app[keys.AGENT_TOKENS].forget(agent_id)
@@ -129,9 +136,12 @@ async def delete_agent(request: web.Request) -> web.Response:
 async def fleet_summary(request: web.Request) -> web.Response:
     await _authorize(request)
     await _flush_ledger(request.app)
-    async with transaction(request.app[keys.ENGINE]) as conn:
+
+    async def read(conn: AsyncConnection) -> tuple[StateRule, list[VersionGroup]]:
         rule = await _rule(conn, request.app)
-        groups = await store.count_agents_by_applied_version(conn, rule)
+        return rule, await store.count_agents_by_applied_version(conn, rule)
+
+    rule, groups = await in_transaction(request.app[keys.ENGINE], read)
     counts = summarize(groups, current_version=rule.current_version)
     by_version = [
         AppliedVersionCount(applied_version=g.applied_version, agents=g.agents)

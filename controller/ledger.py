@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.errors import FleetconfError
 from controller import store
-from controller.db import transaction, utcnow
+from controller.db import in_transaction, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +43,7 @@ class Ledger:
         if not batch:
             return 0
         try:
-            async with transaction(self._engine) as conn:
-                await store.write_sightings(conn, batch)
+            await in_transaction(self._engine, lambda conn: store.write_sightings(conn, batch))
         except FleetconfError:
             for agent_id, sighting in batch.items():
                 self._pending.setdefault(agent_id, sighting)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, StringConstraints
 
 from controller.constants import MAX_POLL_INTERVAL_SECONDS, MIN_POLL_INTERVAL_SECONDS
 from controller.fleet import AgentState
@@ -17,15 +17,33 @@ Hostname = Annotated[
     str,
     StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9._-]+$"),
 ]
-LabelKey = Annotated[
-    str, StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9._/-]+$")
-]
+LABEL_KEY_PATTERN = r"^[A-Za-z0-9._/-]+$"
+LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=LABEL_KEY_PATTERN)]
 LabelValue = Annotated[str, StringConstraints(max_length=256)]
+
+
+def _whole_number(value: object) -> object:
+    """JSON's 30 and 30.0 are the same integer; true, "30" and 30.5 are not integers."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 PollIntervalSeconds = Annotated[
-    int, Field(ge=MIN_POLL_INTERVAL_SECONDS, le=MAX_POLL_INTERVAL_SECONDS, strict=True)
+    int,
+    Field(ge=MIN_POLL_INTERVAL_SECONDS, le=MAX_POLL_INTERVAL_SECONDS, strict=True),
+    BeforeValidator(_whole_number),
 ]
 
 EXAMPLE_AGENT_ID = "6f1c2a8e-4b7d-4e0a-9c3f-2d5b8a1e7f90"
+
+
+def _labels_schema(schema: dict[str, Any]) -> None:
+    """pydantic writes the key rule as patternProperties, which lets any other key through
+    in the document; propertyNames says what the server enforces."""
+    schema.pop("patternProperties", None)
+    schema["propertyNames"] = {"minLength": 1, "maxLength": 63, "pattern": LABEL_KEY_PATTERN}
+    schema["additionalProperties"] = {"type": "string", "maxLength": 256}
 
 
 class RegisterRequest(BaseModel):
@@ -41,6 +59,7 @@ class RegisterRequest(BaseModel):
         default_factory=dict,
         max_length=MAX_LABELS,
         description="Free-form key/value labels for selecting agents later.",
+        json_schema_extra=_labels_schema,
     )
 
 

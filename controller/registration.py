@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from common.auth import hash_token
 from controller import store
 from controller.credentials import issue_agent_token
-from controller.db import transaction
+from controller.db import in_transaction
 
 logger = logging.getLogger(__name__)
 
@@ -28,14 +28,16 @@ async def register_agent(
 ) -> Registration:
     agent_id = uuid.uuid4()
     token = issue_agent_token(agent_id)
-    async with transaction(engine) as conn:
-        await store.insert_agent(
+    await in_transaction(
+        engine,
+        lambda conn: store.insert_agent(
             conn,
             agent_id=agent_id,
             hostname=hostname,
             labels=labels,
             token_hash=hash_token(token),
             assigned_version=assigned_version,
-        )
+        ),
+    )
     logger.info("agent.registered agent_id=%s hostname=%s", agent_id, hostname)
     return Registration(agent_id=agent_id, agent_token=token)

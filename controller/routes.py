@@ -100,7 +100,7 @@ OPERATIONS: tuple[Operation, ...] = (
         description="Creates an agent id and a per-agent token (shown once; only a hash is kept) "
         "and records the configuration version assigned to the agent.",
         tags=("agents",),
-        security=("registrationToken",),
+        security=("registrationToken", "adminToken"),
         request_model=RegisterRequest,
         responses=(
             Response(status=201, description="Registered.", model=RegisterResponse),

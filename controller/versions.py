@@ -12,13 +12,13 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from common.errors import PreconditionFailed
 from common.models import WorkerConfig
 from controller import store
 from controller.cache import ConfigCache, etag_for
-from controller.db import transaction
+from controller.db import in_transaction
 
 logger = logging.getLogger(__name__)
 
@@ -48,22 +48,22 @@ async def publish_config(
     compare-and-set: 412 unless the current version is one of them.
     """
     body = config.canonical_json()
-    async with writer.lock, transaction(writer.engine) as conn:
+
+    async def write(conn: AsyncConnection) -> Published:
         state = await store.read_fleet_state(conn, for_update=True)
         if if_match is not None and state.current_version not in if_match:
             raise PreconditionFailed(
                 f"If-Match does not name the current version {etag_for(state.current_version)}."
             )
         current = await store.read_version(conn, state.current_version)
+        interval = state.poll_interval_seconds
         if current is not None and current.body == body:
-            published = Published(
-                record=current, created=False, poll_interval_seconds=state.poll_interval_seconds
-            )
-        else:
-            record = await store.insert_version(conn, state.current_version + 1, body)
-            published = Published(
-                record=record, created=True, poll_interval_seconds=state.poll_interval_seconds
-            )
+            return Published(record=current, created=False, poll_interval_seconds=interval)
+        record = await store.insert_version(conn, state.current_version + 1, body)
+        return Published(record=record, created=True, poll_interval_seconds=interval)
+
+    async with writer.lock:
+        published = await in_transaction(writer.engine, write)
     writer.cache.replace(published.record, published.poll_interval_seconds)
     if published.created:
         logger.info("config.published version=%d", published.record.version)
@@ -71,8 +71,11 @@ async def publish_config(
 
 
 async def set_poll_interval(writer: Writer, seconds: int) -> None:
-    async with writer.lock, transaction(writer.engine) as conn:
+    async def write(conn: AsyncConnection) -> None:
         await store.read_fleet_state(conn, for_update=True)
         await store.write_poll_interval(conn, seconds)
+
+    async with writer.lock:
+        await in_transaction(writer.engine, write)
     writer.cache.set_poll_interval(seconds)
     logger.info("settings.poll_interval_changed seconds=%d", seconds)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from aiohttp import web
@@ -15,7 +14,6 @@ from common.constants import (
     HEADER_CONFIG_VERSION,
     HEADER_POLL_INTERVAL_SECONDS,
 )
-from common.errors import Unavailable
 from common.hints import Hint
 from common.http import json_response, read_model
 from common.models import WorkerConfig
@@ -23,7 +21,7 @@ from controller import keys
 from controller.cache import Snapshot
 from controller.constants import POLL_URL, READINESS_TIMEOUT_SECONDS
 from controller.credentials import Principal, Role
-from controller.db import database_errors
+from controller.db import in_transaction
 from controller.etags import if_match_versions, if_none_match_hits
 from controller.hints import spread_seconds
 from controller.models import (
@@ -168,11 +166,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    try:
-        async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
-            with database_errors():
-                async with request.app[keys.ENGINE].connect() as conn:
-                    await conn.execute(text("SELECT 1"))
-    except TimeoutError as exc:
-        raise Unavailable("The database did not answer in time.") from exc
+    await in_transaction(
+        request.app[keys.ENGINE],
+        lambda conn: conn.execute(text("SELECT 1")),
+        timeout_seconds=READINESS_TIMEOUT_SECONDS,
+    )
     return json_response(Health(status="ready"))

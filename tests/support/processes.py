@@ -252,6 +252,13 @@ class ServiceProcess:
         await self.stop()
         await self.start()
 
+    def send_signal(self, signum: signal.Signals) -> None:
+        """Send ``signum`` and return at once (a SIGTERM under load); then ``wait_exit``."""
+        if not self.running:
+            raise RuntimeError(f"{self.name} is not running")
+        assert self._popen is not None
+        self._popen.send_signal(signum)
+
     async def wait_exit(self, timeout_seconds: float) -> int:
         """Wait for the process to exit on its own; its exit status."""
         if self._popen is None or not await self._wait_exit(timeout_seconds):

@@ -1,0 +1,163 @@
+"""The agent's state files damaged on disk: detected by their checksum, never applied,
+logged as ``state.corrupt``, and replaced by what the controller answers once it can.
+
+Each damage is done with the agent stopped and its worker restarted empty (a power cut),
+and the agent's path to the controller cut: the agent starts with the controller
+unreachable, which is when its disk is all it has. The controller meanwhile moves on to
+a new version, which the worker must get once the path is restored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.state import StateStore
+from tests.faults.conftest import MakeFleet
+from tests.faults.fleet import (
+    BACKOFF_MAX_SECONDS,
+    MARGIN_SECONDS,
+    POLL_INTERVAL_SECONDS,
+    SETTLE_TIMEOUT_SECONDS,
+    Fleet,
+)
+from tests.support.processes import Upstream, wait_until
+
+pytestmark = pytest.mark.e2e
+
+# Controller attempts the agent makes, unanswered, before the worker is looked at: by then
+# the reconciler has had its first turn (it runs as soon as the agent starts).
+ATTEMPTS_BEFORE_CHECKING = 3
+# Restored path: the next retry (at most the cap), a full answer, the hand-over.
+CONVERGED_WITHIN_SECONDS = BACKOFF_MAX_SECONDS + POLL_INTERVAL_SECONDS + MARGIN_SECONDS
+DAMAGED_URL = "https://damaged.example/"
+# A field changed without fixing the checksum: a plausible file, but not the one written.
+EDITS: dict[str, dict[str, Any]] = {
+    "identity.json": {"agent_token": "forged-agent-token"},
+    "config.json": {"version": 99, "config": {"url": DAMAGED_URL}},
+}
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _flip_bytes(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    for index in range(middle, middle + 4):
+        data[index] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _edit_a_field(path: Path) -> None:
+    document = json.loads(path.read_bytes())
+    document.update(EDITS[path.name])
+    path.write_text(json.dumps(document))
+
+
+DAMAGES: dict[str, Callable[[Path], None]] = {
+    "truncated": _truncate,
+    "flipped bytes": _flip_bytes,
+    "field edited": _edit_a_field,
+}
+
+
+def _this_run(fleet: Fleet) -> str:
+    return fleet.agent.log_text(current_run_only=True)
+
+
+async def _restart_damaged(fleet: Fleet, path: Path, damage: str) -> None:
+    """Stop the agent, crash the worker, damage ``path``; start both with the path cut."""
+    assert fleet.link is not None
+    await fleet.agent.stop()
+    await fleet.worker.kill()
+    DAMAGES[damage](path)
+    fleet.link.cut()
+    await fleet.worker.start()
+    await fleet.agent.start()
+    await wait_until(
+        lambda: _this_run(fleet).count("controller.unreachable") >= ATTEMPTS_BEFORE_CHECKING,
+        timeout_seconds=SETTLE_TIMEOUT_SECONDS,
+        what="the restarted agent found the controller unreachable",
+    )
+
+
+def _assert_logged_corrupt(fleet: Fleet, path: Path, damage: str) -> None:
+    line = f"state.corrupt path={path} reason="
+    if damage == "field edited":
+        line += "checksum mismatch"
+    assert line in _this_run(fleet), (damage, _this_run(fleet))
+
+
+async def _wait_state_saved(fleet: Fleet, version: int) -> None:
+    """Both files whole again (checksums right), the configuration at ``version``."""
+    store = StateStore(fleet.state_dir)
+    assert fleet.link is not None
+    controller_url = fleet.link.rewrite(str(fleet.controller.url))
+
+    def saved() -> bool:
+        cached = store.load_config()
+        identity = store.load_identity(controller_url)
+        return identity is not None and cached is not None and cached.version == version
+
+    await wait_until(saved, timeout_seconds=SETTLE_TIMEOUT_SECONDS, what="the state saved again")
+
+
+async def test_damaged_config_file_is_not_applied_and_is_fetched_again(
+    make_fleet: MakeFleet, upstream: Upstream
+) -> None:
+    """A truncated, bit-flipped or edited config.json is logged and never handed to the
+    worker, which stays empty until the controller answers and brings the current version."""
+    fleet = await make_fleet(cuttable=True)
+    await fleet.start_holding(upstream.respond("/start", "start"))
+    assert fleet.link is not None
+
+    for damage in DAMAGES:
+        await _restart_damaged(fleet, fleet.config_path, damage)
+        url = upstream.respond(f"/{damage.replace(' ', '-')}", damage)
+        version = await fleet.publish(url)
+        _assert_logged_corrupt(fleet, fleet.config_path, damage)
+        assert await fleet.worker_holds() == {"version": 0, "config": {"url": None}}, damage
+
+        fleet.link.restore()
+        await fleet.wait_worker_version(version, timeout_seconds=CONVERGED_WITHIN_SECONDS)
+        assert await fleet.worker_holds() == {"version": version, "config": {"url": url}}
+        await _wait_state_saved(fleet, version)
+        assert "agent.registered" not in _this_run(fleet), damage  # the identity was intact
+
+    assert DAMAGED_URL not in fleet.worker.log_text()
+    assert "version=99" not in fleet.worker.log_text()
+
+
+async def test_damaged_identity_file_is_not_used_and_the_agent_registers_again(
+    make_fleet: MakeFleet, upstream: Upstream
+) -> None:
+    """A truncated, bit-flipped or edited identity.json is logged and never used: the worker
+    is restored from the intact config.json, and the agent registers anew once it can."""
+    fleet = await make_fleet(cuttable=True)
+    url = upstream.respond("/start", "start")
+    version = await fleet.start_holding(url)
+    assert fleet.link is not None
+
+    for damage in DAMAGES:
+        await _restart_damaged(fleet, fleet.identity_path, damage)
+        # The configuration on disk is whole: the worker gets it back without the controller.
+        await fleet.wait_worker_version(version, timeout_seconds=SETTLE_TIMEOUT_SECONDS)
+        assert await fleet.worker_holds() == {"version": version, "config": {"url": url}}
+        _assert_logged_corrupt(fleet, fleet.identity_path, damage)
+        url = upstream.respond(f"/{damage.replace(' ', '-')}", damage)
+        version = await fleet.publish(url)
+
+        fleet.link.restore()
+        await fleet.wait_worker_version(version, timeout_seconds=CONVERGED_WITHIN_SECONDS)
+        this_run = _this_run(fleet)
+        assert this_run.count("agent.registered") == 1, damage
+        # The damaged token was never tried: no 401 came back for it.
+        assert "agent.identity_rejected" not in this_run, damage
+        await _wait_state_saved(fleet, version)

@@ -1,0 +1,136 @@
+"""SIGTERM to a controller under load: the requests in flight finish, the rest fail at the
+connection, the process exits 0 in its grace period, and no version is half written."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import psycopg
+import pytest
+
+from controller.constants import SHUTDOWN_TIMEOUT_SECONDS
+from tests.faults.fleet import ADMIN, ADMIN_TOKEN, REGISTRATION_TOKEN
+from tests.support.processes import ProcessGroup, wait_until
+
+pytestmark = pytest.mark.e2e
+
+POSTS = 150
+GETS = 150
+CONNECTIONS = 40
+# SIGTERM once this many POSTs were answered: the rest are queued or in flight.
+ANSWERED_BEFORE_SIGTERM = 20
+EXIT_SLACK_SECONDS = 3.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """One request: its answer (status, body), or the connection error instead."""
+
+    method: str
+    url: str | None
+    status: int | None
+    body: Any
+    error: str | None
+    at: float
+
+
+async def _post(load: aiohttp.ClientSession, controller_url: str, n: int) -> Outcome:
+    url = f"https://load.example/{n}"
+    try:
+        async with load.post(f"{controller_url}/config", json={"url": url}, headers=ADMIN) as r:
+            body = await r.json(content_type=None)
+            return Outcome(
+                method="POST", url=url, status=r.status, body=body, error=None, at=time.monotonic()
+            )
+    except aiohttp.ClientConnectionError as exc:
+        error = type(exc).__name__
+        return Outcome(method="POST", url=url, status=None, body=None, error=error, at=0.0)
+
+
+async def _get(load: aiohttp.ClientSession, controller_url: str) -> Outcome:
+    try:
+        async with load.get(f"{controller_url}/config", headers=ADMIN) as r:
+            body = await r.json(content_type=None)
+            version = r.headers.get("X-Config-Version")
+            return Outcome(
+                method="GET", url=version, status=r.status, body=body, error=None, at=0.0
+            )
+    except aiohttp.ClientConnectionError as exc:
+        error = type(exc).__name__
+        return Outcome(method="GET", url=None, status=None, body=None, error=error, at=0.0)
+
+
+def _stored(database_url: str) -> tuple[int, dict[int, str | None]]:
+    """fleet_state.current_version, and every stored version's URL, read with psycopg."""
+    plain_url = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(plain_url) as conn:
+        row = conn.execute("SELECT current_version FROM fleet_state").fetchone()
+        assert row is not None
+        rows = conn.execute("SELECT version, body FROM config_versions").fetchall()
+    return int(row[0]), {int(version): json.loads(body)["url"] for version, body in rows}
+
+
+async def test_sigterm_under_load_finishes_in_flight_requests_and_writes_whole_versions(
+    processes: ProcessGroup, postgres_url: str
+) -> None:
+    """SIGTERM amid concurrent POSTs and GETs: every request is answered properly or fails at
+    the connection, the controller exits 0 in time, and the stored versions are 0..n whole."""
+    controller = processes.controller(
+        database_url=postgres_url, admin_token=ADMIN_TOKEN, registration_token=REGISTRATION_TOKEN
+    )
+    await controller.start()
+    controller_url = str(controller.url)
+    connector = aiohttp.TCPConnector(limit=CONNECTIONS)
+    timeout = aiohttp.ClientTimeout(total=SHUTDOWN_TIMEOUT_SECONDS + EXIT_SLACK_SECONDS)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as load:
+        tasks = []
+        for n in range(max(POSTS, GETS)):
+            if n < POSTS:
+                tasks.append(asyncio.create_task(_post(load, controller_url, n)))
+            if n < GETS:
+                tasks.append(asyncio.create_task(_get(load, controller_url)))
+
+        def answered_posts() -> int:
+            return sum(1 for t in tasks if t.done() and t.result().method == "POST")
+
+        await wait_until(
+            lambda: answered_posts() >= ANSWERED_BEFORE_SIGTERM,
+            timeout_seconds=SHUTDOWN_TIMEOUT_SECONDS,
+            what=f"{ANSWERED_BEFORE_SIGTERM} POSTs answered",
+        )
+        controller.send_signal(signal.SIGTERM)
+        sigterm_at = time.monotonic()
+        outcomes = await asyncio.gather(*tasks)
+        exit_status = await controller.wait_exit(SHUTDOWN_TIMEOUT_SECONDS + EXIT_SLACK_SECONDS)
+
+    assert exit_status == 0, controller.log_tail()
+    answered = [o for o in outcomes if o.error is None]
+    # Anything but a proper answer is a refused or dropped connection: never a 5xx.
+    assert {(o.method, o.status) for o in answered} <= {("POST", 201), ("GET", 200)}, {
+        (o.method, o.status, str(o.body)[:200]) for o in answered
+    }
+    created = {o.body["version"]: o.url for o in answered if o.method == "POST"}
+    assert len(created) == sum(1 for o in answered if o.method == "POST")  # distinct versions
+    assert any(o.at > sigterm_at for o in answered if o.method == "POST"), "none in flight"
+    assert any(o.error is not None for o in outcomes), "SIGTERM came after the load"
+    for o in answered:
+        if o.method == "GET":
+            assert set(o.body) == {"url"}, o
+            assert int(o.url or "-1") >= 0, o
+
+    current, stored = await asyncio.to_thread(_stored, postgres_url)
+    assert sorted(stored) == list(range(current + 1)), "versions are not 0..current"
+    assert stored[0] is None
+    # Every version a POST was told about is stored with its body; nothing else was stored
+    # but the bodies of POSTs (some may have committed as their connection dropped).
+    assert {version: stored.get(version) for version in created} == created
+    posted = {f"https://load.example/{n}" for n in range(POSTS)}
+    assert {url for version, url in stored.items() if version > 0} <= posted
+    assert len(set(stored.values())) == len(stored)
+    assert "request.failed" not in controller.log_text()

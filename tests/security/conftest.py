@@ -1,0 +1,143 @@
+"""Fixtures for the security tests: the real apps through their factories, with secrets
+that are easy to search for, on a throwaway database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from pytest_aiohttp import AiohttpClient, AiohttpServer
+
+from controller import migrations
+from controller.app import create_app as create_controller_app
+from controller.settings import ControllerSettings
+from worker.app import create_app as create_worker_app
+from worker.settings import WorkerSettings
+
+# Distinctive values, so that finding one in a log line or an answer is never a fluke.
+ADMIN_TOKEN = "adm-4f1c9e2a7b-never-log-me"
+REGISTRATION_TOKEN = "reg-8b7d3c1f5e-never-log-me"
+WORKER_TOKEN = "wrk-2e6a9d4b0c-never-log-me"
+REDIS_PASSWORD = "rds-9c3f7a1e6d-never-log-me"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+ADMIN = bearer(ADMIN_TOKEN)
+REGISTRATION = bearer(REGISTRATION_TOKEN)
+
+Client = TestClient[web.Request, web.Application]
+MakeController = Callable[..., Awaitable[Client]]
+MakeWorker = Callable[..., Awaitable[Client]]
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No setting of the machine running the tests leaks into the services built here."""
+    for name in list(os.environ):
+        if name.startswith(("CONTROLLER_", "AGENT_", "WORKER_")):
+            monkeypatch.delenv(name)
+
+
+def controller_settings(database_url: str, **overrides: Any) -> ControllerSettings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "admin_token": ADMIN_TOKEN,
+        "registration_token": REGISTRATION_TOKEN,
+        "_env_file": None,
+    }
+    values.update(overrides)
+    return ControllerSettings(**values)
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite file; each test gets a copy instead of migrating again."""
+    path = tmp_path_factory.mktemp("template") / "controller.db"
+    migrations.upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def sqlite_url(migrated_sqlite_template: Path, tmp_path: Path) -> str:
+    """A migrated SQLite database of the test's own."""
+    target = tmp_path / "controller.db"
+    shutil.copyfile(migrated_sqlite_template, target)
+    return f"sqlite+aiosqlite:///{target}"
+
+
+@pytest.fixture
+def make_controller(aiohttp_client: AiohttpClient, sqlite_url: str) -> MakeController:
+    """Start controller apps; on the test's SQLite file unless ``database_url`` is given."""
+
+    async def make(database_url: str | None = None, **overrides: Any) -> Client:
+        settings = controller_settings(database_url or sqlite_url, **overrides)
+        client: Client = await aiohttp_client(create_controller_app(settings))
+        return client
+
+    return make
+
+
+@pytest.fixture
+async def controller(make_controller: MakeController) -> Client:
+    return await make_controller()
+
+
+@pytest.fixture
+def make_worker(aiohttp_client: AiohttpClient) -> MakeWorker:
+    """Start worker apps with the given settings (``token=WORKER_TOKEN`` secures /config)."""
+
+    async def make(**settings: Any) -> Client:
+        client: Client = await aiohttp_client(
+            create_worker_app(WorkerSettings(_env_file=None, **settings))
+        )
+        return client
+
+    return make
+
+
+@pytest.fixture
+async def upstream(aiohttp_server: AiohttpServer) -> TestServer:
+    """The only site a worker's GET /hit may fetch here: nothing leaves the machine."""
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="hello from upstream")
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    server: TestServer = await aiohttp_server(app)
+    return server
+
+
+@pytest.fixture
+async def migrated_database_url(empty_database_url: str) -> str:
+    """A migrated database of each backend (SQLite and PostgreSQL)."""
+    await asyncio.to_thread(migrations.upgrade, empty_database_url)
+    return empty_database_url
+
+
+async def register(client: Client, hostname: str = "edge-01") -> dict[str, Any]:
+    resp = await client.post("/register", json={"hostname": hostname}, headers=REGISTRATION)
+    assert resp.status == 201, await resp.text()
+    body: dict[str, Any] = await resp.json()
+    return body
+
+
+async def revoke(client: Client, agent_id: str) -> None:
+    resp = await client.delete(f"/agents/{agent_id}", headers=ADMIN)
+    assert resp.status == 204, await resp.text()
+
+
+async def current_version(client: Client) -> int:
+    resp = await client.get("/config", headers=ADMIN)
+    assert resp.status == 200
+    return int(resp.headers["X-Config-Version"])

@@ -1,0 +1,291 @@
+"""Every route, with every kind of credential: the answer follows from the route's declared
+``security``. No token, or one nobody issued, is 401; a valid token of a role the route
+is not open to is 403; a role the route is open to is never refused."""
+
+from __future__ import annotations
+
+import base64
+import enum
+from dataclasses import dataclass
+
+import pytest
+from aiohttp import web
+
+from controller.app import create_app as create_controller_app
+from tests.security.conftest import (
+    ADMIN_TOKEN,
+    REGISTRATION_TOKEN,
+    WORKER_TOKEN,
+    Client,
+    MakeController,
+    MakeWorker,
+    bearer,
+    controller_settings,
+    register,
+    revoke,
+)
+from tests.security.operations import CONTROLLER_ROUTES, WORKER_ROUTES, Route
+from worker.app import create_app as create_worker_app
+from worker.settings import WorkerSettings
+
+PROBLEM = "application/problem+json"
+DOCS_ROUTES = frozenset({"openapi", "docs", "docs-static"})
+
+
+class Credential(enum.Enum):
+    NONE = "none"
+    GARBAGE = "garbage"
+    NOT_BEARER = "not-bearer"
+    ADMIN = "admin"
+    REGISTRATION = "registration"
+    AGENT = "agent"
+    REVOKED_AGENT = "revoked-agent"
+    FORGED_AGENT = "forged-agent"
+
+
+# The security scheme each valid credential stands for; the others identify nobody.
+SCHEME = {
+    Credential.ADMIN: "adminToken",
+    Credential.REGISTRATION: "registrationToken",
+    Credential.AGENT: "agentToken",
+}
+
+# Where the code and the OpenAPI document disagree; the document is the contract.
+KNOWN_MISMATCHES: dict[tuple[str, Credential], str] = {}
+
+
+def expected_refusal(route: Route, credential: Credential) -> int | None:
+    """401 or 403; None when the route is open to this credential and must not refuse it."""
+    if not route.security:
+        return None
+    scheme = SCHEME.get(credential)
+    if scheme is None:
+        return 401
+    return None if scheme in route.security else 403
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fleet:
+    """The tokens of one controller: a live agent, a revoked one, and a victim to name."""
+
+    agent_token: str
+    revoked_token: str
+    forged_token: str
+    victim_id: str
+
+
+async def _fleet(client: Client) -> Fleet:
+    agent = await register(client, "agent")
+    revoked = await register(client, "revoked")
+    victim = await register(client, "victim")
+    # Trusted (cached) first, then revoked: the revocation must win over the cache.
+    polled = await client.get("/config", headers=bearer(revoked["agent_token"]))
+    assert polled.status == 200
+    await revoke(client, revoked["agent_id"])
+    secret = agent["agent_token"].partition(".")[2]
+    return Fleet(
+        agent_token=agent["agent_token"],
+        revoked_token=revoked["agent_token"],
+        forged_token=f"{agent['agent_id']}.{secret[::-1]}",
+        victim_id=victim["agent_id"],
+    )
+
+
+def _authorization(credential: Credential, fleet: Fleet) -> dict[str, str]:
+    tokens = {
+        Credential.GARBAGE: "garbage-token",
+        Credential.ADMIN: ADMIN_TOKEN,
+        Credential.REGISTRATION: REGISTRATION_TOKEN,
+        Credential.AGENT: fleet.agent_token,
+        Credential.REVOKED_AGENT: fleet.revoked_token,
+        Credential.FORGED_AGENT: fleet.forged_token,
+    }
+    if credential is Credential.NONE:
+        return {}
+    if credential is Credential.NOT_BEARER:
+        basic = base64.b64encode(f"admin:{ADMIN_TOKEN}".encode()).decode()
+        return {"Authorization": f"Basic {basic}"}
+    return bearer(tokens[credential])
+
+
+async def _check_refusal(resp: web.Response, refusal: int, sent: str) -> None:
+    text = await resp.text()
+    assert resp.status == refusal, text
+    assert resp.content_type == PROBLEM
+    problem = await resp.json()
+    assert problem["status"] == refusal
+    assert {"type", "title", "detail"} <= problem.keys()
+    if refusal == 401:
+        assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+    for part in (sent, *sent.split(".")):
+        if len(part) >= 8:
+            assert part not in text, "the refusal echoes the credential"
+
+
+def _matrix() -> list[object]:
+    params: list[object] = []
+    for route in CONTROLLER_ROUTES:
+        for credential in Credential:
+            reason = KNOWN_MISMATCHES.get((route.operation_id, credential))
+            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+            params.append(
+                pytest.param(route, credential, marks=marks, id=f"{route.id}-{credential.value}")
+            )
+    return params
+
+
+@pytest.mark.parametrize(("route", "credential"), _matrix())
+async def test_controller_route_answers_by_declared_security(
+    make_controller: MakeController, route: Route, credential: Credential
+) -> None:
+    """Each controller route gives 401/403/through exactly as its declared security says."""
+    client = await make_controller()
+    fleet = await _fleet(client)
+    auth = _authorization(credential, fleet)
+    resp = await client.request(
+        route.method,
+        route.url(fleet.victim_id),
+        data=route.body,
+        headers=route.request_headers(auth),
+    )
+    refusal = expected_refusal(route, credential)
+    if refusal is None:
+        assert resp.status not in (401, 403), await resp.text()
+        assert resp.status in route.statuses, await resp.text()
+    else:
+        await _check_refusal(resp, refusal, auth.get("Authorization", "").partition(" ")[2])
+
+
+class WorkerCredential(enum.Enum):
+    NONE = "none"
+    GARBAGE = "garbage"
+    NOT_BEARER = "not-bearer"
+    WORKER = "worker"
+    OTHER_SERVICE = "controller-admin-token"
+    EXTENDED = "worker-token-plus-suffix"
+    PREFIX = "worker-token-prefix"
+
+
+def _worker_authorization(credential: WorkerCredential) -> dict[str, str]:
+    tokens = {
+        WorkerCredential.GARBAGE: "garbage-token",
+        WorkerCredential.WORKER: WORKER_TOKEN,
+        WorkerCredential.OTHER_SERVICE: ADMIN_TOKEN,
+        WorkerCredential.EXTENDED: WORKER_TOKEN + "x",
+        WorkerCredential.PREFIX: WORKER_TOKEN[:-1],
+    }
+    if credential is WorkerCredential.NONE:
+        return {}
+    if credential is WorkerCredential.NOT_BEARER:
+        return {"Authorization": "Basic " + base64.b64encode(WORKER_TOKEN.encode()).decode()}
+    return bearer(tokens[credential])
+
+
+@pytest.mark.parametrize("secured", [True, False], ids=["with-token", "without-token"])
+@pytest.mark.parametrize("credential", list(WorkerCredential), ids=lambda c: c.value)
+@pytest.mark.parametrize("route", WORKER_ROUTES, ids=lambda r: r.id)
+async def test_worker_route_answers_by_declared_security(
+    make_worker: MakeWorker, route: Route, credential: WorkerCredential, secured: bool
+) -> None:
+    """With WORKER_TOKEN only that token opens a secured route; without, every route is open."""
+    client = await make_worker(token=WORKER_TOKEN if secured else None)
+    auth = _worker_authorization(credential)
+    resp = await client.request(
+        route.method, route.url(""), data=route.body, headers=route.request_headers(auth)
+    )
+    refused = secured and bool(route.security) and credential is not WorkerCredential.WORKER
+    if refused:
+        await _check_refusal(resp, 401, auth.get("Authorization", "").partition(" ")[2])
+    else:
+        assert resp.status not in (401, 403), await resp.text()
+        assert resp.status in route.statuses, await resp.text()
+
+
+def _near_misses(token: str) -> list[str]:
+    return [token + "x", token[:-1], token.upper(), token[1:], token.replace("-", "_"), token * 2]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "token"),
+    [
+        ("POST", "/config", ADMIN_TOKEN),
+        ("GET", "/settings", ADMIN_TOKEN),
+        ("POST", "/register", REGISTRATION_TOKEN),
+        ("GET", "/config", REGISTRATION_TOKEN),
+    ],
+)
+async def test_near_miss_static_tokens_are_401(
+    controller: Client, method: str, path: str, token: str
+) -> None:
+    """A token one character off, cut short, doubled or re-cased identifies nobody: 401."""
+    for near_miss in _near_misses(token):
+        resp = await controller.request(method, path, json={"url": None}, headers=bearer(near_miss))
+        await _check_refusal(resp, 401, near_miss)
+
+
+async def test_agent_token_near_misses_are_401(controller: Client) -> None:
+    """An agent token re-cased, with its id re-spelled, or with another agent's secret is 401."""
+    one, two = await register(controller, "one"), await register(controller, "two")
+    agent_id, _, secret = one["agent_token"].partition(".")
+    other_secret = two["agent_token"].partition(".")[2]
+    for near_miss in [
+        f"{agent_id.upper()}.{secret}",
+        f"{{{agent_id}}}.{secret}",
+        f"{agent_id}.{other_secret}",
+        f"{agent_id}.{secret}x",
+        f"{agent_id}.",
+        f"{agent_id}{secret}",
+        f"{two['agent_id']}.{secret}",
+        secret,
+    ]:
+        resp = await controller.get("/config", headers=bearer(near_miss))
+        await _check_refusal(resp, 401, near_miss)
+    ok = await controller.get("/config", headers=bearer(one["agent_token"]))
+    assert ok.status == 200
+
+
+async def test_revoked_and_forged_agent_tokens_on_each_backend(
+    make_controller: MakeController, migrated_database_url: str
+) -> None:
+    """On SQLite and PostgreSQL: a revoked or forged agent token is 401 everywhere it is
+    checked, and an agent token is 403 on every admin route."""
+    client = await make_controller(database_url=migrated_database_url)
+    fleet = await _fleet(client)
+    for route in CONTROLLER_ROUTES:
+        if not route.security:
+            continue
+        for credential in (Credential.REVOKED_AGENT, Credential.FORGED_AGENT, Credential.AGENT):
+            auth = _authorization(credential, fleet)
+            resp = await client.request(
+                route.method,
+                route.url(fleet.victim_id),
+                data=route.body,
+                headers=route.request_headers(auth),
+            )
+            refusal = expected_refusal(route, credential)
+            if refusal is None:
+                assert resp.status not in (401, 403), (route.id, await resp.text())
+            else:
+                await _check_refusal(resp, refusal, auth["Authorization"].partition(" ")[2])
+
+
+def test_every_controller_route_is_in_the_document() -> None:
+    """The matrix covers every route the app serves: none is added beside the document."""
+    app = create_controller_app(controller_settings("sqlite+aiosqlite:///unused.db"))
+    documented = {(route.method, route.path) for route in CONTROLLER_ROUTES}
+    assert _served(app) == documented
+
+
+def _served(app: web.Application) -> set[tuple[str, str]]:
+    return {
+        (route.method, route.resource.canonical)
+        for route in app.router.routes()
+        if route.method != "HEAD" and route.resource and route.resource.name not in DOCS_ROUTES
+    }
+
+
+def test_every_worker_route_is_in_the_document() -> None:
+    """The worker matrix covers every route the worker serves."""
+    app = create_worker_app(WorkerSettings(_env_file=None))
+    documented = {(route.method, route.path) for route in WORKER_ROUTES}
+    assert _served(app) == documented
