@@ -45,7 +45,7 @@ from agent.hints import HintSubscriber, RedisHintSubscriber
 from agent.outcomes import ControllerOutcome, ControllerStep, WorkerOutcome, WorkerStep
 from agent.settings import AgentSettings
 from agent.state import CachedConfig, Identity, StateStore
-from agent.worker_client import WorkerClient
+from agent.worker_client import WorkerClient, WorkerStatus
 from common.backoff import Backoff
 from common.hints import Hint
 from common.models import WorkerConfig
@@ -123,6 +123,8 @@ class Agent:
         self._wake_worker = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._hint_task: asyncio.Task[None] | None = None
+        # A configuration arrived that the worker has not been handed yet.
+        self._fresh_config = False
         self._identity_known = asyncio.Event()
         self._hinted_fetch: asyncio.TimerHandle | None = None
         self._hint_spread_seconds = 0.0
@@ -430,6 +432,7 @@ class Agent:
         )
         if changed:
             _log_received(previous, cached)
+            self._fresh_config = True
             self._wake_worker.set()
         await self._persist(self._state.save_config, cached)
         outcome = ControllerOutcome.UPDATED if changed else ControllerOutcome.UNCHANGED
@@ -472,6 +475,13 @@ class Agent:
             return WorkerStep(outcome=WorkerOutcome.BAD_ANSWER, detail=str(exc))
 
     async def _reconcile(self, worker: WorkerClient) -> WorkerStep:
+        cached = self._config
+        if self._fresh_config and cached is not None and cached.version > 0:
+            # A configuration just arrived: hand it over without asking first. The
+            # worker refuses an older version (409), and then the full check below runs.
+            self._fresh_config = False
+            with contextlib.suppress(VersionConflict):
+                return self._updated(await worker.apply(cached.version, cached.config))
         held = await worker.status()
         self.applied_version = held.version
         cached = self._config
@@ -485,6 +495,9 @@ class Agent:
             now = await worker.apply(cached.version, cached.config)
         except VersionConflict:
             return _conflict(held.version, cached.version)
+        return self._updated(now)
+
+    def _updated(self, now: WorkerStatus) -> WorkerStep:
         self.applied_version = now.version
         logger.info("worker.updated version=%d", now.version)
         return WorkerStep(outcome=WorkerOutcome.UPDATED, worker_version=now.version)

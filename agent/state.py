@@ -212,7 +212,7 @@ class StateStore:
 
     def _save(self, path: Path, fields: dict[str, Any]) -> None:
         document = {**fields, "checksum": checksum(fields)}
-        data = json.dumps(document, sort_keys=True, indent=2).encode("utf-8") + b"\n"
+        data = json.dumps(document, sort_keys=True, separators=(",", ":")).encode("utf-8") + b"\n"
         write_atomically(path, data)
 
     def _load(self, path: Path, model: type[DocumentT]) -> DocumentT | None:

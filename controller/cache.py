@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from common.constants import HEADER_CONFIG_VERSION, HEADER_POLL_INTERVAL_SECONDS
 from common.errors import FleetconfError
 from controller import store
 from controller.db import in_transaction
@@ -36,9 +38,19 @@ class Snapshot:
     created_at: dt.datetime
     poll_interval_seconds: int
 
-    @property
+    @functools.cached_property
     def etag(self) -> str:
         return etag_for(self.version)
+
+    @functools.cached_property
+    def headers(self) -> Mapping[str, str]:
+        """The headers of every GET /config answer for this snapshot, 200 and 304."""
+        return {
+            "ETag": self.etag,
+            HEADER_CONFIG_VERSION: str(self.version),
+            HEADER_POLL_INTERVAL_SECONDS: str(self.poll_interval_seconds),
+            "Cache-Control": "no-cache",
+        }
 
 
 class ConfigCache:

@@ -14,8 +14,10 @@ MAX_POLL_INTERVAL_SECONDS: Final = 86_400
 CACHE_REFRESH_SECONDS: Final = 1.0
 # How often the agents' last-seen and applied versions are written, in one batch.
 LEDGER_FLUSH_SECONDS: Final = 2.0
-# How long a verified agent token is trusted before it is looked up again.
-AGENT_TOKEN_CACHE_SECONDS: Final = 5.0
+# How long a verified agent token is trusted before it is looked up again. Revocations
+# do not wait for this: every replica drops its cache when the revocation counter moves
+# (at once on the hint, within CACHE_REFRESH_SECONDS without Redis); this is a backstop.
+AGENT_TOKEN_CACHE_SECONDS: Final = 3600.0
 READINESS_TIMEOUT_SECONDS: Final = 2.0
 # The most one database transaction may take, queueing for a connection included; far
 # above a healthy transaction (milliseconds, row-lock waits between replicas included).

@@ -3,7 +3,9 @@
 Admin and registration tokens are static settings. Agent tokens are issued at
 registration as ``<agent id>.<secret>``; only their SHA-256 is stored. Every comparison
 is constant-time, and a verified agent credential is trusted for
-``AGENT_TOKEN_CACHE_SECONDS`` so that polling does not query the database.
+``AGENT_TOKEN_CACHE_SECONDS`` so that polling does not query the database. A revocation
+anywhere clears the cache of every replica (see ``ConfigCache``), so the long trust
+costs no revocation delay.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from common.errors import Conflict, Unavailable
@@ -150,7 +151,7 @@ def database_errors() -> Iterator[None]:
         yield
     except IntegrityError as exc:
         raise Conflict("A concurrent write changed the same record; retry the request.") from exc
-    except (DBAPIError, OSError, TimeoutError) as exc:
+    except (DBAPIError, PoolTimeoutError, OSError, TimeoutError) as exc:
         raise Unavailable("The database is unavailable; retry shortly.") from exc
 
 

@@ -7,6 +7,7 @@ so a fleet polling every second costs one UPDATE round trip, not one per agent.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 
@@ -15,6 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from common.errors import FleetconfError
 from controller import store
 from controller.db import in_transaction, utcnow
+
+# Rows per UPDATE batch: small enough that one batch fits well inside the database timeout.
+LEDGER_CHUNK_ROWS = 500
 
 logger = logging.getLogger(__name__)
 
@@ -38,17 +42,22 @@ class Ledger:
         return len(self._pending)
 
     async def flush(self) -> int:
-        """Write what was recorded since the last flush; on failure keep it for the next."""
+        """Write what was recorded since the last flush, in chunks of LEDGER_CHUNK_ROWS;
+        what a failure leaves unwritten is kept for the next flush (newer polls win)."""
         batch, self._pending = self._pending, {}
-        if not batch:
-            return 0
-        try:
-            await in_transaction(self._engine, lambda conn: store.write_sightings(conn, batch))
-        except FleetconfError:
-            for agent_id, sighting in batch.items():
-                self._pending.setdefault(agent_id, sighting)
-            raise
-        return len(batch)
+        items = list(batch.items())
+        written = 0
+        for start in range(0, len(items), LEDGER_CHUNK_ROWS):
+            chunk = dict(items[start : start + LEDGER_CHUNK_ROWS])
+            try:
+                write = functools.partial(store.write_sightings, sightings=chunk)
+                await in_transaction(self._engine, write)
+            except FleetconfError:
+                for agent_id, sighting in items[start:]:
+                    self._pending.setdefault(agent_id, sighting)
+                raise
+            written += len(chunk)
+        return written
 
     async def flush_forever(self, period_seconds: float) -> None:
         while True:

@@ -11,14 +11,11 @@ from common.auth import bearer_token
 from common.constants import (
     HEADER_AGENT_ID,
     HEADER_APPLIED_VERSION,
-    HEADER_CONFIG_VERSION,
-    HEADER_POLL_INTERVAL_SECONDS,
 )
 from common.hints import Hint
 from common.http import json_response, read_model
 from common.models import WorkerConfig
 from controller import keys
-from controller.cache import Snapshot
 from controller.constants import POLL_URL, READINESS_TIMEOUT_SECONDS
 from controller.credentials import Principal, Role
 from controller.db import in_transaction
@@ -52,15 +49,6 @@ def _writer(request: web.Request) -> Writer:
     return Writer(engine=app[keys.ENGINE], cache=app[keys.CACHE], lock=app[keys.WRITE_LOCK])
 
 
-def _config_headers(snap: Snapshot) -> dict[str, str]:
-    return {
-        "ETag": snap.etag,
-        HEADER_CONFIG_VERSION: str(snap.version),
-        HEADER_POLL_INTERVAL_SECONDS: str(snap.poll_interval_seconds),
-        "Cache-Control": "no-cache",
-    }
-
-
 def _header_int(request: web.Request, name: str) -> int | None:
     raw = request.headers.get(name, "").strip()
     if not raw.isascii() or not raw.isdigit() or len(raw) > 10 or int(raw) > MAX_VERSION:
@@ -84,10 +72,11 @@ async def get_config(request: web.Request) -> web.Response:
     principal = await _authorize(request, CONFIG_READERS)
     snap = request.app[keys.CACHE].snapshot
     _record_sighting(request, principal)
-    headers = _config_headers(snap)
-    if if_none_match_hits(request.headers.get("If-None-Match"), snap.version):
-        return web.Response(status=304, headers=headers)
-    return web.Response(body=snap.body, content_type="application/json", headers=headers)
+    if_none_match = request.headers.get("If-None-Match")
+    # The common case, an agent sending back the ETag it holds, skips the parsing.
+    if if_none_match == snap.etag or if_none_match_hits(if_none_match, snap.version):
+        return web.Response(status=304, headers=snap.headers)
+    return web.Response(body=snap.body, content_type="application/json", headers=snap.headers)
 
 
 async def post_config(request: web.Request) -> web.Response:
