@@ -21,8 +21,9 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from common.constants import JSON_MEDIA_TYPE, PROBLEM_MEDIA_TYPE
-from common.errors import PROBLEM_TYPE_BASE, FleetconfError
+from common.errors import PROBLEM_TYPE_BASE, FleetconfError, NotFound
 from common.models import ProblemDetails
+from common.problem import problem_handler
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 _ERRORS_BY_STATUS = {cls.status: cls for cls in FleetconfError.__subclasses__()}
@@ -90,8 +91,9 @@ def problem(status: int, description: str, detail: str) -> Response:
 
 
 def add_operations(app: web.Application, operations: Sequence[Operation]) -> None:
+    """Route each operation; its errors are answered as problem+json."""
     for op in operations:
-        app.router.add_route(op.method, op.path, op.handler, name=op.operation_id)
+        app.router.add_route(op.method, op.path, problem_handler(op.handler), name=op.operation_id)
 
 
 def _model_example(model: type[BaseModel]) -> Any:
@@ -229,6 +231,14 @@ def add_docs_routes(app: web.Application, document: Mapping[str, Any]) -> None:
     async def docs(request: web.Request) -> web.Response:
         return web.Response(text=page, content_type="text/html")
 
-    app.router.add_get("/openapi.json", openapi_json, name="openapi")
-    app.router.add_get("/docs", docs, name="docs")
-    app.router.add_static("/docs/static", swagger_ui_static_dir(), name="docs-static")
+    assets = {path.name: path for path in swagger_ui_static_dir().iterdir() if path.is_file()}
+
+    async def asset(request: web.Request) -> web.StreamResponse:
+        path = assets.get(request.match_info["name"])
+        if path is None:
+            raise NotFound(f"No asset {request.match_info['name']!r} in Swagger UI.")
+        return web.FileResponse(path)
+
+    app.router.add_get("/openapi.json", problem_handler(openapi_json), name="openapi")
+    app.router.add_get("/docs", problem_handler(docs), name="docs")
+    app.router.add_get("/docs/static/{name}", problem_handler(asset), name="docs-static")

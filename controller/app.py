@@ -12,7 +12,7 @@ from aiohttp import web
 from common.constants import MAX_REQUEST_BODY_BYTES
 from common.hints import HintSubscription, subscriber_client
 from common.openapi import add_docs_routes, add_operations
-from common.problem import problem_middleware
+from common.problem import add_problem_fallbacks
 from common.tasks import cancel_and_wait
 from controller import keys
 from controller.cache import ConfigCache
@@ -102,7 +102,7 @@ async def hints_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: ControllerSettings) -> web.Application:
-    app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_REQUEST_BODY_BYTES)
+    app = web.Application(client_max_size=MAX_REQUEST_BODY_BYTES)
     app[keys.SETTINGS] = settings
     app[keys.WRITE_LOCK] = asyncio.Lock()
     app[keys.REGISTRATION_LIMITER] = RateLimiter(
@@ -111,4 +111,5 @@ def create_app(settings: ControllerSettings) -> web.Application:
     app.cleanup_ctx.extend([database_ctx, cache_ctx, ledger_ctx, hints_ctx])
     add_operations(app, OPERATIONS)
     add_docs_routes(app, openapi_document())
+    add_problem_fallbacks(app)
     return app

@@ -61,6 +61,17 @@ class AgentTokens:
         self._engine = engine
         self._cache_seconds = cache_seconds
         self._verified: dict[uuid.UUID, tuple[str, float]] = {}
+        # The verified agents again, keyed by the id as the token spells it: the hot path
+        # of every poll finds them without parsing a UUID.
+        self._by_prefix: dict[str, tuple[uuid.UUID, str, float]] = {}
+
+    def verify_cached(self, token: str) -> uuid.UUID | None:
+        """The agent id if the token matches a credential verified recently; else None."""
+        prefix, _, _ = token.partition(".")
+        entry = self._by_prefix.get(prefix)
+        if entry is None or time.monotonic() - entry[2] >= self._cache_seconds:
+            return None
+        return entry[0] if tokens_equal(hash_token(token), entry[1]) else None
 
     async def verify(self, token: str) -> uuid.UUID | None:
         """The agent id the token belongs to, or None if it is unknown or revoked."""
@@ -84,16 +95,20 @@ class AgentTokens:
         if credential is None or credential.revoked:
             self._verified.pop(agent_id, None)
             return None
-        self._verified[agent_id] = (credential.token_hash, time.monotonic())
+        now = time.monotonic()
+        self._verified[agent_id] = (credential.token_hash, now)
+        self._by_prefix[token.partition(".")[0]] = (agent_id, credential.token_hash, now)
         return agent_id if tokens_equal(token_hash, credential.token_hash) else None
 
     def forget(self, agent_id: uuid.UUID) -> None:
         """Stop trusting a cached credential at once (the agent was revoked here)."""
         self._verified.pop(agent_id, None)
+        self._by_prefix = {k: v for k, v in self._by_prefix.items() if v[0] != agent_id}
 
     def forget_all(self) -> None:
         """Stop trusting every cached credential (an agent was revoked elsewhere)."""
         self._verified.clear()
+        self._by_prefix.clear()
 
 
 class Authenticator:
@@ -108,6 +123,10 @@ class Authenticator:
         """The principal a Bearer token stands for; 401 when there is none or it is unknown."""
         if token is None:
             raise Unauthorized("This endpoint needs 'Authorization: Bearer <token>'.")
+        # A polling agent, recently verified: the common case, answered from memory.
+        agent_id = self._agent_tokens.verify_cached(token)
+        if agent_id is not None:
+            return Principal(role=Role.AGENT, agent_id=agent_id)
         # Both static comparisons always run, so timing does not tell which role matched.
         is_admin = tokens_equal(token, self._admin.get_secret_value())
         is_registration = tokens_equal(token, self._registration.get_secret_value())

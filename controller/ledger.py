@@ -7,15 +7,17 @@ so a fleet polling every second costs one UPDATE round trip, not one per agent.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 import logging
+import time
 import uuid
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.errors import FleetconfError
 from controller import store
-from controller.db import in_transaction, utcnow
+from controller.db import in_transaction
 
 # Rows per UPDATE batch: small enough that one batch fits well inside the database timeout.
 LEDGER_CHUNK_ROWS = 500
@@ -26,16 +28,17 @@ logger = logging.getLogger(__name__)
 class Ledger:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._pending: dict[uuid.UUID, store.Sighting] = {}
+        # agent id -> (when, as a POSIX timestamp; the applied version): cheap to record
+        # on every poll, turned into rows at the flush.
+        self._pending: dict[uuid.UUID, tuple[float, int | None]] = {}
 
     def record(self, agent_id: uuid.UUID, applied_version: int | None) -> None:
         """Note one poll; a poll that names no applied version keeps the last one known."""
-        previous = self._pending.get(agent_id)
-        if applied_version is None and previous is not None:
-            applied_version = previous.applied_version
-        self._pending[agent_id] = store.Sighting(
-            last_seen_at=utcnow(), applied_version=applied_version
-        )
+        if applied_version is None:
+            previous = self._pending.get(agent_id)
+            if previous is not None:
+                applied_version = previous[1]
+        self._pending[agent_id] = (time.time(), applied_version)
 
     @property
     def pending(self) -> int:
@@ -48,7 +51,12 @@ class Ledger:
         items = list(batch.items())
         written = 0
         for start in range(0, len(items), LEDGER_CHUNK_ROWS):
-            chunk = dict(items[start : start + LEDGER_CHUNK_ROWS])
+            chunk = {
+                agent_id: store.Sighting(
+                    last_seen_at=dt.datetime.fromtimestamp(seen, dt.UTC), applied_version=applied
+                )
+                for agent_id, (seen, applied) in items[start : start + LEDGER_CHUNK_ROWS]
+            }
             try:
                 write = functools.partial(store.write_sightings, sightings=chunk)
                 await in_transaction(self._engine, write)

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from common.constants import MAX_REQUEST_BODY_BYTES
-from common.problem import problem_middleware
 from worker.hit import new_session
 from worker.keys import CLIENT_SESSION_KEY, CONFIG_STORE_KEY, SETTINGS_KEY
 from worker.routes import setup_routes
@@ -17,7 +16,7 @@ from worker.state import ConfigStore
 
 def create_app(settings: WorkerSettings) -> web.Application:
     """The worker as an aiohttp application; resources open when it starts."""
-    app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_REQUEST_BODY_BYTES)
+    app = web.Application(client_max_size=MAX_REQUEST_BODY_BYTES)
     app[SETTINGS_KEY] = settings
     app[CONFIG_STORE_KEY] = ConfigStore()
     app.cleanup_ctx.append(client_session)

@@ -18,6 +18,7 @@ from common.openapi import (
     build_openapi,
     problem,
 )
+from common.problem import add_problem_fallbacks
 from worker.constants import DEFAULT_UPSTREAM_CONTENT_TYPE, MAX_CONFIG_VERSION
 from worker.models import Health, UpstreamBody, WorkerConfigStatus
 from worker.views import get_config, get_healthz, get_hit, post_config
@@ -161,6 +162,7 @@ def setup_routes(app: web.Application) -> None:
     """Register the endpoints, /openapi.json and /docs."""
     add_operations(app, OPERATIONS)
     add_docs_routes(app, openapi_document())
+    add_problem_fallbacks(app)
 
 
 def _package_version() -> str:

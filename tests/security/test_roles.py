@@ -280,7 +280,10 @@ def _served(app: web.Application) -> set[tuple[str, str]]:
     return {
         (route.method, route.resource.canonical)
         for route in app.router.routes()
-        if route.method != "HEAD" and route.resource and route.resource.name not in DOCS_ROUTES
+        # HEAD comes with GET; "*" routes are the problem+json 404/405 fallbacks.
+        if route.method not in ("HEAD", "*")
+        and route.resource
+        and route.resource.name not in DOCS_ROUTES
     }
 
 
