@@ -78,7 +78,7 @@ def package_versions() -> dict[str, str]:
     for name in ("aiohttp", "redis", "SQLAlchemy", "psycopg", "pydantic"):
         try:
             out[name] = version(name)
-        except Exception:  # noqa: BLE001 - informative only
+        except Exception:
             out[name] = "?"
     return out
 
@@ -291,7 +291,9 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
         proc.wait(timeout=5)
 
 
-def wait_http_ok(url: str, *, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_http_ok(
+    url: str, *, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -314,12 +316,18 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     proc = spawn(
         [
             binary,
-            "--port", str(port),
-            "--bind", LOOPBACK,
-            "--maxclients", "30000",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(workdir),
+            "--port",
+            str(port),
+            "--bind",
+            LOOPBACK,
+            "--maxclients",
+            "30000",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
         ],
         env={},
         log_path=workdir / "redis.log",
@@ -373,7 +381,12 @@ def start_controller(
 
 
 def http_json(
-    method: str, url: str, *, token: str | None = None, body: Any = None, headers: Mapping[str, str] | None = None
+    method: str,
+    url: str,
+    *,
+    token: str | None = None,
+    body: Any = None,
+    headers: Mapping[str, str] | None = None,
 ) -> tuple[int, Any, float]:
     """A blocking request; (status, decoded JSON or None, time.time() when the answer was read)."""
     data = None if body is None else json.dumps(body).encode()

@@ -22,6 +22,10 @@ ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
 
 
 def alembic_config(database_url: str) -> Config:
+    if not (ALEMBIC_DIR / "env.py").is_file():
+        # The migrations live beside the packages: run from a checkout, or an editable
+        # install of one (as the Docker images do), not from a plain wheel.
+        raise RuntimeError(f"the fleetconf migrations are not at {ALEMBIC_DIR}")
     config = Config()
     config.set_main_option("script_location", str(ALEMBIC_DIR))
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))

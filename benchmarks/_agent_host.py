@@ -1,0 +1,200 @@
+"""One agent-host process for propagation.py: many real ``agent.runner.Agent``s, one loop.
+
+Started by propagation.py with a JSON spec as argv[1]::
+
+    {"first": 0, "count": 2500, "controllers": ["http://127.0.0.1:P", ...],
+     "registration_token": "...", "state_root": "/dev/shm/...", "register_rate": 75.0}
+
+Agent ``i`` (global index) talks to ``controllers[i % len(controllers)]`` and hands its
+configuration to a stand-in worker at ``http://127.0.0.1:<port>/w/<i>``: one small aiohttp
+server in this process serves the worker API (GET/POST /config, the real worker's rules
+for versions) for all of this process's agents and records ``time.time()`` of each apply.
+
+stdout carries JSON lines for the driver:
+    {"type": "ready", "worker_port": p}
+    {"type": "started", "count": n}                       all agents were launched
+    {"type": "applied", "events": [[agent, version, t], ...]}  batched every 20 ms
+    {"type": "stats", ...}                                 answer to "stats" on stdin
+stdin takes commands, one per line: "stats", "stop".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
+
+import _support as S  # noqa: E402
+from aiohttp import web  # noqa: E402
+
+from agent import controller_client  # noqa: E402
+from agent.runner import Agent  # noqa: E402
+from agent.settings import AgentSettings  # noqa: E402
+
+FLUSH_SECONDS = 0.02
+
+
+class Counters:
+    polls = 0
+    polls_200 = 0
+    polls_304 = 0
+    poll_errors = 0
+
+
+def count_polls() -> None:
+    """Count the agents' GET /config calls (benchmark instrumentation, this process only)."""
+    original = controller_client.ControllerClient.fetch_config
+
+    async def fetch_config(self: Any, request: Any) -> Any:
+        Counters.polls += 1
+        try:
+            answer = await original(self, request)
+        except Exception:
+            Counters.poll_errors += 1
+            raise
+        if answer.config is None:
+            Counters.polls_304 += 1
+        else:
+            Counters.polls_200 += 1
+        return answer
+
+    controller_client.ControllerClient.fetch_config = fetch_config  # type: ignore[method-assign]
+
+
+class StandInWorkers:
+    """The worker API for many agents, under /w/<i>/config; records every apply."""
+
+    def __init__(self) -> None:
+        self.held: dict[int, tuple[int, dict[str, Any]]] = {}
+        self.events: list[tuple[int, int, float]] = []
+        self.applies = 0
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/w/{i}/config", self.get_config)
+        app.router.add_post("/w/{i}/config", self.post_config)
+        return app
+
+    def _status(self, i: int) -> web.Response:
+        version, config = self.held.get(i, (0, {"url": None}))
+        return web.json_response({"version": version, "config": config})
+
+    async def get_config(self, request: web.Request) -> web.Response:
+        return self._status(int(request.match_info["i"]))
+
+    async def post_config(self, request: web.Request) -> web.Response:
+        i = int(request.match_info["i"])
+        version = int(request.headers["X-Config-Version"])
+        config = await request.json()
+        held_version, held_config = self.held.get(i, (0, {"url": None}))
+        if version < held_version or (version == held_version and config != held_config):
+            return web.json_response({"title": "Conflict", "status": 409}, status=409)
+        if version > held_version:
+            self.held[i] = (version, config)
+            self.events.append((i, version, time.time()))
+            self.applies += 1
+        return self._status(i)
+
+
+def emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+async def flush_events(workers: StandInWorkers) -> None:
+    while True:
+        await asyncio.sleep(FLUSH_SECONDS)
+        if workers.events:
+            batch, workers.events = workers.events, []
+            emit({"type": "applied", "events": batch})
+
+
+async def main() -> None:
+    spec = json.loads(sys.argv[1])
+    S.raise_nofile()
+    logging.basicConfig(
+        level=logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    count_polls()
+    workers = StandInWorkers()
+    runner = web.AppRunner(workers.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, S.LOOPBACK, 0, backlog=4096)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    emit({"type": "ready", "worker_port": port, "pid": os.getpid()})
+    flusher = asyncio.create_task(flush_events(workers))
+
+    controllers: list[str] = spec["controllers"]
+    agents: list[Agent] = []
+    tasks: list[asyncio.Task[None]] = []
+    stopping = asyncio.Event()
+
+    async def launch() -> None:
+        gap = 1.0 / spec["register_rate"]
+        next_at = time.monotonic()
+        for i in range(spec["first"], spec["first"] + spec["count"]):
+            if stopping.is_set():
+                return
+            settings = AgentSettings(
+                controller_url=controllers[i % len(controllers)],
+                registration_token=spec["registration_token"],
+                worker_url=f"http://{S.LOOPBACK}:{port}/w/{i}",
+                state_dir=Path(spec["state_root"]) / str(i),
+                hostname=f"bench-{i}",
+                log_level="WARNING",
+                _env_file=None,
+            )
+            agent = Agent(settings)
+            agents.append(agent)
+            tasks.append(asyncio.create_task(agent.run()))
+            next_at += gap
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        emit({"type": "started", "count": len(agents)})
+
+    launcher = asyncio.create_task(launch())
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while True:
+        line = (await reader.readline()).decode().strip()
+        if line == "stats":
+            emit(
+                {
+                    "type": "stats",
+                    "t": time.time(),
+                    "polls": Counters.polls,
+                    "polls_200": Counters.polls_200,
+                    "polls_304": Counters.polls_304,
+                    "poll_errors": Counters.poll_errors,
+                    "applies": workers.applies,
+                    "agents": len(agents),
+                    "registered": sum(1 for a in agents if a.identity is not None),
+                }
+            )
+        elif line in ("stop", ""):
+            break
+    stopping.set()
+    launcher.cancel()
+    await asyncio.gather(*(a.stop() for a in agents), return_exceptions=True)
+    await asyncio.gather(*tasks, return_exceptions=True)
+    flusher.cancel()
+    if workers.events:
+        emit({"type": "applied", "events": workers.events})
+    await runner.cleanup()
+    emit({"type": "stopped"})
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

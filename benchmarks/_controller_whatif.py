@@ -1,0 +1,50 @@
+"""Run the controller with benchmark-only patches, to estimate the gain of a proposed fix.
+
+    FLEETCONF_BENCH_WHATIF="token_cache=3600,pool=30,no_pre_ping" python benchmarks/_controller_whatif.py
+
+Nothing here changes the services' code on disk; the patches live in this process only.
+  token_cache=S   AgentTokens trusts a verified agent token for S seconds (code: 5 s)
+  pool=N          PostgreSQL pool_size=N, max_overflow=0 (code: 10 + 10 overflow)
+  no_pre_ping     pool_pre_ping=False (code: True, one extra round trip per checkout)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from controller import app as controller_app
+from controller import credentials, db
+from controller.main import main
+
+
+def apply(spec: str) -> None:
+    pool_kwargs: dict[str, object] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, _, value = item.partition("=")
+        if name == "token_cache":
+            credentials.AgentTokens.__init__.__kwdefaults__["cache_seconds"] = float(value)
+        elif name == "pool":
+            pool_kwargs.update(pool_size=int(value), max_overflow=0)
+        elif name == "no_pre_ping":
+            pool_kwargs["pool_pre_ping"] = False
+        else:
+            raise SystemExit(f"unknown what-if {item!r}")
+    if pool_kwargs:
+        original = db.create_engine
+
+        def create_engine(url: str):  # type: ignore[no-untyped-def]
+            if db.is_sqlite(url):
+                return original(url)
+            kwargs = {"pool_size": 10, "max_overflow": 10, "pool_pre_ping": True, **pool_kwargs}
+            return db.create_async_engine(url, **kwargs)
+
+        controller_app.create_engine = create_engine  # type: ignore[assignment]
+
+
+if __name__ == "__main__":
+    apply(os.environ.get("FLEETCONF_BENCH_WHATIF", ""))
+    main([])
