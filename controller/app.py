@@ -30,7 +30,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     engine = create_engine(settings.database_url)
     app[keys.ENGINE] = engine
-    agent_tokens = AgentTokens(engine)
+    agent_tokens = AgentTokens(engine, cache_seconds=settings.agent_token_cache_seconds)
     app[keys.AGENT_TOKENS] = agent_tokens
     app[keys.AUTHENTICATOR] = Authenticator(
         admin_token=settings.admin_token,

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.settings import load_secret_files
 from controller.constants import (
+    AGENT_TOKEN_CACHE_SECONDS,
     DEFAULT_HINT_CHANNEL,
     MAX_POLL_INTERVAL_SECONDS,
     MIN_POLL_INTERVAL_SECONDS,
@@ -58,6 +59,9 @@ class ControllerSettings(BaseSettings):
     # POST /register per client address: a burst, then this many per second (429 beyond).
     registration_rate_per_second: float = Field(default=20.0, gt=0)
     registration_burst: int = Field(default=200, ge=1)
+    # How long a verified agent token is trusted before it is looked up again; a
+    # revocation clears every replica's cache at once regardless.
+    agent_token_cache_seconds: float = Field(default=AGENT_TOKEN_CACHE_SECONDS, gt=0)
     migrate_on_start: bool = True
     log_level: str = "INFO"
 

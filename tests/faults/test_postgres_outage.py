@@ -15,7 +15,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from controller.constants import AGENT_TOKEN_CACHE_SECONDS
 from tests.faults.conftest import MakeFleet
 from tests.faults.fleet import (
     ADMIN,
@@ -37,7 +36,9 @@ PROBLEM_JSON = "application/problem+json"
 # A write with its database gone must be refused, not left hanging.
 REFUSED_WITHIN_SECONDS = 5.0
 # Long enough that an agent token verified before the outage is past its cache period.
-LONG_OUTAGE_SECONDS = AGENT_TOKEN_CACHE_SECONDS + 1.5
+# The test's controller trusts a verified agent token this long, then looks it up again.
+TOKEN_CACHE_SECONDS = 2.0
+LONG_OUTAGE_SECONDS = TOKEN_CACHE_SECONDS + 1.5
 POLL_STEP_SECONDS = 0.25
 
 
@@ -120,6 +121,7 @@ async def test_agent_polls_are_served_through_a_long_postgres_outage(
         database_url=database_link.rewrite(postgres_url),
         admin_token=ADMIN_TOKEN,
         registration_token=REGISTRATION_TOKEN,
+        env={"CONTROLLER_AGENT_TOKEN_CACHE_SECONDS": str(TOKEN_CACHE_SECONDS)},
     )
     await controller.start()
     controller_url = str(controller.url)
