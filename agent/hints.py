@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from common.hints import Hint, HintSubscription, subscriber_client
+from common.tasks import CANCEL_GRACE_SECONDS, finish_within
 
 
 class HintSubscriber(Protocol):
@@ -47,4 +48,4 @@ class RedisHintSubscriber:
         try:
             await self.subscription.run()
         finally:
-            await client.aclose()
+            await finish_within(client.aclose(), timeout_seconds=CANCEL_GRACE_SECONDS)

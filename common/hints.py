@@ -70,6 +70,18 @@ def subscriber_client(url: str) -> redis.Redis:
     )
 
 
+def _stop_if_cancelled() -> None:
+    """Raise CancelledError if this task was asked to stop.
+
+    redis-py can swallow a cancellation (while it closes a connection, say); the request
+    is still pending on the task, and the subscription loop must honour it rather than
+    reconnect for ever and hang the shutdown of the whole process.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class HintSubscription:
     """Subscribe to ``channel`` and hand every valid hint to ``on_hint``, for ever.
 
@@ -100,14 +112,13 @@ class HintSubscription:
 
     async def run(self) -> None:
         while True:
+            _stop_if_cancelled()
             try:
                 await self._listen()
             except (RedisError, OSError, TimeoutError) as exc:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    # A cancellation that the client turned into a timeout error on its
-                    # way out: this subscription is being stopped, not failing.
-                    raise asyncio.CancelledError from exc
+                # A cancellation the client turned into an error on its way out means
+                # this subscription is being stopped, not failing.
+                _stop_if_cancelled()
                 delay = self._backoff.next_delay_seconds()
                 if self.connected or self._backoff.failures == 1:
                     logger.warning(
@@ -127,6 +138,7 @@ class HintSubscription:
             if self._on_connected is not None:
                 await _call(self._on_connected)
             while True:
+                _stop_if_cancelled()
                 message = await pubsub.get_message(
                     ignore_subscribe_messages=True, timeout=SUBSCRIPTION_HEALTH_CHECK_SECONDS
                 )

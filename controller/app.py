@@ -13,7 +13,7 @@ from common.constants import MAX_REQUEST_BODY_BYTES
 from common.hints import HintSubscription, subscriber_client
 from common.openapi import add_docs_routes, add_operations
 from common.problem import add_problem_fallbacks
-from common.tasks import cancel_and_wait
+from common.tasks import CANCEL_GRACE_SECONDS, cancel_and_wait, finish_within
 from controller import keys
 from controller.cache import ConfigCache
 from controller.constants import CACHE_REFRESH_SECONDS, LEDGER_FLUSH_SECONDS
@@ -40,7 +40,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await engine.dispose()
+        await finish_within(engine.dispose(), timeout_seconds=CANCEL_GRACE_SECONDS)
 
 
 async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -97,8 +97,8 @@ async def hints_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await cancel_and_wait(task)
-        await listener_client.aclose()
-        await publisher_client.aclose()
+        await finish_within(listener_client.aclose(), timeout_seconds=CANCEL_GRACE_SECONDS)
+        await finish_within(publisher_client.aclose(), timeout_seconds=CANCEL_GRACE_SECONDS)
 
 
 def create_app(settings: ControllerSettings) -> web.Application:

@@ -188,6 +188,7 @@ async def in_transaction(
         task.add_done_callback(_retrieve)
         raise Unavailable("The database did not answer in time; retry shortly.") from None
     except asyncio.CancelledError:
-        task.cancel()
+        # The caller is being stopped (a shutdown): the transaction in hand is let
+        # finish, not cancelled half-way through the driver's own clean-up.
         task.add_done_callback(_retrieve)
         raise
