@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
+from yarl import URL
 
 from agent.constants import MAX_POLL_INTERVAL_SECONDS, MIN_POLL_INTERVAL_SECONDS
 from agent.errors import BadAnswer
@@ -80,6 +81,9 @@ class ControllerClient:
     def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
         self._session = session
         self._base_url = base_url.rstrip("/")
+        self._register_url = URL(f"{self._base_url}/register")
+        # The poll URL the controller named at registration, parsed once.
+        self._poll_urls: dict[str, URL] = {}
 
     async def close(self) -> None:
         await self._session.close()
@@ -91,7 +95,7 @@ class ControllerClient:
         answer = await exchange(
             self._session,
             "POST",
-            f"{self._base_url}/register",
+            self._register_url,
             headers={"Authorization": f"Bearer {registration_token}"},
             body={"hostname": hostname, "labels": dict(labels)},
         )
@@ -110,7 +114,7 @@ class ControllerClient:
     async def fetch_config(self, request: PollRequest) -> PollAnswer:
         """The conditional ``GET`` of the configuration."""
         answer = await exchange(
-            self._session, "GET", self._base_url + request.poll_url, headers=_poll_headers(request)
+            self._session, "GET", self._poll_url(request.poll_url), headers=_poll_headers(request)
         )
         raise_for_shared_statuses(answer)
         if answer.status not in (200, 304):
@@ -125,6 +129,12 @@ class ControllerClient:
             etag=answer.headers.get("ETag"),
             poll_interval_seconds=_poll_interval(answer),
         )
+
+    def _poll_url(self, path: str) -> URL:
+        url = self._poll_urls.get(path)
+        if url is None:
+            url = self._poll_urls[path] = URL(self._base_url + path)
+        return url
 
 
 def _poll_headers(request: PollRequest) -> dict[str, str]:

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 from pydantic import BaseModel, ValidationError
+from yarl import URL
 
 from agent.constants import (
     MAX_ANSWER_BYTES,
@@ -39,7 +40,7 @@ class Answer:
 async def exchange(
     session: aiohttp.ClientSession,
     method: str,
-    url: str,
+    url: URL,
     *,
     headers: Mapping[str, str],
     body: BaseModel | Mapping[str, Any] | None = None,

@@ -44,7 +44,7 @@ from agent.errors import BadAnswer, RateLimited, Rejected, Unreachable, VersionC
 from agent.hints import HintSubscriber, RedisHintSubscriber
 from agent.outcomes import ControllerOutcome, ControllerStep, WorkerOutcome, WorkerStep
 from agent.settings import AgentSettings
-from agent.state import CachedConfig, Identity, StateStore
+from agent.state import STATE_WRITER, CachedConfig, Identity, StateStore
 from agent.worker_client import WorkerClient, WorkerStatus
 from common.backoff import Backoff
 from common.hints import Hint
@@ -71,21 +71,24 @@ class _Clients:
 
     @classmethod
     def connect(cls, settings: AgentSettings) -> _Clients:
-        timeout = aiohttp.ClientTimeout(total=settings.request_timeout_seconds)
         return cls(
-            controller=ControllerClient(
-                aiohttp.ClientSession(timeout=timeout), settings.controller_url
-            ),
+            controller=ControllerClient(_session(settings), settings.controller_url),
             worker=WorkerClient(
-                aiohttp.ClientSession(timeout=timeout),
-                settings.worker_url,
-                token=settings.worker_token,
+                _session(settings), settings.worker_url, token=settings.worker_token
             ),
         )
 
     async def close(self) -> None:
         await self.controller.close()
         await self.worker.close()
+
+
+def _session(settings: AgentSettings) -> aiohttp.ClientSession:
+    """A session for one peer. Peers set no cookies the agent should keep or send back."""
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=settings.request_timeout_seconds),
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
 
 
 class Agent:
@@ -266,7 +269,8 @@ class Agent:
 
     async def _persist(self, write: Callable[..., None], *args: Any) -> None:
         """Run a blocking state write; it finishes even if the caller is cancelled."""
-        task = asyncio.ensure_future(asyncio.to_thread(write, *args))
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(loop.run_in_executor(STATE_WRITER, write, *args))
         self._writes.add(task)
         task.add_done_callback(self._write_done)
         with contextlib.suppress(OSError):

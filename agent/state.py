@@ -20,8 +20,8 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -38,6 +38,10 @@ from agent.constants import (
 from common.models import WorkerConfig
 
 logger = logging.getLogger(__name__)
+
+# Every state write of this process runs on this one thread, in the order asked: no two
+# writes of a file race, and many agents in one process do not wake a pool per write.
+STATE_WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-state")
 
 DocumentT = TypeVar("DocumentT", bound=BaseModel)
 
@@ -98,18 +102,26 @@ def checksum(fields: dict[str, Any]) -> str:
 
 
 def write_atomically(path: Path, data: bytes, *, mode: int = STATE_FILE_MODE) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves the old file or the new one."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Replace ``path`` with ``data`` so that a crash leaves the old file or the new one.
+
+    The temporary file has a fixed name beside the target (one agent owns its state
+    directory): a crash can leave it behind, and the next write truncates it.
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with os.fdopen(fd, "wb") as tmp:
-            os.fchmod(tmp.fileno(), mode)
-            tmp.write(data)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+        try:
+            os.fchmod(fd, mode)  # a left-over temporary file keeps its old mode otherwise
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
+            os.unlink(tmp)
         raise
     _fsync_directory(path.parent)
 

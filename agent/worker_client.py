@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from yarl import URL
 
 from agent.errors import BadAnswer, VersionConflict
 from agent.http import Answer, exchange, parse_body, problem_detail, raise_for_shared_statuses
@@ -30,7 +31,7 @@ class WorkerClient:
         self, session: aiohttp.ClientSession, base_url: str, *, token: SecretStr | None
     ) -> None:
         self._session = session
-        self._url = base_url.rstrip("/") + "/config"
+        self._url = URL(base_url.rstrip("/") + "/config")
         self._token = token
 
     async def close(self) -> None:

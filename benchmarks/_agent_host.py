@@ -21,6 +21,7 @@ stdin takes commands, one per line: "stats", "stop".
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -162,6 +163,12 @@ async def main() -> None:
             if delay > 0:
                 await asyncio.sleep(delay)
         emit({"type": "started", "count": len(agents)})
+        await asyncio.sleep(5)
+        # Hundreds of agents share this heap; in real use each has a small process of its
+        # own. Without this, a full collection walks every agent's objects now and then,
+        # in the middle of a change.
+        gc.collect()
+        gc.freeze()
 
     launcher = asyncio.create_task(launch())
     loop = asyncio.get_running_loop()

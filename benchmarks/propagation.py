@@ -370,13 +370,18 @@ async def measure(
             "poll_errors": after["poll_errors"] - before["poll_errors"],
             "controller_requests_per_second": round(polls / window, 1),
             "cpu": cpu,
+            # What one agent's reaction to a change costs its host (incl. the stand-in worker).
+            "agent_host_cpu_ms_per_apply": (
+                round(1000 * cpu["agent_hosts_cpu_seconds"] / len(got), 3) if got else None
+            ),
         }
         changes.append(row)
         print(
             f"  change {c + 1}: v{version} applied {len(got)}/{n}  p50 {row['p50_seconds']:.3f}  "
             f"p95 {row['p95_seconds']:.3f}  p99 {row['p99_seconds']:.3f}  max {row['max_seconds']:.3f} s  "
             f"{polls} GET /config ({row['controller_requests_per_second']:.0f}/s)  "
-            f"controller CPU {cpu['controllers_cpu_percent']} %",
+            f"controller CPU {cpu['controllers_cpu_percent']} %  "
+            f"agent hosts {row['agent_host_cpu_ms_per_apply']} ms CPU per apply",
             flush=True,
         )
         await asyncio.sleep(args.pause)
@@ -462,7 +467,7 @@ def start_profilers(out_dir: str, controllers: list[Any], hosts: list[Host]) -> 
                     "--format",
                     "raw",
                     "--rate",
-                    "200",
+                    "500",
                     "--nonblocking",
                     "-p",
                     str(pid),
