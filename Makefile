@@ -25,6 +25,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint --failure-threshold style docker/Dockerfile.*
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -1,7 +1,9 @@
 """Alembic migrations, run from code: ``fleetconf-controller migrate`` and at start-up.
 
 Several controllers may start at once. On PostgreSQL the migration holds an advisory
-lock (see ``alembic/env.py``); on SQLite a lock file beside the database does the same.
+lock (see ``controller/alembic/env.py``); on SQLite a lock file beside the database does
+the same. The migration scripts are package data of ``controller``, so an installed
+wheel (as in the Docker images) carries them as a checkout does.
 """
 
 from __future__ import annotations
@@ -17,14 +19,12 @@ from sqlalchemy.engine import make_url
 
 from controller.db import is_sqlite, prepare_sqlite_file
 
-# alembic/ sits beside the packages at the top of the project (and of the image).
-ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
+# The alembic environment and versions ship inside the package (package data).
+ALEMBIC_DIR = Path(__file__).resolve().parent / "alembic"
 
 
 def alembic_config(database_url: str) -> Config:
     if not (ALEMBIC_DIR / "env.py").is_file():
-        # The migrations live beside the packages: run from a checkout, or an editable
-        # install of one (as the Docker images do), not from a plain wheel.
         raise RuntimeError(f"the fleetconf migrations are not at {ALEMBIC_DIR}")
     config = Config()
     config.set_main_option("script_location", str(ALEMBIC_DIR))
