@@ -12,6 +12,9 @@ DEFAULT_STATE_DIR: Final = Path("./data/agent")
 DEFAULT_BACKOFF_BASE_SECONDS: Final = 1.0
 DEFAULT_BACKOFF_MAX_SECONDS: Final = 60.0
 DEFAULT_REQUEST_TIMEOUT_SECONDS: Final = 10.0
+# The status server: loopback only unless told otherwise (it needs no credential).
+DEFAULT_STATUS_HOST: Final = "127.0.0.1"
+DEFAULT_STATUS_PORT: Final = 8090
 
 # Where to poll until the controller names another path at registration.
 DEFAULT_POLL_URL: Final = "/config"
@@ -52,3 +55,9 @@ STATE_DIR_MODE: Final = 0o700
 # Both files are private: identity.json holds the agent token, and a configured URL may
 # carry a password.
 STATE_FILE_MODE: Final = 0o600
+# How long an idle connection to a peer is kept for the next request: longer than the
+# default poll interval (30 s), so polls and hinted fetches reuse one connection instead
+# of a fleet reconnecting at every change; shorter than aiohttp's server keep-alive
+# (75 s), so the agent, not the server, closes it and a reused connection is never one
+# the server is closing.
+PEER_KEEPALIVE_SECONDS: Final = 70.0

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from agent.constants import ENV_PREFIX
 from agent.runner import Agent
 from agent.settings import AgentSettings
+from agent.status import StatusServerUnavailable, status_server
 from common.cli import load_settings, parse_service_args, service_parser
 from common.logs import configure_logging
 
@@ -19,7 +20,8 @@ _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Run the agent until SIGTERM or SIGINT; exit 2 on invalid settings, 1 on a bad state dir."""
+    """Run the agent until SIGTERM or SIGINT; exit 2 on invalid settings, 1 on a bad state
+    dir or a status port that cannot be bound."""
     parser = service_parser(
         prog="fleetconf-agent",
         description="Fetch the configuration from the controller and keep the worker in step.",
@@ -30,6 +32,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     configure_logging(settings.log_level)
     try:
         asyncio.run(_serve(settings))
+    except StatusServerUnavailable as exc:
+        logger.error(
+            "agent.status_server_failed %s: set %sSTATUS_PORT to a free port, or to nothing "
+            "to run without the status server",
+            exc,
+            ENV_PREFIX,
+        )
+        raise SystemExit(1) from None
     except OSError as exc:
         logger.error("agent.state_unusable state_dir=%s error=%s", settings.state_dir, exc)
         raise SystemExit(1) from None
@@ -41,7 +51,8 @@ async def _serve(settings: AgentSettings) -> None:
     for signum in _STOP_SIGNALS:
         loop.add_signal_handler(signum, _on_signal, agent, signum)
     try:
-        await agent.run()
+        async with status_server(agent, settings):
+            await agent.run()
     finally:
         for signum in _STOP_SIGNALS:
             loop.remove_signal_handler(signum)

@@ -36,12 +36,14 @@ from agent.constants import (
     ENV_PREFIX,
     HINT_RECHECK_BASE_SECONDS,
     HINT_RECHECK_MAX_SECONDS,
+    PEER_KEEPALIVE_SECONDS,
     POLL_JITTER_FRACTION,
     STOP_GRACE_SECONDS,
 )
 from agent.controller_client import ControllerClient, PollAnswer, PollRequest
 from agent.errors import BadAnswer, RateLimited, Rejected, Unreachable, VersionConflict
 from agent.hints import HintSubscriber, RedisHintSubscriber
+from agent.metrics import PUSH_APPLIED, PUSH_ERROR, PUSH_REFUSED, AgentMetrics, BackoffState
 from agent.outcomes import ControllerOutcome, ControllerStep, WorkerOutcome, WorkerStep
 from agent.settings import AgentSettings
 from agent.state import STATE_WRITER, CachedConfig, Identity, StateStore
@@ -86,6 +88,7 @@ class _Clients:
 def _session(settings: AgentSettings) -> aiohttp.ClientSession:
     """A session for one peer. Peers set no cookies the agent should keep or send back."""
     return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(keepalive_timeout=PEER_KEEPALIVE_SECONDS),
         timeout=aiohttp.ClientTimeout(total=settings.request_timeout_seconds),
         cookie_jar=aiohttp.DummyCookieJar(),
     )
@@ -137,6 +140,9 @@ class Agent:
         self._hints_connections = 0
         self._writes: set[asyncio.Future[None]] = set()
         self._closing: asyncio.Task[None] | None = None
+        # What the status server reports: plain counters, fed by the loops.
+        self.metrics = AgentMetrics()
+        self._hint_subscriber: HintSubscriber | None = None
 
     def _new_backoff(self) -> Backoff:
         return Backoff(
@@ -158,6 +164,30 @@ class Agent:
     @property
     def cached_config(self) -> CachedConfig | None:
         return self._config
+
+    @property
+    def controller_backoff(self) -> BackoffState:
+        return BackoffState.of(self._controller_backoff.failures, self.controller_retry_delays)
+
+    @property
+    def worker_backoff(self) -> BackoffState:
+        return BackoffState.of(self._worker_backoff.failures, self.worker_retry_delays)
+
+    @property
+    def ended_loops(self) -> list[str]:
+        """The loops (controller, worker) that ended although the agent was not stopped."""
+        if self._lifecycle is not Lifecycle.RUNNING:
+            return []
+        return [task.get_name() for task in self._loops if task.done()]
+
+    @property
+    def hint_subscriber(self) -> HintSubscriber | None:
+        """What the hint task listens with, once it has something (None: not yet, or no Redis)."""
+        return self._hint_subscriber
+
+    @property
+    def hint_task(self) -> asyncio.Task[None] | None:
+        return self._hint_task
 
     @property
     def poll_interval_seconds(self) -> int:
@@ -383,7 +413,12 @@ class Agent:
         try:
             answer = await controller.fetch_config(request)
         except Rejected as exc:
+            self.metrics.poll_failed()
             return await self._identity_rejected(identity, exc)
+        except Exception:
+            self.metrics.poll_failed()
+            raise
+        self.metrics.poll_answered(modified=answer.config is not None)
         if answer.poll_interval_seconds is not None:
             self._poll_interval_seconds = answer.poll_interval_seconds
         if answer.config is None:
@@ -436,6 +471,7 @@ class Agent:
         )
         if changed:
             _log_received(previous, cached)
+            self.metrics.config_received(cached.version)
             self._fresh_config = True
             self._wake_worker.set()
         await self._persist(self._state.save_config, cached)
@@ -485,7 +521,7 @@ class Agent:
             # worker refuses an older version (409), and then the full check below runs.
             self._fresh_config = False
             with contextlib.suppress(VersionConflict):
-                return self._updated(await worker.apply(cached.version, cached.config))
+                return self._updated(await self._push(worker, cached))
         held = await worker.status()
         self.applied_version = held.version
         cached = self._config
@@ -496,13 +532,27 @@ class Agent:
         if held.version > cached.version:
             return _conflict(held.version, cached.version)
         try:
-            now = await worker.apply(cached.version, cached.config)
+            now = await self._push(worker, cached)
         except VersionConflict:
             return _conflict(held.version, cached.version)
         return self._updated(now)
 
+    async def _push(self, worker: WorkerClient, cached: CachedConfig) -> WorkerStatus:
+        """Hand the worker the cached configuration, counting how that went."""
+        try:
+            now = await worker.apply(cached.version, cached.config)
+        except VersionConflict:
+            self.metrics.worker_pushed(PUSH_REFUSED)
+            raise
+        except Exception:
+            self.metrics.worker_pushed(PUSH_ERROR)
+            raise
+        self.metrics.worker_pushed(PUSH_APPLIED)
+        return now
+
     def _updated(self, now: WorkerStatus) -> WorkerStep:
         self.applied_version = now.version
+        self.metrics.worker_confirmed(now.version)
         logger.info("worker.updated version=%d", now.version)
         return WorkerStep(outcome=WorkerOutcome.UPDATED, worker_version=now.version)
 
@@ -511,6 +561,7 @@ class Agent:
     async def _run_hints(self) -> None:
         try:
             subscriber = self._hints or await self._redis_subscriber()
+            self._hint_subscriber = subscriber
             if subscriber is not None:
                 await subscriber.run(self._on_hint, self._on_hints_connected)
         except Exception:
@@ -533,6 +584,7 @@ class Agent:
         self._hint_spread_seconds = hint.spread_seconds
         cached = self._config
         news = cached is None or hint.version > cached.version
+        self.metrics.hint_received(hint.version, new=news)
         news = news or hint.poll_interval_seconds != self._poll_interval_seconds
         if news:
             logger.debug("hint.received version=%d", hint.version)
@@ -577,10 +629,12 @@ class Agent:
     async def _controller_step(self) -> ControllerStep:
         """``sync_controller_once()``; an unexpected error is logged and counts as failed."""
         try:
-            return await self.sync_controller_once()
+            step = await self.sync_controller_once()
         except Exception:
             logger.exception("controller.step_failed")
-            return ControllerStep(outcome=ControllerOutcome.FAILED, detail="unexpected error")
+            step = ControllerStep(outcome=ControllerOutcome.FAILED, detail="unexpected error")
+        self.metrics.controller_contacted(step.outcome)
+        return step
 
     async def _worker_step(self) -> WorkerStep:
         """``reconcile_worker_once()``; an unexpected error is logged and counts as failed."""

@@ -14,6 +14,8 @@ from agent.constants import (
     DEFAULT_BACKOFF_MAX_SECONDS,
     DEFAULT_REQUEST_TIMEOUT_SECONDS,
     DEFAULT_STATE_DIR,
+    DEFAULT_STATUS_HOST,
+    DEFAULT_STATUS_PORT,
     DEFAULT_WORKER_URL,
     ENV_PREFIX,
 )
@@ -43,6 +45,9 @@ class AgentSettings(BaseSettings):
     hostname: str = Field(default_factory=socket.gethostname, min_length=1)
     labels: dict[str, str] = Field(default_factory=dict)
     request_timeout_seconds: float = Field(default=DEFAULT_REQUEST_TIMEOUT_SECONDS, gt=0)
+    # The status server (/healthz, /status, /metrics); AGENT_STATUS_PORT= (empty) turns it off.
+    status_host: str = Field(default=DEFAULT_STATUS_HOST, min_length=1)
+    status_port: int | None = Field(default=DEFAULT_STATUS_PORT, ge=1, le=65535)
     log_level: str = "INFO"
 
     @model_validator(mode="before")
@@ -61,6 +66,14 @@ class AgentSettings(BaseSettings):
     def _empty_token_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
         """``AGENT_WORKER_TOKEN=`` (empty) means no token, as an unset variable does."""
         return blank_secret_is_unset(value)
+
+    @field_validator("status_port", mode="before")
+    @classmethod
+    def _empty_port_is_off(cls, value: Any) -> Any:
+        """``AGENT_STATUS_PORT=`` (empty or blank) means no status server."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
 
     @field_validator("backoff_max_seconds")
     @classmethod

@@ -55,6 +55,8 @@ class Response:
     media_type: str = JSON_MEDIA_TYPE
     example: Any = None
     headers: tuple[Header, ...] = ()
+    # The body's schema when it is not a pydantic model (a text format, say).
+    schema: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,6 +134,10 @@ def _response_doc(response: Response, refs: Mapping[Any, Any]) -> dict[str, Any]
                 "schema": refs[(response.model, "serialization")],
                 "example": example,
             }
+        }
+    elif response.schema is not None:
+        doc["content"] = {
+            response.media_type: {"schema": dict(response.schema), "example": response.example}
         }
     return doc
 

@@ -21,6 +21,7 @@ from controller.credentials import AgentTokens, Authenticator
 from controller.db import create_engine
 from controller.hints import PUBLISH_TIMEOUT_SECONDS, NullHintPublisher, RedisHintPublisher
 from controller.ledger import Ledger
+from controller.metrics import ControllerMetrics
 from controller.ratelimit import RateLimiter
 from controller.routes import OPERATIONS, openapi_document
 from controller.settings import ControllerSettings
@@ -108,6 +109,7 @@ def create_app(settings: ControllerSettings) -> web.Application:
     app[keys.REGISTRATION_LIMITER] = RateLimiter(
         rate_per_second=settings.registration_rate_per_second, burst=settings.registration_burst
     )
+    app[keys.METRICS] = ControllerMetrics(app)
     app.cleanup_ctx.extend([database_ctx, cache_ctx, ledger_ctx, hints_ctx])
     add_operations(app, OPERATIONS)
     add_docs_routes(app, openapi_document())

@@ -53,6 +53,18 @@ class Snapshot:
         }
 
 
+class PollCounts:
+    """How GET /config was answered by this replica: plain ints, one addition per request
+    (the poll path is the hot path); the metrics collector reads them at scrape time."""
+
+    __slots__ = ("errors", "not_modified", "ok")
+
+    def __init__(self) -> None:
+        self.ok = 0
+        self.not_modified = 0
+        self.errors = 0
+
+
 class ConfigCache:
     """The replica's view of the current version and poll interval."""
 
@@ -71,6 +83,8 @@ class ConfigCache:
         self._refresh_failing = False
         # Registered, unrevoked agents, as of the last refresh: sizes the hint spread.
         self.fleet_size = 0
+        # Counted here because every GET /config already holds the cache.
+        self.polls = PollCounts()
 
     @property
     def snapshot(self) -> Snapshot:

@@ -24,6 +24,10 @@ READINESS_TIMEOUT_SECONDS: Final = 2.0
 DATABASE_TIMEOUT_SECONDS: Final = 3.0
 DATABASE_CONNECT_TIMEOUT_SECONDS: Final = 3
 SHUTDOWN_TIMEOUT_SECONDS: Final = 10.0
+# Connections waiting to be accepted: a fleet answering a hint arrives all at once, and
+# aiohttp's default (128) drops SYNs that the clients then resend only after 1 s, 3 s...
+# The kernel caps it at net.core.somaxconn.
+LISTEN_BACKLOG: Final = 4096
 SQLITE_BUSY_TIMEOUT_MILLISECONDS: Final = 5_000
 # The single row of fleet_state.
 FLEET_STATE_ID: Final = 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -15,6 +16,10 @@ from controller.ledger import Ledger
 from controller.ratelimit import RateLimiter
 from controller.settings import ControllerSettings
 
+if TYPE_CHECKING:
+    # controller.metrics reads the app through these keys.
+    from controller.metrics import ControllerMetrics
+
 SETTINGS = web.AppKey("settings", ControllerSettings)
 ENGINE = web.AppKey("engine", AsyncEngine)
 CACHE = web.AppKey("cache", ConfigCache)
@@ -25,3 +30,4 @@ PUBLISHER = web.AppKey("publisher", HintPublisher)
 HINT_SUBSCRIPTION = web.AppKey("hint_subscription", HintSubscription)
 WRITE_LOCK = web.AppKey("write_lock", asyncio.Lock)
 REGISTRATION_LIMITER = web.AppKey("registration_limiter", RateLimiter)
+METRICS: web.AppKey[ControllerMetrics] = web.AppKey("metrics")

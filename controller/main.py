@@ -13,7 +13,7 @@ from common.cli import load_settings, parse_service_args, service_parser
 from common.logs import configure_logging
 from controller import migrations
 from controller.app import create_app
-from controller.constants import SHUTDOWN_TIMEOUT_SECONDS
+from controller.constants import LISTEN_BACKLOG, SHUTDOWN_TIMEOUT_SECONDS
 from controller.settings import ENV_PREFIX, ControllerSettings
 
 logger = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         host=settings.host,
         port=settings.port,
         shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
+        backlog=LISTEN_BACKLOG,
         print=None,
         access_log=None,
     )

@@ -14,6 +14,7 @@ from common.constants import (
 )
 from common.hints import Hint
 from common.http import json_response, read_model
+from common.metrics import count_status
 from common.models import WorkerConfig
 from controller import keys
 from controller.constants import POLL_URL, READINESS_TIMEOUT_SECONDS
@@ -69,17 +70,28 @@ def _record_sighting(request: web.Request, principal: Principal) -> None:
 
 
 async def get_config(request: web.Request) -> web.Response:
-    principal = await _authorize(request, CONFIG_READERS)
-    snap = request.app[keys.CACHE].snapshot
+    cache = request.app[keys.CACHE]
+    try:
+        principal = await _authorize(request, CONFIG_READERS)
+    except Exception:
+        cache.polls.errors += 1
+        raise
+    snap = cache.snapshot
     _record_sighting(request, principal)
     if_none_match = request.headers.get("If-None-Match")
     # The common case, an agent sending back the ETag it holds, skips the parsing.
     if if_none_match == snap.etag or if_none_match_hits(if_none_match, snap.version):
+        cache.polls.not_modified += 1
         return web.Response(status=304, headers=snap.headers)
+    cache.polls.ok += 1
     return web.Response(body=snap.body, content_type="application/json", headers=snap.headers)
 
 
-async def post_config(request: web.Request) -> web.Response:
+async def post_config(request: web.Request) -> web.StreamResponse:
+    return await count_status(request.app[keys.METRICS].config_posts, _post_config(request))
+
+
+async def _post_config(request: web.Request) -> web.Response:
     await _authorize(request, ADMIN)
     config = await read_model(request, WorkerConfig)
     if_match = if_match_versions(request.headers.get("If-Match"))
@@ -95,7 +107,11 @@ async def post_config(request: web.Request) -> web.Response:
     )
 
 
-async def register(request: web.Request) -> web.Response:
+async def register(request: web.Request) -> web.StreamResponse:
+    return await count_status(request.app[keys.METRICS].registrations, _register(request))
+
+
+async def _register(request: web.Request) -> web.Response:
     request.app[keys.REGISTRATION_LIMITER].check(request.remote or "unknown")
     await _authorize(request, REGISTRARS)
     body = await read_model(request, RegisterRequest)

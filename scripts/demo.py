@@ -75,6 +75,7 @@ def main() -> None:
     url = os.environ.get("DEMO_URL", "https://ip.me")
     controller_port = os.environ.get("DEMO_CONTROLLER_PORT", "8000")
     worker_port = os.environ.get("DEMO_WORKER_PORT", "8080")
+    agent_status_port = os.environ.get("DEMO_AGENT_STATUS_PORT", "8090")
     admin_token = os.environ.get("DEMO_ADMIN_TOKEN") or secrets.token_urlsafe(16)
     registration_token = secrets.token_urlsafe(16)
     worker_token = secrets.token_urlsafe(16)
@@ -120,6 +121,8 @@ def main() -> None:
                     "AGENT_WORKER_URL": worker_url,
                     "AGENT_WORKER_TOKEN": worker_token,
                     "AGENT_STATE_DIR": str(DATA_DIR / "agent"),
+                    "AGENT_STATUS_HOST": "127.0.0.1",
+                    "AGENT_STATUS_PORT": agent_status_port,
                 },
             )
         )
@@ -131,7 +134,8 @@ def main() -> None:
             lambda: _request("GET", f"{worker_url}/config", worker_token)["version"] >= version,
             procs,
         )
-        _announce(controller_url, worker_url, admin_token, version, url)
+        agent_url = f"http://127.0.0.1:{agent_status_port}" if agent_status_port else None
+        _announce(controller_url, worker_url, agent_url, admin_token, version, url)
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
         print("demo: a service exited; stopping the others", file=sys.stderr)
@@ -141,7 +145,15 @@ def main() -> None:
         _stop(procs)
 
 
-def _announce(controller_url: str, worker_url: str, token: str, version: int, url: str) -> None:
+def _announce(
+    controller_url: str,
+    worker_url: str,
+    agent_url: str | None,
+    token: str,
+    version: int,
+    url: str,
+) -> None:
+    agent_lines = f"  curl {agent_url}/status     (and /metrics)\n" if agent_url else ""
     print(
         f"""
 fleetconf demo is running: controller {controller_url}, worker {worker_url}, one agent.
@@ -151,6 +163,7 @@ The worker runs version {version}: {{"url": "{url}"}}
   curl -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\
        -d '{{"url": "https://example.org"}}' {controller_url}/config
   open {controller_url}/docs  (and {worker_url}/docs)
+{agent_lines}  curl {controller_url}/metrics  (and {worker_url}/metrics)
 
 Ctrl-C stops all three.
 """,

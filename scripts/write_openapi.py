@@ -1,4 +1,5 @@
-"""Write the OpenAPI documents of the controller and the worker to docs/openapi/.
+"""Write the OpenAPI documents of the controller, the worker and the agent's status server
+to docs/openapi/.
 
 Run by ``make openapi``; a test fails when the committed documents drift from the code.
 """
@@ -9,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from agent.status import openapi_document as agent_document
 from controller.routes import openapi_document as controller_document
 from worker.routes import openapi_document as worker_document
 
@@ -19,7 +21,11 @@ def rendered(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2, sort_keys=False) + "\n"
 
 
-DOCUMENTS = {"controller.json": controller_document, "worker.json": worker_document}
+DOCUMENTS = {
+    "controller.json": controller_document,
+    "worker.json": worker_document,
+    "agent.json": agent_document,
+}
 
 
 def main() -> None:

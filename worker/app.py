@@ -8,7 +8,8 @@ from aiohttp import web
 
 from common.constants import MAX_REQUEST_BODY_BYTES
 from worker.hit import new_session
-from worker.keys import CLIENT_SESSION_KEY, CONFIG_STORE_KEY, SETTINGS_KEY
+from worker.keys import CLIENT_SESSION_KEY, CONFIG_STORE_KEY, METRICS_KEY, SETTINGS_KEY
+from worker.metrics import WorkerMetrics
 from worker.routes import setup_routes
 from worker.settings import WorkerSettings
 from worker.state import ConfigStore
@@ -18,7 +19,9 @@ def create_app(settings: WorkerSettings) -> web.Application:
     """The worker as an aiohttp application; resources open when it starts."""
     app = web.Application(client_max_size=MAX_REQUEST_BODY_BYTES)
     app[SETTINGS_KEY] = settings
-    app[CONFIG_STORE_KEY] = ConfigStore()
+    store = ConfigStore()
+    app[CONFIG_STORE_KEY] = store
+    app[METRICS_KEY] = WorkerMetrics(store)
     app.cleanup_ctx.append(client_session)
     setup_routes(app)
     return app

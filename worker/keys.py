@@ -7,9 +7,11 @@ from typing import Final
 import aiohttp
 from aiohttp import web
 
+from worker.metrics import WorkerMetrics
 from worker.settings import WorkerSettings
 from worker.state import ConfigStore
 
 SETTINGS_KEY: Final = web.AppKey("settings", WorkerSettings)
 CONFIG_STORE_KEY: Final = web.AppKey("config_store", ConfigStore)
 CLIENT_SESSION_KEY: Final = web.AppKey("client_session", aiohttp.ClientSession)
+METRICS_KEY: Final = web.AppKey("metrics", WorkerMetrics)

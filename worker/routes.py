@@ -8,6 +8,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from common.constants import HEADER_CONFIG_VERSION, MAX_REQUEST_BODY_BYTES
+from common.metrics import METRICS_PATH, metrics_documented
 from common.models import WorkerConfig
 from common.openapi import (
     Operation,
@@ -21,7 +22,7 @@ from common.openapi import (
 from common.problem import add_problem_fallbacks
 from worker.constants import DEFAULT_UPSTREAM_CONTENT_TYPE, MAX_CONFIG_VERSION
 from worker.models import Health, UpstreamBody, WorkerConfigStatus
-from worker.views import get_config, get_healthz, get_hit, post_config
+from worker.views import get_config, get_healthz, get_hit, get_metrics, post_config
 
 SECURITY_SCHEME: Final = "workerToken"
 
@@ -134,6 +135,15 @@ _GET_HIT = Operation(
     ),
 )
 
+_METRICS_EXAMPLE = """\
+# HELP fleetconf_worker_config_version The configuration version this worker holds.
+# TYPE fleetconf_worker_config_version gauge
+fleetconf_worker_config_version 3.0
+# HELP fleetconf_worker_hits_total GET /hit answers by status class.
+# TYPE fleetconf_worker_hits_total counter
+fleetconf_worker_hits_total{status_class="2xx"} 120.0
+"""
+
 _GET_HEALTHZ = Operation(
     method="GET",
     path="/healthz",
@@ -144,7 +154,19 @@ _GET_HEALTHZ = Operation(
     responses=(Response(status=200, description="The process answers.", model=Health),),
 )
 
-OPERATIONS: Final = (_POST_CONFIG, _GET_CONFIG, _GET_HIT, _GET_HEALTHZ)
+_GET_METRICS = Operation(
+    method="GET",
+    path=METRICS_PATH,
+    handler=get_metrics,
+    operation_id="getMetrics",
+    summary="Prometheus metrics",
+    tags=("health",),
+    description="The held version and its age, configuration updates, and GET /hit "
+    "outcomes and latency. Needs no token.",
+    responses=(metrics_documented(_METRICS_EXAMPLE),),
+)
+
+OPERATIONS: Final = (_POST_CONFIG, _GET_CONFIG, _GET_HIT, _GET_HEALTHZ, _GET_METRICS)
 
 
 def openapi_document() -> dict[str, Any]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 from common.errors import Conflict
@@ -18,6 +19,8 @@ class HeldConfig:
 
     version: int
     config: WorkerConfig
+    # When this worker took it (time.monotonic()); the start, for version 0.
+    held_since: float = field(default_factory=time.monotonic, compare=False)
 
 
 class ConfigStore:
@@ -28,6 +31,10 @@ class ConfigStore:
 
     def __init__(self) -> None:
         self._held = HeldConfig(version=0, config=DEFAULT_WORKER_CONFIG)
+        # What became of each update: a newer version held, the held one again, or refused.
+        self.applied = 0
+        self.unchanged = 0
+        self.refused = 0
 
     @property
     def held(self) -> HeldConfig:
@@ -41,12 +48,16 @@ class ConfigStore:
         """
         held = self._held
         if version < held.version:
+            self.refused += 1
             raise Conflict(f"Version {version} is older than the held version {held.version}.")
         if version == held.version:
             if config != held.config:
+                self.refused += 1
                 raise Conflict(f"Version {version} is already held with a different configuration.")
+            self.unchanged += 1
             logger.debug("config.unchanged version=%d", version)
             return False
+        self.applied += 1
         self._held = HeldConfig(version=version, config=config)
         logger.info("config.applied version=%d url=%s", version, _redacted(config.url))
         return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 from aiohttp import web
 
@@ -10,10 +11,11 @@ from common.auth import require_bearer_token, tokens_equal
 from common.constants import HEADER_CONFIG_VERSION
 from common.errors import Unauthorized, ValidationFailed
 from common.http import json_response, read_model
+from common.metrics import answered_status, metrics_response
 from common.models import WorkerConfig
 from worker.constants import MAX_CONFIG_VERSION
 from worker.hit import hit
-from worker.keys import CLIENT_SESSION_KEY, CONFIG_STORE_KEY, SETTINGS_KEY
+from worker.keys import CLIENT_SESSION_KEY, CONFIG_STORE_KEY, METRICS_KEY, SETTINGS_KEY
 from worker.models import Health, WorkerConfigStatus
 
 _DIGITS = re.compile(r"[0-9]{1,19}")
@@ -35,12 +37,20 @@ async def get_config(request: web.Request) -> web.Response:
 
 
 async def get_hit(request: web.Request) -> web.Response:
-    """Fetch the configured URL and pass its status, content type and body on."""
-    reply = await hit(
-        request.app[CLIENT_SESSION_KEY],
-        request.app[CONFIG_STORE_KEY].held.config,
-        max_bytes=request.app[SETTINGS_KEY].hit_max_bytes,
-    )
+    """Fetch the configured URL and pass its status, content type and body on; count and
+    time the answer, errors included."""
+    metrics = request.app[METRICS_KEY]
+    started = time.monotonic()
+    try:
+        reply = await hit(
+            request.app[CLIENT_SESSION_KEY],
+            request.app[CONFIG_STORE_KEY].held.config,
+            max_bytes=request.app[SETTINGS_KEY].hit_max_bytes,
+        )
+    except Exception as exc:
+        metrics.observe_hit(answered_status(exc), time.monotonic() - started)
+        raise
+    metrics.observe_hit(reply.status, time.monotonic() - started)
     return web.Response(
         status=reply.status, body=reply.body, headers={"Content-Type": reply.content_type}
     )
@@ -49,6 +59,11 @@ async def get_hit(request: web.Request) -> web.Response:
 async def get_healthz(request: web.Request) -> web.Response:
     """Liveness."""
     return json_response(Health())
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    """Every metric of this worker, in the Prometheus text format."""
+    return metrics_response(request.app[METRICS_KEY].registry)
 
 
 def _status(request: web.Request) -> WorkerConfigStatus:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -55,6 +56,7 @@ async def test_process_backs_off_and_stops_cleanly_on_sigterm(
         "AGENT_STATE_DIR": str(tmp_path / "state"),
         "AGENT_BACKOFF_BASE_SECONDS": "0.02",
         "AGENT_BACKOFF_MAX_SECONDS": "0.2",
+        "AGENT_STATUS_PORT": "",
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "agent", env=env, stderr=asyncio.subprocess.PIPE
@@ -77,3 +79,41 @@ async def test_process_backs_off_and_stops_cleanly_on_sigterm(
     assert "agent.stopped" in output
     assert REGISTRATION_TOKEN not in output
     assert (tmp_path / "state").is_dir()
+
+
+@pytest.mark.e2e
+async def test_process_exits_1_when_its_status_port_is_taken(
+    tmp_path: Path, closed_port_url: str
+) -> None:
+    """A status port another socket holds: the real process says so and exits 1 at start,
+    before it registers or writes any state."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            **os.environ,
+            "AGENT_CONTROLLER_URL": closed_port_url,
+            "AGENT_WORKER_URL": closed_port_url,
+            "AGENT_REGISTRATION_TOKEN": REGISTRATION_TOKEN,
+            "AGENT_STATE_DIR": str(tmp_path / "state"),
+            "AGENT_STATUS_HOST": "127.0.0.1",
+            "AGENT_STATUS_PORT": str(port),
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "agent", env=env, stderr=asyncio.subprocess.PIPE
+        )
+        try:
+            async with asyncio.timeout(20):
+                _, err = await process.communicate()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    output = err.decode()
+    assert process.returncode == 1, output
+    assert f"agent.status_server_failed cannot listen on 127.0.0.1:{port}" in output
+    assert "AGENT_STATUS_PORT" in output
+    assert "Traceback" not in output
+    assert "controller.unreachable" not in output
+    assert not (tmp_path / "state").exists()

@@ -42,6 +42,7 @@ def test_defaults_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.hostname == socket.gethostname()
     assert settings.labels == {}
     assert settings.request_timeout_seconds == 10
+    assert (settings.status_host, settings.status_port) == ("127.0.0.1", 8090)
     assert settings.log_level == "INFO"
 
 
@@ -59,6 +60,8 @@ def test_every_setting_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_pat
         AGENT_HOSTNAME="edge-07",
         AGENT_LABELS='{"site": "ams1", "rack": "r4"}',
         AGENT_REQUEST_TIMEOUT_SECONDS="3",
+        AGENT_STATUS_HOST="0.0.0.0",
+        AGENT_STATUS_PORT="9190",
         AGENT_LOG_LEVEL="debug",
     )
     settings = AgentSettings(_env_file=None)
@@ -72,6 +75,7 @@ def test_every_setting_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert settings.hostname == "edge-07"
     assert settings.labels == {"site": "ams1", "rack": "r4"}
     assert settings.request_timeout_seconds == 3
+    assert (settings.status_host, settings.status_port) == ("0.0.0.0", 9190)
     assert settings.log_level == "DEBUG"
 
 
@@ -170,3 +174,20 @@ def test_settings_are_frozen(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = AgentSettings(_env_file=None)
     with pytest.raises(ValidationError):
         settings.hostname = "other"
+
+
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_empty_status_port_turns_the_status_server_off(
+    monkeypatch: pytest.MonkeyPatch, empty: str
+) -> None:
+    """AGENT_STATUS_PORT= (empty or blank) means no status server."""
+    set_env(monkeypatch, **REQUIRED, AGENT_STATUS_PORT=empty)
+    assert AgentSettings(_env_file=None).status_port is None
+
+
+@pytest.mark.parametrize("port", ["abc", "0", "65536", "-1", "80.5"])
+def test_bad_status_port_is_refused_by_name(monkeypatch: pytest.MonkeyPatch, port: str) -> None:
+    """A status port that is not an integer from 1 to 65535 is refused, naming the variable."""
+    set_env(monkeypatch, **REQUIRED, AGENT_STATUS_PORT=port)
+    text = error_text()
+    assert "AGENT_STATUS_PORT:" in text

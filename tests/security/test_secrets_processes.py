@@ -103,8 +103,10 @@ def _agent(
         "AGENT_BACKOFF_MAX_SECONDS": "0.5",
         "AGENT_HOSTNAME": name,
         "AGENT_LOG_LEVEL": "DEBUG",
+        "AGENT_STATUS_HOST": LOOPBACK,
+        "AGENT_STATUS_PORT": str(status_port := free_port()),
     }
-    return group.add(name, "agent", env=env, ready_log_line="agent.started")
+    return group.add(name, "agent", env=env, url=f"http://{LOOPBACK}:{status_port}")
 
 
 @pytest.fixture
@@ -119,6 +121,12 @@ async def _status(http: aiohttp.ClientSession, method: str, url: str, **kw: obje
     async with http.request(method, url, **kw) as resp:  # type: ignore[arg-type]
         await resp.read()
         return resp.status
+
+
+async def _text(http: aiohttp.ClientSession, url: str) -> str:
+    async with http.get(url) as resp:
+        assert resp.status == 200
+        return await resp.text()
 
 
 async def _worker_version(http: aiohttp.ClientSession, worker: ServiceProcess) -> int:
@@ -143,7 +151,7 @@ async def test_secrets_from_files_never_reach_the_logs(
 ) -> None:
     """Controller, worker, agent and an intruder agent with wrong tokens, all at DEBUG, a
     Redis with a password that then dies: the fleet converges through the *_FILE
-    secrets, and no secret appears in any log."""
+    secrets, and no secret appears in any log, nor in the agents' /status and /metrics."""
     admin = redis.Redis.from_url(private_redis.url)
     await admin.config_set("requirepass", REDIS_PASSWORD)
     await admin.aclose()
@@ -207,6 +215,11 @@ async def test_secrets_from_files_never_reach_the_logs(
                 timeout_seconds=WAIT_SECONDS,
                 what="the intruder refused",
             )
+            answers = {
+                f"{service.name}{path}": await _text(http, f"{service.url}{path}")
+                for service in (agent, intruder)
+                for path in ("/status", "/metrics")
+            }
         finally:
             await group.stop_all()
         identity = StateStore(tmp_path / "agent-files" / "state").load_identity(str(controller.url))
@@ -214,6 +227,10 @@ async def test_secrets_from_files_never_reach_the_logs(
         secrets = {**SECRETS, "agent token secret": identity.agent_token.partition(".")[2]}
         leaks = {s.name: names for s in group.services if (names := found(s.log_text(), secrets))}
         assert leaks == {}, group.log_report()
+        answered = {
+            what: names for what, text in answers.items() if (names := found(text, secrets))
+        }
+        assert answered == {}
 
 
 async def _send_raw(service: ServiceProcess, request: bytes) -> RawAnswer:

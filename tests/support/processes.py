@@ -380,9 +380,13 @@ class ProcessGroup:
         backoff_base_seconds: float = 0.05,
         backoff_max_seconds: float = 0.5,
         name: str = "agent",
+        status_port: int | None = None,
         env: Mapping[str, str] | None = None,
     ) -> ServiceProcess:
-        """``python -m agent``; ready once it has loaded its state and started its loops."""
+        """``python -m agent``; ready once its status server's ``/healthz`` says its loops
+        run. Its status server listens on ``status_port``, or a free port; the service's
+        ``url`` is that server's."""
+        status_port = status_port or free_port()
         variables = {
             "AGENT_CONTROLLER_URL": controller_url,
             "AGENT_REGISTRATION_TOKEN": registration_token,
@@ -391,11 +395,15 @@ class ProcessGroup:
             "AGENT_BACKOFF_BASE_SECONDS": str(backoff_base_seconds),
             "AGENT_BACKOFF_MAX_SECONDS": str(backoff_max_seconds),
             "AGENT_HOSTNAME": name,
+            "AGENT_STATUS_HOST": LOOPBACK,
+            "AGENT_STATUS_PORT": str(status_port),
         }
         if worker_token is not None:
             variables["AGENT_WORKER_TOKEN"] = worker_token
         variables.update(env or {})
-        return self.add(name, "agent", env=variables, ready_log_line=AGENT_READY_LOG_LINE)
+        port = variables["AGENT_STATUS_PORT"].strip()
+        url = f"http://{variables['AGENT_STATUS_HOST']}:{port}" if port else None
+        return self.add(name, "agent", env=variables, url=url, ready_log_line=AGENT_READY_LOG_LINE)
 
     async def stop_all(self) -> None:
         """Stop every service that still runs, all at once; SIGKILL any that lingers."""

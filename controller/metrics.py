@@ -1,0 +1,120 @@
+"""The controller's ``GET /metrics``: a collector that reads, at scrape time, what the
+controller already keeps, and the handler that serves it.
+
+Nothing here runs per poll: GET /config adds one to a plain int on the cache it already
+holds (:class:`controller.cache.PollCounts`), and the collector turns those ints into
+metrics when Prometheus scrapes. The agents' states take one GROUP BY per scrape, the
+query GET /fleet makes, and so are the fleet's view, the same on every replica.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterator, Mapping
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from common.errors import FleetconfError
+from common.metrics import metrics_response
+from controller import keys
+from controller.fleet import AgentState, FleetCounts
+from controller.fleet_views import read_fleet
+
+logger = logging.getLogger(__name__)
+
+
+class ControllerMetrics:
+    """The app's registry, the request counts kept for it, and the collector reading them."""
+
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+        # Answers by HTTP status; the success statuses are there from the start.
+        self.registrations: Counter[int] = Counter({201: 0})
+        self.config_posts: Counter[int] = Counter({200: 0, 201: 0})
+        # The agents' states as of the latest scrape; None when the database did not answer.
+        self.fleet: FleetCounts | None = None
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        app = self._app
+        cache = app[keys.CACHE]
+        snap = cache.snapshot
+        yield GaugeMetricFamily(
+            "fleetconf_controller_config_version",
+            "The current configuration version this replica serves.",
+            value=snap.version,
+        )
+        yield GaugeMetricFamily(
+            "fleetconf_controller_poll_interval_seconds",
+            "The poll interval agents are told on every GET /config answer.",
+            value=snap.poll_interval_seconds,
+        )
+        polls = CounterMetricFamily(
+            "fleetconf_controller_polls",
+            "GET /config answers of this replica: 200, 304, or error (refused credential).",
+            labels=["result"],
+        )
+        polls.add_metric(["200"], cache.polls.ok)
+        polls.add_metric(["304"], cache.polls.not_modified)
+        polls.add_metric(["error"], cache.polls.errors)
+        yield polls
+        publisher = app[keys.PUBLISHER]
+        yield CounterMetricFamily(
+            "fleetconf_controller_hints_published",
+            "Change hints published to Redis by this replica.",
+            value=publisher.published,
+        )
+        yield CounterMetricFamily(
+            "fleetconf_controller_hint_publish_failures",
+            "Change hints this replica failed to publish (agents then converge by polling).",
+            value=publisher.failed,
+        )
+        yield _by_code(
+            "fleetconf_controller_registrations",
+            "POST /register answers of this replica, by HTTP status.",
+            self.registrations,
+        )
+        yield _by_code(
+            "fleetconf_controller_config_posts",
+            "POST /config answers of this replica, by HTTP status (201 new version, 200 "
+            "unchanged, 412 If-Match mismatch, 4xx refused).",
+            self.config_posts,
+        )
+        if self.fleet is not None:
+            yield _agents(self.fleet)
+
+
+def _by_code(name: str, documentation: str, counts: Mapping[int, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=["code"])
+    for code, count in sorted(counts.items()):
+        family.add_metric([str(code)], count)
+    return family
+
+
+def _agents(fleet: FleetCounts) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(
+        "fleetconf_controller_agents",
+        "Registered, unrevoked agents by state (as GET /fleet counts them), fleet-wide.",
+        labels=["state"],
+    )
+    family.add_metric([AgentState.IN_SYNC.value], fleet.in_sync)
+    family.add_metric([AgentState.BEHIND.value], fleet.behind)
+    family.add_metric([AgentState.STALE.value], fleet.stale)
+    return family
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Read the agents' states, then serve every metric in the Prometheus text format."""
+    app = request.app
+    collected = app[keys.METRICS]
+    try:
+        _, collected.fleet = await read_fleet(app)
+    except FleetconfError:
+        # The database is down: the other metrics are still served, the states are left out.
+        logger.warning("metrics.fleet_unavailable")
+        collected.fleet = None
+    return metrics_response(collected.registry)
