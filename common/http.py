@@ -94,6 +94,18 @@ async def read_model(request: web.Request, model: type[ModelT]) -> ModelT:
         ) from exc
 
 
+def read_query(request: web.Request, model: type[ModelT]) -> ModelT:
+    """The query string as ``model``; a repeated parameter is refused, not silently dropped."""
+    values = {key: request.query.getall(key) for key in request.query}
+    flat = {key: found[0] if len(found) == 1 else found for key, found in values.items()}
+    try:
+        return model.model_validate(flat)
+    except ValidationError as exc:
+        raise ValidationFailed(
+            "The query string is not valid.", errors=validation_errors(exc)
+        ) from exc
+
+
 def json_response(
     model: BaseModel, *, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:

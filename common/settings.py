@@ -20,16 +20,23 @@ def load_secret_files(data: Any, names: Iterable[str]) -> Any:
     for name in names:
         path = data.get(f"{name}_file")
         if path and not data.get(name):
-            try:
-                secret = Path(path).read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ValueError(f"cannot read the file given for {name}: {exc.strerror}") from None
-            if not secret:
-                # A secret file that is there but empty is a mistake (a bad mount), not
-                # a wish to run without the secret.
-                raise ValueError(f"the file given for {name} is empty")
-            data[name] = secret
+            data[name] = read_secret_file(Path(path), name)
     return data
+
+
+def read_secret_file(path: Path, name: str) -> str:
+    """The secret held in ``path``, trailing white space cut; ValueError naming ``name``
+    (never the content) when the file cannot be read or is empty."""
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ValueError(f"cannot read the file given for {name}: {reason}") from None
+    if not secret:
+        # A secret file that is there but empty is a mistake (a bad mount), not a wish
+        # to run without the secret.
+        raise ValueError(f"the file given for {name} is empty")
+    return secret
 
 
 def describe_settings_error(exc: ValidationError, env_prefix: str) -> str:

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.auth import bearer_token
-from common.errors import FleetconfError, NotFound, ValidationFailed
-from common.http import json_response, validation_errors
+from common.errors import FleetconfError, NotFound
+from common.http import json_response, read_query
 from controller import keys, store
 from controller.db import in_transaction, utcnow
-from controller.fleet import StateRule, VersionGroup, agent_state, state_rule, summarize
+from controller.fleet import (
+    FleetCounts,
+    StateRule,
+    VersionGroup,
+    agent_state,
+    state_rule,
+    summarize,
+)
 from controller.models import (
     Agent,
     AgentListQuery,
@@ -27,23 +32,9 @@ from controller.views import ADMIN, announce
 
 logger = logging.getLogger(__name__)
 
-QueryT = TypeVar("QueryT", bound=BaseModel)
-
 
 async def _authorize(request: web.Request) -> None:
     await request.app[keys.AUTHENTICATOR].require(bearer_token(request), ADMIN)
-
-
-def _read_query(request: web.Request, model: type[QueryT]) -> QueryT:
-    """The query string as ``model``; a repeated parameter is refused, not silently dropped."""
-    values = {key: request.query.getall(key) for key in request.query}
-    flat = {key: found[0] if len(found) == 1 else found for key, found in values.items()}
-    try:
-        return model.model_validate(flat)
-    except ValidationError as exc:
-        raise ValidationFailed(
-            "The query string is not valid.", errors=validation_errors(exc)
-        ) from exc
 
 
 def _agent_id(request: web.Request) -> uuid.UUID:
@@ -86,7 +77,7 @@ def _agent(record: store.AgentRecord, rule: StateRule) -> Agent:
 
 async def list_agents(request: web.Request) -> web.Response:
     await _authorize(request)
-    query = _read_query(request, AgentListQuery)
+    query = read_query(request, AgentListQuery)
     await _flush_ledger(request.app)
 
     async def read(conn: AsyncConnection) -> tuple[StateRule, store.AgentPage]:
@@ -133,16 +124,21 @@ async def delete_agent(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-async def fleet_summary(request: web.Request) -> web.Response:
-    await _authorize(request)
-    await _flush_ledger(request.app)
+async def read_fleet(app: web.Application) -> tuple[StateRule, FleetCounts]:
+    """The fleet's convergence, this replica's pending polls included: one GROUP BY."""
+    await _flush_ledger(app)
 
     async def read(conn: AsyncConnection) -> tuple[StateRule, list[VersionGroup]]:
-        rule = await _rule(conn, request.app)
+        rule = await _rule(conn, app)
         return rule, await store.count_agents_by_applied_version(conn, rule)
 
-    rule, groups = await in_transaction(request.app[keys.ENGINE], read)
-    counts = summarize(groups, current_version=rule.current_version)
+    rule, groups = await in_transaction(app[keys.ENGINE], read)
+    return rule, summarize(groups, current_version=rule.current_version)
+
+
+async def fleet_summary(request: web.Request) -> web.Response:
+    await _authorize(request)
+    rule, counts = await read_fleet(request.app)
     by_version = [
         AppliedVersionCount(applied_version=g.applied_version, agents=g.agents)
         for g in counts.by_applied_version

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, StringConstraints
 
+from common.models import WorkerConfig
 from controller.constants import MAX_POLL_INTERVAL_SECONDS, MIN_POLL_INTERVAL_SECONDS
 from controller.fleet import AgentState
 
@@ -104,6 +105,45 @@ class VersionInfo(BaseModel):
     created_at: dt.datetime = Field(description="When the version was stored (UTC).")
 
 
+_EXAMPLE_VERSION: dict[str, JsonValue] = {
+    "version": 7,
+    "etag": '"7"',
+    "created_at": "2026-11-26T12:00:00Z",
+    "current": True,
+    "config": {"url": "https://ip.me"},
+}
+
+
+class ConfigVersion(BaseModel):
+    """One stored configuration version; versions are immutable."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_EXAMPLE_VERSION]})
+
+    version: int = Field(ge=0, description="The version number; 0 is the default configuration.")
+    etag: str = Field(description="The ETag of that version, for If-Match / If-None-Match.")
+    created_at: dt.datetime = Field(
+        description="When the version was stored (UTC); for version 0, when the database "
+        "was created."
+    )
+    current: bool = Field(description="Whether this is the version agents are given now.")
+    config: WorkerConfig = Field(description="The worker configuration of that version.")
+
+
+class ConfigVersionPage(BaseModel):
+    """One page of the configuration history, newest version first."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"items": [_EXAMPLE_VERSION], "total": 8, "limit": 1, "offset": 0}]
+        }
+    )
+
+    items: list[ConfigVersion]
+    total: int = Field(description="How many versions there are, version 0 included.")
+    limit: int = Field(description="The page size asked for.")
+    offset: int = Field(description="How many newer versions precede this page.")
+
+
 class PollSettings(BaseModel):
     model_config = ConfigDict(
         extra="forbid", json_schema_extra={"examples": [{"poll_interval_seconds": 30}]}
@@ -135,13 +175,18 @@ _EXAMPLE_AGENT: dict[str, JsonValue] = {
 }
 
 
-class AgentListQuery(BaseModel):
-    """The query string of GET /agents."""
+class PageQuery(BaseModel):
+    """The paging part of a listing's query string: GET /config/versions, GET /agents."""
 
     model_config = ConfigDict(extra="forbid")
 
     limit: int = Field(default=DEFAULT_PAGE_LIMIT, ge=1, le=MAX_PAGE_LIMIT)
     offset: int = Field(default=0, ge=0, le=MAX_PAGE_OFFSET)
+
+
+class AgentListQuery(PageQuery):
+    """The query string of GET /agents."""
+
     state: AgentState | None = None
 
 

@@ -11,9 +11,10 @@ from common.constants import (
     HEADER_CONFIG_VERSION,
     HEADER_POLL_INTERVAL_SECONDS,
 )
+from common.metrics import METRICS_PATH, metrics_documented
 from common.models import WorkerConfig
 from common.openapi import Header, Operation, Parameter, Response, build_openapi, problem
-from controller import fleet_views, views
+from controller import fleet_views, metrics, version_views, views
 from controller.fleet import AgentState
 from controller.models import (
     DEFAULT_PAGE_LIMIT,
@@ -22,6 +23,8 @@ from controller.models import (
     MAX_PAGE_OFFSET,
     Agent,
     AgentPage,
+    ConfigVersion,
+    ConfigVersionPage,
     FleetSummary,
     Health,
     PollSettings,
@@ -83,6 +86,54 @@ _AGENT_ID = Parameter(
     schema={"type": "string", "format": "uuid"},
     example=EXAMPLE_AGENT_ID,
 )
+
+
+def _page_parameters(skipped: str) -> tuple[Parameter, Parameter]:
+    """``limit`` and ``offset``, as every paged listing takes them."""
+    limit = Parameter(
+        name="limit",
+        location="query",
+        description="Page size.",
+        schema={
+            "type": "integer",
+            "minimum": 1,
+            "maximum": MAX_PAGE_LIMIT,
+            "default": DEFAULT_PAGE_LIMIT,
+        },
+        example=100,
+    )
+    offset = Parameter(
+        name="offset",
+        location="query",
+        description=f"How many {skipped} to skip.",
+        schema={"type": "integer", "minimum": 0, "maximum": MAX_PAGE_OFFSET, "default": 0},
+        example=0,
+    )
+    return limit, offset
+
+
+_BAD_QUERY = problem(
+    422,
+    "A query parameter is unknown, repeated, or out of range.",
+    "The query string is not valid.",
+)
+_VERSION = Parameter(
+    name=version_views.VERSION_PARAMETER,
+    location="path",
+    description="The version number (0 is the default configuration).",
+    schema={"type": "integer", "minimum": 0, "maximum": views.MAX_VERSION},
+    example=7,
+)
+_METRICS_EXAMPLE = """\
+# HELP fleetconf_controller_config_version The current configuration version this replica serves.
+# TYPE fleetconf_controller_config_version gauge
+fleetconf_controller_config_version 7.0
+# HELP fleetconf_controller_polls_total GET /config answers of this replica: 200, 304, or error.
+# TYPE fleetconf_controller_polls_total counter
+fleetconf_controller_polls_total{result="200"} 12.0
+fleetconf_controller_polls_total{result="304"} 4810.0
+fleetconf_controller_polls_total{result="error"} 0.0
+"""
 _STATE_NOTE = (
     "An agent is stale when nothing was heard from it (poll, or registration if it never "
     "polled) for 3 poll intervals; otherwise in_sync when its worker holds the current "
@@ -212,6 +263,55 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         method="GET",
+        path="/config/versions",
+        handler=version_views.list_versions,
+        operation_id="listConfigVersions",
+        summary="The configuration history, one page at a time",
+        description="Every stored version, newest first, each with its configuration. "
+        'Version 0, the default configuration {"url": null} that agents get before any '
+        "POST /config, is stored when the database is created and comes last.",
+        tags=("config",),
+        security=("adminToken",),
+        parameters=_page_parameters("newer versions"),
+        responses=(
+            Response(status=200, description="One page of versions.", model=ConfigVersionPage),
+            _NO_TOKEN,
+            _WRONG_ROLE,
+            _BAD_QUERY,
+            _UNAVAILABLE,
+        ),
+    ),
+    Operation(
+        method="GET",
+        path="/config/versions/{version}",
+        handler=version_views.get_version,
+        operation_id="getConfigVersion",
+        summary="One configuration version",
+        description="Versions are immutable: the answer for a version never changes, "
+        "except whether it is still the current one.",
+        tags=("config",),
+        security=("adminToken",),
+        parameters=(_VERSION,),
+        responses=(
+            Response(status=200, description="The version.", model=ConfigVersion),
+            _NO_TOKEN,
+            _WRONG_ROLE,
+            problem(
+                404,
+                "No such version (yet).",
+                "No configuration version 12; the newest is version 7.",
+            ),
+            problem(
+                422,
+                "The version is not a whole number from 0 to 2147483647.",
+                "The version in the path is not valid: a version is a whole number from 0 "
+                "to 2147483647.",
+            ),
+            _UNAVAILABLE,
+        ),
+    ),
+    Operation(
+        method="GET",
         path="/settings",
         handler=views.get_settings,
         operation_id="getSettings",
@@ -267,6 +367,17 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         method="GET",
+        path=METRICS_PATH,
+        handler=metrics.metrics,
+        operation_id="metrics",
+        summary="Prometheus metrics",
+        description="Counters and gauges of this replica, and the fleet's agents by state "
+        "(one database query per scrape; left out while the database does not answer).",
+        tags=("health",),
+        responses=(metrics_documented(_METRICS_EXAMPLE),),
+    ),
+    Operation(
+        method="GET",
         path="/agents",
         handler=fleet_views.list_agents,
         operation_id="listAgents",
@@ -276,25 +387,7 @@ OPERATIONS: tuple[Operation, ...] = (
         tags=("agents",),
         security=("adminToken",),
         parameters=(
-            Parameter(
-                name="limit",
-                location="query",
-                description="Page size.",
-                schema={
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": MAX_PAGE_LIMIT,
-                    "default": DEFAULT_PAGE_LIMIT,
-                },
-                example=100,
-            ),
-            Parameter(
-                name="offset",
-                location="query",
-                description="How many matching agents to skip.",
-                schema={"type": "integer", "minimum": 0, "maximum": MAX_PAGE_OFFSET, "default": 0},
-                example=0,
-            ),
+            *_page_parameters("matching agents"),
             Parameter(
                 name="state",
                 location="query",
@@ -307,11 +400,7 @@ OPERATIONS: tuple[Operation, ...] = (
             Response(status=200, description="One page of agents.", model=AgentPage),
             _NO_TOKEN,
             _WRONG_ROLE,
-            problem(
-                422,
-                "A query parameter is unknown, repeated, or out of range.",
-                "The query string is not valid.",
-            ),
+            _BAD_QUERY,
             _UNAVAILABLE,
         ),
     ),

@@ -68,6 +68,30 @@ async def read_version(conn: AsyncConnection, version: int) -> VersionRecord | N
     return VersionRecord(version=row.version, body=row.body, created_at=as_utc(row.created_at))
 
 
+@dataclass(frozen=True, kw_only=True)
+class VersionPage:
+    items: list[VersionRecord]
+    total: int
+
+
+async def read_version_page(conn: AsyncConnection, *, limit: int, offset: int) -> VersionPage:
+    """Stored versions newest first (version 0 last), and how many there are in all."""
+    query = (
+        select(config_versions)
+        .order_by(config_versions.c.version.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    rows = (await conn.execute(query)).all()
+    count = select(func.count()).select_from(config_versions)
+    total = int((await conn.execute(count)).scalar_one())
+    items = [
+        VersionRecord(version=row.version, body=row.body, created_at=as_utc(row.created_at))
+        for row in rows
+    ]
+    return VersionPage(items=items, total=total)
+
+
 async def insert_version(conn: AsyncConnection, version: int, body: str) -> VersionRecord:
     """Store ``version`` and make it current; the caller holds the fleet_state row lock."""
     now = utcnow()

@@ -12,6 +12,8 @@ from controller.routes import openapi_document as controller_document
 from worker.routes import openapi_document as worker_document
 
 AGENT_ID_PARAMETER = "{agent_id}"
+# The other path parameters, filled with a value every controller holds (version 0).
+PATH_VALUES = {"{version}": "0"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,7 +45,10 @@ class Route:
 
     def url(self, agent_id: str) -> str:
         """The path with its parameters filled in (``agent_id`` for the agent routes)."""
-        return self.path.replace(AGENT_ID_PARAMETER, agent_id)
+        path = self.path.replace(AGENT_ID_PARAMETER, agent_id)
+        for placeholder, value in PATH_VALUES.items():
+            path = path.replace(placeholder, value)
+        return path
 
     def request_headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         headers = dict(self.headers)

@@ -92,6 +92,15 @@ async def _controller_state(client: Client) -> ControllerState:
     )
 
 
+def _fixed_path_parameters(route: Route, victims: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Path values that name something that exists, beside the generated ones."""
+    if "{agent_id}" in route.path:
+        return victims
+    if "{version}" in route.path:
+        return [{"version": "0"}]
+    return []
+
+
 @pytest.mark.parametrize("route", CONTROLLER_ROUTES, ids=lambda r: r.id)
 async def test_controller_answers_conform_and_refusals_change_nothing(
     make_controller: MakeController, route: Route
@@ -116,7 +125,7 @@ async def test_controller_answers_conform_and_refusals_change_nothing(
                 headers=headers,
                 checks=CONFORMANCE_CHECKS,
                 max_examples=MAX_EXAMPLES,
-                path_parameters=victims if "{agent_id}" in route.path else (),
+                path_parameters=_fixed_path_parameters(route, victims),
                 observe=writes.observe,
             )
             for mode in MODES

@@ -1,0 +1,1 @@
+"""``fleetconf``: the admin's command line for a fleetconf controller."""
