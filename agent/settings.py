@@ -20,10 +20,9 @@ from agent.constants import (
     ENV_PREFIX,
 )
 from common.models import HttpUrlText
-from common.settings import blank_secret_is_unset, load_secret_files
+from common.settings import blank_secret_is_unset, known_log_level, load_secret_files
 
 _SECRETS = ("registration_token", "worker_token")
-_LOG_LEVELS = frozenset({"CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"})
 
 
 class AgentSettings(BaseSettings):
@@ -38,7 +37,8 @@ class AgentSettings(BaseSettings):
     worker_token: SecretStr | None = None
     worker_token_file: Path | None = None
     state_dir: Path = DEFAULT_STATE_DIR
-    # Not used yet: Redis change hints come later. A Redis URL may carry a password.
+    # Where to hear change hints; unset: where the controller said at registration. A
+    # Redis URL may carry a password.
     redis_url: SecretStr | None = None
     backoff_base_seconds: float = Field(default=DEFAULT_BACKOFF_BASE_SECONDS, gt=0)
     backoff_max_seconds: float = Field(default=DEFAULT_BACKOFF_MAX_SECONDS, gt=0)
@@ -61,10 +61,10 @@ class AgentSettings(BaseSettings):
         """``http://c:8000/`` and ``http://c:8000`` are the same controller."""
         return value.rstrip("/")
 
-    @field_validator("worker_token")
+    @field_validator("worker_token", "redis_url")
     @classmethod
     def _empty_token_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
-        """``AGENT_WORKER_TOKEN=`` (empty) means no token, as an unset variable does."""
+        """``AGENT_WORKER_TOKEN=`` or ``AGENT_REDIS_URL=`` (empty) is the same as unset."""
         return blank_secret_is_unset(value)
 
     @field_validator("status_port", mode="before")
@@ -86,7 +86,4 @@ class AgentSettings(BaseSettings):
     @field_validator("log_level")
     @classmethod
     def _known_log_level(cls, value: str) -> str:
-        level = value.strip().upper()
-        if level not in _LOG_LEVELS:
-            raise ValueError(f"must be one of {', '.join(sorted(_LOG_LEVELS))}")
-        return level
+        return known_log_level(value)

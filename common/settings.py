@@ -49,6 +49,17 @@ def describe_settings_error(exc: ValidationError, env_prefix: str) -> str:
     return "invalid settings:\n" + "\n".join(lines)
 
 
+LOG_LEVELS = frozenset({"CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"})
+
+
+def known_log_level(value: str) -> str:
+    """A log level name, upper-cased; a ValueError naming the choices otherwise."""
+    level = value.strip().upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(sorted(LOG_LEVELS))}")
+    return level
+
+
 def blank_secret_is_unset(value: SecretStr | None) -> SecretStr | None:
     """``X_TOKEN=`` (empty or blank) means no token, as an unset variable does."""
     if value is None or not value.get_secret_value().strip():

@@ -212,6 +212,12 @@ OPERATIONS: tuple[Operation, ...] = (
                 status=304, description="Unchanged since the ETag sent.", headers=_CONFIG_HEADERS
             ),
             _NO_TOKEN,
+            problem(
+                503,
+                "The database is unavailable and this replica has not verified this agent "
+                "token yet (a token it verified before is still accepted).",
+                "The database is unavailable; retry shortly.",
+            ),
         ),
     ),
     Operation(

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from common.settings import load_secret_files
+from common.settings import blank_secret_is_unset, known_log_level, load_secret_files
 from controller.constants import (
     AGENT_TOKEN_CACHE_SECONDS,
     DEFAULT_HINT_CHANNEL,
@@ -69,6 +69,17 @@ class ControllerSettings(BaseSettings):
     @classmethod
     def _read_secret_files(cls, data: Any) -> Any:
         return load_secret_files(data, _SECRETS)
+
+    @field_validator("redis_url", "agent_redis_url")
+    @classmethod
+    def _empty_url_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        """``CONTROLLER_REDIS_URL=`` (empty) means no Redis, as an unset variable does."""
+        return blank_secret_is_unset(value)
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        return known_log_level(value)
 
     @field_validator("database_url")
     @classmethod

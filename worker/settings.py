@@ -8,15 +8,13 @@ from typing import Any
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from common.settings import blank_secret_is_unset, load_secret_files
+from common.settings import blank_secret_is_unset, known_log_level, load_secret_files
 from worker.constants import (
     DEFAULT_HIT_MAX_BYTES,
     DEFAULT_HIT_TIMEOUT_SECONDS,
     DEFAULT_PORT,
     ENV_PREFIX,
 )
-
-_LOG_LEVELS = frozenset({"CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"})
 
 
 class WorkerSettings(BaseSettings):
@@ -46,7 +44,4 @@ class WorkerSettings(BaseSettings):
     @field_validator("log_level")
     @classmethod
     def _known_log_level(cls, value: str) -> str:
-        level = value.strip().upper()
-        if level not in _LOG_LEVELS:
-            raise ValueError(f"must be one of {', '.join(sorted(_LOG_LEVELS))}")
-        return level
+        return known_log_level(value)

@@ -160,6 +160,12 @@ def test_empty_worker_token_means_none(monkeypatch: pytest.MonkeyPatch) -> None:
     assert AgentSettings(_env_file=None).worker_token is None
 
 
+def test_empty_redis_url_means_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    """AGENT_REDIS_URL= (empty) means: use the hints the controller names."""
+    set_env(monkeypatch, **REQUIRED, AGENT_REDIS_URL="")
+    assert AgentSettings(_env_file=None).redis_url is None
+
+
 def test_secrets_do_not_show(monkeypatch: pytest.MonkeyPatch) -> None:
     """Neither token shows in the settings' repr."""
     set_env(monkeypatch, **REQUIRED, AGENT_WORKER_TOKEN="worker-token-from-env")
