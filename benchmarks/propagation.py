@@ -605,7 +605,7 @@ def main() -> None:
         "--pause",
         type=float,
         default=7.0,
-        help="seconds between changes (longer than the controller's 5 s agent-token cache, as in real use)",
+        help="seconds between changes",
     )
     parser.add_argument(
         "--poll-interval", type=int, default=0, help="default 60 with hints, 5 without"
