@@ -18,7 +18,7 @@ from controller import keys
 from controller.cache import ConfigCache
 from controller.constants import CACHE_REFRESH_SECONDS, LEDGER_FLUSH_SECONDS
 from controller.credentials import AgentTokens, Authenticator
-from controller.db import create_engine
+from controller.db import create_engine, settle_transactions
 from controller.hints import PUBLISH_TIMEOUT_SECONDS, NullHintPublisher, RedisHintPublisher
 from controller.ledger import Ledger
 from controller.metrics import ControllerMetrics
@@ -41,6 +41,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await settle_transactions(CANCEL_GRACE_SECONDS)
         await finish_within(engine.dispose(), timeout_seconds=CANCEL_GRACE_SECONDS)
 
 

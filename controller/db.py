@@ -161,6 +161,21 @@ async def _transaction(engine: AsyncEngine, work: Callable[[AsyncConnection], Aw
             return await work(conn)
 
 
+# Transactions still running, including those whose caller stopped waiting (a timeout, a
+# shutdown): the engine is disposed only once they ended (see settle_transactions).
+_running: set[asyncio.Future[Any]] = set()
+
+
+async def settle_transactions(timeout_seconds: float) -> None:
+    """Give the transactions still running up to ``timeout_seconds`` to end.
+
+    Called before the engine is disposed at shutdown: a transaction cancelled later, by
+    the event loop's final sweep, would be cut off inside the driver's own clean-up.
+    """
+    if _running:
+        await asyncio.wait(set(_running), timeout=timeout_seconds)
+
+
 def _retrieve(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()
@@ -181,6 +196,8 @@ async def in_transaction(
     the caller has its answer and releases whatever it holds.
     """
     task = asyncio.ensure_future(_transaction(engine, work))
+    _running.add(task)
+    task.add_done_callback(_running.discard)
     try:
         return await asyncio.wait_for(asyncio.shield(task), timeout_seconds)
     except TimeoutError:

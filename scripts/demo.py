@@ -52,7 +52,11 @@ def _wait_for(what: str, check: Callable[[], bool], procs: list[subprocess.Popen
 
 
 def _start(module: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", module], env={**os.environ, **env}, cwd=ROOT)
+    # A process group of its own: Ctrl-C reaches only the demo, which then stops each
+    # service once (a second signal would cut a service's clean shutdown short).
+    return subprocess.Popen(
+        [sys.executable, "-m", module], env={**os.environ, **env}, cwd=ROOT, process_group=0
+    )
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
