@@ -22,7 +22,7 @@ from agent.constants import (
 from common.models import HttpUrlText
 from common.settings import blank_secret_is_unset, known_log_level, load_secret_files
 
-_SECRETS = ("registration_token", "worker_token")
+_SECRETS = ("registration_token", "worker_token", "redis_url")
 
 
 class AgentSettings(BaseSettings):
@@ -40,6 +40,7 @@ class AgentSettings(BaseSettings):
     # Where to hear change hints; unset: where the controller said at registration. A
     # Redis URL may carry a password.
     redis_url: SecretStr | None = None
+    redis_url_file: Path | None = None
     backoff_base_seconds: float = Field(default=DEFAULT_BACKOFF_BASE_SECONDS, gt=0)
     backoff_max_seconds: float = Field(default=DEFAULT_BACKOFF_MAX_SECONDS, gt=0)
     hostname: str = Field(default_factory=socket.gethostname, min_length=1)

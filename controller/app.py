@@ -29,7 +29,7 @@ from controller.settings import ControllerSettings
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url.get_secret_value())
     app[keys.ENGINE] = engine
     agent_tokens = AgentTokens(engine, cache_seconds=settings.agent_token_cache_seconds)
     app[keys.AGENT_TOKENS] = agent_tokens

@@ -40,8 +40,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = load_settings(ControllerSettings, args.env_file, ENV_PREFIX)
     configure_logging(settings.log_level)
     if args.command == "migrate" or settings.migrate_on_start:
-        logger.info("migrations.upgrade database=%s", _safe_url(settings.database_url))
-        migrations.upgrade(settings.database_url)
+        database_url = settings.database_url.get_secret_value()
+        logger.info("migrations.upgrade database=%s", _safe_url(database_url))
+        migrations.upgrade(database_url)
     if args.command == "migrate":
         return
     logger.info("controller.starting host=%s port=%d", settings.host, settings.port)

@@ -17,7 +17,8 @@ from controller.constants import (
 )
 
 ENV_PREFIX = "CONTROLLER_"
-_SECRETS = ("admin_token", "registration_token")
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/controller.db"
+_SECRETS = ("admin_token", "registration_token", "database_url", "redis_url", "agent_redis_url")
 _DRIVER_BY_SCHEME = {
     "postgres": "postgresql+psycopg",
     "postgresql": "postgresql+psycopg",
@@ -40,11 +41,15 @@ class ControllerSettings(BaseSettings):
 
     host: str = "0.0.0.0"
     port: int = Field(default=8000, ge=1, le=65535)
-    database_url: str = "sqlite+aiosqlite:///./data/controller.db"
+    # Secrets: a database or Redis URL may carry a password.
+    database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
+    database_url_file: Path | None = None
     redis_url: SecretStr | None = None
+    redis_url_file: Path | None = None
     # The Redis URL agents are told to subscribe with (e.g. a subscribe-only ACL user);
     # unset: the same as redis_url.
     agent_redis_url: SecretStr | None = None
+    agent_redis_url_file: Path | None = None
     hint_channel: str = Field(default=DEFAULT_HINT_CHANNEL, min_length=1)
     # After a hint, agents scatter their fetches so the controllers see about this many
     # GET /config per second: the spread is fleet size / rate, at most 60 s.
@@ -83,8 +88,8 @@ class ControllerSettings(BaseSettings):
 
     @field_validator("database_url")
     @classmethod
-    def _database_driver(cls, value: str) -> str:
-        return normalise_database_url(value)
+    def _database_driver(cls, value: SecretStr) -> SecretStr:
+        return SecretStr(normalise_database_url(value.get_secret_value()))
 
     @model_validator(mode="after")
     def _roles_differ(self) -> ControllerSettings:

@@ -69,6 +69,8 @@ def _is_secret(field: FieldInfo) -> bool:
 
 def _documented_default_matches(cell: str, default: Any) -> bool:
     text = cell.replace("`", "").strip()
+    if isinstance(default, SecretStr):
+        default = default.get_secret_value()
     if default is None:
         return text == "unset"
     if isinstance(default, bool):

@@ -123,7 +123,8 @@ def test_setting_names_come_from_the_settings_classes() -> None:
     controller = setting_names(SETTINGS_CLASSES["controller"])
     assert {"CONTROLLER_ADMIN_TOKEN", "CONTROLLER_ADMIN_TOKEN_FILE"} <= controller
     assert "CONTROLLER_DATABASE_URL" in controller
-    assert "CONTROLLER_DATABASE_URL_FILE" not in controller
+    assert "CONTROLLER_DATABASE_URL_FILE" in controller  # a URL may carry a password
+    assert "CONTROLLER_PORT_FILE" not in controller
     agent = setting_names(SETTINGS_CLASSES["agent"])
     assert {"AGENT_WORKER_TOKEN_FILE", "AGENT_STATUS_HOST", "AGENT_STATUS_PORT"} <= agent
     assert "WORKER_TOKEN_FILE" in setting_names(SETTINGS_CLASSES["worker"])

@@ -25,6 +25,11 @@ from tests.security.conftest import (
 from worker.main import main as worker_main
 from worker.settings import WorkerSettings
 
+FROM_FILE = "from-file-5d0e8c3a1b-never-log-me"
+# A URL secret: the password is the part that must never show.
+URL_FROM_FILE = f"redis://fleet:{FROM_FILE}@127.0.0.1:6379/0"
+DATABASE_URL_FROM_FILE = f"postgresql://fleet:{FROM_FILE}@127.0.0.1:5432/fleet"
+
 
 @dataclass(frozen=True)
 class SecretSetting:
@@ -33,6 +38,9 @@ class SecretSetting:
     field: str
     required: dict[str, str]
     main: Callable[[list[str]], None]
+    # What the file holds, and the value the setting then has (URLs get their driver).
+    in_file: str = FROM_FILE
+    value: str = FROM_FILE
 
     @property
     def id(self) -> str:
@@ -65,6 +73,42 @@ SECRET_SETTINGS = [
         controller_main,
     ),
     SecretSetting(
+        "CONTROLLER_DATABASE_URL",
+        ControllerSettings,
+        "database_url",
+        _CONTROLLER_REQUIRED,
+        controller_main,
+        in_file=DATABASE_URL_FROM_FILE,
+        value=DATABASE_URL_FROM_FILE.replace("postgresql://", "postgresql+psycopg://"),
+    ),
+    SecretSetting(
+        "CONTROLLER_REDIS_URL",
+        ControllerSettings,
+        "redis_url",
+        _CONTROLLER_REQUIRED,
+        controller_main,
+        in_file=URL_FROM_FILE,
+        value=URL_FROM_FILE,
+    ),
+    SecretSetting(
+        "CONTROLLER_AGENT_REDIS_URL",
+        ControllerSettings,
+        "agent_redis_url",
+        _CONTROLLER_REQUIRED,
+        controller_main,
+        in_file=URL_FROM_FILE,
+        value=URL_FROM_FILE,
+    ),
+    SecretSetting(
+        "AGENT_REDIS_URL",
+        AgentSettings,
+        "redis_url",
+        _AGENT_REQUIRED,
+        agent_main,
+        in_file=URL_FROM_FILE,
+        value=URL_FROM_FILE,
+    ),
+    SecretSetting(
         "AGENT_REGISTRATION_TOKEN", AgentSettings, "registration_token", _AGENT_REQUIRED, agent_main
     ),
     SecretSetting(
@@ -78,7 +122,6 @@ SECRET_SETTINGS = [
         "WORKER_TOKEN", WorkerSettings, "token", {"WORKER_TOKEN": WORKER_TOKEN}, worker_main
     ),
 ]
-FROM_FILE = "from-file-5d0e8c3a1b-never-log-me"
 
 
 def _environment(monkeypatch: pytest.MonkeyPatch, variables: dict[str, str]) -> None:
@@ -93,13 +136,13 @@ def test_secret_is_read_from_its_file(
     """``<NAME>_FILE`` stands for ``<NAME>``; the file's final newline is cut; the value
     is a SecretStr that repr, str and JSON dumps mask."""
     secret_file = tmp_path / "secret"
-    secret_file.write_text(FROM_FILE + "\n", encoding="utf-8")
+    secret_file.write_text(setting.in_file + "\n", encoding="utf-8")
     variables = {k: v for k, v in setting.required.items() if k != setting.variable}
     _environment(monkeypatch, {**variables, f"{setting.variable}_FILE": str(secret_file)})
     settings = setting.settings_class(_env_file=None)
     value = getattr(settings, setting.field)
     assert isinstance(value, SecretStr)
-    assert value.get_secret_value() == FROM_FILE
+    assert value.get_secret_value() == setting.value
     for shown in (repr(settings), str(settings), settings.model_dump_json()):
         assert FROM_FILE not in shown
         for other in (ADMIN_TOKEN, REGISTRATION_TOKEN, WORKER_TOKEN):
