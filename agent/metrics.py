@@ -32,7 +32,7 @@ from prometheus_client.metrics_core import (
 
 from agent.hints import NullHintSubscriber, RedisHintSubscriber
 from agent.outcomes import ControllerOutcome
-from common.metrics import LATENCY_BUCKETS_SECONDS
+from common.metrics import LATENCY_BUCKETS_SECONDS, counter_by
 
 if TYPE_CHECKING:
     from agent.runner import Agent
@@ -217,15 +217,16 @@ class AgentCollector:
                 "The configuration version the worker last confirmed holding.",
                 agent.applied_version,
             )
-        polls = CounterMetricFamily(
+        yield counter_by(
             "fleetconf_agent_polls",
             "GET /config answers: 200 (a configuration), 304, or error (no usable answer).",
-            labels=["result"],
+            "result",
+            {
+                "200": metrics.polls_ok,
+                "304": metrics.polls_not_modified,
+                "error": metrics.poll_errors,
+            },
         )
-        polls.add_metric(["200"], metrics.polls_ok)
-        polls.add_metric(["304"], metrics.polls_not_modified)
-        polls.add_metric(["error"], metrics.poll_errors)
-        yield polls
         yield CounterMetricFamily(
             "fleetconf_agent_hints_received",
             "Change hints received (duplicates and hints for held versions included).",
@@ -236,14 +237,12 @@ class AgentCollector:
             "1 while the hint subscription is connected to Redis, else 0.",
             1 if hints_state(agent) is HintsState.CONNECTED else 0,
         )
-        pushes = CounterMetricFamily(
+        yield counter_by(
             "fleetconf_agent_worker_pushes",
             "Configurations handed to the worker: applied, refused (409), or error.",
-            labels=["result"],
+            "result",
+            metrics.worker_pushes,
         )
-        for result, count in metrics.worker_pushes.items():
-            pushes.add_metric([result], count)
-        yield pushes
         yield from self._backoff(agent)
         yield from self._contacts(metrics)
         yield _propagation(metrics)

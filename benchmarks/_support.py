@@ -1,4 +1,5 @@
-"""Shared plumbing for the benchmark scripts: processes, CPU accounting, statistics.
+"""Shared plumbing for the benchmark scripts: processes, CPU accounting, statistics, and
+the agent-host processes a driver talks to.
 
 Nothing here is imported by the services; the scripts import it as ``_support`` (they put
 their own directory and the repository root on ``sys.path``).
@@ -6,6 +7,7 @@ their own directory and the repository root on ``sys.path``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -15,10 +17,12 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -365,6 +369,45 @@ def controller_env(
     return env
 
 
+def tmpfs_workdir(stack: ExitStack, prefix: str, *, keep: bool) -> Path:
+    """A fresh directory in /dev/shm for the run's logs and state; removed at the end
+    unless ``keep``."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix, dir="/dev/shm"))
+    if not keep:
+        stack.callback(shutil.rmtree, workdir, True)
+    print(f"workdir {workdir} (tmpfs)", flush=True)
+    return workdir
+
+
+def start_controllers(
+    stack: ExitStack,
+    workdir: Path,
+    *,
+    replicas: int,
+    database_url: str,
+    redis_url: str | None,
+    poll_interval_seconds: int,
+    extra_env: Mapping[str, str] | None = None,
+    whatif: str = "",
+) -> tuple[list[subprocess.Popen[bytes]], list[str]]:
+    """``replicas`` controllers on one database, each stopped at the end; (processes, URLs)."""
+    controllers = []
+    bases = []
+    for r in range(replicas):
+        env = controller_env(
+            database_url=database_url,
+            port=free_port(),
+            redis_url=redis_url,
+            poll_interval_seconds=poll_interval_seconds,
+        )
+        env.update(extra_env or {})
+        proc, base = start_controller(env, workdir, f"controller-{r}", whatif)
+        stack.callback(stop_process, proc)
+        controllers.append(proc)
+        bases.append(base)
+    return controllers, bases
+
+
 def start_controller(
     env: Mapping[str, str], workdir: Path, name: str, whatif: str = ""
 ) -> tuple[subprocess.Popen[bytes], str]:
@@ -409,6 +452,86 @@ def http_json(
             return exc.code, json.loads(raw), done
         except ValueError:
             return exc.code, None, done
+
+
+# -- agent-host processes -----------------------------------------------------------------
+
+
+def shares(total: int, parts: int) -> list[int]:
+    """``total`` split into ``parts`` counts that differ by one at most, larger ones first."""
+    return [total // parts + (1 if k < total % parts else 0) for k in range(parts)]
+
+
+async def spawn_agent_host(
+    argv: Sequence[str], *, workdir: Path, log_path: Path
+) -> asyncio.subprocess.Process:
+    """An agent-host process with pipes on stdin and stdout, its stderr to ``log_path``."""
+    return await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=log_path.open("ab"),
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
+        cwd=str(workdir),
+        preexec_fn=raise_nofile,
+        limit=2**24,
+    )
+
+
+class HostProcess:
+    """One agent-host process, seen from the driver: commands ("stats", "stop") go to its
+    stdin, JSON lines come from its stdout. "ready", "stats" and "stopped" are handled
+    here; any other kind goes to ``on_message``."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.ready = asyncio.Event()
+        self.stopped = asyncio.Event()
+        self._stats: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.reader = asyncio.create_task(self._read())
+
+    def on_message(self, kind: str | None, msg: dict[str, Any]) -> None:
+        """A message of the script's own kind; ignored unless a subclass wants it."""
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            kind = msg.get("type")
+            if kind == "ready":
+                self.ready.set()
+            elif kind == "stats":
+                self._stats.put_nowait(msg)
+            elif kind == "stopped":
+                self.stopped.set()
+            else:
+                self.on_message(kind, msg)
+
+    async def send(self, command: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command.encode() + b"\n")
+        await self.proc.stdin.drain()
+
+    async def stats(self) -> dict[str, Any]:
+        await self.send("stats")
+        return await asyncio.wait_for(self._stats.get(), 30)
+
+    async def stop_process(self, *, stopped_timeout: float) -> None:
+        """Ask the host to stop and wait for it to exit; past the bounds it is killed."""
+        try:
+            if self.proc.returncode is None:
+                await self.send("stop")
+                await asyncio.wait_for(self.stopped.wait(), stopped_timeout)
+                await asyncio.wait_for(self.proc.wait(), 30)
+        except (TimeoutError, ConnectionError):
+            self.proc.kill()
+            await self.proc.wait()
+        finally:
+            self.reader.cancel()
 
 
 def write_results(name: str, payload: Any) -> Path:

@@ -24,7 +24,6 @@ import math
 import re
 import shutil
 import sys
-import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -51,36 +50,24 @@ def target_seconds(agents: int, hints: bool, interval: int) -> tuple[float, str]
     return 5.0, "p99 <= 5 s (the 10,000-agent target, hints)"
 
 
-class Host:
-    """One agent-host process and what it reported."""
+class Host(S.HostProcess):
+    """One agent-host process (benchmarks/_agent_host.py); its workers' applies go to
+    ``applies``."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, log: Path) -> None:
-        self.proc = proc
+    def __init__(self, proc: asyncio.subprocess.Process, log: Path, applies: Applies) -> None:
         self.log = log
-        self.ready = asyncio.Event()
+        self.applies = applies
         self.started = asyncio.Event()
-        self.stopped = asyncio.Event()
-        self.stats: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.pid = proc.pid
+        super().__init__(proc)
 
-    async def ask_stats(self) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(b"stats\n")
-        await self.proc.stdin.drain()
-        return await asyncio.wait_for(self.stats.get(), 30)
+    def on_message(self, kind: str | None, msg: dict[str, Any]) -> None:
+        if kind == "applied":
+            self.applies.add(msg["events"])
+        elif kind == "started":
+            self.started.set()
 
     async def stop(self) -> None:
-        if self.proc.returncode is not None:
-            return
-        assert self.proc.stdin is not None
-        try:
-            self.proc.stdin.write(b"stop\n")
-            await self.proc.stdin.drain()
-            await asyncio.wait_for(self.stopped.wait(), 60)
-            await asyncio.wait_for(self.proc.wait(), 30)
-        except (TimeoutError, ConnectionError):
-            self.proc.kill()
-            await self.proc.wait()
+        await self.stop_process(stopped_timeout=60)
 
 
 class Applies:
@@ -113,29 +100,6 @@ class Applies:
         return True
 
 
-async def read_host(host: Host, applies: Applies) -> None:
-    assert host.proc.stdout is not None
-    while True:
-        line = await host.proc.stdout.readline()
-        if not line:
-            return
-        try:
-            msg = json.loads(line)
-        except ValueError:
-            continue
-        kind = msg.get("type")
-        if kind == "applied":
-            applies.add(msg["events"])
-        elif kind == "stats":
-            host.stats.put_nowait(msg)
-        elif kind == "ready":
-            host.ready.set()
-        elif kind == "started":
-            host.started.set()
-        elif kind == "stopped":
-            host.stopped.set()
-
-
 def count_log_lines(path: Path) -> dict[str, int]:
     if not path.exists():
         return {}
@@ -146,7 +110,7 @@ def count_log_lines(path: Path) -> dict[str, int]:
 
 
 async def gather_stats(hosts: list[Host]) -> dict[str, int]:
-    answers = await asyncio.gather(*(h.ask_stats() for h in hosts))
+    answers = await asyncio.gather(*(h.stats() for h in hosts))
     keys = ("polls", "polls_200", "polls_304", "poll_errors", "applies", "agents", "registered")
     return {k: sum(a[k] for a in answers) for k in keys}
 
@@ -162,10 +126,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     S.raise_nofile()
     run_started = time.time()
     with ExitStack() as stack:
-        workdir = Path(tempfile.mkdtemp(prefix="fleetconf-prop-", dir="/dev/shm"))
-        if not args.keep:
-            stack.callback(shutil.rmtree, workdir, True)
-        print(f"workdir {workdir} (tmpfs)", flush=True)
+        workdir = S.tmpfs_workdir(stack, "fleetconf-prop-", keep=args.keep)
         redis_url = None
         redis_pid = None
         if hints:
@@ -173,21 +134,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             stack.callback(S.stop_process, redis_proc)
             redis_pid = redis_proc.pid
         database_url = stack.enter_context(throwaway_postgres())
-        controllers = []
-        bases = []
-        for r in range(args.replicas):
-            env = S.controller_env(
-                database_url=database_url,
-                port=S.free_port(),
-                redis_url=redis_url,
-                poll_interval_seconds=interval,
-            )
-            if args.hint_rate:
-                env["CONTROLLER_HINT_FETCH_RATE_PER_SECOND"] = str(args.hint_rate)
-            proc, base = S.start_controller(env, workdir, f"controller-{r}", args.controller_whatif)
-            stack.callback(S.stop_process, proc)
-            controllers.append(proc)
-            bases.append(base)
+        hint_rate = {"CONTROLLER_HINT_FETCH_RATE_PER_SECOND": str(args.hint_rate)}
+        controllers, bases = S.start_controllers(
+            stack,
+            workdir,
+            replicas=args.replicas,
+            database_url=database_url,
+            redis_url=redis_url,
+            poll_interval_seconds=interval,
+            extra_env=hint_rate if args.hint_rate else None,
+            whatif=args.controller_whatif,
+        )
         print(
             f"controllers: {', '.join(bases)}; redis: {redis_url or 'none (--no-hints)'}",
             flush=True,
@@ -212,10 +169,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
             applies = Applies(n)
             hosts: list[Host] = []
-            readers = []
-            per_host = [n // procs + (1 if k < n % procs else 0) for k in range(procs)]
             first = 0
-            for k, count in enumerate(per_host):
+            for k, count in enumerate(S.shares(n, procs)):
                 spec = {
                     "first": first,
                     "count": count,
@@ -226,21 +181,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 }
                 first += count
                 log = workdir / f"agent-host-{k}.log"
-                proc = await asyncio.create_subprocess_exec(
-                    S.PYTHON,
-                    str(S.BENCH_DIR / "_agent_host.py"),
-                    json.dumps(spec),
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=log.open("ab"),
-                    env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(S.REPO)},
-                    cwd=str(workdir),
-                    preexec_fn=S.raise_nofile,
-                    limit=2**24,
+                proc = await S.spawn_agent_host(
+                    [S.PYTHON, str(S.BENCH_DIR / "_agent_host.py"), json.dumps(spec)],
+                    workdir=workdir,
+                    log_path=log,
                 )
-                host = Host(proc, log)
-                hosts.append(host)
-                readers.append(asyncio.create_task(read_host(host, applies)))
+                hosts.append(Host(proc, log, applies))
             try:
                 return await measure(
                     args,
@@ -260,8 +206,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
             finally:
                 await asyncio.gather(*(h.stop() for h in hosts), return_exceptions=True)
-                for reader in readers:
-                    reader.cancel()
                 if args.keep:
                     print(f"logs kept in {workdir}")
 

@@ -37,7 +37,6 @@ import math
 import random
 import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -327,59 +326,21 @@ async def host_main(spec: HostSpec) -> None:
 # -- the driver ---------------------------------------------------------------------------
 
 
-class Host:
-    """One agent-host process, seen from the driver."""
+class Host(S.HostProcess):
+    """One agent-host process (this script, ``--agent-host``), seen from the driver."""
 
     def __init__(self, proc: asyncio.subprocess.Process, out_path: Path) -> None:
-        self.proc = proc
         self.out_path = out_path
-        self.ready = asyncio.Event()
         self.registered: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self.stopped = asyncio.Event()
-        self.answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.pid = proc.pid
-        self.reader = asyncio.create_task(self._read())
+        super().__init__(proc)
 
-    async def _read(self) -> None:
-        assert self.proc.stdout is not None
-        while True:
-            line = await self.proc.stdout.readline()
-            if not line:
-                return
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                continue
-            kind = msg.get("type")
-            if kind == "ready":
-                self.ready.set()
-            elif kind == "registered" and not self.registered.done():
-                self.registered.set_result(msg)
-            elif kind == "stats":
-                self.answers.put_nowait(msg)
-            elif kind == "stopped":
-                self.stopped.set()
-
-    async def send(self, command: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(command.encode() + b"\n")
-        await self.proc.stdin.drain()
-
-    async def stats(self) -> dict[str, Any]:
-        await self.send("stats")
-        return await asyncio.wait_for(self.answers.get(), 30)
+    def on_message(self, kind: str | None, msg: dict[str, Any]) -> None:
+        if kind == "registered" and not self.registered.done():
+            self.registered.set_result(msg)
 
     async def stop(self) -> dict[str, Any] | None:
         """Stop the agents; their records, or None if the process had died."""
-        if self.proc.returncode is None:
-            try:
-                await self.send("stop")
-                await asyncio.wait_for(self.stopped.wait(), 120)
-                await asyncio.wait_for(self.proc.wait(), 30)
-            except (TimeoutError, ConnectionError):
-                self.proc.kill()
-                await self.proc.wait()
-        self.reader.cancel()
+        await self.stop_process(stopped_timeout=120)
         if not self.out_path.exists():
             return None
         records: dict[str, Any] = json.loads(self.out_path.read_text())
@@ -704,10 +665,8 @@ async def start_hosts(
     args: argparse.Namespace, bases: list[str], workdir: Path, procs: int
 ) -> list[Host]:
     hosts = []
-    n = args.agents
-    per_host = [n // procs + (1 if k < n % procs else 0) for k in range(procs)]
     first = 0
-    for k, count in enumerate(per_host):
+    for k, count in enumerate(S.shares(args.agents, procs)):
         out_path = workdir / f"agent-host-{k}.json"
         spec = HostSpec(
             first=first,
@@ -720,19 +679,10 @@ async def start_hosts(
             out_path=str(out_path),
         )
         first += count
-        log = workdir / f"agent-host-{k}.log"
-        proc = await asyncio.create_subprocess_exec(
-            S.PYTHON,
-            str(Path(__file__).resolve()),
-            "--agent-host",
-            json.dumps(spec.__dict__),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=log.open("ab"),
-            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(S.REPO)},
-            cwd=str(workdir),
-            preexec_fn=S.raise_nofile,
-            limit=2**24,
+        proc = await S.spawn_agent_host(
+            [S.PYTHON, str(Path(__file__).resolve()), "--agent-host", json.dumps(spec.__dict__)],
+            workdir=workdir,
+            log_path=workdir / f"agent-host-{k}.log",
         )
         hosts.append(Host(proc, out_path))
     return hosts
@@ -744,26 +694,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     S.raise_nofile()
     run_started = time.time()
     with ExitStack() as stack:
-        workdir = Path(tempfile.mkdtemp(prefix="fleetconf-soak-", dir="/dev/shm"))
-        if not args.keep:
-            stack.callback(shutil.rmtree, workdir, True)
-        print(f"workdir {workdir} (tmpfs)", flush=True)
+        workdir = S.tmpfs_workdir(stack, "fleetconf-soak-", keep=args.keep)
         redis_proc, redis_url = S.start_redis(workdir)
         stack.callback(S.stop_process, redis_proc)
         database_url = stack.enter_context(throwaway_postgres())
-        controllers = []
-        bases = []
-        for r in range(args.replicas):
-            env = S.controller_env(
-                database_url=database_url,
-                port=S.free_port(),
-                redis_url=redis_url,
-                poll_interval_seconds=max(1, math.ceil(args.interval)),
-            )
-            proc, base = S.start_controller(env, workdir, f"controller-{r}")
-            stack.callback(S.stop_process, proc)
-            controllers.append(proc)
-            bases.append(base)
+        controllers, bases = S.start_controllers(
+            stack,
+            workdir,
+            replicas=args.replicas,
+            database_url=database_url,
+            redis_url=redis_url,
+            poll_interval_seconds=max(1, math.ceil(args.interval)),
+        )
         print(f"controllers: {', '.join(bases)}; redis: {redis_url}", flush=True)
 
         hosts = await start_hosts(args, bases, workdir, procs)

@@ -9,12 +9,13 @@ app, never to the process, so several apps in one process (tests, benchmarks) do
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import Final
 
 from aiohttp import hdrs, web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.metrics_core import CounterMetricFamily
 
 from common.errors import FleetconfError
 from common.openapi import Response
@@ -57,6 +58,16 @@ def metrics_documented(example: str) -> Response:
         schema={"type": "string"},
         example=example,
     )
+
+
+def counter_by(
+    name: str, documentation: str, label: str, counts: Mapping[str, float]
+) -> CounterMetricFamily:
+    """A counter with one sample per value of ``label``, in the order of ``counts``."""
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value, count in counts.items():
+        family.add_metric([value], count)
+    return family
 
 
 def answered_status(exc: Exception) -> int:

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from common.errors import FleetconfError
-from common.metrics import metrics_response
+from common.metrics import counter_by, metrics_response
 from controller import keys
 from controller.fleet import AgentState, FleetCounts
 from controller.fleet_views import read_fleet
@@ -53,15 +53,13 @@ class ControllerMetrics:
             "The poll interval agents are told on every GET /config answer.",
             value=snap.poll_interval_seconds,
         )
-        polls = CounterMetricFamily(
+        polls = cache.polls
+        yield counter_by(
             "fleetconf_controller_polls",
             "GET /config answers of this replica: 200, 304, or error (refused credential).",
-            labels=["result"],
+            "result",
+            {"200": polls.ok, "304": polls.not_modified, "error": polls.errors},
         )
-        polls.add_metric(["200"], cache.polls.ok)
-        polls.add_metric(["304"], cache.polls.not_modified)
-        polls.add_metric(["error"], cache.polls.errors)
-        yield polls
         publisher = app[keys.PUBLISHER]
         yield CounterMetricFamily(
             "fleetconf_controller_hints_published",
@@ -89,10 +87,8 @@ class ControllerMetrics:
 
 
 def _by_code(name: str, documentation: str, counts: Mapping[int, int]) -> CounterMetricFamily:
-    family = CounterMetricFamily(name, documentation, labels=["code"])
-    for code, count in sorted(counts.items()):
-        family.add_metric([str(code)], count)
-    return family
+    by_code = {str(code): count for code, count in sorted(counts.items())}
+    return counter_by(name, documentation, "code", by_code)
 
 
 def _agents(fleet: FleetCounts) -> GaugeMetricFamily:

@@ -27,6 +27,14 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
 
 
 @pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """An empty PostgreSQL database of the test's own (replicas share one; SQLite is
+    single-node)."""
+    with throwaway_postgres() as url:
+        yield url
+
+
+@pytest.fixture
 async def database_url(empty_database_url: str) -> str:
     """A migrated database of each backend."""
     await asyncio.to_thread(migrations.upgrade, empty_database_url)

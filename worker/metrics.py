@@ -11,9 +11,9 @@ import time
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
-from common.metrics import LATENCY_BUCKETS_SECONDS, status_class
+from common.metrics import LATENCY_BUCKETS_SECONDS, counter_by, status_class
 from worker.state import ConfigStore
 
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
@@ -60,13 +60,10 @@ class WorkerMetrics:
             "for version 0).",
             value=time.monotonic() - held.held_since,
         )
-        updates = CounterMetricFamily(
+        yield counter_by(
             "fleetconf_worker_config_updates",
             "POST /config deliveries: applied (a newer version), unchanged (the held one "
             "again), refused (409: older, or the held version with another configuration).",
-            labels=["result"],
+            "result",
+            {"applied": store.applied, "unchanged": store.unchanged, "refused": store.refused},
         )
-        updates.add_metric(["applied"], store.applied)
-        updates.add_metric(["unchanged"], store.unchanged)
-        updates.add_metric(["refused"], store.refused)
-        yield updates

@@ -6,7 +6,7 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Generator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -14,7 +14,12 @@ from typing import Any, Final
 import aiohttp
 import pytest
 
+# The services of each test, stopped at its end (their logs printed when it fails), and
+# the test's own HTTP client.
+from tests.support.fixtures import http, processes, pytest_runtest_makereport
 from tests.support.processes import ProcessGroup, ServiceProcess, service_environment
+
+__all__ = ["http", "processes", "pytest_runtest_makereport"]
 
 ADMIN_TOKEN: Final = "cli-admin-token-7f3a9c21"
 REGISTRATION_TOKEN: Final = "cli-registration-token-5b8e0d44"
@@ -28,8 +33,6 @@ SCRIPT_COMMAND: Final = (str(Path(sys.executable).parent / "fleetconf"),)
 CLI_TIMEOUT_SECONDS: Final = 60.0
 
 EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_NOT_CONVERGED = 2, 3, 4, 5
-
-_FAILED = pytest.StashKey[bool]()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,29 +95,6 @@ class Cli:
         )
 
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Remember whether a test failed, so its fixtures can add the services' logs."""
-    report: pytest.TestReport = yield
-    if report.failed:
-        item.stash[_FAILED] = True
-    return report
-
-
-@pytest.fixture
-async def processes(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ProcessGroup]:
-    """The test's services; every one still running is stopped at the end, pass or fail."""
-    group = ProcessGroup(tmp_path)
-    try:
-        yield group
-    finally:
-        await group.stop_all()
-        if request.node.stash.get(_FAILED, False):
-            print(group.log_report())
-
-
 @pytest.fixture
 async def controller(processes: ProcessGroup, tmp_path: Path) -> ServiceProcess:
     """A controller process on a SQLite file of the test's own, polled every second."""
@@ -133,15 +113,6 @@ def cli(controller: ServiceProcess) -> Cli:
     """``python -m cli`` pointed at the controller with the admin token."""
     assert controller.url is not None
     return Cli({"CONTROLLER_URL": controller.url, "FLEETCONF_ADMIN_TOKEN": ADMIN_TOKEN})
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    """The test's own HTTP client, for what the command does not do (registering agents)."""
-    connector = aiohttp.TCPConnector(force_close=True)
-    timeout = aiohttp.ClientTimeout(total=5)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        yield session
 
 
 async def register(http: aiohttp.ClientSession, controller: ServiceProcess, hostname: str) -> str:

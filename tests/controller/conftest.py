@@ -19,6 +19,22 @@ REGISTRATION = {"Authorization": f"Bearer {REGISTRATION_TOKEN}"}
 
 ClientFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 
+# What every listing (GET /agents, GET /config/versions) refuses with 422: a limit or an
+# offset out of range or not a whole number, a repeated or an unknown parameter.
+BAD_PAGING_QUERIES = (
+    "limit=0",
+    "limit=501",
+    "limit=-1",
+    "limit=abc",
+    "limit=",
+    "limit=1.5",
+    "limit=%00",
+    "offset=-1",
+    "offset=99999999999999999999999999",
+    "limit=1&limit=2",
+    "page=2",
+)
+
 
 def controller_settings(database_url: str, **overrides: Any) -> ControllerSettings:
     values: dict[str, Any] = {
@@ -55,6 +71,15 @@ async def register(
     assert resp.status == 201, await resp.text()
     body: dict[str, Any] = await resp.json()
     return body
+
+
+async def assert_invalid_input(resp: Any) -> None:
+    """The answer is a 422 application/problem+json that lists what was wrong."""
+    assert resp.status == 422
+    assert resp.content_type == "application/problem+json"
+    problem = await resp.json()
+    assert problem["status"] == 422
+    assert problem["errors"]
 
 
 async def post_config(

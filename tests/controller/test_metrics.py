@@ -17,7 +17,7 @@ from tests.controller.conftest import (
     post_config,
     register,
 )
-from tests.support.metrics import names, scrape, value
+from tests.support.metrics import by_label, names, scrape, value
 from tests.support.services import throwaway_postgres
 from tests.support.tcp_proxy import TcpProxy
 
@@ -47,20 +47,17 @@ async def test_metrics_follow_polls_posts_and_registrations(make_client: ClientF
 
     after = await scrape(client)
     assert value(after, "fleetconf_controller_config_version") == version
-    assert value(after, "fleetconf_controller_polls_total", result="200") == 1
-    assert value(after, "fleetconf_controller_polls_total", result="304") == 1
-    assert value(after, "fleetconf_controller_polls_total", result="error") == 1
-    assert value(after, "fleetconf_controller_config_posts_total", code="201") == 1
-    assert value(after, "fleetconf_controller_config_posts_total", code="200") == 1
-    assert value(after, "fleetconf_controller_config_posts_total", code="422") == 1
-    assert value(after, "fleetconf_controller_registrations_total", code="201") == 1
+    polls = by_label(after, "fleetconf_controller_polls_total", "result")
+    assert polls == {"200": 1, "304": 1, "error": 1}
+    posts = by_label(after, "fleetconf_controller_config_posts_total", "code")
+    assert posts == {"201": 1, "200": 1, "422": 1}
+    assert by_label(after, "fleetconf_controller_registrations_total", "code") == {"201": 1}
     # No Redis: nothing published, nothing failed.
     assert value(after, "fleetconf_controller_hints_published_total") == 0
     assert value(after, "fleetconf_controller_hint_publish_failures_total") == 0
     # The poll named the applied version: the one agent is in sync.
-    assert value(after, "fleetconf_controller_agents", state="in_sync") == 1
-    assert value(after, "fleetconf_controller_agents", state="behind") == 0
-    assert value(after, "fleetconf_controller_agents", state="stale") == 0
+    agents = by_label(after, "fleetconf_controller_agents", "state")
+    assert agents == {"in_sync": 1, "behind": 0, "stale": 0}
 
 
 async def test_metrics_need_no_credential_and_ignore_one(make_client: ClientFactory) -> None:

@@ -1,52 +1,18 @@
-"""Fixtures for end-to-end tests: real service processes, a local upstream, an HTTP client."""
+"""Fixtures for end-to-end tests: real service processes, a local upstream, an HTTP client;
+and the secrets the services are started with."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Generator
-from pathlib import Path
+from typing import Final
 
-import aiohttp
-import pytest
+# The hook that prints the services' logs when a test fails comes with them.
+from tests.support.fixtures import http, processes, pytest_runtest_makereport, upstream
+from tests.support.fleet import bearer
 
-from tests.support.processes import ProcessGroup, Upstream
+__all__ = ["http", "processes", "pytest_runtest_makereport", "upstream"]
 
-_FAILED = pytest.StashKey[bool]()
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Remember whether a test failed, so its fixtures can add the services' logs."""
-    report: pytest.TestReport = yield
-    if report.failed:
-        item.stash[_FAILED] = True
-    return report
-
-
-@pytest.fixture
-async def processes(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ProcessGroup]:
-    """The test's services; every one still running is stopped at the end, pass or fail."""
-    group = ProcessGroup(tmp_path)
-    try:
-        yield group
-    finally:
-        await group.stop_all()
-        if request.node.stash.get(_FAILED, False):
-            print(group.log_report())
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[Upstream]:
-    """A local site for the worker's GET /hit; the test sets its answers."""
-    async with Upstream() as server:
-        yield server
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    """The test's own HTTP client; no pooled connection outlives a restarted service."""
-    connector = aiohttp.TCPConnector(force_close=True)
-    timeout = aiohttp.ClientTimeout(total=5)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        yield session
+ADMIN_TOKEN: Final = "e2e-admin-token"
+REGISTRATION_TOKEN: Final = "e2e-registration-token"
+WORKER_TOKEN: Final = "e2e-worker-token"
+ADMIN: Final = bearer(ADMIN_TOKEN)
+WORKER_AUTH: Final = bearer(WORKER_TOKEN)

@@ -14,114 +14,48 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Final
 
 import aiohttp
 import pytest
 
-from tests.support.processes import (
-    Exchange,
-    ProcessGroup,
-    RecordingProxy,
-    ServiceProcess,
-    Upstream,
-    wait_until,
-)
+from tests.e2e.conftest import ADMIN_TOKEN, REGISTRATION_TOKEN, WORKER_TOKEN
+from tests.support import fleet as shared
+from tests.support.fleet import SETTLE_TIMEOUT_SECONDS, FleetSetup, Hit
+from tests.support.processes import Exchange, ProcessGroup, RecordingProxy, Upstream, wait_until
 
 pytestmark = pytest.mark.e2e
-
-ADMIN_TOKEN = "e2e-admin-token"
-REGISTRATION_TOKEN = "e2e-registration-token"
-WORKER_TOKEN = "e2e-worker-token"
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-WORKER_AUTH = {"Authorization": f"Bearer {WORKER_TOKEN}"}
 
 POLL_INTERVAL_SECONDS = 1
 # How much later than one poll interval a change may reach the worker: the poll itself,
 # the state write (with fsync) and the hand-over, on a busy two-core machine.
 MARGIN_SECONDS = 1.5
-# Waits for what has no promised bound (registration, a restarted controller's backoff).
-SETTLE_TIMEOUT_SECONDS = 5.0
 # How long /hit is hammered while the controller is dead.
 HIT_WINDOW_SECONDS = 3.0
 # Unchanged polls observed before concluding that the agent is answered 304.
 UNCHANGED_POLLS = 2
 
-ConnectionTrouble = (aiohttp.ClientError, TimeoutError)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Hit:
-    status: int
-    content_type: str
-    body: bytes
+SETUP: Final = FleetSetup(
+    admin_token=ADMIN_TOKEN,
+    registration_token=REGISTRATION_TOKEN,
+    worker_token=WORKER_TOKEN,
+    poll_interval_seconds=POLL_INTERVAL_SECONDS,
+    backoff_base_seconds=0.05,
+    backoff_max_seconds=0.5,
+)
 
 
 @dataclass(kw_only=True)
-class Fleet:
-    """One controller, one worker and one agent beside it, as real processes."""
+class Fleet(shared.Fleet):
+    """The shared fleet; between the agent and the controller, when the test records what
+    crosses the wire, a RecordingProxy."""
 
-    controller: ServiceProcess
-    worker: ServiceProcess
-    agent: ServiceProcess
-    state_dir: Path
-    http: aiohttp.ClientSession
-    # Between the agent and the controller when the test records what crosses the wire.
     proxy: RecordingProxy | None = None
-
-    async def start(self) -> None:
-        """Start all three at once (the agent retries until the controller is up)."""
-        await asyncio.gather(self.controller.start(), self.worker.start(), self.agent.start())
-        await self.wait_registered()
-
-    async def wait_registered(self) -> None:
-        await wait_until(
-            (self.state_dir / "identity.json").is_file,
-            timeout_seconds=SETTLE_TIMEOUT_SECONDS,
-            what="the agent registered and saved its identity",
-        )
-
-    async def publish(self, url: str) -> tuple[int, float]:
-        """POST /config as the admin: the new version, and when the answer came."""
-        async with self.http.post(
-            f"{self.controller.url}/config", json={"url": url}, headers=ADMIN
-        ) as resp:
-            assert resp.status == 201, await resp.text()
-            body: dict[str, Any] = await resp.json()
-        return int(body["version"]), time.monotonic()
-
-    async def worker_holds(self) -> dict[str, Any]:
-        """The worker's GET /config: {"version", "config"}."""
-        async with self.http.get(f"{self.worker.url}/config", headers=WORKER_AUTH) as resp:
-            assert resp.status == 200, await resp.text()
-            body: dict[str, Any] = await resp.json()
-            return body
-
-    async def worker_version_is(self, version: int) -> bool:
-        held: int = (await self.worker_holds())["version"]
-        return held == version
-
-    async def wait_worker_version(self, version: int, *, timeout_seconds: float) -> float:
-        """Wait until the worker holds ``version``; the seconds that took."""
-        return await wait_until(
-            lambda: self.worker_version_is(version),
-            timeout_seconds=timeout_seconds,
-            what=f"the worker holds version {version}",
-            ignoring=ConnectionTrouble,
-        )
 
     def polls(self) -> list[Exchange]:
         """The agent's GET /config requests and their answers, as the proxy saw them."""
         assert self.proxy is not None, "the fleet was made without a proxy"
         return self.proxy.matching("GET", "/config")
-
-    async def hit(self) -> Hit:
-        async with self.http.get(f"{self.worker.url}/hit") as resp:
-            return Hit(
-                status=resp.status,
-                content_type=resp.headers.get("Content-Type", ""),
-                body=await resp.read(),
-            )
 
 
 MakeFleet = Callable[..., Awaitable[Fleet]]
@@ -135,29 +69,21 @@ async def make_fleet(
     proxies = contextlib.AsyncExitStack()
 
     async def make(*, record_polls: bool = False) -> Fleet:
-        controller = processes.controller(
-            database_url=empty_database_url,
-            admin_token=ADMIN_TOKEN,
-            registration_token=REGISTRATION_TOKEN,
-            poll_interval_seconds=POLL_INTERVAL_SECONDS,
-        )
-        worker = processes.worker(token=WORKER_TOKEN)
+        controller = SETUP.controller(processes, database_url=empty_database_url)
+        worker = SETUP.worker(processes)
         assert controller.url is not None
-        assert worker.url is not None
         proxy = None
         if record_polls:
             proxy = await proxies.enter_async_context(RecordingProxy(controller.url))
         state_dir = tmp_path / "agent-state"
-        agent = processes.agent(
+        agent = SETUP.agent(
+            processes,
             controller_url=controller.url if proxy is None else proxy.url,
-            registration_token=REGISTRATION_TOKEN,
-            worker_url=worker.url,
-            worker_token=WORKER_TOKEN,
+            worker=worker,
             state_dir=state_dir,
-            backoff_base_seconds=0.05,
-            backoff_max_seconds=0.5,
         )
         return Fleet(
+            setup=SETUP,
             controller=controller,
             worker=worker,
             agent=agent,
@@ -174,13 +100,7 @@ async def make_fleet(
 async def running_fleet(make_fleet: MakeFleet, upstream: Upstream) -> Fleet:
     """The fleet started, with version 1 ({"url": <upstream>/a}) held by the worker."""
     fleet = await make_fleet()
-    await asyncio.gather(fleet.controller.start(), fleet.worker.start())
-    # Published before the agent starts, so that its first poll already brings version 1.
-    version, _ = await fleet.publish(upstream.respond("/a", "alpha"))
-    assert version == 1
-    await fleet.agent.start()
-    await fleet.wait_registered()
-    await fleet.wait_worker_version(1, timeout_seconds=SETTLE_TIMEOUT_SECONDS)
+    assert await fleet.start_holding(upstream.respond("/a", "alpha")) == 1
     return fleet
 
 
@@ -200,12 +120,13 @@ async def test_config_flows_to_the_worker_and_unchanged_polls_get_304(
     await fleet.start()
     assert (fleet.state_dir / "identity.json").is_file()
 
-    version_a, _ = await fleet.publish(url_a)
+    version_a = await fleet.publish(url_a)
     await fleet.wait_worker_version(version_a, timeout_seconds=SETTLE_TIMEOUT_SECONDS)
     assert (await fleet.worker_holds())["config"] == {"url": url_a}
     assert await fleet.hit() == Hit(status=200, content_type="text/plain", body=b"alpha")
 
-    version_b, posted_at = await fleet.publish(url_b)
+    version_b = await fleet.publish(url_b)
+    posted_at = time.monotonic()
     assert version_b == version_a + 1
     await fleet.wait_worker_version(version_b, timeout_seconds=SETTLE_TIMEOUT_SECONDS)
     propagation_seconds = time.monotonic() - posted_at
@@ -268,7 +189,7 @@ async def test_hit_keeps_working_while_the_controller_is_dead(
     assert fleet.agent.running
 
     await fleet.controller.start()
-    version, _ = await fleet.publish(upstream.respond("/b", "bravo"))
+    version = await fleet.publish(upstream.respond("/b", "bravo"))
     assert version == 2
     await fleet.wait_worker_version(version, timeout_seconds=SETTLE_TIMEOUT_SECONDS)
     assert (await fleet.hit()).body == b"bravo"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,30 +15,18 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.e2e.conftest import ADMIN, ADMIN_TOKEN, REGISTRATION_TOKEN, WORKER_AUTH, WORKER_TOKEN
+from tests.support.fleet import ConnectionTrouble
 from tests.support.processes import ProcessGroup, ServiceProcess, wait_until
 from tests.support.redis_server import PrivateRedis
-from tests.support.services import throwaway_postgres
 
 pytestmark = pytest.mark.e2e
 
-ADMIN_TOKEN = "e2e-admin-token"
-REGISTRATION_TOKEN = "e2e-registration-token"
-WORKER_TOKEN = "e2e-worker-token"
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-WORKER_AUTH = {"Authorization": f"Bearer {WORKER_TOKEN}"}
 # Long enough that a change arriving well inside it was brought by a hint.
 POLL_INTERVAL_SECONDS = 4
 HINTED_WITHIN_SECONDS = 2.0
 MARGIN_SECONDS = 2.0
 SETTLE_TIMEOUT_SECONDS = 10.0
-ConnectionTrouble = (aiohttp.ClientError, TimeoutError)
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """Replicas share one database, so this runs on PostgreSQL."""
-    with throwaway_postgres() as url:
-        yield url
 
 
 @dataclass(kw_only=True)

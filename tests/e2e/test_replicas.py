@@ -4,42 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
-import psycopg
 import pytest
 
+from tests.e2e.conftest import ADMIN, ADMIN_TOKEN, REGISTRATION_TOKEN
 from tests.support.processes import ProcessGroup, ServiceProcess, wait_until
-from tests.support.services import throwaway_postgres
+from tests.support.services import stored_versions
 
 pytestmark = pytest.mark.e2e
 
-ADMIN_TOKEN = "e2e-admin-token"
-REGISTRATION_TOKEN = "e2e-registration-token"
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 POSTS_PER_REPLICA = 50
 # A replica picks up another's write within its cache refresh period (about 1 s).
 CONVERGE_TIMEOUT_SECONDS = 5.0
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """An empty PostgreSQL database: SQLite is single-node, so replicas need PostgreSQL."""
-    with throwaway_postgres() as url:
-        yield url
-
-
-def _stored_versions(database_url: str) -> tuple[int, dict[int, str]]:
-    """The current version, and every stored version's URL, read straight from the database."""
-    plain_url = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
-    with psycopg.connect(plain_url) as conn:
-        row = conn.execute("SELECT current_version FROM fleet_state").fetchone()
-        assert row is not None
-        bodies = conn.execute("SELECT version, body FROM config_versions").fetchall()
-    return int(row[0]), {int(version): json.loads(body)["url"] for version, body in bodies}
 
 
 async def _post(
@@ -82,7 +60,7 @@ async def test_two_replicas_under_concurrent_posts_store_versions_1_to_100_exact
     total = POSTS_PER_REPLICA * len(replicas)
     assert [status for _, status, _ in results] == [201] * total
     assert sorted(version for _, _, version in results) == list(range(1, total + 1))
-    current, stored = await asyncio.to_thread(_stored_versions, postgres_url)
+    current, stored = await asyncio.to_thread(stored_versions, postgres_url)
     assert current == total
     assert stored == {0: None, **{version: url for url, _, version in results}}
     for replica in replicas:

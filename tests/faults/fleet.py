@@ -1,8 +1,10 @@
 """The fleet the fault tests break, and what they read back from it.
 
+SETUP                    the secrets and timings of the fault tests' fleets
 Fleet                    one controller, one worker and the agent beside it, as real
-                         processes; the agent may reach the controller through a
-                         TcpProxy (``link``) that the test cuts and restores
+                         processes (tests.support.fleet); the agent may reach the
+                         controller through a TcpProxy (``link``) that the test cuts
+                         and restores
 unreachable_attempts()   the agent's ``controller.unreachable`` log lines, parsed
 assert_full_jitter_backoff()
                          those lines against the backoff the design promises
@@ -10,26 +12,24 @@ assert_full_jitter_backoff()
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import itertools
 import math
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
 
-from tests.support.processes import ServiceProcess, wait_until
+from tests.support import fleet as shared
+from tests.support.fleet import FleetSetup, bearer
 from tests.support.tcp_proxy import TcpProxy
 
 ADMIN_TOKEN: Final = "faults-admin-token"
 REGISTRATION_TOKEN: Final = "faults-registration-token"
 WORKER_TOKEN: Final = "faults-worker-token"
-ADMIN: Final = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-REGISTRATION: Final = {"Authorization": f"Bearer {REGISTRATION_TOKEN}"}
-WORKER_AUTH: Final = {"Authorization": f"Bearer {WORKER_TOKEN}"}
+ADMIN: Final = bearer(ADMIN_TOKEN)
+REGISTRATION: Final = bearer(REGISTRATION_TOKEN)
 
 POLL_INTERVAL_SECONDS: Final = 1
 BACKOFF_BASE_SECONDS: Final = 0.05
@@ -37,9 +37,14 @@ BACKOFF_MAX_SECONDS: Final = 0.8
 # How much later than promised a change may land: the poll itself, the state write (with
 # fsync) and the hand-over to the worker, on a busy two-core machine.
 MARGIN_SECONDS: Final = 1.5
-# Waits for what has no promised bound (a process start, a registration).
-SETTLE_TIMEOUT_SECONDS: Final = 5.0
-ConnectionTrouble: Final = (aiohttp.ClientError, TimeoutError)
+SETUP: Final = FleetSetup(
+    admin_token=ADMIN_TOKEN,
+    registration_token=REGISTRATION_TOKEN,
+    worker_token=WORKER_TOKEN,
+    poll_interval_seconds=POLL_INTERVAL_SECONDS,
+    backoff_base_seconds=BACKOFF_BASE_SECONDS,
+    backoff_max_seconds=BACKOFF_MAX_SECONDS,
+)
 
 # retry_in_seconds is logged with two decimals, and log times are truncated to the
 # millisecond: a logged gap may fall short of the logged delay by this much.
@@ -56,88 +61,12 @@ _UNREACHABLE: Final = re.compile(
 _LOG_TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S,%f"
 
 
-@dataclass(frozen=True, kw_only=True)
-class Hit:
-    status: int
-    content_type: str
-    body: bytes
-
-
 @dataclass(kw_only=True)
-class Fleet:
-    """One controller, one worker and one agent beside it, as real processes."""
+class Fleet(shared.Fleet):
+    """The shared fleet; between the agent and the controller, when the test cuts the
+    agent's path, a TcpProxy."""
 
-    controller: ServiceProcess
-    worker: ServiceProcess
-    agent: ServiceProcess
-    state_dir: Path
-    http: aiohttp.ClientSession
-    # Between the agent and the controller, when the test cuts the agent's path.
     link: TcpProxy | None = None
-
-    @property
-    def identity_path(self) -> Path:
-        return self.state_dir / "identity.json"
-
-    @property
-    def config_path(self) -> Path:
-        return self.state_dir / "config.json"
-
-    async def start_holding(self, url: str) -> int:
-        """Start all three, the agent last, and wait until the worker holds ``url``: version 1."""
-        await asyncio.gather(self.controller.start(), self.worker.start())
-        version = await self.publish(url)
-        await self.agent.start()
-        await self.wait_registered()
-        await self.wait_worker_version(version, timeout_seconds=SETTLE_TIMEOUT_SECONDS)
-        return version
-
-    async def wait_registered(self, *, timeout_seconds: float = SETTLE_TIMEOUT_SECONDS) -> float:
-        return await wait_until(
-            self.identity_path.is_file,
-            timeout_seconds=timeout_seconds,
-            what="the agent registered and saved its identity",
-        )
-
-    async def publish(self, url: str) -> int:
-        """POST /config as the admin; the new version."""
-        async with self.http.post(
-            f"{self.controller.url}/config", json={"url": url}, headers=ADMIN
-        ) as resp:
-            assert resp.status == 201, await resp.text()
-            body: dict[str, Any] = await resp.json()
-        return int(body["version"])
-
-    async def worker_holds(self) -> dict[str, Any]:
-        """The worker's GET /config: {"version", "config"}."""
-        async with self.http.get(f"{self.worker.url}/config", headers=WORKER_AUTH) as resp:
-            assert resp.status == 200, await resp.text()
-            body: dict[str, Any] = await resp.json()
-            return body
-
-    async def worker_version(self) -> int:
-        return int((await self.worker_holds())["version"])
-
-    async def wait_worker_version(self, version: int, *, timeout_seconds: float) -> float:
-        """Wait until the worker holds ``version``; the seconds that took."""
-
-        async def holds() -> bool:
-            return await self.worker_version() == version
-
-        return await wait_until(
-            holds,
-            timeout_seconds=timeout_seconds,
-            what=f"the worker holds version {version}",
-            ignoring=ConnectionTrouble,
-        )
-
-    async def hit(self) -> Hit:
-        async with self.http.get(f"{self.worker.url}/hit") as resp:
-            return Hit(
-                status=resp.status,
-                content_type=resp.headers.get("Content-Type", ""),
-                body=await resp.read(),
-            )
 
 
 async def register(http: aiohttp.ClientSession, controller_url: str, hostname: str) -> str:
@@ -148,10 +77,6 @@ async def register(http: aiohttp.ClientSession, controller_url: str, hostname: s
         assert resp.status == 201, await resp.text()
         body: dict[str, Any] = await resp.json()
     return str(body["agent_token"])
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def config_status(http: aiohttp.ClientSession, controller_url: str, token: str) -> int:

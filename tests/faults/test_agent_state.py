@@ -22,9 +22,9 @@ from tests.faults.fleet import (
     BACKOFF_MAX_SECONDS,
     MARGIN_SECONDS,
     POLL_INTERVAL_SECONDS,
-    SETTLE_TIMEOUT_SECONDS,
     Fleet,
 )
+from tests.support.fleet import SETTLE_TIMEOUT_SECONDS
 from tests.support.processes import Upstream, wait_until
 
 pytestmark = pytest.mark.e2e

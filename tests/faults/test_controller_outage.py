@@ -18,11 +18,11 @@ from tests.faults.fleet import (
     MARGIN_SECONDS,
     POLL_INTERVAL_SECONDS,
     Fleet,
-    Hit,
     assert_full_jitter_backoff,
     attempts_to_reach_the_cap,
     unreachable_attempts,
 )
+from tests.support.fleet import Hit
 from tests.support.processes import Upstream, wait_until
 
 pytestmark = pytest.mark.e2e

@@ -4,19 +4,18 @@ connection, the process exits 0 in its grace period, and no version is half writ
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import psycopg
 import pytest
 
 from controller.constants import SHUTDOWN_TIMEOUT_SECONDS
 from tests.faults.fleet import ADMIN, ADMIN_TOKEN, REGISTRATION_TOKEN
 from tests.support.processes import ProcessGroup, wait_until
+from tests.support.services import stored_versions
 
 pytestmark = pytest.mark.e2e
 
@@ -64,16 +63,6 @@ async def _get(load: aiohttp.ClientSession, controller_url: str) -> Outcome:
     except aiohttp.ClientConnectionError as exc:
         error = type(exc).__name__
         return Outcome(method="GET", url=None, status=None, body=None, error=error, at=0.0)
-
-
-def _stored(database_url: str) -> tuple[int, dict[int, str | None]]:
-    """fleet_state.current_version, and every stored version's URL, read with psycopg."""
-    plain_url = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
-    with psycopg.connect(plain_url) as conn:
-        row = conn.execute("SELECT current_version FROM fleet_state").fetchone()
-        assert row is not None
-        rows = conn.execute("SELECT version, body FROM config_versions").fetchall()
-    return int(row[0]), {int(version): json.loads(body)["url"] for version, body in rows}
 
 
 async def test_sigterm_under_load_finishes_in_flight_requests_and_writes_whole_versions(
@@ -124,7 +113,7 @@ async def test_sigterm_under_load_finishes_in_flight_requests_and_writes_whole_v
             assert set(o.body) == {"url"}, o
             assert int(o.url or "-1") >= 0, o
 
-    current, stored = await asyncio.to_thread(_stored, postgres_url)
+    current, stored = await asyncio.to_thread(stored_versions, postgres_url)
     assert sorted(stored) == list(range(current + 1)), "versions are not 0..current"
     assert stored[0] is None
     # Every version a POST was told about is stored with its body; nothing else was stored

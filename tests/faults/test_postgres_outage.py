@@ -23,10 +23,9 @@ from tests.faults.fleet import (
     POLL_INTERVAL_SECONDS,
     REGISTRATION,
     REGISTRATION_TOKEN,
-    Hit,
-    bearer,
     register,
 )
+from tests.support.fleet import Hit, bearer
 from tests.support.processes import ProcessGroup, Upstream
 from tests.support.tcp_proxy import TcpProxy
 

@@ -5,12 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.faults.conftest import MakeFleet
-from tests.faults.fleet import (
-    MARGIN_SECONDS,
-    POLL_INTERVAL_SECONDS,
-    SETTLE_TIMEOUT_SECONDS,
-    Hit,
-)
+from tests.faults.fleet import MARGIN_SECONDS, POLL_INTERVAL_SECONDS
+from tests.support.fleet import SETTLE_TIMEOUT_SECONDS, Hit
 from tests.support.processes import Upstream, wait_until
 
 pytestmark = pytest.mark.e2e

@@ -4,7 +4,6 @@ the flow works (so each file was read), and no log file holds a secret."""
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -107,14 +106,6 @@ def _agent(
         "AGENT_STATUS_PORT": str(status_port := free_port()),
     }
     return group.add(name, "agent", env=env, url=f"http://{LOOPBACK}:{status_port}")
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    connector = aiohttp.TCPConnector(force_close=True)
-    timeout = aiohttp.ClientTimeout(total=5)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        yield session
 
 
 async def _status(http: aiohttp.ClientSession, method: str, url: str, **kw: object) -> int:

@@ -33,6 +33,15 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples[key]
 
 
+def by_label(samples: Samples, name: str, label: str) -> dict[str, float]:
+    """Every sample of ``name`` labelled with ``label`` alone, by that label's value."""
+    return {
+        labels[0][1]: sample
+        for (sample_name, labels), sample in samples.items()
+        if sample_name == name and [key for key, _ in labels] == [label]
+    }
+
+
 def names(samples: Samples) -> set[str]:
     return {name for name, _ in samples}
 

@@ -6,6 +6,7 @@ CI=true it fails instead, so a green CI run never hides an untested backend.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import uuid
@@ -61,6 +62,17 @@ def throwaway_postgres() -> Iterator[str]:
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+def stored_versions(database_url: str) -> tuple[int, dict[int, str | None]]:
+    """fleet_state.current_version, and every stored version's URL, read straight from a
+    PostgreSQL database with psycopg (blocking: call it in a thread from a test)."""
+    plain_url = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(plain_url) as conn:
+        row = conn.execute("SELECT current_version FROM fleet_state").fetchone()
+        assert row is not None
+        rows = conn.execute("SELECT version, body FROM config_versions").fetchall()
+    return int(row[0]), {int(version): json.loads(body)["url"] for version, body in rows}
 
 
 def free_port() -> int:
