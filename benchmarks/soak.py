@@ -65,6 +65,10 @@ RESULTS_FILE = "soak.json"
 # What the admin posts: one distinct configuration per change, so each one is a version.
 CONFIG_URL = "https://example.com/soak/{n}"
 REQUEST_TIMEOUT_SECONDS = 10.0
+# Registration retries, as the real agent does them (full jitter, Retry-After honoured).
+REGISTER_ATTEMPTS = 8
+REGISTER_BACKOFF_BASE_SECONDS = 0.5
+REGISTER_BACKOFF_MAX_SECONDS = 8.0
 # The controller writes the polls it saw to the database every LEDGER_FLUSH_SECONDS; GET
 # /fleet flushes only its own replica's, so the check waits one flush, then retries this long.
 FLEET_CHECK_SECONDS = 15.0
@@ -115,6 +119,9 @@ class AgentHost:
     failures: list[dict[str, Any]] = field(default_factory=list)
     registered: int = 0
     registration_failed: int = 0
+    # Registrations refused with 429/503 (or unanswered) and then retried, as a real
+    # agent retries them: kept and reported, not failures unless every attempt failed.
+    registration_retries: list[dict[str, Any]] = field(default_factory=list)
     sessions: list[aiohttp.ClientSession] = field(default_factory=list)
     all_registered: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -130,6 +137,7 @@ class AgentHost:
             "agents": self.spec.count,
             "registered": self.registered,
             "registration_failed": self.registration_failed,
+            "registration_retries": len(self.registration_retries),
             "polls": len(self.polls),
             "by_status": dict(statuses),
             "failed": len(self.failures),
@@ -147,30 +155,36 @@ class AgentHost:
         await self.poll_forever(agent, session, rng.uniform(0.0, self.spec.interval))
 
     async def register(self, agent: SimAgent, session: aiohttp.ClientSession) -> bool:
+        """Register as the real agent does: a 429 or 503 (or no answer) is retried after
+        a full-jitter backoff (or the Retry-After asked for); each retry is counted."""
         bases = self.spec.bases
         replica = agent.index % len(bases)
         url = f"{bases[replica]}/register"
         body = {"hostname": f"soak-{agent.index}", "labels": {"bench": "soak"}}
         headers = {"Authorization": f"Bearer {S.REGISTRATION_TOKEN}"}
-        started = time.time()
-        t0 = time.perf_counter()
-        try:
-            async with session.post(url, json=body, headers=headers) as resp:
-                raw = await resp.read()
-                if resp.status == 201:
-                    answer = json.loads(raw)
-                    agent.agent_id = str(answer["agent_id"])
-                    agent.token = str(answer["agent_token"])
-                    self.registered += 1
-                    self._registration_settled()
-                    return True
-                reason = f"HTTP {resp.status}: {raw[:200].decode(errors='replace')}"
-        except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-        self.registration_failed += 1
-        self._registration_settled()
-        self.failures.append(
-            {
+        rng = random.Random(agent.index)
+        for attempt in range(REGISTER_ATTEMPTS):
+            started = time.time()
+            t0 = time.perf_counter()
+            retry_after = 0.0
+            try:
+                async with session.post(url, json=body, headers=headers) as resp:
+                    raw = await resp.read()
+                    if resp.status == 201:
+                        answer = json.loads(raw)
+                        agent.agent_id = str(answer["agent_id"])
+                        agent.token = str(answer["agent_token"])
+                        self.registered += 1
+                        self._registration_settled()
+                        return True
+                    reason = f"HTTP {resp.status}: {raw[:200].decode(errors='replace')}"
+                    retryable = resp.status in (429, 503)
+                    header = resp.headers.get("Retry-After", "")
+                    retry_after = float(header) if header.isdigit() else 0.0
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                retryable = True
+            refused = {
                 "kind": "register",
                 "t": started,
                 "agent": agent.index,
@@ -178,7 +192,14 @@ class AgentHost:
                 "latency_s": round(time.perf_counter() - t0, 4),
                 "reason": reason,
             }
-        )
+            if not retryable or attempt == REGISTER_ATTEMPTS - 1:
+                break
+            self.registration_retries.append(refused)
+            cap = min(REGISTER_BACKOFF_MAX_SECONDS, REGISTER_BACKOFF_BASE_SECONDS * 2**attempt)
+            await asyncio.sleep(max(retry_after, rng.uniform(0.0, cap)))
+        self.registration_failed += 1
+        self._registration_settled()
+        self.failures.append(refused)
         return False
 
     async def poll_forever(
@@ -306,6 +327,10 @@ async def host_main(spec: HostSpec) -> None:
                 "type": "registered",
                 "registered": host.registered,
                 "failed": host.registration_failed,
+                "retries": len(host.registration_retries),
+                "retry_reasons": dict(
+                    Counter(f"{r['reason'][:80]}" for r in host.registration_retries)
+                ),
             }
         )
 
@@ -757,12 +782,15 @@ async def soak(
         "agents": n,
         "registered": sum(r["registered"] for r in registered),
         "failed": sum(r["failed"] for r in registered),
+        "retried": sum(r["retries"] for r in registered),
+        "retry_reasons": dict(sum((Counter(r["retry_reasons"]) for r in registered), Counter())),
         "seconds": round(time.monotonic() - reg_started, 1),
         "rate_per_second": args.register_rate,
     }
     print(
         f"registered {registration['registered']}/{n} in {registration['seconds']} s "
-        f"({registration['failed']} failed); waiting for every agent's first poll",
+        f"({registration['failed']} failed, {registration['retried']} refused and retried); "
+        "waiting for every agent's first poll",
         flush=True,
     )
     warm_deadline = time.monotonic() + 3 * args.interval + 15
@@ -1048,7 +1076,7 @@ def parse_args() -> argparse.Namespace:
         "--pinned", action="store_true", help="each agent polls one replica (default: alternate)"
     )
     parser.add_argument(
-        "--register-rate", type=float, default=500.0, help="registrations per second, in total"
+        "--register-rate", type=float, default=200.0, help="registrations per second, in total"
     )
     parser.add_argument(
         "--settle",
