@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
+import math
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,6 +41,39 @@ from controller.constants import (
 )
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
+
+# A database that stops answering fails many requests at once: one warning per this many
+# seconds, saying how many more timed out meanwhile.
+TIMEOUT_WARNING_EVERY_SECONDS = 10.0
+
+
+class TimeoutReport:
+    """Logs database timeouts (each answered 503) at most once per
+    TIMEOUT_WARNING_EVERY_SECONDS, so an operator sees them without a flood."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._last_warning = -math.inf
+        self._since_warning = 0
+
+    def note(self, timeout_seconds: float) -> None:
+        now = self._clock()
+        if now - self._last_warning < TIMEOUT_WARNING_EVERY_SECONDS:
+            self._since_warning += 1
+            return
+        logger.warning(
+            "database.timeout after_seconds=%.1f more_since_last_warning=%d: the request is "
+            "answered 503",
+            timeout_seconds,
+            self._since_warning,
+        )
+        self._last_warning = now
+        self._since_warning = 0
+
+
+timeouts = TimeoutReport()
 
 metadata = MetaData(
     naming_convention={
@@ -203,6 +239,7 @@ async def in_transaction(
     except TimeoutError:
         task.cancel()
         task.add_done_callback(_retrieve)
+        timeouts.note(timeout_seconds)
         raise Unavailable("The database did not answer in time; retry shortly.") from None
     except asyncio.CancelledError:
         # The caller is being stopped (a shutdown): the transaction in hand is let

@@ -1,0 +1,56 @@
+"""A database that does not answer in time: 503 for the caller, and a warning for the
+operator that does not flood the log."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from common.errors import Unavailable
+from controller import db
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = db.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'slow.db'}")
+    try:
+        yield engine
+    finally:
+        await db.settle_transactions(5.0)
+        await engine.dispose()
+
+
+async def _slow(conn: AsyncConnection) -> None:
+    await asyncio.sleep(0.3)
+
+
+async def test_timeouts_are_503_and_warned_once_per_period(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each timed-out transaction is Unavailable; three in a row log one warning."""
+    monkeypatch.setattr(db, "timeouts", db.TimeoutReport())
+    caplog.set_level(logging.WARNING, logger="controller.db")
+    for _ in range(3):
+        with pytest.raises(Unavailable, match="did not answer in time"):
+            await db.in_transaction(engine, _slow, timeout_seconds=0.05)
+    warnings = [r.getMessage() for r in caplog.records if "database.timeout" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "answered 503" in warnings[0]
+
+
+def test_the_next_warning_counts_the_quiet_ones(caplog: pytest.LogCaptureFixture) -> None:
+    """After the quiet period, the warning says how many timeouts it did not log."""
+    ticks = iter([100.0, 101.0, 102.0, 100.0 + db.TIMEOUT_WARNING_EVERY_SECONDS + 1])
+    report = db.TimeoutReport(clock=lambda: next(ticks))
+    caplog.set_level(logging.WARNING, logger="controller.db")
+    for _ in range(4):
+        report.note(3.0)
+    warnings = [r.getMessage() for r in caplog.records if "database.timeout" in r.getMessage()]
+    assert len(warnings) == 2
+    assert "more_since_last_warning=0" in warnings[0]
+    assert "more_since_last_warning=2" in warnings[1]
