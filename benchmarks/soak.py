@@ -52,6 +52,7 @@ import _support as S  # noqa: E402
 import aiohttp  # noqa: E402
 import psycopg  # noqa: E402
 
+from common.backoff import Backoff  # noqa: E402
 from common.constants import (  # noqa: E402
     HEADER_AGENT_ID,
     HEADER_APPLIED_VERSION,
@@ -162,7 +163,11 @@ class AgentHost:
         url = f"{bases[replica]}/register"
         body = {"hostname": f"soak-{agent.index}", "labels": {"bench": "soak"}}
         headers = {"Authorization": f"Bearer {S.REGISTRATION_TOKEN}"}
-        rng = random.Random(agent.index)
+        backoff = Backoff(
+            base_seconds=REGISTER_BACKOFF_BASE_SECONDS,
+            max_seconds=REGISTER_BACKOFF_MAX_SECONDS,
+            rng=random.Random(agent.index),
+        )
         for attempt in range(REGISTER_ATTEMPTS):
             started = time.time()
             t0 = time.perf_counter()
@@ -195,8 +200,7 @@ class AgentHost:
             if not retryable or attempt == REGISTER_ATTEMPTS - 1:
                 break
             self.registration_retries.append(refused)
-            cap = min(REGISTER_BACKOFF_MAX_SECONDS, REGISTER_BACKOFF_BASE_SECONDS * 2**attempt)
-            await asyncio.sleep(max(retry_after, rng.uniform(0.0, cap)))
+            await asyncio.sleep(max(retry_after, backoff.next_delay_seconds()))
         self.registration_failed += 1
         self._registration_settled()
         self.failures.append(refused)
