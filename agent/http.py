@@ -24,6 +24,7 @@ from agent.constants import (
 )
 from agent.errors import BadAnswer, RateLimited, Rejected, Unreachable
 from common.constants import JSON_MEDIA_TYPE
+from common.streams import BodyTooLarge, read_bounded
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -54,7 +55,7 @@ async def exchange(
         async with session.request(
             method, url, headers=sent, data=data, allow_redirects=False
         ) as response:
-            content = await _read_limited(response.content)
+            content = await _read_answer(response.content)
             return Answer(status=response.status, headers=response.headers, body=content)
     except TimeoutError as exc:
         raise Unreachable(f"no answer within {session.timeout.total} seconds") from exc
@@ -68,14 +69,12 @@ def _encode(body: BaseModel | Mapping[str, Any]) -> bytes:
     return json.dumps(body).encode("utf-8")
 
 
-async def _read_limited(content: aiohttp.StreamReader) -> bytes:
-    """The whole body, refused as soon as it grows past ``MAX_ANSWER_BYTES``."""
-    body = bytearray()
-    async for chunk in content.iter_chunked(READ_CHUNK_BYTES):
-        body += chunk
-        if len(body) > MAX_ANSWER_BYTES:
-            raise BadAnswer(f"the answer is larger than {MAX_ANSWER_BYTES} bytes")
-    return bytes(body)
+async def _read_answer(content: aiohttp.StreamReader) -> bytes:
+    """The whole answer, refused as soon as it grows past ``MAX_ANSWER_BYTES``."""
+    try:
+        return await read_bounded(content, MAX_ANSWER_BYTES, chunk_bytes=READ_CHUNK_BYTES)
+    except BodyTooLarge as exc:
+        raise BadAnswer(f"the answer is larger than {MAX_ANSWER_BYTES} bytes") from exc
 
 
 def raise_for_shared_statuses(answer: Answer) -> None:

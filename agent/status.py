@@ -12,9 +12,7 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
@@ -25,9 +23,11 @@ from agent.settings import AgentSettings
 from agent.status_models import AgentStatus, BackoffStatus, Health, HintsStatus
 from common.errors import Unavailable
 from common.http import json_response
+from common.metadata import package_version
 from common.metrics import METRICS_PATH, metrics_documented, metrics_response
 from common.openapi import Operation, Response, add_operations, build_openapi, problem
 from common.problem import add_problem_fallbacks
+from common.redact import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def agent_status(agent: Agent, settings: AgentSettings) -> AgentStatus:
     identity = agent.identity
     return AgentStatus(
         agent_id=identity.agent_id if identity else None,
-        controller_url=_without_credentials(settings.controller_url),
+        controller_url=redact_url(settings.controller_url),
         lifecycle=agent.lifecycle.value,
         held_version=cached.version if cached else None,
         applied_version=agent.applied_version,
@@ -89,14 +89,6 @@ def _backoff(state: BackoffState) -> BackoffStatus:
 
 def _utc(timestamp: float | None) -> dt.datetime | None:
     return None if timestamp is None else dt.datetime.fromtimestamp(timestamp, dt.UTC)
-
-
-def _without_credentials(url: str) -> str:
-    """``url`` without any user or password in it."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 _METRICS_EXAMPLE = """\
@@ -150,19 +142,12 @@ def openapi_document() -> dict[str, Any]:
     """The status server's OpenAPI 3.1 document; needs no agent."""
     return build_openapi(
         title="fleetconf agent status",
-        version=_package_version(),
+        version=package_version(),
         description="The agent's own status server (AGENT_STATUS_HOST:AGENT_STATUS_PORT). "
         "No endpoint needs a credential, and none answers with one.",
         operations=OPERATIONS,
         security_schemes={},
     )
-
-
-def _package_version() -> str:
-    try:
-        return version("fleetconf")
-    except PackageNotFoundError:
-        return "0.0.0"
 
 
 def create_status_app(agent: Agent, settings: AgentSettings) -> web.Application:

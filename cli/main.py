@@ -11,7 +11,6 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from cli import commands, watch
@@ -27,8 +26,9 @@ from cli.settings import (
     load_settings,
     resolve,
 )
-from controller.fleet import AgentState
-from controller.models import DEFAULT_PAGE_LIMIT
+from common.constants import DEFAULT_PAGE_LIMIT
+from common.metadata import package_version
+from common.models import AgentState
 
 PROG = "fleetconf"
 Command = Callable[[ControllerClient, argparse.Namespace, Console], Awaitable[None]]
@@ -41,13 +41,6 @@ environment:
 exit status: 0 done, 2 bad usage or settings, 3 the controller refused the request,
 4 the controller could not be reached, 5 watch timed out, 130 interrupted
 """
-
-
-def _package_version() -> str:
-    try:
-        return version("fleetconf")
-    except PackageNotFoundError:
-        return "0.0.0"
 
 
 def _non_negative(text: str) -> int:
@@ -165,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[common],
     )
-    parser.add_argument("--version", action="version", version=f"{PROG} {_package_version()}")
+    parser.add_argument("--version", action="version", version=f"{PROG} {package_version()}")
     group = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
     _config_commands(group, common)
     settings = group.add_parser("settings", help="fleet settings", parents=[common])

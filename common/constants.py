@@ -1,4 +1,7 @@
-"""Names shared on the wire between the services: headers, media types, limits."""
+"""Names shared on the wire between the services: headers, media types, limits.
+
+What two services (or a service and the CLI) must agree on lives here, once.
+"""
 
 from __future__ import annotations
 
@@ -17,3 +20,18 @@ MAX_REQUEST_BODY_BYTES: Final = 64 * 1024
 # Deeper JSON than this is refused with 422 before pydantic sees it.
 MAX_JSON_DEPTH: Final = 32
 MAX_URL_LENGTH: Final = 2048
+
+# Where agents poll unless the controller names another path at registration.
+POLL_URL: Final = "/config"
+# The Redis channel hints are published on (CONTROLLER_HINT_CHANNEL changes it).
+DEFAULT_HINT_CHANNEL: Final = "fleetconf:config"
+# The poll intervals the controller may name; an agent ignores anything outside them.
+MIN_POLL_INTERVAL_SECONDS: Final = 1
+MAX_POLL_INTERVAL_SECONDS: Final = 86_400
+# The largest configuration version: the controller stores versions in a 32-bit INTEGER
+# column (PostgreSQL and SQLite alike), so no service accepts more.
+MAX_CONFIG_VERSION: Final = 2**31 - 1
+# Paged listings of the admin API.
+DEFAULT_PAGE_LIMIT: Final = 100
+MAX_PAGE_LIMIT: Final = 500
+MAX_PAGE_OFFSET: Final = 2**31 - 1

@@ -16,7 +16,8 @@
     ├── Unavailable                 503  a part we depend on is down, or nothing is configured
     └── UpstreamTimeout             504
 
-Domain code raises these; the problem middleware at the HTTP edge turns them into
+Domain code raises these; at the HTTP edge, the wrapper that :mod:`common.problem` puts
+around every route turns them into
 RFC 9457 ``application/problem+json`` answers. Library exceptions are translated at the
 boundary (``raise Unavailable(...) from exc``) so no handler leaks a driver's error.
 """
@@ -112,3 +113,14 @@ class Unavailable(FleetconfError):
 
 class UpstreamTimeout(FleetconfError):
     status, title, slug = 504, "Gateway Timeout", "upstream-timeout"
+
+
+def slug_for_status(status: int) -> str:
+    """The problem type's slug of the error answered with ``status`` (``http-error``: none)."""
+    pending: list[type[FleetconfError]] = [FleetconfError]
+    while pending:
+        cls = pending.pop()
+        if cls.status == status and cls is not FleetconfError:
+            return cls.slug
+        pending.extend(cls.__subclasses__())
+    return "http-error"

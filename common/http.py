@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from common.constants import MAX_JSON_DEPTH, MAX_REQUEST_BODY_BYTES
 from common.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from common.streams import BodyTooLarge, read_bounded
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -52,7 +53,10 @@ async def read_json(request: web.Request, *, max_bytes: int = MAX_REQUEST_BODY_B
         )
     if request.content_length is not None and request.content_length > max_bytes:
         raise PayloadTooLarge(f"The body may be at most {max_bytes} bytes.")
-    raw = await _read_at_most(request, max_bytes)
+    try:
+        raw = await read_bounded(request.content, max_bytes)
+    except BodyTooLarge as exc:
+        raise PayloadTooLarge(f"The body may be at most {max_bytes} bytes.") from exc
     try:
         value = json.loads(raw)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -60,18 +64,6 @@ async def read_json(request: web.Request, *, max_bytes: int = MAX_REQUEST_BODY_B
     if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise ValidationFailed(f"The JSON body is nested deeper than {MAX_JSON_DEPTH} levels.")
     return value
-
-
-async def _read_at_most(request: web.Request, max_bytes: int) -> bytes:
-    """The whole body, however many pieces it arrives in; 413 once it passes ``max_bytes``."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(f"The body may be at most {max_bytes} bytes.")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _json_error(exc: Exception) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -94,3 +95,11 @@ class ProblemDetails(BaseModel):
     errors: list[dict[str, Any]] | None = Field(
         default=None, description="For validation problems: one entry per invalid field."
     )
+
+
+# An agent as the controller's fleet view judges it (GET /agents, GET /fleet). No
+# docstring: it would become the schema's description in the OpenAPI documents.
+class AgentState(enum.StrEnum):
+    IN_SYNC = "in_sync"
+    BEHIND = "behind"
+    STALE = "stale"

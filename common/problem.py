@@ -1,4 +1,4 @@
-"""The HTTP edge of errors: one middleware turns every failure into problem+json."""
+"""The HTTP edge of errors: a wrapper around every route turns each failure into problem+json."""
 
 from __future__ import annotations
 
@@ -11,19 +11,15 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from common.constants import PROBLEM_MEDIA_TYPE
-from common.errors import PROBLEM_TYPE_BASE, FleetconfError, MethodNotAllowed, NotFound
+from common.errors import (
+    PROBLEM_TYPE_BASE,
+    FleetconfError,
+    MethodNotAllowed,
+    NotFound,
+    slug_for_status,
+)
 
 logger = logging.getLogger(__name__)
-
-_SLUG_BY_STATUS = {
-    400: "bad-request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not-found",
-    405: "method-not-allowed",
-    413: "payload-too-large",
-    415: "unsupported-media-type",
-}
 
 
 def problem_response(
@@ -58,7 +54,7 @@ def _from_error(exc: FleetconfError) -> web.Response:
 
 
 def _from_http_exception(exc: web.HTTPException) -> web.Response:
-    slug = _SLUG_BY_STATUS.get(exc.status, "http-error")
+    slug = slug_for_status(exc.status)
     headers = {k: v for k, v in exc.headers.items() if k.lower() in {"allow", "www-authenticate"}}
     detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
     return problem_response(

@@ -9,19 +9,14 @@ queries in :mod:`controller.store` apply the same rule in SQL; nothing here does
 from __future__ import annotations
 
 import datetime as dt
-import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from common.models import AgentState
+
 # An agent that missed this many polls in a row is stale.
 STALE_AFTER_MISSED_POLLS: Final = 3
-
-
-class AgentState(enum.StrEnum):
-    IN_SYNC = "in_sync"
-    BEHIND = "behind"
-    STALE = "stale"
 
 
 @dataclass(frozen=True, kw_only=True)

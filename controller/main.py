@@ -7,10 +7,10 @@ import logging
 from collections.abc import Sequence
 
 from aiohttp import web
-from sqlalchemy.engine import make_url
 
 from common.cli import load_settings, parse_service_args, service_parser
 from common.logs import configure_logging
+from common.redact import redact_url
 from controller import migrations
 from controller.app import create_app
 from controller.constants import LISTEN_BACKLOG, SHUTDOWN_TIMEOUT_SECONDS
@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     configure_logging(settings.log_level)
     if args.command == "migrate" or settings.migrate_on_start:
         database_url = settings.database_url.get_secret_value()
-        logger.info("migrations.upgrade database=%s", _safe_url(database_url))
+        logger.info("migrations.upgrade database=%s", redact_url(database_url))
         migrations.upgrade(database_url)
     if args.command == "migrate":
         return
@@ -55,7 +55,3 @@ def main(argv: Sequence[str] | None = None) -> None:
         print=None,
         access_log=None,
     )
-
-
-def _safe_url(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)

@@ -19,8 +19,9 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from common.errors import FleetconfError
 from common.metrics import counter_by, metrics_response
+from common.models import AgentState
 from controller import keys
-from controller.fleet import AgentState, FleetCounts
+from controller.fleet import FleetCounts
 from controller.fleet_views import read_fleet
 
 logger = logging.getLogger(__name__)

@@ -8,9 +8,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, StringConstraints
 
-from common.models import WorkerConfig
+from common.models import AgentState, WorkerConfig
 from controller.constants import MAX_POLL_INTERVAL_SECONDS, MIN_POLL_INTERVAL_SECONDS
-from controller.fleet import AgentState
 
 MAX_LABELS = 64
 

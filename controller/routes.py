@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from common.constants import (
@@ -11,11 +10,11 @@ from common.constants import (
     HEADER_CONFIG_VERSION,
     HEADER_POLL_INTERVAL_SECONDS,
 )
+from common.metadata import package_version
 from common.metrics import METRICS_PATH, metrics_documented
-from common.models import WorkerConfig
+from common.models import AgentState, WorkerConfig
 from common.openapi import Header, Operation, Parameter, Response, build_openapi, problem
 from controller import fleet_views, metrics, version_views, views
-from controller.fleet import AgentState
 from controller.models import (
     DEFAULT_PAGE_LIMIT,
     EXAMPLE_AGENT_ID,
@@ -482,13 +481,6 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
         "description": "The agent_token from POST /register",
     },
 }
-
-
-def package_version() -> str:
-    try:
-        return version("fleetconf")
-    except PackageNotFoundError:
-        return "0.0.0"
 
 
 def openapi_document() -> dict[str, Any]:

@@ -11,9 +11,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from common.models import AgentState
 from controller.constants import FLEET_STATE_ID
 from controller.db import agents, as_utc, config_versions, fleet_state, utcnow
-from controller.fleet import AgentState, StateRule, VersionGroup
+from controller.fleet import StateRule, VersionGroup
 
 
 @dataclass(frozen=True, kw_only=True)

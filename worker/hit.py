@@ -17,6 +17,7 @@ from aiohttp import hdrs
 
 from common.errors import Unavailable, UpstreamError, UpstreamTimeout
 from common.models import WorkerConfig
+from common.streams import BodyTooLarge, read_bounded
 from worker.constants import DEFAULT_UPSTREAM_CONTENT_TYPE, HIT_MAX_REDIRECTS, HIT_READ_CHUNK_BYTES
 
 logger = logging.getLogger(__name__)
@@ -57,22 +58,15 @@ async def _fetch(session: aiohttp.ClientSession, url: str, *, max_bytes: int) ->
     async with session.get(url, max_redirects=HIT_MAX_REDIRECTS) as response:
         if response.content_length is not None and response.content_length > max_bytes:
             raise _too_large(max_bytes)
-        body = await _read_limited(response.content, max_bytes)
+        try:
+            body = await read_bounded(response.content, max_bytes, chunk_bytes=HIT_READ_CHUNK_BYTES)
+        except BodyTooLarge as exc:
+            raise _too_large(max_bytes) from exc
         return UpstreamReply(
             status=response.status,
             content_type=response.headers.get(hdrs.CONTENT_TYPE, DEFAULT_UPSTREAM_CONTENT_TYPE),
             body=body,
         )
-
-
-async def _read_limited(content: aiohttp.StreamReader, max_bytes: int) -> bytes:
-    """The whole body, refused as soon as it grows past ``max_bytes``."""
-    body = bytearray()
-    async for chunk in content.iter_chunked(HIT_READ_CHUNK_BYTES):
-        body += chunk
-        if len(body) > max_bytes:
-            raise _too_large(max_bytes)
-    return bytes(body)
 
 
 def _too_large(max_bytes: int) -> UpstreamError:

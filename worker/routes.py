@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final
 
 from aiohttp import web
 
 from common.constants import HEADER_CONFIG_VERSION, MAX_REQUEST_BODY_BYTES
+from common.metadata import package_version
 from common.metrics import METRICS_PATH, metrics_documented
 from common.models import WorkerConfig
 from common.openapi import (
@@ -173,7 +173,7 @@ def openapi_document() -> dict[str, Any]:
     """The worker's OpenAPI 3.1 document; needs no app and no settings."""
     return build_openapi(
         title="fleetconf worker",
-        version=_package_version(),
+        version=package_version(),
         description=_DESCRIPTION,
         operations=OPERATIONS,
         security_schemes={SECURITY_SCHEME: {"type": "http", "scheme": "bearer"}},
@@ -185,10 +185,3 @@ def setup_routes(app: web.Application) -> None:
     add_operations(app, OPERATIONS)
     add_docs_routes(app, openapi_document())
     add_problem_fallbacks(app)
-
-
-def _package_version() -> str:
-    try:
-        return version("fleetconf")
-    except PackageNotFoundError:
-        return "0.0.0"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
 
 from common.errors import Conflict
 from common.models import DEFAULT_WORKER_CONFIG, WorkerConfig
+from common.redact import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -59,17 +59,9 @@ class ConfigStore:
             return False
         self.applied += 1
         self._held = HeldConfig(version=version, config=config)
-        logger.info("config.applied version=%d url=%s", version, _redacted(config.url))
+        logger.info(
+            "config.applied version=%d url=%s",
+            version,
+            redact_url(config.url) if config.url else None,
+        )
         return True
-
-
-def _redacted(url: str | None) -> str | None:
-    """``url`` with any password in it replaced, fit for a log line."""
-    if url is None:
-        return None
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))

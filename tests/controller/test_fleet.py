@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from sqlalchemy import event, update
 
+from common.models import AgentState
 from controller import keys
 from controller.db import agents
 from controller.fleet import (
-    AgentState,
     VersionGroup,
     agent_state,
     converged_fraction,
