@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from cli.render import as_json
+from cli.render import as_json, printable
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,6 +22,6 @@ class Console:
         return self.out.isatty()
 
     def emit(self, data: Any, text: str) -> None:
-        """One result: ``data`` as JSON with --json, else ``text``."""
-        self.out.write((as_json(data) if self.json else text) + "\n")
+        """One result: ``data`` as JSON with --json, else ``text`` with its controls escaped."""
+        self.out.write((as_json(data) if self.json else printable(text, keep="\n")) + "\n")
         self.out.flush()

@@ -17,6 +17,7 @@ from cli import commands, watch
 from cli.client import ControllerClient
 from cli.console import Console
 from cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, CliError
+from cli.render import printable
 from cli.settings import (
     DEFAULT_CONTROLLER_URL,
     TOKEN_FILE_VARIABLE,
@@ -211,7 +212,7 @@ async def _run(args: argparse.Namespace, settings: CliSettings, console: Console
 
 
 def _fail(message: str) -> None:
-    print(f"{PROG}: {message}", file=sys.stderr)
+    print(f"{PROG}: {printable(message)}", file=sys.stderr)
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -4,11 +4,37 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 NONE_SHOWN: Final = "-"
 BAR_WIDTH: Final = 30
+# Characters a terminal may act on instead of showing: C0/C1 controls (escape sequences
+# start with ESC or CSI), bidirectional overrides, line and paragraph separators.
+_UNPRINTABLE_CATEGORIES: Final = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
+def printable(text: str, *, keep: str = "") -> str:
+    """``text`` safe for a terminal: every control character shown as its escape.
+
+    Values from the controller (an agent's hostname or labels, a problem's detail) are
+    written by whoever registered the agent or sent the request; printed raw, an escape
+    sequence in them could rewrite the operator's screen or hide a line.
+    """
+    if text.isprintable() and not keep:
+        return text
+    return "".join(
+        char
+        if char in keep or unicodedata.category(char) not in _UNPRINTABLE_CATEGORIES
+        else _escaped(char)
+        for char in text
+    )
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
