@@ -22,6 +22,7 @@ import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import NotRequired, TypedDict
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
 
@@ -30,7 +31,17 @@ import _support as S  # noqa: E402
 TARGET_RATIO = 0.70
 
 
-def parse_wrk(output: str) -> dict[str, float]:
+class WrkSample(TypedDict):
+    """One wrk run as read from its report, plus the server's CPU measured around it."""
+
+    requests_per_second: float
+    bad_responses: int
+    socket_errors: str
+    mean_latency_ms: float
+    server_cpu_percent: NotRequired[float]
+
+
+def parse_wrk(output: str) -> WrkSample:
     rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
     if rps is None:
         raise RuntimeError(f"cannot read wrk's output:\n{output}")
@@ -140,7 +151,7 @@ def main() -> None:
         for url, headers, _pid in cases.values():
             run_wrk(url, headers, duration=2, connections=args.connections, threads=args.threads)
 
-        samples: dict[str, list[dict[str, float]]] = {name: [] for name in cases}
+        samples: dict[str, list[WrkSample]] = {name: [] for name in cases}
         for rnd in range(args.rounds):
             for name, (url, headers, pid) in cases.items():
                 cpu0, t0 = S.proc_cpu_seconds(pid), time.monotonic()

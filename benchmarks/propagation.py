@@ -266,7 +266,7 @@ async def measure(
         groups["redis"] = [redis_pid]
     profilers = start_profilers(args.profile, controllers, hosts) if args.profile else []
     change_timeout = args.change_timeout or (interval + 15 if hints else 2 * interval + 15)
-    changes = []
+    changes: list[dict[str, Any]] = []  # JSON rows: a measured change, or one that failed
     all_latencies: list[float] = []
     for c in range(args.changes):
         replica = c % len(bases)

@@ -66,7 +66,8 @@ async def test_a_hinted_change_shows_in_every_services_metrics(
     status_url = f"{agent.url}/status"
 
     async def subscribed() -> bool:
-        return (await _json(http, status_url))["hints"]["state"] == "connected"
+        state: str = (await _json(http, status_url))["hints"]["state"]
+        return state == "connected"
 
     await wait_until(subscribed, timeout_seconds=WAIT_SECONDS, what="the agent subscribed")
     async with http.post(
