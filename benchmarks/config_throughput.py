@@ -22,6 +22,7 @@ import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import NotRequired, TypedDict
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
 
@@ -30,7 +31,17 @@ import _support as S  # noqa: E402
 TARGET_RATIO = 0.70
 
 
-def parse_wrk(output: str) -> dict[str, float]:
+class WrkSample(TypedDict):
+    """One wrk run as read from its report, plus the server's CPU measured around it."""
+
+    requests_per_second: float
+    bad_responses: int
+    socket_errors: str
+    mean_latency_ms: float
+    server_cpu_percent: NotRequired[float]
+
+
+def parse_wrk(output: str) -> WrkSample:
     rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
     if rps is None:
         raise RuntimeError(f"cannot read wrk's output:\n{output}")
@@ -64,7 +75,11 @@ def run_wrk(
     return done.stdout
 
 
-def main() -> None:
+Cases = dict[str, tuple[str, dict[str, str], int]]
+"""Per case: the URL wrk loads, its request headers, and the pid of the server measured."""
+
+
+def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -73,94 +88,101 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
-    args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed (Debian: apt-get install -y wrk)")
-    S.raise_nofile()
+    return parser.parse_args()
 
-    with ExitStack() as stack:
-        workdir = Path(
-            stack.enter_context(
-                tempfile.TemporaryDirectory(prefix="fleetconf-tput-", dir="/dev/shm")
+
+def _start_servers(stack: ExitStack, args: argparse.Namespace) -> Cases:
+    """The controller (with one version and one agent) and the bare app, stopped by stack."""
+    workdir = Path(
+        stack.enter_context(tempfile.TemporaryDirectory(prefix="fleetconf-tput-", dir="/dev/shm"))
+    )
+    if args.database == "postgres":
+        from tests.support.services import throwaway_postgres
+
+        database_url = stack.enter_context(throwaway_postgres())
+    else:
+        database_url = f"sqlite+aiosqlite:///{workdir}/controller.db"
+    env = S.controller_env(
+        database_url=database_url, port=S.free_port(), redis_url=None, poll_interval_seconds=30
+    )
+    controller, base = S.start_controller(env, workdir, "controller")
+    stack.callback(S.stop_process, controller)
+    bare_port = S.free_port()
+    bare = S.spawn(
+        [S.PYTHON, str(S.BENCH_DIR / "_bare_app.py"), str(bare_port)],
+        env={"PYTHONPATH": str(S.REPO)},
+        log_path=workdir / "bare.log",
+    )
+    stack.callback(S.stop_process, bare)
+    bare_base = f"http://{S.LOOPBACK}:{bare_port}"
+    S.wait_http_ok(f"{bare_base}/healthz", proc=bare)
+
+    status, answer, _ = S.http_json(
+        "POST", f"{base}/config", token=S.ADMIN_TOKEN, body={"url": "https://example.com/"}
+    )
+    assert status == 201, (status, answer)
+    version = answer["version"]
+    status, reg, _ = S.http_json(
+        "POST", f"{base}/register", token=S.REGISTRATION_TOKEN, body={"hostname": "bench"}
+    )
+    assert status == 201, (status, reg)
+    agent_headers = {
+        "Authorization": f"Bearer {reg['agent_token']}",
+        "X-Agent-ID": reg["agent_id"],
+        "X-Applied-Version": str(version),
+    }
+    etag = f'"{version}"'
+    status, body, _ = S.http_json("GET", f"{base}/config", headers=agent_headers)
+    assert status == 200 and body == {"url": "https://example.com/"}, (status, body)
+
+    return {
+        "controller_304": (
+            f"{base}/config",
+            {**agent_headers, "If-None-Match": etag},
+            controller.pid,
+        ),
+        "bare_aiohttp_304": (
+            f"{bare_base}/config",
+            {**agent_headers, "If-None-Match": '"1"'},
+            bare.pid,
+        ),
+        "controller_200": (f"{base}/config", agent_headers, controller.pid),
+    }
+
+
+def _measure(cases: Cases, args: argparse.Namespace) -> dict[str, list[WrkSample]]:
+    """A short warm-up run per case, then args.rounds measured runs of each in turn."""
+    # Warm-up: one short run each (imports, first connections, caches).
+    for url, headers, _pid in cases.values():
+        run_wrk(url, headers, duration=2, connections=args.connections, threads=args.threads)
+
+    samples: dict[str, list[WrkSample]] = {name: [] for name in cases}
+    for rnd in range(args.rounds):
+        for name, (url, headers, pid) in cases.items():
+            cpu0, t0 = S.proc_cpu_seconds(pid), time.monotonic()
+            out = run_wrk(
+                url,
+                headers,
+                duration=args.duration,
+                connections=args.connections,
+                threads=args.threads,
             )
-        )
-        if args.database == "postgres":
-            from tests.support.services import throwaway_postgres
+            cpu = (S.proc_cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
+            sample = parse_wrk(out)
+            sample["server_cpu_percent"] = round(100 * cpu, 1)
+            samples[name].append(sample)
+            print(
+                f"round {rnd + 1}/{args.rounds} {name:17s} {sample['requests_per_second']:9.0f} req/s"
+                f"  server CPU {sample['server_cpu_percent']:5.1f} %  bad={sample['bad_responses']}",
+                flush=True,
+            )
+    return samples
 
-            database_url = stack.enter_context(throwaway_postgres())
-        else:
-            database_url = f"sqlite+aiosqlite:///{workdir}/controller.db"
-        env = S.controller_env(
-            database_url=database_url, port=S.free_port(), redis_url=None, poll_interval_seconds=30
-        )
-        controller, base = S.start_controller(env, workdir, "controller")
-        stack.callback(S.stop_process, controller)
-        bare_port = S.free_port()
-        bare = S.spawn(
-            [S.PYTHON, str(S.BENCH_DIR / "_bare_app.py"), str(bare_port)],
-            env={"PYTHONPATH": str(S.REPO)},
-            log_path=workdir / "bare.log",
-        )
-        stack.callback(S.stop_process, bare)
-        bare_base = f"http://{S.LOOPBACK}:{bare_port}"
-        S.wait_http_ok(f"{bare_base}/healthz", proc=bare)
 
-        status, answer, _ = S.http_json(
-            "POST", f"{base}/config", token=S.ADMIN_TOKEN, body={"url": "https://example.com/"}
-        )
-        assert status == 201, (status, answer)
-        version = answer["version"]
-        status, reg, _ = S.http_json(
-            "POST", f"{base}/register", token=S.REGISTRATION_TOKEN, body={"hostname": "bench"}
-        )
-        assert status == 201, (status, reg)
-        agent_headers = {
-            "Authorization": f"Bearer {reg['agent_token']}",
-            "X-Agent-ID": reg["agent_id"],
-            "X-Applied-Version": str(version),
-        }
-        etag = f'"{version}"'
-        status, body, _ = S.http_json("GET", f"{base}/config", headers=agent_headers)
-        assert status == 200 and body == {"url": "https://example.com/"}, (status, body)
-
-        cases = {
-            "controller_304": (
-                f"{base}/config",
-                {**agent_headers, "If-None-Match": etag},
-                controller.pid,
-            ),
-            "bare_aiohttp_304": (
-                f"{bare_base}/config",
-                {**agent_headers, "If-None-Match": '"1"'},
-                bare.pid,
-            ),
-            "controller_200": (f"{base}/config", agent_headers, controller.pid),
-        }
-        # Warm-up: one short run each (imports, first connections, caches).
-        for url, headers, _pid in cases.values():
-            run_wrk(url, headers, duration=2, connections=args.connections, threads=args.threads)
-
-        samples: dict[str, list[dict[str, float]]] = {name: [] for name in cases}
-        for rnd in range(args.rounds):
-            for name, (url, headers, pid) in cases.items():
-                cpu0, t0 = S.proc_cpu_seconds(pid), time.monotonic()
-                out = run_wrk(
-                    url,
-                    headers,
-                    duration=args.duration,
-                    connections=args.connections,
-                    threads=args.threads,
-                )
-                cpu = (S.proc_cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
-                sample = parse_wrk(out)
-                sample["server_cpu_percent"] = round(100 * cpu, 1)
-                samples[name].append(sample)
-                print(
-                    f"round {rnd + 1}/{args.rounds} {name:17s} {sample['requests_per_second']:9.0f} req/s"
-                    f"  server CPU {sample['server_cpu_percent']:5.1f} %  bad={sample['bad_responses']}",
-                    flush=True,
-                )
-
+def _report(
+    args: argparse.Namespace, order: list[str], samples: dict[str, list[WrkSample]]
+) -> None:
+    """Prints the table and the ratios, and writes results/config_throughput.json."""
     medians = {
         name: S.median([s["requests_per_second"] for s in runs]) for name, runs in samples.items()
     }
@@ -202,7 +224,7 @@ def main() -> None:
             "setup": {
                 "load_generator": f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s",
                 "rounds": args.rounds,
-                "order": list(cases),
+                "order": order,
                 "controller_database": args.database,
                 "note": "wrk, the controller and the bare app share the same cores",
             },
@@ -215,6 +237,17 @@ def main() -> None:
         },
     )
     print(f"wrote {path}")
+
+
+def main() -> None:
+    args = _parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (Debian: apt-get install -y wrk)")
+    S.raise_nofile()
+    with ExitStack() as stack:
+        cases = _start_servers(stack, args)
+        samples = _measure(cases, args)
+    _report(args, list(cases), samples)
 
 
 if __name__ == "__main__":

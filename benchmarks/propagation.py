@@ -25,6 +25,7 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,9 @@ HINTS_POLL_INTERVAL_SECONDS = 60
 NO_HINTS_POLL_INTERVAL_SECONDS = 5
 POLL_JITTER_FRACTION = 0.1  # agent.constants: sleep = interval * (1 - 0.1 * random())
 RESULTS_FILE = "propagation.json"
+
+# POST /config through one replica: (change number, replica) -> (version, time answered).
+PostConfig = Callable[[int, int], Awaitable[tuple[int, float]]]
 
 
 def target_seconds(agents: int, hints: bool, interval: int) -> tuple[float, str]:
@@ -210,22 +214,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     print(f"logs kept in {workdir}")
 
 
-async def measure(
+async def wait_registered(
     args: argparse.Namespace,
-    hints: bool,
-    interval: int,
     n: int,
     procs: int,
-    bases: list[str],
-    controllers: list[Any],
-    redis_pid: int | None,
     hosts: list[Host],
     applies: Applies,
-    post_config: Any,
     first_version: int,
     workdir: Path,
-    run_started: float,
-) -> dict[str, Any]:
+) -> float:
+    """Seconds until every worker holds the first version, then a pause to settle."""
     await asyncio.wait_for(asyncio.gather(*(h.ready.wait() for h in hosts)), 60)
     reg_started = time.monotonic()
     reg_timeout = n / args.register_rate * 3 + 120
@@ -256,6 +254,26 @@ async def measure(
         flush=True,
     )
     await asyncio.sleep(args.pause)
+    return ramp_seconds
+
+
+async def measure(
+    args: argparse.Namespace,
+    hints: bool,
+    interval: int,
+    n: int,
+    procs: int,
+    bases: list[str],
+    controllers: list[Any],
+    redis_pid: int | None,
+    hosts: list[Host],
+    applies: Applies,
+    post_config: PostConfig,
+    first_version: int,
+    workdir: Path,
+    run_started: float,
+) -> dict[str, Any]:
+    ramp_seconds = await wait_registered(args, n, procs, hosts, applies, first_version, workdir)
 
     groups: dict[str, Any] = {
         "controllers": [p.pid for p in controllers],
@@ -266,7 +284,7 @@ async def measure(
         groups["redis"] = [redis_pid]
     profilers = start_profilers(args.profile, controllers, hosts) if args.profile else []
     change_timeout = args.change_timeout or (interval + 15 if hints else 2 * interval + 15)
-    changes = []
+    changes: list[dict[str, Any]] = []  # JSON rows: a measured change, or one that failed
     all_latencies: list[float] = []
     for c in range(args.changes):
         replica = c % len(bases)

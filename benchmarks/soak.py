@@ -457,22 +457,21 @@ def _plain_postgres_url(database_url: str) -> str:
     return parts._replace(scheme="postgresql").geturl()
 
 
-def check_versions(
-    posts: Sequence[Post], database_url: str, api_versions: list[dict[str, Any]] | None
-) -> dict[str, Any]:
-    """Every version the admin got back is stored with its body; they are exactly 1..N."""
+def _returned_problems(got: Sequence[int]) -> list[str]:
+    """What is wrong with the versions the admin got back, in the order it got them."""
     problems: list[str] = []
-    # A POST without an answer is a failed request (counted there); had it been stored
-    # anyway, the database shows a version nobody got back (below).
-    got = [p.version for p in posts if p.version is not None]
     duplicates = sorted(v for v, c in Counter(got).items() if c > 1)
     if duplicates:
         problems.append(f"versions returned more than once: {duplicates}")
-    if got != sorted(got):
+    if list(got) != sorted(got):
         problems.append("versions were not returned in increasing order")
     if sorted(got) != list(range(1, len(got) + 1)):
         problems.append(f"returned versions are not exactly 1..{len(got)}: {sorted(got)}")
+    return problems
 
+
+def _read_database(database_url: str, problems: list[str]) -> tuple[dict[int, Any], int | None]:
+    """The stored bodies by version and fleet_state.current_version; empty if unreadable."""
     try:
         with psycopg.connect(_plain_postgres_url(database_url)) as conn:
             rows = conn.execute(
@@ -483,6 +482,28 @@ def check_versions(
         problems.append(f"cannot read the database: {exc}")
         rows, state = [], None
     stored = {int(v): json.loads(body) for v, body in rows}
+    return stored, int(state[0]) if state else None
+
+
+def _api_problems(api_versions: list[dict[str, Any]], posted: dict[int, Any]) -> list[str]:
+    """What GET /config/versions lists differently from what was posted."""
+    listed = {int(item["version"]): item["config"] for item in api_versions}
+    if {v: c for v, c in listed.items() if v != 0} == posted:
+        return []
+    missing = sorted(set(posted) - set(listed))
+    differ = sorted(v for v in posted if v in listed and listed[v] != posted[v])
+    return [f"GET /config/versions disagrees: missing {missing}, different bodies {differ}"]
+
+
+def check_versions(
+    posts: Sequence[Post], database_url: str, api_versions: list[dict[str, Any]] | None
+) -> dict[str, Any]:
+    """Every version the admin got back is stored with its body; they are exactly 1..N."""
+    # A POST without an answer is a failed request (counted there); had it been stored
+    # anyway, the database shows a version nobody got back (below).
+    got = [p.version for p in posts if p.version is not None]
+    problems = _returned_problems(got)
+    stored, current = _read_database(database_url, problems)
     posted = {p.version: p.body for p in posts if p.version is not None}
     lost = sorted(v for v in posted if v not in stored)
     if lost:
@@ -493,26 +514,17 @@ def check_versions(
     extra = sorted(v for v in stored if v != 0 and v not in posted)
     if extra:
         problems.append(f"versions in the database the admin never got: {extra}")
-    current = int(state[0]) if state else None
     if current != (max(got) if got else 0):
         problems.append(f"fleet_state.current_version is {current}, expected {max(got, default=0)}")
-
-    api_checked = api_versions is not None
     if api_versions is not None:
-        listed = {int(item["version"]): item["config"] for item in api_versions}
-        if {v: c for v, c in listed.items() if v != 0} != posted:
-            missing = sorted(set(posted) - set(listed))
-            differ = sorted(v for v in posted if v in listed and listed[v] != posted[v])
-            problems.append(
-                f"GET /config/versions disagrees: missing {missing}, different bodies {differ}"
-            )
+        problems += _api_problems(api_versions, posted)
     return {
         "posted": len(posts),
         "returned": len(got),
         "stored_in_database": len([v for v in stored if v != 0]),
         "current_version_in_database": current,
         "lost": len(lost) + len(wrong_body),
-        "checked_via_api": api_checked,
+        "checked_via_api": api_versions is not None,
         "problems": problems,
     }
 

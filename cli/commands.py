@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,22 @@ def _footer(what: str, page: dict[str, Any]) -> str:
         offset=int(page.get("offset", 0)),
         total=int(page.get("total", 0)),
     )
+
+
+async def _emit_page(
+    client: ControllerClient,
+    args: argparse.Namespace,
+    console: Console,
+    *,
+    path: str,
+    what: str,
+    headings: Sequence[str],
+    row: Callable[[dict[str, Any]], list[str]],
+) -> None:
+    """One page of a paged listing (--limit, --offset, --state) as a table and its footer."""
+    page = (await client.get(path, query=_page_query(args))).object()
+    text = table(headings, [row(item) for item in _items(page)])
+    console.emit(page, f"{text}\n{_footer(what, page)}")
 
 
 # -- config ---------------------------------------------------------------------------
@@ -103,10 +120,15 @@ def _version_row(item: dict[str, Any]) -> list[str]:
 async def config_history(
     client: ControllerClient, args: argparse.Namespace, console: Console
 ) -> None:
-    page = (await client.get("/config/versions", query=_page_query(args))).object()
-    rows = [_version_row(item) for item in _items(page)]
-    text = table(["VERSION", "CREATED", "CURRENT", "URL"], rows)
-    console.emit(page, f"{text}\n{_footer('versions', page)}")
+    await _emit_page(
+        client,
+        args,
+        console,
+        path="/config/versions",
+        what="versions",
+        headings=("VERSION", "CREATED", "CURRENT", "URL"),
+        row=_version_row,
+    )
 
 
 async def config_show(client: ControllerClient, args: argparse.Namespace, console: Console) -> None:
@@ -154,10 +176,15 @@ def _agent_row(agent: dict[str, Any]) -> list[str]:
 
 
 async def agents_list(client: ControllerClient, args: argparse.Namespace, console: Console) -> None:
-    page = (await client.get("/agents", query=_page_query(args))).object()
-    rows = [_agent_row(agent) for agent in _items(page)]
-    text = table(["ID", "HOSTNAME", "STATE", "APPLIED", "LAST SEEN", "LABELS"], rows)
-    console.emit(page, f"{text}\n{_footer('agents', page)}")
+    await _emit_page(
+        client,
+        args,
+        console,
+        path="/agents",
+        what="agents",
+        headings=("ID", "HOSTNAME", "STATE", "APPLIED", "LAST SEEN", "LABELS"),
+        row=_agent_row,
+    )
 
 
 async def agents_show(client: ControllerClient, args: argparse.Namespace, console: Console) -> None:

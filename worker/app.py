@@ -12,7 +12,7 @@ from worker.keys import CLIENT_SESSION_KEY, CONFIG_STORE_KEY, METRICS_KEY, SETTI
 from worker.metrics import WorkerMetrics
 from worker.routes import setup_routes
 from worker.settings import WorkerSettings
-from worker.state import ConfigStore
+from worker.store import ConfigStore
 
 
 def create_app(settings: WorkerSettings) -> web.Application:

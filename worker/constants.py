@@ -19,6 +19,3 @@ DEFAULT_UPSTREAM_CONTENT_TYPE: Final = "application/octet-stream"
 
 # How long requests in flight may take to finish once the process is told to stop.
 SHUTDOWN_TIMEOUT_SECONDS: Final = 10.0
-
-# The largest X-Config-Version accepted: a signed 64-bit integer, as the controller stores it.
-MAX_CONFIG_VERSION: Final = 2**63 - 1

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from worker.metrics import WorkerMetrics
 from worker.settings import WorkerSettings
-from worker.state import ConfigStore
+from worker.store import ConfigStore
 
 SETTINGS_KEY: Final = web.AppKey("settings", WorkerSettings)
 CONFIG_STORE_KEY: Final = web.AppKey("config_store", ConfigStore)

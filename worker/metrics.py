@@ -2,7 +2,7 @@
 
 ``/hit`` is counted and timed with prometheus_client's own metrics (each request waits on
 an upstream anyway); the held version, its age and the updates are read from the
-:class:`worker.state.ConfigStore` at scrape time.
+:class:`worker.store.ConfigStore` at scrape time.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from common.metrics import LATENCY_BUCKETS_SECONDS, counter_by, status_class
-from worker.state import ConfigStore
+from worker.store import ConfigStore
 
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 

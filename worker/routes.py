@@ -6,7 +6,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from common.constants import HEADER_CONFIG_VERSION, MAX_REQUEST_BODY_BYTES
+from common.constants import HEADER_CONFIG_VERSION, MAX_CONFIG_VERSION, MAX_REQUEST_BODY_BYTES
 from common.metadata import package_version
 from common.metrics import METRICS_PATH, metrics_documented
 from common.models import WorkerConfig
@@ -20,7 +20,7 @@ from common.openapi import (
     problem,
 )
 from common.problem import add_problem_fallbacks
-from worker.constants import DEFAULT_UPSTREAM_CONTENT_TYPE, MAX_CONFIG_VERSION
+from worker.constants import DEFAULT_UPSTREAM_CONTENT_TYPE
 from worker.models import Health, UpstreamBody, WorkerConfigStatus
 from worker.views import get_config, get_healthz, get_hit, get_metrics, post_config
 

@@ -8,12 +8,11 @@ import time
 from aiohttp import web
 
 from common.auth import require_bearer_token, tokens_equal
-from common.constants import HEADER_CONFIG_VERSION
+from common.constants import HEADER_CONFIG_VERSION, MAX_CONFIG_VERSION
 from common.errors import Unauthorized, ValidationFailed
 from common.http import json_response, read_model
 from common.metrics import answered_status, metrics_response
 from common.models import WorkerConfig
-from worker.constants import MAX_CONFIG_VERSION
 from worker.hit import hit
 from worker.keys import CLIENT_SESSION_KEY, CONFIG_STORE_KEY, METRICS_KEY, SETTINGS_KEY
 from worker.models import Health, WorkerConfigStatus

@@ -118,7 +118,7 @@ def test_the_page_names_no_unknown_variable() -> None:
 def test_defaults_match_the_code() -> None:
     """Each row's default column says the field's default, `required`, or `unset`."""
     rows = _rows()
-    wrong = []
+    wrong: list[tuple[str, str, object]] = []
     for _, name, field in _all_variables():
         if field.default_factory is not None or name not in rows:
             # Computed at start (the host name, an empty label set); or a missing row,

@@ -207,7 +207,7 @@ def _load_settings(
             monkeypatch.delenv(key)
     for key, value in environment.items():
         monkeypatch.setenv(key, value)
-    return settings_class(_env_file=None)  # type: ignore[call-arg]
+    return settings_class(_env_file=None)
 
 
 def test_controller_stack_wiring() -> None:

@@ -32,6 +32,38 @@ async def _scrape(http: aiohttp.ClientSession, service: ServiceProcess) -> Sampl
     return await scrape_url(http, service.url)
 
 
+def _check_controller_metrics(samples: Samples, version: int) -> None:
+    assert value(samples, "fleetconf_controller_config_version") == version
+    assert value(samples, "fleetconf_controller_config_posts_total", code="201") == 1
+    assert value(samples, "fleetconf_controller_hints_published_total") == 1
+    assert value(samples, "fleetconf_controller_registrations_total", code="201") == 1
+    assert value(samples, "fleetconf_controller_polls_total", result="200") >= 2
+    assert value(samples, "fleetconf_controller_polls_total", result="304") >= 1
+
+
+def _check_worker_metrics(samples: Samples, version: int) -> None:
+    assert value(samples, "fleetconf_worker_config_version") == version
+    assert value(samples, "fleetconf_worker_config_updates_total", result="applied") == 1
+    assert value(samples, "fleetconf_worker_hits_total", status_class="2xx") == 1
+    assert value(samples, "fleetconf_worker_hit_duration_seconds_count") == 1
+
+
+def _check_agent_metrics(samples: Samples, version: int) -> None:
+    assert value(samples, "fleetconf_agent_held_config_version") == version
+    assert value(samples, "fleetconf_agent_applied_config_version") == version
+    assert value(samples, "fleetconf_agent_hints_received_total") >= 1
+    assert value(samples, "fleetconf_agent_hints_connected") == 1
+    assert value(samples, "fleetconf_agent_polls_total", result="200") >= 2
+    assert value(samples, "fleetconf_agent_polls_total", result="error") == 0
+    assert value(samples, "fleetconf_agent_worker_pushes_total", result="applied") == 1
+    propagated = [
+        value(samples, "fleetconf_agent_propagation_seconds_count", trigger=trigger)
+        for trigger in ("hint", "poll")
+    ]
+    assert sum(propagated) == 1
+    assert value(samples, "fleetconf_agent_propagation_seconds_sum", trigger="hint") < WAIT_SECONDS
+
+
 async def test_a_hinted_change_shows_in_every_services_metrics(
     processes: ProcessGroup,
     upstream: Upstream,
@@ -66,14 +98,15 @@ async def test_a_hinted_change_shows_in_every_services_metrics(
     status_url = f"{agent.url}/status"
 
     async def subscribed() -> bool:
-        return (await _json(http, status_url))["hints"]["state"] == "connected"
+        state: str = (await _json(http, status_url))["hints"]["state"]
+        return state == "connected"
 
     await wait_until(subscribed, timeout_seconds=WAIT_SECONDS, what="the agent subscribed")
     async with http.post(
         f"{controller.url}/config", json={"url": upstream.respond("/a", "alpha")}, headers=ADMIN
     ) as resp:
         assert resp.status == 201
-        version = (await resp.json())["version"]
+        version: int = (await resp.json())["version"]
 
     async def in_sync() -> bool:
         samples = await _scrape(http, controller)
@@ -83,34 +116,9 @@ async def test_a_hinted_change_shows_in_every_services_metrics(
     async with http.get(f"{worker.url}/hit") as resp:
         assert resp.status == 200
 
-    samples = await _scrape(http, controller)
-    assert value(samples, "fleetconf_controller_config_version") == version
-    assert value(samples, "fleetconf_controller_config_posts_total", code="201") == 1
-    assert value(samples, "fleetconf_controller_hints_published_total") == 1
-    assert value(samples, "fleetconf_controller_registrations_total", code="201") == 1
-    assert value(samples, "fleetconf_controller_polls_total", result="200") >= 2
-    assert value(samples, "fleetconf_controller_polls_total", result="304") >= 1
-
-    samples = await _scrape(http, worker)
-    assert value(samples, "fleetconf_worker_config_version") == version
-    assert value(samples, "fleetconf_worker_config_updates_total", result="applied") == 1
-    assert value(samples, "fleetconf_worker_hits_total", status_class="2xx") == 1
-    assert value(samples, "fleetconf_worker_hit_duration_seconds_count") == 1
-
-    samples = await _scrape(http, agent)
-    assert value(samples, "fleetconf_agent_held_config_version") == version
-    assert value(samples, "fleetconf_agent_applied_config_version") == version
-    assert value(samples, "fleetconf_agent_hints_received_total") >= 1
-    assert value(samples, "fleetconf_agent_hints_connected") == 1
-    assert value(samples, "fleetconf_agent_polls_total", result="200") >= 2
-    assert value(samples, "fleetconf_agent_polls_total", result="error") == 0
-    assert value(samples, "fleetconf_agent_worker_pushes_total", result="applied") == 1
-    propagated = [
-        value(samples, "fleetconf_agent_propagation_seconds_count", trigger=trigger)
-        for trigger in ("hint", "poll")
-    ]
-    assert sum(propagated) == 1
-    assert value(samples, "fleetconf_agent_propagation_seconds_sum", trigger="hint") < WAIT_SECONDS
+    _check_controller_metrics(await _scrape(http, controller), version)
+    _check_worker_metrics(await _scrape(http, worker), version)
+    _check_agent_metrics(await _scrape(http, agent), version)
 
     status = await _json(http, status_url)
     assert (status["held_version"], status["applied_version"]) == (version, version)

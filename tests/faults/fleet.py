@@ -99,7 +99,7 @@ class Attempt:
 
     def ceiling_seconds(self) -> float:
         """The bound of this attempt's delay: the n-th failure draws from [0, base·2^(n-1)]."""
-        return min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (self.number - 1))
+        return min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2.0 ** (self.number - 1))
 
 
 def unreachable_attempts(log_text: str) -> list[Attempt]:

@@ -152,7 +152,7 @@ def fuzz(
 
 def sent_json(response: Response) -> Any:
     body = response.request.body
-    if body is None:
+    if not isinstance(body, bytes | str):
         return None
     try:
         return json.loads(body)

@@ -81,7 +81,7 @@ def _credential_for(route: Route, agent_token: str) -> list[str | None]:
     """Tokens that pass the route's security, so the hostile header reaches the handler."""
     if not route.security:
         return [None]
-    tokens = []
+    tokens: list[str | None] = []
     if "agentToken" in route.security:
         tokens.append(agent_token)
     if "registrationToken" in route.security:

@@ -9,7 +9,7 @@ import enum
 from dataclasses import dataclass
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientResponse, web
 
 from controller.app import create_app as create_controller_app
 from tests.security.conftest import (
@@ -108,7 +108,7 @@ def _authorization(credential: Credential, fleet: Fleet) -> dict[str, str]:
     return bearer(tokens[credential])
 
 
-async def _check_refusal(resp: web.Response, refusal: int, sent: str) -> None:
+async def _check_refusal(resp: ClientResponse, refusal: int, sent: str) -> None:
     text = await resp.text()
     assert resp.status == refusal, text
     assert resp.content_type == PROBLEM

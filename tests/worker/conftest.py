@@ -95,56 +95,70 @@ class Upstream:
         return str(self._server.make_url(path))
 
 
+# Set when the test is over: the slow handlers wait on it.
+UPSTREAM_RELEASE = web.AppKey("upstream_release", asyncio.Event)
+
+
+async def _text(request: web.Request) -> web.Response:
+    return web.Response(text="hello from upstream", content_type="text/plain")
+
+
+async def _custom(request: web.Request) -> web.Response:
+    return web.Response(body=b'{"a": 1}', content_type="application/vnd.fleetconf.test+json")
+
+
+async def _empty(request: web.Request) -> web.Response:
+    return web.Response(status=200)
+
+
+async def _status(request: web.Request) -> web.Response:
+    code = int(request.match_info["code"])
+    return web.Response(status=code, text=f"upstream says {code}")
+
+
+async def _sized(request: web.Request) -> web.Response:
+    return web.Response(body=b"x" * int(request.match_info["size"]))
+
+
+async def _streamed(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse()
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    for _ in range(int(request.match_info["chunks"])):
+        await response.write(b"y" * 1000)
+    await response.write_eof()
+    return response
+
+
+async def _slow_headers(request: web.Request) -> web.Response:
+    await request.app[UPSTREAM_RELEASE].wait()
+    return web.Response(text="too late")
+
+
+async def _slow_body(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse()
+    await response.prepare(request)
+    await response.write(b"the start")
+    await request.app[UPSTREAM_RELEASE].wait()
+    return response
+
+
+async def _loop(request: web.Request) -> web.Response:
+    raise web.HTTPFound(location="/loop")
+
+
 def _upstream_app(release: asyncio.Event) -> web.Application:
-    async def text(request: web.Request) -> web.Response:
-        return web.Response(text="hello from upstream", content_type="text/plain")
-
-    async def custom(request: web.Request) -> web.Response:
-        return web.Response(body=b'{"a": 1}', content_type="application/vnd.fleetconf.test+json")
-
-    async def empty(request: web.Request) -> web.Response:
-        return web.Response(status=200)
-
-    async def status(request: web.Request) -> web.Response:
-        code = int(request.match_info["code"])
-        return web.Response(status=code, text=f"upstream says {code}")
-
-    async def sized(request: web.Request) -> web.Response:
-        return web.Response(body=b"x" * int(request.match_info["size"]))
-
-    async def streamed(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
-        response.enable_chunked_encoding()
-        await response.prepare(request)
-        for _ in range(int(request.match_info["chunks"])):
-            await response.write(b"y" * 1000)
-        await response.write_eof()
-        return response
-
-    async def slow_headers(request: web.Request) -> web.Response:
-        await release.wait()
-        return web.Response(text="too late")
-
-    async def slow_body(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
-        await response.prepare(request)
-        await response.write(b"the start")
-        await release.wait()
-        return response
-
-    async def loop(request: web.Request) -> web.Response:
-        raise web.HTTPFound(location="/loop")
-
     app = web.Application()
-    app.router.add_get("/text", text)
-    app.router.add_get("/custom", custom)
-    app.router.add_get("/empty", empty)
-    app.router.add_get("/status/{code}", status)
-    app.router.add_get("/sized/{size}", sized)
-    app.router.add_get("/streamed/{chunks}", streamed)
-    app.router.add_get("/slow-headers", slow_headers)
-    app.router.add_get("/slow-body", slow_body)
-    app.router.add_get("/loop", loop)
+    app[UPSTREAM_RELEASE] = release
+    app.router.add_get("/text", _text)
+    app.router.add_get("/custom", _custom)
+    app.router.add_get("/empty", _empty)
+    app.router.add_get("/status/{code}", _status)
+    app.router.add_get("/sized/{size}", _sized)
+    app.router.add_get("/streamed/{chunks}", _streamed)
+    app.router.add_get("/slow-headers", _slow_headers)
+    app.router.add_get("/slow-body", _slow_body)
+    app.router.add_get("/loop", _loop)
     return app
 
 

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from common.constants import MAX_REQUEST_BODY_BYTES, PROBLEM_MEDIA_TYPE
+from common.constants import MAX_CONFIG_VERSION, MAX_REQUEST_BODY_BYTES, PROBLEM_MEDIA_TYPE
 
 Client = TestClient[web.Request, web.Application]
 FIRST = {"url": "https://first.example"}
@@ -86,10 +86,27 @@ async def test_missing_version_header_is_422(client: Client, post_config: Any) -
 async def test_garbage_version_header_is_422(
     client: Client, post_config: Any, version: str
 ) -> None:
-    """X-Config-Version that is not a non-negative 64-bit integer is 422; nothing changes."""
+    """X-Config-Version that is not a whole number from 0 to the largest version is 422;
+    nothing changes."""
     response = await post_config(client, FIRST, version=version)
     assert response.status == 422
     assert response.content_type == PROBLEM_MEDIA_TYPE
+    assert (await _held(client))["version"] == 0
+
+
+async def test_largest_version_is_accepted(client: Client, post_config: Any) -> None:
+    """The controller's largest version (its 32-bit column's maximum) is applied."""
+    response = await post_config(client, FIRST, version=MAX_CONFIG_VERSION)
+    assert response.status == 200
+    assert await _held(client) == {"version": MAX_CONFIG_VERSION, "config": FIRST}
+
+
+async def test_version_past_the_largest_is_422(client: Client, post_config: Any) -> None:
+    """One past the largest version is 422 problem+json naming the bound; nothing changes."""
+    response = await post_config(client, FIRST, version=MAX_CONFIG_VERSION + 1)
+    assert response.status == 422
+    assert response.content_type == PROBLEM_MEDIA_TYPE
+    assert str(MAX_CONFIG_VERSION) in (await response.json())["detail"]
     assert (await _held(client))["version"] == 0
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from common.errors import Conflict
 from common.models import DEFAULT_WORKER_CONFIG, WorkerConfig
-from worker.state import ConfigStore
+from worker.store import ConfigStore
 
 A = WorkerConfig(url="https://a.example")
 B = WorkerConfig(url="https://b.example")
