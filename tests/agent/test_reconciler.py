@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestServer
 
 from agent.outcomes import WorkerOutcome
 from agent.runner import Agent
-from agent.state import CachedConfig, StateStore
+from agent.storage import CachedConfig, Storage
 from common.models import WorkerConfig
 from tests.agent.conftest import (
     WORKER_TOKEN,
@@ -35,7 +35,7 @@ def cache_config(
         config=WorkerConfig(url=url),
         poll_interval_seconds=interval,
     )
-    store = StateStore(state_dir)
+    store = Storage(state_dir)
     store.prepare()
     store.save_config(cached)
     return cached
@@ -129,7 +129,7 @@ async def test_worker_restarted_empty_is_restored_within_an_interval(
     finally:
         await agent.stop()
         await task
-    assert all(delay <= 1 for delay in agent.worker_retry_delays)
+    assert all(delay <= 1 for delay in agent.reconciler.retry_delays)
 
 
 async def _holds(server: TestServer, version: int) -> bool:
@@ -209,9 +209,9 @@ async def test_unreachable_worker_backoff_is_capped_at_the_interval(
     )
     task = asyncio.create_task(agent.run())
     try:
-        await eventually(lambda: len(agent.worker_retry_delays) >= 5, timeout_seconds=20)
+        await eventually(lambda: len(agent.reconciler.retry_delays) >= 5, timeout_seconds=20)
     finally:
         await agent.stop()
         await task
-    assert list(agent.worker_retry_delays)[:5] == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0])
+    assert list(agent.reconciler.retry_delays)[:5] == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0])
     assert "worker.unreachable attempt=1 retry_in_seconds=0.10" in caplog.text
