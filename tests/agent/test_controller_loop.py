@@ -84,7 +84,8 @@ async def test_stop_interrupts_a_long_backoff(make_settings: MakeSettings) -> No
     )
     task = asyncio.create_task(agent.run())
     await eventually(lambda: len(agent.controller_sync.retry_delays) > 0, timeout_seconds=10)
-    assert agent.lifecycle is Lifecycle.RUNNING
+    running = agent.lifecycle
+    assert running is Lifecycle.RUNNING
     async with asyncio.timeout(5):
         await agent.stop()
         await task

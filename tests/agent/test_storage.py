@@ -5,12 +5,20 @@ from __future__ import annotations
 import json
 import logging
 import stat
+import threading
 import uuid
 from pathlib import Path
 
 import pytest
 
-from agent.storage import CachedConfig, Identity, Storage, checksum, write_atomically
+from agent.storage import (
+    CachedConfig,
+    Identity,
+    Storage,
+    StorageWriter,
+    checksum,
+    write_atomically,
+)
 from common.models import WorkerConfig
 
 CONTROLLER = "http://controller.test:8000"
@@ -223,3 +231,23 @@ def test_clear_identity(store: Storage) -> None:
 def test_token_not_in_repr() -> None:
     """The agent token never shows in an Identity's repr."""
     assert "agent-secret-token" not in repr(identity())
+
+
+def _writer_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("agent-storage")]
+
+
+async def test_writer_finishes_its_writes_and_lets_its_thread_go(store: Storage) -> None:
+    """close() waits for the write in hand, then the writer's thread ends; no write after."""
+    before = set(_writer_threads())
+    writer = StorageWriter()
+    writer.open()
+    await writer.write(store.save_config, cached())
+    assert set(_writer_threads()) - before
+    await writer.close()
+    for thread in set(_writer_threads()) - before:
+        thread.join(timeout=5)
+    assert set(_writer_threads()) <= before
+    assert store.load_config() == cached()
+    with pytest.raises(RuntimeError):
+        await writer.write(store.save_config, cached(4))

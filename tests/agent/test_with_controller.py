@@ -24,6 +24,7 @@ from tests.agent.conftest import (
     base_url,
     eventually,
     worker_holds,
+    worker_version,
 )
 
 
@@ -200,7 +201,7 @@ async def test_running_agent_converges_on_each_new_version(
             version = await controller.publish(url)
 
             async def converged(version: int = version) -> bool:
-                return (await worker_holds(worker))["version"] == version
+                return await worker_version(worker) == version
 
             await eventually(converged, timeout_seconds=10)
     finally:
@@ -235,7 +236,8 @@ async def test_stop_finishes_the_write_in_hand(
     stopping = asyncio.create_task(agent.stop())
     await asyncio.sleep(STOP_GRACE_SECONDS + 0.2)
     assert not stopping.done()
-    assert agent.lifecycle is Lifecycle.STOPPING
+    stopping_now = agent.lifecycle
+    assert stopping_now is Lifecycle.STOPPING
     store.release.set()
     async with asyncio.timeout(10):
         await stopping
