@@ -16,20 +16,16 @@ DEFAULT_REQUEST_TIMEOUT_SECONDS: Final = 10.0
 DEFAULT_STATUS_HOST: Final = "127.0.0.1"
 DEFAULT_STATUS_PORT: Final = 8090
 
-# Where to poll until the controller names another path at registration.
-DEFAULT_POLL_URL: Final = "/config"
-# The hint channel when AGENT_REDIS_URL is set but the controller named none.
-DEFAULT_HINT_CHANNEL: Final = "fleetconf:config"
 # When a poll after a hint still answers the older version (the replica has not heard
 # the hint yet), ask again after these delays, doubling; replicas refresh at least
 # every second.
 HINT_RECHECK_BASE_SECONDS: Final = 0.05
 HINT_RECHECK_MAX_SECONDS: Final = 1.0
+# The doubling stops counting here (the delay is long at its maximum by then), so
+# 2.0**n stays a small float however long a hinted version fails to arrive.
+HINT_RECHECK_MAX_DOUBLINGS: Final = 16
 # The poll interval used until the controller has named one (registration or a poll).
 DEFAULT_POLL_INTERVAL_SECONDS: Final = 30
-# Intervals the controller may name; anything outside is ignored (it cannot cause a hot loop).
-MIN_POLL_INTERVAL_SECONDS: Final = 1
-MAX_POLL_INTERVAL_SECONDS: Final = 86_400
 # A poll sleeps interval * (1 - fraction * random()): never longer than one interval.
 POLL_JITTER_FRACTION: Final = 0.1
 # A Retry-After longer than this is not believed; the agent waits this long instead.
@@ -47,14 +43,14 @@ MAX_PROBLEM_DETAIL_CHARS: Final = 300
 # How long the loops get, once told to stop, to finish the request in hand.
 STOP_GRACE_SECONDS: Final = 1.0
 
-# The state directory and its files.
-STATE_FORMAT: Final = 1
+# The storage: two files in the state directory (AGENT_STATE_DIR).
+STORAGE_FORMAT: Final = 1
 IDENTITY_FILE_NAME: Final = "identity.json"
 CONFIG_FILE_NAME: Final = "config.json"
-STATE_DIR_MODE: Final = 0o700
+STORAGE_DIR_MODE: Final = 0o700
 # Both files are private: identity.json holds the agent token, and a configured URL may
 # carry a password.
-STATE_FILE_MODE: Final = 0o600
+STORAGE_FILE_MODE: Final = 0o600
 # How long an idle connection to a peer is kept for the next request: longer than the
 # default poll interval (30 s), so polls and hinted fetches reuse one connection instead
 # of a fleet reconnecting at every change; shorter than aiohttp's server keep-alive

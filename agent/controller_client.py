@@ -13,7 +13,6 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 from yarl import URL
 
-from agent.constants import MAX_POLL_INTERVAL_SECONDS, MIN_POLL_INTERVAL_SECONDS
 from agent.errors import BadAnswer
 from agent.http import Answer, exchange, parse_body, problem_detail, raise_for_shared_statuses
 from common.constants import (
@@ -21,12 +20,14 @@ from common.constants import (
     HEADER_APPLIED_VERSION,
     HEADER_CONFIG_VERSION,
     HEADER_POLL_INTERVAL_SECONDS,
+    MAX_POLL_INTERVAL_SECONDS,
+    MIN_POLL_INTERVAL_SECONDS,
 )
 from common.models import WorkerConfig
 
 
-class HintsAnswer(BaseModel):
-    """Where change hints are published (used once Redis hints arrive)."""
+class HintSource(BaseModel):
+    """Where change hints are published: the ``hints`` object of the registration answer."""
 
     redis_url: str
     channel: str
@@ -40,7 +41,7 @@ class _RegisterAnswer(BaseModel):
     poll_url: str = Field(pattern=r"^/([^/].*)?$")
     poll_interval_seconds: int = Field(ge=MIN_POLL_INTERVAL_SECONDS, le=MAX_POLL_INTERVAL_SECONDS)
     agent_token: str = Field(min_length=1)
-    hints: HintsAnswer | None = None
+    hints: HintSource | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,7 +52,7 @@ class Registration:
     agent_token: str = field(repr=False)
     poll_url: str
     poll_interval_seconds: int
-    hints: HintsAnswer | None = field(repr=False)
+    hint_source: HintSource | None = field(repr=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,7 +109,7 @@ class ControllerClient:
             agent_token=body.agent_token,
             poll_url=body.poll_url,
             poll_interval_seconds=body.poll_interval_seconds,
-            hints=body.hints,
+            hint_source=body.hints,
         )
 
     async def fetch_config(self, request: PollRequest) -> PollAnswer:

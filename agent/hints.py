@@ -1,19 +1,28 @@
-"""Change hints for the agent: something that calls ``on_hint(hint)`` when told of one.
+"""Where the agent's change hints come from: something that calls ``on_hint(hint)``.
 
-A hint only wakes the controller loop early; the configuration itself is always fetched
-over the authenticated ``GET /config``. :class:`RedisHintSubscriber` listens on Redis
-pub/sub and reconnects with backoff; :class:`NullHintSubscriber` is used when no Redis
-is known, and the agent converges by polling.
+A hint only makes the controller side poll early (see :mod:`agent.hint_schedule`); the
+configuration itself is always fetched over the authenticated ``GET /config``.
+:class:`RedisHintSubscriber` listens on Redis pub/sub and reconnects with backoff;
+:class:`NullHintSubscriber` is used when no Redis is known, and the agent converges by
+polling. :class:`HintListener` is the hint task: it picks the subscriber and runs it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
+import logging
 from collections.abc import Callable
 from typing import Protocol
 
+from pydantic import SecretStr
+
+from agent.storage import Identity
+from common.constants import DEFAULT_HINT_CHANNEL
 from common.hints import Hint, HintSubscription, subscriber_client
 from common.tasks import CANCEL_GRACE_SECONDS, finish_within
+
+logger = logging.getLogger(__name__)
 
 
 class HintSubscriber(Protocol):
@@ -49,3 +58,74 @@ class RedisHintSubscriber:
             await self.subscription.run()
         finally:
             await finish_within(client.aclose(), timeout_seconds=CANCEL_GRACE_SECONDS)
+
+
+class HintListener:
+    """The hint task: the subscriber it was given, else Redis from ``AGENT_REDIS_URL`` or
+    from where the controller said at registration (it waits for the identity)."""
+
+    def __init__(self, given: HintSubscriber | None, redis_url: SecretStr | None) -> None:
+        self._given = given
+        self._redis_url = redis_url
+        self._identity: Identity | None = None
+        self._identity_known = asyncio.Event()
+        # What the task listens with, once it has something (None: not yet, or no Redis).
+        self.subscriber: HintSubscriber | None = None
+
+    def identity_known(self, identity: Identity) -> None:
+        """The agent knows who it is (restored or registered), so where its hints are."""
+        self._identity = identity
+        self._identity_known.set()
+
+    async def run(self, on_hint: Callable[[Hint], None], on_connected: Callable[[], None]) -> None:
+        """Listen until cancelled; a subscriber that fails is logged, and polling goes on."""
+        try:
+            subscriber = self._given or await self._redis_subscriber()
+            self.subscriber = subscriber
+            if subscriber is not None:
+                await subscriber.run(on_hint, on_connected)
+        except Exception:
+            logger.exception("hints.failed: polling continues without hints")
+
+    async def _redis_subscriber(self) -> RedisHintSubscriber | None:
+        await self._identity_known.wait()
+        identity = self._identity
+        url = self._redis_url.get_secret_value() if self._redis_url else None
+        url = url or (identity.hints_redis_url if identity else None)
+        if url is None:
+            logger.info("hints.none: no Redis known; converging by polling")
+            return None
+        channel = (identity.hints_channel if identity else None) or DEFAULT_HINT_CHANNEL
+        return RedisHintSubscriber(url, channel)
+
+
+class HintsState(enum.StrEnum):
+    """The hint subscription, as the status server reports it."""
+
+    OFF = "off"  # the agent is not running
+    WAITING = "waiting"  # for the registration answer, which says where hints are
+    NONE = "none"  # no Redis known: the agent converges by polling alone
+    CONNECTING = "connecting"  # to Redis, or reconnecting after losing it
+    CONNECTED = "connected"
+    LISTENING = "listening"  # a subscriber other than Redis (embedded use, tests)
+    FAILED = "failed"  # the subscriber gave up (logged as hints.failed): polling only
+
+
+def hints_state(task: asyncio.Task[None] | None, subscriber: HintSubscriber | None) -> HintsState:
+    """Where the hint ``task``, listening with ``subscriber``, stands."""
+    if task is None:
+        return HintsState.OFF
+    if task.done():
+        if task.cancelled():
+            return HintsState.OFF
+        no_redis = subscriber is None or isinstance(subscriber, NullHintSubscriber)
+        return HintsState.NONE if no_redis else HintsState.FAILED
+    if subscriber is None:
+        return HintsState.WAITING
+    if isinstance(subscriber, NullHintSubscriber):
+        return HintsState.NONE
+    if isinstance(subscriber, RedisHintSubscriber):
+        subscription = subscriber.subscription
+        connected = subscription is not None and subscription.connected
+        return HintsState.CONNECTED if connected else HintsState.CONNECTING
+    return HintsState.LISTENING

@@ -2,7 +2,8 @@
 
 :class:`AgentMetrics` is fed by the loops with a few plain additions (an agent host may
 run hundreds of agents; nothing here takes a lock or formats a string). The status
-server reads it, and the agent, at scrape time through :class:`AgentCollector`.
+server reads it, and the agent (as an :class:`AgentView`), at scrape time through
+:class:`AgentCollector`.
 
 Propagation is measured on this machine's monotonic clock only: from the moment the
 agent first learned that a version exists, from a hint announcing it (``trigger="hint"``)
@@ -16,11 +17,10 @@ the poll.
 from __future__ import annotations
 
 import bisect
-import enum
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import (
@@ -30,12 +30,10 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 
-from agent.hints import NullHintSubscriber, RedisHintSubscriber
+from agent.hints import HintsState
 from agent.outcomes import ControllerOutcome
+from agent.storage import CachedConfig
 from common.metrics import LATENCY_BUCKETS_SECONDS, counter_by
-
-if TYPE_CHECKING:
-    from agent.runner import Agent
 
 TRIGGER_HINT: Final = "hint"
 TRIGGER_POLL: Final = "poll"
@@ -59,36 +57,26 @@ class BackoffState:
         return cls(consecutive_failures=failures, retry_delay_seconds=delay)
 
 
-class HintsState(enum.StrEnum):
-    """The hint subscription, as the status server reports it."""
+class AgentView(Protocol):
+    """What the collector (and the status server) read of an agent at scrape time."""
 
-    OFF = "off"  # the agent is not running
-    WAITING = "waiting"  # for the registration answer, which says where hints are
-    NONE = "none"  # no Redis known: the agent converges by polling alone
-    CONNECTING = "connecting"  # to Redis, or reconnecting after losing it
-    CONNECTED = "connected"
-    LISTENING = "listening"  # a subscriber other than Redis (embedded use, tests)
-    FAILED = "failed"  # the subscriber gave up (logged as hints.failed): polling only
+    @property
+    def metrics(self) -> AgentMetrics: ...
 
+    @property
+    def cached_config(self) -> CachedConfig | None: ...
 
-def hints_state(agent: Agent) -> HintsState:
-    task, subscriber = agent.hint_task, agent.hint_subscriber
-    if task is None:
-        return HintsState.OFF
-    if task.done():
-        if task.cancelled():
-            return HintsState.OFF
-        no_redis = subscriber is None or isinstance(subscriber, NullHintSubscriber)
-        return HintsState.NONE if no_redis else HintsState.FAILED
-    if subscriber is None:
-        return HintsState.WAITING
-    if isinstance(subscriber, NullHintSubscriber):
-        return HintsState.NONE
-    if isinstance(subscriber, RedisHintSubscriber):
-        subscription = subscriber.subscription
-        connected = subscription is not None and subscription.connected
-        return HintsState.CONNECTED if connected else HintsState.CONNECTING
-    return HintsState.LISTENING
+    @property
+    def applied_version(self) -> int | None: ...
+
+    @property
+    def controller_backoff(self) -> BackoffState: ...
+
+    @property
+    def worker_backoff(self) -> BackoffState: ...
+
+    @property
+    def hints_state(self) -> HintsState: ...
 
 
 class Buckets:
@@ -192,7 +180,7 @@ class AgentMetrics:
 class AgentCollector:
     """Reads one agent (and its :class:`AgentMetrics`) at scrape time."""
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: AgentView) -> None:
         self._agent = agent
 
     def collect(self) -> Iterator[Metric]:
@@ -235,7 +223,7 @@ class AgentCollector:
         yield _gauge(
             "fleetconf_agent_hints_connected",
             "1 while the hint subscription is connected to Redis, else 0.",
-            1 if hints_state(agent) is HintsState.CONNECTED else 0,
+            1 if agent.hints_state is HintsState.CONNECTED else 0,
         )
         yield counter_by(
             "fleetconf_agent_worker_pushes",
@@ -248,7 +236,7 @@ class AgentCollector:
         yield _propagation(metrics)
 
     @staticmethod
-    def _backoff(agent: Agent) -> Iterator[Metric]:
+    def _backoff(agent: AgentView) -> Iterator[Metric]:
         failures = GaugeMetricFamily(
             "fleetconf_agent_consecutive_failures",
             "Failed attempts in a row, per peer (0: not backing off).",
@@ -298,7 +286,7 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, documentation, value=value)
 
 
-def agent_registry(agent: Agent) -> CollectorRegistry:
+def agent_registry(agent: AgentView) -> CollectorRegistry:
     """A registry of this agent's metrics alone."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(AgentCollector(agent))

@@ -17,7 +17,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from agent.keys import AGENT_KEY, REGISTRY_KEY, SETTINGS_KEY
-from agent.metrics import BackoffState, agent_registry, hints_state
+from agent.metrics import BackoffState, agent_registry
 from agent.runner import Agent, Lifecycle
 from agent.settings import AgentSettings
 from agent.status_models import AgentStatus, BackoffStatus, Health, HintsStatus
@@ -76,7 +76,7 @@ def agent_status(agent: Agent, settings: AgentSettings) -> AgentStatus:
         last_outcome=metrics.last_outcome.value if metrics.last_outcome else None,
         controller_backoff=_backoff(agent.controller_backoff),
         worker_backoff=_backoff(agent.worker_backoff),
-        hints=HintsStatus(state=hints_state(agent), received=metrics.hints_received),
+        hints=HintsStatus(state=agent.hints_state, received=metrics.hints_received),
     )
 
 

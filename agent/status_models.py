@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from agent.metrics import HintsState
+from agent.hints import HintsState
 
 EXAMPLE_STATUS: dict[str, JsonValue] = {
     "agent_id": "6f1c2a8e-4b7d-4e0a-9c3f-2d5b8a1e7f90",

@@ -126,6 +126,12 @@ async def worker_holds(server: TestServer, *, token: str | None = None) -> dict[
         return body
 
 
+async def worker_version(server: TestServer) -> int:
+    """The configuration version the worker says it holds."""
+    version: int = (await worker_holds(server))["version"]
+    return version
+
+
 @dataclass
 class Seen:
     """One request the controller answered: what the agent sent, and the status."""

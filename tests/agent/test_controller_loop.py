@@ -31,7 +31,9 @@ async def run_until(agent: Agent, *, failures: int) -> None:
     """Run the agent until it has recorded ``failures`` retry delays, then stop it."""
     task = asyncio.create_task(agent.run())
     try:
-        await eventually(lambda: len(agent.controller_retry_delays) >= failures, timeout_seconds=20)
+        await eventually(
+            lambda: len(agent.controller_sync.retry_delays) >= failures, timeout_seconds=20
+        )
     finally:
         await agent.stop()
         await task
@@ -43,9 +45,9 @@ async def test_delays_grow_exponentially_to_the_cap(
     """Jitter at its ceiling: delays are base * 2**n capped at max, and attempts wait them."""
     agent = Agent(make_settings(), rng=CeilingRandom())
     await run_until(agent, failures=7)
-    delays = list(agent.controller_retry_delays)[:7]
+    delays = list(agent.controller_sync.retry_delays)[:7]
     assert delays == pytest.approx([0.01, 0.02, 0.04, 0.08, 0.08, 0.08, 0.08])
-    attempts = list(agent.controller_attempts)
+    attempts = list(agent.controller_sync.attempts)
     gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
     for gap, delay in zip(gaps, delays, strict=False):
         assert gap >= delay - 1e-3
@@ -58,9 +60,9 @@ async def test_jittered_delays_stay_under_their_ceilings(make_settings: MakeSett
     """Full jitter: each delay lies in [0, min(max, base * 2**n)]."""
     agent = Agent(make_settings(), rng=random.Random(7))
     await run_until(agent, failures=10)
-    for n, delay in enumerate(list(agent.controller_retry_delays)[:10]):
+    for n, delay in enumerate(list(agent.controller_sync.retry_delays)[:10]):
         assert 0 <= delay <= min(0.08, 0.01 * 2**n) + 1e-12
-    assert len(set(agent.controller_retry_delays)) > 1
+    assert len(set(agent.controller_sync.retry_delays)) > 1
 
 
 async def test_failures_are_logged_as_warnings_without_secrets(
@@ -81,8 +83,9 @@ async def test_stop_interrupts_a_long_backoff(make_settings: MakeSettings) -> No
         make_settings(backoff_base_seconds=30, backoff_max_seconds=60), rng=CeilingRandom()
     )
     task = asyncio.create_task(agent.run())
-    await eventually(lambda: len(agent.controller_retry_delays) > 0, timeout_seconds=10)
-    assert agent.lifecycle is Lifecycle.RUNNING
+    await eventually(lambda: len(agent.controller_sync.retry_delays) > 0, timeout_seconds=10)
+    running = agent.lifecycle
+    assert running is Lifecycle.RUNNING
     async with asyncio.timeout(5):
         await agent.stop()
         await task
@@ -95,7 +98,7 @@ async def test_unreachable_once_reports_the_outcome(make_settings: MakeSettings)
         step = await agent.sync_controller_once()
     assert step.outcome is ControllerOutcome.UNREACHABLE
     assert not step.outcome.succeeded
-    assert len(agent.controller_attempts) == 1
+    assert len(agent.controller_sync.attempts) == 1
 
 
 def _rate_limited_app(retry_after: str) -> web.Application:
@@ -124,8 +127,8 @@ async def test_retry_after_is_honoured(
     assert step.retry_after_seconds == 7
     agent = Agent(make_settings(controller_url=base_url(server)))
     await run_until(agent, failures=1)
-    assert agent.controller_retry_delays[0] >= 7
-    assert len(agent.controller_attempts) == 1
+    assert agent.controller_sync.retry_delays[0] >= 7
+    assert len(agent.controller_sync.attempts) == 1
 
 
 def test_retry_after_forms() -> None:

@@ -16,7 +16,7 @@ from tests.agent.conftest import (
     StartController,
     base_url,
     eventually,
-    worker_holds,
+    worker_version,
 )
 
 
@@ -34,7 +34,7 @@ class QueuedHints:
 
 async def test_null_subscriber_waits_until_cancelled() -> None:
     """NullHintSubscriber never calls back and ends only when cancelled."""
-    called: list[int] = []
+    called: list[Hint] = []
     subscriber: HintSubscriber = NullHintSubscriber()
     task = asyncio.create_task(subscriber.run(called.append, lambda: None))
     await asyncio.sleep(0.05)
@@ -61,7 +61,7 @@ async def test_hint_wakes_the_controller_loop(
         hints.queue.put_nowait(version)
 
         async def forwarded() -> bool:
-            return (await worker_holds(worker))["version"] == version
+            return await worker_version(worker) == version
 
         await eventually(forwarded, timeout_seconds=10)
     finally:
@@ -91,7 +91,7 @@ async def test_redis_hint_from_the_registration_answer(
         version = await controller.publish("https://example.org/via-redis")
 
         async def forwarded() -> bool:
-            return (await worker_holds(worker))["version"] == version
+            return await worker_version(worker) == version
 
         await eventually(forwarded, timeout_seconds=5)
     finally:
@@ -115,7 +115,7 @@ async def test_duplicate_hints_coalesce_into_one_fetch(
             hints.queue.put_nowait(version)
 
         async def forwarded() -> bool:
-            return (await worker_holds(worker))["version"] == version
+            return await worker_version(worker) == version
 
         await eventually(forwarded, timeout_seconds=10)
         await asyncio.sleep(0.3)

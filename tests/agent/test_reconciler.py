@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestServer
 
 from agent.outcomes import WorkerOutcome
 from agent.runner import Agent
-from agent.state import CachedConfig, StateStore
+from agent.storage import CachedConfig, Storage
 from common.models import WorkerConfig
 from tests.agent.conftest import (
     WORKER_TOKEN,
@@ -22,6 +22,7 @@ from tests.agent.conftest import (
     base_url,
     eventually,
     worker_holds,
+    worker_version,
 )
 
 
@@ -35,7 +36,7 @@ def cache_config(
         config=WorkerConfig(url=url),
         poll_interval_seconds=interval,
     )
-    store = StateStore(state_dir)
+    store = Storage(state_dir)
     store.prepare()
     store.save_config(cached)
     return cached
@@ -80,7 +81,7 @@ async def test_running_agent_restores_worker_at_start(
     task = asyncio.create_task(agent.run())
 
     async def restored() -> bool:
-        return (await worker_holds(worker))["version"] == 4
+        return await worker_version(worker) == 4
 
     try:
         await eventually(restored, timeout_seconds=10)
@@ -129,11 +130,11 @@ async def test_worker_restarted_empty_is_restored_within_an_interval(
     finally:
         await agent.stop()
         await task
-    assert all(delay <= 1 for delay in agent.worker_retry_delays)
+    assert all(delay <= 1 for delay in agent.reconciler.retry_delays)
 
 
 async def _holds(server: TestServer, version: int) -> bool:
-    return (await worker_holds(server))["version"] == version
+    return await worker_version(server) == version
 
 
 async def test_worker_token_is_sent(
@@ -209,9 +210,26 @@ async def test_unreachable_worker_backoff_is_capped_at_the_interval(
     )
     task = asyncio.create_task(agent.run())
     try:
-        await eventually(lambda: len(agent.worker_retry_delays) >= 5, timeout_seconds=20)
+        await eventually(lambda: len(agent.reconciler.retry_delays) >= 5, timeout_seconds=20)
     finally:
         await agent.stop()
         await task
-    assert list(agent.worker_retry_delays)[:5] == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0])
+    assert list(agent.reconciler.retry_delays)[:5] == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0])
     assert "worker.unreachable attempt=1 retry_in_seconds=0.10" in caplog.text
+
+
+async def test_offered_configuration_is_pushed_at_once(
+    make_settings: MakeSettings, worker: TestServer, state_dir: Path
+) -> None:
+    """offer() makes the next step push without asking the worker first; applied follows."""
+    async with Agent(make_settings(worker_url=base_url(worker))) as agent:
+        assert agent.applied_version is None
+        agent.reconciler.offer(cache_config(state_dir, 6, "https://example.org/offered"))
+        step = await agent.reconciler.run_once()
+        assert step.outcome is WorkerOutcome.UPDATED
+        assert agent.applied_version == 6
+        assert agent.metrics.worker_pushes == {"applied": 1, "refused": 0, "error": 0}
+    assert await worker_holds(worker) == {
+        "version": 6,
+        "config": {"url": "https://example.org/offered"},
+    }

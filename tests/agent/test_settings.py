@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -22,7 +23,7 @@ def set_env(monkeypatch: pytest.MonkeyPatch, **variables: str) -> None:
         monkeypatch.setenv(name, value)
 
 
-def error_text(**kwargs: object) -> str:
+def error_text(**kwargs: Any) -> str:
     with pytest.raises(ValidationError) as caught:
         AgentSettings(_env_file=None, **kwargs)
     return describe_settings_error(caught.value, "AGENT_")
@@ -179,7 +180,7 @@ def test_settings_are_frozen(monkeypatch: pytest.MonkeyPatch) -> None:
     set_env(monkeypatch, **REQUIRED)
     settings = AgentSettings(_env_file=None)
     with pytest.raises(ValidationError):
-        settings.hostname = "other"
+        settings.hostname = "other"  # type: ignore[misc]  # the refused assignment is the test
 
 
 @pytest.mark.parametrize("empty", ["", "  "])

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestServer
 from agent.constants import STOP_GRACE_SECONDS
 from agent.outcomes import ControllerOutcome, WorkerOutcome
 from agent.runner import Agent, Lifecycle
-from agent.state import CachedConfig, Identity, StateStore
+from agent.storage import CachedConfig, Identity, Storage
 from tests.agent.conftest import (
     REGISTRATION_TOKEN,
     Controller,
@@ -24,6 +24,7 @@ from tests.agent.conftest import (
     base_url,
     eventually,
     worker_holds,
+    worker_version,
 )
 
 
@@ -41,7 +42,7 @@ async def test_register_saves_a_private_identity(
         assert agent.identity is not None
         assert agent.poll_interval_seconds == 1
         token = agent.identity.agent_token
-    store = StateStore(state_dir)
+    store = Storage(state_dir)
     assert store.load_identity(controller.url) == agent.identity
     assert stat.S_IMODE(store.identity_path.stat().st_mode) == 0o600
     assert f"agent.registered agent_id={agent.identity.agent_id}" in caplog.text
@@ -90,7 +91,7 @@ async def test_new_version_is_fetched_and_forwarded(
         "version": version,
         "config": {"url": "https://example.org/v1"},
     }
-    saved = StateStore(state_dir).load_config()
+    saved = Storage(state_dir).load_config()
     assert saved is not None
     assert (saved.version, saved.config.url) == (version, "https://example.org/v1")
     polls = controller.polls()
@@ -106,7 +107,7 @@ async def test_unknown_agent_token_registers_again(
 ) -> None:
     """A 401 on the poll (controller database replaced) drops the identity and re-registers."""
     stale_id = uuid.uuid4()
-    store = StateStore(state_dir)
+    store = Storage(state_dir)
     store.prepare()
     store.save_identity(
         Identity(controller_url=controller.url, agent_id=stale_id, agent_token=f"{stale_id}.old")
@@ -134,7 +135,7 @@ async def test_identity_rejection_drops_the_etag(
     async with Agent(make_settings(controller_url=controller.url)) as agent:
         await agent.sync_controller_once()
         await agent.sync_controller_once()
-    store = StateStore(state_dir)
+    store = Storage(state_dir)
     identity = store.load_identity(controller.url)
     assert identity is not None
     store.save_identity(
@@ -162,7 +163,7 @@ async def test_corrupt_config_is_refetched_in_full(
     async with Agent(settings) as agent:
         await agent.sync_controller_once()
         await agent.sync_controller_once()
-    store = StateStore(state_dir)
+    store = Storage(state_dir)
     store.config_path.write_text(store.config_path.read_text()[:-20])
     async with Agent(settings) as agent:
         assert agent.cached_config is None
@@ -200,7 +201,7 @@ async def test_running_agent_converges_on_each_new_version(
             version = await controller.publish(url)
 
             async def converged(version: int = version) -> bool:
-                return (await worker_holds(worker))["version"] == version
+                return await worker_version(worker) == version
 
             await eventually(converged, timeout_seconds=10)
     finally:
@@ -209,8 +210,8 @@ async def test_running_agent_converges_on_each_new_version(
     assert (await worker_holds(worker))["config"] == {"url": "https://example.org/two"}
 
 
-class BlockingStore(StateStore):
-    """A real state store whose configuration write waits until the test releases it."""
+class BlockingStorage(Storage):
+    """A real storage whose configuration write waits until the test releases it."""
 
     def __init__(self, state_dir: Path) -> None:
         super().__init__(state_dir)
@@ -226,22 +227,23 @@ class BlockingStore(StateStore):
 async def test_stop_finishes_the_write_in_hand(
     make_settings: MakeSettings, controller: Controller, state_dir: Path
 ) -> None:
-    """stop() outlasts its grace period until the state write in hand is on disk."""
+    """stop() outlasts its grace period until the storage write in hand is on disk."""
     version = await controller.publish("https://example.org/durable")
-    store = BlockingStore(state_dir)
-    agent = Agent(make_settings(controller_url=controller.url), state=store)
+    store = BlockingStorage(state_dir)
+    agent = Agent(make_settings(controller_url=controller.url), storage=store)
     task = asyncio.create_task(agent.run())
     await eventually(store.entered.is_set, timeout_seconds=10)
     stopping = asyncio.create_task(agent.stop())
     await asyncio.sleep(STOP_GRACE_SECONDS + 0.2)
     assert not stopping.done()
-    assert agent.lifecycle is Lifecycle.STOPPING
+    stopping_now = agent.lifecycle
+    assert stopping_now is Lifecycle.STOPPING
     store.release.set()
     async with asyncio.timeout(10):
         await stopping
         await task
     assert agent.lifecycle is Lifecycle.STOPPED
-    saved = StateStore(state_dir).load_config()
+    saved = Storage(state_dir).load_config()
     assert saved is not None
     assert saved.version == version
 
@@ -265,4 +267,4 @@ async def test_registration_rate_limit_is_honoured(
     statuses = [s.status for s in controller.seen if s.path == "/register"]
     assert statuses[:2] == [201, 429]
     assert statuses[-1] == 201
-    assert agent.controller_retry_delays[0] >= 2
+    assert agent.controller_sync.retry_delays[0] >= 2

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from agent.state import StateStore
+from agent.storage import Storage
 from tests.faults.conftest import MakeFleet
 from tests.faults.fleet import (
     BACKOFF_MAX_SECONDS,
@@ -97,7 +97,7 @@ def _assert_logged_corrupt(fleet: Fleet, path: Path, damage: str) -> None:
 
 async def _wait_state_saved(fleet: Fleet, version: int) -> None:
     """Both files whole again (checksums right), the configuration at ``version``."""
-    store = StateStore(fleet.state_dir)
+    store = Storage(fleet.state_dir)
     assert fleet.link is not None
     controller_url = fleet.link.rewrite(str(fleet.controller.url))
 

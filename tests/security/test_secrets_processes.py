@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 import redis.asyncio as redis
 
-from agent.state import StateStore
+from agent.storage import Storage
 from tests.security.conftest import (
     ADMIN,
     ADMIN_TOKEN,
@@ -213,7 +213,7 @@ async def test_secrets_from_files_never_reach_the_logs(
             }
         finally:
             await group.stop_all()
-        identity = StateStore(tmp_path / "agent-files" / "state").load_identity(str(controller.url))
+        identity = Storage(tmp_path / "agent-files" / "state").load_identity(str(controller.url))
         assert identity is not None
         secrets = {**SECRETS, "agent token secret": identity.agent_token.partition(".")[2]}
         leaks = {s.name: names for s in group.services if (names := found(s.log_text(), secrets))}

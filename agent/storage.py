@@ -1,7 +1,7 @@
-"""What the agent keeps on disk: its identity and the last configuration it received.
+"""The agent's storage: its identity and the last configuration it received, on disk.
 
-Two files in the state directory, so that a damaged configuration does not cost the
-identity (and the other way round):
+Two files in the state directory (``AGENT_STATE_DIR``), so that a damaged configuration
+does not cost the identity (and the other way round):
 
     identity.json   {"format": 1, "controller_url", "agent_id", "agent_token", "checksum"}
     config.json     {"format": 1, "version", "etag", "config", "poll_interval_seconds",
@@ -15,12 +15,14 @@ shape, is logged as ``state.corrupt`` and treated as absent: it is never applied
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,17 +33,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from agent.constants import (
     CONFIG_FILE_NAME,
     IDENTITY_FILE_NAME,
-    STATE_DIR_MODE,
-    STATE_FILE_MODE,
-    STATE_FORMAT,
+    STORAGE_DIR_MODE,
+    STORAGE_FILE_MODE,
+    STORAGE_FORMAT,
 )
 from common.models import WorkerConfig
 
 logger = logging.getLogger(__name__)
-
-# Every state write of this process runs on this one thread, in the order asked: no two
-# writes of a file race, and many agents in one process do not wake a pool per write.
-STATE_WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-state")
 
 DocumentT = TypeVar("DocumentT", bound=BaseModel)
 
@@ -91,8 +89,8 @@ class _ConfigDocument(BaseModel):
     checksum: str
 
 
-class CorruptState(Exception):
-    """A state file exists but must not be used; the message says why."""
+class CorruptStorage(Exception):
+    """A storage file exists but must not be used; the message says why."""
 
 
 def checksum(fields: dict[str, Any]) -> str:
@@ -101,7 +99,7 @@ def checksum(fields: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def write_atomically(path: Path, data: bytes, *, mode: int = STATE_FILE_MODE) -> None:
+def write_atomically(path: Path, data: bytes, *, mode: int = STORAGE_FILE_MODE) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves the old file or the new one.
 
     The temporary file has a fixed name beside the target (one agent owns its state
@@ -135,8 +133,8 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-class StateStore:
-    """The two state files in one directory; every method is blocking file I/O."""
+class Storage:
+    """The two files in the state directory; every method is blocking file I/O."""
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
@@ -145,10 +143,10 @@ class StateStore:
 
     def prepare(self) -> None:
         """Create the state directory, private to this user."""
-        self.state_dir.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
-        if self.state_dir.stat().st_mode & 0o777 != STATE_DIR_MODE:
+        self.state_dir.mkdir(mode=STORAGE_DIR_MODE, parents=True, exist_ok=True)
+        if self.state_dir.stat().st_mode & 0o777 != STORAGE_DIR_MODE:
             try:
-                self.state_dir.chmod(STATE_DIR_MODE)
+                self.state_dir.chmod(STORAGE_DIR_MODE)
             except OSError as exc:
                 logger.warning("state.dir_not_private path=%s error=%s", self.state_dir, exc)
 
@@ -179,7 +177,7 @@ class StateStore:
         self._save(
             self.identity_path,
             {
-                "format": STATE_FORMAT,
+                "format": STORAGE_FORMAT,
                 "controller_url": identity.controller_url,
                 "agent_id": str(identity.agent_id),
                 "agent_token": identity.agent_token,
@@ -214,7 +212,7 @@ class StateStore:
         self._save(
             self.config_path,
             {
-                "format": STATE_FORMAT,
+                "format": STORAGE_FORMAT,
                 "version": cached.version,
                 "etag": cached.etag,
                 "config": cached.config.model_dump(mode="json"),
@@ -232,33 +230,74 @@ class StateStore:
             return _read_document(path, model)
         except FileNotFoundError:
             return None
-        except CorruptState as exc:
+        except CorruptStorage as exc:
             _log_corrupt(path, str(exc))
             return None
 
 
+class StorageWriter:
+    """Runs one agent's blocking storage writes on one thread, in the order asked.
+
+    No two writes of a file race. The thread is the agent's: :meth:`open` when the agent
+    opens, :meth:`close` when it stops, which first lets the writes in hand finish.
+    """
+
+    def __init__(self) -> None:
+        self._executor: ThreadPoolExecutor | None = None
+        self._writes: set[asyncio.Future[None]] = set()
+
+    def open(self) -> None:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-storage")
+
+    async def write(self, write: Callable[..., None], *args: Any) -> None:
+        """Run ``write(*args)``; it finishes even if the caller is cancelled. An OSError
+        is logged (``state.write_failed``), not raised."""
+        if self._executor is None:
+            raise RuntimeError("the storage writer is not open")
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(loop.run_in_executor(self._executor, write, *args))
+        self._writes.add(task)
+        task.add_done_callback(self._write_done)
+        with contextlib.suppress(OSError):
+            await asyncio.shield(task)
+
+    def _write_done(self, task: asyncio.Future[None]) -> None:
+        self._writes.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            logger.error("state.write_failed error=%s", exc)
+
+    async def close(self) -> None:
+        """Wait for the writes in hand, then let the thread go."""
+        while self._writes:
+            await asyncio.wait(set(self._writes))
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+
+
 def _read_document(path: Path, model: type[DocumentT]) -> DocumentT:
-    """The checked document at ``path``; FileNotFoundError, or CorruptState saying why."""
+    """The checked document at ``path``; FileNotFoundError, or CorruptStorage saying why."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise
     except OSError as exc:
-        raise CorruptState(f"unreadable ({exc.strerror})") from exc
+        raise CorruptStorage(f"unreadable ({exc.strerror})") from exc
     try:
         value = json.loads(raw)
     except (ValueError, RecursionError) as exc:
-        raise CorruptState("not valid JSON") from exc
+        raise CorruptStorage("not valid JSON") from exc
     if not isinstance(value, dict):
-        raise CorruptState("not a JSON object")
+        raise CorruptStorage("not a JSON object")
     try:
         doc = model.model_validate(value)
     except ValidationError as exc:
         names = sorted({str(err["loc"][0]) for err in exc.errors() if err["loc"]})
-        raise CorruptState(f"unexpected shape ({', '.join(names) or 'document'})") from exc
+        raise CorruptStorage(f"unexpected shape ({', '.join(names) or 'document'})") from exc
     fields = {key: item for key, item in value.items() if key != "checksum"}
     if value["checksum"] != checksum(fields):
-        raise CorruptState("checksum mismatch")
+        raise CorruptStorage("checksum mismatch")
     return doc
 
 

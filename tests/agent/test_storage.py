@@ -1,16 +1,24 @@
-"""The agent's state files: identity.json and config.json."""
+"""The agent's storage: identity.json and config.json."""
 
 from __future__ import annotations
 
 import json
 import logging
 import stat
+import threading
 import uuid
 from pathlib import Path
 
 import pytest
 
-from agent.state import CachedConfig, Identity, StateStore, checksum, write_atomically
+from agent.storage import (
+    CachedConfig,
+    Identity,
+    Storage,
+    StorageWriter,
+    checksum,
+    write_atomically,
+)
 from common.models import WorkerConfig
 
 CONTROLLER = "http://controller.test:8000"
@@ -29,9 +37,9 @@ def cached(version: int = 3, url: str | None = "https://ip.me") -> CachedConfig:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> StateStore:
+def store(tmp_path: Path) -> Storage:
     """A prepared state store in a fresh directory."""
-    state = StateStore(tmp_path / "state")
+    state = Storage(tmp_path / "state")
     state.prepare()
     return state
 
@@ -40,28 +48,28 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def test_identity_round_trip(store: StateStore) -> None:
+def test_identity_round_trip(store: Storage) -> None:
     """A saved identity loads back equal for the same controller."""
     saved = identity()
     store.save_identity(saved)
     assert store.load_identity(CONTROLLER) == saved
 
 
-def test_config_round_trip(store: StateStore) -> None:
+def test_config_round_trip(store: Storage) -> None:
     """A saved configuration loads back equal, ETag and poll interval included."""
     saved = cached()
     store.save_config(saved)
     assert store.load_config() == saved
 
 
-def test_missing_files_load_as_none(store: StateStore, caplog: pytest.LogCaptureFixture) -> None:
+def test_missing_files_load_as_none(store: Storage, caplog: pytest.LogCaptureFixture) -> None:
     """No files yet: both load as None, and nothing is called corrupt."""
     assert store.load_identity(CONTROLLER) is None
     assert store.load_config() is None
     assert "state.corrupt" not in caplog.text
 
 
-def test_file_format_and_checksum(store: StateStore) -> None:
+def test_file_format_and_checksum(store: Storage) -> None:
     """The files carry format 1 and the SHA-256 of the canonical JSON of the other fields."""
     store.save_config(cached())
     document = json.loads(store.config_path.read_text())
@@ -83,7 +91,7 @@ def test_file_format_and_checksum(store: StateStore) -> None:
 
 def test_modes_are_private(tmp_path: Path) -> None:
     """The state directory is 0700 and the files 0600 (identity.json holds a secret)."""
-    store = StateStore(tmp_path / "a" / "state")
+    store = Storage(tmp_path / "a" / "state")
     store.prepare()
     store.save_identity(identity())
     store.save_config(cached())
@@ -97,11 +105,11 @@ def test_existing_open_directory_is_made_private(tmp_path: Path) -> None:
     directory = tmp_path / "state"
     directory.mkdir(mode=0o755)
     directory.chmod(0o755)
-    StateStore(directory).prepare()
+    Storage(directory).prepare()
     assert mode(directory) == 0o700
 
 
-def test_writes_leave_no_temporary_files(store: StateStore) -> None:
+def test_writes_leave_no_temporary_files(store: Storage) -> None:
     """Repeated atomic writes leave exactly the two state files behind."""
     for version in range(1, 6):
         store.save_config(cached(version))
@@ -128,9 +136,7 @@ def _assert_corrupt(caplog: pytest.LogCaptureFixture, path: Path, reason: str) -
     assert f"reason={reason}" in records[0].getMessage()
 
 
-def test_checksum_mismatch_is_not_applied(
-    store: StateStore, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_checksum_mismatch_is_not_applied(store: Storage, caplog: pytest.LogCaptureFixture) -> None:
     """A field edited without its checksum makes the file corrupt: logged, not loaded."""
     store.save_config(cached(3))
     document = json.loads(store.config_path.read_text())
@@ -140,7 +146,7 @@ def test_checksum_mismatch_is_not_applied(
     _assert_corrupt(caplog, store.config_path, "checksum mismatch")
 
 
-def test_truncated_file_is_not_applied(store: StateStore, caplog: pytest.LogCaptureFixture) -> None:
+def test_truncated_file_is_not_applied(store: Storage, caplog: pytest.LogCaptureFixture) -> None:
     """A file cut short (a torn write on another file system) is corrupt."""
     store.save_config(cached())
     data = store.config_path.read_bytes()
@@ -149,7 +155,7 @@ def test_truncated_file_is_not_applied(store: StateStore, caplog: pytest.LogCapt
     _assert_corrupt(caplog, store.config_path, "not valid JSON")
 
 
-def test_garbage_file_is_not_applied(store: StateStore, caplog: pytest.LogCaptureFixture) -> None:
+def test_garbage_file_is_not_applied(store: Storage, caplog: pytest.LogCaptureFixture) -> None:
     """Bytes that are not JSON at all are corrupt."""
     store.identity_path.write_bytes(b"\x00\xff\xfe garbage \x80")
     assert store.load_identity(CONTROLLER) is None
@@ -169,7 +175,7 @@ def test_garbage_file_is_not_applied(store: StateStore, caplog: pytest.LogCaptur
     ],
 )
 def test_wrong_shape_is_not_applied(
-    store: StateStore, caplog: pytest.LogCaptureFixture, content: str, reason: str
+    store: Storage, caplog: pytest.LogCaptureFixture, content: str, reason: str
 ) -> None:
     """Valid JSON of the wrong shape or format is corrupt."""
     store.config_path.write_text(content)
@@ -178,7 +184,7 @@ def test_wrong_shape_is_not_applied(
 
 
 def test_invalid_configuration_with_valid_checksum_is_not_applied(
-    store: StateStore, caplog: pytest.LogCaptureFixture
+    store: Storage, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A checksummed file whose configuration is not a valid WorkerConfig is not applied."""
     fields = {
@@ -193,7 +199,7 @@ def test_invalid_configuration_with_valid_checksum_is_not_applied(
     _assert_corrupt(caplog, store.config_path, "config is not a valid worker configuration")
 
 
-def test_damaged_config_keeps_identity(store: StateStore) -> None:
+def test_damaged_config_keeps_identity(store: Storage) -> None:
     """A damaged config.json does not cost the identity."""
     saved = identity()
     store.save_identity(saved)
@@ -204,7 +210,7 @@ def test_damaged_config_keeps_identity(store: StateStore) -> None:
 
 
 def test_identity_for_another_controller_is_ignored(
-    store: StateStore, caplog: pytest.LogCaptureFixture
+    store: Storage, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An identity saved for another controller URL is not used (the agent re-registers)."""
     caplog.set_level(logging.INFO)
@@ -214,7 +220,7 @@ def test_identity_for_another_controller_is_ignored(
     assert "state.corrupt" not in caplog.text
 
 
-def test_clear_identity(store: StateStore) -> None:
+def test_clear_identity(store: Storage) -> None:
     """Clearing the identity removes the file; clearing twice is harmless."""
     store.save_identity(identity())
     store.clear_identity()
@@ -225,3 +231,23 @@ def test_clear_identity(store: StateStore) -> None:
 def test_token_not_in_repr() -> None:
     """The agent token never shows in an Identity's repr."""
     assert "agent-secret-token" not in repr(identity())
+
+
+def _writer_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("agent-storage")]
+
+
+async def test_writer_finishes_its_writes_and_lets_its_thread_go(store: Storage) -> None:
+    """close() waits for the write in hand, then the writer's thread ends; no write after."""
+    before = set(_writer_threads())
+    writer = StorageWriter()
+    writer.open()
+    await writer.write(store.save_config, cached())
+    assert set(_writer_threads()) - before
+    await writer.close()
+    for thread in set(_writer_threads()) - before:
+        thread.join(timeout=5)
+    assert set(_writer_threads()) <= before
+    assert store.load_config() == cached()
+    with pytest.raises(RuntimeError):
+        await writer.write(store.save_config, cached(4))

@@ -1,0 +1,305 @@
+"""The controller side: who the agent is, what it holds, and when it asks again.
+
+One loop: register while the agent has no identity, else poll ``GET /config`` with the
+ETag of the held configuration; wait the poll interval (jittered, cut short by hints,
+see :mod:`agent.hint_schedule`) after an answer, a backoff delay after a failure. A new
+configuration is saved and offered to the :class:`~agent.reconciler.Reconciler`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+
+from agent.constants import (
+    ATTEMPT_HISTORY_LENGTH,
+    DEFAULT_POLL_INTERVAL_SECONDS,
+    ENV_PREFIX,
+    POLL_JITTER_FRACTION,
+)
+from agent.controller_client import ControllerClient, PollAnswer, PollRequest, Registration
+from agent.errors import BadAnswer, RateLimited, Rejected, Unreachable
+from agent.hint_schedule import HintSchedule
+from agent.metrics import AgentMetrics, BackoffState
+from agent.outcomes import ControllerOutcome, ControllerStep
+from agent.reconciler import Reconciler
+from agent.settings import AgentSettings
+from agent.storage import CachedConfig, Identity, Storage, StorageWriter
+from agent.wake import sleep_or_wake
+from common.backoff import Backoff
+from common.constants import POLL_URL
+from common.models import WorkerConfig
+
+logger = logging.getLogger(__name__)
+
+
+class ControllerSync:
+    """One loop: keep the held configuration in step with the controller's."""
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        *,
+        storage: Storage,
+        writer: StorageWriter,
+        reconciler: Reconciler,
+        metrics: AgentMetrics,
+        backoff: Backoff,
+        rng: random.Random,
+        on_registered: Callable[[Identity], None],
+    ) -> None:
+        self._settings = settings
+        self._storage = storage
+        self._writer = writer
+        self._reconciler = reconciler
+        self._metrics = metrics
+        self._backoff = backoff
+        self._rng = rng
+        self._on_registered = on_registered
+        self._client: ControllerClient | None = None
+        self._identity: Identity | None = None
+        self._held: CachedConfig | None = None
+        self._etag: str | None = None
+        self._poll_url = POLL_URL
+        self._poll_interval_seconds = DEFAULT_POLL_INTERVAL_SECONDS
+        self._wake = asyncio.Event()
+        # Start times (time.monotonic()) of the attempts, and the retry delays chosen.
+        self.attempts: deque[float] = deque(maxlen=ATTEMPT_HISTORY_LENGTH)
+        self.retry_delays: deque[float] = deque(maxlen=ATTEMPT_HISTORY_LENGTH)
+        self.hint_schedule = HintSchedule(self, rng=rng, metrics=metrics)
+
+    @property
+    def identity(self) -> Identity | None:
+        return self._identity
+
+    @property
+    def held(self) -> CachedConfig | None:
+        """The last configuration received (and kept in storage)."""
+        return self._held
+
+    @property
+    def held_version(self) -> int | None:
+        return None if self._held is None else self._held.version
+
+    @property
+    def poll_interval_seconds(self) -> int:
+        return self._poll_interval_seconds
+
+    @property
+    def backoff(self) -> BackoffState:
+        return BackoffState.of(self._backoff.failures, self.retry_delays)
+
+    def connect(self, controller: ControllerClient) -> None:
+        self._client = controller
+
+    def restore(self, identity: Identity | None, held: CachedConfig | None) -> None:
+        """What storage kept from an earlier run."""
+        self._identity = identity
+        self._held = held
+        if held is not None:
+            self._etag = held.etag
+            self._poll_interval_seconds = held.poll_interval_seconds
+
+    def poll_soon(self) -> None:
+        self._wake.set()
+
+    async def run(self, running: Callable[[], bool]) -> None:
+        """Contact the controller until ``running()`` is false; an unexpected error fails
+        one step only."""
+        while running():
+            step = await self._step()
+            if step.outcome is ControllerOutcome.REGISTERED:
+                continue
+            await sleep_or_wake(self._wake, self._after_step(step))
+
+    async def run_once(self) -> ControllerStep:
+        """One contact with the controller: register if the agent has no identity, else poll."""
+        controller = self._client
+        if controller is None:
+            raise RuntimeError("the controller side has no client: the agent is not open")
+        self.attempts.append(time.monotonic())
+        try:
+            if self._identity is None:
+                return await self._register(controller)
+            return await self._poll(controller, self._identity)
+        except Unreachable as exc:
+            return ControllerStep(outcome=ControllerOutcome.UNREACHABLE, detail=str(exc))
+        except RateLimited as exc:
+            logger.warning(
+                "controller.rate_limited retry_after_seconds=%s", exc.retry_after_seconds
+            )
+            return ControllerStep(
+                outcome=ControllerOutcome.RATE_LIMITED,
+                detail=str(exc),
+                retry_after_seconds=exc.retry_after_seconds,
+            )
+        except BadAnswer as exc:
+            logger.warning("controller.bad_answer reason=%s", exc)
+            return ControllerStep(outcome=ControllerOutcome.BAD_ANSWER, detail=str(exc))
+
+    async def _step(self) -> ControllerStep:
+        """``run_once()``; an unexpected error is logged and counts as failed."""
+        try:
+            step = await self.run_once()
+        except Exception:
+            logger.exception("controller.step_failed")
+            step = ControllerStep(outcome=ControllerOutcome.FAILED, detail="unexpected error")
+        self._metrics.controller_contacted(step.outcome)
+        return step
+
+    def _after_step(self, step: ControllerStep) -> float:
+        """How long to wait before the next contact; logs a failure with its retry delay."""
+        if step.outcome.succeeded:
+            self._backoff.reset()
+            jitter = 1.0 - POLL_JITTER_FRACTION * self._rng.random()
+            return min(self._poll_interval_seconds * jitter, self.hint_schedule.recheck_seconds())
+        delay = self._backoff.next_delay_seconds()
+        if step.retry_after_seconds is not None:
+            delay = max(delay, step.retry_after_seconds)
+        self.retry_delays.append(delay)
+        _log_retry(step, self._backoff.failures, delay)
+        return delay
+
+    async def _register(self, controller: ControllerClient) -> ControllerStep:
+        settings = self._settings
+        try:
+            registration = await controller.register(
+                registration_token=settings.registration_token.get_secret_value(),
+                hostname=settings.hostname,
+                labels=settings.labels,
+            )
+        except Rejected as exc:
+            logger.error(
+                "agent.registration_rejected status=%d: the controller does not accept "
+                "%sREGISTRATION_TOKEN",
+                exc.status,
+                ENV_PREFIX,
+            )
+            return ControllerStep(outcome=ControllerOutcome.REGISTRATION_REJECTED, detail=str(exc))
+        identity = _identity(settings.controller_url, registration)
+        self._identity = identity
+        self._poll_url = registration.poll_url
+        self._poll_interval_seconds = registration.poll_interval_seconds
+        logger.info("agent.registered agent_id=%s", identity.agent_id)
+        self._on_registered(identity)
+        await self._writer.write(self._storage.save_identity, identity)
+        return ControllerStep(outcome=ControllerOutcome.REGISTERED)
+
+    async def _poll(self, controller: ControllerClient, identity: Identity) -> ControllerStep:
+        request = PollRequest(
+            poll_url=self._poll_url,
+            agent_id=identity.agent_id,
+            agent_token=identity.agent_token,
+            applied_version=self._reconciler.applied_version,
+            etag=self._etag,
+        )
+        try:
+            answer = await controller.fetch_config(request)
+        except Rejected as exc:
+            self._metrics.poll_failed()
+            return await self._identity_rejected(identity, exc)
+        except Exception:
+            self._metrics.poll_failed()
+            raise
+        self._metrics.poll_answered(modified=answer.config is not None)
+        if answer.poll_interval_seconds is not None:
+            self._poll_interval_seconds = answer.poll_interval_seconds
+        if answer.config is None:
+            await self._keep_poll_interval()
+            return ControllerStep(outcome=ControllerOutcome.UNCHANGED)
+        return await self._accept(answer, answer.config)
+
+    async def _identity_rejected(self, identity: Identity, exc: Rejected) -> ControllerStep:
+        if exc.status != 401:
+            logger.error(
+                "controller.forbidden status=%d agent_id=%s", exc.status, identity.agent_id
+            )
+            return ControllerStep(outcome=ControllerOutcome.FORBIDDEN, detail=str(exc))
+        logger.error(
+            "agent.identity_rejected agent_id=%s: the controller does not know this agent's "
+            "token; registering again",
+            identity.agent_id,
+        )
+        self._identity = None
+        # The ETag named a version of the controller that knew us; ask for the full answer.
+        self._etag = None
+        await self._writer.write(self._storage.clear_identity)
+        return ControllerStep(outcome=ControllerOutcome.IDENTITY_REJECTED, detail=str(exc))
+
+    async def _keep_poll_interval(self) -> None:
+        """After a 304: save a changed poll interval with the held configuration."""
+        held = self._held
+        if held is None or held.poll_interval_seconds == self._poll_interval_seconds:
+            return
+        held = dataclasses.replace(held, poll_interval_seconds=self._poll_interval_seconds)
+        self._held = held
+        await self._writer.write(self._storage.save_config, held)
+
+    async def _accept(self, answer: PollAnswer, config: WorkerConfig) -> ControllerStep:
+        """A 200: hold and save what changed; offer a new configuration to the reconciler."""
+        previous = self._held
+        held = CachedConfig(
+            version=answer.version,
+            etag=answer.etag,
+            config=config,
+            poll_interval_seconds=self._poll_interval_seconds,
+        )
+        self._etag = answer.etag
+        if held == previous:
+            return ControllerStep(outcome=ControllerOutcome.UNCHANGED)
+        self._held = held
+        changed = previous is None or (previous.version, previous.config) != (
+            held.version,
+            held.config,
+        )
+        if changed:
+            _log_received(previous, held)
+            self._metrics.config_received(held.version)
+            self._reconciler.offer(held)
+        await self._writer.write(self._storage.save_config, held)
+        outcome = ControllerOutcome.UPDATED if changed else ControllerOutcome.UNCHANGED
+        return ControllerStep(outcome=outcome)
+
+
+def _identity(controller_url: str, registration: Registration) -> Identity:
+    source = registration.hint_source
+    return Identity(
+        controller_url=controller_url,
+        agent_id=registration.agent_id,
+        agent_token=registration.agent_token,
+        hints_redis_url=source.redis_url if source else None,
+        hints_channel=source.channel if source else None,
+    )
+
+
+def _log_retry(step: ControllerStep, attempt: int, delay: float) -> None:
+    if step.outcome is ControllerOutcome.UNREACHABLE:
+        logger.warning(
+            "controller.unreachable attempt=%d retry_in_seconds=%.2f error=%s",
+            attempt,
+            delay,
+            step.detail,
+        )
+        return
+    logger.warning(
+        "controller.retry attempt=%d retry_in_seconds=%.2f outcome=%s",
+        attempt,
+        delay,
+        step.outcome.value,
+    )
+
+
+def _log_received(previous: CachedConfig | None, held: CachedConfig) -> None:
+    logger.info("config.received version=%d", held.version)
+    if previous is not None and held.version < previous.version:
+        logger.warning(
+            "config.version_went_back previous_version=%d version=%d: the controller's "
+            "history was reset; a worker holding a newer version will refuse this one",
+            previous.version,
+            held.version,
+        )
