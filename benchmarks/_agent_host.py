@@ -117,6 +117,31 @@ async def flush_events(workers: StandInWorkers) -> None:
             emit({"type": "applied", "events": batch})
 
 
+async def answer_driver(workers: StandInWorkers, agents: list[Agent]) -> None:
+    """Answer the driver's ``stats`` requests on stdin until it says ``stop`` (or closes)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while True:
+        line = (await reader.readline()).decode().strip()
+        if line == "stats":
+            emit(
+                {
+                    "type": "stats",
+                    "t": time.time(),
+                    "polls": Counters.polls,
+                    "polls_200": Counters.polls_200,
+                    "polls_304": Counters.polls_304,
+                    "poll_errors": Counters.poll_errors,
+                    "applies": workers.applies,
+                    "agents": len(agents),
+                    "registered": sum(1 for a in agents if a.identity is not None),
+                }
+            )
+        elif line in ("stop", ""):
+            return
+
+
 async def main() -> None:
     spec = json.loads(sys.argv[1])
     S.raise_nofile()
@@ -172,27 +197,7 @@ async def main() -> None:
         gc.disable()
 
     launcher = asyncio.create_task(launch())
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while True:
-        line = (await reader.readline()).decode().strip()
-        if line == "stats":
-            emit(
-                {
-                    "type": "stats",
-                    "t": time.time(),
-                    "polls": Counters.polls,
-                    "polls_200": Counters.polls_200,
-                    "polls_304": Counters.polls_304,
-                    "poll_errors": Counters.poll_errors,
-                    "applies": workers.applies,
-                    "agents": len(agents),
-                    "registered": sum(1 for a in agents if a.identity is not None),
-                }
-            )
-        elif line in ("stop", ""):
-            break
+    await answer_driver(workers, agents)
     stopping.set()
     launcher.cancel()
     await asyncio.gather(*(a.stop() for a in agents), return_exceptions=True)
