@@ -90,9 +90,9 @@ async def test_oversize_body_is_502(
 async def test_connection_refused_is_502(
     client: Client, post_config: Any, closed_port_url: str
 ) -> None:
-    """An upstream that refuses the connection is 502 problem+json."""
+    """An upstream that refuses the connection is 502 problem+json saying why, not where."""
     detail = await _problem(await _hit(client, post_config, closed_port_url), 502)
-    assert "Cannot connect" in detail
+    assert detail == "The upstream failed: connection refused."
 
 
 async def test_invalid_response_is_502(client: Client, post_config: Any, garbage_url: str) -> None:
@@ -103,7 +103,7 @@ async def test_invalid_response_is_502(client: Client, post_config: Any, garbage
 async def test_redirect_loop_is_502(client: Client, post_config: Any, upstream: Any) -> None:
     """An upstream that redirects forever is 502 once the redirect limit is reached."""
     detail = await _problem(await _hit(client, post_config, upstream.url("/loop")), 502)
-    assert "redirected" in detail
+    assert detail == "The upstream redirected more than 5 times."
 
 
 @pytest.mark.parametrize("path", ["/slow-headers", "/slow-body"])
