@@ -120,3 +120,30 @@ async def test_hit_follows_a_new_config(client: Client, post_config: Any, upstre
     await post_config(client, {"url": upstream.url("/status/404")}, version=2)
     response = await client.get("/hit")
     assert response.status == 404
+
+
+async def _nosniff(response: Any) -> str | None:
+    await response.read()
+    value: str | None = response.headers.get("X-Content-Type-Options")
+    return value
+
+
+@pytest.mark.parametrize("path", ["/text", "/status/404", "/sized/5000000", "/loop"])
+async def test_every_hit_answer_says_nosniff(
+    make_client: Any, post_config: Any, upstream: Any, path: str
+) -> None:
+    """Passed-on answers and 502 problems alike carry X-Content-Type-Options: nosniff."""
+    client = await make_client(hit_max_bytes=1000)
+    assert await _nosniff(await _hit(client, post_config, upstream.url(path))) == "nosniff"
+
+
+async def test_timeout_and_unconfigured_answers_say_nosniff(
+    make_client: Any, post_config: Any, upstream: Any
+) -> None:
+    """The 503 before any configuration, the 504 and the 405 of POST /hit carry nosniff."""
+    client = await make_client(hit_timeout_seconds=0.2)
+    assert await _nosniff(await client.get("/hit")) == "nosniff"
+    assert await _nosniff(await client.post("/hit")) == "nosniff"
+    response = await _hit(client, post_config, upstream.url("/slow-headers"))
+    assert response.status == 504
+    assert await _nosniff(response) == "nosniff"
