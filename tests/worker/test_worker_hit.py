@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from common.constants import PROBLEM_MEDIA_TYPE
+from worker.routes import openapi_document
 
 Client = TestClient[web.Request, web.Application]
 
@@ -147,3 +148,11 @@ async def test_timeout_and_unconfigured_answers_say_nosniff(
     response = await _hit(client, post_config, upstream.url("/slow-headers"))
     assert response.status == 504
     assert await _nosniff(response) == "nosniff"
+
+
+def test_openapi_documents_nosniff_on_every_hit_answer() -> None:
+    """The OpenAPI document lists X-Content-Type-Options on each documented /hit answer."""
+    responses = openapi_document()["paths"]["/hit"]["get"]["responses"]
+    assert set(responses) == {"200", "502", "503", "504"}
+    for response in responses.values():
+        assert response["headers"]["X-Content-Type-Options"]["example"] == "nosniff"
