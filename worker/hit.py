@@ -284,22 +284,28 @@ class _Chain:
     async def _redirect(self, location: str) -> None:
         """Make ``location`` the next hop, or refuse it."""
         target = _target(self.current, location)
-        if self.classes is None:
-            self.classes = self.rules.configured
-        if self.classes is None:
-            self.classes = frozenset(map(address_class, await self._resolve(self.configured)))
+        classes = await self._configured_classes()
         addresses = await self._resolve(target)
-        checked = tuple(address for address in addresses if allowed(address, self.classes))
+        checked = tuple(address for address in addresses if allowed(address, classes))
         if not checked:
             logger.warning(
                 "hit.redirect_refused reason=address host=%s port=%s addresses=%s allowed=%s",
                 target.host,
                 target.port,
                 ",".join(map(str, addresses)),
-                ",".join(sorted(kind.value for kind in self.classes | {AddressClass.PUBLIC})),
+                ",".join(sorted(kind.value for kind in classes | {AddressClass.PUBLIC})),
             )
             raise UpstreamError("The upstream redirected to an address that is not allowed.")
         self.current, self.pinned = target, checked
+
+    async def _configured_classes(self) -> frozenset[AddressClass]:
+        """The classes of the configured URL's host (or those the rules fix), found once."""
+        if self.classes is None:
+            self.classes = self.rules.configured
+        if self.classes is None:
+            addresses = await self._resolve(self.configured)
+            self.classes = frozenset(map(address_class, addresses))
+        return self.classes
 
     async def _resolve(self, url: URL) -> list[IPAddress]:
         try:
