@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from common.constants import MAX_REQUEST_BODY_BYTES
+from worker.constants import HIT_NOSNIFF, HIT_NOSNIFF_HEADER
 from worker.hit import new_session
 from worker.keys import CLIENT_SESSION_KEY, CONFIG_STORE_KEY, METRICS_KEY, SETTINGS_KEY
 from worker.metrics import WorkerMetrics
@@ -23,8 +24,15 @@ def create_app(settings: WorkerSettings) -> web.Application:
     app[CONFIG_STORE_KEY] = store
     app[METRICS_KEY] = WorkerMetrics(store)
     app.cleanup_ctx.append(client_session)
+    app.on_response_prepare.append(no_sniffing)
     setup_routes(app)
     return app
+
+
+async def no_sniffing(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer, a /hit body passed on from the upstream or a problem alike, is to be
+    read as the Content-Type it declares."""
+    response.headers[HIT_NOSNIFF_HEADER] = HIT_NOSNIFF
 
 
 async def client_session(app: web.Application) -> AsyncIterator[None]:

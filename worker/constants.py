@@ -13,7 +13,13 @@ DEFAULT_HIT_MAX_BYTES: Final = 10 * 1024 * 1024
 # The upstream body is read in pieces this large, so an oversize body is never buffered.
 HIT_READ_CHUNK_BYTES: Final = 64 * 1024
 # Redirects GET /hit follows before it answers 502.
-HIT_MAX_REDIRECTS: Final = 10
+HIT_MAX_REDIRECTS: Final = 5
+# The answers GET /hit follows as redirects when they carry a Location; others pass on.
+HIT_REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
+# On every worker answer, GET /hit's above all: a browser takes a body as the Content-Type
+# it declares (the upstream's, for /hit), never as what its bytes look like.
+HIT_NOSNIFF_HEADER: Final = "X-Content-Type-Options"
+HIT_NOSNIFF: Final = "nosniff"
 # What GET /hit answers as Content-Type when the upstream sent none.
 DEFAULT_UPSTREAM_CONTENT_TYPE: Final = "application/octet-stream"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Final
 
 from aiohttp import web
@@ -11,6 +12,7 @@ from common.metadata import package_version
 from common.metrics import METRICS_PATH, metrics_documented
 from common.models import WorkerConfig
 from common.openapi import (
+    Header,
     Operation,
     Parameter,
     Response,
@@ -20,7 +22,12 @@ from common.openapi import (
     problem,
 )
 from common.problem import add_problem_fallbacks
-from worker.constants import DEFAULT_UPSTREAM_CONTENT_TYPE
+from worker.constants import (
+    DEFAULT_UPSTREAM_CONTENT_TYPE,
+    HIT_MAX_REDIRECTS,
+    HIT_NOSNIFF,
+    HIT_NOSNIFF_HEADER,
+)
 from worker.models import Health, UpstreamBody, WorkerConfigStatus
 from worker.views import get_config, get_healthz, get_hit, get_metrics, post_config
 
@@ -99,6 +106,18 @@ _GET_CONFIG = Operation(
     responses=(_STATUS_OK, _UNAUTHORIZED),
 )
 
+_NOSNIFF = Header(
+    name=HIT_NOSNIFF_HEADER,
+    description="Always nosniff: the body is what its Content-Type says, whatever it looks like.",
+    example=HIT_NOSNIFF,
+)
+
+
+def _hit_problem(status: int, description: str, detail: str) -> Response:
+    """A problem answer of GET /hit, which carries the nosniff header too."""
+    return replace(problem(status, description, detail), headers=(_NOSNIFF,))
+
+
 _GET_HIT = Operation(
     method="GET",
     path="/hit",
@@ -108,7 +127,12 @@ _GET_HIT = Operation(
     tags=("hit",),
     description=(
         "GET the configured URL and answer with its status code (any, not only 200), its "
-        f"Content-Type ({DEFAULT_UPSTREAM_CONTENT_TYPE} when it sends none) and its body."
+        f"Content-Type ({DEFAULT_UPSTREAM_CONTENT_TYPE} when it sends none) and its body. "
+        f"Up to {HIT_MAX_REDIRECTS} redirects (301, 302, 303, 307, 308 with a Location) are "
+        "followed, never from https to http, and into loopback, link-local, private, "
+        "unspecified, multicast or reserved addresses only when the configured URL's host "
+        "is of that class itself. No cookies are kept. Error details name no host, port or "
+        "address."
     ),
     responses=(
         Response(
@@ -116,20 +140,22 @@ _GET_HIT = Operation(
             description="The upstream's answer, passed on; its status code is passed on too.",
             model=UpstreamBody,
             media_type="*/*",
+            headers=(_NOSNIFF,),
         ),
-        problem(
+        _hit_problem(
             502,
-            "The upstream failed, or its body is too large.",
-            "Cannot connect to the upstream at ip.me:443.",
+            "The upstream failed, its body is too large, or it redirected where GET /hit "
+            "does not follow (too often, from https to http, or to an address not allowed).",
+            "The upstream failed: connection refused.",
         ),
-        problem(
+        _hit_problem(
             503,
             "No URL is configured yet.",
             "No URL is configured yet; the agent has not sent a configuration.",
         ),
-        problem(
+        _hit_problem(
             504,
-            "The upstream did not answer in time.",
+            "The upstream did not answer in time (all redirects included).",
             "The upstream did not answer within 10.0 seconds.",
         ),
     ),

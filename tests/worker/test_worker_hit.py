@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from common.constants import PROBLEM_MEDIA_TYPE
+from worker.routes import openapi_document
 
 Client = TestClient[web.Request, web.Application]
 
@@ -90,9 +91,9 @@ async def test_oversize_body_is_502(
 async def test_connection_refused_is_502(
     client: Client, post_config: Any, closed_port_url: str
 ) -> None:
-    """An upstream that refuses the connection is 502 problem+json."""
+    """An upstream that refuses the connection is 502 problem+json saying why, not where."""
     detail = await _problem(await _hit(client, post_config, closed_port_url), 502)
-    assert "Cannot connect" in detail
+    assert detail == "The upstream failed: connection refused."
 
 
 async def test_invalid_response_is_502(client: Client, post_config: Any, garbage_url: str) -> None:
@@ -103,7 +104,7 @@ async def test_invalid_response_is_502(client: Client, post_config: Any, garbage
 async def test_redirect_loop_is_502(client: Client, post_config: Any, upstream: Any) -> None:
     """An upstream that redirects forever is 502 once the redirect limit is reached."""
     detail = await _problem(await _hit(client, post_config, upstream.url("/loop")), 502)
-    assert "redirected" in detail
+    assert detail == "The upstream redirected more than 5 times."
 
 
 @pytest.mark.parametrize("path", ["/slow-headers", "/slow-body"])
@@ -120,3 +121,38 @@ async def test_hit_follows_a_new_config(client: Client, post_config: Any, upstre
     await post_config(client, {"url": upstream.url("/status/404")}, version=2)
     response = await client.get("/hit")
     assert response.status == 404
+
+
+async def _nosniff(response: Any) -> str | None:
+    await response.read()
+    value: str | None = response.headers.get("X-Content-Type-Options")
+    return value
+
+
+@pytest.mark.parametrize("path", ["/text", "/status/404", "/sized/5000000", "/loop"])
+async def test_every_hit_answer_says_nosniff(
+    make_client: Any, post_config: Any, upstream: Any, path: str
+) -> None:
+    """Passed-on answers and 502 problems alike carry X-Content-Type-Options: nosniff."""
+    client = await make_client(hit_max_bytes=1000)
+    assert await _nosniff(await _hit(client, post_config, upstream.url(path))) == "nosniff"
+
+
+async def test_timeout_and_unconfigured_answers_say_nosniff(
+    make_client: Any, post_config: Any, upstream: Any
+) -> None:
+    """The 503 before any configuration, the 504 and the 405 of POST /hit carry nosniff."""
+    client = await make_client(hit_timeout_seconds=0.2)
+    assert await _nosniff(await client.get("/hit")) == "nosniff"
+    assert await _nosniff(await client.post("/hit")) == "nosniff"
+    response = await _hit(client, post_config, upstream.url("/slow-headers"))
+    assert response.status == 504
+    assert await _nosniff(response) == "nosniff"
+
+
+def test_openapi_documents_nosniff_on_every_hit_answer() -> None:
+    """The OpenAPI document lists X-Content-Type-Options on each documented /hit answer."""
+    responses = openapi_document()["paths"]["/hit"]["get"]["responses"]
+    assert set(responses) == {"200", "502", "503", "504"}
+    for response in responses.values():
+        assert response["headers"]["X-Content-Type-Options"]["example"] == "nosniff"
