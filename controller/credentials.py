@@ -17,19 +17,30 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from pydantic import SecretStr
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.auth import hash_token, new_secret, tokens_equal
 from common.errors import Forbidden, Unauthorized, Unavailable
 from controller import store
 from controller.constants import AGENT_TOKEN_CACHE_SECONDS
-from controller.db import in_transaction
+from controller.db import Database
 
 
 class Role(enum.Enum):
     ADMIN = "admin"
     REGISTRATION = "registration"
     AGENT = "agent"
+
+    @property
+    def security_scheme(self) -> str:
+        """The OpenAPI security scheme of this role's Bearer token."""
+        return f"{self.value}Token"
+
+
+# Who may call an operation, declared on it (see controller.routes); the documented
+# security lists the roles in this order.
+ADMIN = (Role.ADMIN,)
+REGISTRARS = (Role.REGISTRATION, Role.ADMIN)
+CONFIG_READERS = (Role.AGENT, Role.REGISTRATION, Role.ADMIN)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,9 +67,9 @@ class AgentTokens:
     """Verifies agent tokens against their stored hashes, with a short-lived cache."""
 
     def __init__(
-        self, engine: AsyncEngine, *, cache_seconds: float = AGENT_TOKEN_CACHE_SECONDS
+        self, database: Database, *, cache_seconds: float = AGENT_TOKEN_CACHE_SECONDS
     ) -> None:
-        self._engine = engine
+        self._database = database
         self._cache_seconds = cache_seconds
         self._verified: dict[uuid.UUID, tuple[str, float]] = {}
         # The verified agents again, keyed by the id as the token spells it: the hot path
@@ -83,8 +94,8 @@ class AgentTokens:
         if cached is not None and time.monotonic() - cached[1] < self._cache_seconds:
             return agent_id if tokens_equal(token_hash, cached[0]) else None
         try:
-            credential = await in_transaction(
-                self._engine, lambda conn: store.read_agent_credential(conn, agent_id)
+            credential = await self._database.transaction(
+                lambda conn: store.read_agent_credential(conn, agent_id)
             )
         except Unavailable:
             # The database is down, so no revocation can have been committed since the

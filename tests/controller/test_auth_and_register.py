@@ -59,7 +59,7 @@ async def test_register_stores_hash_and_assigned_version(client) -> None:
     """The agent row keeps only the token's hash, its labels and the version assigned."""
     await post_config(client, "https://example.org/")
     body = await register(client)
-    async with client.app[keys.ENGINE].connect() as conn:
+    async with client.app[keys.DATABASE].engine.connect() as conn:
         row = (await conn.execute(select(agents).where(agents.c.id == body["agent_id"]))).one()
     assert row.token_hash == hashlib.sha256(body["agent_token"].encode()).hexdigest()
     assert body["agent_token"] not in str(tuple(row))
@@ -106,5 +106,5 @@ async def test_bad_registration_is_422_and_stores_nothing(client, body: object) 
     resp = await client.post("/register", json=body, headers=REGISTRATION)
     assert resp.status == 422
     assert resp.content_type == "application/problem+json"
-    async with client.app[keys.ENGINE].connect() as conn:
+    async with client.app[keys.DATABASE].engine.connect() as conn:
         assert (await conn.execute(select(agents))).first() is None

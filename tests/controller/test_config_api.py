@@ -44,7 +44,7 @@ async def test_identical_post_creates_no_version(client) -> None:
     again = await post_config(client, "https://example.org/")
     assert again.status == 200
     assert (await again.json())["version"] == 1
-    async with client.app[keys.ENGINE].connect() as conn:
+    async with client.app[keys.DATABASE].engine.connect() as conn:
         count = await conn.scalar(select(func.count()).select_from(config_versions))
     assert count == 2  # version 0 and version 1
 

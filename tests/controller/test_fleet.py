@@ -93,7 +93,7 @@ async def _silence(client, agent_id: str, seconds: float) -> None:
     """Pretend the agent was last heard from ``seconds`` ago (pending polls written first)."""
     await client.app[keys.LEDGER].flush()
     then = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
-    async with client.app[keys.ENGINE].begin() as conn:
+    async with client.app[keys.DATABASE].engine.begin() as conn:
         await conn.execute(
             update(agents)
             .where(agents.c.id == agent_id)
@@ -201,7 +201,7 @@ async def test_an_agent_that_never_polled_goes_stale_from_its_registration(clien
     """With no poll at all, the registration time is the last contact."""
     agent = await register(client)
     await _silence(client, agent["agent_id"], 3600)
-    async with client.app[keys.ENGINE].begin() as conn:
+    async with client.app[keys.DATABASE].engine.begin() as conn:
         await conn.execute(
             update(agents).where(agents.c.id == agent["agent_id"]).values(last_seen_at=None)
         )
@@ -267,7 +267,7 @@ async def test_fleet_summary_is_one_aggregate_query(client) -> None:
     def capture(*args: Any) -> None:
         statements.append(str(args[2]).lower())
 
-    engine = client.app[keys.ENGINE].sync_engine
+    engine = client.app[keys.DATABASE].engine.sync_engine
     event.listen(engine, "before_cursor_execute", capture)
     try:
         await _json(await client.get("/fleet", headers=ADMIN))

@@ -11,7 +11,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import select
 
 from controller import migrations
-from controller.db import config_versions, create_engine, fleet_state, metadata
+from controller.db import config_versions, create_engine, fleet_table, metadata
 
 
 async def _diff(database_url: str) -> list[object]:
@@ -35,7 +35,7 @@ async def test_migrations_seed_version_zero(database_url: str) -> None:
     engine = create_engine(database_url)
     try:
         async with engine.connect() as conn:
-            assert (await conn.execute(select(fleet_state.c.current_version))).scalar_one() == 0
+            assert (await conn.execute(select(fleet_table.c.current_version))).scalar_one() == 0
             body = (await conn.execute(select(config_versions.c.body))).scalar_one()
     finally:
         await engine.dispose()
