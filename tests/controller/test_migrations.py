@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -70,7 +71,7 @@ def test_concurrent_upgrades_do_not_race(empty_database_url: str) -> None:
     assert asyncio.run(_diff(empty_database_url)) == []
 
 
-def test_migrate_command(tmp_path) -> None:
+def test_migrate_command(tmp_path: Path) -> None:
     """`fleetconf-controller migrate` migrates and exits."""
     env = _migrate_env(f"sqlite:///{tmp_path}/cli.db")
     done = subprocess.run(
