@@ -9,6 +9,7 @@ the last snapshot keeps being served.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import functools
 import logging
@@ -108,12 +109,8 @@ class ConfigCache:
         snap = self.snapshot
         interval = seconds or self._default_poll_interval_seconds
         if interval != snap.poll_interval_seconds:
-            self._snapshot = Snapshot(
-                version=snap.version,
-                body=snap.body,
-                created_at=snap.created_at,
-                poll_interval_seconds=interval,
-            )
+            # A new Snapshot, not a copy: its cached headers carry the interval.
+            self._snapshot = dataclasses.replace(snap, poll_interval_seconds=interval)
 
     async def refresh(self) -> bool:
         """Re-read the fleet row; load the body only when the version moved. True if it did."""

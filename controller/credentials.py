@@ -63,6 +63,11 @@ def _agent_id_of(token: str) -> uuid.UUID | None:
         return None
 
 
+def _matching(agent_id: uuid.UUID, token_hash: str, stored_hash: str) -> uuid.UUID | None:
+    """``agent_id`` when the token's hash is the one stored for it (constant time)."""
+    return agent_id if tokens_equal(token_hash, stored_hash) else None
+
+
 class AgentTokens:
     """Verifies agent tokens against their stored hashes, with a short-lived cache."""
 
@@ -82,6 +87,7 @@ class AgentTokens:
         entry = self._by_prefix.get(prefix)
         if entry is None or time.monotonic() - entry[2] >= self._cache_seconds:
             return None
+        # Inline rather than _matching: this runs on every poll.
         return entry[0] if tokens_equal(hash_token(token), entry[1]) else None
 
     async def verify(self, token: str) -> uuid.UUID | None:
@@ -92,7 +98,7 @@ class AgentTokens:
         token_hash = hash_token(token)
         cached = self._verified.get(agent_id)
         if cached is not None and time.monotonic() - cached[1] < self._cache_seconds:
-            return agent_id if tokens_equal(token_hash, cached[0]) else None
+            return _matching(agent_id, token_hash, cached[0])
         try:
             credential = await self._database.transaction(
                 lambda conn: store.read_agent_credential(conn, agent_id)
@@ -102,14 +108,14 @@ class AgentTokens:
             # credential was verified: keep serving the agent from memory.
             if cached is None:
                 raise
-            return agent_id if tokens_equal(token_hash, cached[0]) else None
+            return _matching(agent_id, token_hash, cached[0])
         if credential is None or credential.revoked:
             self._verified.pop(agent_id, None)
             return None
         now = time.monotonic()
         self._verified[agent_id] = (credential.token_hash, now)
         self._by_prefix[token.partition(".")[0]] = (agent_id, credential.token_hash, now)
-        return agent_id if tokens_equal(token_hash, credential.token_hash) else None
+        return _matching(agent_id, token_hash, credential.token_hash)
 
     def forget(self, agent_id: uuid.UUID) -> None:
         """Stop trusting a cached credential at once (the agent was revoked here)."""
