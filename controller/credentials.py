@@ -36,7 +36,7 @@ class Role(enum.Enum):
         return f"{self.value}Token"
 
 
-# Who may call an operation, declared on it (see controller.routes); the documented
+# Who may call an operation, declared on it (Operation.roles); the documented
 # security lists the roles in this order.
 ADMIN = (Role.ADMIN,)
 REGISTRARS = (Role.REGISTRATION, Role.ADMIN)
