@@ -57,9 +57,9 @@ from common.constants import (  # noqa: E402
     HEADER_AGENT_ID,
     HEADER_APPLIED_VERSION,
     HEADER_CONFIG_VERSION,
+    MAX_PAGE_LIMIT,
 )
 from controller.constants import LEDGER_FLUSH_SECONDS  # noqa: E402
-from controller.models import MAX_PAGE_LIMIT  # noqa: E402
 from tests.support.services import throwaway_postgres  # noqa: E402
 
 RESULTS_FILE = "soak.json"

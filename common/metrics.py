@@ -9,10 +9,11 @@ app, never to the process, so several apps in one process (tests, benchmarks) do
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Final
 
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import CounterMetricFamily
@@ -93,3 +94,18 @@ async def count_status(
         raise
     counts[response.status] += 1
     return response
+
+
+def counting(
+    counts_of: Callable[[web.Application], Counter[int]],
+) -> Callable[[Handler], Handler]:
+    """A route wrapper (an ``Operation``'s ``outer``) counting each answer by status in
+    ``counts_of(app)``, refusals included."""
+
+    def wrap(handler: Handler) -> Handler:
+        async def counted(request: web.Request) -> web.StreamResponse:
+            return await count_status(counts_of(request.app), handler(request))
+
+        return counted
+
+    return wrap

@@ -10,10 +10,10 @@ served from the ``swagger-ui-py`` package, so ``/docs`` works without a network.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, cast
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -59,19 +59,57 @@ class Response:
     schema: Mapping[str, Any] | None = None
 
 
+class Role(Protocol):
+    """Who may call an operation; documented as the OpenAPI security scheme it names."""
+
+    @property
+    def security_scheme(self) -> str: ...
+
+
+class Guard(Protocol):
+    """Admits a request for one of ``roles``: returns its principal, or raises (401, 403).
+
+    A plain function returning the awaitable keeps the guarded path one call short.
+    """
+
+    def __call__(self, request: web.Request, roles: tuple[Any, ...], /) -> Awaitable[Any]: ...
+
+
+# The handler of an operation with roles: called with the principal the guard admitted.
+GuardedHandler = Callable[[web.Request, Any], Awaitable[web.StreamResponse]]
+
+
 @dataclass(frozen=True, kw_only=True)
 class Operation:
+    """One endpoint. With ``roles``, the route's guard admits the caller before the handler
+    runs, the handler takes ``(request, principal)``, and the documented security follows
+    from the roles; ``on_refused`` runs when the guard refuses (to count it, say).
+    Without roles, ``security`` documents a check the handler makes itself. ``outer``
+    wraps the guard and the handler both (a rate limit that comes before the credential,
+    a count of every answer)."""
+
     method: str
     path: str
-    handler: Handler
+    handler: Handler | GuardedHandler
     operation_id: str
     summary: str
     tags: tuple[str, ...]
     description: str = ""
+    roles: tuple[Role, ...] = ()
+    on_refused: Callable[[web.Request], None] | None = None
+    outer: Callable[[Handler], Handler] | None = None
     security: tuple[str, ...] = ()
     request_model: type[BaseModel] | None = None
     parameters: tuple[Parameter, ...] = ()
     responses: tuple[Response, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.roles and self.security:
+            raise ValueError(f"{self.operation_id}: declare roles or security, not both")
+
+    @property
+    def security_schemes(self) -> tuple[str, ...]:
+        return tuple(role.security_scheme for role in self.roles) or self.security
 
 
 def problem(status: int, description: str, detail: str) -> Response:
@@ -92,10 +130,39 @@ def problem(status: int, description: str, detail: str) -> Response:
     )
 
 
-def add_operations(app: web.Application, operations: Sequence[Operation]) -> None:
-    """Route each operation; its errors are answered as problem+json."""
+def _guarded(op: Operation, guard: Guard) -> Handler:
+    # An operation with roles has a GuardedHandler (see Operation).
+    handler = cast(GuardedHandler, op.handler)
+    roles, on_refused = op.roles, op.on_refused
+
+    async def admit_then_handle(request: web.Request) -> web.StreamResponse:
+        try:
+            principal = await guard(request, roles)
+        except Exception:
+            if on_refused is not None:
+                on_refused(request)
+            raise
+        return await handler(request, principal)
+
+    return admit_then_handle
+
+
+def add_operations(
+    app: web.Application, operations: Sequence[Operation], *, guard: Guard | None = None
+) -> None:
+    """Route each operation; ``guard`` admits the callers of those with roles; errors are
+    answered as problem+json."""
     for op in operations:
-        app.router.add_route(op.method, op.path, problem_handler(op.handler), name=op.operation_id)
+        if not op.roles:
+            # An operation without roles has a plain Handler (see Operation).
+            handler = cast(Handler, op.handler)
+        elif guard is None:
+            raise ValueError(f"{op.operation_id} declares roles, and no guard was given")
+        else:
+            handler = _guarded(op, guard)
+        if op.outer is not None:
+            handler = op.outer(handler)
+        app.router.add_route(op.method, op.path, problem_handler(handler), name=op.operation_id)
 
 
 def _model_example(model: type[BaseModel]) -> Any:
@@ -115,7 +182,31 @@ def _schemas(operations: Sequence[Operation]) -> tuple[dict[Any, Any], dict[str,
         pairs.extend((r.model, "serialization") for r in op.responses if r.model is not None)
     unique = list(dict.fromkeys(pairs))
     refs, top = models_json_schema(unique, ref_template=REF_TEMPLATE)
-    return dict(refs), top.get("$defs", {})
+    defs: dict[str, Any] = top.get("$defs", {})
+    titles = {
+        name: schema["title"]
+        for name, schema in defs.items()
+        if schema.get("title", name) != name and schema["title"] not in defs
+    }
+    renamed = {
+        REF_TEMPLATE.format(model=name): REF_TEMPLATE.format(model=title)
+        for name, title in titles.items()
+    }
+    named = {titles.get(name, name): schema for name, schema in defs.items()}
+    return _with_refs(dict(refs), renamed), _with_refs(named, renamed)
+
+
+def _with_refs(value: Any, renamed: Mapping[str, str]) -> Any:
+    """``value`` with each ``$ref`` in ``renamed`` replaced: a component is named by its
+    model's title (the class name, unless the model's config gives another title)."""
+    if isinstance(value, dict):
+        return {
+            key: renamed.get(item, item) if key == "$ref" else _with_refs(item, renamed)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_with_refs(item, renamed) for item in value]
+    return value
 
 
 def _response_doc(response: Response, refs: Mapping[Any, Any]) -> dict[str, Any]:
@@ -147,7 +238,7 @@ def _operation_doc(op: Operation, refs: Mapping[Any, Any]) -> dict[str, Any]:
         "operationId": op.operation_id,
         "summary": op.summary,
         "tags": list(op.tags),
-        "security": [{name: []} for name in op.security],
+        "security": [{name: []} for name in op.security_schemes],
         "responses": {str(r.status): _response_doc(r, refs) for r in op.responses},
     }
     if op.description:

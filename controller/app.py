@@ -11,27 +11,26 @@ from aiohttp import web
 
 from common.constants import MAX_REQUEST_BODY_BYTES
 from common.hints import HintSubscription, subscriber_client
-from common.openapi import add_docs_routes, add_operations
-from common.problem import add_problem_fallbacks
 from common.tasks import CANCEL_GRACE_SECONDS, cancel_and_wait, finish_within
 from controller import keys
 from controller.cache import ConfigCache
 from controller.constants import CACHE_REFRESH_SECONDS, LEDGER_FLUSH_SECONDS
 from controller.credentials import AgentTokens, Authenticator
-from controller.db import create_engine, settle_transactions
-from controller.hints import PUBLISH_TIMEOUT_SECONDS, NullHintPublisher, RedisHintPublisher
+from controller.db import Database, create_engine
+from controller.fleet_queries import FleetQueries
+from controller.hints import PUBLISH_TIMEOUT_SECONDS, HintPublisher
 from controller.ledger import Ledger
 from controller.metrics import ControllerMetrics
 from controller.ratelimit import RateLimiter
-from controller.routes import OPERATIONS, openapi_document
+from controller.routes import setup_routes
 from controller.settings import ControllerSettings
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
-    engine = create_engine(settings.database_url.get_secret_value())
-    app[keys.ENGINE] = engine
-    agent_tokens = AgentTokens(engine, cache_seconds=settings.agent_token_cache_seconds)
+    database = Database(create_engine(settings.database_url.get_secret_value()))
+    app[keys.DATABASE] = database
+    agent_tokens = AgentTokens(database, cache_seconds=settings.agent_token_cache_seconds)
     app[keys.AGENT_TOKENS] = agent_tokens
     app[keys.AUTHENTICATOR] = Authenticator(
         admin_token=settings.admin_token,
@@ -41,13 +40,12 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await settle_transactions(CANCEL_GRACE_SECONDS)
-        await finish_within(engine.dispose(), timeout_seconds=CANCEL_GRACE_SECONDS)
+        await database.close(CANCEL_GRACE_SECONDS)
 
 
 async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
     cache = ConfigCache(
-        app[keys.ENGINE],
+        app[keys.DATABASE],
         default_poll_interval_seconds=app[keys.SETTINGS].poll_interval_seconds,
         on_revocation=app[keys.AGENT_TOKENS].forget_all,
     )
@@ -61,8 +59,15 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def ledger_ctx(app: web.Application) -> AsyncIterator[None]:
-    ledger = Ledger(app[keys.ENGINE])
+    """The ledger of polls, written every LEDGER_FLUSH_SECONDS, and the fleet reads that
+    write it first."""
+    ledger = Ledger(app[keys.DATABASE])
     app[keys.LEDGER] = ledger
+    app[keys.FLEET] = FleetQueries(
+        app[keys.DATABASE],
+        ledger,
+        default_poll_interval_seconds=app[keys.SETTINGS].poll_interval_seconds,
+    )
     task = asyncio.create_task(ledger.flush_forever(LEDGER_FLUSH_SECONDS))
     try:
         yield
@@ -76,8 +81,10 @@ async def ledger_ctx(app: web.Application) -> AsyncIterator[None]:
 async def hints_ctx(app: web.Application) -> AsyncIterator[None]:
     """Publish a hint after each commit; refresh the cache on every hint heard."""
     settings = app[keys.SETTINGS]
+    cache = app[keys.CACHE]
+    rate = settings.hint_fetch_rate_per_second
     if settings.redis_url is None:
-        app[keys.PUBLISHER] = NullHintPublisher()
+        app[keys.PUBLISHER] = HintPublisher(cache, fetch_rate_per_second=rate)
         yield
         return
     url = settings.redis_url.get_secret_value()
@@ -85,8 +92,9 @@ async def hints_ctx(app: web.Application) -> AsyncIterator[None]:
         url, socket_connect_timeout=PUBLISH_TIMEOUT_SECONDS, socket_timeout=PUBLISH_TIMEOUT_SECONDS
     )
     listener_client = subscriber_client(url)
-    app[keys.PUBLISHER] = RedisHintPublisher(publisher_client, settings.hint_channel)
-    cache = app[keys.CACHE]
+    app[keys.PUBLISHER] = HintPublisher(
+        cache, fetch_rate_per_second=rate, client=publisher_client, channel=settings.hint_channel
+    )
     subscription = HintSubscription(
         listener_client,
         settings.hint_channel,
@@ -103,6 +111,12 @@ async def hints_ctx(app: web.Application) -> AsyncIterator[None]:
         await finish_within(publisher_client.aclose(), timeout_seconds=CANCEL_GRACE_SECONDS)
 
 
+async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The metrics registry, once what it reads (the cache, the publisher) exists."""
+    app[keys.METRICS] = ControllerMetrics(app[keys.CACHE], app[keys.PUBLISHER])
+    yield
+
+
 def create_app(settings: ControllerSettings) -> web.Application:
     app = web.Application(client_max_size=MAX_REQUEST_BODY_BYTES)
     app[keys.SETTINGS] = settings
@@ -110,9 +124,6 @@ def create_app(settings: ControllerSettings) -> web.Application:
     app[keys.REGISTRATION_LIMITER] = RateLimiter(
         rate_per_second=settings.registration_rate_per_second, burst=settings.registration_burst
     )
-    app[keys.METRICS] = ControllerMetrics(app)
-    app.cleanup_ctx.extend([database_ctx, cache_ctx, ledger_ctx, hints_ctx])
-    add_operations(app, OPERATIONS)
-    add_docs_routes(app, openapi_document())
-    add_problem_fallbacks(app)
+    app.cleanup_ctx.extend([database_ctx, cache_ctx, ledger_ctx, hints_ctx, metrics_ctx])
+    setup_routes(app)
     return app

@@ -9,18 +9,19 @@ the last snapshot keeps being served.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import functools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.constants import HEADER_CONFIG_VERSION, HEADER_POLL_INTERVAL_SECONDS
 from common.errors import FleetconfError
 from controller import store
-from controller.db import in_transaction
+from controller.db import Database
 
 logger = logging.getLogger(__name__)
 
@@ -70,12 +71,12 @@ class ConfigCache:
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        database: Database,
         *,
         default_poll_interval_seconds: int,
         on_revocation: Callable[[], None] | None = None,
     ) -> None:
-        self._engine = engine
+        self._database = database
         self._on_revocation = on_revocation
         self._revocations: int | None = None
         self._default_poll_interval_seconds = default_poll_interval_seconds
@@ -108,36 +109,32 @@ class ConfigCache:
         snap = self.snapshot
         interval = seconds or self._default_poll_interval_seconds
         if interval != snap.poll_interval_seconds:
-            self._snapshot = Snapshot(
-                version=snap.version,
-                body=snap.body,
-                created_at=snap.created_at,
-                poll_interval_seconds=interval,
-            )
+            # A new Snapshot, not a copy: its cached headers carry the interval.
+            self._snapshot = dataclasses.replace(snap, poll_interval_seconds=interval)
 
     async def refresh(self) -> bool:
-        """Re-read the fleet state; load the body only when the version moved. True if it did."""
+        """Re-read the fleet row; load the body only when the version moved. True if it did."""
         held = self._snapshot
 
         async def read(
             conn: AsyncConnection,
-        ) -> tuple[store.FleetState, int, store.VersionRecord | None]:
-            state = await store.read_fleet_state(conn)
+        ) -> tuple[store.FleetRow, int, store.VersionRecord | None]:
+            fleet = await store.read_fleet_row(conn)
             fleet_size = await store.count_active_agents(conn)
-            if held is not None and held.version == state.current_version:
-                return state, fleet_size, None
-            return state, fleet_size, await store.read_version(conn, state.current_version)
+            if held is not None and held.version == fleet.current_version:
+                return fleet, fleet_size, None
+            return fleet, fleet_size, await store.read_version(conn, fleet.current_version)
 
-        state, self.fleet_size, record = await in_transaction(self._engine, read)
-        self._note_revocations(state.revocations)
-        if held is not None and held.version == state.current_version:
-            self.set_poll_interval(state.poll_interval_seconds)
+        fleet, self.fleet_size, record = await self._database.transaction(read)
+        self._note_revocations(fleet.revocations)
+        if held is not None and held.version == fleet.current_version:
+            self.set_poll_interval(fleet.poll_interval_seconds)
             return False
         if record is None:
             raise RuntimeError(
-                f"fleet_state names version {state.current_version}, which is missing"
+                f"the fleet row names version {fleet.current_version}, which is missing"
             )
-        self.replace(record, state.poll_interval_seconds)
+        self.replace(record, fleet.poll_interval_seconds)
         logger.info("cache.loaded version=%d", record.version)
         return True
 

@@ -1,13 +1,9 @@
-"""The controller's names and time limits, units in the names."""
+"""The controller's own names and time limits, units in the names; what the services
+share on the wire is in :mod:`common.constants`."""
 
 from __future__ import annotations
 
 from typing import Final
-
-POLL_URL: Final = "/config"
-DEFAULT_HINT_CHANNEL: Final = "fleetconf:config"
-MIN_POLL_INTERVAL_SECONDS: Final = 1
-MAX_POLL_INTERVAL_SECONDS: Final = 86_400
 
 # How often a replica re-reads the current version from the database, so that with
 # Redis down or absent it never serves a version older than about this.
@@ -29,5 +25,5 @@ SHUTDOWN_TIMEOUT_SECONDS: Final = 10.0
 # The kernel caps it at net.core.somaxconn.
 LISTEN_BACKLOG: Final = 4096
 SQLITE_BUSY_TIMEOUT_MILLISECONDS: Final = 5_000
-# The single row of fleet_state.
-FLEET_STATE_ID: Final = 1
+# The id of the fleet table's single row.
+FLEET_ROW_ID: Final = 1

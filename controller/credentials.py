@@ -17,19 +17,30 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from pydantic import SecretStr
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.auth import hash_token, new_secret, tokens_equal
 from common.errors import Forbidden, Unauthorized, Unavailable
 from controller import store
 from controller.constants import AGENT_TOKEN_CACHE_SECONDS
-from controller.db import in_transaction
+from controller.db import Database
 
 
 class Role(enum.Enum):
     ADMIN = "admin"
     REGISTRATION = "registration"
     AGENT = "agent"
+
+    @property
+    def security_scheme(self) -> str:
+        """The OpenAPI security scheme of this role's Bearer token."""
+        return f"{self.value}Token"
+
+
+# Who may call an operation, declared on it (Operation.roles); the documented
+# security lists the roles in this order.
+ADMIN = (Role.ADMIN,)
+REGISTRARS = (Role.REGISTRATION, Role.ADMIN)
+CONFIG_READERS = (Role.AGENT, Role.REGISTRATION, Role.ADMIN)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,13 +63,18 @@ def _agent_id_of(token: str) -> uuid.UUID | None:
         return None
 
 
+def _matching(agent_id: uuid.UUID, token_hash: str, stored_hash: str) -> uuid.UUID | None:
+    """``agent_id`` when the token's hash is the one stored for it (constant time)."""
+    return agent_id if tokens_equal(token_hash, stored_hash) else None
+
+
 class AgentTokens:
     """Verifies agent tokens against their stored hashes, with a short-lived cache."""
 
     def __init__(
-        self, engine: AsyncEngine, *, cache_seconds: float = AGENT_TOKEN_CACHE_SECONDS
+        self, database: Database, *, cache_seconds: float = AGENT_TOKEN_CACHE_SECONDS
     ) -> None:
-        self._engine = engine
+        self._database = database
         self._cache_seconds = cache_seconds
         self._verified: dict[uuid.UUID, tuple[str, float]] = {}
         # The verified agents again, keyed by the id as the token spells it: the hot path
@@ -71,6 +87,7 @@ class AgentTokens:
         entry = self._by_prefix.get(prefix)
         if entry is None or time.monotonic() - entry[2] >= self._cache_seconds:
             return None
+        # Inline rather than _matching: this runs on every poll.
         return entry[0] if tokens_equal(hash_token(token), entry[1]) else None
 
     async def verify(self, token: str) -> uuid.UUID | None:
@@ -81,24 +98,24 @@ class AgentTokens:
         token_hash = hash_token(token)
         cached = self._verified.get(agent_id)
         if cached is not None and time.monotonic() - cached[1] < self._cache_seconds:
-            return agent_id if tokens_equal(token_hash, cached[0]) else None
+            return _matching(agent_id, token_hash, cached[0])
         try:
-            credential = await in_transaction(
-                self._engine, lambda conn: store.read_agent_credential(conn, agent_id)
+            credential = await self._database.transaction(
+                lambda conn: store.read_agent_credential(conn, agent_id)
             )
         except Unavailable:
             # The database is down, so no revocation can have been committed since the
             # credential was verified: keep serving the agent from memory.
             if cached is None:
                 raise
-            return agent_id if tokens_equal(token_hash, cached[0]) else None
+            return _matching(agent_id, token_hash, cached[0])
         if credential is None or credential.revoked:
             self._verified.pop(agent_id, None)
             return None
         now = time.monotonic()
         self._verified[agent_id] = (credential.token_hash, now)
         self._by_prefix[token.partition(".")[0]] = (agent_id, credential.token_hash, now)
-        return agent_id if tokens_equal(token_hash, credential.token_hash) else None
+        return _matching(agent_id, token_hash, credential.token_hash)
 
     def forget(self, agent_id: uuid.UUID) -> None:
         """Stop trusting a cached credential at once (the agent was revoked here)."""

@@ -1,4 +1,4 @@
-"""The controller's tables and its database engine.
+"""The controller's tables, its database engine, and the transactions run on it.
 
 The schema itself is owned by the alembic migrations; these ``Table`` objects describe
 it for queries, and a test checks that the migrated database matches them.
@@ -34,6 +34,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from common.errors import Conflict, Unavailable
+from common.tasks import finish_within
 from controller.constants import (
     DATABASE_CONNECT_TIMEOUT_SECONDS,
     DATABASE_TIMEOUT_SECONDS,
@@ -73,8 +74,6 @@ class TimeoutReport:
         self._since_warning = 0
 
 
-timeouts = TimeoutReport()
-
 metadata = MetaData(
     naming_convention={
         "pk": "pk_%(table_name)s",
@@ -83,7 +82,8 @@ metadata = MetaData(
     }
 )
 
-fleet_state = Table(
+# The fleet's single row: the current version, the poll interval, the revocation count.
+fleet_table = Table(
     "fleet_state",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),
@@ -191,58 +191,64 @@ def database_errors() -> Iterator[None]:
         raise Unavailable("The database is unavailable; retry shortly.") from exc
 
 
-async def _transaction(engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-    with database_errors():
-        async with engine.begin() as conn:
-            return await work(conn)
-
-
-# Transactions still running, including those whose caller stopped waiting (a timeout, a
-# shutdown): the engine is disposed only once they ended (see settle_transactions).
-_running: set[asyncio.Future[Any]] = set()
-
-
-async def settle_transactions(timeout_seconds: float) -> None:
-    """Give the transactions still running up to ``timeout_seconds`` to end.
-
-    Called before the engine is disposed at shutdown: a transaction cancelled later, by
-    the event loop's final sweep, would be cut off inside the driver's own clean-up.
-    """
-    if _running:
-        await asyncio.wait(set(_running), timeout=timeout_seconds)
-
-
 def _retrieve(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()
 
 
-async def in_transaction(
-    engine: AsyncEngine,
-    work: Callable[[AsyncConnection], Awaitable[T]],
-    *,
-    timeout_seconds: float = DATABASE_TIMEOUT_SECONDS,
-) -> T:
-    """Run ``work`` in one transaction, committed on success; failures become 503/409.
+class Database:
+    """One application's database: its engine, the transactions still running, and the
+    report of those that timed out. Built when the app starts, disposed when it stops."""
 
-    The caller waits ``timeout_seconds`` at most. A database that stopped
-    answering (silent, not refusing) costs a 503 then, not a request that hangs: the
-    transaction is cancelled and left to end on its own (the driver first tries to
-    cancel the query on the server, and the connection may wait for the network), while
-    the caller has its answer and releases whatever it holds.
-    """
-    task = asyncio.ensure_future(_transaction(engine, work))
-    _running.add(task)
-    task.add_done_callback(_running.discard)
-    try:
-        return await asyncio.wait_for(asyncio.shield(task), timeout_seconds)
-    except TimeoutError:
-        task.cancel()
-        task.add_done_callback(_retrieve)
-        timeouts.note(timeout_seconds)
-        raise Unavailable("The database did not answer in time; retry shortly.") from None
-    except asyncio.CancelledError:
-        # The caller is being stopped (a shutdown): the transaction in hand is let
-        # finish, not cancelled half-way through the driver's own clean-up.
-        task.add_done_callback(_retrieve)
-        raise
+    def __init__(self, engine: AsyncEngine, *, timeouts: TimeoutReport | None = None) -> None:
+        self.engine = engine
+        self.timeouts = timeouts or TimeoutReport()
+        # Transactions still running, including those whose caller stopped waiting (a
+        # timeout, a shutdown): the engine is disposed only once they ended.
+        self._running: set[asyncio.Future[Any]] = set()
+
+    async def transaction(
+        self,
+        work: Callable[[AsyncConnection], Awaitable[T]],
+        *,
+        timeout_seconds: float = DATABASE_TIMEOUT_SECONDS,
+    ) -> T:
+        """Run ``work`` in one transaction, committed on success; failures become 503/409.
+
+        The caller waits ``timeout_seconds`` at most. A database that stopped
+        answering (silent, not refusing) costs a 503 then, not a request that hangs: the
+        transaction is cancelled and left to end on its own (the driver first tries to
+        cancel the query on the server, and the connection may wait for the network),
+        while the caller has its answer and releases whatever it holds.
+        """
+        task = asyncio.ensure_future(self._run(work))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), timeout_seconds)
+        except TimeoutError:
+            task.cancel()
+            task.add_done_callback(_retrieve)
+            self.timeouts.note(timeout_seconds)
+            raise Unavailable("The database did not answer in time; retry shortly.") from None
+        except asyncio.CancelledError:
+            # The caller is being stopped (a shutdown): the transaction in hand is let
+            # finish, not cancelled half-way through the driver's own clean-up.
+            task.add_done_callback(_retrieve)
+            raise
+
+    async def _run(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        with database_errors():
+            async with self.engine.begin() as conn:
+                return await work(conn)
+
+    async def close(self, timeout_seconds: float) -> None:
+        """Give the transactions still running up to ``timeout_seconds`` to end, then
+        dispose of the engine within as long again.
+
+        A transaction cancelled later, by the event loop's final sweep, would be cut off
+        inside the driver's own clean-up.
+        """
+        if self._running:
+            await asyncio.wait(set(self._running), timeout=timeout_seconds)
+        await finish_within(self.engine.dispose(), timeout_seconds=timeout_seconds)

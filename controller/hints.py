@@ -3,20 +3,20 @@
 A hint carries no configuration; agents that hear it fetch ``GET /config`` after a
 random delay of at most ``spread_seconds``, which grows with the fleet so that the
 fetches arrive at about ``CONTROLLER_HINT_FETCH_RATE_PER_SECOND``. Losing a hint costs
-at most one poll interval. :class:`NullHintPublisher` is used when no Redis is
-configured.
+at most one poll interval. Without Redis nothing is published: agents converge by
+polling.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from common.hints import Hint, encode_hint
+from controller.cache import ConfigCache
 
 logger = logging.getLogger(__name__)
 
@@ -29,32 +29,38 @@ def spread_seconds(fleet_size: int, fetch_rate_per_second: float) -> float:
     return round(min(MAX_SPREAD_SECONDS, fleet_size / fetch_rate_per_second), 3)
 
 
-class HintPublisher(Protocol):
-    published: int
-    failed: int
+class HintPublisher:
+    """Publishes the version and poll interval this replica serves, after each commit."""
 
-    async def publish(self, hint: Hint) -> None:
-        """Announce a committed version; never raises (a failed hint is logged, counted)."""
-
-
-class NullHintPublisher:
-    """No Redis configured: agents converge by polling."""
-
-    published = 0
-    failed = 0
-
-    async def publish(self, hint: Hint) -> None:
-        return None
-
-
-class RedisHintPublisher:
-    def __init__(self, client: redis.Redis, channel: str) -> None:
+    def __init__(
+        self,
+        cache: ConfigCache,
+        *,
+        fetch_rate_per_second: float,
+        client: redis.Redis | None = None,
+        channel: str = "",
+    ) -> None:
+        self._cache = cache
+        self._fetch_rate_per_second = fetch_rate_per_second
         self._client = client
         self._channel = channel
         self.published = 0
         self.failed = 0
 
-    async def publish(self, hint: Hint) -> None:
+    def current_hint(self) -> Hint:
+        snap = self._cache.snapshot
+        return Hint(
+            version=snap.version,
+            poll_interval_seconds=snap.poll_interval_seconds,
+            spread_seconds=spread_seconds(self._cache.fleet_size, self._fetch_rate_per_second),
+        )
+
+    async def publish_hint(self) -> None:
+        """Hint the current version and interval to every listener; never raises (a failed
+        hint is logged and counted)."""
+        if self._client is None:
+            return
+        hint = self.current_hint()
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
                 receivers = await self._client.publish(self._channel, encode_hint(hint))

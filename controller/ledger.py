@@ -13,11 +13,9 @@ import logging
 import time
 import uuid
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from common.errors import FleetconfError
 from controller import store
-from controller.db import in_transaction
+from controller.db import Database
 
 # Rows per UPDATE batch: small enough that one batch fits well inside the database timeout.
 LEDGER_CHUNK_ROWS = 500
@@ -26,8 +24,8 @@ logger = logging.getLogger(__name__)
 
 
 class Ledger:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, database: Database) -> None:
+        self._database = database
         # agent id -> (when, as a POSIX timestamp; the applied version): cheap to record
         # on every poll, turned into rows at the flush.
         self._pending: dict[uuid.UUID, tuple[float, int | None]] = {}
@@ -59,7 +57,7 @@ class Ledger:
             }
             try:
                 write = functools.partial(store.write_sightings, sightings=chunk)
-                await in_transaction(self._engine, write)
+                await self._database.transaction(write)
             except FleetconfError:
                 for agent_id, sighting in items[start:]:
                     self._pending.setdefault(agent_id, sighting)

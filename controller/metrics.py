@@ -1,5 +1,5 @@
-"""The controller's ``GET /metrics``: a collector that reads, at scrape time, what the
-controller already keeps, and the handler that serves it.
+"""The controller's metrics: a collector that reads, at scrape time, what the controller
+already keeps (``GET /metrics`` in :mod:`controller.health_api` serves it).
 
 Nothing here runs per poll: GET /config adds one to a plain int on the cache it already
 holds (:class:`controller.cache.PollCounts`), and the collector turns those ints into
@@ -9,29 +9,25 @@ query GET /fleet makes, and so are the fleet's view, the same on every replica.
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Iterator, Mapping
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from common.errors import FleetconfError
-from common.metrics import counter_by, metrics_response
+from common.metrics import counter_by
 from common.models import AgentState
-from controller import keys
+from controller.cache import ConfigCache
 from controller.fleet import FleetCounts
-from controller.fleet_views import read_fleet
-
-logger = logging.getLogger(__name__)
+from controller.hints import HintPublisher
 
 
 class ControllerMetrics:
     """The app's registry, the request counts kept for it, and the collector reading them."""
 
-    def __init__(self, app: web.Application) -> None:
-        self._app = app
+    def __init__(self, cache: ConfigCache, publisher: HintPublisher) -> None:
+        self._cache = cache
+        self._publisher = publisher
         # Answers by HTTP status; the success statuses are there from the start.
         self.registrations: Counter[int] = Counter({201: 0})
         self.config_posts: Counter[int] = Counter({200: 0, 201: 0})
@@ -41,8 +37,7 @@ class ControllerMetrics:
         self.registry.register(self)
 
     def collect(self) -> Iterator[Metric]:
-        app = self._app
-        cache = app[keys.CACHE]
+        cache = self._cache
         snap = cache.snapshot
         yield GaugeMetricFamily(
             "fleetconf_controller_config_version",
@@ -61,7 +56,7 @@ class ControllerMetrics:
             "result",
             {"200": polls.ok, "304": polls.not_modified, "error": polls.errors},
         )
-        publisher = app[keys.PUBLISHER]
+        publisher = self._publisher
         yield CounterMetricFamily(
             "fleetconf_controller_hints_published",
             "Change hints published to Redis by this replica.",
@@ -102,16 +97,3 @@ def _agents(fleet: FleetCounts) -> GaugeMetricFamily:
     family.add_metric([AgentState.BEHIND.value], fleet.behind)
     family.add_metric([AgentState.STALE.value], fleet.stale)
     return family
-
-
-async def metrics(request: web.Request) -> web.Response:
-    """Read the agents' states, then serve every metric in the Prometheus text format."""
-    app = request.app
-    collected = app[keys.METRICS]
-    try:
-        _, collected.fleet = await read_fleet(app)
-    except FleetconfError:
-        # The database is down: the other metrics are still served, the states are left out.
-        logger.warning("metrics.fleet_unavailable")
-        collected.fleet = None
-    return metrics_response(collected.registry)

@@ -8,8 +8,14 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, StringConstraints
 
+from common.constants import (
+    DEFAULT_PAGE_LIMIT,
+    MAX_PAGE_LIMIT,
+    MAX_PAGE_OFFSET,
+    MAX_POLL_INTERVAL_SECONDS,
+    MIN_POLL_INTERVAL_SECONDS,
+)
 from common.models import AgentState, WorkerConfig
-from controller.constants import MAX_POLL_INTERVAL_SECONDS, MIN_POLL_INTERVAL_SECONDS
 
 MAX_LABELS = 64
 
@@ -63,8 +69,11 @@ class RegisterRequest(BaseModel):
     )
 
 
-class Hints(BaseModel):
+class HintSource(BaseModel):
     """Where an agent may listen for change hints."""
+
+    # The OpenAPI component keeps the name it was published under.
+    model_config = ConfigDict(title="Hints")
 
     redis_url: str
     channel: str
@@ -89,7 +98,7 @@ class RegisterResponse(BaseModel):
     poll_url: str = Field(description="Where to GET the configuration, relative to the controller.")
     poll_interval_seconds: int = Field(description="How often to poll.")
     agent_token: str = Field(description="This agent's own Bearer token; only its hash is stored.")
-    hints: Hints | None = Field(description="Redis channel for change hints; null when none.")
+    hints: HintSource | None = Field(description="Redis channel for change hints; null when none.")
 
 
 class VersionInfo(BaseModel):
@@ -158,10 +167,6 @@ class Health(BaseModel):
 
     status: str
 
-
-DEFAULT_PAGE_LIMIT = 100
-MAX_PAGE_LIMIT = 500
-MAX_PAGE_OFFSET = 2**31 - 1
 
 _EXAMPLE_AGENT: dict[str, JsonValue] = {
     "id": EXAMPLE_AGENT_ID,

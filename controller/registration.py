@@ -1,4 +1,5 @@
-"""Registering agents: a new id, a per-agent token (only its hash is kept)."""
+"""Registering agents (a new id, a per-agent token of which only the hash is kept), and
+revoking them."""
 
 from __future__ import annotations
 
@@ -7,12 +8,10 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from common.auth import hash_token
 from controller import store
-from controller.credentials import issue_agent_token
-from controller.db import in_transaction
+from controller.credentials import AgentTokens, issue_agent_token
+from controller.db import Database
 
 logger = logging.getLogger(__name__)
 
@@ -24,12 +23,11 @@ class Registration:
 
 
 async def register_agent(
-    engine: AsyncEngine, *, hostname: str, labels: Mapping[str, str], assigned_version: int
+    database: Database, *, hostname: str, labels: Mapping[str, str], assigned_version: int
 ) -> Registration:
     agent_id = uuid.uuid4()
     token = issue_agent_token(agent_id)
-    await in_transaction(
-        engine,
+    await database.transaction(
         lambda conn: store.insert_agent(
             conn,
             agent_id=agent_id,
@@ -41,3 +39,13 @@ async def register_agent(
     )
     logger.info("agent.registered agent_id=%s hostname=%s", agent_id, hostname)
     return Registration(agent_id=agent_id, agent_token=token)
+
+
+async def revoke_agent(database: Database, agent_tokens: AgentTokens, agent_id: uuid.UUID) -> bool:
+    """Revoke the agent; its token is refused here at once. False when it is unknown or
+    was revoked already."""
+    revoked = await database.transaction(lambda conn: store.revoke_agent(conn, agent_id))
+    if revoked:
+        agent_tokens.forget(agent_id)
+        logger.info("agent.revoked agent_id=%s", agent_id)
+    return revoked

@@ -8,13 +8,13 @@ from typing import Any
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from common.settings import blank_secret_is_unset, known_log_level, load_secret_files
-from controller.constants import (
-    AGENT_TOKEN_CACHE_SECONDS,
+from common.constants import (
     DEFAULT_HINT_CHANNEL,
     MAX_POLL_INTERVAL_SECONDS,
     MIN_POLL_INTERVAL_SECONDS,
 )
+from common.settings import blank_secret_is_unset, known_log_level, load_secret_files
+from controller.constants import AGENT_TOKEN_CACHE_SECONDS
 
 ENV_PREFIX = "CONTROLLER_"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/controller.db"

@@ -8,17 +8,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, case, func, or_, select, update
+from sqlalchemy import ColumnElement, Update, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.models import AgentState
-from controller.constants import FLEET_STATE_ID
-from controller.db import agents, as_utc, config_versions, fleet_state, utcnow
+from controller.constants import FLEET_ROW_ID
+from controller.db import agents, as_utc, config_versions, fleet_table, utcnow
 from controller.fleet import StateRule, VersionGroup
 
 
 @dataclass(frozen=True, kw_only=True)
-class FleetState:
+class FleetRow:
+    """The fleet's single row: the current version, the poll interval, the revocations."""
+
     current_version: int
     poll_interval_seconds: int | None
     revocations: int
@@ -45,27 +47,33 @@ class Sighting:
     applied_version: int | None
 
 
-async def read_fleet_state(conn: AsyncConnection, *, for_update: bool = False) -> FleetState:
+async def read_fleet_row(conn: AsyncConnection, *, for_update: bool = False) -> FleetRow:
     query = select(
-        fleet_state.c.current_version,
-        fleet_state.c.poll_interval_seconds,
-        fleet_state.c.revocations,
-    ).where(fleet_state.c.id == FLEET_STATE_ID)
+        fleet_table.c.current_version,
+        fleet_table.c.poll_interval_seconds,
+        fleet_table.c.revocations,
+    ).where(fleet_table.c.id == FLEET_ROW_ID)
     if for_update:
         query = query.with_for_update()
     row = (await conn.execute(query)).one()
-    return FleetState(
+    return FleetRow(
         current_version=row.current_version,
         poll_interval_seconds=row.poll_interval_seconds,
         revocations=row.revocations,
     )
 
 
+def _update_fleet_row() -> Update:
+    return update(fleet_table).where(fleet_table.c.id == FLEET_ROW_ID)
+
+
 async def read_version(conn: AsyncConnection, version: int) -> VersionRecord | None:
     query = select(config_versions).where(config_versions.c.version == version)
     row = (await conn.execute(query)).one_or_none()
-    if row is None:
-        return None
+    return None if row is None else _version_record(row)
+
+
+def _version_record(row: Any) -> VersionRecord:
     return VersionRecord(version=row.version, body=row.body, created_at=as_utc(row.created_at))
 
 
@@ -86,30 +94,20 @@ async def read_version_page(conn: AsyncConnection, *, limit: int, offset: int) -
     rows = (await conn.execute(query)).all()
     count = select(func.count()).select_from(config_versions)
     total = int((await conn.execute(count)).scalar_one())
-    items = [
-        VersionRecord(version=row.version, body=row.body, created_at=as_utc(row.created_at))
-        for row in rows
-    ]
-    return VersionPage(items=items, total=total)
+    return VersionPage(items=[_version_record(row) for row in rows], total=total)
 
 
 async def insert_version(conn: AsyncConnection, version: int, body: str) -> VersionRecord:
-    """Store ``version`` and make it current; the caller holds the fleet_state row lock."""
+    """Store ``version`` and make it current; the caller holds the fleet row's lock."""
     now = utcnow()
     await conn.execute(config_versions.insert().values(version=version, body=body, created_at=now))
-    await conn.execute(
-        update(fleet_state)
-        .where(fleet_state.c.id == FLEET_STATE_ID)
-        .values(current_version=version, updated_at=now)
-    )
+    await conn.execute(_update_fleet_row().values(current_version=version, updated_at=now))
     return VersionRecord(version=version, body=body, created_at=now)
 
 
 async def write_poll_interval(conn: AsyncConnection, seconds: int) -> None:
     await conn.execute(
-        update(fleet_state)
-        .where(fleet_state.c.id == FLEET_STATE_ID)
-        .values(poll_interval_seconds=seconds, updated_at=utcnow())
+        _update_fleet_row().values(poll_interval_seconds=seconds, updated_at=utcnow())
     )
 
 
@@ -270,11 +268,7 @@ async def revoke_agent(conn: AsyncConnection, agent_id: uuid.UUID) -> bool:
     result = await conn.execute(statement)
     if result.rowcount != 1:
         return False
-    await conn.execute(
-        update(fleet_state)
-        .where(fleet_state.c.id == FLEET_STATE_ID)
-        .values(revocations=fleet_state.c.revocations + 1)
-    )
+    await conn.execute(_update_fleet_row().values(revocations=fleet_table.c.revocations + 1))
     return True
 
 

@@ -17,7 +17,8 @@ REGISTRATION_TOKEN = "registration-token-for-tests"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 REGISTRATION = {"Authorization": f"Bearer {REGISTRATION_TOKEN}"}
 
-ClientFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+Client = TestClient[web.Request, web.Application]
+ClientFactory = Callable[..., Awaitable[Client]]
 
 # What every listing (GET /agents, GET /config/versions) refuses with 422: a limit or an
 # offset out of range or not a whole number, a repeated or an unknown parameter.

@@ -10,10 +10,10 @@ from sqlalchemy import select
 
 from controller import keys
 from controller.db import agents
-from tests.controller.conftest import ADMIN, REGISTRATION, post_config, register
+from tests.controller.conftest import ADMIN, REGISTRATION, Client, post_config, register
 
 
-async def test_no_token_is_401_with_bearer_challenge(client) -> None:
+async def test_no_token_is_401_with_bearer_challenge(client: Client) -> None:
     """A request without a token gets 401 and WWW-Authenticate: Bearer."""
     resp = await client.post("/config", json={"url": "https://example.org/"})
     assert resp.status == 401
@@ -24,7 +24,9 @@ async def test_no_token_is_401_with_bearer_challenge(client) -> None:
 @pytest.mark.parametrize(
     ("method", "path"), [("POST", "/config"), ("GET", "/settings"), ("PUT", "/settings")]
 )
-async def test_registration_token_on_admin_routes_is_403(client, method: str, path: str) -> None:
+async def test_registration_token_on_admin_routes_is_403(
+    client: Client, method: str, path: str
+) -> None:
     """The registration token is a different role from the admin token: 403 on admin routes."""
     resp = await client.request(
         method, path, json={"url": "https://example.org/"}, headers=REGISTRATION
@@ -33,7 +35,7 @@ async def test_registration_token_on_admin_routes_is_403(client, method: str, pa
     assert (await resp.json())["status"] == 403
 
 
-async def test_unknown_token_and_wrong_scheme_are_401(client) -> None:
+async def test_unknown_token_and_wrong_scheme_are_401(client: Client) -> None:
     """A token nobody issued, or a non-Bearer scheme, is 401."""
     wrong = await client.get("/config", headers={"Authorization": "Bearer not-a-token"})
     assert wrong.status == 401
@@ -41,7 +43,7 @@ async def test_unknown_token_and_wrong_scheme_are_401(client) -> None:
     assert basic.status == 401
 
 
-async def test_register_returns_the_contract(client) -> None:
+async def test_register_returns_the_contract(client: Client) -> None:
     """POST /register answers 201 with a UUID, the poll URL, the interval and a token."""
     resp = await client.post(
         "/register", json={"hostname": "edge-01", "labels": {"site": "ams1"}}, headers=REGISTRATION
@@ -55,11 +57,11 @@ async def test_register_returns_the_contract(client) -> None:
     assert body["agent_token"].startswith(body["agent_id"] + ".")
 
 
-async def test_register_stores_hash_and_assigned_version(client) -> None:
+async def test_register_stores_hash_and_assigned_version(client: Client) -> None:
     """The agent row keeps only the token's hash, its labels and the version assigned."""
     await post_config(client, "https://example.org/")
     body = await register(client)
-    async with client.app[keys.ENGINE].connect() as conn:
+    async with client.app[keys.DATABASE].engine.connect() as conn:
         row = (await conn.execute(select(agents).where(agents.c.id == body["agent_id"]))).one()
     assert row.token_hash == hashlib.sha256(body["agent_token"].encode()).hexdigest()
     assert body["agent_token"] not in str(tuple(row))
@@ -67,7 +69,7 @@ async def test_register_stores_hash_and_assigned_version(client) -> None:
     assert row.hostname == "edge-01"
 
 
-async def test_agent_token_reads_config_but_not_admin_routes(client) -> None:
+async def test_agent_token_reads_config_but_not_admin_routes(client: Client) -> None:
     """An agent's token is accepted by GET /config and refused (403) on admin routes."""
     token = (await register(client))["agent_token"]
     auth = {"Authorization": f"Bearer {token}"}
@@ -76,14 +78,14 @@ async def test_agent_token_reads_config_but_not_admin_routes(client) -> None:
     assert (await client.get("/settings", headers=auth)).status == 403
 
 
-async def test_forged_agent_token_is_401(client) -> None:
+async def test_forged_agent_token_is_401(client: Client) -> None:
     """A token with a real agent id but the wrong secret is refused."""
     agent_id = (await register(client))["agent_id"]
     resp = await client.get("/config", headers={"Authorization": f"Bearer {agent_id}.guess"})
     assert resp.status == 401
 
 
-async def test_admin_may_read_config(client) -> None:
+async def test_admin_may_read_config(client: Client) -> None:
     """The admin token reads the configuration too (for the admin's own tools)."""
     assert (await client.get("/config", headers=ADMIN)).status == 200
 
@@ -101,10 +103,10 @@ async def test_admin_may_read_config(client) -> None:
         ["h"],
     ],
 )
-async def test_bad_registration_is_422_and_stores_nothing(client, body: object) -> None:
+async def test_bad_registration_is_422_and_stores_nothing(client: Client, body: object) -> None:
     """An invalid registration body is 422 and creates no agent."""
     resp = await client.post("/register", json=body, headers=REGISTRATION)
     assert resp.status == 422
     assert resp.content_type == "application/problem+json"
-    async with client.app[keys.ENGINE].connect() as conn:
+    async with client.app[keys.DATABASE].engine.connect() as conn:
         assert (await conn.execute(select(agents))).first() is None

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.controller.conftest import ADMIN, REGISTRATION
+from tests.controller.conftest import ADMIN, REGISTRATION, Client
 
 
-async def _current(client) -> tuple[str, object]:
+async def _current(client: Client) -> tuple[str, object]:
     resp = await client.get("/config", headers=REGISTRATION)
     return resp.headers["X-Config-Version"], await resp.json()
 
@@ -32,7 +32,7 @@ async def _current(client) -> tuple[str, object]:
     ],
 )
 async def test_refused_config_is_problem_json_and_changes_nothing(
-    client, data: bytes, content_type: str, status: int
+    client: Client, data: bytes, content_type: str, status: int
 ) -> None:
     """Malformed, invalid, mistyped or oversized bodies get 4xx and leave the version alone."""
     before = await _current(client)
@@ -45,7 +45,7 @@ async def test_refused_config_is_problem_json_and_changes_nothing(
     assert await _current(client) == before
 
 
-async def test_validation_problem_lists_the_field(client) -> None:
+async def test_validation_problem_lists_the_field(client: Client) -> None:
     """A 422 names the invalid field without echoing the input."""
     resp = await client.post("/config", json={"url": "ftp://secret@example.org/"}, headers=ADMIN)
     problem = await resp.json()
@@ -65,7 +65,7 @@ async def test_validation_problem_lists_the_field(client) -> None:
         {"poll_interval_seconds": True},
     ],
 )
-async def test_bad_settings_are_422_and_change_nothing(client, body: object) -> None:
+async def test_bad_settings_are_422_and_change_nothing(client: Client, body: object) -> None:
     """PUT /settings accepts only an integer 1-86400 and nothing else."""
     resp = await client.put("/settings", json=body, headers=ADMIN)
     assert resp.status == 422
@@ -73,7 +73,7 @@ async def test_bad_settings_are_422_and_change_nothing(client, body: object) -> 
     assert await got.json() == {"poll_interval_seconds": 30}
 
 
-async def test_unknown_route_and_method_are_problem_json(client) -> None:
+async def test_unknown_route_and_method_are_problem_json(client: Client) -> None:
     """404 and 405 are problem+json too."""
     missing = await client.get("/nope")
     assert missing.status == 404
@@ -93,13 +93,13 @@ async def test_unknown_route_and_method_are_problem_json(client) -> None:
         {"If-None-Match": '"' + "9" * 100 + '"'},
     ],
 )
-async def test_garbage_poll_headers_are_ignored(client, headers: dict[str, str]) -> None:
+async def test_garbage_poll_headers_are_ignored(client: Client, headers: dict[str, str]) -> None:
     """Garbled agent headers on GET /config never cause an error."""
     resp = await client.get("/config", headers={**REGISTRATION, **headers})
     assert resp.status == 200
 
 
-async def test_health_and_readiness(client) -> None:
+async def test_health_and_readiness(client: Client) -> None:
     """/healthz answers without auth; /readyz checks the database."""
     assert await (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")

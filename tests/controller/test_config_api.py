@@ -8,12 +8,10 @@ from sqlalchemy import func, select
 
 from controller import keys
 from controller.db import config_versions
-from tests.controller.conftest import ADMIN, REGISTRATION, ClientFactory, post_config
-
-Client = object
+from tests.controller.conftest import ADMIN, REGISTRATION, Client, ClientFactory, post_config
 
 
-async def test_version_zero_before_any_post(client) -> None:
+async def test_version_zero_before_any_post(client: Client) -> None:
     """Before any POST, GET /config answers version 0 with {"url": null}."""
     resp = await client.get("/config", headers=REGISTRATION)
     assert resp.status == 200
@@ -23,7 +21,7 @@ async def test_version_zero_before_any_post(client) -> None:
     assert resp.headers["X-Poll-Interval-Seconds"] == "30"
 
 
-async def test_post_creates_numbered_versions(client) -> None:
+async def test_post_creates_numbered_versions(client: Client) -> None:
     """Each different configuration becomes the next version, served at once."""
     first = await post_config(client, "https://example.org/a")
     assert first.status == 201
@@ -38,18 +36,18 @@ async def test_post_creates_numbered_versions(client) -> None:
     assert resp.headers["X-Config-Version"] == "2"
 
 
-async def test_identical_post_creates_no_version(client) -> None:
+async def test_identical_post_creates_no_version(client: Client) -> None:
     """Posting the current configuration again answers 200 with the current version."""
     await post_config(client, "https://example.org/")
     again = await post_config(client, "https://example.org/")
     assert again.status == 200
     assert (await again.json())["version"] == 1
-    async with client.app[keys.ENGINE].connect() as conn:
+    async with client.app[keys.DATABASE].engine.connect() as conn:
         count = await conn.scalar(select(func.count()).select_from(config_versions))
     assert count == 2  # version 0 and version 1
 
 
-async def test_if_none_match_gives_304_with_headers(client) -> None:
+async def test_if_none_match_gives_304_with_headers(client: Client) -> None:
     """A matching If-None-Match gives 304 carrying the same version headers."""
     await post_config(client, "https://example.org/")
     resp = await client.get("/config", headers={**REGISTRATION, "If-None-Match": '"1"'})
@@ -61,7 +59,7 @@ async def test_if_none_match_gives_304_with_headers(client) -> None:
     assert stale.status == 200
 
 
-async def test_if_match_compare_and_set(client) -> None:
+async def test_if_match_compare_and_set(client: Client) -> None:
     """If-Match writes only over the named version; a stale or garbled one gets 412."""
     await post_config(client, "https://example.org/1")
     ok = await post_config(client, "https://example.org/2", **{"If-Match": '"1"'})
@@ -75,7 +73,7 @@ async def test_if_match_compare_and_set(client) -> None:
     assert await resp.json() == {"url": "https://example.org/2"}
 
 
-async def test_if_match_races_have_one_winner(client) -> None:
+async def test_if_match_races_have_one_winner(client: Client) -> None:
     """Of many writers naming the same version, exactly one succeeds."""
     results = await asyncio.gather(
         *(post_config(client, f"https://example.org/{i}", **{"If-Match": '"0"'}) for i in range(10))
@@ -105,7 +103,7 @@ async def test_replica_sees_the_other_replicas_write(make_client: ClientFactory)
     assert await resp.json() == {"url": "https://example.org/from-a"}
 
 
-async def test_poll_interval_rides_on_200_and_304(client) -> None:
+async def test_poll_interval_rides_on_200_and_304(client: Client) -> None:
     """PUT /settings changes X-Poll-Interval-Seconds on every GET /config answer."""
     resp = await client.put("/settings", json={"poll_interval_seconds": 5}, headers=ADMIN)
     assert resp.status == 200

@@ -11,6 +11,7 @@ from tests.controller.conftest import (
     ADMIN,
     BAD_PAGING_QUERIES,
     REGISTRATION,
+    Client,
     assert_invalid_input,
     post_config,
     register,
@@ -31,7 +32,7 @@ async def _publish(client: Any, count: int) -> list[str]:
     return urls
 
 
-async def test_before_any_post_the_history_is_version_zero(client) -> None:
+async def test_before_any_post_the_history_is_version_zero(client: Client) -> None:
     """A new database holds version 0, the default configuration, current until a POST."""
     page = await _json(await client.get("/config/versions", headers=ADMIN))
     assert (page["total"], page["limit"], page["offset"]) == (1, 100, 0)
@@ -45,7 +46,7 @@ async def test_before_any_post_the_history_is_version_zero(client) -> None:
     assert await _json(await client.get("/config/versions/0", headers=ADMIN)) == zero
 
 
-async def test_history_is_newest_first_with_each_configuration(client) -> None:
+async def test_history_is_newest_first_with_each_configuration(client: Client) -> None:
     """Every version appears once, newest first, with its config; only the newest is current."""
     urls = await _publish(client, 3)
     page = await _json(await client.get("/config/versions", headers=ADMIN))
@@ -60,7 +61,7 @@ async def test_history_is_newest_first_with_each_configuration(client) -> None:
     assert posted["created_at"] == page["items"][0]["created_at"]
 
 
-async def test_identical_post_adds_nothing_to_the_history(client) -> None:
+async def test_identical_post_adds_nothing_to_the_history(client: Client) -> None:
     """Posting the current configuration again leaves the history as it was."""
     await _publish(client, 1)
     before = await _json(await client.get("/config/versions", headers=ADMIN))
@@ -68,7 +69,7 @@ async def test_identical_post_adds_nothing_to_the_history(client) -> None:
     assert await _json(await client.get("/config/versions", headers=ADMIN)) == before
 
 
-async def test_history_pages_like_the_agent_listing(client) -> None:
+async def test_history_pages_like_the_agent_listing(client: Client) -> None:
     """limit and offset page through versions; the total is on every page; past the end
     is an empty page, not an error."""
     await _publish(client, 4)
@@ -90,12 +91,12 @@ async def test_history_pages_like_the_agent_listing(client) -> None:
 
 
 @pytest.mark.parametrize("query", [*BAD_PAGING_QUERIES, "offset=2147483648", "state=in_sync"])
-async def test_garbage_paging_parameters_are_422(client, query: str) -> None:
+async def test_garbage_paging_parameters_are_422(client: Client, query: str) -> None:
     """The same limit/offset rules as GET /agents: out of range, repeated or unknown is 422."""
     await assert_invalid_input(await client.get(f"/config/versions?{query}", headers=ADMIN))
 
 
-async def test_one_version_is_immutable_but_knows_whether_it_is_current(client) -> None:
+async def test_one_version_is_immutable_but_knows_whether_it_is_current(client: Client) -> None:
     """GET /config/versions/{n} answers the same version later, only `current` moves."""
     await _publish(client, 1)
     first = await _json(await client.get("/config/versions/1", headers=ADMIN))
@@ -110,7 +111,7 @@ async def test_one_version_is_immutable_but_knows_whether_it_is_current(client) 
 
 
 @pytest.mark.parametrize("version", ["2", "1000", "2147483647"])
-async def test_unknown_version_is_404(client, version: str) -> None:
+async def test_unknown_version_is_404(client: Client, version: str) -> None:
     """A version that was never stored is a 404 problem naming the newest version."""
     await _publish(client, 1)
     resp = await client.get(f"/config/versions/{version}", headers=ADMIN)
@@ -136,7 +137,7 @@ async def test_unknown_version_is_404(client, version: str) -> None:
         "%27%20OR%201%3D1%20--",
     ],
 )
-async def test_malformed_version_is_422(client, version: str) -> None:
+async def test_malformed_version_is_422(client: Client, version: str) -> None:
     """Anything but ASCII digits up to 2**31-1 is refused as invalid (422), never a 5xx."""
     resp = await client.get(f"/config/versions/{version}", headers=ADMIN)
     problem = await _json(resp, 422)
@@ -149,7 +150,7 @@ def _agent_auth(agent: dict[str, Any]) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("path", ["/config/versions", "/config/versions/0", "/config/versions/x"])
-async def test_history_is_admin_only(client, path: str) -> None:
+async def test_history_is_admin_only(client: Client, path: str) -> None:
     """No token or a bad one 401, registration or agent token 403, before any validation."""
     agent = await register(client)
     wrong = {"Authorization": "Bearer not-a-token"}
@@ -163,7 +164,7 @@ async def test_history_is_admin_only(client, path: str) -> None:
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
-async def test_history_is_read_only(client, method: str) -> None:
+async def test_history_is_read_only(client: Client, method: str) -> None:
     """Only GET (and HEAD) is served on the history; other methods are 405 with Allow."""
     for path in ("/config/versions", "/config/versions/0"):
         resp = await client.request(method, path, headers=ADMIN)

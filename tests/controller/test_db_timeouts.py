@@ -9,20 +9,19 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.errors import Unavailable
 from controller import db
 
 
 @pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    engine = db.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'slow.db'}")
+async def database(tmp_path: Path) -> AsyncIterator[db.Database]:
+    database = db.Database(db.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'slow.db'}"))
     try:
-        yield engine
+        yield database
     finally:
-        await db.settle_transactions(5.0)
-        await engine.dispose()
+        await database.close(5.0)
 
 
 async def _slow(conn: AsyncConnection) -> None:
@@ -30,14 +29,13 @@ async def _slow(conn: AsyncConnection) -> None:
 
 
 async def test_timeouts_are_503_and_warned_once_per_period(
-    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    database: db.Database, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Each timed-out transaction is Unavailable; three in a row log one warning."""
-    monkeypatch.setattr(db, "timeouts", db.TimeoutReport())
     caplog.set_level(logging.WARNING, logger="controller.db")
     for _ in range(3):
         with pytest.raises(Unavailable, match="did not answer in time"):
-            await db.in_transaction(engine, _slow, timeout_seconds=0.05)
+            await database.transaction(_slow, timeout_seconds=0.05)
     warnings = [r.getMessage() for r in caplog.records if "database.timeout" in r.getMessage()]
     assert len(warnings) == 1
     assert "answered 503" in warnings[0]

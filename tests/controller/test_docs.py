@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from controller.routes import openapi_document
+from tests.controller.conftest import Client
 
 
-async def test_openapi_json_is_the_generated_document(client) -> None:
+async def test_openapi_json_is_the_generated_document(client: Client) -> None:
     """GET /openapi.json serves the document built from the routes."""
     resp = await client.get("/openapi.json")
     assert resp.status == 200
     assert await resp.json() == openapi_document()
 
 
-async def test_docs_page_and_assets_are_served_locally(client) -> None:
+async def test_docs_page_and_assets_are_served_locally(client: Client) -> None:
     """GET /docs is Swagger UI whose scripts come from this server, not a CDN."""
     page = await client.get("/docs")
     html = await page.text()
@@ -24,7 +25,7 @@ async def test_docs_page_and_assets_are_served_locally(client) -> None:
     assert len(await bundle.read()) > 100_000
 
 
-async def test_every_documented_route_exists(client) -> None:
+async def test_every_documented_route_exists(client: Client) -> None:
     """Each operation in the document is routed (no 404/405 for a documented path)."""
     for path, methods in openapi_document()["paths"].items():
         for method, operation in methods.items():

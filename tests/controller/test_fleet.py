@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import pytest
+from aiohttp import ClientResponse
 from sqlalchemy import event, update
 
 from common.models import AgentState
@@ -23,6 +24,8 @@ from tests.controller.conftest import (
     ADMIN,
     BAD_PAGING_QUERIES,
     REGISTRATION,
+    Client,
+    ClientFactory,
     assert_invalid_input,
     post_config,
     register,
@@ -81,7 +84,7 @@ def _agent_auth(agent: dict[str, Any]) -> dict[str, str]:
     return {"Authorization": f"Bearer {agent['agent_token']}"}
 
 
-async def _poll(client, agent: dict[str, Any], applied: int | None = None) -> None:
+async def _poll(client: Client, agent: dict[str, Any], applied: int | None = None) -> None:
     headers = {**_agent_auth(agent), "X-Agent-ID": agent["agent_id"]}
     if applied is not None:
         headers["X-Applied-Version"] = str(applied)
@@ -89,11 +92,11 @@ async def _poll(client, agent: dict[str, Any], applied: int | None = None) -> No
     assert resp.status == 200
 
 
-async def _silence(client, agent_id: str, seconds: float) -> None:
+async def _silence(client: Client, agent_id: str, seconds: float) -> None:
     """Pretend the agent was last heard from ``seconds`` ago (pending polls written first)."""
     await client.app[keys.LEDGER].flush()
     then = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
-    async with client.app[keys.ENGINE].begin() as conn:
+    async with client.app[keys.DATABASE].engine.begin() as conn:
         await conn.execute(
             update(agents)
             .where(agents.c.id == agent_id)
@@ -101,18 +104,18 @@ async def _silence(client, agent_id: str, seconds: float) -> None:
         )
 
 
-async def _json(resp, status: int = 200) -> Any:
+async def _json(resp: ClientResponse, status: int = 200) -> Any:
     assert resp.status == status, await resp.text()
     assert resp.content_type == "application/json"
     return await resp.json()
 
 
-async def _states(client) -> dict[str, str]:
+async def _states(client: Client) -> dict[str, str]:
     page = await _json(await client.get("/agents", headers=ADMIN))
     return {item["hostname"]: item["state"] for item in page["items"]}
 
 
-async def test_list_is_in_registration_order_and_paged(client) -> None:
+async def test_list_is_in_registration_order_and_paged(client: Client) -> None:
     """GET /agents pages through agents by registration time, with the total on each page."""
     ids = [(await register(client, f"edge-{n:02}"))["agent_id"] for n in range(5)]
     first = await _json(await client.get("/agents?limit=2", headers=ADMIN))
@@ -127,7 +130,7 @@ async def test_list_is_in_registration_order_and_paged(client) -> None:
     assert beyond == {"items": [], "total": 5, "limit": 100, "offset": 50}
 
 
-async def test_empty_fleet_lists_nothing(client) -> None:
+async def test_empty_fleet_lists_nothing(client: Client) -> None:
     """Before any registration the list is empty and the fleet counts as converged."""
     assert await _json(await client.get("/agents", headers=ADMIN)) == {
         "items": [],
@@ -148,7 +151,7 @@ async def test_empty_fleet_lists_nothing(client) -> None:
     }
 
 
-async def test_one_agent_shows_what_it_registered_and_its_latest_poll(client) -> None:
+async def test_one_agent_shows_what_it_registered_and_its_latest_poll(client: Client) -> None:
     """GET /agents/{id} shows the registration at once and a poll without waiting for a flush."""
     resp = await client.post(
         "/register", json={"hostname": "edge-07", "labels": {"site": "ams1"}}, headers=REGISTRATION
@@ -170,7 +173,7 @@ async def test_one_agent_shows_what_it_registered_and_its_latest_poll(client) ->
     assert seen >= dt.datetime.fromisoformat(after["registered_at"])
 
 
-async def test_states_follow_versions_and_silence(client) -> None:
+async def test_states_follow_versions_and_silence(client: Client) -> None:
     """in_sync on the current version, behind on another, stale after 3 silent intervals."""
     await post_config(client, "https://example.org/")
     fresh, old, silent = [await register(client, f"edge-{n}") for n in ("a", "b", "c")]
@@ -184,7 +187,7 @@ async def test_states_follow_versions_and_silence(client) -> None:
     assert single["applied_version"] == 1
 
 
-async def test_a_shorter_poll_interval_makes_silence_stale_sooner(client) -> None:
+async def test_a_shorter_poll_interval_makes_silence_stale_sooner(client: Client) -> None:
     """Staleness is judged by the poll interval in force, as set by PUT /settings."""
     agent = await register(client)
     await _poll(client, agent, applied=0)
@@ -197,18 +200,18 @@ async def test_a_shorter_poll_interval_makes_silence_stale_sooner(client) -> Non
     assert (summary["poll_interval_seconds"], summary["stale"]) == (1, 1)
 
 
-async def test_an_agent_that_never_polled_goes_stale_from_its_registration(client) -> None:
+async def test_an_agent_that_never_polled_goes_stale_from_its_registration(client: Client) -> None:
     """With no poll at all, the registration time is the last contact."""
     agent = await register(client)
     await _silence(client, agent["agent_id"], 3600)
-    async with client.app[keys.ENGINE].begin() as conn:
+    async with client.app[keys.DATABASE].engine.begin() as conn:
         await conn.execute(
             update(agents).where(agents.c.id == agent["agent_id"]).values(last_seen_at=None)
         )
     assert await _states(client) == {"edge-01": "stale"}
 
 
-async def test_state_filter_matches_the_states_shown(client) -> None:
+async def test_state_filter_matches_the_states_shown(client: Client) -> None:
     """?state= returns exactly the agents shown in that state, with a matching total."""
     await post_config(client, "https://example.org/")
     a, b, c, d = [await register(client, f"edge-{n}") for n in "abcd"]
@@ -227,7 +230,7 @@ async def test_state_filter_matches_the_states_shown(client) -> None:
     assert paged["total"] == 2
 
 
-async def test_fleet_summary_counts_states_and_versions(client) -> None:
+async def test_fleet_summary_counts_states_and_versions(client: Client) -> None:
     """GET /fleet answers 'has my change landed everywhere?' in one call."""
     await post_config(client, "https://example.org/one")
     await post_config(client, "https://example.org/two")
@@ -258,7 +261,7 @@ async def test_fleet_summary_counts_states_and_versions(client) -> None:
     assert (states.count("in_sync"), states.count("behind"), states.count("stale")) == (3, 2, 1)
 
 
-async def test_fleet_summary_is_one_aggregate_query(client) -> None:
+async def test_fleet_summary_is_one_aggregate_query(client: Client) -> None:
     """The summary groups in SQL; it never loads the agents' rows into Python."""
     for n in range(3):
         await register(client, f"edge-{n}")
@@ -267,7 +270,7 @@ async def test_fleet_summary_is_one_aggregate_query(client) -> None:
     def capture(*args: Any) -> None:
         statements.append(str(args[2]).lower())
 
-    engine = client.app[keys.ENGINE].sync_engine
+    engine = client.app[keys.DATABASE].engine.sync_engine
     event.listen(engine, "before_cursor_execute", capture)
     try:
         await _json(await client.get("/fleet", headers=ADMIN))
@@ -279,7 +282,7 @@ async def test_fleet_summary_is_one_aggregate_query(client) -> None:
     assert "hostname" not in on_agents[0]
 
 
-async def test_delete_revokes_the_agent_and_only_it(client) -> None:
+async def test_delete_revokes_the_agent_and_only_it(client: Client) -> None:
     """DELETE /agents/{id}: 204, its token gets 401 at once, others keep working, it leaves."""
     gone, kept = await register(client, "edge-gone"), await register(client, "edge-kept")
     await _poll(client, gone, applied=0)
@@ -303,7 +306,9 @@ async def test_delete_revokes_the_agent_and_only_it(client) -> None:
     assert (summary["agents"], summary["in_sync"]) == (1, 1)
 
 
-async def test_revoked_agent_leaves_the_listing_on_every_replica(make_client) -> None:
+async def test_revoked_agent_leaves_the_listing_on_every_replica(
+    make_client: ClientFactory,
+) -> None:
     """A revocation through one replica is in the database every replica lists from."""
     one, two = await make_client(), await make_client()
     agent = await register(one)
@@ -323,7 +328,7 @@ ROUTES = [
 
 @pytest.mark.parametrize(("method", "path"), ROUTES)
 async def test_fleet_routes_are_admin_only_and_refusals_change_nothing(
-    client, method: str, path: str
+    client: Client, method: str, path: str
 ) -> None:
     """No token 401, registration or agent token 403, and the agent stays as it was."""
     agent = await register(client)
@@ -352,7 +357,9 @@ async def test_fleet_routes_are_admin_only_and_refusals_change_nothing(
         str(uuid.uuid4()),
     ],
 )
-async def test_unknown_or_malformed_agent_ids_are_404(client, method: str, agent_id: str) -> None:
+async def test_unknown_or_malformed_agent_ids_are_404(
+    client: Client, method: str, agent_id: str
+) -> None:
     """Anything that is not a registered agent's id is a 404 problem, never a 5xx."""
     await register(client)
     resp = await client.request(method, f"/agents/{agent_id}", headers=ADMIN)
@@ -363,6 +370,6 @@ async def test_unknown_or_malformed_agent_ids_are_404(client, method: str, agent
 
 
 @pytest.mark.parametrize("query", [*BAD_PAGING_QUERIES, "state=bogus", "state="])
-async def test_garbage_query_parameters_are_422(client, query: str) -> None:
+async def test_garbage_query_parameters_are_422(client: Client, query: str) -> None:
     """A bad limit, offset or state, a repeated or unknown parameter: 422 problem+json."""
     await assert_invalid_input(await client.get(f"/agents?{query}", headers=ADMIN))

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from controller import migrations
 from controller.app import create_app
 from tests.controller.conftest import (
     ADMIN,
+    Client,
     ClientFactory,
     controller_settings,
     post_config,
@@ -20,8 +19,6 @@ from tests.controller.conftest import (
 from tests.support.metrics import by_label, names, scrape, value
 from tests.support.services import throwaway_postgres
 from tests.support.tcp_proxy import TcpProxy
-
-Client = TestClient[web.Request, web.Application]
 
 
 async def test_metrics_follow_polls_posts_and_registrations(make_client: ClientFactory) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import select
 
 from controller import migrations
-from controller.db import config_versions, create_engine, fleet_state, metadata
+from controller.db import config_versions, create_engine, fleet_table, metadata
 
 
 async def _diff(database_url: str) -> list[object]:
@@ -35,7 +36,7 @@ async def test_migrations_seed_version_zero(database_url: str) -> None:
     engine = create_engine(database_url)
     try:
         async with engine.connect() as conn:
-            assert (await conn.execute(select(fleet_state.c.current_version))).scalar_one() == 0
+            assert (await conn.execute(select(fleet_table.c.current_version))).scalar_one() == 0
             body = (await conn.execute(select(config_versions.c.body))).scalar_one()
     finally:
         await engine.dispose()
@@ -70,7 +71,7 @@ def test_concurrent_upgrades_do_not_race(empty_database_url: str) -> None:
     assert asyncio.run(_diff(empty_database_url)) == []
 
 
-def test_migrate_command(tmp_path) -> None:
+def test_migrate_command(tmp_path: Path) -> None:
     """`fleetconf-controller migrate` migrates and exits."""
     env = _migrate_env(f"sqlite:///{tmp_path}/cli.db")
     done = subprocess.run(

@@ -13,7 +13,7 @@ REQUIRED = {"CONTROLLER_ADMIN_TOKEN": "admin-t", "CONTROLLER_REGISTRATION_TOKEN"
 def _settings(monkeypatch: pytest.MonkeyPatch, **variables: str) -> ControllerSettings:
     for name, value in {**REQUIRED, **variables}.items():
         monkeypatch.setenv(name, value)
-    return ControllerSettings(_env_file=None)  # type: ignore[call-arg]
+    return ControllerSettings(_env_file=None)
 
 
 @pytest.mark.parametrize("name", ["CONTROLLER_REDIS_URL", "CONTROLLER_AGENT_REDIS_URL"])

@@ -1,0 +1,286 @@
+"""The fleet's agents: registering, listing, reading and revoking them, and the summary."""
+
+from __future__ import annotations
+
+import uuid
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from common.constants import POLL_URL
+from common.errors import NotFound
+from common.http import json_response, read_model, read_query
+from common.metrics import counting
+from common.models import AgentState
+from common.openapi import Operation, Parameter, Response, problem
+from controller import keys, store
+from controller.credentials import ADMIN, REGISTRARS, Principal
+from controller.fleet import StateRule, agent_state
+from controller.models import (
+    EXAMPLE_AGENT_ID,
+    Agent,
+    AgentListQuery,
+    AgentPage,
+    AppliedVersionCount,
+    FleetSummary,
+    HintSource,
+    RegisterRequest,
+    RegisterResponse,
+)
+from controller.openapi_parts import (
+    BAD_QUERY,
+    NO_TOKEN,
+    UNAVAILABLE,
+    WRONG_ROLE,
+    body_problems,
+    page_parameters,
+)
+from controller.registration import register_agent, revoke_agent
+
+
+def _hint_source(app: web.Application) -> HintSource | None:
+    settings = app[keys.SETTINGS]
+    url = settings.agent_redis_url or settings.redis_url
+    if url is None:
+        return None
+    return HintSource(redis_url=url.get_secret_value(), channel=settings.hint_channel)
+
+
+async def register(request: web.Request, _registrar: Principal) -> web.Response:
+    body = await read_model(request, RegisterRequest)
+    app = request.app
+    snap = app[keys.CACHE].snapshot
+    registration = await register_agent(
+        app[keys.DATABASE],
+        hostname=body.hostname,
+        labels=body.labels,
+        assigned_version=snap.version,
+    )
+    answer = RegisterResponse(
+        agent_id=registration.agent_id,
+        poll_url=POLL_URL,
+        poll_interval_seconds=snap.poll_interval_seconds,
+        agent_token=registration.agent_token,
+        hints=_hint_source(app),
+    )
+    return json_response(answer, status=201)
+
+
+def _rate_limited(handler: Handler) -> Handler:
+    """Registrations per client address are limited before the credential is looked at."""
+
+    async def limited(request: web.Request) -> web.StreamResponse:
+        request.app[keys.REGISTRATION_LIMITER].check(request.remote or "unknown")
+        return await handler(request)
+
+    return limited
+
+
+def _counted_and_rate_limited(handler: Handler) -> Handler:
+    return counting(lambda app: app[keys.METRICS].registrations)(_rate_limited(handler))
+
+
+def _agent_id(request: web.Request) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.match_info["agent_id"])
+    except ValueError as exc:
+        raise NotFound("No agent has this id; agent ids are UUIDs.") from exc
+
+
+def _agent(record: store.AgentRecord, rule: StateRule) -> Agent:
+    state = agent_state(
+        rule, last_contact=record.last_contact, applied_version=record.applied_version
+    )
+    return Agent(
+        id=record.id,
+        hostname=record.hostname,
+        labels=record.labels,
+        registered_at=record.registered_at,
+        last_seen_at=record.last_seen_at,
+        applied_version=record.applied_version,
+        state=state,
+    )
+
+
+async def list_agents(request: web.Request, _admin: Principal) -> web.Response:
+    query = read_query(request, AgentListQuery)
+    rule, page = await request.app[keys.FLEET].read_agent_page(
+        limit=query.limit, offset=query.offset, state=query.state
+    )
+    items = [_agent(record, rule) for record in page.items]
+    return json_response(
+        AgentPage(items=items, total=page.total, limit=query.limit, offset=query.offset)
+    )
+
+
+async def get_agent(request: web.Request, _admin: Principal) -> web.Response:
+    agent_id = _agent_id(request)
+    rule, record = await request.app[keys.FLEET].read_agent(agent_id)
+    if record is None:
+        raise NotFound(f"No agent {agent_id} is registered (or it was revoked).")
+    return json_response(_agent(record, rule))
+
+
+async def delete_agent(request: web.Request, _admin: Principal) -> web.Response:
+    agent_id = _agent_id(request)
+    app = request.app
+    if not await revoke_agent(app[keys.DATABASE], app[keys.AGENT_TOKENS], agent_id):
+        raise NotFound(f"No agent {agent_id} is registered (or it was revoked already).")
+    # Other replicas see the revocation counter move at their next refresh: at once on
+    # this hint, within CACHE_REFRESH_SECONDS without Redis.
+    await app[keys.PUBLISHER].publish_hint()
+    return web.Response(status=204)
+
+
+async def fleet_summary(request: web.Request, _admin: Principal) -> web.Response:
+    rule, counts = await request.app[keys.FLEET].read_fleet()
+    by_version = [
+        AppliedVersionCount(applied_version=g.applied_version, agents=g.agents)
+        for g in counts.by_applied_version
+    ]
+    summary = FleetSummary(
+        current_version=rule.current_version,
+        poll_interval_seconds=rule.poll_interval_seconds,
+        agents=counts.agents,
+        in_sync=counts.in_sync,
+        behind=counts.behind,
+        stale=counts.stale,
+        converged_fraction=counts.converged_fraction,
+        by_applied_version=by_version,
+    )
+    return json_response(summary)
+
+
+_STATE_NOTE = (
+    "An agent is stale when nothing was heard from it (poll, or registration if it never "
+    "polled) for 3 poll intervals; otherwise in_sync when its worker holds the current "
+    "version, behind when not. This replica's pending polls are written first."
+)
+_AGENT_ID = Parameter(
+    name="agent_id",
+    location="path",
+    description="The agent's id, as POST /register returned it.",
+    schema={"type": "string", "format": "uuid"},
+    example=EXAMPLE_AGENT_ID,
+)
+
+REGISTER = Operation(
+    method="POST",
+    path="/register",
+    handler=register,
+    operation_id="register",
+    summary="Register an agent",
+    description="Creates an agent id and a per-agent token (shown once; only a hash is kept) "
+    "and records the configuration version assigned to the agent.",
+    tags=("agents",),
+    roles=REGISTRARS,
+    outer=_counted_and_rate_limited,
+    request_model=RegisterRequest,
+    responses=(
+        Response(status=201, description="Registered.", model=RegisterResponse),
+        NO_TOKEN,
+        WRONG_ROLE,
+        problem(
+            429,
+            "Too many registrations from this address; Retry-After says when to retry.",
+            "Too many registrations from 192.0.2.10; retry in 1 s.",
+        ),
+        *body_problems("RegisterRequest"),
+        UNAVAILABLE,
+    ),
+)
+
+LIST_AGENTS = Operation(
+    method="GET",
+    path="/agents",
+    handler=list_agents,
+    operation_id="listAgents",
+    summary="The fleet, one page at a time",
+    description="Registered, unrevoked agents ordered by registration time, then id. "
+    + _STATE_NOTE,
+    tags=("agents",),
+    roles=ADMIN,
+    parameters=(
+        *page_parameters("matching agents"),
+        Parameter(
+            name="state",
+            location="query",
+            description="Only agents in this state.",
+            schema={"type": "string", "enum": [state.value for state in AgentState]},
+            example="behind",
+        ),
+    ),
+    responses=(
+        Response(status=200, description="One page of agents.", model=AgentPage),
+        NO_TOKEN,
+        WRONG_ROLE,
+        BAD_QUERY,
+        UNAVAILABLE,
+    ),
+)
+
+GET_AGENT = Operation(
+    method="GET",
+    path="/agents/{agent_id}",
+    handler=get_agent,
+    operation_id="getAgent",
+    summary="One agent",
+    description=_STATE_NOTE,
+    tags=("agents",),
+    roles=ADMIN,
+    parameters=(_AGENT_ID,),
+    responses=(
+        Response(status=200, description="The agent.", model=Agent),
+        NO_TOKEN,
+        WRONG_ROLE,
+        problem(
+            404,
+            "No such agent: not a UUID, never registered, or revoked.",
+            f"No agent {EXAMPLE_AGENT_ID} is registered (or it was revoked).",
+        ),
+        UNAVAILABLE,
+    ),
+)
+
+REVOKE_AGENT = Operation(
+    method="DELETE",
+    path="/agents/{agent_id}",
+    handler=delete_agent,
+    operation_id="revokeAgent",
+    summary="Revoke an agent",
+    description="Its token is refused (401) at once on this replica and within "
+    "seconds on the others; it leaves the fleet listings. It must register again.",
+    tags=("agents",),
+    roles=ADMIN,
+    parameters=(_AGENT_ID,),
+    responses=(
+        Response(status=204, description="Revoked."),
+        NO_TOKEN,
+        WRONG_ROLE,
+        problem(
+            404,
+            "No such agent: not a UUID, never registered, or revoked already.",
+            f"No agent {EXAMPLE_AGENT_ID} is registered (or it was revoked already).",
+        ),
+        UNAVAILABLE,
+    ),
+)
+
+FLEET_SUMMARY = Operation(
+    method="GET",
+    path="/fleet",
+    handler=fleet_summary,
+    operation_id="fleetSummary",
+    summary="Has the current version landed everywhere?",
+    description="Counts of unrevoked agents by state and by applied version. " + _STATE_NOTE,
+    tags=("agents",),
+    roles=ADMIN,
+    responses=(
+        Response(status=200, description="The fleet's convergence.", model=FleetSummary),
+        NO_TOKEN,
+        WRONG_ROLE,
+        UNAVAILABLE,
+    ),
+)
+
+OPERATIONS = (REGISTER, LIST_AGENTS, GET_AGENT, REVOKE_AGENT, FLEET_SUMMARY)

@@ -1,0 +1,292 @@
+"""The configuration: GET and POST /config, and the stored versions."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from common.constants import HEADER_AGENT_ID, HEADER_APPLIED_VERSION, MAX_CONFIG_VERSION
+from common.errors import NotFound, ValidationFailed
+from common.http import json_response, read_model, read_query
+from common.metrics import counting
+from common.models import WorkerConfig
+from common.openapi import Operation, Parameter, Response, problem
+from controller import keys, store
+from controller.cache import etag_for
+from controller.credentials import ADMIN, CONFIG_READERS, Principal
+from controller.etags import if_match_versions, if_none_match_hits
+from controller.models import (
+    EXAMPLE_AGENT_ID,
+    ConfigVersion,
+    ConfigVersionPage,
+    PageQuery,
+    VersionInfo,
+)
+from controller.openapi_parts import (
+    BAD_QUERY,
+    CONFIG_HEADERS,
+    ETAG,
+    NO_TOKEN,
+    UNAVAILABLE,
+    WRONG_ROLE,
+    body_problems,
+    page_parameters,
+)
+from controller.versions import Writer, commit_version, read_version, read_version_page
+
+VERSION_PARAMETER = "version"
+_MAX_VERSION_DIGITS = len(str(MAX_CONFIG_VERSION))
+
+
+def parse_version(raw: str) -> int | None:
+    """A version number: ASCII digits up to MAX_CONFIG_VERSION; None for anything else."""
+    if raw.isascii() and raw.isdigit() and len(raw) <= _MAX_VERSION_DIGITS:
+        number = int(raw)
+        if number <= MAX_CONFIG_VERSION:
+            return number
+    return None
+
+
+def writer(app: web.Application) -> Writer:
+    return Writer(database=app[keys.DATABASE], cache=app[keys.CACHE], lock=app[keys.WRITE_LOCK])
+
+
+def _record_sighting(request: web.Request, principal: Principal) -> None:
+    """Note an agent's poll. Only an agent token says which agent polled: X-Agent-ID
+    sent with a shared token could name any agent, so it is not believed."""
+    if principal.agent_id is None:
+        return
+    claimed = request.headers.get(HEADER_AGENT_ID)
+    if claimed is not None and claimed.lower() != str(principal.agent_id):
+        return
+    applied = parse_version(request.headers.get(HEADER_APPLIED_VERSION, "").strip())
+    request.app[keys.LEDGER].record(principal.agent_id, applied)
+
+
+async def get_config(request: web.Request, principal: Principal) -> web.Response:
+    cache = request.app[keys.CACHE]
+    snap = cache.snapshot
+    _record_sighting(request, principal)
+    if_none_match = request.headers.get("If-None-Match")
+    # The common case, an agent sending back the ETag it holds, skips the parsing.
+    if if_none_match == snap.etag or if_none_match_hits(if_none_match, snap.version):
+        cache.polls.not_modified += 1
+        return web.Response(status=304, headers=snap.headers)
+    cache.polls.ok += 1
+    return web.Response(body=snap.body, content_type="application/json", headers=snap.headers)
+
+
+def _count_refused_poll(request: web.Request) -> None:
+    request.app[keys.CACHE].polls.errors += 1
+
+
+async def post_config(request: web.Request, _admin: Principal) -> web.Response:
+    config = await read_model(request, WorkerConfig)
+    if_match = if_match_versions(request.headers.get("If-Match"))
+    committed = await commit_version(writer(request.app), config, if_match=if_match)
+    if committed.created:
+        await request.app[keys.PUBLISHER].publish_hint()
+    record = committed.record
+    info = VersionInfo(
+        version=record.version, etag=etag_for(record.version), created_at=record.created_at
+    )
+    status = 201 if committed.created else 200
+    return json_response(info, status=status, headers={"ETag": info.etag})
+
+
+def _version_number(request: web.Request) -> int:
+    """The path's version; anything but a version number is refused (422)."""
+    number = parse_version(request.match_info[VERSION_PARAMETER])
+    if number is not None:
+        return number
+    message = f"a version is a whole number from 0 to {MAX_CONFIG_VERSION}"
+    raise ValidationFailed(
+        f"The version in the path is not valid: {message}.",
+        errors=[{"loc": [VERSION_PARAMETER], "msg": message, "type": "version_number"}],
+    )
+
+
+def _version(record: store.VersionRecord, current_version: int) -> ConfigVersion:
+    return ConfigVersion(
+        version=record.version,
+        etag=etag_for(record.version),
+        created_at=record.created_at,
+        current=record.version == current_version,
+        config=WorkerConfig.model_validate_json(record.body),
+    )
+
+
+async def list_versions(request: web.Request, _admin: Principal) -> web.Response:
+    query = read_query(request, PageQuery)
+    current_version, page = await read_version_page(
+        request.app[keys.DATABASE], limit=query.limit, offset=query.offset
+    )
+    items = [_version(record, current_version) for record in page.items]
+    return json_response(
+        ConfigVersionPage(items=items, total=page.total, limit=query.limit, offset=query.offset)
+    )
+
+
+async def get_version(request: web.Request, _admin: Principal) -> web.Response:
+    number = _version_number(request)
+    current_version, record = await read_version(request.app[keys.DATABASE], number)
+    if record is None:
+        raise NotFound(
+            f"No configuration version {number}; the newest is version {current_version}."
+        )
+    return json_response(_version(record, current_version))
+
+
+GET_CONFIG = Operation(
+    method="GET",
+    path="/config",
+    handler=get_config,
+    operation_id="getConfig",
+    summary="The current worker configuration",
+    description="Served from memory. Agents send If-None-Match with their last ETag and get "
+    "304 while nothing changed; the poll interval rides on every answer.",
+    tags=("config",),
+    roles=CONFIG_READERS,
+    on_refused=_count_refused_poll,
+    parameters=(
+        Parameter(
+            name="If-None-Match",
+            location="header",
+            description="The ETag last received.",
+            schema={"type": "string"},
+            example='"7"',
+        ),
+        Parameter(
+            name=HEADER_AGENT_ID,
+            location="header",
+            description="The polling agent's id.",
+            schema={"type": "string", "format": "uuid"},
+            example=EXAMPLE_AGENT_ID,
+        ),
+        Parameter(
+            name=HEADER_APPLIED_VERSION,
+            location="header",
+            description="The version the agent's worker confirmed holding.",
+            schema={"type": "integer", "minimum": 0},
+            example=7,
+        ),
+    ),
+    responses=(
+        Response(
+            status=200,
+            description="The configuration.",
+            model=WorkerConfig,
+            headers=CONFIG_HEADERS,
+        ),
+        Response(status=304, description="Unchanged since the ETag sent.", headers=CONFIG_HEADERS),
+        NO_TOKEN,
+        problem(
+            503,
+            "The database is unavailable and this replica has not verified this agent "
+            "token yet (a token it verified before is still accepted).",
+            "The database is unavailable; retry shortly.",
+        ),
+    ),
+)
+
+POST_CONFIG = Operation(
+    method="POST",
+    path="/config",
+    handler=post_config,
+    operation_id="postConfig",
+    summary="Publish a new configuration version",
+    description="Validated, then stored as a new immutable version. A body equal to the "
+    "current configuration creates nothing and answers 200. With If-Match the write "
+    "happens only if the current version is the one named (412 otherwise).",
+    tags=("config",),
+    roles=ADMIN,
+    outer=counting(lambda app: app[keys.METRICS].config_posts),
+    request_model=WorkerConfig,
+    parameters=(
+        Parameter(
+            name="If-Match",
+            location="header",
+            description="Write only if this is still the current version.",
+            schema={"type": "string"},
+            example='"7"',
+        ),
+    ),
+    responses=(
+        Response(
+            status=201, description="A new version was stored.", model=VersionInfo, headers=(ETAG,)
+        ),
+        Response(
+            status=200,
+            description="Equal to the current version; nothing stored.",
+            model=VersionInfo,
+            headers=(ETAG,),
+        ),
+        NO_TOKEN,
+        WRONG_ROLE,
+        problem(
+            412,
+            "If-Match does not name the current version.",
+            'If-Match does not name the current version "8".',
+        ),
+        *body_problems("WorkerConfig"),
+        UNAVAILABLE,
+    ),
+)
+
+LIST_VERSIONS = Operation(
+    method="GET",
+    path="/config/versions",
+    handler=list_versions,
+    operation_id="listConfigVersions",
+    summary="The configuration history, one page at a time",
+    description="Every stored version, newest first, each with its configuration. "
+    'Version 0, the default configuration {"url": null} that agents get before any '
+    "POST /config, is stored when the database is created and comes last.",
+    tags=("config",),
+    roles=ADMIN,
+    parameters=page_parameters("newer versions"),
+    responses=(
+        Response(status=200, description="One page of versions.", model=ConfigVersionPage),
+        NO_TOKEN,
+        WRONG_ROLE,
+        BAD_QUERY,
+        UNAVAILABLE,
+    ),
+)
+
+GET_VERSION = Operation(
+    method="GET",
+    path="/config/versions/{version}",
+    handler=get_version,
+    operation_id="getConfigVersion",
+    summary="One configuration version",
+    description="Versions are immutable: the answer for a version never changes, "
+    "except whether it is still the current one.",
+    tags=("config",),
+    roles=ADMIN,
+    parameters=(
+        Parameter(
+            name=VERSION_PARAMETER,
+            location="path",
+            description="The version number (0 is the default configuration).",
+            schema={"type": "integer", "minimum": 0, "maximum": MAX_CONFIG_VERSION},
+            example=7,
+        ),
+    ),
+    responses=(
+        Response(status=200, description="The version.", model=ConfigVersion),
+        NO_TOKEN,
+        WRONG_ROLE,
+        problem(
+            404, "No such version (yet).", "No configuration version 12; the newest is version 7."
+        ),
+        problem(
+            422,
+            "The version is not a whole number from 0 to 2147483647.",
+            "The version in the path is not valid: a version is a whole number from 0 "
+            "to 2147483647.",
+        ),
+        UNAVAILABLE,
+    ),
+)
+
+OPERATIONS = (GET_CONFIG, POST_CONFIG, LIST_VERSIONS, GET_VERSION)

@@ -1,0 +1,77 @@
+"""The fleet as the admin API and the metrics read it: agents judged by one state rule,
+with this replica's pending polls written first. Nothing here knows about HTTP."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from common.errors import FleetconfError
+from common.models import AgentState
+from controller import store
+from controller.db import Database, utcnow
+from controller.fleet import FleetCounts, StateRule, VersionGroup, state_rule, summarize
+from controller.ledger import Ledger
+
+logger = logging.getLogger(__name__)
+
+
+class FleetQueries:
+    def __init__(
+        self, database: Database, ledger: Ledger, *, default_poll_interval_seconds: int
+    ) -> None:
+        self._database = database
+        self._ledger = ledger
+        self._default_poll_interval_seconds = default_poll_interval_seconds
+
+    async def _flush_ledger(self) -> None:
+        """Write this replica's pending polls first, so the admin sees the latest ones."""
+        try:
+            await self._ledger.flush()
+        except FleetconfError:
+            logger.warning("fleet.ledger_flush_failed pending=%d", self._ledger.pending)
+
+    async def _rule(self, conn: AsyncConnection) -> StateRule:
+        fleet = await store.read_fleet_row(conn)
+        interval = fleet.poll_interval_seconds or self._default_poll_interval_seconds
+        return state_rule(
+            current_version=fleet.current_version, poll_interval_seconds=interval, now=utcnow()
+        )
+
+    async def read_agent_page(
+        self, *, limit: int, offset: int, state: AgentState | None
+    ) -> tuple[StateRule, store.AgentPage]:
+        """One page of unrevoked agents (in ``state`` only, if given), and the rule that
+        judges them."""
+        await self._flush_ledger()
+
+        async def read(conn: AsyncConnection) -> tuple[StateRule, store.AgentPage]:
+            rule = await self._rule(conn)
+            page = await store.read_agent_page(
+                conn, limit=limit, offset=offset, rule=rule, state=state
+            )
+            return rule, page
+
+        return await self._database.transaction(read)
+
+    async def read_agent(self, agent_id: uuid.UUID) -> tuple[StateRule, store.AgentRecord | None]:
+        """One unrevoked agent (None if there is none), and the rule that judges it."""
+        await self._flush_ledger()
+
+        async def read(conn: AsyncConnection) -> tuple[StateRule, store.AgentRecord | None]:
+            return await self._rule(conn), await store.read_agent(conn, agent_id)
+
+        return await self._database.transaction(read)
+
+    async def read_fleet(self) -> tuple[StateRule, FleetCounts]:
+        """The fleet's convergence: one GROUP BY."""
+        await self._flush_ledger()
+
+        async def read(conn: AsyncConnection) -> tuple[StateRule, list[VersionGroup]]:
+            rule = await self._rule(conn)
+            return rule, await store.count_agents_by_applied_version(conn, rule)
+
+        rule, groups = await self._database.transaction(read)
+        return rule, summarize(groups, current_version=rule.current_version)

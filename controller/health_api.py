@@ -1,0 +1,92 @@
+"""Health and metrics: liveness, readiness, and Prometheus metrics; no token needed."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from sqlalchemy import text
+
+from common.errors import FleetconfError
+from common.http import json_response
+from common.metrics import METRICS_PATH, metrics_documented, metrics_response
+from common.openapi import Operation, Response
+from controller import keys
+from controller.constants import READINESS_TIMEOUT_SECONDS
+from controller.models import Health
+from controller.openapi_parts import UNAVAILABLE
+
+logger = logging.getLogger(__name__)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response(Health(status="ok"))
+
+
+async def readyz(request: web.Request) -> web.Response:
+    await request.app[keys.DATABASE].transaction(
+        lambda conn: conn.execute(text("SELECT 1")), timeout_seconds=READINESS_TIMEOUT_SECONDS
+    )
+    return json_response(Health(status="ready"))
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Read the agents' states, then serve every metric in the Prometheus text format."""
+    app = request.app
+    collected = app[keys.METRICS]
+    try:
+        _, collected.fleet = await app[keys.FLEET].read_fleet()
+    except FleetconfError:
+        # The database is down: the other metrics are still served, the states are left out.
+        logger.warning("metrics.fleet_unavailable")
+        collected.fleet = None
+    return metrics_response(collected.registry)
+
+
+_METRICS_EXAMPLE = """\
+# HELP fleetconf_controller_config_version The current configuration version this replica serves.
+# TYPE fleetconf_controller_config_version gauge
+fleetconf_controller_config_version 7.0
+# HELP fleetconf_controller_polls_total GET /config answers of this replica: 200, 304, or error.
+# TYPE fleetconf_controller_polls_total counter
+fleetconf_controller_polls_total{result="200"} 12.0
+fleetconf_controller_polls_total{result="304"} 4810.0
+fleetconf_controller_polls_total{result="error"} 0.0
+"""
+
+HEALTHZ = Operation(
+    method="GET",
+    path="/healthz",
+    handler=healthz,
+    operation_id="healthz",
+    summary="Liveness",
+    tags=("health",),
+    responses=(Response(status=200, description="The process is up.", model=Health),),
+)
+
+READYZ = Operation(
+    method="GET",
+    path="/readyz",
+    handler=readyz,
+    operation_id="readyz",
+    summary="Readiness: the database answers",
+    tags=("health",),
+    responses=(
+        Response(status=200, description="Ready.", model=Health, example={"status": "ready"}),
+        UNAVAILABLE,
+    ),
+)
+
+METRICS = Operation(
+    method="GET",
+    path=METRICS_PATH,
+    handler=metrics,
+    operation_id="metrics",
+    summary="Prometheus metrics",
+    description="Counters and gauges of this replica, and the fleet's agents by state "
+    "(one database query per scrape; left out while the database does not answer).",
+    tags=("health",),
+    responses=(metrics_documented(_METRICS_EXAMPLE),),
+)
+
+OPERATIONS = (HEALTHZ, READYZ, METRICS)

@@ -1,0 +1,88 @@
+"""OpenAPI fragments that several controller operations share: problem answers, headers,
+paging parameters."""
+
+from __future__ import annotations
+
+from common.constants import (
+    DEFAULT_PAGE_LIMIT,
+    HEADER_CONFIG_VERSION,
+    HEADER_POLL_INTERVAL_SECONDS,
+    MAX_PAGE_LIMIT,
+    MAX_PAGE_OFFSET,
+)
+from common.openapi import Header, Parameter, Response, problem
+
+ETAG = Header(name="ETag", description="The version as an entity tag.", example='"7"')
+CONFIG_HEADERS = (
+    ETAG,
+    Header(
+        name=HEADER_CONFIG_VERSION,
+        description="The configuration's version number.",
+        schema={"type": "integer"},
+        example=7,
+    ),
+    Header(
+        name=HEADER_POLL_INTERVAL_SECONDS,
+        description="How often the agent should poll, in seconds.",
+        schema={"type": "integer"},
+        example=30,
+    ),
+)
+NO_TOKEN = problem(
+    401,
+    "No Bearer token, or one that is not valid.",
+    "This endpoint needs 'Authorization: Bearer <token>'.",
+)
+WRONG_ROLE = problem(
+    403,
+    "A valid token of a role that may not do this.",
+    "This endpoint is for the admin role; this token has the registration role.",
+)
+TOO_LARGE = problem(413, "The body is larger than 64 KiB.", "The body may be at most 65536 bytes.")
+NOT_JSON = problem(
+    415, "The body is not application/json.", "Send the body as application/json, not text/plain."
+)
+UNAVAILABLE = problem(
+    503, "The database is unavailable.", "The database is unavailable; retry shortly."
+)
+BAD_QUERY = problem(
+    422,
+    "A query parameter is unknown, repeated, or out of range.",
+    "The query string is not valid.",
+)
+
+
+def invalid(what: str) -> Response:
+    """422 for a body that is not JSON, or not a valid ``what``."""
+    return problem(
+        422, f"Malformed JSON or not a valid {what}.", f"The request body is not a valid {what}."
+    )
+
+
+def body_problems(what: str) -> tuple[Response, ...]:
+    """What a JSON body can get wrong: too large, not JSON, not a valid ``what``."""
+    return (TOO_LARGE, NOT_JSON, invalid(what))
+
+
+def page_parameters(skipped: str) -> tuple[Parameter, Parameter]:
+    """``limit`` and ``offset``, as every paged listing takes them."""
+    limit = Parameter(
+        name="limit",
+        location="query",
+        description="Page size.",
+        schema={
+            "type": "integer",
+            "minimum": 1,
+            "maximum": MAX_PAGE_LIMIT,
+            "default": DEFAULT_PAGE_LIMIT,
+        },
+        example=100,
+    )
+    offset = Parameter(
+        name="offset",
+        location="query",
+        description=f"How many {skipped} to skip.",
+        schema={"type": "integer", "minimum": 0, "maximum": MAX_PAGE_OFFSET, "default": 0},
+        example=0,
+    )
+    return limit, offset
