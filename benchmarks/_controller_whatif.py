@@ -13,6 +13,9 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -26,7 +29,9 @@ def apply(spec: str) -> None:
     for item in filter(None, (part.strip() for part in spec.split(","))):
         name, _, value = item.partition("=")
         if name == "token_cache":
-            credentials.AgentTokens.__init__.__kwdefaults__["cache_seconds"] = float(value)
+            defaults: dict[str, Any] | None = credentials.AgentTokens.__init__.__kwdefaults__
+            assert defaults is not None
+            defaults["cache_seconds"] = float(value)
         elif name == "pool":
             pool_kwargs.update(pool_size=int(value), max_overflow=0)
         elif name == "no_pre_ping":
@@ -36,13 +41,14 @@ def apply(spec: str) -> None:
     if pool_kwargs:
         original = db.create_engine
 
-        def create_engine(url: str):  # type: ignore[no-untyped-def]
+        def create_engine(url: str) -> AsyncEngine:
             if db.is_sqlite(url):
                 return original(url)
             kwargs = {"pool_size": 10, "max_overflow": 10, "pool_pre_ping": True, **pool_kwargs}
-            return db.create_async_engine(url, **kwargs)
+            return create_async_engine(url, **kwargs)
 
-        controller_app.create_engine = create_engine  # type: ignore[assignment]
+        # controller.app calls the name it imported from controller.db.
+        controller_app.create_engine = create_engine  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":
