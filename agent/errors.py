@@ -5,6 +5,7 @@
     ├── Rejected            401/403: the credential sent was not accepted (carries status)
     ├── RateLimited         429: carries how long the peer asked the agent to wait
     ├── VersionConflict     409 from the worker: it holds a newer or different version
+    ├── StaleTag            412 from the worker: what it holds changed since it was read
     └── BadAnswer           an answer the agent cannot use: another 4xx, or an invalid body
 
 The HTTP clients raise only these; aiohttp's exceptions are translated at that boundary
@@ -41,6 +42,10 @@ class RateLimited(AgentError):
 
 class VersionConflict(AgentError):
     """The worker refused the version: it holds a newer one, or this one differently."""
+
+
+class StaleTag(AgentError):
+    """The worker refused If-Match: it no longer holds what the agent read from it."""
 
 
 class BadAnswer(AgentError):

@@ -45,7 +45,11 @@ class WorkerOutcome(enum.Enum):
     NOTHING_TO_APPLY = "nothing_to_apply"  # no configuration yet (none cached, or version 0)
     IN_STEP = "in_step"  # the worker already holds the cached configuration
     UPDATED = "updated"  # the worker was given the cached configuration and confirmed it
-    CONFLICT = "conflict"  # the worker holds a newer or different version: left alone
+    # The worker held a configuration the agent did not send (a newer version, or the
+    # same version with other content); the agent put its own back with If-Match.
+    DRIFT_REPLACED = "drift_replaced"
+    # 412: the worker changed between the agent's read and its compare-and-set; read again.
+    CHANGED_MEANWHILE = "changed_meanwhile"
     UNREACHABLE = "unreachable"  # no answer, a timeout, or a 5xx
     REJECTED = "rejected"  # 401/403: AGENT_WORKER_TOKEN is wrong
     BAD_ANSWER = "bad_answer"  # another 4xx, or a body the agent cannot use
@@ -62,7 +66,7 @@ _WORKER_SETTLED = frozenset(
         WorkerOutcome.NOTHING_TO_APPLY,
         WorkerOutcome.IN_STEP,
         WorkerOutcome.UPDATED,
-        WorkerOutcome.CONFLICT,
+        WorkerOutcome.DRIFT_REPLACED,
     }
 )
 

@@ -2,8 +2,15 @@
 
 The controller side hands a new configuration over with :meth:`Reconciler.offer`; the
 reconciler pushes it at once, and otherwise compares the worker with it once per poll
-interval (sooner, with backoff, while the worker fails). It owns the applied version:
-the version the worker last said it holds.
+interval (sooner, with backoff, while the worker fails).
+
+The agent is the only writer of its worker. When the worker holds anything but the
+agent's configuration (a newer version, the same version with other content, an older
+one) the reconciler replaces it with a compare-and-set: ``If-Match`` with the ETag just
+read, so nothing written meanwhile is overwritten unseen. It owns the applied version:
+the version the worker was last seen holding *exactly* (version and content) as the
+agent holds it; and ``drift``: the worker was last seen holding a configuration the
+agent did not send.
 """
 
 from __future__ import annotations
@@ -15,13 +22,21 @@ from collections import deque
 from collections.abc import Callable
 
 from agent.constants import ATTEMPT_HISTORY_LENGTH, ENV_PREFIX
-from agent.errors import BadAnswer, RateLimited, Rejected, Unreachable, VersionConflict
+from agent.errors import (
+    BadAnswer,
+    RateLimited,
+    Rejected,
+    StaleTag,
+    Unreachable,
+    VersionConflict,
+)
 from agent.metrics import PUSH_APPLIED, PUSH_ERROR, PUSH_REFUSED, AgentMetrics, BackoffState
 from agent.outcomes import WorkerOutcome, WorkerStep
 from agent.storage import CachedConfig
 from agent.wake import sleep_or_wake
 from agent.worker_client import WorkerClient, WorkerStatus
 from common.backoff import Backoff
+from common.models import DEFAULT_WORKER_CONFIG
 
 logger = logging.getLogger(__name__)
 
@@ -44,14 +59,25 @@ class Reconciler:
         # Offered and not yet handed to the worker: push without asking first.
         self._fresh = False
         self._applied_version: int | None = None
+        self._drift = False
         self._wake = asyncio.Event()
         # The retry delays chosen after failures, newest last.
         self.retry_delays: deque[float] = deque(maxlen=ATTEMPT_HISTORY_LENGTH)
 
     @property
     def applied_version(self) -> int | None:
-        """The version the worker last said it holds (None: not asked yet)."""
+        """The version the worker was last seen holding exactly as the agent holds it.
+
+        None before the first answer, and while the worker holds something else (drift, or
+        a configuration the agent has not handed over yet): what the controller is told.
+        """
         return self._applied_version
+
+    @property
+    def drift(self) -> bool:
+        """True while the worker was last seen holding a configuration the agent did not
+        send (a newer version, or the same version with other content)."""
+        return self._drift
 
     @property
     def backoff(self) -> BackoffState:
@@ -95,6 +121,11 @@ class Reconciler:
                 ENV_PREFIX,
             )
             return WorkerStep(outcome=WorkerOutcome.REJECTED, detail=str(exc))
+        except (StaleTag, VersionConflict) as exc:
+            # The worker changed between the read and the compare-and-set (or, without an
+            # ETag to send, refused): read it again on the next step.
+            logger.warning("worker.changed_meanwhile: %s; read again on the next step", exc)
+            return WorkerStep(outcome=WorkerOutcome.CHANGED_MEANWHILE, detail=str(exc))
         except (BadAnswer, RateLimited) as exc:
             logger.warning("worker.bad_answer reason=%s", exc)
             return WorkerStep(outcome=WorkerOutcome.BAD_ANSWER, detail=str(exc))
@@ -121,31 +152,43 @@ class Reconciler:
     async def _reconcile(self, worker: WorkerClient) -> WorkerStep:
         config = self._config
         if self._fresh and config is not None and config.version > 0:
-            # A configuration just arrived: hand it over without asking first. The
-            # worker refuses an older version (409), and then the full check below runs.
+            # A configuration just arrived: hand it over without asking first. If the
+            # worker refuses (409: it holds a newer or different one), read what it holds
+            # and replace it at once, below.
             self._fresh = False
             with contextlib.suppress(VersionConflict):
-                return self._updated(await self._push(worker, config))
+                return self._updated(await self._push(worker, config), config)
         held = await worker.status()
-        self._applied_version = held.version
         config = self._config
         if config is None or config.version == 0:
-            return WorkerStep(outcome=WorkerOutcome.NOTHING_TO_APPLY, worker_version=held.version)
+            return self._nothing_to_apply(held)
         if held.version == config.version and held.config == config.config:
+            self._verified(held.version)
             return WorkerStep(outcome=WorkerOutcome.IN_STEP, worker_version=held.version)
-        if held.version > config.version:
-            return _conflict(held.version, config.version)
-        try:
-            now = await self._push(worker, config)
-        except VersionConflict:
-            return _conflict(held.version, config.version)
-        return self._updated(now)
+        drift = held.version >= config.version
+        self._seen_other(drift=drift)
+        now = await self._push(worker, config, if_match=held.etag or None)
+        if not drift:
+            return self._updated(now, config)
+        _log_drift_replaced(held.version, config.version)
+        step = self._updated(now, config)
+        return WorkerStep(outcome=WorkerOutcome.DRIFT_REPLACED, worker_version=step.worker_version)
 
-    async def _push(self, worker: WorkerClient, config: CachedConfig) -> WorkerStatus:
+    def _nothing_to_apply(self, held: WorkerStatus) -> WorkerStep:
+        """No configuration to hand over: only an empty worker counts as verified."""
+        if held.version == 0 and held.config == DEFAULT_WORKER_CONFIG:
+            self._verified(0)
+        else:
+            self._applied_version = None
+        return WorkerStep(outcome=WorkerOutcome.NOTHING_TO_APPLY, worker_version=held.version)
+
+    async def _push(
+        self, worker: WorkerClient, config: CachedConfig, *, if_match: str | None = None
+    ) -> WorkerStatus:
         """Hand the worker ``config``, counting how that went."""
         try:
-            now = await worker.apply(config.version, config.config)
-        except VersionConflict:
+            now = await worker.apply(config.version, config.config, if_match=if_match)
+        except (VersionConflict, StaleTag):
             self._metrics.worker_pushed(PUSH_REFUSED)
             raise
         except Exception:
@@ -154,21 +197,34 @@ class Reconciler:
         self._metrics.worker_pushed(PUSH_APPLIED)
         return now
 
-    def _updated(self, now: WorkerStatus) -> WorkerStep:
-        self._applied_version = now.version
+    def _updated(self, now: WorkerStatus, config: CachedConfig) -> WorkerStep:
+        """The worker's answer to a push: applied only if it holds exactly ``config``."""
+        if now.version != config.version or now.config != config.config:
+            self._seen_other(drift=True)
+            raise BadAnswer(
+                f"the worker answered version {now.version} to a push of {config.version}"
+            )
+        self._verified(now.version)
         self._metrics.worker_confirmed(now.version)
         logger.info("worker.updated version=%d", now.version)
         return WorkerStep(outcome=WorkerOutcome.UPDATED, worker_version=now.version)
 
+    def _verified(self, version: int) -> None:
+        self._applied_version = version
+        self._drift = False
 
-def _conflict(worker_version: int, config_version: int) -> WorkerStep:
+    def _seen_other(self, *, drift: bool) -> None:
+        self._applied_version = None
+        self._drift = drift
+
+
+def _log_drift_replaced(worker_version: int, config_version: int) -> None:
     logger.warning(
-        "worker.conflict worker_version=%d cached_version=%d: the worker holds a newer or "
-        "different configuration and is left as it is",
+        "worker.conflict worker_version=%d cached_version=%d: drift replaced, the worker "
+        "held a configuration the agent did not send",
         worker_version,
         config_version,
     )
-    return WorkerStep(outcome=WorkerOutcome.CONFLICT, worker_version=worker_version)
 
 
 def _log_retry(step: WorkerStep, attempt: int, delay: float) -> None:

@@ -18,6 +18,7 @@ from agent.constants import (
     DEFAULT_STATUS_PORT,
     DEFAULT_WORKER_URL,
     ENV_PREFIX,
+    MIN_WORKER_TOKEN_LENGTH,
 )
 from common.models import HttpUrlText
 from common.settings import blank_secret_is_unset, known_log_level, load_secret_files
@@ -67,6 +68,17 @@ class AgentSettings(BaseSettings):
     def _empty_token_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
         """``AGENT_WORKER_TOKEN=`` or ``AGENT_REDIS_URL=`` (empty) is the same as unset."""
         return blank_secret_is_unset(value)
+
+    @field_validator("worker_token")
+    @classmethod
+    def _long_enough_worker_token(cls, value: SecretStr | None) -> SecretStr | None:
+        """A worker token shorter than 16 characters is refused at start-up."""
+        if value is not None and len(value.get_secret_value()) < MIN_WORKER_TOKEN_LENGTH:
+            raise ValueError(
+                f"must be at least {MIN_WORKER_TOKEN_LENGTH} characters, as the worker's "
+                "WORKER_TOKEN must be"
+            )
+        return value
 
     @field_validator("status_port", mode="before")
     @classmethod

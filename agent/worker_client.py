@@ -1,27 +1,31 @@
 """Talking to the worker beside the agent: ``GET /config`` and ``POST /config``.
 
-Failures are ``agent.errors``; a 409 (the worker holds a newer version) is VersionConflict.
+Failures are ``agent.errors``; a 409 (the worker holds a newer version) is VersionConflict,
+a 412 (If-Match no longer names what it holds) is StaleTag.
 """
 
 from __future__ import annotations
 
 import aiohttp
+from aiohttp import hdrs
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from yarl import URL
 
-from agent.errors import BadAnswer, VersionConflict
+from agent.errors import BadAnswer, StaleTag, VersionConflict
 from agent.http import Answer, exchange, parse_body, problem_detail, raise_for_shared_statuses
 from common.constants import HEADER_CONFIG_VERSION
 from common.models import WorkerConfig
 
 
 class WorkerStatus(BaseModel):
-    """What the worker says it holds."""
+    """What the worker says it holds; from :meth:`WorkerClient.status`, with the ETag
+    naming it ("" if the worker sent none)."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     version: int = Field(ge=0)
     config: WorkerConfig
+    etag: str = Field(default="", exclude=True)
 
 
 class WorkerClient:
@@ -38,16 +42,27 @@ class WorkerClient:
         await self._session.close()
 
     async def status(self) -> WorkerStatus:
-        """The version and configuration the worker holds."""
+        """The version and configuration the worker holds, with its ETag."""
         answer = await exchange(self._session, "GET", self._url, headers=self._auth())
-        return _status_of(answer)
+        status = _status_of(answer)
+        return status.model_copy(update={"etag": answer.headers.get(hdrs.ETAG, "")})
 
-    async def apply(self, version: int, config: WorkerConfig) -> WorkerStatus:
-        """Hand the worker ``config`` as ``version``; what it then holds."""
+    async def apply(
+        self, version: int, config: WorkerConfig, *, if_match: str | None = None
+    ) -> WorkerStatus:
+        """Hand the worker ``config`` as ``version``; what it then holds.
+
+        With ``if_match`` (an ETag from :meth:`status`) the worker replaces what it holds,
+        whatever its version, if that is still what the ETag names; StaleTag if not.
+        """
         headers = {**self._auth(), HEADER_CONFIG_VERSION: str(version)}
+        if if_match is not None:
+            headers[hdrs.IF_MATCH] = if_match
         answer = await exchange(self._session, "POST", self._url, headers=headers, body=config)
         if answer.status == 409:
             raise VersionConflict(f"the worker refused version {version}")
+        if answer.status == 412:
+            raise StaleTag(f"the worker no longer holds {if_match}")
         return _status_of(answer)
 
     def _auth(self) -> dict[str, str]:

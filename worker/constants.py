@@ -25,3 +25,10 @@ DEFAULT_UPSTREAM_CONTENT_TYPE: Final = "application/octet-stream"
 
 # How long requests in flight may take to finish once the process is told to stop.
 SHUTDOWN_TIMEOUT_SECONDS: Final = 10.0
+
+# Hex digits of the SHA-256 of the held configuration in the ETag of GET/POST /config.
+ETAG_DIGEST_HEX_DIGITS: Final = 16
+# Hosts whose addresses are all loopback: the only ones an unauthenticated /config may use.
+LOOPBACK_HOSTS: Final = frozenset({"localhost"})
+# Tokens (WORKER_TOKEN) shorter than this are refused at start-up.
+MIN_TOKEN_LENGTH: Final = 16

@@ -43,8 +43,21 @@ _UNAUTHORIZED = problem(
     "The worker has a token and the request sent none, or another.",
     "The Bearer token is not valid for this worker.",
 )
+_ETAG_EXAMPLE = '"3-5b1e6d9c0a4f2e87"'
+_ETAG = Header(
+    name="ETag",
+    description=(
+        "A strong entity tag naming exactly what is held, version and content: "
+        '`"<version>-<first 16 hex digits of the SHA-256 of the canonical JSON of the '
+        'configuration>"`. A worker with nothing configured has one too.'
+    ),
+    example=_ETAG_EXAMPLE,
+)
 _STATUS_OK = Response(
-    status=200, description="The held version and configuration.", model=WorkerConfigStatus
+    status=200,
+    description="The held version and configuration.",
+    model=WorkerConfigStatus,
+    headers=(_ETAG,),
 )
 
 _POST_CONFIG = Operation(
@@ -55,10 +68,15 @@ _POST_CONFIG = Operation(
     summary="Hold a configuration",
     tags=("config",),
     description=(
-        "Hold the configuration as the version in X-Config-Version. An older version than "
-        "the one held is refused, so reordered deliveries cannot roll the worker back; the "
-        "held version with the same configuration is a no-op. A refused request changes "
-        "nothing."
+        "Hold the configuration as the version in X-Config-Version. Without If-Match, an "
+        "older version than the one held is refused (409), so reordered deliveries cannot "
+        "roll the worker back; the held version with the same configuration is a no-op. "
+        "With If-Match set to the ETag of GET /config, the request is a compare-and-set: it "
+        "replaces whatever is held (a higher version, a lower one, or the same version "
+        "with other content) if the ETag still names it, and is refused with 412 if it "
+        "does not. `If-Match: *` names nothing in particular and is refused with 412 too. "
+        "The agent uses this to put its configuration back over one it did not send. A "
+        "refused request changes nothing; the answer carries the new ETag."
     ),
     security=(SECURITY_SCHEME,),
     request_model=WorkerConfig,
@@ -71,14 +89,30 @@ _POST_CONFIG = Operation(
             required=True,
             example=3,
         ),
+        Parameter(
+            name="If-Match",
+            location="header",
+            description=(
+                "The ETag of the held configuration, from GET /config: replace it whatever "
+                "its version. `*` and any other value are refused with 412."
+            ),
+            schema={"type": "string"},
+            example=_ETAG_EXAMPLE,
+        ),
     ),
     responses=(
         _STATUS_OK,
         _UNAUTHORIZED,
         problem(
             409,
-            "The version is older than the one held, or held with another configuration.",
+            "Without If-Match: the version is older than the one held, or held with another "
+            "configuration.",
             "Version 2 is older than the held version 3.",
+        ),
+        problem(
+            412,
+            "If-Match does not name the held configuration (or is `*`).",
+            'If-Match does not name the held configuration "4-0c7d5f3e2b1a9876".',
         ),
         problem(
             413,
@@ -101,7 +135,10 @@ _GET_CONFIG = Operation(
     operation_id="getConfig",
     summary="The held configuration",
     tags=("config",),
-    description='Version 0 with `{"url": null}` until a configuration arrives.',
+    description=(
+        'Version 0 with `{"url": null}` until a configuration arrives. The ETag names '
+        "exactly what is held; send it as If-Match on POST /config to replace it."
+    ),
     security=(SECURITY_SCHEME,),
     responses=(_STATUS_OK, _UNAUTHORIZED),
 )

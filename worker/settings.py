@@ -14,6 +14,7 @@ from worker.constants import (
     DEFAULT_HIT_TIMEOUT_SECONDS,
     DEFAULT_PORT,
     ENV_PREFIX,
+    MIN_TOKEN_LENGTH,
 )
 
 
@@ -38,8 +39,14 @@ class WorkerSettings(BaseSettings):
     @field_validator("token")
     @classmethod
     def _empty_token_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
-        """``WORKER_TOKEN=`` (empty) means no token, as an unset variable does."""
-        return blank_secret_is_unset(value)
+        """``WORKER_TOKEN=`` (empty) means no token, as an unset variable does; a token
+        shorter than 16 characters is refused."""
+        token = blank_secret_is_unset(value)
+        if token is not None and len(token.get_secret_value()) < MIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"must be at least {MIN_TOKEN_LENGTH} characters (e.g. `openssl rand -hex 32`)"
+            )
+        return token
 
     @field_validator("log_level")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from common.auth import require_bearer_token, tokens_equal
 from common.constants import HEADER_CONFIG_VERSION, MAX_CONFIG_VERSION
@@ -21,18 +21,20 @@ _DIGITS = re.compile(r"[0-9]{1,19}")
 
 
 async def post_config(request: web.Request) -> web.Response:
-    """Hold the posted configuration if its version is not older than the one held."""
+    """Hold the posted configuration: with If-Match, if it names the held one; without,
+    if its version is not older than the one held."""
     _authorize(request)
     version = _config_version(request)
     config = await read_model(request, WorkerConfig)
-    request.app[CONFIG_STORE_KEY].apply(version, config)
-    return json_response(_status(request))
+    if_match = request.headers.get(hdrs.IF_MATCH)
+    request.app[CONFIG_STORE_KEY].apply(version, config, if_match=if_match)
+    return _status_response(request)
 
 
 async def get_config(request: web.Request) -> web.Response:
-    """The held configuration and its version."""
+    """The held configuration and its version, with its ETag."""
     _authorize(request)
-    return json_response(_status(request))
+    return _status_response(request)
 
 
 async def get_hit(request: web.Request) -> web.Response:
@@ -65,9 +67,12 @@ async def get_metrics(request: web.Request) -> web.Response:
     return metrics_response(request.app[METRICS_KEY].registry)
 
 
-def _status(request: web.Request) -> WorkerConfigStatus:
+def _status_response(request: web.Request) -> web.Response:
     held = request.app[CONFIG_STORE_KEY].held
-    return WorkerConfigStatus(version=held.version, config=held.config)
+    return json_response(
+        WorkerConfigStatus(version=held.version, config=held.config),
+        headers={hdrs.ETAG: held.etag},
+    )
 
 
 def _authorize(request: web.Request) -> None:

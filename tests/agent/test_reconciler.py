@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
+from pytest_aiohttp import AiohttpServer
 
 from agent.outcomes import WorkerOutcome
 from agent.runner import Agent
@@ -24,6 +28,9 @@ from tests.agent.conftest import (
     worker_holds,
     worker_version,
 )
+from worker.app import create_app as create_worker_app
+from worker.keys import CONFIG_STORE_KEY
+from worker.settings import WorkerSettings
 
 
 def cache_config(
@@ -170,34 +177,143 @@ async def test_wrong_worker_token_is_rejected_and_not_logged(
     assert WORKER_TOKEN not in caplog.text
 
 
-async def test_worker_holding_a_newer_version_is_left_alone(
+async def test_worker_holding_a_newer_version_is_replaced(
     make_settings: MakeSettings,
     worker: TestServer,
     state_dir: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A worker ahead of the cache is not rolled back: CONFLICT, a warning, no hot retry."""
-    cache_config(state_dir, 3)
-    await post_to_worker(worker, 9, "https://newer.example/")
+    """A newer version the agent did not send is replaced with If-Match: DRIFT_REPLACED."""
+    cache_config(state_dir, 3, "https://mine.example/")
+    await post_to_worker(worker, 9, "https://user:secret@theirs.example/")
     async with Agent(make_settings(worker_url=base_url(worker))) as agent:
         step = await agent.reconcile_worker_once()
-        assert agent.applied_version == 9
-    assert step.outcome is WorkerOutcome.CONFLICT
+        assert (agent.applied_version, agent.reconciler.drift) == (3, False)
+    assert step.outcome is WorkerOutcome.DRIFT_REPLACED
     assert step.outcome.settled
-    assert "worker.conflict worker_version=9 cached_version=3" in caplog.text
-    assert (await worker_holds(worker))["version"] == 9
+    assert "worker.conflict worker_version=9 cached_version=3: drift replaced" in caplog.text
+    assert "theirs.example" not in caplog.text
+    assert await worker_holds(worker) == {"version": 3, "config": {"url": "https://mine.example/"}}
 
 
-async def test_same_version_other_config_is_a_conflict(
+async def test_same_version_other_config_is_replaced(
     make_settings: MakeSettings, worker: TestServer, state_dir: Path
 ) -> None:
-    """The worker's 409 for the same version with another configuration is CONFLICT."""
+    """The same version with other content is drift too, and is replaced."""
     cache_config(state_dir, 3, "https://mine.example/")
     await post_to_worker(worker, 3, "https://theirs.example/")
     async with Agent(make_settings(worker_url=base_url(worker))) as agent:
         step = await agent.reconcile_worker_once()
-    assert step.outcome is WorkerOutcome.CONFLICT
-    assert (await worker_holds(worker))["config"] == {"url": "https://theirs.example/"}
+        assert agent.applied_version == 3
+    assert step.outcome is WorkerOutcome.DRIFT_REPLACED
+    assert (await worker_holds(worker))["config"] == {"url": "https://mine.example/"}
+
+
+async def test_fresh_push_refused_falls_back_to_replace_at_once(
+    make_settings: MakeSettings, worker: TestServer, state_dir: Path
+) -> None:
+    """An offered configuration the worker refuses (409) replaces the drift in the same step."""
+    await post_to_worker(worker, 9, "https://theirs.example/")
+    async with Agent(make_settings(worker_url=base_url(worker))) as agent:
+        agent.reconciler.offer(cache_config(state_dir, 6, "https://mine.example/"))
+        step = await agent.reconciler.run_once()
+        assert step.outcome is WorkerOutcome.DRIFT_REPLACED
+        assert agent.applied_version == 6
+        assert agent.metrics.worker_pushes == {"applied": 1, "refused": 1, "error": 0}
+    assert await worker_holds(worker) == {"version": 6, "config": {"url": "https://mine.example/"}}
+
+
+async def test_worker_changed_between_read_and_write_is_read_again(
+    make_settings: MakeSettings, aiohttp_server: AiohttpServer, state_dir: Path
+) -> None:
+    """A 412 (the worker changed after the read) leaves drift set, no applied version, and
+    the next step replaces what the worker then holds."""
+    cache_config(state_dir, 3, "https://mine.example/")
+    worker = await aiohttp_server(_racing_worker(versions=iter([10])))
+    await post_to_worker(worker, 9, "https://theirs.example/")
+    async with Agent(make_settings(worker_url=base_url(worker))) as agent:
+        raced = await agent.reconcile_worker_once()
+        assert raced.outcome is WorkerOutcome.CHANGED_MEANWHILE
+        assert not raced.outcome.settled
+        assert (agent.applied_version, agent.reconciler.drift) == (None, True)
+        step = await agent.reconcile_worker_once()
+        assert step.outcome is WorkerOutcome.DRIFT_REPLACED
+        assert (agent.applied_version, agent.reconciler.drift) == (3, False)
+    assert await worker_holds(worker) == {"version": 3, "config": {"url": "https://mine.example/"}}
+
+
+def _racing_worker(*, versions: Iterator[int]) -> web.Application:
+    """The real worker app where, after each GET /config, a third party writes the next of
+    ``versions`` (until there are none)."""
+    app = create_worker_app(WorkerSettings(_env_file=None))
+    store = app[CONFIG_STORE_KEY]
+
+    async def write_after_read(request: web.Request, response: web.StreamResponse) -> None:
+        if request.method == "GET" and request.path == "/config":
+            version = next(versions, None)
+            if version is not None:
+                store.apply(version, WorkerConfig(url="https://racer.example/"))
+
+    app.on_response_prepare.append(write_after_read)
+    return app
+
+
+async def test_nothing_to_apply_does_not_vouch_for_a_foreign_configuration(
+    make_settings: MakeSettings, worker: TestServer
+) -> None:
+    """Without a configuration of its own the agent reports no applied version for a worker
+    holding one it did not send."""
+    await post_to_worker(worker, 4, "https://theirs.example/")
+    async with Agent(make_settings(worker_url=base_url(worker))) as agent:
+        step = await agent.reconcile_worker_once()
+        assert agent.applied_version is None
+    assert step.outcome is WorkerOutcome.NOTHING_TO_APPLY
+
+
+@pytest.mark.parametrize(
+    ("their_version", "their_url"),
+    [(8, "https://theirs.example/higher"), (5, "https://theirs.example/same-version")],
+)
+async def test_running_agent_puts_its_configuration_back_within_an_interval(
+    make_settings: MakeSettings,
+    worker: TestServer,
+    state_dir: Path,
+    their_version: int,
+    their_url: str,
+) -> None:
+    """A third party's POST straight to the worker (a higher version, or the same version
+    with another URL) is undone by the running agent within one poll interval."""
+    mine = {"version": 5, "config": {"url": "https://mine.example/"}}
+    cache_config(state_dir, 5, "https://mine.example/", interval=1)
+    agent = Agent(make_settings(worker_url=base_url(worker)))
+    task = asyncio.create_task(agent.run())
+    try:
+        await eventually(lambda: _holds(worker, 5), timeout_seconds=10)
+        started = asyncio.get_running_loop().time()
+        await _post_as_third_party(worker, their_version, their_url)
+        await eventually(lambda: _holds_exactly(worker, mine), timeout_seconds=5)
+        took = asyncio.get_running_loop().time() - started
+    finally:
+        await agent.stop()
+        await task
+    assert took < 1.5
+    assert agent.applied_version == 5
+
+
+async def _post_as_third_party(server: TestServer, version: int, url: str) -> None:
+    """POST /config straight to the worker, replacing whatever it holds."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(server.make_url("/config")) as held:
+            etag = held.headers["ETag"]
+        headers = {"X-Config-Version": str(version), "If-Match": etag}
+        async with session.post(
+            server.make_url("/config"), json={"url": url}, headers=headers
+        ) as resp:
+            assert resp.status == 200
+
+
+async def _holds_exactly(server: TestServer, expected: dict[str, Any]) -> bool:
+    return await worker_holds(server) == expected
 
 
 async def test_unreachable_worker_backoff_is_capped_at_the_interval(

@@ -33,6 +33,8 @@ from tests.docker.compose import (
     setting_names,
     variable_references,
 )
+from worker.main import open_config_refusal
+from worker.settings import WorkerSettings
 
 SCHEMA_PATH = DOCKER_DIR / "compose-spec.json"
 # The schema's copy beside the checkout (absent from a plain clone).
@@ -252,6 +254,22 @@ def test_edge_stack_wiring() -> None:
     assert agent_env["AGENT_WORKER_URL"] == "http://worker:8080"
     assert agent_env["AGENT_WORKER_TOKEN"] == worker_env["WORKER_TOKEN"] == "${WORKER_TOKEN:-}"
     assert agent_env["AGENT_WORKER_TOKEN_FILE"] == worker_env["WORKER_TOKEN_FILE"]
+
+
+def test_edge_worker_needs_a_token_to_start() -> None:
+    """The edge worker listens beyond loopback, so it starts only once WORKER_TOKEN is set."""
+    variables = read_env_example(ENV_EXAMPLES["edge"])
+    assert variables["WORKER_TOKEN"] == variables["WORKER_TOKEN_FILE"] == ""
+    worker = environment_of(_services("edge")["worker"])
+    assert "WORKER_HOST" not in worker
+
+    def settings(values: dict[str, str]) -> WorkerSettings:
+        filled = {name: interpolate(value, values) for name, value in worker.items()}
+        given = {k.removeprefix("WORKER_").lower(): v for k, v in filled.items() if v}
+        return WorkerSettings.model_validate(given)
+
+    assert open_config_refusal(settings(variables)) is not None
+    assert open_config_refusal(settings({**variables, **FILLED_IN["edge"]})) is None
 
 
 def test_edge_stack_requires_the_controller_url() -> None:

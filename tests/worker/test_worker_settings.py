@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from worker.main import main
+from worker.main import is_loopback, main, open_config_refusal
 from worker.settings import WorkerSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -26,24 +28,24 @@ def test_defaults_match_the_design() -> None:
 def test_reads_worker_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     """WORKER_* variables set the port, token and /hit limits."""
     monkeypatch.setenv("WORKER_PORT", "9090")
-    monkeypatch.setenv("WORKER_TOKEN", "from-env")
+    monkeypatch.setenv("WORKER_TOKEN", "from-env-worker-token")
     monkeypatch.setenv("WORKER_HIT_TIMEOUT_SECONDS", "2.5")
     monkeypatch.setenv("WORKER_HIT_MAX_BYTES", "100")
     settings = WorkerSettings(_env_file=None)
     assert settings.port == 9090
     assert settings.token is not None
-    assert settings.token.get_secret_value() == "from-env"
+    assert settings.token.get_secret_value() == "from-env-worker-token"
     assert (settings.hit_timeout_seconds, settings.hit_max_bytes) == (2.5, 100)
 
 
 def test_reads_token_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """WORKER_TOKEN_FILE supplies the token (a Docker secret), final newline cut."""
     secret = tmp_path / "worker_token"
-    secret.write_text("from-file\n", encoding="utf-8")
+    secret.write_text("from-file-worker-token\n", encoding="utf-8")
     monkeypatch.setenv("WORKER_TOKEN_FILE", str(secret))
     settings = WorkerSettings(_env_file=None)
     assert settings.token is not None
-    assert settings.token.get_secret_value() == "from-file"
+    assert settings.token.get_secret_value() == "from-file-worker-token"
 
 
 def test_unreadable_token_file_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -61,7 +63,7 @@ def test_empty_token_means_no_token(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_token_is_not_in_the_repr() -> None:
     """The settings' repr masks the token."""
-    assert "s3cret" not in repr(WorkerSettings(token="s3cret", _env_file=None))
+    assert "s3cret" not in repr(WorkerSettings(token="s3cret-worker-token", _env_file=None))
 
 
 def test_reads_env_file(tmp_path: Path) -> None:
@@ -120,3 +122,76 @@ def test_module_help_runs() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "--env-file" in result.stdout
+
+
+def test_short_token_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A WORKER_TOKEN (or token file) shorter than 16 characters is a settings error."""
+    monkeypatch.setenv("WORKER_TOKEN", "fifteen-chars-x")
+    with pytest.raises(ValidationError, match="at least 16 characters"):
+        WorkerSettings(_env_file=None)
+    monkeypatch.delenv("WORKER_TOKEN")
+    secret = tmp_path / "worker_token"
+    secret.write_text("short\n", encoding="utf-8")
+    monkeypatch.setenv("WORKER_TOKEN_FILE", str(secret))
+    with pytest.raises(ValidationError, match="at least 16 characters"):
+        WorkerSettings(_env_file=None)
+    monkeypatch.setenv("WORKER_TOKEN", "sixteen-chars-xx")
+    assert WorkerSettings(_env_file=None).token is not None
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.1.2.3", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("", False),
+        ("10.1.2.3", False),
+        ("worker.example", False),
+    ],
+)
+def test_only_loopback_hosts_count_as_loopback(host: str, loopback: bool) -> None:
+    """Wildcards, other addresses and names (which may resolve anywhere) are not loopback."""
+    assert is_loopback(host) is loopback
+
+
+def test_open_config_is_allowed_on_loopback_only() -> None:
+    """No token is fine on loopback; on another address only with a token."""
+    token = "a-worker-token-of-32-characters!"
+    assert open_config_refusal(WorkerSettings(host="127.0.0.1", _env_file=None)) is None
+    assert open_config_refusal(WorkerSettings(host="0.0.0.0", token=token, _env_file=None)) is None
+    refusal = open_config_refusal(WorkerSettings(host="0.0.0.0", _env_file=None))
+    assert refusal is not None
+    assert "WORKER_TOKEN" in refusal
+    assert "WORKER_HOST=0.0.0.0" in refusal
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
+def test_worker_refuses_to_start_unauthenticated_on_a_public_address(host: str) -> None:
+    """`python -m worker` on a non-loopback address without WORKER_TOKEN exits 2 at once,
+    naming WORKER_TOKEN and WORKER_HOST, and never listens."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
+    environ.update({"WORKER_HOST": host, "WORKER_PORT": str(_free_port())})
+    result = subprocess.run(
+        [sys.executable, "-m", "worker"],
+        cwd=REPO_ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "WORKER_TOKEN" in result.stderr
+    assert f"WORKER_HOST={host}" in result.stderr
+    assert "worker.starting" not in result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
