@@ -18,14 +18,18 @@ DEFAULT_REQUEST_TIMEOUT_SECONDS: Final = 10.0
 DEFAULT_STATUS_HOST: Final = "127.0.0.1"
 DEFAULT_STATUS_PORT: Final = 8090
 
-# When a poll after a hint still answers the older version (the replica has not heard
-# the hint yet), ask again after these delays, doubling; replicas refresh at least
-# every second.
-HINT_RECHECK_BASE_SECONDS: Final = 0.05
-HINT_RECHECK_MAX_SECONDS: Final = 1.0
-# The doubling stops counting here (the delay is long at its maximum by then), so
-# 2.0**n stays a small float however long a hinted version fails to arrive.
-HINT_RECHECK_MAX_DOUBLINGS: Final = 16
+# A hinted version costs at most 1 + len(HINT_RECHECK_DELAYS_SECONDS) early polls: the
+# hinted fetch, then a re-check after each of these delays while a poll still answers an
+# older version (the replica had not heard the hint yet). The last is the replicas'
+# staleness bound (the controller's CACHE_REFRESH_SECONDS); after it the hinted version
+# is given up: a forged hint for a version that never comes costs no more.
+HINT_RECHECK_DELAYS_SECONDS: Final = (0.25, 1.0)
+# A hint's spread (how long an agent may wait, at random, before its fetch) is capped by
+# the agent's poll interval and by this, whatever the message says.
+HINT_MAX_SPREAD_SECONDS: Final = 30.0
+# How many given-up hinted versions (and hinted poll intervals) an agent remembers: a
+# hint for one of them costs nothing.
+HINT_MEMORY_LENGTH: Final = 256
 # The poll interval used until the controller has named one (registration or a poll).
 DEFAULT_POLL_INTERVAL_SECONDS: Final = 30
 # A poll sleeps interval * (1 - fraction * random()): never longer than one interval.

@@ -9,7 +9,14 @@ does not cost the identity (and the other way round):
 
 ``checksum`` is the SHA-256 (hex) of the canonical JSON of the other fields. Files are
 replaced atomically (temporary file, fsync, rename, fsync of the directory), so a crash
-leaves the old file or the new one. A file that cannot be read, or fails its checksum or
+leaves the old file or the new one. The temporary file is always created afresh
+(``O_CREAT | O_EXCL | O_NOFOLLOW``): one left by a crash, or a symlink planted at its
+name, is unlinked, never followed.
+
+The state directory is private (0700). The agent creates it so; one that exists with
+group or other permissions is tightened if the agent's user owns it. One owned by
+another user, or that cannot be tightened, is refused (:class:`StateDirNotPrivate`):
+the agent does not start. A file that cannot be read, or fails its checksum or
 shape, is logged as ``state.corrupt`` and treated as absent: it is never applied.
 """
 
@@ -93,6 +100,10 @@ class CorruptStorage(Exception):
     """A storage file exists but must not be used; the message says why."""
 
 
+class StateDirNotPrivate(PermissionError):
+    """The state directory is another user's, or cannot be made private: refused."""
+
+
 def checksum(fields: dict[str, Any]) -> str:
     """SHA-256 hex of the canonical JSON (sorted keys, compact) of ``fields``."""
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
@@ -103,11 +114,12 @@ def write_atomically(path: Path, data: bytes, *, mode: int = STORAGE_FILE_MODE) 
     """Replace ``path`` with ``data`` so that a crash leaves the old file or the new one.
 
     The temporary file has a fixed name beside the target (one agent owns its state
-    directory): a crash can leave it behind, and the next write truncates it.
+    directory) and is always created anew: whatever a crash (or anyone else) left at
+    that name, a symlink included, is unlinked first, never opened.
     """
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+        fd = _create_new(tmp, mode)
         try:
             os.fchmod(fd, mode)  # a left-over temporary file keeps its old mode otherwise
             view = memoryview(data)
@@ -122,6 +134,16 @@ def write_atomically(path: Path, data: bytes, *, mode: int = STORAGE_FILE_MODE) 
             os.unlink(tmp)
         raise
     _fsync_directory(path.parent)
+
+
+def _create_new(path: Path, mode: int) -> int:
+    """A new file at ``path``, open for writing; what was at that name is removed."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, mode)
+    except FileExistsError:
+        os.unlink(path)  # a stale temporary file, or a symlink: the link itself goes
+        return os.open(path, flags, mode)
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -142,13 +164,29 @@ class Storage:
         self.config_path = state_dir / CONFIG_FILE_NAME
 
     def prepare(self) -> None:
-        """Create the state directory, private to this user."""
+        """Create the state directory, private to this user; tighten it if it is ours
+        and open to others; refuse it (StateDirNotPrivate) if it is another user's."""
         self.state_dir.mkdir(mode=STORAGE_DIR_MODE, parents=True, exist_ok=True)
-        if self.state_dir.stat().st_mode & 0o777 != STORAGE_DIR_MODE:
-            try:
-                self.state_dir.chmod(STORAGE_DIR_MODE)
-            except OSError as exc:
-                logger.warning("state.dir_not_private path=%s error=%s", self.state_dir, exc)
+        status = self.state_dir.stat()
+        if status.st_uid != os.geteuid():
+            raise StateDirNotPrivate(
+                f"the state directory {self.state_dir} belongs to uid {status.st_uid}, not "
+                f"to this agent's user (uid {os.geteuid()}): another user could read the "
+                "agent token or replace the configuration; give it to this user, or set "
+                "AGENT_STATE_DIR to a directory of its own"
+            )
+        if status.st_mode & 0o777 == STORAGE_DIR_MODE:
+            return
+        try:
+            self.state_dir.chmod(STORAGE_DIR_MODE)
+        except OSError as exc:
+            raise StateDirNotPrivate(
+                f"the state directory {self.state_dir} is open to other users "
+                f"(mode {status.st_mode & 0o777:o}) and cannot be made private: {exc}"
+            ) from exc
+        logger.warning(
+            "state.dir_tightened path=%s mode_was=%o", self.state_dir, status.st_mode & 0o777
+        )
 
     def load_identity(self, controller_url: str) -> Identity | None:
         """The saved identity for ``controller_url``; None if absent, damaged or another's."""

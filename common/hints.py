@@ -1,8 +1,10 @@
 """Change hints over Redis pub/sub: the message, and a subscription that never gives up.
 
 A hint says "version n exists" and nothing more that could change what a worker runs:
-receivers fetch the configuration over the authenticated ``GET /config``. A malformed or
-forged message is dropped; a lost one costs at most one poll interval.
+receivers fetch the configuration over the authenticated ``GET /config``. Redis is
+untrusted: a message that is too large, not JSON, or names a version, poll interval or
+spread out of range is dropped (and counted); a receiver that fails on a hint is logged
+and the subscription goes on. A lost hint costs at most one poll interval.
 """
 
 from __future__ import annotations
@@ -12,10 +14,15 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as redis
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
 from common.backoff import Backoff
+from common.constants import (
+    MAX_CONFIG_VERSION,
+    MAX_POLL_INTERVAL_SECONDS,
+    MIN_POLL_INTERVAL_SECONDS,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -24,26 +31,31 @@ SUBSCRIPTION_HEALTH_CHECK_SECONDS = 5
 SUBSCRIPTION_CONNECT_TIMEOUT_SECONDS = 2.0
 RESUBSCRIBE_BASE_SECONDS = 0.2
 RESUBSCRIBE_MAX_SECONDS = 10.0
+# Longer messages are dropped unread: a real hint is under 100 bytes.
 MAX_HINT_BYTES = 1024
+# The largest spread a hint may name (the controller's is at most 60 s; receivers cap it
+# further by their poll interval).
+MAX_HINT_SPREAD_SECONDS = 3600.0
 
 
 class Hint(BaseModel):
     """``{"version": n, "poll_interval_seconds": n, "spread_seconds": s}`` on the channel."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    # Strict: no bool, float or string passes for an integer, and no NaN or infinity.
+    model_config = ConfigDict(frozen=True, extra="ignore", strict=True, allow_inf_nan=False)
 
-    version: int = Field(ge=0)
-    poll_interval_seconds: int = Field(ge=1)
-    spread_seconds: float = Field(default=0.0, ge=0.0, le=3600.0)
+    version: int = Field(ge=0, le=MAX_CONFIG_VERSION)
+    poll_interval_seconds: int = Field(ge=MIN_POLL_INTERVAL_SECONDS, le=MAX_POLL_INTERVAL_SECONDS)
+    spread_seconds: float = Field(default=0.0, ge=0.0, le=MAX_HINT_SPREAD_SECONDS)
 
 
-def decode_hint(data: bytes | str) -> Hint | None:
-    """The hint in a pub/sub payload, or None for anything malformed."""
-    if len(data) > MAX_HINT_BYTES:
+def decode_hint(data: object) -> Hint | None:
+    """The hint in a pub/sub payload, or None for anything malformed (or too large)."""
+    if not isinstance(data, bytes | str) or len(data) > MAX_HINT_BYTES:
         return None
     try:
         return Hint.model_validate_json(data)
-    except ValidationError:
+    except ValueError:  # pydantic's ValidationError, and anything else the parser says
         return None
 
 
@@ -109,6 +121,7 @@ class HintSubscription:
         self.connected = False
         self.received = 0
         self.dropped = 0
+        self.failed = 0
 
     async def run(self) -> None:
         while True:
@@ -143,13 +156,21 @@ class HintSubscription:
                     ignore_subscribe_messages=True, timeout=SUBSCRIPTION_HEALTH_CHECK_SECONDS
                 )
                 if message is not None and message.get("type") == "message":
-                    await self._deliver(message["data"])
+                    await self._deliver(message.get("data"))
 
-    async def _deliver(self, data: bytes | str) -> None:
+    async def _deliver(self, data: object) -> None:
+        """Hand one message to ``on_hint``; nothing a message holds ends the subscription."""
         hint = decode_hint(data)
         if hint is None:
             self.dropped += 1
-            logger.warning("hints.malformed_dropped bytes=%d", len(data))
+            size = len(data) if isinstance(data, bytes | str) else -1
+            # A flood of junk must not flood the log: the 1st, 2nd, 4th, 8th... are warned.
+            level = logging.WARNING if self.dropped & (self.dropped - 1) == 0 else logging.DEBUG
+            logger.log(level, "hints.malformed_dropped bytes=%d dropped=%d", size, self.dropped)
             return
         self.received += 1
-        await _call(self._on_hint, hint)
+        try:
+            await _call(self._on_hint, hint)
+        except Exception:
+            self.failed += 1
+            logger.exception("hints.handler_failed version=%d", hint.version)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import redis.asyncio as redis
 from aiohttp.test_utils import TestServer
 
-from agent.hints import HintSubscriber, NullHintSubscriber
+from agent.hints import HintsState, HintSubscriber, NullHintSubscriber
 from agent.runner import Agent
 from common.hints import Hint
 from tests.agent.conftest import (
@@ -123,3 +124,56 @@ async def test_duplicate_hints_coalesce_into_one_fetch(
         await agent.stop()
         await task
     assert len(controller.polls()) <= 3
+
+
+FORGED_HINTS = [
+    b'{"version": 2147483647, "poll_interval_seconds": 30}',
+    b'{"version": 2147483647, "poll_interval_seconds": 1, "spread_seconds": 0}',
+    b'{"version": 2147483648, "poll_interval_seconds": 30}',
+    b'{"version": -1, "poll_interval_seconds": 30}',
+    b'{"version": true, "poll_interval_seconds": 30}',
+    b'{"version": 5, "poll_interval_seconds": 30, "spread_seconds": NaN}',
+    b'{"version": 5, "poll_interval_seconds": 0}',
+    b"not json",
+    b"\xff" * 4096,
+    b"[" * 5000,
+]
+
+
+async def test_forged_hints_on_real_redis_cost_a_bounded_few_polls(
+    make_settings: MakeSettings,
+    start_controller: StartController,
+    worker: TestServer,
+    redis_url: str,
+    hint_channel: str,
+) -> None:
+    """Forged messages published on Redis (a never-coming version, junk, bad ranges) cost
+    the agent at most three extra polls, leave its poll interval alone and its loops
+    running: a real change still arrives by hint afterwards."""
+    controller = await start_controller(redis_url=redis_url, hint_channel=hint_channel)
+    await controller.set_poll_interval(30)
+    settings = make_settings(controller_url=controller.url, worker_url=base_url(worker))
+    agent = Agent(settings)
+    task = asyncio.create_task(agent.run())
+    publisher = redis.Redis.from_url(redis_url)
+    try:
+        await eventually(lambda: agent.hints_state is HintsState.CONNECTED, timeout_seconds=10)
+        polls_before = len(controller.polls())
+        for _ in range(3):
+            for message in FORGED_HINTS:
+                await publisher.publish(hint_channel, message)
+        await asyncio.sleep(2.5)  # the hinted fetch, the re-checks at 0.25 s and 1.0 s
+        assert len(controller.polls()) - polls_before <= 3
+        assert agent.poll_interval_seconds == 30
+        assert agent.hint_schedule.given_up == 1
+        assert agent.hints_state is HintsState.CONNECTED
+        version = await controller.publish("https://example.org/after-forgeries")
+
+        async def forwarded() -> bool:
+            return await worker_version(worker) == version
+
+        await eventually(forwarded, timeout_seconds=5)
+    finally:
+        await publisher.aclose()
+        await agent.stop()
+        await task

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import stat
 import threading
 import uuid
@@ -14,6 +15,7 @@ import pytest
 from agent.storage import (
     CachedConfig,
     Identity,
+    StateDirNotPrivate,
     Storage,
     StorageWriter,
     checksum,
@@ -107,6 +109,56 @@ def test_existing_open_directory_is_made_private(tmp_path: Path) -> None:
     directory.chmod(0o755)
     Storage(directory).prepare()
     assert mode(directory) == 0o700
+
+
+def test_created_directory_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    """The agent creates its state directory 0700, even under a permissive umask."""
+    old = os.umask(0)
+    try:
+        Storage(tmp_path / "state").prepare()
+    finally:
+        os.umask(old)
+    assert mode(tmp_path / "state") == 0o700
+
+
+def test_directory_of_another_user_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A state directory owned by another user is refused with a clear error, untouched."""
+    directory = tmp_path / "state"
+    directory.mkdir(mode=0o755)
+    directory.chmod(0o755)
+    owner = directory.stat().st_uid
+    monkeypatch.setattr(os, "geteuid", lambda: owner + 1)
+    with pytest.raises(StateDirNotPrivate, match="belongs to uid"):
+        Storage(directory).prepare()
+    assert mode(directory) == 0o755
+
+
+def test_stale_temporary_file_is_replaced(tmp_path: Path) -> None:
+    """A temporary file left by a crash (another mode, other content) is replaced anew."""
+    target = tmp_path / "config.json"
+    stale = tmp_path / ".config.json.tmp"
+    stale.write_bytes(b"stale and longer than the new content")
+    stale.chmod(0o644)
+    write_atomically(target, b"{}")
+    assert target.read_bytes() == b"{}"
+    assert mode(target) == 0o600
+    assert not stale.exists()
+
+
+def test_symlink_at_the_temporary_name_is_not_followed(tmp_path: Path) -> None:
+    """A symlink planted at the temporary name is removed, not written through."""
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"precious")
+    directory = tmp_path / "state"
+    directory.mkdir()
+    (directory / ".config.json.tmp").symlink_to(outside)
+    write_atomically(directory / "config.json", b"{}")
+    assert outside.read_bytes() == b"precious"
+    assert (directory / "config.json").read_bytes() == b"{}"
+    assert not (directory / "config.json").is_symlink()
+    assert [p.name for p in directory.iterdir()] == ["config.json"]
 
 
 def test_writes_leave_no_temporary_files(store: Storage) -> None:

@@ -1,60 +1,162 @@
-"""The Redis ACL of docs/architecture.md works: agents subscribe, and can do nothing else."""
+"""The shipped Redis ACL (docker/redis/), rendered by its own entrypoint, works: agents
+subscribe to the hint channel and can do nothing else; the controller publishes; the
+default user cannot log in."""
 
 from __future__ import annotations
 
 import asyncio
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as redis
-from redis.exceptions import NoPermissionError
+from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
+from common.constants import DEFAULT_HINT_CHANNEL
 from common.hints import Hint, HintSubscription, encode_hint, subscriber_client
-from tests.support.redis_server import PrivateRedis
+from tests.support.services import free_port
 from tests.support.waiting import eventually
 
-CHANNEL = "fleetconf:config"
-ACL_USERS = {
-    "fleetconf-controller": ">controller-secret resetchannels &fleetconf:config -@all "
-    "+publish +subscribe +ping +hello +auth",
-    "fleetconf-agent": ">agent-secret resetchannels &fleetconf:config -@all "
-    "+subscribe +ping +hello +auth",
-}
+ROOT = Path(__file__).resolve().parents[2]
+ENTRYPOINT = ROOT / "docker" / "redis" / "entrypoint.sh"
+TEMPLATE = ROOT / "docker" / "redis" / "users.acl.template"
+CONTROLLER_PASSWORD = "controller-password-for-the-acl-test"
+AGENT_PASSWORD = "agent-password-for-the-acl-test"
+START_TIMEOUT_SECONDS = 10.0
 
 
-def _url(server: PrivateRedis, user: str, password: str) -> str:
-    return f"redis://{user}:{password}@127.0.0.1:{server.port}/0"
+class AclRedis:
+    """redis-server started through docker/redis/entrypoint.sh, on a free loopback port."""
 
-
-async def test_documented_acl(private_redis: PrivateRedis) -> None:
-    """The subscribe-only agent user hears hints and may neither publish nor read keys."""
-    admin = redis.Redis.from_url(private_redis.url)
-    for user, rules in ACL_USERS.items():
-        # The rules go verbatim, as docs/architecture.md writes them; redis-py's typed
-        # acl_setuser would need them taken apart. execute_command is unannotated there.
-        await admin.execute_command(  # type: ignore[no-untyped-call]
-            "ACL", "SETUSER", user, "on", *rules.split()
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.acl_file = workdir / "users.acl"
+        secrets = workdir / "secrets"
+        secrets.mkdir()
+        (secrets / "redis_controller_password").write_text(CONTROLLER_PASSWORD + "\n")
+        (secrets / "redis_agent_password").write_text(AGENT_PASSWORD + "\n")
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "REDIS_ACL_SECRETS_DIR": str(secrets),
+            "REDIS_ACL_FILE": str(self.acl_file),
+        }
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        args += ["--appendonly", "no", "--dir", str(workdir)]
+        log = (workdir / "redis.log").open("ab")
+        self.proc = subprocess.Popen(
+            ["/bin/sh", str(ENTRYPOINT), *args], env=env, stdout=log, stderr=subprocess.STDOUT
         )
-    await admin.aclose()
+
+    def url(self, user: str | None, password: str | None) -> str:
+        auth = f"{user}:{password}@" if user else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def wait_started(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("redis-server with the shipped ACL exited")
+            if self.acl_file.exists():
+                try:
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                        return
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        raise RuntimeError("redis-server with the shipped ACL did not start")
+
+
+@pytest.fixture
+def acl_redis(tmp_path: Path) -> Iterator[AclRedis]:
+    if shutil.which("redis-server") is None or shutil.which("sha256sum") is None:
+        pytest.skip("redis-server or sha256sum is not installed")
+    server = AclRedis(tmp_path)
+    try:
+        server.wait_started()
+        yield server
+    finally:
+        server.proc.kill()
+        server.proc.wait()
+
+
+@pytest.fixture
+async def agent(acl_redis: AclRedis) -> AsyncIterator[redis.Redis]:
+    client = redis.Redis.from_url(acl_redis.url("agent", AGENT_PASSWORD))
+    yield client
+    await client.aclose()
+
+
+def test_the_rendered_acl_holds_no_password(acl_redis: AclRedis) -> None:
+    """Neither the template nor the rendered ACL contains a password, only hashes."""
+    rendered = acl_redis.acl_file.read_text()
+    for text in (rendered, TEMPLATE.read_text()):
+        assert CONTROLLER_PASSWORD not in text
+        assert AGENT_PASSWORD not in text
+    assert "user default off" in rendered
+    assert acl_redis.acl_file.stat().st_mode & 0o077 == 0
+
+
+async def test_agent_identity_hears_hints_published_by_the_controller(
+    acl_redis: AclRedis,
+) -> None:
+    """The agent user subscribes to the hint channel and hears the controller's hints."""
     received: list[Hint] = []
-    agent_client = subscriber_client(_url(private_redis, "fleetconf-agent", "agent-secret"))
-    subscription = HintSubscription(agent_client, CHANNEL, on_hint=received.append)
+    client = subscriber_client(acl_redis.url("agent", AGENT_PASSWORD))
+    subscription = HintSubscription(client, DEFAULT_HINT_CHANNEL, on_hint=received.append)
     task = asyncio.create_task(subscription.run())
-    controller = redis.Redis.from_url(
-        _url(private_redis, "fleetconf-controller", "controller-secret")
-    )
-    agent = redis.Redis.from_url(_url(private_redis, "fleetconf-agent", "agent-secret"))
+    controller = redis.Redis.from_url(acl_redis.url("controller", CONTROLLER_PASSWORD))
     try:
         await eventually(lambda: subscription.connected)
-        await controller.publish(CHANNEL, encode_hint(Hint(version=4, poll_interval_seconds=30)))
+        hint = encode_hint(Hint(version=4, poll_interval_seconds=30))
+        assert await controller.publish(DEFAULT_HINT_CHANNEL, hint) == 1
         await eventually(lambda: [h.version for h in received] == [4])
-        with pytest.raises(NoPermissionError):
-            await agent.publish(CHANNEL, "forged")
-        with pytest.raises(NoPermissionError):
-            await agent.get("anything")
+        assert await controller.ping()
         with pytest.raises(NoPermissionError):
             await controller.publish("another-channel", "x")
+        with pytest.raises(NoPermissionError):
+            await controller.get("anything")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        for client in (agent_client, controller, agent):
-            await client.aclose()
+        await client.aclose()
+        await controller.aclose()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("PUBLISH", DEFAULT_HINT_CHANNEL, "forged"),
+        ("GET", "anything"),
+        ("SET", "anything", "x"),
+        ("KEYS", "*"),
+        ("CONFIG", "GET", "*"),
+        ("FLUSHALL",),
+        ("ACL", "LIST"),
+        ("SUBSCRIBE", "another-channel"),
+    ],
+)
+async def test_agent_identity_can_do_nothing_else(
+    agent: redis.Redis, command: tuple[str, ...]
+) -> None:
+    """The agent user may PING, and may not publish, touch keys or run other commands."""
+    assert await agent.ping()
+    with pytest.raises(NoPermissionError):
+        await agent.execute_command(*command)  # type: ignore[no-untyped-call]
+
+
+async def test_default_user_cannot_log_in(acl_redis: AclRedis) -> None:
+    """Without credentials, or as the default user, Redis answers nothing."""
+    anonymous = redis.Redis.from_url(acl_redis.url(None, None))
+    as_default = redis.Redis.from_url(acl_redis.url("default", "anything"))
+    try:
+        with pytest.raises((AuthenticationError, NoPermissionError, ResponseError)):
+            await anonymous.ping()
+        with pytest.raises((AuthenticationError, NoPermissionError, ResponseError)):
+            await as_default.ping()
+    finally:
+        await anonymous.aclose()
+        await as_default.aclose()

@@ -1,0 +1,35 @@
+#!/bin/sh
+# Render users.acl from the template and the two password files, then run redis-server
+# with it. The passwords come from Docker secrets (one file each, one line); only their
+# SHA-256 reaches the rendered ACL, which lives on a tmpfs and is never committed.
+#
+#   REDIS_ACL_SECRETS_DIR   where the password files are (default /run/secrets)
+#   REDIS_ACL_TEMPLATE      the template (default: users.acl.template beside this script)
+#   REDIS_ACL_FILE          where the rendered ACL goes (default /tmp/users.acl)
+#   REDIS_HINT_CHANNEL      the hint channel (default fleetconf:config)
+# Any arguments are passed on to redis-server.
+set -eu
+
+secrets_dir="${REDIS_ACL_SECRETS_DIR:-/run/secrets}"
+template="${REDIS_ACL_TEMPLATE:-$(dirname "$0")/users.acl.template}"
+acl_file="${REDIS_ACL_FILE:-/tmp/users.acl}"
+channel="${REDIS_HINT_CHANNEL:-fleetconf:config}"
+
+hash_of() {
+    file="$secrets_dir/$1"
+    if [ ! -s "$file" ]; then
+        echo "redis-acl: $file is missing or empty" >&2
+        exit 1
+    fi
+    # The password is the file's first line, without its newline.
+    head -n 1 "$file" | tr -d '\r\n' | sha256sum | cut -d ' ' -f 1
+}
+
+controller_hash="$(hash_of redis_controller_password)"
+agent_hash="$(hash_of redis_agent_password)"
+umask 077
+sed -e "s/@CONTROLLER_PASSWORD_SHA256@/$controller_hash/" \
+    -e "s/@AGENT_PASSWORD_SHA256@/$agent_hash/" \
+    -e "s/@HINT_CHANNEL@/$channel/g" -e "/^#/d" -e "/^$/d" \
+    "$template" > "$acl_file"
+exec redis-server --aclfile "$acl_file" "$@"
