@@ -22,6 +22,7 @@ import asyncio
 import enum
 import logging
 import random
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -92,10 +93,13 @@ class Agent:
         hints: HintSubscriber | None = None,
         rng: random.Random | None = None,
         storage: Storage | None = None,
+        storage_executor: Executor | None = None,
     ) -> None:
+        """``storage_executor``: a thread shared by many agents in one process (a
+        benchmark's agent host); by default the agent starts and stops a thread of its own."""
         self._settings = settings
         self._storage = storage or Storage(settings.state_dir)
-        self._writer = StorageWriter()
+        self._writer = StorageWriter(storage_executor)
         rng = rng or random.Random()
         # What the status server reports: plain counters, fed by the loops.
         self.metrics = AgentMetrics()

@@ -30,7 +30,7 @@ import logging
 import os
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -280,13 +280,17 @@ class StorageWriter:
     opens, :meth:`close` when it stops, which first lets the writes in hand finish.
     """
 
-    def __init__(self) -> None:
-        self._executor: ThreadPoolExecutor | None = None
+    def __init__(self, shared: Executor | None = None) -> None:
+        # A shared executor belongs to whoever passed it: it is used, never shut down.
+        self._shared = shared
+        self._executor: Executor | None = None
         self._writes: set[asyncio.Future[None]] = set()
 
     def open(self) -> None:
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-storage")
+            self._executor = self._shared or ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="agent-storage"
+            )
 
     async def write(self, write: Callable[..., None], *args: Any) -> None:
         """Run ``write(*args)``; it finishes even if the caller is cancelled. An OSError
@@ -309,9 +313,9 @@ class StorageWriter:
         """Wait for the writes in hand, then let the thread go."""
         while self._writes:
             await asyncio.wait(set(self._writes))
-        if self._executor is not None:
+        if self._executor is not None and self._executor is not self._shared:
             self._executor.shutdown(wait=False)
-            self._executor = None
+        self._executor = None
 
 
 def _read_document(path: Path, model: type[DocumentT]) -> DocumentT:

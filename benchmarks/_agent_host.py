@@ -27,6 +27,7 @@ import logging
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,9 @@ async def main() -> None:
     agents: list[Agent] = []
     tasks: list[asyncio.Task[None]] = []
     stopping = asyncio.Event()
+    # One storage thread for all the agents of this host, as a real agent has one of its
+    # own: thousands of agents in one process need not start thousands of threads.
+    storage_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-storage")
 
     async def launch() -> None:
         gap = 1.0 / spec["register_rate"]
@@ -180,7 +184,7 @@ async def main() -> None:
                 log_level="WARNING",
                 _env_file=None,
             )
-            agent = Agent(settings)
+            agent = Agent(settings, storage_executor=storage_thread)
             agents.append(agent)
             tasks.append(asyncio.create_task(agent.run()))
             next_at += gap
@@ -206,6 +210,7 @@ async def main() -> None:
     if workers.events:
         emit({"type": "applied", "events": workers.events})
     await runner.cleanup()
+    storage_thread.shutdown(wait=True)
     emit({"type": "stopped"})
 
 

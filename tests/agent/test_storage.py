@@ -8,6 +8,7 @@ import os
 import stat
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -303,3 +304,20 @@ async def test_writer_finishes_its_writes_and_lets_its_thread_go(store: Storage)
     assert store.load_config() == cached()
     with pytest.raises(RuntimeError):
         await writer.write(store.save_config, cached(4))
+
+
+async def test_shared_storage_thread_is_used_and_left_running(tmp_path: Path) -> None:
+    """A writer given a shared executor writes on it and does not shut it down on close."""
+    shared = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shared-storage")
+    try:
+        writer = StorageWriter(shared)
+        writer.open()
+        names: list[str] = []
+        await writer.write(lambda: names.append(threading.current_thread().name))
+        await writer.close()
+        assert names[0].startswith("shared-storage")
+        assert shared.submit(lambda: 42).result(timeout=5) == 42
+        with pytest.raises(RuntimeError):
+            await writer.write(lambda: None)
+    finally:
+        shared.shutdown(wait=True)
