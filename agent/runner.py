@@ -112,8 +112,10 @@ class Agent:
         rng = rng or random.Random()
         # What the status server reports: plain counters, fed by the loops.
         self.metrics = AgentMetrics()
-        # Runs the loops and starts again one that fails (counted per loop).
+        # Runs the loops and starts again one that fails (counted per loop, from 0).
         self.supervisor = Supervisor(rng=rng)
+        for loop in (CONTROLLER_LOOP, WORKER_LOOP, HINTS_LOOP):
+            self.supervisor.register(loop)
         # None: Redis hints from the settings or the registration answer, if any.
         self._hint_listener = HintListener(hints, settings.redis_url)
         self.reconciler = Reconciler(
