@@ -91,8 +91,7 @@ async def test_controller_loop_restarts_after_an_unexpected_error(
     worker: TestServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """An OverflowError after a poll (the forged-hint incident) restarts the controller
-    loop once; the agent stays healthy and still brings a new version to the worker."""
+    """An OverflowError after a poll restarts the controller loop once; changes still arrive."""
     async with run_agent(controller) as running:
         agent = running.agent
         schedule = agent.hint_schedule
@@ -114,8 +113,7 @@ async def test_worker_loop_restarts_after_an_unexpected_error(
     worker: TestServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """An error between two reconciler steps restarts the worker loop once; the agent
-    stays healthy and the worker still gets a new version."""
+    """An error between reconciler steps restarts the worker loop once; changes still arrive."""
     flaky = failing_once(sleep_or_wake, RuntimeError("injected"))
     monkeypatch.setattr(reconciler_module, "sleep_or_wake", flaky)
     async with run_agent(controller) as running:
@@ -146,8 +144,7 @@ async def test_hint_listener_restarts_after_an_unexpected_error(
     redis_url: str,
     hint_channel: str,
 ) -> None:
-    """A hint subscription that fails on real Redis is started again once, and the next
-    change arrives by hint (the poll interval is an hour)."""
+    """A hint listener failing on real Redis restarts once; the next change arrives by hint."""
     controller = await start_controller(redis_url=redis_url, hint_channel=hint_channel)
     await controller.set_poll_interval(3600)
     hints = FailsOnFirstConnection(redis_url, hint_channel)

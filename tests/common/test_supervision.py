@@ -24,8 +24,7 @@ class Custom(BaseException):
 
 
 async def test_failure_is_logged_counted_and_restarted(caplog: pytest.LogCaptureFixture) -> None:
-    """A loop that raises is logged as loop.crashed with its traceback, counted, and run
-    again after its backoff delay."""
+    """A failure is logged as loop.crashed with its traceback, counted, and rerun after backoff."""
     supervisor = Supervisor(base_seconds=0.01, max_seconds=0.01, rng=CeilingRandom())
     runs: list[float] = []
     forever = asyncio.Event()
@@ -96,8 +95,7 @@ async def test_error_while_cancelled_ends_it_cancelled() -> None:
 
 
 async def test_backoff_grows_and_resets_after_a_healthy_run() -> None:
-    """Delays double from the base up to the cap; after a run longer than the healthy time
-    the next delay is the base again."""
+    """Delays double from the base up to the cap, and start from the base after a healthy run."""
     now = [0.0]
     supervisor = Supervisor(
         base_seconds=0.001,
@@ -125,8 +123,7 @@ async def test_backoff_grows_and_resets_after_a_healthy_run() -> None:
 async def test_other_base_exceptions_restart_but_system_exit_ends_it(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """An unknown BaseException restarts the loop; SystemExit (and KeyboardInterrupt,
-    GeneratorExit) ends it, logged as loop.aborted and raised on."""
+    """An unknown BaseException restarts the loop; SystemExit ends it, logged as loop.aborted."""
     supervisor = Supervisor(base_seconds=0.001, max_seconds=0.001)
     raised: list[BaseException] = [Custom(), SystemExit(3)]
 

@@ -32,8 +32,7 @@ async def _serves(client: Client, version: int, url: str) -> None:
 async def test_cache_refresh_restarts_after_an_unexpected_error(
     make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A refresh that raises RuntimeError restarts the refresh loop once; without Redis the
-    replica still serves a version another replica commits afterwards."""
+    """A failed refresh restarts the loop once; it still picks up another replica's commit."""
     writer, reader = await make_client(), await make_client()
     cache = reader.app[keys.CACHE]
     monkeypatch.setattr(cache, "refresh", failing_once(cache.refresh, RuntimeError("injected")))
@@ -72,8 +71,7 @@ async def test_hint_subscription_restarts_after_an_unexpected_error(
 async def test_ledger_flush_restarts_after_an_unexpected_error(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A flush that raises RuntimeError restarts the ledger loop once; the poll it did not
-    write is written by a later flush of the loop."""
+    """A failed flush restarts the ledger loop once; a later flush writes the poll it kept."""
     ledger = client.app[keys.LEDGER]
     monkeypatch.setattr(ledger, "flush", failing_once(ledger.flush, RuntimeError("injected")))
     agent = await register(client)
