@@ -48,6 +48,11 @@ MAX_PROBLEM_DETAIL_CHARS: Final = 300
 
 # How long the loops get, once told to stop, to finish the request in hand.
 STOP_GRACE_SECONDS: Final = 1.0
+# The loops' task names, as logged (loop.crashed loop=...), counted in /metrics
+# (fleetconf_agent_loop_restarts_total{loop=...}) and named by /healthz.
+CONTROLLER_LOOP: Final = "agent-controller"
+WORKER_LOOP: Final = "agent-worker"
+HINTS_LOOP: Final = "agent-hints"
 
 # The storage: two files in the state directory (AGENT_STATE_DIR).
 STORAGE_FORMAT: Final = 1

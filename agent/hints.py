@@ -78,14 +78,14 @@ class HintListener:
         self._identity_known.set()
 
     async def run(self, on_hint: Callable[[Hint], None], on_connected: Callable[[], None]) -> None:
-        """Listen until cancelled; a subscriber that fails is logged, and polling goes on."""
-        try:
-            subscriber = self._given or await self._redis_subscriber()
-            self.subscriber = subscriber
-            if subscriber is not None:
-                await subscriber.run(on_hint, on_connected)
-        except Exception:
-            logger.exception("hints.failed: polling continues without hints")
+        """Listen until cancelled; returns at once when no Redis is known.
+
+        A subscriber that fails raises: the agent's supervisor logs it (``loop.crashed``)
+        and runs the listener again after a delay; polling goes on meanwhile."""
+        subscriber = self._given or await self._redis_subscriber()
+        self.subscriber = subscriber
+        if subscriber is not None:
+            await subscriber.run(on_hint, on_connected)
 
     async def _redis_subscriber(self) -> RedisHintSubscriber | None:
         await self._identity_known.wait()
@@ -108,7 +108,7 @@ class HintsState(enum.StrEnum):
     CONNECTING = "connecting"  # to Redis, or reconnecting after losing it
     CONNECTED = "connected"
     LISTENING = "listening"  # a subscriber other than Redis (embedded use, tests)
-    FAILED = "failed"  # the subscriber gave up (logged as hints.failed): polling only
+    FAILED = "failed"  # the listener ended on an error (logged as loop.aborted): polling only
 
 
 def hints_state(task: asyncio.Task[None] | None, subscriber: HintSubscriber | None) -> HintsState:

@@ -34,6 +34,7 @@ from agent.hints import HintsState
 from agent.outcomes import ControllerOutcome
 from agent.storage import CachedConfig
 from common.metrics import LATENCY_BUCKETS_SECONDS, counter_by
+from common.supervision import Supervisor, restarts_metric
 
 TRIGGER_HINT: Final = "hint"
 TRIGGER_POLL: Final = "poll"
@@ -77,6 +78,9 @@ class AgentView(Protocol):
 
     @property
     def hints_state(self) -> HintsState: ...
+
+    @property
+    def supervisor(self) -> Supervisor: ...
 
 
 class Buckets:
@@ -234,6 +238,12 @@ class AgentCollector:
         yield from self._backoff(agent)
         yield from self._contacts(metrics)
         yield _propagation(metrics)
+        yield restarts_metric(
+            "fleetconf_agent_loop_restarts",
+            "Loops (agent-controller, agent-worker, agent-hints) that failed on an unexpected "
+            "error and were started again.",
+            agent.supervisor,
+        )
 
     @staticmethod
     def _backoff(agent: AgentView) -> Iterator[Metric]:

@@ -13,7 +13,9 @@ even while the controller is unreachable.
 
 In OPEN the storage is loaded and the HTTP sessions are open, so tests can drive single
 steps with :meth:`Agent.sync_controller_once` and :meth:`Agent.reconcile_worker_once`.
-``run()`` runs both loops (and the hint listener) until ``stop()`` or ``request_stop()``.
+``run()`` runs both loops (and the hint listener) until ``stop()`` or ``request_stop()``,
+each under the agent's :class:`~common.supervision.Supervisor`: one that fails is logged,
+counted and started again, so no loop ends while the agent runs.
 """
 
 from __future__ import annotations
@@ -28,7 +30,13 @@ from types import TracebackType
 
 import aiohttp
 
-from agent.constants import PEER_KEEPALIVE_SECONDS, STOP_GRACE_SECONDS
+from agent.constants import (
+    CONTROLLER_LOOP,
+    HINTS_LOOP,
+    PEER_KEEPALIVE_SECONDS,
+    STOP_GRACE_SECONDS,
+    WORKER_LOOP,
+)
 from agent.controller_client import ControllerClient
 from agent.controller_sync import ControllerSync
 from agent.hint_schedule import HintSchedule
@@ -40,6 +48,7 @@ from agent.settings import AgentSettings
 from agent.storage import CachedConfig, Identity, Storage, StorageWriter
 from agent.worker_client import WorkerClient
 from common.backoff import Backoff
+from common.supervision import Supervisor
 from common.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
@@ -103,6 +112,10 @@ class Agent:
         rng = rng or random.Random()
         # What the status server reports: plain counters, fed by the loops.
         self.metrics = AgentMetrics()
+        # Runs the loops and starts again one that fails (counted per loop, from 0).
+        self.supervisor = Supervisor(rng=rng)
+        for loop in (CONTROLLER_LOOP, WORKER_LOOP, HINTS_LOOP):
+            self.supervisor.register(loop)
         # None: Redis hints from the settings or the registration answer, if any.
         self._hint_listener = HintListener(hints, settings.redis_url)
         self.reconciler = Reconciler(
@@ -167,7 +180,9 @@ class Agent:
 
     @property
     def ended_loops(self) -> list[str]:
-        """The loops (controller, worker) that ended although the agent was not stopped."""
+        """The loops (controller, worker) that ended although the agent was not stopped.
+
+        Supervised, a loop that fails is started again; this stays as the last guard."""
         if self._lifecycle is not Lifecycle.RUNNING:
             return []
         return [task.get_name() for task in self._loops if task.done()]
@@ -213,18 +228,22 @@ class Agent:
             raise RuntimeError(f"the agent cannot run once it is {self._lifecycle.value}")
         self._lifecycle = Lifecycle.RUNNING
         self._log_start()
-        self._loops = [
-            asyncio.create_task(self.controller_sync.run(self._running), name="agent-controller"),
-            asyncio.create_task(self.reconciler.run(self._running), name="agent-worker"),
-        ]
-        schedule = self.hint_schedule
-        self._hint_task = asyncio.create_task(
-            self._hint_listener.run(schedule.on_hint, schedule.on_connected), name="agent-hints"
-        )
+        self._start_loops()
         try:
             await self._stop_requested.wait()
         finally:
             await self.stop()
+
+    def _start_loops(self) -> None:
+        """The two loops and the hint listener, each supervised: a failure restarts it."""
+        start, schedule = self.supervisor.start, self.hint_schedule
+        self._loops = [
+            start(CONTROLLER_LOOP, lambda: self.controller_sync.run(self._running)),
+            start(WORKER_LOOP, lambda: self.reconciler.run(self._running)),
+        ]
+        self._hint_task = start(
+            HINTS_LOOP, lambda: self._hint_listener.run(schedule.on_hint, schedule.on_connected)
+        )
 
     def request_stop(self) -> None:
         """Ask the agent to stop; safe from a signal handler. ``run()`` then shuts down."""

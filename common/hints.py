@@ -124,23 +124,32 @@ class HintSubscription:
         self.failed = 0
 
     async def run(self) -> None:
-        while True:
-            _stop_if_cancelled()
-            try:
-                await self._listen()
-            except (RedisError, OSError, TimeoutError) as exc:
-                # A cancellation the client turned into an error on its way out means
-                # this subscription is being stopped, not failing.
+        """Listen until cancelled, reconnecting after Redis errors. Anything else is raised
+        (the service's supervisor starts the subscription again), disconnected."""
+        try:
+            while True:
                 _stop_if_cancelled()
-                delay = self._backoff.next_delay_seconds()
-                if self.connected or self._backoff.failures == 1:
-                    logger.warning(
-                        "hints.subscription_lost error=%s retry_in_seconds=%.2f",
-                        type(exc).__name__,
-                        delay,
-                    )
-                self.connected = False
-                await asyncio.sleep(delay)
+                try:
+                    await self._listen()
+                except (RedisError, OSError, TimeoutError) as exc:
+                    await self._lost(exc)
+        finally:
+            self.connected = False
+
+    async def _lost(self, exc: Exception) -> None:
+        """Redis went away: wait a backoff delay before subscribing again."""
+        # A cancellation the client turned into an error on its way out means this
+        # subscription is being stopped, not failing.
+        _stop_if_cancelled()
+        delay = self._backoff.next_delay_seconds()
+        if self.connected or self._backoff.failures == 1:
+            logger.warning(
+                "hints.subscription_lost error=%s retry_in_seconds=%.2f",
+                type(exc).__name__,
+                delay,
+            )
+        self.connected = False
+        await asyncio.sleep(delay)
 
     async def _listen(self) -> None:
         async with self._client.pubsub() as pubsub:

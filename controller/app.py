@@ -11,10 +11,17 @@ from aiohttp import web
 
 from common.constants import MAX_REQUEST_BODY_BYTES
 from common.hints import HintSubscription, subscriber_client
+from common.supervision import RestartsCollector, Supervisor
 from common.tasks import CANCEL_GRACE_SECONDS, cancel_and_wait, finish_within
 from controller import keys
 from controller.cache import ConfigCache
-from controller.constants import CACHE_REFRESH_SECONDS, LEDGER_FLUSH_SECONDS
+from controller.constants import (
+    CACHE_LOOP,
+    CACHE_REFRESH_SECONDS,
+    HINTS_LOOP,
+    LEDGER_FLUSH_SECONDS,
+    LEDGER_LOOP,
+)
 from controller.credentials import AgentTokens, Authenticator
 from controller.db import Database, create_engine
 from controller.fleet_queries import FleetQueries
@@ -51,7 +58,9 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     await cache.refresh()
     app[keys.CACHE] = cache
-    task = asyncio.create_task(cache.refresh_forever(CACHE_REFRESH_SECONDS))
+    task = app[keys.SUPERVISOR].start(
+        CACHE_LOOP, lambda: cache.refresh_forever(CACHE_REFRESH_SECONDS)
+    )
     try:
         yield
     finally:
@@ -68,7 +77,9 @@ async def ledger_ctx(app: web.Application) -> AsyncIterator[None]:
         ledger,
         default_poll_interval_seconds=app[keys.SETTINGS].poll_interval_seconds,
     )
-    task = asyncio.create_task(ledger.flush_forever(LEDGER_FLUSH_SECONDS))
+    task = app[keys.SUPERVISOR].start(
+        LEDGER_LOOP, lambda: ledger.flush_forever(LEDGER_FLUSH_SECONDS)
+    )
     try:
         yield
     finally:
@@ -102,7 +113,7 @@ async def hints_ctx(app: web.Application) -> AsyncIterator[None]:
         on_connected=cache.refresh_quietly,
     )
     app[keys.HINT_SUBSCRIPTION] = subscription
-    task = asyncio.create_task(subscription.run())
+    task = app[keys.SUPERVISOR].start(HINTS_LOOP, subscription.run)
     try:
         yield
     finally:
@@ -113,7 +124,16 @@ async def hints_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
     """The metrics registry, once what it reads (the cache, the publisher) exists."""
-    app[keys.METRICS] = ControllerMetrics(app[keys.CACHE], app[keys.PUBLISHER])
+    metrics = ControllerMetrics(app[keys.CACHE], app[keys.PUBLISHER])
+    metrics.registry.register(
+        RestartsCollector(
+            "fleetconf_controller_loop_restarts",
+            f"Background loops ({CACHE_LOOP}, {HINTS_LOOP}, {LEDGER_LOOP}) that failed on an "
+            "unexpected error and were started again.",
+            app[keys.SUPERVISOR],
+        )
+    )
+    app[keys.METRICS] = metrics
     yield
 
 
@@ -121,6 +141,8 @@ def create_app(settings: ControllerSettings) -> web.Application:
     app = web.Application(client_max_size=MAX_REQUEST_BODY_BYTES)
     app[keys.SETTINGS] = settings
     app[keys.WRITE_LOCK] = asyncio.Lock()
+    # Runs the background loops, starting again one that fails (counted per loop).
+    app[keys.SUPERVISOR] = Supervisor()
     app[keys.REGISTRATION_LIMITER] = RateLimiter(
         rate_per_second=settings.registration_rate_per_second, burst=settings.registration_burst
     )

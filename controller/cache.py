@@ -160,7 +160,8 @@ class ConfigCache:
         self._refresh_failing = False
 
     async def refresh_forever(self, period_seconds: float) -> None:
-        """The fallback that bounds staleness when hints are missing."""
+        """The fallback that bounds staleness when hints are missing. An error other than
+        the database's ends it: the app's supervisor logs it and starts it again."""
         while True:
             await asyncio.sleep(period_seconds)
             await self.refresh_quietly()

@@ -10,6 +10,11 @@ from typing import Final
 CACHE_REFRESH_SECONDS: Final = 1.0
 # How often the agents' last-seen and applied versions are written, in one batch.
 LEDGER_FLUSH_SECONDS: Final = 2.0
+# The background loops, as logged (loop.crashed loop=...) and counted in /metrics
+# (fleetconf_controller_loop_restarts_total{loop=...}).
+CACHE_LOOP: Final = "controller-cache"
+HINTS_LOOP: Final = "controller-hints"
+LEDGER_LOOP: Final = "controller-ledger"
 # How long a verified agent token is trusted before it is looked up again. Revocations
 # do not wait for this: every replica drops its cache when the revocation counter moves
 # (at once on the hint, within CACHE_REFRESH_SECONDS without Redis); this is a backstop.

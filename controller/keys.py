@@ -8,6 +8,7 @@ from typing import Final
 from aiohttp import web
 
 from common.hints import HintSubscription
+from common.supervision import Supervisor
 from controller.cache import ConfigCache
 from controller.credentials import AgentTokens, Authenticator
 from controller.db import Database
@@ -30,3 +31,4 @@ HINT_SUBSCRIPTION: Final = web.AppKey("hint_subscription", HintSubscription)
 WRITE_LOCK: Final = web.AppKey("write_lock", asyncio.Lock)
 REGISTRATION_LIMITER: Final = web.AppKey("registration_limiter", RateLimiter)
 METRICS: Final = web.AppKey("metrics", ControllerMetrics)
+SUPERVISOR: Final = web.AppKey("supervisor", Supervisor)
