@@ -13,10 +13,16 @@ from common.constants import MAX_REQUEST_BODY_BYTES
 from common.hints import HintSubscription, subscriber_client
 from common.tasks import CANCEL_GRACE_SECONDS, cancel_and_wait, finish_within
 from controller import keys
+from controller.addresses import ClientAddresses
 from controller.cache import ConfigCache
-from controller.constants import CACHE_REFRESH_SECONDS, LEDGER_FLUSH_SECONDS
+from controller.constants import (
+    CACHE_REFRESH_SECONDS,
+    FLEET_COUNTS_REFRESH_SECONDS,
+    LEDGER_FLUSH_SECONDS,
+)
 from controller.credentials import AgentTokens, Authenticator
 from controller.db import Database, create_engine
+from controller.fleet_counts import FleetCountsCache
 from controller.fleet_queries import FleetQueries
 from controller.hints import PUBLISH_TIMEOUT_SECONDS, HintPublisher
 from controller.ledger import Ledger
@@ -24,6 +30,7 @@ from controller.metrics import ControllerMetrics
 from controller.ratelimit import RateLimiter
 from controller.routes import setup_routes
 from controller.settings import ControllerSettings
+from controller.throttle import FailureThrottle
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -36,6 +43,8 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         admin_token=settings.admin_token,
         registration_token=settings.registration_token,
         agent_tokens=agent_tokens,
+        throttle=app[keys.AUTH_THROTTLE],
+        address_of=app[keys.CLIENT_ADDRESSES].of,
     )
     try:
         yield
@@ -78,6 +87,17 @@ async def ledger_ctx(app: web.Application) -> AsyncIterator[None]:
             await asyncio.shield(ledger.flush())
 
 
+async def fleet_counts_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The agents' states GET /metrics serves, read every FLEET_COUNTS_REFRESH_SECONDS."""
+    fleet_counts = FleetCountsCache(app[keys.FLEET])
+    app[keys.FLEET_COUNTS] = fleet_counts
+    task = asyncio.create_task(fleet_counts.refresh_forever(FLEET_COUNTS_REFRESH_SECONDS))
+    try:
+        yield
+    finally:
+        await cancel_and_wait(task)
+
+
 async def hints_ctx(app: web.Application) -> AsyncIterator[None]:
     """Publish a hint after each commit; refresh the cache on every hint heard."""
     settings = app[keys.SETTINGS]
@@ -113,7 +133,13 @@ async def hints_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
     """The metrics registry, once what it reads (the cache, the publisher) exists."""
-    app[keys.METRICS] = ControllerMetrics(app[keys.CACHE], app[keys.PUBLISHER])
+    app[keys.METRICS] = ControllerMetrics(
+        app[keys.CACHE],
+        app[keys.PUBLISHER],
+        fleet_counts=app[keys.FLEET_COUNTS],
+        authenticator=app[keys.AUTHENTICATOR],
+        throttle=app[keys.AUTH_THROTTLE],
+    )
     yield
 
 
@@ -124,6 +150,13 @@ def create_app(settings: ControllerSettings) -> web.Application:
     app[keys.REGISTRATION_LIMITER] = RateLimiter(
         rate_per_second=settings.registration_rate_per_second, burst=settings.registration_burst
     )
-    app.cleanup_ctx.extend([database_ctx, cache_ctx, ledger_ctx, hints_ctx, metrics_ctx])
+    app[keys.AUTH_THROTTLE] = FailureThrottle(
+        failures_per_window=settings.auth_failures_per_window,
+        window_seconds=settings.auth_failure_window_seconds,
+    )
+    app[keys.CLIENT_ADDRESSES] = ClientAddresses(settings.trusted_proxy_networks)
+    app.cleanup_ctx.extend(
+        [database_ctx, cache_ctx, ledger_ctx, fleet_counts_ctx, hints_ctx, metrics_ctx]
+    )
     setup_routes(app)
     return app
