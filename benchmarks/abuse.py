@@ -151,7 +151,9 @@ class Legit:
 
     async def poll_forever(self, headers: dict[str, str]) -> None:
         while True:
-            await self.request("poll", "GET", "/config", headers={**headers, "If-None-Match": self.etag})
+            await self.request(
+                "poll", "GET", "/config", headers={**headers, "If-None-Match": self.etag}
+            )
             await asyncio.sleep(1.0)
 
     async def admin_forever(self) -> None:
@@ -190,17 +192,26 @@ def _transactions(database_url: str) -> int:
 async def _scrape(http: aiohttp.ClientSession, base: str) -> dict[str, float]:
     async with http.get(f"{base}/metrics") as resp:
         text = await resp.text()
-    wanted = ("fleetconf_controller_auth_failures_total", "fleetconf_controller_auth_throttled_total")
+    wanted = (
+        "fleetconf_controller_auth_failures_total",
+        "fleetconf_controller_auth_throttled_total",
+    )
     return {
-        line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line.startswith(wanted)
+        line.split()[0]: float(line.split()[1])
+        for line in text.splitlines()
+        if line.startswith(wanted)
     }
 
 
-async def _run(args: argparse.Namespace, base: str, database_url: str, workdir: Path) -> dict[str, Any]:
+async def _run(
+    args: argparse.Namespace, base: str, database_url: str, workdir: Path
+) -> dict[str, Any]:
     timeout = aiohttp.ClientTimeout(total=10)
     async with aiohttp.ClientSession(timeout=timeout) as http:
         legit = Legit(http, base)
-        registered = await asyncio.gather(*(legit.register(f"edge-{i}") for i in range(args.agents)))
+        registered = await asyncio.gather(
+            *(legit.register(f"edge-{i}") for i in range(args.agents))
+        )
         tasks = [asyncio.create_task(legit.poll_forever(h)) for h in registered if h is not None]
         tasks.append(asyncio.create_task(legit.admin_forever()))
         tasks.append(asyncio.create_task(legit.register_forever(tasks)))
@@ -210,10 +221,13 @@ async def _run(args: argparse.Namespace, base: str, database_url: str, workdir: 
         middle = await asyncio.to_thread(_transactions, database_url)
         legit.phase = "flood"
         procs = {
-            kind: _start_wrk(base, _lua(kind, args, workdir), args.duration) for kind in LUA_REQUESTS
+            kind: _start_wrk(base, _lua(kind, args, workdir), args.duration)
+            for kind in LUA_REQUESTS
         }
         started = time.monotonic()
-        outputs = {kind: (await asyncio.to_thread(proc.communicate))[0] for kind, proc in procs.items()}
+        outputs = {
+            kind: (await asyncio.to_thread(proc.communicate))[0] for kind, proc in procs.items()
+        }
         flood_seconds = time.monotonic() - started
         after = await asyncio.to_thread(_transactions, database_url)
         legit.phase = "after"
@@ -239,7 +253,12 @@ def _report(args: argparse.Namespace, result: dict[str, Any]) -> bool:
         for kind, c in result["legit"].items()
     ]
     rows += [
-        ["abuse", kind, sum(r["statuses"].values()), " ".join(f"{s}:{n}" for s, n in r["statuses"].items())]
+        [
+            "abuse",
+            kind,
+            sum(r["statuses"].values()),
+            " ".join(f"{s}:{n}" for s, n in r["statuses"].items()),
+        ]
         for kind, r in result["abuse"].items()
     ]
     print()

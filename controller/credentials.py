@@ -180,9 +180,7 @@ class AgentTokens:
         pending = self._lookups.get(agent_id)
         if pending is None:
             pending = asyncio.ensure_future(
-                self._database.transaction(
-                    lambda conn: store.read_agent_credential(conn, agent_id)
-                )
+                self._database.transaction(lambda conn: store.read_agent_credential(conn, agent_id))
             )
             self._lookups[agent_id] = pending
             pending.add_done_callback(lambda done: self._lookup_done(agent_id, done))
@@ -209,7 +207,7 @@ class AgentTokens:
 
 
 AddressOf = Callable[["web.Request"], str]
-_NO_TOKEN = "This endpoint needs 'Authorization: Bearer <token>'."
+_MISSING_CREDENTIAL = "This endpoint needs 'Authorization: Bearer <token>'."
 
 
 class Authenticator:
@@ -257,7 +255,7 @@ class Authenticator:
                 return Principal(role=Role.AGENT, agent_id=agent_id)
         self._refused(client)
         if token is None:
-            raise Unauthorized(_NO_TOKEN)
+            raise Unauthorized(_MISSING_CREDENTIAL)
         raise Unauthorized("The Bearer token is not valid, or was revoked.")
 
     def _refused(self, client: str) -> None:

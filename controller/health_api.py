@@ -13,6 +13,7 @@ from controller.constants import READINESS_TIMEOUT_SECONDS
 from controller.models import Health
 from controller.openapi_parts import UNAVAILABLE
 
+
 async def healthz(request: web.Request) -> web.Response:
     return json_response(Health(status="ok"))
 
