@@ -30,6 +30,7 @@ from controller.models import (
 from controller.openapi_parts import (
     BAD_QUERY,
     NO_TOKEN,
+    THROTTLED,
     UNAVAILABLE,
     WRONG_ROLE,
     body_problems,
@@ -47,8 +48,11 @@ def _hint_source(app: web.Application) -> HintSource | None:
 
 
 async def register(request: web.Request, _registrar: Principal) -> web.Response:
-    body = await read_model(request, RegisterRequest)
     app = request.app
+    # Charged only once the credential was accepted: refused callers meet the
+    # failed-authentication throttle instead, and cannot use up real agents' buckets.
+    app[keys.REGISTRATION_LIMITER].check(app[keys.CLIENT_ADDRESSES].of(request))
+    body = await read_model(request, RegisterRequest)
     snap = app[keys.CACHE].snapshot
     registration = await register_agent(
         app[keys.DATABASE],
@@ -66,18 +70,8 @@ async def register(request: web.Request, _registrar: Principal) -> web.Response:
     return json_response(answer, status=201)
 
 
-def _rate_limited(handler: Handler) -> Handler:
-    """Registrations per client address are limited before the credential is looked at."""
-
-    async def limited(request: web.Request) -> web.StreamResponse:
-        request.app[keys.REGISTRATION_LIMITER].check(request.remote or "unknown")
-        return await handler(request)
-
-    return limited
-
-
-def _counted_and_rate_limited(handler: Handler) -> Handler:
-    return counting(lambda app: app[keys.METRICS].registrations)(_rate_limited(handler))
+def _counted(handler: Handler) -> Handler:
+    return counting(lambda app: app[keys.METRICS].registrations)(handler)
 
 
 def _agent_id(request: web.Request) -> uuid.UUID:
@@ -171,21 +165,25 @@ REGISTER = Operation(
     operation_id="register",
     summary="Register an agent",
     description="Creates an agent id and a per-agent token (shown once; only a hash is kept) "
-    "and records the configuration version assigned to the agent.",
+    "and records the configuration version assigned to the agent. Registrations are "
+    "limited per client address (CONTROLLER_REGISTRATION_RATE_PER_SECOND, "
+    "CONTROLLER_REGISTRATION_BURST), charged only after the token was accepted.",
     tags=("agents",),
     roles=REGISTRARS,
-    outer=_counted_and_rate_limited,
+    outer=_counted,
     request_model=RegisterRequest,
     responses=(
         Response(status=201, description="Registered.", model=RegisterResponse),
         NO_TOKEN,
         WRONG_ROLE,
+        *body_problems("RegisterRequest"),
         problem(
             429,
-            "Too many registrations from this address; Retry-After says when to retry.",
+            "Too many registrations from this address (counted only once the token was "
+            "accepted), or too many failed authentications from it; Retry-After says when "
+            "to retry.",
             "Too many registrations from 192.0.2.10; retry in 1 s.",
         ),
-        *body_problems("RegisterRequest"),
         UNAVAILABLE,
     ),
 )
@@ -215,6 +213,7 @@ LIST_AGENTS = Operation(
         NO_TOKEN,
         WRONG_ROLE,
         BAD_QUERY,
+        THROTTLED,
         UNAVAILABLE,
     ),
 )
@@ -238,6 +237,7 @@ GET_AGENT = Operation(
             "No such agent: not a UUID, never registered, or revoked.",
             f"No agent {EXAMPLE_AGENT_ID} is registered (or it was revoked).",
         ),
+        THROTTLED,
         UNAVAILABLE,
     ),
 )
@@ -262,6 +262,7 @@ REVOKE_AGENT = Operation(
             "No such agent: not a UUID, never registered, or revoked already.",
             f"No agent {EXAMPLE_AGENT_ID} is registered (or it was revoked already).",
         ),
+        THROTTLED,
         UNAVAILABLE,
     ),
 )
@@ -279,6 +280,7 @@ FLEET_SUMMARY = Operation(
         Response(status=200, description="The fleet's convergence.", model=FleetSummary),
         NO_TOKEN,
         WRONG_ROLE,
+        THROTTLED,
         UNAVAILABLE,
     ),
 )

@@ -14,16 +14,20 @@ from common.hints import HintSubscription, subscriber_client
 from common.supervision import RestartsCollector, Supervisor
 from common.tasks import CANCEL_GRACE_SECONDS, cancel_and_wait, finish_within
 from controller import keys
+from controller.addresses import ClientAddresses
 from controller.cache import ConfigCache
 from controller.constants import (
     CACHE_LOOP,
     CACHE_REFRESH_SECONDS,
+    FLEET_COUNTS_LOOP,
+    FLEET_COUNTS_REFRESH_SECONDS,
     HINTS_LOOP,
     LEDGER_FLUSH_SECONDS,
     LEDGER_LOOP,
 )
 from controller.credentials import AgentTokens, Authenticator
 from controller.db import Database, create_engine
+from controller.fleet_counts import FleetCountsCache
 from controller.fleet_queries import FleetQueries
 from controller.hints import PUBLISH_TIMEOUT_SECONDS, HintPublisher
 from controller.ledger import Ledger
@@ -31,6 +35,7 @@ from controller.metrics import ControllerMetrics
 from controller.ratelimit import RateLimiter
 from controller.routes import setup_routes
 from controller.settings import ControllerSettings
+from controller.throttle import FailureThrottle
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -43,6 +48,8 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
         admin_token=settings.admin_token,
         registration_token=settings.registration_token,
         agent_tokens=agent_tokens,
+        throttle=app[keys.AUTH_THROTTLE],
+        address_of=app[keys.CLIENT_ADDRESSES].of,
     )
     try:
         yield
@@ -89,6 +96,19 @@ async def ledger_ctx(app: web.Application) -> AsyncIterator[None]:
             await asyncio.shield(ledger.flush())
 
 
+async def fleet_counts_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The agents' states GET /metrics serves, read every FLEET_COUNTS_REFRESH_SECONDS."""
+    fleet_counts = FleetCountsCache(app[keys.FLEET])
+    app[keys.FLEET_COUNTS] = fleet_counts
+    task = app[keys.SUPERVISOR].start(
+        FLEET_COUNTS_LOOP, lambda: fleet_counts.refresh_forever(FLEET_COUNTS_REFRESH_SECONDS)
+    )
+    try:
+        yield
+    finally:
+        await cancel_and_wait(task)
+
+
 async def hints_ctx(app: web.Application) -> AsyncIterator[None]:
     """Publish a hint after each commit; refresh the cache on every hint heard."""
     settings = app[keys.SETTINGS]
@@ -124,11 +144,18 @@ async def hints_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
     """The metrics registry, once what it reads (the cache, the publisher) exists."""
-    metrics = ControllerMetrics(app[keys.CACHE], app[keys.PUBLISHER])
+    metrics = ControllerMetrics(
+        app[keys.CACHE],
+        app[keys.PUBLISHER],
+        fleet_counts=app[keys.FLEET_COUNTS],
+        authenticator=app[keys.AUTHENTICATOR],
+        throttle=app[keys.AUTH_THROTTLE],
+    )
     metrics.registry.register(
         RestartsCollector(
             "fleetconf_controller_loop_restarts",
-            f"Background loops ({CACHE_LOOP}, {HINTS_LOOP}, {LEDGER_LOOP}) that failed on an "
+            f"Background loops ({CACHE_LOOP}, {HINTS_LOOP}, {LEDGER_LOOP}, {FLEET_COUNTS_LOOP}) "
+            "that failed on an "
             "unexpected error and were started again.",
             app[keys.SUPERVISOR],
         )
@@ -146,6 +173,13 @@ def create_app(settings: ControllerSettings) -> web.Application:
     app[keys.REGISTRATION_LIMITER] = RateLimiter(
         rate_per_second=settings.registration_rate_per_second, burst=settings.registration_burst
     )
-    app.cleanup_ctx.extend([database_ctx, cache_ctx, ledger_ctx, hints_ctx, metrics_ctx])
+    app[keys.AUTH_THROTTLE] = FailureThrottle(
+        failures_per_window=settings.auth_failures_per_window,
+        window_seconds=settings.auth_failure_window_seconds,
+    )
+    app[keys.CLIENT_ADDRESSES] = ClientAddresses(settings.trusted_proxy_networks)
+    app.cleanup_ctx.extend(
+        [database_ctx, cache_ctx, ledger_ctx, fleet_counts_ctx, hints_ctx, metrics_ctx]
+    )
     setup_routes(app)
     return app

@@ -26,6 +26,7 @@ from controller.openapi_parts import (
     CONFIG_HEADERS,
     ETAG,
     NO_TOKEN,
+    THROTTLED,
     UNAVAILABLE,
     WRONG_ROLE,
     body_problems,
@@ -179,6 +180,7 @@ GET_CONFIG = Operation(
         ),
         Response(status=304, description="Unchanged since the ETag sent.", headers=CONFIG_HEADERS),
         NO_TOKEN,
+        THROTTLED,
         problem(
             503,
             "The database is unavailable and this replica has not verified this agent "
@@ -228,6 +230,7 @@ POST_CONFIG = Operation(
             'If-Match does not name the current version "8".',
         ),
         *body_problems("WorkerConfig"),
+        THROTTLED,
         UNAVAILABLE,
     ),
 )
@@ -249,6 +252,7 @@ LIST_VERSIONS = Operation(
         NO_TOKEN,
         WRONG_ROLE,
         BAD_QUERY,
+        THROTTLED,
         UNAVAILABLE,
     ),
 )
@@ -285,6 +289,7 @@ GET_VERSION = Operation(
             "The version in the path is not valid: a version is a whole number from 0 "
             "to 2147483647.",
         ),
+        THROTTLED,
         UNAVAILABLE,
     ),
 )

@@ -15,10 +15,21 @@ LEDGER_FLUSH_SECONDS: Final = 2.0
 CACHE_LOOP: Final = "controller-cache"
 HINTS_LOOP: Final = "controller-hints"
 LEDGER_LOOP: Final = "controller-ledger"
+FLEET_COUNTS_LOOP: Final = "controller-fleet-counts"
 # How long a verified agent token is trusted before it is looked up again. Revocations
 # do not wait for this: every replica drops its cache when the revocation counter moves
 # (at once on the hint, within CACHE_REFRESH_SECONDS without Redis); this is a backstop.
 AGENT_TOKEN_CACHE_SECONDS: Final = 3600.0
+# Agent ids with no usable credential, remembered so that a forged token is refused
+# from memory: how many, and for how long (a backstop: such an id never turns valid).
+UNKNOWN_AGENTS_CACHED: Final = 10_000
+UNKNOWN_AGENT_CACHE_SECONDS: Final = 300.0
+# Failed authentications one client address may make per window before it gets 429
+# (the defaults of CONTROLLER_AUTH_FAILURES_PER_WINDOW and ..._WINDOW_SECONDS).
+AUTH_FAILURES_PER_WINDOW: Final = 20
+AUTH_FAILURE_WINDOW_SECONDS: Final = 10.0
+# How often the agents' states that GET /metrics serves are read from the database.
+FLEET_COUNTS_REFRESH_SECONDS: Final = 5.0
 READINESS_TIMEOUT_SECONDS: Final = 2.0
 # The most one database transaction may take, queueing for a connection included; far
 # above a healthy transaction (milliseconds, row-lock waits between replicas included).

@@ -6,23 +6,43 @@ is constant-time, and a verified agent credential is trusted for
 ``AGENT_TOKEN_CACHE_SECONDS`` so that polling does not query the database. A revocation
 anywhere clears the cache of every replica (see ``ConfigCache``), so the long trust
 costs no revocation delay.
+
+Anonymous callers cost no database work after their first try: an agent id that has
+no usable credential (never registered, or revoked) is remembered (``UnknownAgents``),
+so the same forged ``<uuid>.x`` is refused from memory; concurrent lookups of one id
+share one query; and a client that keeps failing is throttled (``FailureThrottle``),
+which is consulted only when a token is not answered from memory, never on a cached
+agent's poll. The negative cache is keyed by agent id, and ids are random UUIDs minted
+at registration, so no agent registered later (on any replica) can be in it, and a
+revocation only ever adds ids to it: neither needs to clear it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
 import uuid
-from collections.abc import Collection
+from collections import OrderedDict
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
 from common.auth import hash_token, new_secret, tokens_equal
 from common.errors import Forbidden, Unauthorized, Unavailable
 from controller import store
-from controller.constants import AGENT_TOKEN_CACHE_SECONDS
+from controller.constants import (
+    AGENT_TOKEN_CACHE_SECONDS,
+    UNKNOWN_AGENT_CACHE_SECONDS,
+    UNKNOWN_AGENTS_CACHED,
+)
 from controller.db import Database
+from controller.throttle import FailureThrottle
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 
 class Role(enum.Enum):
@@ -68,6 +88,42 @@ def _matching(agent_id: uuid.UUID, token_hash: str, stored_hash: str) -> uuid.UU
     return agent_id if tokens_equal(token_hash, stored_hash) else None
 
 
+class UnknownAgents:
+    """Agent ids with no usable credential, for ``ttl_seconds``; the least recently
+    asked about are dropped beyond ``max_entries``."""
+
+    def __init__(
+        self,
+        *,
+        max_entries: int = UNKNOWN_AGENTS_CACHED,
+        ttl_seconds: float = UNKNOWN_AGENT_CACHE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._max_entries = max_entries
+        self._ttl_seconds = ttl_seconds
+        self._clock = clock
+        self._added: OrderedDict[uuid.UUID, float] = OrderedDict()
+
+    def __contains__(self, agent_id: uuid.UUID) -> bool:
+        added = self._added.get(agent_id)
+        if added is None:
+            return False
+        if self._clock() - added >= self._ttl_seconds:
+            del self._added[agent_id]
+            return False
+        self._added.move_to_end(agent_id)
+        return True
+
+    def __len__(self) -> int:
+        return len(self._added)
+
+    def add(self, agent_id: uuid.UUID) -> None:
+        self._added[agent_id] = self._clock()
+        self._added.move_to_end(agent_id)
+        while len(self._added) > self._max_entries:
+            self._added.popitem(last=False)
+
+
 class AgentTokens:
     """Verifies agent tokens against their stored hashes, with a short-lived cache."""
 
@@ -80,6 +136,9 @@ class AgentTokens:
         # The verified agents again, keyed by the id as the token spells it: the hot path
         # of every poll finds them without parsing a UUID.
         self._by_prefix: dict[str, tuple[uuid.UUID, str, float]] = {}
+        self.unknown = UnknownAgents()
+        # One query per agent id at a time, whoever asks meanwhile.
+        self._lookups: dict[uuid.UUID, asyncio.Future[store.AgentCredential | None]] = {}
 
     def verify_cached(self, token: str) -> uuid.UUID | None:
         """The agent id if the token matches a credential verified recently; else None."""
@@ -93,16 +152,14 @@ class AgentTokens:
     async def verify(self, token: str) -> uuid.UUID | None:
         """The agent id the token belongs to, or None if it is unknown or revoked."""
         agent_id = _agent_id_of(token)
-        if agent_id is None:
+        if agent_id is None or agent_id in self.unknown:
             return None
         token_hash = hash_token(token)
         cached = self._verified.get(agent_id)
         if cached is not None and time.monotonic() - cached[1] < self._cache_seconds:
             return _matching(agent_id, token_hash, cached[0])
         try:
-            credential = await self._database.transaction(
-                lambda conn: store.read_agent_credential(conn, agent_id)
-            )
+            credential = await self._lookup(agent_id)
         except Unavailable:
             # The database is down, so no revocation can have been committed since the
             # credential was verified: keep serving the agent from memory.
@@ -111,15 +168,36 @@ class AgentTokens:
             return _matching(agent_id, token_hash, cached[0])
         if credential is None or credential.revoked:
             self._verified.pop(agent_id, None)
+            self.unknown.add(agent_id)
             return None
         now = time.monotonic()
         self._verified[agent_id] = (credential.token_hash, now)
         self._by_prefix[token.partition(".")[0]] = (agent_id, credential.token_hash, now)
         return _matching(agent_id, token_hash, credential.token_hash)
 
+    def _lookup(self, agent_id: uuid.UUID) -> asyncio.Future[store.AgentCredential | None]:
+        """The stored credential of ``agent_id``: one query, shared by concurrent askers."""
+        pending = self._lookups.get(agent_id)
+        if pending is None:
+            pending = asyncio.ensure_future(
+                self._database.transaction(lambda conn: store.read_agent_credential(conn, agent_id))
+            )
+            self._lookups[agent_id] = pending
+            pending.add_done_callback(lambda done: self._lookup_done(agent_id, done))
+        # Shielded: one caller going away does not cancel the others' answer.
+        return asyncio.shield(pending)
+
+    def _lookup_done(
+        self, agent_id: uuid.UUID, done: asyncio.Future[store.AgentCredential | None]
+    ) -> None:
+        del self._lookups[agent_id]
+        if not done.cancelled():
+            done.exception()  # retrieved here, so an error nobody awaited is not logged
+
     def forget(self, agent_id: uuid.UUID) -> None:
         """Stop trusting a cached credential at once (the agent was revoked here)."""
         self._verified.pop(agent_id, None)
+        self.unknown.add(agent_id)
         self._by_prefix = {k: v for k, v in self._by_prefix.items() if v[0] != agent_id}
 
     def forget_all(self) -> None:
@@ -128,36 +206,74 @@ class AgentTokens:
         self._by_prefix.clear()
 
 
+AddressOf = Callable[["web.Request"], str]
+_MISSING_CREDENTIAL = "This endpoint needs 'Authorization: Bearer <token>'."
+
+
 class Authenticator:
     def __init__(
-        self, *, admin_token: SecretStr, registration_token: SecretStr, agent_tokens: AgentTokens
+        self,
+        *,
+        admin_token: SecretStr,
+        registration_token: SecretStr,
+        agent_tokens: AgentTokens,
+        throttle: FailureThrottle,
+        address_of: AddressOf,
     ) -> None:
         self._admin = admin_token
         self._registration = registration_token
         self._agent_tokens = agent_tokens
+        self._throttle = throttle
+        self._address_of = address_of
+        # Refused credentials (401): read by the metrics.
+        self.failures = 0
 
-    async def identify(self, token: str | None) -> Principal:
-        """The principal a Bearer token stands for; 401 when there is none or it is unknown."""
+    async def identify(self, token: str | None, request: web.Request) -> Principal:
+        """The principal a Bearer token stands for; 401 when there is none or it is
+        unknown, 429 when the caller failed too often lately (see ``FailureThrottle``)."""
+        if token is not None:
+            # A polling agent, recently verified: the common case, answered from memory.
+            agent_id = self._agent_tokens.verify_cached(token)
+            if agent_id is not None:
+                return Principal(role=Role.AGENT, agent_id=agent_id)
+            # Both static comparisons always run, so timing does not tell which matched.
+            is_admin = tokens_equal(token, self._admin.get_secret_value())
+            is_registration = tokens_equal(token, self._registration.get_secret_value())
+            if is_admin:
+                return Principal(role=Role.ADMIN)
+            if is_registration:
+                return Principal(role=Role.REGISTRATION)
+        return await self._identify_agent(token, request)
+
+    async def _identify_agent(self, token: str | None, request: web.Request) -> Principal:
+        """Not answered from memory: throttled, then looked up."""
+        client = self._address_of(request)
+        self._throttle.check(client)
+        if token is not None:
+            agent_id = await self._agent_tokens.verify(token)
+            if agent_id is not None:
+                return Principal(role=Role.AGENT, agent_id=agent_id)
+        self._refused(client)
         if token is None:
-            raise Unauthorized("This endpoint needs 'Authorization: Bearer <token>'.")
-        # A polling agent, recently verified: the common case, answered from memory.
-        agent_id = self._agent_tokens.verify_cached(token)
-        if agent_id is not None:
-            return Principal(role=Role.AGENT, agent_id=agent_id)
-        # Both static comparisons always run, so timing does not tell which role matched.
-        is_admin = tokens_equal(token, self._admin.get_secret_value())
-        is_registration = tokens_equal(token, self._registration.get_secret_value())
-        if is_admin:
-            return Principal(role=Role.ADMIN)
-        if is_registration:
-            return Principal(role=Role.REGISTRATION)
-        agent_id = await self._agent_tokens.verify(token)
-        if agent_id is not None:
-            return Principal(role=Role.AGENT, agent_id=agent_id)
+            raise Unauthorized(_MISSING_CREDENTIAL)
         raise Unauthorized("The Bearer token is not valid, or was revoked.")
 
-    async def require(self, token: str | None, allowed: Collection[Role]) -> Principal:
-        principal = await self.identify(token)
+    def _refused(self, client: str) -> None:
+        self.failures += 1
+        self._throttle.record_failure(client)
+
+    async def refuse(self, request: web.Request, refusal: Unauthorized) -> Principal:
+        """Refuse an Authorization header that cannot be read: a failure like any other
+        (429 instead when the caller failed too often lately)."""
+        client = self._address_of(request)
+        self._throttle.check(client)
+        self._refused(client)
+        raise refusal
+
+    async def require(
+        self, token: str | None, allowed: Collection[Role], request: web.Request
+    ) -> Principal:
+        principal = await self.identify(token, request)
         if principal.role not in allowed:
             names = " or ".join(sorted(role.value for role in allowed))
             raise Forbidden(

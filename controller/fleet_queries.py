@@ -66,8 +66,12 @@ class FleetQueries:
         return await self._database.transaction(read)
 
     async def read_fleet(self) -> tuple[StateRule, FleetCounts]:
-        """The fleet's convergence: one GROUP BY."""
+        """The fleet's convergence: one GROUP BY, after this replica's pending polls."""
         await self._flush_ledger()
+        return await self.count_fleet()
+
+    async def count_fleet(self) -> tuple[StateRule, FleetCounts]:
+        """The fleet's convergence as the database has it: one GROUP BY, no flush."""
 
         async def read(conn: AsyncConnection) -> tuple[StateRule, list[VersionGroup]]:
             rule = await self._rule(conn)

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-
 from aiohttp import web
 from sqlalchemy import text
 
-from common.errors import FleetconfError
 from common.http import json_response
 from common.metrics import METRICS_PATH, metrics_documented, metrics_response
 from common.openapi import Operation, Response
@@ -15,8 +12,6 @@ from controller import keys
 from controller.constants import READINESS_TIMEOUT_SECONDS
 from controller.models import Health
 from controller.openapi_parts import UNAVAILABLE
-
-logger = logging.getLogger(__name__)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -31,16 +26,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Read the agents' states, then serve every metric in the Prometheus text format."""
-    app = request.app
-    collected = app[keys.METRICS]
-    try:
-        _, collected.fleet = await app[keys.FLEET].read_fleet()
-    except FleetconfError:
-        # The database is down: the other metrics are still served, the states are left out.
-        logger.warning("metrics.fleet_unavailable")
-        collected.fleet = None
-    return metrics_response(collected.registry)
+    """Every metric in the Prometheus text format, from memory: the agents' states are
+    the ones read in the background (left out while the database does not answer)."""
+    return metrics_response(request.app[keys.METRICS].registry)
 
 
 _METRICS_EXAMPLE = """\
@@ -84,7 +72,8 @@ METRICS = Operation(
     operation_id="metrics",
     summary="Prometheus metrics",
     description="Counters and gauges of this replica, and the fleet's agents by state "
-    "(one database query per scrape; left out while the database does not answer).",
+    "(read in the background every few seconds, so a scrape costs no database work; left "
+    "out while the database does not answer).",
     tags=("health",),
     responses=(metrics_documented(_METRICS_EXAMPLE),),
 )

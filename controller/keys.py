@@ -9,15 +9,18 @@ from aiohttp import web
 
 from common.hints import HintSubscription
 from common.supervision import Supervisor
+from controller.addresses import ClientAddresses
 from controller.cache import ConfigCache
 from controller.credentials import AgentTokens, Authenticator
 from controller.db import Database
+from controller.fleet_counts import FleetCountsCache
 from controller.fleet_queries import FleetQueries
 from controller.hints import HintPublisher
 from controller.ledger import Ledger
 from controller.metrics import ControllerMetrics
 from controller.ratelimit import RateLimiter
 from controller.settings import ControllerSettings
+from controller.throttle import FailureThrottle
 
 SETTINGS: Final = web.AppKey("settings", ControllerSettings)
 DATABASE: Final = web.AppKey("database", Database)
@@ -32,3 +35,6 @@ WRITE_LOCK: Final = web.AppKey("write_lock", asyncio.Lock)
 REGISTRATION_LIMITER: Final = web.AppKey("registration_limiter", RateLimiter)
 METRICS: Final = web.AppKey("metrics", ControllerMetrics)
 SUPERVISOR: Final = web.AppKey("supervisor", Supervisor)
+CLIENT_ADDRESSES: Final = web.AppKey("client_addresses", ClientAddresses)
+AUTH_THROTTLE: Final = web.AppKey("auth_throttle", FailureThrottle)
+FLEET_COUNTS: Final = web.AppKey("fleet_counts", FleetCountsCache)

@@ -3,8 +3,9 @@ already keeps (``GET /metrics`` in :mod:`controller.health_api` serves it).
 
 Nothing here runs per poll: GET /config adds one to a plain int on the cache it already
 holds (:class:`controller.cache.PollCounts`), and the collector turns those ints into
-metrics when Prometheus scrapes. The agents' states take one GROUP BY per scrape, the
-query GET /fleet makes, and so are the fleet's view, the same on every replica.
+metrics when Prometheus scrapes. The agents' states are the fleet's view, the same on
+every replica, as :class:`controller.fleet_counts.FleetCountsCache` last read them (a
+scrape costs no database work).
 """
 
 from __future__ import annotations
@@ -18,21 +19,33 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from common.metrics import counter_by
 from common.models import AgentState
 from controller.cache import ConfigCache
+from controller.credentials import Authenticator
 from controller.fleet import FleetCounts
+from controller.fleet_counts import FleetCountsCache
 from controller.hints import HintPublisher
+from controller.throttle import FailureThrottle
 
 
 class ControllerMetrics:
     """The app's registry, the request counts kept for it, and the collector reading them."""
 
-    def __init__(self, cache: ConfigCache, publisher: HintPublisher) -> None:
+    def __init__(
+        self,
+        cache: ConfigCache,
+        publisher: HintPublisher,
+        *,
+        fleet_counts: FleetCountsCache,
+        authenticator: Authenticator,
+        throttle: FailureThrottle,
+    ) -> None:
         self._cache = cache
         self._publisher = publisher
+        self._fleet_counts = fleet_counts
+        self._authenticator = authenticator
+        self._throttle = throttle
         # Answers by HTTP status; the success statuses are there from the start.
         self.registrations: Counter[int] = Counter({201: 0})
         self.config_posts: Counter[int] = Counter({200: 0, 201: 0})
-        # The agents' states as of the latest scrape; None when the database did not answer.
-        self.fleet: FleetCounts | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -78,8 +91,21 @@ class ControllerMetrics:
             "unchanged, 412 If-Match mismatch, 4xx refused).",
             self.config_posts,
         )
-        if self.fleet is not None:
-            yield _agents(self.fleet)
+        yield CounterMetricFamily(
+            "fleetconf_controller_auth_failures",
+            "Requests this replica refused with 401: no, a malformed, an unknown or a "
+            "revoked credential.",
+            value=self._authenticator.failures,
+        )
+        yield CounterMetricFamily(
+            "fleetconf_controller_auth_throttled",
+            "Requests this replica refused with 429, unchecked, because their client "
+            "address failed to authenticate too often lately.",
+            value=self._throttle.throttled,
+        )
+        fleet = self._fleet_counts.counts
+        if fleet is not None:
+            yield _agents(fleet)
 
 
 def _by_code(name: str, documentation: str, counts: Mapping[int, int]) -> CounterMetricFamily:

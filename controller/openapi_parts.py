@@ -38,6 +38,13 @@ WRONG_ROLE = problem(
     "A valid token of a role that may not do this.",
     "This endpoint is for the admin role; this token has the registration role.",
 )
+THROTTLED = problem(
+    429,
+    "Too many failed authentications from this client address lately: refused without "
+    "looking at the token (a cached agent token, the admin or registration token still "
+    "pass); Retry-After says when to retry.",
+    "Too many failed authentications from 192.0.2.10; retry in 7 s.",
+)
 TOO_LARGE = problem(413, "The body is larger than 64 KiB.", "The body may be at most 65536 bytes.")
 NOT_JSON = problem(
     415, "The body is not application/json.", "Send the body as application/json, not text/plain."

@@ -9,6 +9,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from common.auth import bearer_token
+from common.errors import Unauthorized
 from common.metadata import package_version
 from common.openapi import Operation, add_docs_routes, add_operations, build_openapi
 from common.problem import add_problem_fallbacks
@@ -48,8 +49,14 @@ SECURITY_SCHEMES: Final[dict[str, dict[str, Any]]] = {
 
 def authorize(request: web.Request, roles: tuple[Role, ...]) -> Awaitable[Principal]:
     """Who is calling, if ``roles`` include its role: 401 for no valid token, 403 for
-    another role. The guard of every operation that declares roles."""
-    return request.app[keys.AUTHENTICATOR].require(bearer_token(request), roles)
+    another role, 429 for a client that failed too often lately. The guard of every
+    operation that declares roles."""
+    authenticator = request.app[keys.AUTHENTICATOR]
+    try:
+        token = bearer_token(request)
+    except Unauthorized as refusal:
+        return authenticator.refuse(request, refusal)
+    return authenticator.require(token, roles, request)
 
 
 def openapi_document() -> dict[str, Any]:

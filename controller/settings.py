@@ -14,7 +14,12 @@ from common.constants import (
     MIN_POLL_INTERVAL_SECONDS,
 )
 from common.settings import blank_secret_is_unset, known_log_level, load_secret_files
-from controller.constants import AGENT_TOKEN_CACHE_SECONDS
+from controller.addresses import Network, parse_networks
+from controller.constants import (
+    AGENT_TOKEN_CACHE_SECONDS,
+    AUTH_FAILURE_WINDOW_SECONDS,
+    AUTH_FAILURES_PER_WINDOW,
+)
 
 ENV_PREFIX = "CONTROLLER_"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/controller.db"
@@ -64,6 +69,11 @@ class ControllerSettings(BaseSettings):
     # POST /register per client address: a burst, then this many per second (429 beyond).
     registration_rate_per_second: float = Field(default=20.0, gt=0)
     registration_burst: int = Field(default=200, ge=1)
+    # Failed authentications per client address in a window; beyond them 429.
+    auth_failures_per_window: int = Field(default=AUTH_FAILURES_PER_WINDOW, ge=1)
+    auth_failure_window_seconds: float = Field(default=AUTH_FAILURE_WINDOW_SECONDS, gt=0)
+    # Comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed.
+    trusted_proxies: str | None = None
     # How long a verified agent token is trusted before it is looked up again; a
     # revocation clears every replica's cache at once regardless.
     agent_token_cache_seconds: float = Field(default=AGENT_TOKEN_CACHE_SECONDS, gt=0)
@@ -80,6 +90,17 @@ class ControllerSettings(BaseSettings):
     def _empty_url_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
         """``CONTROLLER_REDIS_URL=`` (empty) means no Redis, as an unset variable does."""
         return blank_secret_is_unset(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_networks(value)
+        return value or None
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[Network, ...]:
+        return parse_networks(self.trusted_proxies or "")
 
     @field_validator("log_level")
     @classmethod

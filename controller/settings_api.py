@@ -10,7 +10,7 @@ from controller import keys
 from controller.config_api import writer
 from controller.credentials import ADMIN, Principal
 from controller.models import PollSettings
-from controller.openapi_parts import NO_TOKEN, UNAVAILABLE, WRONG_ROLE, body_problems
+from controller.openapi_parts import NO_TOKEN, THROTTLED, UNAVAILABLE, WRONG_ROLE, body_problems
 from controller.versions import set_poll_interval
 
 
@@ -42,6 +42,7 @@ GET_SETTINGS = Operation(
         Response(status=200, description="The settings.", model=PollSettings),
         NO_TOKEN,
         WRONG_ROLE,
+        THROTTLED,
     ),
 )
 
@@ -60,6 +61,7 @@ PUT_SETTINGS = Operation(
         NO_TOKEN,
         WRONG_ROLE,
         *body_problems("PollSettings"),
+        THROTTLED,
         UNAVAILABLE,
     ),
 )

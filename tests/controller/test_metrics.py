@@ -6,7 +6,7 @@ import asyncio
 
 from pytest_aiohttp import AiohttpClient
 
-from controller import migrations
+from controller import keys, migrations
 from controller.app import create_app
 from tests.controller.conftest import (
     ADMIN,
@@ -19,6 +19,12 @@ from tests.controller.conftest import (
 from tests.support.metrics import by_label, names, scrape, value
 from tests.support.services import throwaway_postgres
 from tests.support.tcp_proxy import TcpProxy
+
+
+async def refresh_fleet_counts(client: Client) -> None:
+    """What the background loops do in time: write the polls, read the agents' states."""
+    await client.app[keys.LEDGER].flush()
+    await client.app[keys.FLEET_COUNTS].refresh()
 
 
 async def test_metrics_follow_polls_posts_and_registrations(make_client: ClientFactory) -> None:
@@ -42,6 +48,7 @@ async def test_metrics_follow_polls_posts_and_registrations(make_client: ClientF
     assert (await client.get("/config", headers=headers)).status == 304
     assert (await client.get("/config", headers={"Authorization": "Bearer nope"})).status == 401
 
+    await refresh_fleet_counts(client)
     after = await scrape(client)
     assert value(after, "fleetconf_controller_config_version") == version
     polls = by_label(after, "fleetconf_controller_polls_total", "result")
@@ -49,6 +56,8 @@ async def test_metrics_follow_polls_posts_and_registrations(make_client: ClientF
     posts = by_label(after, "fleetconf_controller_config_posts_total", "code")
     assert posts == {"201": 1, "200": 1, "422": 1}
     assert by_label(after, "fleetconf_controller_registrations_total", "code") == {"201": 1}
+    assert value(after, "fleetconf_controller_auth_failures_total") == 1
+    assert value(after, "fleetconf_controller_auth_throttled_total") == 0
     # No Redis: nothing published, nothing failed.
     assert value(after, "fleetconf_controller_hints_published_total") == 0
     assert value(after, "fleetconf_controller_hint_publish_failures_total") == 0
@@ -77,8 +86,8 @@ async def test_two_apps_in_one_process_count_separately(make_client: ClientFacto
 async def test_agent_states_are_left_out_while_postgres_is_cut_off(
     aiohttp_client: AiohttpClient,
 ) -> None:
-    """With the path to PostgreSQL cut, /metrics still answers 200 from memory, without the
-    agents' states; restored, the states are back."""
+    """With the path to PostgreSQL cut, /metrics still answers 200 from memory, and the
+    agents' states are left out once a refresh failed; restored, the states are back."""
     with throwaway_postgres() as url:
         await asyncio.to_thread(migrations.upgrade, url)
         async with TcpProxy.for_url(url) as link:
@@ -86,11 +95,14 @@ async def test_agent_states_are_left_out_while_postgres_is_cut_off(
                 create_app(controller_settings(link.rewrite(url)))
             )
             await register(client)
+            await refresh_fleet_counts(client)
             assert value(await scrape(client), "fleetconf_controller_agents", state="behind") == 1
             link.cut()
+            await client.app[keys.FLEET_COUNTS].refresh()
             samples = await scrape(client)
             assert value(samples, "fleetconf_controller_config_version") == 0
             assert "fleetconf_controller_agents" not in names(samples)
             link.restore()
+            await refresh_fleet_counts(client)
             assert value(await scrape(client), "fleetconf_controller_agents", state="behind") == 1
             await client.close()
