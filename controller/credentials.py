@@ -1,6 +1,8 @@
-"""Who is calling: the admin, a machine that may register, or a registered agent.
+"""Who is calling: the admin, a viewer, a machine that may register, or a registered agent.
 
-Admin and registration tokens are static settings. Agent tokens are issued at
+Admin and registration tokens are static settings; named credentials of the admin and
+viewer roles are issued through ``POST /credentials`` and held in memory by every
+replica (see ``controller.named_credentials``). Agent tokens are issued at
 registration as ``<agent id>.<secret>``; only their SHA-256 is stored. Every comparison
 is constant-time, and a verified agent credential is trusted for
 ``AGENT_TOKEN_CACHE_SECONDS`` so that polling does not query the database. A revocation
@@ -21,12 +23,14 @@ from pydantic import SecretStr
 from common.auth import hash_token, new_secret, tokens_equal
 from common.errors import Forbidden, Unauthorized, Unavailable
 from controller import store
-from controller.constants import AGENT_TOKEN_CACHE_SECONDS
+from controller.constants import AGENT_TOKEN_CACHE_SECONDS, BOOTSTRAP_ADMIN_NAME
 from controller.db import Database
+from controller.named_credentials import NamedCredentials
 
 
 class Role(enum.Enum):
     ADMIN = "admin"
+    VIEWER = "viewer"
     REGISTRATION = "registration"
     AGENT = "agent"
 
@@ -39,14 +43,21 @@ class Role(enum.Enum):
 # Who may call an operation, declared on it (Operation.roles); the documented
 # security lists the roles in this order.
 ADMIN = (Role.ADMIN,)
+# Every GET of the admin API, except the list of credentials (who has access is for
+# admins only).
+ADMIN_READERS = (Role.ADMIN, Role.VIEWER)
 REGISTRARS = (Role.REGISTRATION, Role.ADMIN)
 CONFIG_READERS = (Role.AGENT, Role.REGISTRATION, Role.ADMIN)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Principal:
+    """``name`` is who made a change: "admin" for CONTROLLER_ADMIN_TOKEN, a named
+    credential's name, None for registration and agent tokens."""
+
     role: Role
     agent_id: uuid.UUID | None = None
+    name: str | None = None
 
 
 def issue_agent_token(agent_id: uuid.UUID) -> str:
@@ -130,11 +141,17 @@ class AgentTokens:
 
 class Authenticator:
     def __init__(
-        self, *, admin_token: SecretStr, registration_token: SecretStr, agent_tokens: AgentTokens
+        self,
+        *,
+        admin_token: SecretStr,
+        registration_token: SecretStr,
+        agent_tokens: AgentTokens,
+        named: NamedCredentials,
     ) -> None:
         self._admin = admin_token
         self._registration = registration_token
         self._agent_tokens = agent_tokens
+        self._named = named
 
     async def identify(self, token: str | None) -> Principal:
         """The principal a Bearer token stands for; 401 when there is none or it is unknown."""
@@ -148,9 +165,12 @@ class Authenticator:
         is_admin = tokens_equal(token, self._admin.get_secret_value())
         is_registration = tokens_equal(token, self._registration.get_secret_value())
         if is_admin:
-            return Principal(role=Role.ADMIN)
+            return Principal(role=Role.ADMIN, name=BOOTSTRAP_ADMIN_NAME)
         if is_registration:
             return Principal(role=Role.REGISTRATION)
+        named = self._named.identify(token)
+        if named is not None:
+            return Principal(role=Role(named.role), name=named.name)
         agent_id = await self._agent_tokens.verify(token)
         if agent_id is not None:
             return Principal(role=Role.AGENT, agent_id=agent_id)
