@@ -21,8 +21,7 @@ def _pairs(text: str) -> dict[str, str]:
 async def test_create_prints_the_token_once_and_says_so(
     cli: Cli, controller: ServiceProcess, http: aiohttp.ClientSession
 ) -> None:
-    """`credentials create` prints name, role, time and a token that works, with a note
-    that it is shown once; --json gives the controller's answer."""
+    """`credentials create` prints a working token once and says so; --json as well."""
     text = await cli("credentials", "create", "ci-deploy", "--role", "viewer")
     assert text.exit_code == 0, text.stderr
     *lines, note = text.stdout.splitlines()
@@ -46,8 +45,7 @@ async def test_create_prints_the_token_once_and_says_so(
 
 
 async def test_list_and_revoke(cli: Cli) -> None:
-    """`credentials list` shows who issued what and what is revoked, paged; `revoke`
-    revokes once, then the controller's 404 is exit 3."""
+    """`credentials list` pages who issued what and what is revoked; `revoke` works once."""
     for name, role in (("alice", "admin"), ("bob", "viewer"), ("carol", "viewer")):
         assert (await cli("credentials", "create", name, "--role", role)).exit_code == 0
     revoked = await cli("credentials", "revoke", "bob")
@@ -72,8 +70,7 @@ async def test_list_and_revoke(cli: Cli) -> None:
 
 
 async def test_refusals_are_one_line(cli: Cli) -> None:
-    """A taken name (409), an invalid one (422), a missing or unknown role (usage), and a
-    viewer's token (403) are each one stderr line and nothing on stdout."""
+    """409, 422, a bad role and a viewer's 403 are each one stderr line, stdout empty."""
     await cli("credentials", "create", "taken", "--role", "viewer")
     taken = await cli("credentials", "create", "taken", "--role", "admin")
     assert taken.exit_code == EXIT_REFUSED
@@ -94,8 +91,7 @@ async def test_refusals_are_one_line(cli: Cli) -> None:
 
 
 async def test_a_hostile_name_stays_one_path_segment_and_prints_inert(cli: Cli) -> None:
-    """A name holding escape sequences and ``../`` reaches no other route (404) and no
-    raw control character reaches the terminal."""
+    """A name with escapes and ../ reaches no other route and no raw control character prints."""
     hostile = "\x1b[31m../config\x07"
     for args in (("revoke", hostile), ("create", hostile, "--role", "viewer")):
         result = await cli("credentials", *args)

@@ -101,8 +101,7 @@ async def test_named_admin_may_do_what_the_admin_token_may(client: Client) -> No
 
 
 async def test_viewer_reads_the_admin_api_and_changes_nothing(client: Client) -> None:
-    """A viewer may GET versions, agents, fleet and settings; every write, /register,
-    GET /config and GET /credentials are 403, and nothing changes."""
+    """A viewer may GET the admin API; writes, /register, GET /config, /credentials: 403."""
     agent = await register(client)
     viewer = bearer((await create(client, "auditor"))["token"])
     for path in (
@@ -175,8 +174,7 @@ async def test_taken_and_revoked_names_are_409(client: Client) -> None:
     ],
 )
 async def test_invalid_requests_are_422_and_create_nothing(client: Client, body: Any) -> None:
-    """Names outside 1-64 of [A-Za-z0-9._@-] or 'admin', other roles, extra or missing
-    fields: 422 problem+json listing the errors, and nothing stored."""
+    """Bad names (or 'admin'), roles or fields: 422 problem+json, nothing stored."""
     resp = await client.post("/credentials", json=body, headers=ADMIN)
     await assert_invalid_input(resp)
     assert await stored_rows(client) == []
@@ -208,8 +206,7 @@ async def test_list_pages_oldest_first_with_revoked_ones(client: Client) -> None
 
 
 async def test_revoke_refuses_the_token_at_once_and_only_once(client: Client) -> None:
-    """DELETE answers 204 and the token is 401 on its next request; again, unknown
-    names and 'admin' are 404."""
+    """DELETE is 204, the token 401 at once; again, unknown names and 'admin' are 404."""
     token = (await create(client, "temp", "admin"))["token"]
     kept = (await create(client, "kept"))["token"]
     assert (await client.get("/fleet", headers=bearer(token))).status == 200

@@ -70,8 +70,7 @@ async def _tables_and_fleet_columns(database_url: str) -> tuple[set[str], set[st
 async def test_credentials_revision_goes_down_and_up_with_the_fleet_row(
     database_url: str,
 ) -> None:
-    """0004_credentials drops the credentials table and the issued count and adds them
-    back; the fleet row and its revocation count survive the round trip."""
+    """0004_credentials goes down and up again; the fleet row and its revocations survive."""
     engine = create_engine(database_url)
     try:
         async with engine.begin() as conn:

@@ -274,8 +274,7 @@ async def test_agent_token_near_misses_are_401(controller: Client) -> None:
 
 
 async def test_named_token_near_misses_are_401(controller: Client) -> None:
-    """A named token re-cased, cut short, extended, without its prefix, or with another
-    credential's secret is 401, on a route either credential could open."""
+    """A named token altered, cut, re-cased, unprefixed or with another's secret is 401."""
     token = await issue(controller, "near-admin", "admin")
     other = await issue(controller, "near-viewer", "viewer")
     secret = token.removeprefix("fc_")
@@ -297,9 +296,7 @@ async def test_named_token_near_misses_are_401(controller: Client) -> None:
 async def test_revoked_and_forged_tokens_on_each_backend(
     make_controller: MakeController, migrated_database_url: str
 ) -> None:
-    """On SQLite and PostgreSQL: a revoked or forged agent or named token is 401 everywhere
-    it is checked; an agent token and a viewer are 403 wherever their role is not listed,
-    a named admin nowhere."""
+    """Both backends: revoked/forged agent or named tokens 401; agent, viewer 403 by role."""
     client = await make_controller(database_url=migrated_database_url)
     fleet = await _fleet(client)
     checked = (

@@ -165,9 +165,7 @@ async def test_no_secret_in_logs_answers_or_documents(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Register, poll, publish, deliver to the worker, issue and revoke a named credential,
-    refuse bad tokens, lose Redis: no log record at DEBUG and no answer but the
-    registration's and the issuing's holds a secret."""
+    """The whole flow at DEBUG: no secret in a log record, nor in an answer but two by contract."""
     # As configure_logging() does in every service: no access log lines. (This call
     # first: each set_level also sets the capturing handler's level.)
     caplog.set_level(logging.WARNING, logger="aiohttp.access")
