@@ -65,9 +65,6 @@ class NamedCredentials:
         # Reloads one at a time, so an older read never replaces a newer one.
         self._reloading = asyncio.Lock()
 
-    def __len__(self) -> int:
-        return len(self._by_hash)
-
     def identify(self, token: str) -> NamedCredential | None:
         """The credential ``token`` stands for, or None; from memory only."""
         if not token.startswith(NAMED_CREDENTIAL_PREFIX):
