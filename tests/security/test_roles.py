@@ -326,6 +326,21 @@ async def test_revoked_and_forged_tokens_on_each_backend(
                 await _check_refusal(resp, refusal, auth["Authorization"].partition(" ")[2])
 
 
+def test_viewers_may_call_every_admin_get_but_the_credential_list() -> None:
+    """viewerToken is documented on exactly the admin API's GETs, GET /credentials aside."""
+    viewer = {route.operation_id for route in CONTROLLER_ROUTES if "viewerToken" in route.security}
+    # The admin API: what the admin may call and neither agents nor registrars may.
+    admin_gets = {
+        route.operation_id
+        for route in CONTROLLER_ROUTES
+        if route.method == "GET"
+        and "adminToken" in route.security
+        and not route.security & {"agentToken", "registrationToken"}
+    }
+    assert viewer == admin_gets - {"listCredentials"}
+    assert "listCredentials" in admin_gets
+
+
 def test_every_controller_route_is_in_the_document() -> None:
     """The matrix covers every route the app serves: none is added beside the document."""
     app = create_controller_app(controller_settings("sqlite+aiosqlite:///unused.db"))
