@@ -46,7 +46,9 @@ class CreateCredentialRequest(BaseModel):
 
     name: CredentialName = Field(
         description="1-64 characters of A-Z a-z 0-9 . _ @ -; not 'admin' (in any case), and "
-        "never one used before, even by a revoked credential."
+        "never one used before, even by a revoked credential.",
+        # The reserved name, in the document as the server enforces it (any case).
+        json_schema_extra={"not": {"pattern": "^[Aa][Dd][Mm][Ii][Nn]$"}},
     )
     role: NamedRole = Field(description=_ROLE_NOTE)
 
