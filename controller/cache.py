@@ -145,7 +145,8 @@ class ConfigCache:
         return True
 
     def _note_revocations(self, count: int) -> None:
-        """Another replica revoked an agent: forget every cached credential here too."""
+        """Another replica revoked an agent or a named credential: forget every cached
+        agent credential here too (the named ones follow the fleet row themselves)."""
         if self._revocations is not None and count != self._revocations:
             logger.info("cache.revocation_seen revocations=%d", count)
             if self._on_revocation is not None:
