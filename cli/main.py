@@ -1,4 +1,5 @@
-"""``fleetconf``: read and change a fleetconf controller's configuration, settings and fleet.
+"""``fleetconf``: read and change a fleetconf controller's configuration, settings, fleet
+and named credentials.
 
 Exit status: 0 done, 2 bad usage or local settings, 3 the controller refused, 4 the
 controller could not be reached, 5 ``watch`` timed out, 130 interrupted.
@@ -13,7 +14,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from cli import commands, watch
+from cli import commands, credentials, watch
 from cli.client import ControllerClient
 from cli.console import Console
 from cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, CliError
@@ -37,7 +38,8 @@ Command = Callable[[ControllerClient, argparse.Namespace, Console], Awaitable[No
 EPILOG = f"""\
 environment:
   {URL_VARIABLE}  the controller (default {DEFAULT_CONTROLLER_URL})
-  {TOKEN_VARIABLE}  the admin token ({TOKEN_FILE_VARIABLE}: a file holding it)
+  {TOKEN_VARIABLE}  the admin token ({TOKEN_FILE_VARIABLE}: a file holding it), or
+    a named credential's token (a viewer's may read history, agents, fleet, settings)
 
 exit status: 0 done, 2 bad usage or settings, 3 the controller refused the request,
 4 the controller could not be reached, 5 watch timed out, 130 interrupted
@@ -150,6 +152,30 @@ def _agent_commands(
     revoke.add_argument("agent_id", metavar="ID")
 
 
+def _credential_commands(
+    group: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    parent = group.add_parser(
+        "credentials", help="named credentials of the admin and viewer roles", parents=[common]
+    )
+    sub = parent.add_subparsers(dest="credentials_command", required=True, metavar="COMMAND")
+    create = _leaf(
+        sub,
+        "create",
+        credentials.credentials_create,
+        "issue a named credential; its token is printed this once",
+        common,
+    )
+    create.add_argument("name", metavar="NAME", help="1-64 of A-Z a-z 0-9 . _ @ -")
+    create.add_argument("--role", required=True, choices=credentials.ROLES)
+    listing = _leaf(
+        sub, "list", credentials.credentials_list, "the named credentials, revoked ones too", common
+    )
+    _paging(listing, "credentials")
+    revoke = _leaf(sub, "revoke", credentials.credentials_revoke, "revoke a credential", common)
+    revoke.add_argument("name", metavar="NAME")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
     parser = argparse.ArgumentParser(
@@ -175,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     interval.add_argument("seconds", nargs="?", type=int, metavar="N", help="seconds, 1-86400")
     _agent_commands(group, common)
+    _credential_commands(group, common)
     _leaf(group, "fleet", commands.fleet, "how far the current version has spread", common)
     watcher = _leaf(
         group,

@@ -14,7 +14,7 @@ from common.metrics import counting
 from common.models import AgentState
 from common.openapi import Operation, Parameter, Response, problem
 from controller import keys, store
-from controller.credentials import ADMIN, REGISTRARS, Principal
+from controller.credentials import ADMIN, ADMIN_READERS, REGISTRARS, Principal
 from controller.fleet import StateRule, agent_state
 from controller.models import (
     EXAMPLE_AGENT_ID,
@@ -197,7 +197,7 @@ LIST_AGENTS = Operation(
     description="Registered, unrevoked agents ordered by registration time, then id. "
     + _STATE_NOTE,
     tags=("agents",),
-    roles=ADMIN,
+    roles=ADMIN_READERS,
     parameters=(
         *page_parameters("matching agents"),
         Parameter(
@@ -226,7 +226,7 @@ GET_AGENT = Operation(
     summary="One agent",
     description=_STATE_NOTE,
     tags=("agents",),
-    roles=ADMIN,
+    roles=ADMIN_READERS,
     parameters=(_AGENT_ID,),
     responses=(
         Response(status=200, description="The agent.", model=Agent),
@@ -275,7 +275,7 @@ FLEET_SUMMARY = Operation(
     summary="Has the current version landed everywhere?",
     description="Counts of unrevoked agents by state and by applied version. " + _STATE_NOTE,
     tags=("agents",),
-    roles=ADMIN,
+    roles=ADMIN_READERS,
     responses=(
         Response(status=200, description="The fleet's convergence.", model=FleetSummary),
         NO_TOKEN,

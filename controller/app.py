@@ -32,6 +32,7 @@ from controller.fleet_queries import FleetQueries
 from controller.hints import PUBLISH_TIMEOUT_SECONDS, HintPublisher
 from controller.ledger import Ledger
 from controller.metrics import ControllerMetrics
+from controller.named_credentials import NamedCredentials
 from controller.ratelimit import RateLimiter
 from controller.routes import setup_routes
 from controller.settings import ControllerSettings
@@ -44,10 +45,14 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     app[keys.DATABASE] = database
     agent_tokens = AgentTokens(database, cache_seconds=settings.agent_token_cache_seconds)
     app[keys.AGENT_TOKENS] = agent_tokens
+    # Loaded by the cache's first refresh, and reloaded when a refresh sees them change.
+    named = NamedCredentials(database)
+    app[keys.NAMED_CREDENTIALS] = named
     app[keys.AUTHENTICATOR] = Authenticator(
         admin_token=settings.admin_token,
         registration_token=settings.registration_token,
         agent_tokens=agent_tokens,
+        named=named,
         throttle=app[keys.AUTH_THROTTLE],
         address_of=app[keys.CLIENT_ADDRESSES].of,
     )
@@ -62,6 +67,7 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
         app[keys.DATABASE],
         default_poll_interval_seconds=app[keys.SETTINGS].poll_interval_seconds,
         on_revocation=app[keys.AGENT_TOKENS].forget_all,
+        on_fleet_row=app[keys.NAMED_CREDENTIALS].follow,
     )
     await cache.refresh()
     app[keys.CACHE] = cache

@@ -13,7 +13,7 @@ import dataclasses
 import datetime as dt
 import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -75,9 +75,13 @@ class ConfigCache:
         *,
         default_poll_interval_seconds: int,
         on_revocation: Callable[[], None] | None = None,
+        on_fleet_row: Callable[[store.FleetRow], Awaitable[None]] | None = None,
     ) -> None:
         self._database = database
         self._on_revocation = on_revocation
+        # Runs at each refresh with the fleet row read: the named credentials follow its
+        # counts. It handles its own failures.
+        self._on_fleet_row = on_fleet_row
         self._revocations: int | None = None
         self._default_poll_interval_seconds = default_poll_interval_seconds
         self._snapshot: Snapshot | None = None
@@ -127,6 +131,8 @@ class ConfigCache:
 
         fleet, self.fleet_size, record = await self._database.transaction(read)
         self._note_revocations(fleet.revocations)
+        if self._on_fleet_row is not None:
+            await self._on_fleet_row(fleet)
         if held is not None and held.version == fleet.current_version:
             self.set_poll_interval(fleet.poll_interval_seconds)
             return False
@@ -139,7 +145,8 @@ class ConfigCache:
         return True
 
     def _note_revocations(self, count: int) -> None:
-        """Another replica revoked an agent: forget every cached credential here too."""
+        """Another replica revoked an agent or a named credential: forget every cached
+        agent credential here too (the named ones follow the fleet row themselves)."""
         if self._revocations is not None and count != self._revocations:
             logger.info("cache.revocation_seen revocations=%d", count)
             if self._on_revocation is not None:

@@ -12,7 +12,7 @@ from common.models import WorkerConfig
 from common.openapi import Operation, Parameter, Response, problem
 from controller import keys, store
 from controller.cache import etag_for
-from controller.credentials import ADMIN, CONFIG_READERS, Principal
+from controller.credentials import ADMIN, ADMIN_READERS, CONFIG_READERS, Principal
 from controller.etags import if_match_versions, if_none_match_hits
 from controller.models import (
     EXAMPLE_AGENT_ID,
@@ -245,7 +245,7 @@ LIST_VERSIONS = Operation(
     'Version 0, the default configuration {"url": null} that agents get before any '
     "POST /config, is stored when the database is created and comes last.",
     tags=("config",),
-    roles=ADMIN,
+    roles=ADMIN_READERS,
     parameters=page_parameters("newer versions"),
     responses=(
         Response(status=200, description="One page of versions.", model=ConfigVersionPage),
@@ -266,7 +266,7 @@ GET_VERSION = Operation(
     description="Versions are immutable: the answer for a version never changes, "
     "except whether it is still the current one.",
     tags=("config",),
-    roles=ADMIN,
+    roles=ADMIN_READERS,
     parameters=(
         Parameter(
             name=VERSION_PARAMETER,

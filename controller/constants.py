@@ -43,3 +43,8 @@ LISTEN_BACKLOG: Final = 4096
 SQLITE_BUSY_TIMEOUT_MILLISECONDS: Final = 5_000
 # The id of the fleet table's single row.
 FLEET_ROW_ID: Final = 1
+# Named credentials' tokens start with this (then 256 random bits, URL-safe, no dot), so a
+# token is recognisable in a secret scan and never mistaken for an agent's.
+NAMED_CREDENTIAL_PREFIX: Final = "fc_"
+# The actor name of CONTROLLER_ADMIN_TOKEN; no named credential may take it.
+BOOTSTRAP_ADMIN_NAME: Final = "admin"

@@ -1,6 +1,8 @@
-"""Who is calling: the admin, a machine that may register, or a registered agent.
+"""Who is calling: the admin, a viewer, a machine that may register, or a registered agent.
 
-Admin and registration tokens are static settings. Agent tokens are issued at
+Admin and registration tokens are static settings; named credentials of the admin and
+viewer roles are issued through ``POST /credentials`` and held in memory by every
+replica (see ``controller.named_credentials``). Agent tokens are issued at
 registration as ``<agent id>.<secret>``; only their SHA-256 is stored. Every comparison
 is constant-time, and a verified agent credential is trusted for
 ``AGENT_TOKEN_CACHE_SECONDS`` so that polling does not query the database. A revocation
@@ -35,10 +37,12 @@ from common.errors import Forbidden, Unauthorized, Unavailable
 from controller import store
 from controller.constants import (
     AGENT_TOKEN_CACHE_SECONDS,
+    BOOTSTRAP_ADMIN_NAME,
     UNKNOWN_AGENT_CACHE_SECONDS,
     UNKNOWN_AGENTS_CACHED,
 )
 from controller.db import Database
+from controller.named_credentials import NamedCredentials
 from controller.throttle import FailureThrottle
 
 if TYPE_CHECKING:
@@ -47,6 +51,7 @@ if TYPE_CHECKING:
 
 class Role(enum.Enum):
     ADMIN = "admin"
+    VIEWER = "viewer"
     REGISTRATION = "registration"
     AGENT = "agent"
 
@@ -59,14 +64,21 @@ class Role(enum.Enum):
 # Who may call an operation, declared on it (Operation.roles); the documented
 # security lists the roles in this order.
 ADMIN = (Role.ADMIN,)
+# Every GET of the admin API, except the list of credentials (who has access is for
+# admins only).
+ADMIN_READERS = (Role.ADMIN, Role.VIEWER)
 REGISTRARS = (Role.REGISTRATION, Role.ADMIN)
 CONFIG_READERS = (Role.AGENT, Role.REGISTRATION, Role.ADMIN)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Principal:
+    """``name`` is who made a change: "admin" for CONTROLLER_ADMIN_TOKEN, a named
+    credential's name, None for registration and agent tokens."""
+
     role: Role
     agent_id: uuid.UUID | None = None
+    name: str | None = None
 
 
 def issue_agent_token(agent_id: uuid.UUID) -> str:
@@ -217,12 +229,14 @@ class Authenticator:
         admin_token: SecretStr,
         registration_token: SecretStr,
         agent_tokens: AgentTokens,
+        named: NamedCredentials,
         throttle: FailureThrottle,
         address_of: AddressOf,
     ) -> None:
         self._admin = admin_token
         self._registration = registration_token
         self._agent_tokens = agent_tokens
+        self._named = named
         self._throttle = throttle
         self._address_of = address_of
         # Refused credentials (401): read by the metrics.
@@ -240,9 +254,13 @@ class Authenticator:
             is_admin = tokens_equal(token, self._admin.get_secret_value())
             is_registration = tokens_equal(token, self._registration.get_secret_value())
             if is_admin:
-                return Principal(role=Role.ADMIN)
+                return Principal(role=Role.ADMIN, name=BOOTSTRAP_ADMIN_NAME)
             if is_registration:
                 return Principal(role=Role.REGISTRATION)
+            # A named credential: held in memory, looked up by its hash.
+            named = self._named.identify(token)
+            if named is not None:
+                return Principal(role=Role(named.role), name=named.name)
         return await self._identify_agent(token, request)
 
     async def _identify_agent(self, token: str | None, request: web.Request) -> Principal:

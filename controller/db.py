@@ -90,8 +90,11 @@ fleet_table = Table(
     Column("current_version", Integer, nullable=False),
     Column("poll_interval_seconds", Integer, nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False),
-    # Bumped by every revocation: replicas drop their cached agent credentials on a change.
+    # Bumped by every revocation (of an agent or of a named credential): replicas drop
+    # their cached agent credentials and reload the named ones on a change.
     Column("revocations", Integer, nullable=False, server_default="0"),
+    # Bumped by every named credential issued: replicas reload the named ones on a change.
+    Column("credentials_issued", Integer, nullable=False, server_default="0"),
 )
 
 config_versions = Table(
@@ -115,6 +118,19 @@ agents = Table(
     Column("applied_version", Integer, nullable=True),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
     Index("ix_agents_registered_at", "registered_at", "id"),
+)
+
+# Named credentials (POST /credentials): only the SHA-256 of each token is kept. A name
+# is never reused, revoked or not, so whatever recorded it names one credential.
+credentials = Table(
+    "credentials",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(64), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
 )
 
 

@@ -18,6 +18,7 @@ from controller.fleet_queries import FleetQueries
 from controller.hints import HintPublisher
 from controller.ledger import Ledger
 from controller.metrics import ControllerMetrics
+from controller.named_credentials import NamedCredentials
 from controller.ratelimit import RateLimiter
 from controller.settings import ControllerSettings
 from controller.throttle import FailureThrottle
@@ -28,6 +29,7 @@ CACHE: Final = web.AppKey("cache", ConfigCache)
 LEDGER: Final = web.AppKey("ledger", Ledger)
 FLEET: Final = web.AppKey("fleet", FleetQueries)
 AGENT_TOKENS: Final = web.AppKey("agent_tokens", AgentTokens)
+NAMED_CREDENTIALS: Final = web.AppKey("named_credentials", NamedCredentials)
 AUTHENTICATOR: Final = web.AppKey("authenticator", Authenticator)
 PUBLISHER: Final = web.AppKey("publisher", HintPublisher)
 HINT_SUBSCRIPTION: Final = web.AppKey("hint_subscription", HintSubscription)

@@ -13,7 +13,7 @@ from common.errors import Unauthorized
 from common.metadata import package_version
 from common.openapi import Operation, add_docs_routes, add_operations, build_openapi
 from common.problem import add_problem_fallbacks
-from controller import agents_api, config_api, health_api, keys, settings_api
+from controller import agents_api, config_api, credentials_api, health_api, keys, settings_api
 from controller.credentials import Principal, Role
 
 # In the order the OpenAPI document lists them.
@@ -26,13 +26,21 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
     agents_api.GET_AGENT,
     agents_api.REVOKE_AGENT,
     agents_api.FLEET_SUMMARY,
+    *credentials_api.OPERATIONS,
 )
 
 SECURITY_SCHEMES: Final[dict[str, dict[str, Any]]] = {
     Role.ADMIN.security_scheme: {
         "type": "http",
         "scheme": "bearer",
-        "description": "CONTROLLER_ADMIN_TOKEN",
+        "description": "CONTROLLER_ADMIN_TOKEN, or a named credential of the admin role "
+        "(POST /credentials)",
+    },
+    Role.VIEWER.security_scheme: {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A named credential of the viewer role (POST /credentials): every GET "
+        "of the admin API but GET /credentials",
     },
     Role.REGISTRATION.security_scheme: {
         "type": "http",

@@ -8,7 +8,7 @@ from common.http import json_response, read_model
 from common.openapi import Operation, Response
 from controller import keys
 from controller.config_api import writer
-from controller.credentials import ADMIN, Principal
+from controller.credentials import ADMIN, ADMIN_READERS, Principal
 from controller.models import PollSettings
 from controller.openapi_parts import NO_TOKEN, THROTTLED, UNAVAILABLE, WRONG_ROLE, body_problems
 from controller.versions import set_poll_interval
@@ -37,7 +37,7 @@ GET_SETTINGS = Operation(
     operation_id="getSettings",
     summary="Fleet settings",
     tags=("settings",),
-    roles=ADMIN,
+    roles=ADMIN_READERS,
     responses=(
         Response(status=200, description="The settings.", model=PollSettings),
         NO_TOKEN,

@@ -19,11 +19,13 @@ from controller.fleet import StateRule, VersionGroup
 
 @dataclass(frozen=True, kw_only=True)
 class FleetRow:
-    """The fleet's single row: the current version, the poll interval, the revocations."""
+    """The fleet's single row: the current version, the poll interval, and the counts of
+    revocations and of named credentials issued."""
 
     current_version: int
     poll_interval_seconds: int | None
     revocations: int
+    credentials_issued: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,6 +54,7 @@ async def read_fleet_row(conn: AsyncConnection, *, for_update: bool = False) -> 
         fleet_table.c.current_version,
         fleet_table.c.poll_interval_seconds,
         fleet_table.c.revocations,
+        fleet_table.c.credentials_issued,
     ).where(fleet_table.c.id == FLEET_ROW_ID)
     if for_update:
         query = query.with_for_update()
@@ -60,6 +63,7 @@ async def read_fleet_row(conn: AsyncConnection, *, for_update: bool = False) -> 
         current_version=row.current_version,
         poll_interval_seconds=row.poll_interval_seconds,
         revocations=row.revocations,
+        credentials_issued=row.credentials_issued,
     )
 
 

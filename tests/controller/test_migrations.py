@@ -6,10 +6,11 @@ import asyncio
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import select
+from sqlalchemy import inspect, select, update
 
 from controller import migrations
 from controller.db import config_versions, create_engine, fleet_table, metadata
@@ -49,6 +50,51 @@ async def test_upgrade_is_idempotent_and_downgrade_works(database_url: str) -> N
     await asyncio.to_thread(migrations.downgrade, database_url, "base")
     await asyncio.to_thread(migrations.upgrade, database_url)
     assert await _diff(database_url) == []
+
+
+async def _tables_and_fleet_columns(database_url: str) -> tuple[set[str], set[str]]:
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+
+            def read(sync: Any) -> tuple[set[str], set[str]]:
+                inspector = inspect(sync)
+                columns = {column["name"] for column in inspector.get_columns("fleet_state")}
+                return set(inspector.get_table_names()), columns
+
+            return await conn.run_sync(read)
+    finally:
+        await engine.dispose()
+
+
+async def test_credentials_revision_goes_down_and_up_with_the_fleet_row(
+    database_url: str,
+) -> None:
+    """0004_credentials goes down and up again; the fleet row and its revocations survive."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(update(fleet_table).values(revocations=3, credentials_issued=2))
+    finally:
+        await engine.dispose()
+    await asyncio.to_thread(migrations.downgrade, database_url, "0003")
+    tables, columns = await _tables_and_fleet_columns(database_url)
+    assert "credentials" not in tables
+    assert "credentials_issued" not in columns
+    assert "revocations" in columns
+    await asyncio.to_thread(migrations.upgrade, database_url)
+    assert await _diff(database_url) == []
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(fleet_table.c.revocations, fleet_table.c.credentials_issued)
+                )
+            ).one()
+    finally:
+        await engine.dispose()
+    assert (row.revocations, row.credentials_issued) == (3, 0)
 
 
 def _migrate_env(database_url: str) -> dict[str, str]:

@@ -145,6 +145,19 @@ async def revoke(client: Client, agent_id: str) -> None:
     assert resp.status == 204, await resp.text()
 
 
+async def issue(client: Client, name: str, role: str) -> str:
+    """POST /credentials as the admin; the new credential's token."""
+    resp = await client.post("/credentials", json={"name": name, "role": role}, headers=ADMIN)
+    assert resp.status == 201, await resp.text()
+    token: str = (await resp.json())["token"]
+    return token
+
+
+async def revoke_credential(client: Client, name: str) -> None:
+    resp = await client.delete(f"/credentials/{name}", headers=ADMIN)
+    assert resp.status == 204, await resp.text()
+
+
 async def current_version(client: Client) -> int:
     resp = await client.get("/config", headers=ADMIN)
     assert resp.status == 200

@@ -12,8 +12,11 @@ from controller.routes import openapi_document as controller_document
 from worker.routes import openapi_document as worker_document
 
 AGENT_ID_PARAMETER = "{agent_id}"
-# The other path parameters, filled with a value every controller holds (version 0).
-PATH_VALUES = {"{version}": "0"}
+# The named credential the tests issue for DELETE /credentials/{name} to revoke.
+VICTIM_CREDENTIAL = "victim-credential"
+# The other path parameters, filled with a value every controller holds (version 0), or
+# that the test issued first (the victim credential).
+PATH_VALUES = {"{version}": "0", "{name}": VICTIM_CREDENTIAL}
 
 
 @dataclass(frozen=True, kw_only=True)

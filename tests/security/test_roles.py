@@ -1,6 +1,8 @@
 """Every route, with every kind of credential: the answer follows from the route's declared
-``security``. No token, or one nobody issued, is 401; a valid token of a role the route
-is not open to is 403; a role the route is open to is never refused."""
+``security``. No token, or one nobody issued (or since revoked), is 401; a valid token of
+a role the route is not open to is 403; a role the route is open to is never refused.
+Named credentials (POST /credentials) count as the role they were issued with: a named
+admin as ``adminToken``, a viewer as ``viewerToken``."""
 
 from __future__ import annotations
 
@@ -21,10 +23,12 @@ from tests.security.conftest import (
     MakeWorker,
     bearer,
     controller_settings,
+    issue,
     register,
     revoke,
+    revoke_credential,
 )
-from tests.security.operations import CONTROLLER_ROUTES, WORKER_ROUTES, Route
+from tests.security.operations import CONTROLLER_ROUTES, VICTIM_CREDENTIAL, WORKER_ROUTES, Route
 from worker.app import create_app as create_worker_app
 from worker.settings import WorkerSettings
 
@@ -41,6 +45,10 @@ class Credential(enum.Enum):
     AGENT = "agent"
     REVOKED_AGENT = "revoked-agent"
     FORGED_AGENT = "forged-agent"
+    NAMED_ADMIN = "named-admin"
+    VIEWER = "viewer"
+    REVOKED_NAMED = "revoked-named-admin"
+    FORGED_NAMED = "forged-named"
 
 
 # The security scheme each valid credential stands for; the others identify nobody.
@@ -48,6 +56,8 @@ SCHEME = {
     Credential.ADMIN: "adminToken",
     Credential.REGISTRATION: "registrationToken",
     Credential.AGENT: "agentToken",
+    Credential.NAMED_ADMIN: "adminToken",
+    Credential.VIEWER: "viewerToken",
 }
 
 # Where the code and the OpenAPI document disagree; the document is the contract.
@@ -66,12 +76,17 @@ def expected_refusal(route: Route, credential: Credential) -> int | None:
 
 @dataclass(frozen=True, kw_only=True)
 class Fleet:
-    """The tokens of one controller: a live agent, a revoked one, and a victim to name."""
+    """The tokens of one controller: a live agent, a revoked one, named credentials (a
+    revoked one too), and victims to name (an agent, a credential)."""
 
     agent_token: str
     revoked_token: str
     forged_token: str
     victim_id: str
+    named_admin_token: str
+    viewer_token: str
+    revoked_named_token: str
+    forged_named_token: str
 
 
 async def _fleet(client: Client) -> Fleet:
@@ -83,11 +98,21 @@ async def _fleet(client: Client) -> Fleet:
     assert polled.status == 200
     await revoke(client, revoked["agent_id"])
     secret = agent["agent_token"].partition(".")[2]
+    named_admin = await issue(client, "matrix-admin", "admin")
+    revoked_named = await issue(client, "matrix-revoked", "admin")
+    # Accepted first, then revoked: the revocation must win over what the replica holds.
+    assert (await client.get("/settings", headers=bearer(revoked_named))).status == 200
+    await revoke_credential(client, "matrix-revoked")
+    await issue(client, VICTIM_CREDENTIAL, "viewer")
     return Fleet(
         agent_token=agent["agent_token"],
         revoked_token=revoked["agent_token"],
         forged_token=f"{agent['agent_id']}.{secret[::-1]}",
         victim_id=victim["agent_id"],
+        named_admin_token=named_admin,
+        viewer_token=await issue(client, "matrix-viewer", "viewer"),
+        revoked_named_token=revoked_named,
+        forged_named_token="fc_" + named_admin.removeprefix("fc_")[::-1],
     )
 
 
@@ -99,6 +124,10 @@ def _authorization(credential: Credential, fleet: Fleet) -> dict[str, str]:
         Credential.AGENT: fleet.agent_token,
         Credential.REVOKED_AGENT: fleet.revoked_token,
         Credential.FORGED_AGENT: fleet.forged_token,
+        Credential.NAMED_ADMIN: fleet.named_admin_token,
+        Credential.VIEWER: fleet.viewer_token,
+        Credential.REVOKED_NAMED: fleet.revoked_named_token,
+        Credential.FORGED_NAMED: fleet.forged_named_token,
     }
     if credential is Credential.NONE:
         return {}
@@ -244,17 +273,45 @@ async def test_agent_token_near_misses_are_401(controller: Client) -> None:
     assert ok.status == 200
 
 
-async def test_revoked_and_forged_agent_tokens_on_each_backend(
+async def test_named_token_near_misses_are_401(controller: Client) -> None:
+    """A named token altered, cut, re-cased, unprefixed or with another's secret is 401."""
+    token = await issue(controller, "near-admin", "admin")
+    other = await issue(controller, "near-viewer", "viewer")
+    secret = token.removeprefix("fc_")
+    for near_miss in [
+        *_near_misses(token),
+        secret,
+        f"fc_{other.removeprefix('fc_')[:-1]}{secret[-1]}",
+        f"fc-{secret}",
+        f"FC_{secret}",
+        f"near-admin.{secret}",
+    ]:
+        if near_miss == token:  # a replacement that found nothing to replace
+            continue
+        resp = await controller.get("/settings", headers=bearer(near_miss))
+        await _check_refusal(resp, 401, near_miss)
+    assert (await controller.get("/settings", headers=bearer(token))).status == 200
+
+
+async def test_revoked_and_forged_tokens_on_each_backend(
     make_controller: MakeController, migrated_database_url: str
 ) -> None:
-    """On SQLite and PostgreSQL: a revoked or forged agent token is 401 everywhere it is
-    checked, and an agent token is 403 on every admin route."""
+    """Both backends: revoked/forged agent or named tokens 401; agent, viewer 403 by role."""
     client = await make_controller(database_url=migrated_database_url)
     fleet = await _fleet(client)
+    checked = (
+        Credential.REVOKED_AGENT,
+        Credential.FORGED_AGENT,
+        Credential.AGENT,
+        Credential.REVOKED_NAMED,
+        Credential.FORGED_NAMED,
+        Credential.VIEWER,
+        Credential.NAMED_ADMIN,
+    )
     for route in CONTROLLER_ROUTES:
         if not route.security:
             continue
-        for credential in (Credential.REVOKED_AGENT, Credential.FORGED_AGENT, Credential.AGENT):
+        for credential in checked:
             auth = _authorization(credential, fleet)
             resp = await client.request(
                 route.method,
@@ -267,6 +324,21 @@ async def test_revoked_and_forged_agent_tokens_on_each_backend(
                 assert resp.status not in (401, 403), (route.id, await resp.text())
             else:
                 await _check_refusal(resp, refusal, auth["Authorization"].partition(" ")[2])
+
+
+def test_viewers_may_call_every_admin_get_but_the_credential_list() -> None:
+    """viewerToken is documented on exactly the admin API's GETs, GET /credentials aside."""
+    viewer = {route.operation_id for route in CONTROLLER_ROUTES if "viewerToken" in route.security}
+    # The admin API: what the admin may call and neither agents nor registrars may.
+    admin_gets = {
+        route.operation_id
+        for route in CONTROLLER_ROUTES
+        if route.method == "GET"
+        and "adminToken" in route.security
+        and not route.security & {"agentToken", "registrationToken"}
+    }
+    assert viewer == admin_gets - {"listCredentials"}
+    assert "listCredentials" in admin_gets
 
 
 def test_every_controller_route_is_in_the_document() -> None:

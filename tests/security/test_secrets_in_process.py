@@ -1,6 +1,7 @@
 """The whole flow in one process, logging at DEBUG on every logger: no secret appears in
 a log record, in an answer (except the registration answer, which hands the agent its
-token and the Redis URL by contract), or in an OpenAPI document."""
+token and the Redis URL by contract, and POST /credentials, which shows a named
+credential's token once), or in an OpenAPI document."""
 
 from __future__ import annotations
 
@@ -120,6 +121,21 @@ async def _refused_requests(
         )
 
 
+async def _named_credential_flow(answers: Answers, controller: Client) -> str:
+    """Issue a named credential (the one answer that holds its token, by contract, so it is
+    not recorded), use it, list it, revoke it, refuse it; its token."""
+    resp = await controller.post(
+        "/credentials", json={"name": "secret-viewer", "role": "viewer"}, headers=ADMIN
+    )
+    assert resp.status == 201
+    token: str = (await resp.json())["token"]
+    assert (await _call(answers, controller, "GET", "/fleet", headers=bearer(token)))[0] == 200
+    await _call(answers, controller, "GET", "/credentials", headers=ADMIN)
+    await _call(answers, controller, "DELETE", "/credentials/secret-viewer", headers=ADMIN)
+    assert (await _call(answers, controller, "GET", "/fleet", headers=bearer(token)))[0] == 401
+    return token
+
+
 def _agent_settings(controller: Client, worker: Client, state_dir: Path, **kw: Any) -> Any:
     values: dict[str, Any] = {
         "controller_url": str(controller.make_url("")),
@@ -149,8 +165,7 @@ async def test_no_secret_in_logs_answers_or_documents(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Register, poll, publish, deliver to the worker, refuse bad tokens, lose Redis: no
-    log record at DEBUG and no answer but the registration's holds a secret."""
+    """The whole flow at DEBUG: no secret in a log record, nor in an answer but two by contract."""
     # As configure_logging() does in every service: no access log lines. (This call
     # first: each set_level also sets the capturing handler's level.)
     caplog.set_level(logging.WARNING, logger="aiohttp.access")
@@ -190,6 +205,7 @@ async def test_no_secret_in_logs_answers_or_documents(
         await _call(
             answers, controller, "GET", "/config", headers=bearer(agent.identity.agent_token)
         )
+        secrets["named credential"] = await _named_credential_flow(answers, controller)
         await _refused_requests(answers, controller, worker, secrets)
 
         # Failures: Redis goes away, an intruder registers with a wrong token.

@@ -1,0 +1,135 @@
+"""Named credentials across replicas: held in memory, reloaded when the fleet row's counts
+move, refused when they cannot be reloaded, and never looked up in the database."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from common.errors import Unavailable
+from controller import credential_store, keys
+from tests.controller.conftest import ADMIN, Client, ClientFactory
+from tests.support.waiting import eventually
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def issue(client: Client, name: str, role: str = "viewer") -> dict[str, str]:
+    resp = await client.post("/credentials", json={"name": name, "role": role}, headers=ADMIN)
+    assert resp.status == 201, await resp.text()
+    return bearer((await resp.json())["token"])
+
+
+async def status(client: Client, headers: dict[str, str]) -> int:
+    return (await client.get("/fleet", headers=headers)).status
+
+
+async def test_issued_and_revoked_reach_the_other_replica_at_its_refresh(
+    make_client: ClientFactory,
+) -> None:
+    """Issued or revoked on A, a credential is accepted or refused by B after B's refresh."""
+    a, b = await make_client(), await make_client()
+    token, kept = await issue(a, "moving"), await issue(a, "staying", "admin")
+    assert await status(a, token) == 200
+    await b.app[keys.CACHE].refresh()
+    assert [await status(b, token), await status(b, kept)] == [200, 200]
+    assert (await a.delete("/credentials/moving", headers=ADMIN)).status == 204
+    assert await status(a, token) == 401
+    await b.app[keys.CACHE].refresh()
+    assert [await status(b, token), await status(b, kept)] == [401, 200]
+
+
+async def test_without_hints_the_refresh_loop_carries_it(make_client: ClientFactory) -> None:
+    """With no Redis, the other replica's refresh loop refuses a revoked token within 3 s."""
+    a, b = await make_client(), await make_client()
+    token = await issue(a, "short-lived")
+    await b.app[keys.CACHE].refresh()
+    assert await status(b, token) == 200
+    assert (await a.delete("/credentials/short-lived", headers=ADMIN)).status == 204
+
+    async def refused() -> bool:
+        return await status(b, token) == 401
+
+    await eventually(refused, timeout_seconds=3)
+
+
+def _counting_transactions(client: Client, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    database = client.app[keys.DATABASE]
+    calls: list[int] = []
+    original = database.transaction
+
+    def counted(work: Callable[[Any], Awaitable[Any]], **kwargs: Any) -> Awaitable[Any]:
+        calls.append(1)
+        return original(work, **kwargs)
+
+    monkeypatch.setattr(database, "transaction", counted)
+    return calls
+
+
+async def test_named_and_unknown_tokens_cost_no_database_work(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Named, revoked, forged and unknown tokens are checked without a database read."""
+    token = await issue(client, "memory-only")
+    revoked = await issue(client, "gone")
+    assert (await client.delete("/credentials/gone", headers=ADMIN)).status == 204
+    calls = _counting_transactions(client, monkeypatch)
+    secret = token["Authorization"].removeprefix("Bearer fc_")
+    assert (await client.get("/settings", headers=token)).status == 200
+    for refused in (revoked, bearer("fc_" + secret[::-1]), bearer("fc_unknown"), bearer("nope")):
+        assert (await client.get("/settings", headers=refused)).status == 401
+    assert calls == []
+
+
+async def test_a_failed_reload_refuses_named_credentials_until_one_succeeds(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed reload refuses every named credential until a reload succeeds."""
+    token = await issue(client, "careful")
+    named = client.app[keys.NAMED_CREDENTIALS]
+
+    async def unavailable(_conn: Any) -> Any:
+        raise Unavailable("The database is unavailable; retry shortly.")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(credential_store, "read_active_credentials", unavailable)
+        with pytest.raises(Unavailable):
+            await named.reload()
+        assert await status(client, token) == 401
+        await client.app[keys.CACHE].refresh()  # fails again: logged, not raised
+        assert await status(client, token) == 401
+    await client.app[keys.CACHE].refresh()
+    assert await status(client, token) == 200
+
+
+async def test_a_reload_in_flight_cannot_bring_back_a_revoked_credential(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload that read before a revocation cannot make the revoked token valid again."""
+    token = await issue(client, "raced")
+    read_done, release = asyncio.Event(), asyncio.Event()
+    database = client.app[keys.DATABASE]
+    original = database.transaction
+
+    async def slow_after_reading(work: Callable[[Any], Awaitable[Any]], **kwargs: Any) -> Any:
+        result = await original(work, **kwargs)
+        if work is credential_store.read_active_credentials:
+            # Read and committed: the revocation below is not in this result.
+            read_done.set()
+            await release.wait()
+        return result
+
+    monkeypatch.setattr(database, "transaction", slow_after_reading)
+    reload = asyncio.create_task(client.app[keys.NAMED_CREDENTIALS].reload())
+    await read_done.wait()
+    revoke = asyncio.create_task(client.delete("/credentials/raced", headers=ADMIN))
+    await asyncio.sleep(0.1)  # the revocation commits, then waits for the reload
+    release.set()
+    await reload
+    assert (await revoke).status == 204
+    assert await status(client, token) == 401
