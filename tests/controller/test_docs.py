@@ -35,3 +35,13 @@ async def test_every_documented_route_exists(client: Client) -> None:
                     url = url.replace(f"{{{param['name']}}}", str(param["example"]))
             resp = await client.request(method.upper(), url)
             assert resp.status not in (404, 405), (method, path)
+
+
+def test_every_operation_that_takes_a_credential_documents_the_throttle() -> None:
+    """Any credential check may answer 429 (failed-auth throttle): each such operation says so."""
+    document = openapi_document()
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if operation.get("security"):
+                assert "429" in operation["responses"], (method, path)
+                assert "401" in operation["responses"], (method, path)
