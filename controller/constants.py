@@ -27,3 +27,6 @@ LISTEN_BACKLOG: Final = 4096
 SQLITE_BUSY_TIMEOUT_MILLISECONDS: Final = 5_000
 # The id of the fleet table's single row.
 FLEET_ROW_ID: Final = 1
+# GET /audit/verify reads the chain in chunks of this many entries, one short
+# transaction each, so a long log never holds a connection for long.
+AUDIT_VERIFY_CHUNK_ENTRIES: Final = 1_000

@@ -42,11 +42,16 @@ ADMIN = (Role.ADMIN,)
 REGISTRARS = (Role.REGISTRATION, Role.ADMIN)
 CONFIG_READERS = (Role.AGENT, Role.REGISTRATION, Role.ADMIN)
 
+# The actor name of CONTROLLER_ADMIN_TOKEN in the history and the audit log.
+ADMIN_NAME = "admin"
+
 
 @dataclass(frozen=True, kw_only=True)
 class Principal:
     role: Role
     agent_id: uuid.UUID | None = None
+    # Who acts, as the history and the audit log name it: "admin" for the admin token.
+    name: str | None = None
 
 
 def issue_agent_token(agent_id: uuid.UUID) -> str:
@@ -148,7 +153,7 @@ class Authenticator:
         is_admin = tokens_equal(token, self._admin.get_secret_value())
         is_registration = tokens_equal(token, self._registration.get_secret_value())
         if is_admin:
-            return Principal(role=Role.ADMIN)
+            return Principal(role=Role.ADMIN, name=ADMIN_NAME)
         if is_registration:
             return Principal(role=Role.REGISTRATION)
         agent_id = await self._agent_tokens.verify(token)

@@ -12,7 +12,7 @@ from common.auth import bearer_token
 from common.metadata import package_version
 from common.openapi import Operation, add_docs_routes, add_operations, build_openapi
 from common.problem import add_problem_fallbacks
-from controller import agents_api, config_api, health_api, keys, settings_api
+from controller import agents_api, audit_api, config_api, health_api, keys, settings_api
 from controller.credentials import Principal, Role
 
 # In the order the OpenAPI document lists them.
@@ -25,6 +25,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
     agents_api.GET_AGENT,
     agents_api.REVOKE_AGENT,
     agents_api.FLEET_SUMMARY,
+    *audit_api.OPERATIONS,
 )
 
 SECURITY_SCHEMES: Final[dict[str, dict[str, Any]]] = {

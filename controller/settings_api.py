@@ -7,6 +7,7 @@ from aiohttp import web
 from common.http import json_response, read_model
 from common.openapi import Operation, Response
 from controller import keys
+from controller.comments import COMMENT_PARAMETER, change_by
 from controller.config_api import writer
 from controller.credentials import ADMIN, Principal
 from controller.models import PollSettings
@@ -23,9 +24,10 @@ async def get_settings(request: web.Request, _admin: Principal) -> web.Response:
     return _settings(request.app)
 
 
-async def put_settings(request: web.Request, _admin: Principal) -> web.Response:
+async def put_settings(request: web.Request, admin: Principal) -> web.Response:
     body = await read_model(request, PollSettings)
-    await set_poll_interval(writer(request.app), body.poll_interval_seconds)
+    change = change_by(request, admin)
+    await set_poll_interval(writer(request.app), body.poll_interval_seconds, change=change)
     await request.app[keys.PUBLISHER].publish_hint()
     return _settings(request.app)
 
@@ -55,6 +57,7 @@ PUT_SETTINGS = Operation(
     tags=("settings",),
     roles=ADMIN,
     request_model=PollSettings,
+    parameters=(COMMENT_PARAMETER,),
     responses=(
         Response(status=200, description="The settings now in force.", model=PollSettings),
         NO_TOKEN,
