@@ -51,7 +51,9 @@ def change_comment(request: web.Request) -> str | None:
         return None
     if len(values) > 1:
         raise _invalid("it is sent more than once", "repeated")
-    comment = values[0].strip()
+    # HTTP takes the spaces and tabs around a value off; str.strip() would take more
+    # (U+0085, U+2028), hiding them from the check.
+    comment = values[0].strip(" \t")
     if any(_refused(char) for char in comment):
         raise _invalid(
             "it holds a control character or bytes that are not UTF-8", "control_character"
