@@ -296,6 +296,11 @@ ROLLBACK = Operation(
             404, "No such version (yet).", "No configuration version 12; the newest is version 7."
         ),
         problem(
+            409,
+            "The version's configuration is not valid under today's rules.",
+            "Version 3's configuration is not valid any more; publish a new one.",
+        ),
+        problem(
             412,
             "If-Match does not name the current version.",
             'If-Match does not name the current version "8".',

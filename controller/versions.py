@@ -14,9 +14,10 @@ import hashlib
 import logging
 from dataclasses import dataclass
 
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from common.errors import NotFound, PreconditionFailed
+from common.errors import Conflict, NotFound, PreconditionFailed
 from common.models import WorkerConfig
 from controller import audit, store
 from controller.cache import ConfigCache, etag_for
@@ -116,7 +117,12 @@ async def rollback_version(
         raise NotFound(
             f"No configuration version {number}; the newest is version {current_version}."
         )
-    config = WorkerConfig.model_validate_json(target.body)
+    try:
+        config = WorkerConfig.model_validate_json(target.body)
+    except ValidationError as exc:
+        raise Conflict(
+            f"Version {number}'s configuration is not valid any more; publish a new one."
+        ) from exc
     return await commit_version(
         writer, config, if_match=if_match, change=change, rolled_back_to=number
     )
