@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from controller.db import config_versions, create_engine, utcnow
 from tests.controller.conftest import ADMIN, Client, assert_invalid_input, post_config
 from tests.security.rawhttp import RawAnswer, build_request, send_raw
 
@@ -169,3 +170,25 @@ async def test_rollback_to_version_zero(client: Client) -> None:
     assert (body["version"], body["rolled_back_to"]) == (2, 0)
     served = await client.get("/config", headers=ADMIN)
     assert await served.json() == {"url": None}
+
+
+async def test_rollback_to_a_configuration_no_longer_valid_is_409(
+    client: Client, database_url: str
+) -> None:
+    """A stored body that fails today's validation is refused (409), and nothing changes."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                config_versions.insert().values(
+                    version=5, body='{"url":"ftp://example.org/"}', created_at=utcnow()
+                )
+            )
+    finally:
+        await engine.dispose()
+    resp = await _rollback(client, 5)
+    assert resp.status == 409, await resp.text()
+    assert resp.content_type == "application/problem+json"
+    served = await client.get("/config", headers=ADMIN)
+    assert served.headers["X-Config-Version"] == "0"
+    assert (await _json(await client.get("/audit", headers=ADMIN)))["total"] == 0
