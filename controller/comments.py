@@ -23,12 +23,22 @@ _BIDI_CONTROLS = frozenset(
     + [chr(code) for code in range(0x2066, 0x206A)]
 )
 
+# The same rule as a JSON Schema pattern, for the OpenAPI document.
+COMMENT_PATTERN = (
+    "^[^\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029\\u061c\\u200e\\u200f"
+    "\\u202a-\\u202e\\u2066-\\u2069]*$"
+)
+
 COMMENT_PARAMETER = Parameter(
     name=HEADER_CHANGE_COMMENT,
     location="header",
     description=f"Why the change is made (UTF-8, at most {MAX_CHANGE_COMMENT_CHARS} "
     "characters, no control characters); kept in the history and the audit log.",
-    schema={"type": "string", "maxLength": MAX_CHANGE_COMMENT_CHARS},
+    schema={
+        "type": "string",
+        "maxLength": MAX_CHANGE_COMMENT_CHARS,
+        "pattern": COMMENT_PATTERN,
+    },
     example="roll back the broken upstream",
 )
 
@@ -40,7 +50,8 @@ BAD_COMMENT = problem(
 )
 
 
-def _refused(char: str) -> bool:
+def refused(char: str) -> bool:
+    """Whether ``char`` may not appear in a comment."""
     return unicodedata.category(char) in _REFUSED_CATEGORIES or char in _BIDI_CONTROLS
 
 
@@ -54,7 +65,7 @@ def change_comment(request: web.Request) -> str | None:
     # HTTP takes the spaces and tabs around a value off; str.strip() would take more
     # (U+0085, U+2028), hiding them from the check.
     comment = values[0].strip(" \t")
-    if any(_refused(char) for char in comment):
+    if any(refused(char) for char in comment):
         raise _invalid(
             "it holds a control character or bytes that are not UTF-8", "control_character"
         )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
+from controller.comments import COMMENT_PATTERN, refused
 from controller.db import config_versions, create_engine, utcnow
 from tests.controller.conftest import ADMIN, Client, assert_invalid_input, post_config
 from tests.security.rawhttp import RawAnswer, build_request, send_raw
@@ -192,3 +194,15 @@ async def test_rollback_to_a_configuration_no_longer_valid_is_409(
     served = await client.get("/config", headers=ADMIN)
     assert served.headers["X-Config-Version"] == "0"
     assert (await _json(await client.get("/audit", headers=ADMIN)))["total"] == 0
+
+
+def test_documented_pattern_is_the_rule_enforced() -> None:
+    """The OpenAPI pattern of X-Change-Comment refuses exactly the characters the check does."""
+    allowed = re.compile(COMMENT_PATTERN.removeprefix("^").removesuffix("$"))
+    surrogates = range(0xD800, 0xE000)
+    differ = [
+        code
+        for code in range(0x30000)
+        if code not in surrogates and (allowed.fullmatch(chr(code)) is None) != refused(chr(code))
+    ]
+    assert differ == []
