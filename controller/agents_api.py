@@ -13,7 +13,7 @@ from common.http import json_response, read_model, read_query
 from common.metrics import counting
 from common.models import AgentState
 from common.openapi import Operation, Parameter, Response, problem
-from controller import keys, store
+from controller import audit, keys, store
 from controller.comments import BAD_COMMENT, COMMENT_PARAMETER, change_by
 from controller.credentials import ADMIN, REGISTRARS, Principal
 from controller.fleet import StateRule, agent_state
@@ -128,6 +128,7 @@ async def delete_agent(request: web.Request, admin: Principal) -> web.Response:
     app = request.app
     if not await revoke_agent(app[keys.DATABASE], app[keys.AGENT_TOKENS], agent_id, change=change):
         raise NotFound(f"No agent {agent_id} is registered (or it was revoked already).")
+    app[keys.METRICS].audit_entries[audit.AGENT_REVOKE] += 1
     # Other replicas see the revocation counter move at their next refresh: at once on
     # this hint, within CACHE_REFRESH_SECONDS without Redis.
     await app[keys.PUBLISHER].publish_hint()

@@ -43,6 +43,7 @@ CONFIG_PUBLISH = "config.publish"
 CONFIG_ROLLBACK = "config.rollback"
 SETTINGS_UPDATE = "settings.update"
 AGENT_REVOKE = "agent.revoke"
+ACTIONS = (CONFIG_PUBLISH, CONFIG_ROLLBACK, SETTINGS_UPDATE, AGENT_REVOKE)
 
 
 @dataclass(frozen=True, kw_only=True)

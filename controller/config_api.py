@@ -10,7 +10,7 @@ from common.http import json_response, read_model, read_query
 from common.metrics import counting
 from common.models import WorkerConfig
 from common.openapi import Operation, Parameter, Response, problem
-from controller import keys, store
+from controller import audit, keys, store
 from controller.cache import etag_for
 from controller.comments import COMMENT_PARAMETER, change_by
 from controller.credentials import ADMIN, CONFIG_READERS, Principal
@@ -97,8 +97,11 @@ def _count_refused_poll(request: web.Request) -> None:
 
 
 async def _committed(request: web.Request, committed: Committed) -> VersionInfo:
-    """After the commit: hint a new version; the version now current."""
+    """After the commit: count and hint a new version; the version now current."""
     if committed.created:
+        rollback = committed.record.provenance.rolled_back_to is not None
+        action = audit.CONFIG_ROLLBACK if rollback else audit.CONFIG_PUBLISH
+        request.app[keys.METRICS].audit_entries[action] += 1
         await request.app[keys.PUBLISHER].publish_hint()
     record = committed.record
     return VersionInfo(

@@ -17,6 +17,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from common.metrics import counter_by
 from common.models import AgentState
+from controller import audit
 from controller.cache import ConfigCache
 from controller.fleet import FleetCounts
 from controller.hints import HintPublisher
@@ -31,6 +32,8 @@ class ControllerMetrics:
         # Answers by HTTP status; the success statuses are there from the start.
         self.registrations: Counter[int] = Counter({201: 0})
         self.config_posts: Counter[int] = Counter({200: 0, 201: 0})
+        # Audit entries this replica committed, by action; the known actions from the start.
+        self.audit_entries: Counter[str] = Counter(dict.fromkeys(audit.ACTIONS, 0))
         # The agents' states as of the latest scrape; None when the database did not answer.
         self.fleet: FleetCounts | None = None
         self.registry = CollectorRegistry(auto_describe=False)
@@ -77,6 +80,12 @@ class ControllerMetrics:
             "POST /config answers of this replica, by HTTP status (201 new version, 200 "
             "unchanged, 412 If-Match mismatch, 4xx refused).",
             self.config_posts,
+        )
+        yield counter_by(
+            "fleetconf_controller_audit_entries",
+            "Audit log entries committed through this replica, by action.",
+            "action",
+            dict(sorted(self.audit_entries.items())),
         )
         if self.fleet is not None:
             yield _agents(self.fleet)

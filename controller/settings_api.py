@@ -6,7 +6,7 @@ from aiohttp import web
 
 from common.http import json_response, read_model
 from common.openapi import Operation, Response
-from controller import keys
+from controller import audit, keys
 from controller.comments import COMMENT_PARAMETER, change_by
 from controller.config_api import writer
 from controller.credentials import ADMIN, Principal
@@ -27,7 +27,8 @@ async def get_settings(request: web.Request, _admin: Principal) -> web.Response:
 async def put_settings(request: web.Request, admin: Principal) -> web.Response:
     body = await read_model(request, PollSettings)
     change = change_by(request, admin)
-    await set_poll_interval(writer(request.app), body.poll_interval_seconds, change=change)
+    if await set_poll_interval(writer(request.app), body.poll_interval_seconds, change=change):
+        request.app[keys.METRICS].audit_entries[audit.SETTINGS_UPDATE] += 1
     await request.app[keys.PUBLISHER].publish_hint()
     return _settings(request.app)
 

@@ -128,11 +128,14 @@ async def rollback_version(
     )
 
 
-async def set_poll_interval(writer: Writer, seconds: int, *, change: audit.Change) -> None:
-    async def write(conn: AsyncConnection) -> None:
+async def set_poll_interval(writer: Writer, seconds: int, *, change: audit.Change) -> bool:
+    """Store the poll interval; whether it changed (and was recorded in the audit log)."""
+
+    async def write(conn: AsyncConnection) -> bool:
         fleet = await store.read_fleet_row(conn, for_update=True)
         await store.write_poll_interval(conn, seconds)
-        if fleet.poll_interval_seconds != seconds:
+        changed = fleet.poll_interval_seconds != seconds
+        if changed:
             await audit.append(
                 conn,
                 actor=change.actor,
@@ -144,11 +147,13 @@ async def set_poll_interval(writer: Writer, seconds: int, *, change: audit.Chang
                     "comment": change.comment,
                 },
             )
+        return changed
 
     async with writer.lock:
-        await writer.database.transaction(write)
+        changed = await writer.database.transaction(write)
     writer.cache.set_poll_interval(seconds)
     logger.info("settings.poll_interval_changed seconds=%d", seconds)
+    return changed
 
 
 async def read_version_page(

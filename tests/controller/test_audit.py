@@ -19,6 +19,7 @@ from tests.controller.conftest import (
     post_config,
     register,
 )
+from tests.support.metrics import by_label, scrape
 
 COMMENT = "X-Change-Comment"
 
@@ -206,3 +207,19 @@ async def test_a_failed_append_rolls_the_change_back(
 async def test_bad_paging_is_422(client: Client, query: str) -> None:
     """GET /audit refuses what every listing refuses."""
     await assert_invalid_input(await client.get(f"/audit?{query}", headers=ADMIN))
+
+
+async def test_metrics_count_entries_by_action(client: Client) -> None:
+    """fleetconf_controller_audit_entries_total counts each committed entry by its action."""
+    before = by_label(await scrape(client), "fleetconf_controller_audit_entries_total", "action")
+    assert set(before.values()) == {0}
+    await _every_action(client)
+    await _json(await post_config(client, "https://example.org/a"))
+    counts = by_label(await scrape(client), "fleetconf_controller_audit_entries_total", "action")
+    assert counts == {
+        "agent.revoke": 1,
+        "config.publish": 2,
+        "config.rollback": 1,
+        "settings.update": 1,
+    }
+    assert sum(counts.values()) == (await _entries(client))["total"]
