@@ -42,6 +42,12 @@ PollIntervalSeconds = Annotated[
     BeforeValidator(_whole_number),
 ]
 
+VersionNumber = Annotated[
+    int,
+    Field(ge=0, le=MAX_CONFIG_VERSION, strict=True),
+    BeforeValidator(_whole_number),
+]
+
 EXAMPLE_AGENT_ID = "6f1c2a8e-4b7d-4e0a-9c3f-2d5b8a1e7f90"
 
 
@@ -131,9 +137,7 @@ class RollbackRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"version": 0}]})
 
-    version: int = Field(
-        ge=0, le=MAX_CONFIG_VERSION, strict=True, description="The version to roll back to."
-    )
+    version: VersionNumber = Field(description="The version to roll back to.")
 
 
 class RollbackInfo(VersionInfo):

@@ -158,11 +158,12 @@ async def test_rollback_refusals_change_nothing(client: Client) -> None:
 
 
 async def test_rollback_if_match_is_compare_and_set(client: Client) -> None:
-    """If-Match naming the current version lets the rollback through, as on POST /config."""
+    """If-Match naming the current version lets the rollback through, as on POST /config;
+    JSON's 1.0 is the version 1."""
     await _json(await post_config(client, "https://example.org/a"), 201)
     await _json(await post_config(client, "https://example.org/b"), 201)
-    body = await _json(await _rollback(client, 1, **{"If-Match": '"2"'}), 201)
-    assert body["version"] == 3
+    body = await _json(await _rollback(client, 1.0, **{"If-Match": '"2"'}), 201)
+    assert (body["version"], body["rolled_back_to"]) == (3, 1)
 
 
 async def test_rollback_to_version_zero(client: Client) -> None:
