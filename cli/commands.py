@@ -13,6 +13,7 @@ from typing import Any
 from cli.client import ControllerClient, segment
 from cli.console import Console
 from cli.errors import UsageError
+from cli.history import change_headers
 from cli.render import (
     NONE_SHOWN,
     config_fields,
@@ -92,8 +93,8 @@ async def _config_body(args: argparse.Namespace) -> bytes:
 
 
 async def config_set(client: ControllerClient, args: argparse.Namespace, console: Console) -> None:
+    headers = change_headers(args)
     body = await _config_body(args)
-    headers = {} if args.if_match is None else {"If-Match": f'"{args.if_match}"'}
     answer = await client.request("POST", "/config", body=body, headers=headers)
     info = answer.object()
     created = answer.status == 201
@@ -113,7 +114,10 @@ def _version_row(item: dict[str, Any]) -> list[str]:
         scalar(item.get("version")),
         timestamp(item.get("created_at")),
         "*" if item.get("current") else "",
+        scalar(item.get("created_by")),
+        scalar(item.get("rolled_back_to")),
         scalar(url),
+        scalar(item.get("comment")),
     ]
 
 
@@ -126,7 +130,7 @@ async def config_history(
         console,
         path="/config/versions",
         what="versions",
-        headings=("VERSION", "CREATED", "CURRENT", "URL"),
+        headings=("VERSION", "CREATED", "CURRENT", "BY", "ROLLBACK TO", "URL", "COMMENT"),
         row=_version_row,
     )
 
@@ -138,6 +142,9 @@ async def config_show(client: ControllerClient, args: argparse.Namespace, consol
         ("version", f"{scalar(item.get('version'))}{current}"),
         ("created", timestamp(item.get("created_at"))),
         ("etag", scalar(item.get("etag"))),
+        ("created by", scalar(item.get("created_by"))),
+        ("comment", scalar(item.get("comment"))),
+        ("rolled back to", scalar(item.get("rolled_back_to"))),
         *config_fields(item.get("config")),
     ]
     console.emit(item, fields(pairs))

@@ -4,7 +4,8 @@
     ├── UsageError      2   bad arguments or local settings: no token, an unreadable file
     ├── ControllerError 3   the controller answered with an error (problem+json or not)
     ├── Unreachable     4   no answer: connection refused, unknown host, time-out, cut off
-    └── NotConverged    5   watch: the time limit passed before every live agent applied
+    ├── NotConverged    5   watch: the time limit passed before every live agent applied
+    └── ChainBroken     6   audit verify: the audit log's hash chain does not hold
 
 Library exceptions (aiohttp, OS errors) are translated where they happen, so no
 traceback reaches the admin, and no message ever carries the admin token.
@@ -64,3 +65,7 @@ class Unreachable(CliError):
 
 class NotConverged(CliError):
     exit_code = 5
+
+
+class ChainBroken(CliError):
+    exit_code = 6

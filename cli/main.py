@@ -2,7 +2,8 @@
 and named credentials.
 
 Exit status: 0 done, 2 bad usage or local settings, 3 the controller refused, 4 the
-controller could not be reached, 5 ``watch`` timed out, 130 interrupted.
+controller could not be reached, 5 ``watch`` timed out, 6 ``audit verify`` found the
+audit log's chain broken, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from cli import commands, credentials, watch
+from cli import audit, commands, credentials, history, watch
 from cli.client import ControllerClient
 from cli.console import Console
 from cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, CliError
@@ -42,7 +43,8 @@ environment:
     a named credential's token (a viewer's may read history, agents, fleet, settings)
 
 exit status: 0 done, 2 bad usage or settings, 3 the controller refused the request,
-4 the controller could not be reached, 5 watch timed out, 130 interrupted
+4 the controller could not be reached, 5 watch timed out, 6 audit verify found the
+chain broken, 130 interrupted
 """
 
 
@@ -124,16 +126,54 @@ def _config_commands(
         metavar="FILE",
         help="the configuration as a JSON file ('-': standard input)",
     )
-    setter.add_argument(
+    _change_options(setter)
+    listing = _leaf(sub, "history", commands.config_history, "the stored versions", common)
+    _paging(listing, "newer versions")
+    show = _leaf(sub, "show", commands.config_show, "one stored version", common)
+    show.add_argument("version", type=_non_negative, metavar="N")
+    rollback = _leaf(
+        sub,
+        "rollback",
+        history.config_rollback,
+        "publish a new version with version N's configuration",
+        common,
+    )
+    rollback.add_argument("version", type=_non_negative, metavar="N")
+    _change_options(rollback)
+    diff = _leaf(
+        sub, "diff", history.config_diff, "what changed from version A to version B", common
+    )
+    diff.add_argument("old", type=_non_negative, metavar="A")
+    diff.add_argument("new", type=_non_negative, metavar="B")
+
+
+def _change_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--if-match",
         metavar="N",
         type=_non_negative,
         help="publish only if version N is still the current one",
     )
-    history = _leaf(sub, "history", commands.config_history, "the stored versions", common)
-    _paging(history, "newer versions")
-    show = _leaf(sub, "show", commands.config_show, "one stored version", common)
-    show.add_argument("version", type=_non_negative, metavar="N")
+    parser.add_argument(
+        "--comment",
+        metavar="TEXT",
+        help="why (at most 500 characters): kept with the version and in the audit log",
+    )
+
+
+def _audit_commands(
+    group: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    log = _leaf(group, "audit", audit.audit_list, "the audit log, newest entry first", common)
+    _paging(log, "newer entries")
+    sub = log.add_subparsers(dest="audit_command", metavar="COMMAND")
+    _leaf(
+        sub,
+        "verify",
+        audit.audit_verify,
+        "check the audit log's hash chain (exit 6 when it is broken)",
+        common,
+    )
 
 
 def _agent_commands(
@@ -202,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     interval.add_argument("seconds", nargs="?", type=int, metavar="N", help="seconds, 1-86400")
     _agent_commands(group, common)
     _credential_commands(group, common)
+    _audit_commands(group, common)
     _leaf(group, "fleet", commands.fleet, "how far the current version has spread", common)
     watcher = _leaf(
         group,

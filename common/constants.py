@@ -14,6 +14,9 @@ HEADER_CONFIG_VERSION: Final = "X-Config-Version"
 HEADER_POLL_INTERVAL_SECONDS: Final = "X-Poll-Interval-Seconds"
 HEADER_AGENT_ID: Final = "X-Agent-ID"
 HEADER_APPLIED_VERSION: Final = "X-Applied-Version"
+# Why an admin made a change: stored with the version and in the audit log.
+HEADER_CHANGE_COMMENT: Final = "X-Change-Comment"
+MAX_CHANGE_COMMENT_CHARS: Final = 500
 
 # Request bodies are small JSON documents; anything larger is refused with 413.
 MAX_REQUEST_BODY_BYTES: Final = 64 * 1024

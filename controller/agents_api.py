@@ -13,7 +13,8 @@ from common.http import json_response, read_model, read_query
 from common.metrics import counting
 from common.models import AgentState
 from common.openapi import Operation, Parameter, Response, problem
-from controller import keys, store
+from controller import audit, keys, store
+from controller.comments import BAD_COMMENT, COMMENT_PARAMETER, change_by
 from controller.credentials import ADMIN, ADMIN_READERS, REGISTRARS, Principal
 from controller.fleet import StateRule, agent_state
 from controller.models import (
@@ -115,11 +116,13 @@ async def get_agent(request: web.Request, _admin: Principal) -> web.Response:
     return json_response(_agent(record, rule))
 
 
-async def delete_agent(request: web.Request, _admin: Principal) -> web.Response:
+async def delete_agent(request: web.Request, admin: Principal) -> web.Response:
     agent_id = _agent_id(request)
+    change = change_by(request, admin)
     app = request.app
-    if not await revoke_agent(app[keys.DATABASE], app[keys.AGENT_TOKENS], agent_id):
+    if not await revoke_agent(app[keys.DATABASE], app[keys.AGENT_TOKENS], agent_id, change=change):
         raise NotFound(f"No agent {agent_id} is registered (or it was revoked already).")
+    app[keys.METRICS].audit_entries[audit.AGENT_REVOKE] += 1
     # Other replicas see the revocation counter move at their next refresh: at once on
     # this hint, within CACHE_REFRESH_SECONDS without Redis.
     await app[keys.PUBLISHER].publish_hint()
@@ -252,7 +255,7 @@ REVOKE_AGENT = Operation(
     "seconds on the others; it leaves the fleet listings. It must register again.",
     tags=("agents",),
     roles=ADMIN,
-    parameters=(_AGENT_ID,),
+    parameters=(_AGENT_ID, COMMENT_PARAMETER),
     responses=(
         Response(status=204, description="Revoked."),
         NO_TOKEN,
@@ -263,6 +266,7 @@ REVOKE_AGENT = Operation(
             f"No agent {EXAMPLE_AGENT_ID} is registered (or it was revoked already).",
         ),
         THROTTLED,
+        BAD_COMMENT,
         UNAVAILABLE,
     ),
 )

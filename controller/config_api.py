@@ -10,8 +10,9 @@ from common.http import json_response, read_model, read_query
 from common.metrics import counting
 from common.models import WorkerConfig
 from common.openapi import Operation, Parameter, Response, problem
-from controller import keys, store
+from controller import audit, keys, store
 from controller.cache import etag_for
+from controller.comments import COMMENT_PARAMETER, change_by
 from controller.credentials import ADMIN, ADMIN_READERS, CONFIG_READERS, Principal
 from controller.etags import if_match_versions, if_none_match_hits
 from controller.models import (
@@ -19,6 +20,8 @@ from controller.models import (
     ConfigVersion,
     ConfigVersionPage,
     PageQuery,
+    RollbackInfo,
+    RollbackRequest,
     VersionInfo,
 )
 from controller.openapi_parts import (
@@ -32,9 +35,23 @@ from controller.openapi_parts import (
     body_problems,
     page_parameters,
 )
-from controller.versions import Writer, commit_version, read_version, read_version_page
+from controller.versions import (
+    Committed,
+    Writer,
+    commit_version,
+    read_version,
+    read_version_page,
+    rollback_version,
+)
 
 VERSION_PARAMETER = "version"
+IF_MATCH = Parameter(
+    name="If-Match",
+    location="header",
+    description="Write only if this is still the current version.",
+    schema={"type": "string"},
+    example='"7"',
+)
 _MAX_VERSION_DIGITS = len(str(MAX_CONFIG_VERSION))
 
 
@@ -80,18 +97,40 @@ def _count_refused_poll(request: web.Request) -> None:
     request.app[keys.CACHE].polls.errors += 1
 
 
-async def post_config(request: web.Request, _admin: Principal) -> web.Response:
-    config = await read_model(request, WorkerConfig)
-    if_match = if_match_versions(request.headers.get("If-Match"))
-    committed = await commit_version(writer(request.app), config, if_match=if_match)
+async def _committed(request: web.Request, committed: Committed) -> VersionInfo:
+    """After the commit: count and hint a new version; the version now current."""
     if committed.created:
+        rollback = committed.record.provenance.rolled_back_to is not None
+        action = audit.CONFIG_ROLLBACK if rollback else audit.CONFIG_PUBLISH
+        request.app[keys.METRICS].audit_entries[action] += 1
         await request.app[keys.PUBLISHER].publish_hint()
     record = committed.record
-    info = VersionInfo(
+    return VersionInfo(
         version=record.version, etag=etag_for(record.version), created_at=record.created_at
     )
+
+
+async def post_config(request: web.Request, admin: Principal) -> web.Response:
+    config = await read_model(request, WorkerConfig)
+    change = change_by(request, admin)
+    if_match = if_match_versions(request.headers.get("If-Match"))
+    committed = await commit_version(writer(request.app), config, if_match=if_match, change=change)
+    info = await _committed(request, committed)
     status = 201 if committed.created else 200
     return json_response(info, status=status, headers={"ETag": info.etag})
+
+
+async def post_rollback(request: web.Request, admin: Principal) -> web.Response:
+    body = await read_model(request, RollbackRequest)
+    change = change_by(request, admin)
+    if_match = if_match_versions(request.headers.get("If-Match"))
+    committed = await rollback_version(
+        writer(request.app), body.version, if_match=if_match, change=change
+    )
+    info = await _committed(request, committed)
+    answer = RollbackInfo(**info.model_dump(), rolled_back_to=body.version)
+    status = 201 if committed.created else 200
+    return json_response(answer, status=status, headers={"ETag": info.etag})
 
 
 def _version_number(request: web.Request) -> int:
@@ -107,12 +146,16 @@ def _version_number(request: web.Request) -> int:
 
 
 def _version(record: store.VersionRecord, current_version: int) -> ConfigVersion:
+    provenance = record.provenance
     return ConfigVersion(
         version=record.version,
         etag=etag_for(record.version),
         created_at=record.created_at,
         current=record.version == current_version,
         config=WorkerConfig.model_validate_json(record.body),
+        created_by=provenance.created_by,
+        comment=provenance.comment,
+        rolled_back_to=provenance.rolled_back_to,
     )
 
 
@@ -203,15 +246,7 @@ POST_CONFIG = Operation(
     roles=ADMIN,
     outer=counting(lambda app: app[keys.METRICS].config_posts),
     request_model=WorkerConfig,
-    parameters=(
-        Parameter(
-            name="If-Match",
-            location="header",
-            description="Write only if this is still the current version.",
-            schema={"type": "string"},
-            example='"7"',
-        ),
-    ),
+    parameters=(IF_MATCH, COMMENT_PARAMETER),
     responses=(
         Response(
             status=201, description="A new version was stored.", model=VersionInfo, headers=(ETAG,)
@@ -231,6 +266,53 @@ POST_CONFIG = Operation(
         ),
         *body_problems("WorkerConfig"),
         THROTTLED,
+        UNAVAILABLE,
+    ),
+)
+
+ROLLBACK = Operation(
+    method="POST",
+    path="/config/rollback",
+    handler=post_rollback,
+    operation_id="rollbackConfig",
+    summary="Roll back to a stored version",
+    description="Stores a new version with the named version's configuration, recorded as "
+    "a rollback to it, and hints it like any change. When that configuration is already "
+    "current nothing is stored (200). If-Match works as on POST /config.",
+    tags=("config",),
+    roles=ADMIN,
+    request_model=RollbackRequest,
+    parameters=(IF_MATCH, COMMENT_PARAMETER),
+    responses=(
+        Response(
+            status=201,
+            description="A new version holds the named version's configuration.",
+            model=RollbackInfo,
+            headers=(ETAG,),
+        ),
+        Response(
+            status=200,
+            description="The named version's configuration is already current; nothing stored.",
+            model=RollbackInfo,
+            headers=(ETAG,),
+        ),
+        NO_TOKEN,
+        WRONG_ROLE,
+        THROTTLED,
+        problem(
+            404, "No such version (yet).", "No configuration version 12; the newest is version 7."
+        ),
+        problem(
+            409,
+            "The version's configuration is not valid under today's rules.",
+            "Version 3's configuration is not valid any more; publish a new one.",
+        ),
+        problem(
+            412,
+            "If-Match does not name the current version.",
+            'If-Match does not name the current version "8".',
+        ),
+        *body_problems("RollbackRequest"),
         UNAVAILABLE,
     ),
 )
@@ -294,4 +376,4 @@ GET_VERSION = Operation(
     ),
 )
 
-OPERATIONS = (GET_CONFIG, POST_CONFIG, LIST_VERSIONS, GET_VERSION)
+OPERATIONS = (GET_CONFIG, POST_CONFIG, ROLLBACK, LIST_VERSIONS, GET_VERSION)

@@ -48,3 +48,6 @@ FLEET_ROW_ID: Final = 1
 NAMED_CREDENTIAL_PREFIX: Final = "fc_"
 # The actor name of CONTROLLER_ADMIN_TOKEN; no named credential may take it.
 BOOTSTRAP_ADMIN_NAME: Final = "admin"
+# GET /audit/verify reads the chain in chunks of this many entries, one short
+# transaction each, so a long log never holds a connection for long.
+AUDIT_VERIFY_CHUNK_ENTRIES: Final = 1_000

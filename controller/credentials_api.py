@@ -7,7 +7,8 @@ from aiohttp import web
 from common.errors import NotFound
 from common.http import json_response, read_model, read_query
 from common.openapi import Operation, Parameter, Response, problem
-from controller import credential_store, keys
+from controller import audit, credential_store, keys
+from controller.comments import BAD_COMMENT, COMMENT_PARAMETER, change_by
 from controller.constants import BOOTSTRAP_ADMIN_NAME
 from controller.credential_models import (
     CREDENTIAL_NAME_PATTERN,
@@ -41,9 +42,9 @@ async def post_credential(request: web.Request, admin: Principal) -> web.Respons
         app[keys.NAMED_CREDENTIALS],
         name=body.name,
         role=body.role,
-        # Only admins reach this, and every admin principal has a name.
-        created_by=admin.name or BOOTSTRAP_ADMIN_NAME,
+        change=change_by(request, admin),
     )
+    app[keys.METRICS].audit_entries[audit.CREDENTIAL_CREATE] += 1
     # Other replicas see credentials_issued move at their next refresh: at once on this
     # hint, within CACHE_REFRESH_SECONDS without Redis.
     await app[keys.PUBLISHER].publish_hint()
@@ -66,16 +67,19 @@ async def list_credentials(request: web.Request, _admin: Principal) -> web.Respo
     )
 
 
-async def delete_credential(request: web.Request, _admin: Principal) -> web.Response:
+async def delete_credential(request: web.Request, admin: Principal) -> web.Response:
     name = request.match_info[NAME_PARAMETER]
+    change = change_by(request, admin)
     app = request.app
     if name == BOOTSTRAP_ADMIN_NAME:
         raise NotFound(
             "'admin' is CONTROLLER_ADMIN_TOKEN, not a named credential: rotate it by changing "
             "the setting on every replica."
         )
-    if not await revoke_credential(app[keys.DATABASE], app[keys.NAMED_CREDENTIALS], name):
+    registry = app[keys.NAMED_CREDENTIALS]
+    if not await revoke_credential(app[keys.DATABASE], registry, name, change=change):
         raise NotFound("No named credential has this name (or it was revoked already).")
+    app[keys.METRICS].audit_entries[audit.CREDENTIAL_REVOKE] += 1
     # Other replicas see the revocation counter move at their next refresh: at once on
     # this hint, within CACHE_REFRESH_SECONDS without Redis.
     await app[keys.PUBLISHER].publish_hint()
@@ -107,6 +111,7 @@ CREATE_CREDENTIAL = Operation(
     tags=("credentials",),
     roles=ADMIN,
     request_model=CreateCredentialRequest,
+    parameters=(COMMENT_PARAMETER,),
     responses=(
         Response(status=201, description="Issued.", model=CreatedCredential),
         NO_TOKEN,
@@ -118,6 +123,7 @@ CREATE_CREDENTIAL = Operation(
             "credentials are not reused.",
         ),
         *body_problems("CreateCredentialRequest"),
+        BAD_COMMENT,
         THROTTLED,
         UNAVAILABLE,
     ),
@@ -154,7 +160,7 @@ REVOKE_CREDENTIAL = Operation(
     "second on the others. The name stays taken.",
     tags=("credentials",),
     roles=ADMIN,
-    parameters=(_NAME,),
+    parameters=(_NAME, COMMENT_PARAMETER),
     responses=(
         Response(status=204, description="Revoked."),
         NO_TOKEN,
@@ -164,6 +170,7 @@ REVOKE_CREDENTIAL = Operation(
             "No such credential, revoked already, or 'admin' (a setting, not revocable here).",
             "No named credential has this name (or it was revoked already).",
         ),
+        BAD_COMMENT,
         THROTTLED,
         UNAVAILABLE,
     ),

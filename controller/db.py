@@ -43,6 +43,9 @@ from controller.constants import (
 
 T = TypeVar("T")
 
+MAX_ACTOR_CHARS = 200
+MAX_TARGET_CHARS = 255
+
 logger = logging.getLogger(__name__)
 
 # A database that stops answering fails many requests at once: one warning per this many
@@ -103,6 +106,25 @@ config_versions = Table(
     Column("version", Integer, primary_key=True, autoincrement=False),
     Column("body", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Who stored the version and why (null for versions older than the history columns),
+    # and the version whose content a rollback restored.
+    Column("created_by", String(MAX_ACTOR_CHARS), nullable=True),
+    Column("comment", Text, nullable=True),
+    Column("rolled_back_to", Integer, nullable=True),
+)
+
+# The audit log: one hash-chained entry per state-changing admin action (controller.audit).
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(MAX_ACTOR_CHARS), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(MAX_TARGET_CHARS), nullable=False),
+    Column("detail", JSON, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
 )
 
 agents = Table(

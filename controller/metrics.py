@@ -18,6 +18,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from common.metrics import counter_by
 from common.models import AgentState
+from controller import audit
 from controller.cache import ConfigCache
 from controller.credentials import Authenticator
 from controller.fleet import FleetCounts
@@ -46,6 +47,8 @@ class ControllerMetrics:
         # Answers by HTTP status; the success statuses are there from the start.
         self.registrations: Counter[int] = Counter({201: 0})
         self.config_posts: Counter[int] = Counter({200: 0, 201: 0})
+        # Audit entries this replica committed, by action; the known actions from the start.
+        self.audit_entries: Counter[str] = Counter(dict.fromkeys(audit.ACTIONS, 0))
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -102,6 +105,12 @@ class ControllerMetrics:
             "Requests this replica refused with 429, unchecked, because their client "
             "address failed to authenticate too often lately.",
             value=self._throttle.throttled,
+        )
+        yield counter_by(
+            "fleetconf_controller_audit_entries",
+            "Audit log entries committed through this replica, by action.",
+            "action",
+            dict(sorted(self.audit_entries.items())),
         )
         fleet = self._fleet_counts.counts
         if fleet is not None:

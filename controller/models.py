@@ -10,6 +10,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, S
 
 from common.constants import (
     DEFAULT_PAGE_LIMIT,
+    MAX_CONFIG_VERSION,
     MAX_PAGE_LIMIT,
     MAX_PAGE_OFFSET,
     MAX_POLL_INTERVAL_SECONDS,
@@ -38,6 +39,12 @@ def _whole_number(value: object) -> object:
 PollIntervalSeconds = Annotated[
     int,
     Field(ge=MIN_POLL_INTERVAL_SECONDS, le=MAX_POLL_INTERVAL_SECONDS, strict=True),
+    BeforeValidator(_whole_number),
+]
+
+VersionNumber = Annotated[
+    int,
+    Field(ge=0, le=MAX_CONFIG_VERSION, strict=True),
     BeforeValidator(_whole_number),
 ]
 
@@ -119,7 +126,37 @@ _EXAMPLE_VERSION: dict[str, JsonValue] = {
     "created_at": "2026-11-26T12:00:00Z",
     "current": True,
     "config": {"url": "https://ip.me"},
+    "created_by": "admin",
+    "comment": "back to the version before the outage",
+    "rolled_back_to": 5,
 }
+
+
+class RollbackRequest(BaseModel):
+    """The version whose configuration becomes current again."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"version": 0}]})
+
+    version: VersionNumber = Field(description="The version to roll back to.")
+
+
+class RollbackInfo(VersionInfo):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "version": 8,
+                    "etag": '"8"',
+                    "created_at": "2026-11-26T12:00:00Z",
+                    "rolled_back_to": 5,
+                }
+            ]
+        }
+    )
+
+    rolled_back_to: int = Field(
+        description="The version whose configuration is now current (the one asked for)."
+    )
 
 
 class ConfigVersion(BaseModel):
@@ -135,6 +172,14 @@ class ConfigVersion(BaseModel):
     )
     current: bool = Field(description="Whether this is the version agents are given now.")
     config: WorkerConfig = Field(description="The worker configuration of that version.")
+    created_by: str | None = Field(
+        description='Who stored it ("admin" for the admin token); null for versions '
+        "stored before this was recorded, and for version 0."
+    )
+    comment: str | None = Field(description="Why, as the X-Change-Comment header said; or null.")
+    rolled_back_to: int | None = Field(
+        description="For a rollback, the version whose configuration it restored; else null."
+    )
 
 
 class ConfigVersionPage(BaseModel):

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.auth import hash_token, new_secret, tokens_equal
 from common.errors import Conflict, FleetconfError
-from controller import credential_store
+from controller import audit, credential_store
 from controller.constants import NAMED_CREDENTIAL_PREFIX
 from controller.db import Database
 from controller.store import FleetRow
@@ -121,11 +121,18 @@ class NamedCredentials:
 
 
 async def create_credential(
-    database: Database, registry: NamedCredentials, *, name: str, role: str, created_by: str
+    database: Database,
+    registry: NamedCredentials,
+    *,
+    name: str,
+    role: str,
+    change: audit.Change,
 ) -> IssuedCredential:
-    """Issue a token for ``name``; 409 when the name is taken, even by a revoked one."""
+    """Issue a token for ``name``; 409 when the name is taken, even by a revoked one. The
+    issue is recorded in the audit log, in its transaction (never the token)."""
     token = issue_named_token()
     token_hash = hash_token(token)
+    created_by = change.actor
 
     async def insert(conn: AsyncConnection) -> dt.datetime:
         if await credential_store.name_taken(conn, name):
@@ -133,9 +140,17 @@ async def create_credential(
                 f"A credential named {name!r} exists or existed; the names of revoked "
                 "credentials are not reused."
             )
-        return await credential_store.insert_credential(
+        created_at = await credential_store.insert_credential(
             conn, name=name, role=role, token_hash=token_hash, created_by=created_by
         )
+        await audit.append(
+            conn,
+            actor=change.actor,
+            action=audit.CREDENTIAL_CREATE,
+            target=f"credentials/{name}",
+            detail={"name": name, "role": role, "comment": change.comment},
+        )
+        return created_at
 
     created_at = await database.transaction(insert)
     await registry.add(NamedCredential(name=name, role=role, token_hash=token_hash))
@@ -143,11 +158,25 @@ async def create_credential(
     return IssuedCredential(name=name, role=role, token=token, created_at=created_at)
 
 
-async def revoke_credential(database: Database, registry: NamedCredentials, name: str) -> bool:
-    """Revoke ``name``; refused here at once. False when it is unknown or revoked already."""
-    revoked = await database.transaction(
-        lambda conn: credential_store.revoke_credential(conn, name)
-    )
+async def revoke_credential(
+    database: Database, registry: NamedCredentials, name: str, *, change: audit.Change
+) -> bool:
+    """Revoke ``name``; refused here at once. False when it is unknown or revoked already.
+    A revocation is recorded in the audit log, in its transaction."""
+
+    async def write(conn: AsyncConnection) -> bool:
+        if not await credential_store.revoke_credential(conn, name):
+            return False
+        await audit.append(
+            conn,
+            actor=change.actor,
+            action=audit.CREDENTIAL_REVOKE,
+            target=f"credentials/{name}",
+            detail={"name": name, "comment": change.comment},
+        )
+        return True
+
+    revoked = await database.transaction(write)
     if revoked:
         await registry.remove(name)
         logger.info("credential.revoked name=%s", name)

@@ -8,8 +8,10 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from common.auth import hash_token
-from controller import store
+from controller import audit, store
 from controller.credentials import AgentTokens, issue_agent_token
 from controller.db import Database
 
@@ -41,10 +43,30 @@ async def register_agent(
     return Registration(agent_id=agent_id, agent_token=token)
 
 
-async def revoke_agent(database: Database, agent_tokens: AgentTokens, agent_id: uuid.UUID) -> bool:
+async def revoke_agent(
+    database: Database,
+    agent_tokens: AgentTokens,
+    agent_id: uuid.UUID,
+    *,
+    change: audit.Change,
+) -> bool:
     """Revoke the agent; its token is refused here at once. False when it is unknown or
-    was revoked already."""
-    revoked = await database.transaction(lambda conn: store.revoke_agent(conn, agent_id))
+    was revoked already. A revocation is recorded in the audit log, in its transaction."""
+
+    async def write(conn: AsyncConnection) -> bool:
+        await store.read_fleet_row(conn, for_update=True)
+        if not await store.revoke_agent(conn, agent_id):
+            return False
+        await audit.append(
+            conn,
+            actor=change.actor,
+            action=audit.AGENT_REVOKE,
+            target=f"agents/{agent_id}",
+            detail={"agent_id": str(agent_id), "comment": change.comment},
+        )
+        return True
+
+    revoked = await database.transaction(write)
     if revoked:
         agent_tokens.forget(agent_id)
         logger.info("agent.revoked agent_id=%s", agent_id)

@@ -13,7 +13,15 @@ from common.errors import Unauthorized
 from common.metadata import package_version
 from common.openapi import Operation, add_docs_routes, add_operations, build_openapi
 from common.problem import add_problem_fallbacks
-from controller import agents_api, config_api, credentials_api, health_api, keys, settings_api
+from controller import (
+    agents_api,
+    audit_api,
+    config_api,
+    credentials_api,
+    health_api,
+    keys,
+    settings_api,
+)
 from controller.credentials import Principal, Role
 
 # In the order the OpenAPI document lists them.
@@ -27,6 +35,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
     agents_api.REVOKE_AGENT,
     agents_api.FLEET_SUMMARY,
     *credentials_api.OPERATIONS,
+    *audit_api.OPERATIONS,
 )
 
 SECURITY_SCHEMES: Final[dict[str, dict[str, Any]]] = {

@@ -6,7 +6,8 @@ from aiohttp import web
 
 from common.http import json_response, read_model
 from common.openapi import Operation, Response
-from controller import keys
+from controller import audit, keys
+from controller.comments import COMMENT_PARAMETER, change_by
 from controller.config_api import writer
 from controller.credentials import ADMIN, ADMIN_READERS, Principal
 from controller.models import PollSettings
@@ -23,9 +24,11 @@ async def get_settings(request: web.Request, _admin: Principal) -> web.Response:
     return _settings(request.app)
 
 
-async def put_settings(request: web.Request, _admin: Principal) -> web.Response:
+async def put_settings(request: web.Request, admin: Principal) -> web.Response:
     body = await read_model(request, PollSettings)
-    await set_poll_interval(writer(request.app), body.poll_interval_seconds)
+    change = change_by(request, admin)
+    if await set_poll_interval(writer(request.app), body.poll_interval_seconds, change=change):
+        request.app[keys.METRICS].audit_entries[audit.SETTINGS_UPDATE] += 1
     await request.app[keys.PUBLISHER].publish_hint()
     return _settings(request.app)
 
@@ -56,6 +59,7 @@ PUT_SETTINGS = Operation(
     tags=("settings",),
     roles=ADMIN,
     request_model=PollSettings,
+    parameters=(COMMENT_PARAMETER,),
     responses=(
         Response(status=200, description="The settings now in force.", model=PollSettings),
         NO_TOKEN,

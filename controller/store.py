@@ -29,10 +29,21 @@ class FleetRow:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Provenance:
+    """Who stored a version and why; ``rolled_back_to``: the version whose content it
+    restored. All null on versions stored before the history was kept."""
+
+    created_by: str | None = None
+    comment: str | None = None
+    rolled_back_to: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class VersionRecord:
     version: int
     body: str
     created_at: dt.datetime
+    provenance: Provenance = Provenance()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,7 +89,15 @@ async def read_version(conn: AsyncConnection, version: int) -> VersionRecord | N
 
 
 def _version_record(row: Any) -> VersionRecord:
-    return VersionRecord(version=row.version, body=row.body, created_at=as_utc(row.created_at))
+    provenance = Provenance(
+        created_by=row.created_by, comment=row.comment, rolled_back_to=row.rolled_back_to
+    )
+    return VersionRecord(
+        version=row.version,
+        body=row.body,
+        created_at=as_utc(row.created_at),
+        provenance=provenance,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,12 +120,23 @@ async def read_version_page(conn: AsyncConnection, *, limit: int, offset: int) -
     return VersionPage(items=[_version_record(row) for row in rows], total=total)
 
 
-async def insert_version(conn: AsyncConnection, version: int, body: str) -> VersionRecord:
+async def insert_version(
+    conn: AsyncConnection, version: int, body: str, provenance: Provenance
+) -> VersionRecord:
     """Store ``version`` and make it current; the caller holds the fleet row's lock."""
     now = utcnow()
-    await conn.execute(config_versions.insert().values(version=version, body=body, created_at=now))
+    await conn.execute(
+        config_versions.insert().values(
+            version=version,
+            body=body,
+            created_at=now,
+            created_by=provenance.created_by,
+            comment=provenance.comment,
+            rolled_back_to=provenance.rolled_back_to,
+        )
+    )
     await conn.execute(_update_fleet_row().values(current_version=version, updated_at=now))
-    return VersionRecord(version=version, body=body, created_at=now)
+    return VersionRecord(version=version, body=body, created_at=now, provenance=provenance)
 
 
 async def write_poll_interval(conn: AsyncConnection, seconds: int) -> None:

@@ -102,9 +102,18 @@ async def test_config_history_and_show(cli: Cli) -> None:
         await cli("config", "set", f"https://example.org/{name}")
     text = await cli("config", "history", "--limit", "2")
     lines = text.stdout.splitlines()
-    assert lines[0].split() == ["VERSION", "CREATED", "CURRENT", "URL"]
+    assert lines[0].split() == [
+        "VERSION",
+        "CREATED",
+        "CURRENT",
+        "BY",
+        "ROLLBACK",
+        "TO",
+        "URL",
+        "COMMENT",
+    ]
     assert lines[1].split()[0] == "3"
-    assert lines[1].split()[-2:] == ["*", "https://example.org/c"]
+    assert lines[1].split()[-5:] == ["*", "admin", "-", "https://example.org/c", "-"]
     assert lines[2].split()[0] == "2"
     assert "*" not in lines[2]
     assert lines[3] == "versions 1-2 of 4; --offset 2 for more"

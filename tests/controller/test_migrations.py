@@ -10,7 +10,7 @@ from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, select, update
+from sqlalchemy import inspect, select, text, update
 
 from controller import migrations
 from controller.db import config_versions, create_engine, fleet_table, metadata
@@ -125,3 +125,36 @@ def test_migrate_command(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr.decode()
     assert (tmp_path / "cli.db").exists()
+
+
+async def _execute(database_url: str, statement: str) -> list[Any]:
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            result = await conn.execute(text(statement))
+            return list(result.all()) if result.returns_rows else []
+    finally:
+        await engine.dispose()
+
+
+async def test_history_and_audit_revision_round_trips_with_data(database_url: str) -> None:
+    """Down to 0003 and up again keeps the versions; older versions have no created_by."""
+    await asyncio.to_thread(migrations.downgrade, database_url, "0003")
+    await _execute(
+        database_url,
+        "INSERT INTO config_versions (version, body, created_at) "
+        'VALUES (1, \'{"url":"https://example.org/"}\', CURRENT_TIMESTAMP)',
+    )
+    await asyncio.to_thread(migrations.upgrade, database_url)
+    rows = await _execute(
+        database_url,
+        "SELECT version, created_by, comment, rolled_back_to FROM config_versions ORDER BY 1",
+    )
+    assert [tuple(row) for row in rows] == [(0, None, None, None), (1, None, None, None)]
+    assert await _execute(database_url, "SELECT count(*) FROM audit_log") == [(0,)]
+    assert await _diff(database_url) == []
+    await asyncio.to_thread(migrations.downgrade, database_url, "0003")
+    rows = await _execute(database_url, "SELECT version FROM config_versions ORDER BY 1")
+    assert [row[0] for row in rows] == [0, 1]
+    await asyncio.to_thread(migrations.upgrade, database_url)
+    assert await _diff(database_url) == []

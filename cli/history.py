@@ -1,0 +1,71 @@
+"""The configuration's history: rolling back to a stored version, and what changed
+between two versions."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import unicodedata
+from typing import Any
+
+from cli.client import ControllerClient
+from cli.console import Console
+from cli.errors import UsageError
+from cli.render import scalar, timestamp
+from common.constants import HEADER_CHANGE_COMMENT
+
+
+def change_headers(args: argparse.Namespace) -> dict[str, str]:
+    """If-Match and X-Change-Comment from --if-match and --comment, when given."""
+    headers = {}
+    if getattr(args, "if_match", None) is not None:
+        headers["If-Match"] = f'"{args.if_match}"'
+    comment: str | None = getattr(args, "comment", None)
+    if comment is not None:
+        if any(unicodedata.category(char) == "Cc" for char in comment):
+            raise UsageError("--comment may not hold control characters (newlines, tabs...)")
+        headers[HEADER_CHANGE_COMMENT] = comment
+    return headers
+
+
+async def config_rollback(
+    client: ControllerClient, args: argparse.Namespace, console: Console
+) -> None:
+    body = json.dumps({"version": args.version}).encode()
+    answer = await client.request(
+        "POST", "/config/rollback", body=body, headers=change_headers(args)
+    )
+    info = answer.object()
+    created = answer.status == 201
+    version, target = scalar(info.get("version")), scalar(info.get("rolled_back_to"))
+    if created:
+        text = (
+            f"published version {version} with version {target}'s configuration "
+            f"({timestamp(info.get('created_at'))})"
+        )
+    else:
+        text = f"unchanged: version {version} already holds version {target}'s configuration"
+    console.emit({**info, "created": created}, text)
+
+
+def _pretty(config: Any) -> list[str]:
+    """The configuration as the diff shows it: canonical (sorted keys), indented."""
+    return json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False).splitlines()
+
+
+async def config_diff(client: ControllerClient, args: argparse.Namespace, console: Console) -> None:
+    old = (await client.get(f"/config/versions/{args.old}")).object()
+    new = (await client.get(f"/config/versions/{args.new}")).object()
+    lines = list(
+        difflib.unified_diff(
+            _pretty(old.get("config")),
+            _pretty(new.get("config")),
+            fromfile=f"version {args.old}",
+            tofile=f"version {args.new}",
+            lineterm="",
+        )
+    )
+    data = {"from": args.old, "to": args.new, "same": not lines, "diff": lines}
+    text = "\n".join(lines) or f"versions {args.old} and {args.new} hold the same configuration"
+    console.emit(data, text)
