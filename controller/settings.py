@@ -13,7 +13,12 @@ from common.constants import (
     MAX_POLL_INTERVAL_SECONDS,
     MIN_POLL_INTERVAL_SECONDS,
 )
-from common.settings import blank_secret_is_unset, known_log_level, load_secret_files
+from common.settings import (
+    blank_secret_is_unset,
+    known_log_level,
+    load_secret_files,
+    long_enough_token,
+)
 from controller.constants import AGENT_TOKEN_CACHE_SECONDS
 
 ENV_PREFIX = "CONTROLLER_"
@@ -80,6 +85,12 @@ class ControllerSettings(BaseSettings):
     def _empty_url_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
         """``CONTROLLER_REDIS_URL=`` (empty) means no Redis, as an unset variable does."""
         return blank_secret_is_unset(value)
+
+    @field_validator("admin_token", "registration_token")
+    @classmethod
+    def _long_enough_token(cls, value: SecretStr) -> SecretStr:
+        """A token shorter than MIN_TOKEN_CHARS (16) is refused at start-up."""
+        return long_enough_token(value)
 
     @field_validator("log_level")
     @classmethod

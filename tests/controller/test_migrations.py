@@ -54,8 +54,8 @@ async def test_upgrade_is_idempotent_and_downgrade_works(database_url: str) -> N
 def _migrate_env(database_url: str) -> dict[str, str]:
     return {
         "CONTROLLER_DATABASE_URL": database_url,
-        "CONTROLLER_ADMIN_TOKEN": "a",
-        "CONTROLLER_REGISTRATION_TOKEN": "r",
+        "CONTROLLER_ADMIN_TOKEN": "admin-token-for-migrations",
+        "CONTROLLER_REGISTRATION_TOKEN": "registration-token-for-migrations",
         "PATH": "/usr/bin:/bin",
     }
 
