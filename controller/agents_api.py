@@ -16,6 +16,7 @@ from common.openapi import Operation, Parameter, Response, problem
 from controller import keys, store
 from controller.credentials import ADMIN, REGISTRARS, Principal
 from controller.fleet import StateRule, agent_state
+from controller.hints import agent_hint_url
 from controller.models import (
     EXAMPLE_AGENT_ID,
     Agent,
@@ -40,7 +41,7 @@ from controller.registration import register_agent, revoke_agent
 
 def _hint_source(app: web.Application) -> HintSource | None:
     settings = app[keys.SETTINGS]
-    url = settings.agent_redis_url or settings.redis_url
+    url = agent_hint_url(settings)
     if url is None:
         return None
     return HintSource(redis_url=url.get_secret_value(), channel=settings.hint_channel)

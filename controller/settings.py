@@ -51,8 +51,8 @@ class ControllerSettings(BaseSettings):
     database_url_file: Path | None = None
     redis_url: SecretStr | None = None
     redis_url_file: Path | None = None
-    # The Redis URL agents are told to subscribe with (e.g. a subscribe-only ACL user);
-    # unset: the same as redis_url.
+    # The Redis URL agents are told to subscribe with (a subscribe-only ACL user); unset:
+    # redis_url if it carries no credential (an open Redis), else none (agents poll).
     agent_redis_url: SecretStr | None = None
     agent_redis_url_file: Path | None = None
     hint_channel: str = Field(default=DEFAULT_HINT_CHANNEL, min_length=1)
