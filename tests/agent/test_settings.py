@@ -133,7 +133,9 @@ def test_missing_required_settings_are_named() -> None:
 @pytest.mark.parametrize("url", ["ftp://controller.test/", "controller.test:8000", ""])
 def test_controller_url_must_be_http(url: str) -> None:
     """AGENT_CONTROLLER_URL must be an absolute http(s) URL."""
-    assert "AGENT_CONTROLLER_URL" in error_text(controller_url=url, registration_token="registration-token-for-tests")
+    assert "AGENT_CONTROLLER_URL" in error_text(
+        controller_url=url, registration_token="registration-token-for-tests"
+    )
 
 
 def test_backoff_max_below_base_is_refused() -> None:
@@ -151,7 +153,11 @@ def test_backoff_max_below_base_is_refused() -> None:
 @pytest.mark.parametrize("name", ["backoff_base_seconds", "backoff_max_seconds"])
 def test_backoff_must_be_positive(name: str) -> None:
     """Backoff settings must be greater than zero."""
-    text = error_text(controller_url="http://c.test", registration_token="registration-token-for-tests", **{name: 0})
+    text = error_text(
+        controller_url="http://c.test",
+        registration_token="registration-token-for-tests",
+        **{name: 0},
+    )
     assert f"AGENT_{name.upper()}" in text
 
 

@@ -58,5 +58,8 @@ def test_token_shorter_than_16_characters_is_refused(
 def test_token_of_16_characters_is_accepted(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """Sixteen characters are enough for either token."""
     settings = _settings(monkeypatch, **{name: "sixteen-chars-xx"})
-    tokens = {settings.admin_token.get_secret_value(), settings.registration_token.get_secret_value()}
+    tokens = {
+        settings.admin_token.get_secret_value(),
+        settings.registration_token.get_secret_value(),
+    }
     assert "sixteen-chars-xx" in tokens

@@ -70,6 +70,8 @@ FILLED_IN_SECRETS = {
     "edge": {},
 }
 SECRETS_IN_CONTAINER = "/run/secrets/"
+# Paths inside the redis container (a tmpfs there), not temporary files of the tests.
+CONTAINER_TMPFS = "/tmp"  # noqa: S108
 REDIS_DIR = DOCKER_DIR / "redis"
 STACKS = sorted(COMPOSE_FILES)
 
@@ -286,7 +288,8 @@ def test_controller_stack_runs_redis_with_the_shipped_acl() -> None:
     redis = document["services"]["redis"]
     mount = next(v for v in redis["volumes"] if v.startswith("./docker/redis:"))
     source, target, mode = mount.split(":")
-    assert (ROOT / source / "entrypoint.sh").is_file() and mode == "ro"
+    assert (ROOT / source / "entrypoint.sh").is_file()
+    assert mode == "ro"
     assert redis["entrypoint"] == ["/bin/sh", f"{target}/entrypoint.sh"]
     assert "redis-server" not in redis["command"]  # the entrypoint runs it
     entrypoint = (REDIS_DIR / "entrypoint.sh").read_text(encoding="utf-8")
@@ -294,7 +297,8 @@ def test_controller_stack_runs_redis_with_the_shipped_acl() -> None:
     assert sorted(password_files) == ["redis_agent_password", "redis_controller_password"]
     assert sorted(redis["secrets"]) == sorted(password_files)
     assert 'secrets_dir="${REDIS_ACL_SECRETS_DIR:-/run/secrets}"' in entrypoint
-    assert redis["tmpfs"] == ["/tmp"] and "/tmp/users.acl" in entrypoint
+    assert redis["tmpfs"] == [CONTAINER_TMPFS]
+    assert f'acl_file="${{REDIS_ACL_FILE:-{CONTAINER_TMPFS}/users.acl}}"' in entrypoint
     assert "--user agent" in redis["healthcheck"]["test"][1]
     assert "ports" not in redis
     for name, secret in document["secrets"].items():

@@ -267,7 +267,9 @@ async def test_controller_tokens_from_files_guard_the_api(
     client = await make_controller(
         admin_token=settings.admin_token, registration_token=settings.registration_token
     )
-    posted = await client.post("/config", json={"url": None}, headers=bearer("admin-token-from-file"))
+    posted = await client.post(
+        "/config", json={"url": None}, headers=bearer("admin-token-from-file")
+    )
     assert posted.status == 200
     registered = await client.post(
         "/register", json={"hostname": "h"}, headers=bearer("registration-from-file")

@@ -68,9 +68,7 @@ def _controller(
         # This Redis has one password, so agents are told the same URL; the controller
         # names it for them only because CONTROLLER_AGENT_REDIS_URL says so.
         env["CONTROLLER_REDIS_URL_FILE"] = _secret_file(secrets, "redis_url", redis_url)
-        env["CONTROLLER_AGENT_REDIS_URL_FILE"] = _secret_file(
-            secrets, "agent_redis_url", redis_url
-        )
+        env["CONTROLLER_AGENT_REDIS_URL_FILE"] = _secret_file(secrets, "agent_redis_url", redis_url)
     return group.add("controller", "controller", env=env, url=f"http://{LOOPBACK}:{port}")
 
 
