@@ -8,8 +8,6 @@ from typing import Final
 ENV_PREFIX: Final = "AGENT_"
 
 DEFAULT_WORKER_URL: Final = "http://127.0.0.1:8080"
-# AGENT_WORKER_TOKEN, when set, is refused at start-up if it is shorter than this.
-MIN_WORKER_TOKEN_LENGTH: Final = 16
 DEFAULT_STATE_DIR: Final = Path("./data/agent")
 DEFAULT_BACKOFF_BASE_SECONDS: Final = 1.0
 DEFAULT_BACKOFF_MAX_SECONDS: Final = 60.0

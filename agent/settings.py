@@ -18,10 +18,14 @@ from agent.constants import (
     DEFAULT_STATUS_PORT,
     DEFAULT_WORKER_URL,
     ENV_PREFIX,
-    MIN_WORKER_TOKEN_LENGTH,
 )
 from common.models import HttpUrlText
-from common.settings import blank_secret_is_unset, known_log_level, load_secret_files
+from common.settings import (
+    blank_secret_is_unset,
+    known_log_level,
+    load_secret_files,
+    long_enough_token,
+)
 
 _SECRETS = ("registration_token", "worker_token", "redis_url")
 
@@ -69,16 +73,11 @@ class AgentSettings(BaseSettings):
         """``AGENT_WORKER_TOKEN=`` or ``AGENT_REDIS_URL=`` (empty) is the same as unset."""
         return blank_secret_is_unset(value)
 
-    @field_validator("worker_token")
+    @field_validator("registration_token", "worker_token")
     @classmethod
-    def _long_enough_worker_token(cls, value: SecretStr | None) -> SecretStr | None:
-        """A worker token shorter than 16 characters is refused at start-up."""
-        if value is not None and len(value.get_secret_value()) < MIN_WORKER_TOKEN_LENGTH:
-            raise ValueError(
-                f"must be at least {MIN_WORKER_TOKEN_LENGTH} characters, as the worker's "
-                "WORKER_TOKEN must be"
-            )
-        return value
+    def _long_enough_token(cls, value: SecretStr | None) -> SecretStr | None:
+        """A token shorter than MIN_TOKEN_CHARS (16) is refused at start-up."""
+        return long_enough_token(value)
 
     @field_validator("status_port", mode="before")
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, TypeVar
 
 from pydantic import SecretStr, ValidationError
 
@@ -64,4 +64,21 @@ def blank_secret_is_unset(value: SecretStr | None) -> SecretStr | None:
     """``X_TOKEN=`` (empty or blank) means no token, as an unset variable does."""
     if value is None or not value.get_secret_value().strip():
         return None
+    return value
+
+
+# Every Bearer token a service is given (admin, registration, worker) is refused at
+# start-up when it is shorter than this: a short token can be guessed.
+MIN_TOKEN_CHARS: Final = 16
+
+TokenT = TypeVar("TokenT", bound=SecretStr | None)
+
+
+def long_enough_token(value: TokenT) -> TokenT:
+    """``value`` unchanged, or a ValueError naming the minimum (never the value) when it is
+    shorter than MIN_TOKEN_CHARS; the settings error names the variable."""
+    if value is not None and len(value.get_secret_value()) < MIN_TOKEN_CHARS:
+        raise ValueError(
+            f"must be at least {MIN_TOKEN_CHARS} characters (e.g. `openssl rand -hex 32`)"
+        )
     return value

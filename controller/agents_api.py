@@ -17,6 +17,7 @@ from controller import audit, keys, store
 from controller.comments import BAD_COMMENT, COMMENT_PARAMETER, change_by
 from controller.credentials import ADMIN, ADMIN_READERS, REGISTRARS, Principal
 from controller.fleet import StateRule, agent_state
+from controller.hints import agent_hint_url
 from controller.models import (
     EXAMPLE_AGENT_ID,
     Agent,
@@ -42,7 +43,7 @@ from controller.registration import register_agent, revoke_agent
 
 def _hint_source(app: web.Application) -> HintSource | None:
     settings = app[keys.SETTINGS]
-    url = settings.agent_redis_url or settings.redis_url
+    url = agent_hint_url(settings)
     if url is None:
         return None
     return HintSource(redis_url=url.get_secret_value(), channel=settings.hint_channel)

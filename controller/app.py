@@ -29,7 +29,7 @@ from controller.credentials import AgentTokens, Authenticator
 from controller.db import Database, create_engine
 from controller.fleet_counts import FleetCountsCache
 from controller.fleet_queries import FleetQueries
-from controller.hints import PUBLISH_TIMEOUT_SECONDS, HintPublisher
+from controller.hints import PUBLISH_TIMEOUT_SECONDS, HintPublisher, warn_if_agents_get_no_hints
 from controller.ledger import Ledger
 from controller.metrics import ControllerMetrics
 from controller.named_credentials import NamedCredentials
@@ -120,6 +120,7 @@ async def hints_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     cache = app[keys.CACHE]
     rate = settings.hint_fetch_rate_per_second
+    warn_if_agents_get_no_hints(settings)
     if settings.redis_url is None:
         app[keys.PUBLISHER] = HintPublisher(cache, fetch_rate_per_second=rate)
         yield

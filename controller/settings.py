@@ -13,7 +13,12 @@ from common.constants import (
     MAX_POLL_INTERVAL_SECONDS,
     MIN_POLL_INTERVAL_SECONDS,
 )
-from common.settings import blank_secret_is_unset, known_log_level, load_secret_files
+from common.settings import (
+    blank_secret_is_unset,
+    known_log_level,
+    load_secret_files,
+    long_enough_token,
+)
 from controller.addresses import Network, parse_networks
 from controller.constants import (
     AGENT_TOKEN_CACHE_SECONDS,
@@ -51,8 +56,8 @@ class ControllerSettings(BaseSettings):
     database_url_file: Path | None = None
     redis_url: SecretStr | None = None
     redis_url_file: Path | None = None
-    # The Redis URL agents are told to subscribe with (e.g. a subscribe-only ACL user);
-    # unset: the same as redis_url.
+    # The Redis URL agents are told to subscribe with (a subscribe-only ACL user); unset:
+    # redis_url if it carries no credential (an open Redis), else none (agents poll).
     agent_redis_url: SecretStr | None = None
     agent_redis_url_file: Path | None = None
     hint_channel: str = Field(default=DEFAULT_HINT_CHANNEL, min_length=1)
@@ -101,6 +106,12 @@ class ControllerSettings(BaseSettings):
     @property
     def trusted_proxy_networks(self) -> tuple[Network, ...]:
         return parse_networks(self.trusted_proxies or "")
+
+    @field_validator("admin_token", "registration_token")
+    @classmethod
+    def _long_enough_token(cls, value: SecretStr) -> SecretStr:
+        """A token shorter than MIN_TOKEN_CHARS (16) is refused at start-up."""
+        return long_enough_token(value)
 
     @field_validator("log_level")
     @classmethod

@@ -20,10 +20,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from common.settings import MIN_TOKEN_CHARS
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / "data"
 STARTUP_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 10.0
+# Random bytes per generated token: token_urlsafe(16) is 22 characters.
+TOKEN_BYTES = 16
 
 
 def _request(method: str, url: str, token: str | None = None, body: Any = None) -> Any:
@@ -75,14 +79,28 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _admin_token() -> tuple[str, bool]:
+    """DEMO_ADMIN_TOKEN, or a fresh random token; and whether it was generated. A given
+    token shorter than the controller accepts stops the demo before anything starts."""
+    given = os.environ.get("DEMO_ADMIN_TOKEN", "")
+    if not given:
+        return secrets.token_urlsafe(TOKEN_BYTES), True
+    if len(given) < MIN_TOKEN_CHARS:
+        raise SystemExit(
+            f"demo: DEMO_ADMIN_TOKEN must be at least {MIN_TOKEN_CHARS} characters "
+            "(e.g. `openssl rand -hex 32`), as the controller's CONTROLLER_ADMIN_TOKEN must be"
+        )
+    return given, False
+
+
 def main() -> None:
     url = os.environ.get("DEMO_URL", "https://ip.me")
     controller_port = os.environ.get("DEMO_CONTROLLER_PORT", "8000")
     worker_port = os.environ.get("DEMO_WORKER_PORT", "8080")
     agent_status_port = os.environ.get("DEMO_AGENT_STATUS_PORT", "8090")
-    admin_token = os.environ.get("DEMO_ADMIN_TOKEN") or secrets.token_urlsafe(16)
-    registration_token = secrets.token_urlsafe(16)
-    worker_token = secrets.token_urlsafe(16)
+    admin_token, generated = _admin_token()
+    registration_token = secrets.token_urlsafe(TOKEN_BYTES)
+    worker_token = secrets.token_urlsafe(TOKEN_BYTES)
     controller_url = f"http://127.0.0.1:{controller_port}"
     worker_url = f"http://127.0.0.1:{worker_port}"
     DATA_DIR.mkdir(exist_ok=True)
@@ -139,7 +157,8 @@ def main() -> None:
             procs,
         )
         agent_url = f"http://127.0.0.1:{agent_status_port}" if agent_status_port else None
-        _announce(controller_url, worker_url, agent_url, admin_token, version, url)
+        shown_token = admin_token if generated else "<the DEMO_ADMIN_TOKEN you gave>"
+        _announce(controller_url, worker_url, agent_url, shown_token, version, url)
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
         print("demo: a service exited; stopping the others", file=sys.stderr)
@@ -157,14 +176,18 @@ def _announce(
     version: int,
     url: str,
 ) -> None:
+    """Print what to try. ``token`` is the admin token when the demo generated it (the
+    operator has no other way to learn it), a placeholder when they chose it."""
     agent_lines = f"  curl {agent_url}/status     (and /metrics)\n" if agent_url else ""
     print(
         f"""
 fleetconf demo is running: controller {controller_url}, worker {worker_url}, one agent.
 The worker runs version {version}: {{"url": "{url}"}}
+The admin token (a new one each run unless DEMO_ADMIN_TOKEN names one):
 
+  export ADMIN_TOKEN='{token}'
   curl {worker_url}/hit
-  curl -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\
+  curl -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' \\
        -d '{{"url": "https://example.org"}}' {controller_url}/config
   open {controller_url}/docs  (and {worker_url}/docs)
 {agent_lines}  curl {controller_url}/metrics  (and {worker_url}/metrics)

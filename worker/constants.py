@@ -30,5 +30,3 @@ SHUTDOWN_TIMEOUT_SECONDS: Final = 10.0
 ETAG_DIGEST_HEX_DIGITS: Final = 16
 # Hosts whose addresses are all loopback: the only ones an unauthenticated /config may use.
 LOOPBACK_HOSTS: Final = frozenset({"localhost"})
-# Tokens (WORKER_TOKEN) shorter than this are refused at start-up.
-MIN_TOKEN_LENGTH: Final = 16

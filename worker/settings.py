@@ -8,13 +8,17 @@ from typing import Any
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from common.settings import blank_secret_is_unset, known_log_level, load_secret_files
+from common.settings import (
+    blank_secret_is_unset,
+    known_log_level,
+    load_secret_files,
+    long_enough_token,
+)
 from worker.constants import (
     DEFAULT_HIT_MAX_BYTES,
     DEFAULT_HIT_TIMEOUT_SECONDS,
     DEFAULT_PORT,
     ENV_PREFIX,
-    MIN_TOKEN_LENGTH,
 )
 
 
@@ -40,13 +44,8 @@ class WorkerSettings(BaseSettings):
     @classmethod
     def _empty_token_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
         """``WORKER_TOKEN=`` (empty) means no token, as an unset variable does; a token
-        shorter than 16 characters is refused."""
-        token = blank_secret_is_unset(value)
-        if token is not None and len(token.get_secret_value()) < MIN_TOKEN_LENGTH:
-            raise ValueError(
-                f"must be at least {MIN_TOKEN_LENGTH} characters (e.g. `openssl rand -hex 32`)"
-            )
-        return token
+        shorter than MIN_TOKEN_CHARS (16) is refused."""
+        return long_enough_token(blank_secret_is_unset(value))
 
     @field_validator("log_level")
     @classmethod

@@ -32,4 +32,11 @@ sed -e "s/@CONTROLLER_PASSWORD_SHA256@/$controller_hash/" \
     -e "s/@AGENT_PASSWORD_SHA256@/$agent_hash/" \
     -e "s/@HINT_CHANNEL@/$channel/g" -e "/^#/d" -e "/^$/d" \
     "$template" > "$acl_file"
+if [ "$(id -u)" = 0 ] && command -v gosu >/dev/null 2>&1; then
+    # Started as root (the redis image's default), which can read the secret files
+    # whoever owns them: run redis-server as the image's redis user, as its own
+    # entrypoint does.
+    chown redis "$acl_file"
+    exec gosu redis redis-server --aclfile "$acl_file" "$@"
+fi
 exec redis-server --aclfile "$acl_file" "$@"

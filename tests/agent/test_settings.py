@@ -113,13 +113,13 @@ def test_env_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     env_file = tmp_path / "agent.env"
     env_file.write_text(
         "AGENT_CONTROLLER_URL=http://from-file.test:8000\n"
-        "AGENT_REGISTRATION_TOKEN=token-from-file\n"
+        "AGENT_REGISTRATION_TOKEN=registration-token-from-file\n"
         "AGENT_HOSTNAME=from-file\n"
     )
     monkeypatch.setenv("AGENT_HOSTNAME", "from-env")
     settings = AgentSettings(_env_file=env_file)
     assert settings.controller_url == "http://from-file.test:8000"
-    assert settings.registration_token.get_secret_value() == "token-from-file"
+    assert settings.registration_token.get_secret_value() == "registration-token-from-file"
     assert settings.hostname == "from-env"
 
 
@@ -133,14 +133,16 @@ def test_missing_required_settings_are_named() -> None:
 @pytest.mark.parametrize("url", ["ftp://controller.test/", "controller.test:8000", ""])
 def test_controller_url_must_be_http(url: str) -> None:
     """AGENT_CONTROLLER_URL must be an absolute http(s) URL."""
-    assert "AGENT_CONTROLLER_URL" in error_text(controller_url=url, registration_token="t")
+    assert "AGENT_CONTROLLER_URL" in error_text(
+        controller_url=url, registration_token="registration-token-for-tests"
+    )
 
 
 def test_backoff_max_below_base_is_refused() -> None:
     """AGENT_BACKOFF_MAX_SECONDS below AGENT_BACKOFF_BASE_SECONDS is refused by name."""
     text = error_text(
         controller_url="http://c.test",
-        registration_token="t",
+        registration_token="registration-token-for-tests",
         backoff_base_seconds=5,
         backoff_max_seconds=1,
     )
@@ -151,8 +153,24 @@ def test_backoff_max_below_base_is_refused() -> None:
 @pytest.mark.parametrize("name", ["backoff_base_seconds", "backoff_max_seconds"])
 def test_backoff_must_be_positive(name: str) -> None:
     """Backoff settings must be greater than zero."""
-    text = error_text(controller_url="http://c.test", registration_token="t", **{name: 0})
+    text = error_text(
+        controller_url="http://c.test",
+        registration_token="registration-token-for-tests",
+        **{name: 0},
+    )
     assert f"AGENT_{name.upper()}" in text
+
+
+def test_short_registration_token_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """AGENT_REGISTRATION_TOKEN of 15 characters is refused by name, without its value."""
+    set_env(monkeypatch, **{**REQUIRED, "AGENT_REGISTRATION_TOKEN": "fifteen-chars-x"})
+    text = error_text()
+    assert "AGENT_REGISTRATION_TOKEN: Value error, must be at least 16 characters" in text
+    assert "fifteen-chars-x" not in text
+    monkeypatch.setenv("AGENT_REGISTRATION_TOKEN", "sixteen-chars-xx")
+    assert AgentSettings(_env_file=None).registration_token.get_secret_value() == (
+        "sixteen-chars-xx"
+    )
 
 
 def test_empty_worker_token_means_none(monkeypatch: pytest.MonkeyPatch) -> None:

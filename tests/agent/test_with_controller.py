@@ -180,13 +180,15 @@ async def test_wrong_registration_token_is_an_error_and_retried(
     make_settings: MakeSettings, controller: Controller, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A refused registration token is logged at ERROR (without the token) and backed off."""
-    settings = make_settings(controller_url=controller.url, registration_token="wrong-token")
+    settings = make_settings(
+        controller_url=controller.url, registration_token="wrong-registration-token"
+    )
     async with Agent(settings) as agent:
         step = await agent.sync_controller_once()
     assert step.outcome is ControllerOutcome.REGISTRATION_REJECTED
     assert not step.outcome.succeeded
     assert "agent.registration_rejected status=401" in caplog.text
-    assert "wrong-token" not in caplog.text
+    assert "wrong-registration-token" not in caplog.text
 
 
 async def test_running_agent_converges_on_each_new_version(

@@ -14,7 +14,7 @@ def _settings(worker_token: str) -> AgentSettings:
     return AgentSettings(
         _env_file=None,
         controller_url="http://controller.test:8000",
-        registration_token="reg-token",
+        registration_token="registration-token-for-tests",
         worker_token=worker_token,
     )
 
@@ -41,7 +41,7 @@ def test_agent_refuses_to_start_with_a_short_worker_token(
 ) -> None:
     """main() exits 2 at start-up with a short AGENT_WORKER_TOKEN, naming the variable."""
     monkeypatch.setenv("AGENT_CONTROLLER_URL", "http://controller.test:8000")
-    monkeypatch.setenv("AGENT_REGISTRATION_TOKEN", "reg-token")
+    monkeypatch.setenv("AGENT_REGISTRATION_TOKEN", "registration-token-for-tests")
     monkeypatch.setenv("AGENT_WORKER_TOKEN", "short")
     with pytest.raises(SystemExit) as exited:
         main([])

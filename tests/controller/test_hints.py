@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
+import pytest
 import redis.asyncio as redis
 
 from common.hints import Hint, decode_hint
 from controller import keys
+from controller.hints import carries_credentials
 from tests.controller.conftest import ADMIN, REGISTRATION, ClientFactory, post_config, register
 from tests.support.redis_server import PrivateRedis
 from tests.support.waiting import eventually
@@ -59,6 +62,77 @@ async def test_registration_names_the_hint_channel(
         "redis_url": "redis://agent:pw@127.0.0.1:6379/0",
         "channel": hint_channel,
     }
+
+
+# The controller's own identity, on a port where nothing listens: never handed out.
+CONTROLLER_REDIS_PASSWORD = "controller-redis-password-never-handed-out"
+CONTROLLER_IDENTITY_URL = f"redis://controller:{CONTROLLER_REDIS_PASSWORD}@127.0.0.1:9/0"
+
+
+async def test_registration_names_an_open_redis(
+    make_client: ClientFactory,
+    redis_url: str,
+    hint_channel: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Without CONTROLLER_AGENT_REDIS_URL, a CONTROLLER_REDIS_URL with no credential is
+    handed out as it is, and no warning is logged."""
+    assert not carries_credentials(redis_url)
+    client = await make_client(redis_url=redis_url, hint_channel=hint_channel)
+    body = await register(client)
+    assert body["hints"] == {"redis_url": redis_url, "channel": hint_channel}
+    assert "hints.agent_url_missing" not in caplog.text
+
+
+async def test_registration_never_hands_out_the_controllers_credentials(
+    make_client: ClientFactory, hint_channel: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without CONTROLLER_AGENT_REDIS_URL, a CONTROLLER_REDIS_URL with credentials gives
+    hints=null, and start-up warns the operator to set CONTROLLER_AGENT_REDIS_URL."""
+    caplog.set_level(logging.WARNING, logger="controller.hints")
+    client = await make_client(redis_url=CONTROLLER_IDENTITY_URL, hint_channel=hint_channel)
+    resp = await client.post("/register", json={"hostname": "edge-01"}, headers=REGISTRATION)
+    assert resp.status == 201
+    text = await resp.text()
+    assert (await resp.json())["hints"] is None
+    assert CONTROLLER_REDIS_PASSWORD not in text
+    warnings = [r for r in caplog.records if r.getMessage().startswith("hints.agent_url_missing")]
+    assert len(warnings) == 1
+    assert warnings[0].levelno == logging.WARNING
+    assert "CONTROLLER_AGENT_REDIS_URL" in warnings[0].getMessage()
+    assert CONTROLLER_REDIS_PASSWORD not in caplog.text
+
+
+async def test_agent_redis_url_is_handed_out_beside_a_credentialed_one(
+    make_client: ClientFactory, hint_channel: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With CONTROLLER_AGENT_REDIS_URL set, agents get it, and nothing is warned about."""
+    agent_url = "redis://agent:agent-pw@hints.example.org:6379/0"
+    client = await make_client(
+        redis_url=CONTROLLER_IDENTITY_URL, agent_redis_url=agent_url, hint_channel=hint_channel
+    )
+    body = await register(client)
+    assert body["hints"] == {"redis_url": agent_url, "channel": hint_channel}
+    assert "hints.agent_url_missing" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("url", "credentials"),
+    [
+        ("redis://127.0.0.1:6379/0", False),
+        ("rediss://redis.example.org:6380/0?ssl_cert_reqs=required", False),
+        ("unix:///run/redis.sock?db=0", False),
+        ("redis://controller:pw@redis:6379/0", True),
+        ("redis://:pw@redis:6379/0", True),
+        ("redis://controller@redis:6379/0", True),
+        ("redis://redis:6379/0?password=pw", True),
+        ("unix:///run/redis.sock?username=controller&password=pw", True),
+        ("redis://[::1:6379/0", True),
+    ],
+)
+def test_carries_credentials(url: str, credentials: bool) -> None:
+    """A user part, a password part or a username/password query parameter is a credential."""
+    assert carries_credentials(url) is credentials
 
 
 async def test_spread_grows_with_the_fleet(

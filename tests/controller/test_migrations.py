@@ -100,8 +100,8 @@ async def test_credentials_revision_goes_down_and_up_with_the_fleet_row(
 def _migrate_env(database_url: str) -> dict[str, str]:
     return {
         "CONTROLLER_DATABASE_URL": database_url,
-        "CONTROLLER_ADMIN_TOKEN": "a",
-        "CONTROLLER_REGISTRATION_TOKEN": "r",
+        "CONTROLLER_ADMIN_TOKEN": "admin-token-for-migrations",
+        "CONTROLLER_REGISTRATION_TOKEN": "registration-token-for-migrations",
         "PATH": "/usr/bin:/bin",
     }
 

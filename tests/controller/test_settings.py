@@ -5,9 +5,13 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from common.settings import describe_settings_error
 from controller.settings import ControllerSettings
 
-REQUIRED = {"CONTROLLER_ADMIN_TOKEN": "admin-t", "CONTROLLER_REGISTRATION_TOKEN": "reg-t"}
+REQUIRED = {
+    "CONTROLLER_ADMIN_TOKEN": "admin-token-for-tests",
+    "CONTROLLER_REGISTRATION_TOKEN": "registration-token-for-tests",
+}
 
 
 def _settings(monkeypatch: pytest.MonkeyPatch, **variables: str) -> ControllerSettings:
@@ -36,3 +40,26 @@ def test_unknown_log_level_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -
     """An unknown log level is a settings error naming the choices, not a crash later."""
     with pytest.raises(ValidationError, match="must be one of CRITICAL, DEBUG, ERROR"):
         _settings(monkeypatch, CONTROLLER_LOG_LEVEL="LOUD")
+
+
+@pytest.mark.parametrize("name", ["CONTROLLER_ADMIN_TOKEN", "CONTROLLER_REGISTRATION_TOKEN"])
+def test_token_shorter_than_16_characters_is_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """A 15-character token is a settings error naming the variable and the minimum only."""
+    with pytest.raises(ValidationError) as caught:
+        _settings(monkeypatch, **{name: "fifteen-chars-x"})
+    text = describe_settings_error(caught.value, "CONTROLLER_")
+    assert f"{name}: Value error, must be at least 16 characters" in text
+    assert "fifteen-chars-x" not in text
+
+
+@pytest.mark.parametrize("name", ["CONTROLLER_ADMIN_TOKEN", "CONTROLLER_REGISTRATION_TOKEN"])
+def test_token_of_16_characters_is_accepted(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Sixteen characters are enough for either token."""
+    settings = _settings(monkeypatch, **{name: "sixteen-chars-xx"})
+    tokens = {
+        settings.admin_token.get_secret_value(),
+        settings.registration_token.get_secret_value(),
+    }
+    assert "sixteen-chars-xx" in tokens

@@ -98,7 +98,7 @@ async def test_installed_controller_migrates(installed: Path, tmp_path: Path) ->
     env = {
         "PATH": os.environ.get("PATH", ""),
         "CONTROLLER_DATABASE_URL": f"sqlite:///{database}",
-        "CONTROLLER_ADMIN_TOKEN": "admin-token",
+        "CONTROLLER_ADMIN_TOKEN": "admin-token-for-the-wheel",
         "CONTROLLER_REGISTRATION_TOKEN": "registration-token",
     }
     python, command = installed / "bin" / "python", installed / "bin" / "fleetconf-controller"

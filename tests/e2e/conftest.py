@@ -11,7 +11,7 @@ from tests.support.fleet import bearer
 
 __all__ = ["http", "processes", "pytest_runtest_makereport", "upstream"]
 
-ADMIN_TOKEN: Final = "e2e-admin-token"
+ADMIN_TOKEN: Final = "e2e-admin-token-for-tests"
 REGISTRATION_TOKEN: Final = "e2e-registration-token"
 WORKER_TOKEN: Final = "e2e-worker-token"
 ADMIN: Final = bearer(ADMIN_TOKEN)

@@ -1,5 +1,6 @@
-"""Every secret setting of every service also reads a ``*_FILE`` (Docker secrets), and
-neither the settings nor their error messages ever show a secret."""
+"""Every secret setting of every service also reads a ``*_FILE`` (Docker secrets), every
+token is at least 16 characters long, and neither the settings nor their error messages
+ever show a secret."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pydantic_settings import BaseSettings
 
 from agent.main import main as agent_main
 from agent.settings import AgentSettings
+from common.settings import MIN_TOKEN_CHARS
 from controller.main import main as controller_main
 from controller.settings import ControllerSettings
 from tests.security.conftest import (
@@ -129,6 +131,61 @@ def _environment(monkeypatch: pytest.MonkeyPatch, variables: dict[str, str]) -> 
         monkeypatch.setenv(name, value)
 
 
+# The Bearer tokens among the secrets: each is refused at start-up below MIN_TOKEN_CHARS.
+TOKEN_SETTINGS = [s for s in SECRET_SETTINGS if s.variable.endswith("_TOKEN")]
+FIFTEEN_CHARS = "fifteen-chars-x"
+SIXTEEN_CHARS = "sixteen-chars-xx"
+
+
+def _set_token(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, setting: SecretSetting, token: str, via: str
+) -> None:
+    """The service's required settings, with ``setting`` given ``token`` directly or in a file."""
+    variables = {k: v for k, v in setting.required.items() if k != setting.variable}
+    if via == "file":
+        secret_file = tmp_path / "token"
+        secret_file.write_text(token + "\n", encoding="utf-8")
+        variables[f"{setting.variable}_FILE"] = str(secret_file)
+    else:
+        variables[setting.variable] = token
+    _environment(monkeypatch, variables)
+
+
+@pytest.mark.parametrize("via", ["env", "file"])
+@pytest.mark.parametrize("setting", TOKEN_SETTINGS, ids=lambda s: s.id)
+def test_token_of_15_characters_stops_the_service(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    setting: SecretSetting,
+    via: str,
+) -> None:
+    """A token of 15 characters, from the environment or its *_FILE, is exit 2 at start-up
+    with a message naming the variable and the minimum, never the token."""
+    assert len(FIFTEEN_CHARS) == MIN_TOKEN_CHARS - 1
+    _set_token(monkeypatch, tmp_path, setting, FIFTEEN_CHARS, via)
+    with pytest.raises(SystemExit) as stopped:
+        setting.main([])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{setting.variable}: Value error, must be at least 16 characters" in err
+    assert FIFTEEN_CHARS not in err
+
+
+@pytest.mark.parametrize("via", ["env", "file"])
+@pytest.mark.parametrize("setting", TOKEN_SETTINGS, ids=lambda s: s.id)
+def test_token_of_16_characters_is_accepted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, setting: SecretSetting, via: str
+) -> None:
+    """A token of exactly 16 characters, from the environment or its *_FILE, is accepted."""
+    assert len(SIXTEEN_CHARS) == MIN_TOKEN_CHARS
+    _set_token(monkeypatch, tmp_path, setting, SIXTEEN_CHARS, via)
+    settings = setting.settings_class(_env_file=None)
+    value = getattr(settings, setting.field)
+    assert isinstance(value, SecretStr)
+    assert value.get_secret_value() == SIXTEEN_CHARS
+
+
 @pytest.mark.parametrize("setting", SECRET_SETTINGS, ids=lambda s: s.id)
 def test_secret_is_read_from_its_file(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, setting: SecretSetting
@@ -196,7 +253,7 @@ async def test_controller_tokens_from_files_guard_the_api(
     sqlite_url: str,
 ) -> None:
     """Tokens from CONTROLLER_*_TOKEN_FILE are the ones the running app accepts."""
-    (tmp_path / "admin").write_text("admin-from-file\n", encoding="utf-8")
+    (tmp_path / "admin").write_text("admin-token-from-file\n", encoding="utf-8")
     (tmp_path / "registration").write_text("registration-from-file\n", encoding="utf-8")
     _environment(
         monkeypatch,
@@ -206,11 +263,13 @@ async def test_controller_tokens_from_files_guard_the_api(
         },
     )
     settings = ControllerSettings(_env_file=None, database_url=sqlite_url)
-    assert settings.admin_token.get_secret_value() == "admin-from-file"
+    assert settings.admin_token.get_secret_value() == "admin-token-from-file"
     client = await make_controller(
         admin_token=settings.admin_token, registration_token=settings.registration_token
     )
-    posted = await client.post("/config", json={"url": None}, headers=bearer("admin-from-file"))
+    posted = await client.post(
+        "/config", json={"url": None}, headers=bearer("admin-token-from-file")
+    )
     assert posted.status == 200
     registered = await client.post(
         "/register", json={"hostname": "h"}, headers=bearer("registration-from-file")

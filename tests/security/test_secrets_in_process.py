@@ -175,7 +175,10 @@ async def test_no_secret_in_logs_answers_or_documents(
     await admin.aclose()
     redis_url = f"redis://:{REDIS_PASSWORD}@127.0.0.1:{private_redis.port}/0"
 
-    controller = await make_controller(redis_url=redis_url, poll_interval_seconds=1)
+    # One password on this Redis: agents are told the same URL, as CONTROLLER_AGENT_REDIS_URL.
+    controller = await make_controller(
+        redis_url=redis_url, agent_redis_url=redis_url, poll_interval_seconds=1
+    )
     worker = await make_worker(token=WORKER_TOKEN, log_level="DEBUG")
     answers = Answers()
     for client in (controller, worker):

@@ -65,7 +65,10 @@ def _controller(
         "CONTROLLER_LOG_LEVEL": "DEBUG",
     }
     if redis_url is not None:
-        env["CONTROLLER_REDIS_URL"] = redis_url
+        # This Redis has one password, so agents are told the same URL; the controller
+        # names it for them only because CONTROLLER_AGENT_REDIS_URL says so.
+        env["CONTROLLER_REDIS_URL_FILE"] = _secret_file(secrets, "redis_url", redis_url)
+        env["CONTROLLER_AGENT_REDIS_URL_FILE"] = _secret_file(secrets, "agent_redis_url", redis_url)
     return group.add("controller", "controller", env=env, url=f"http://{LOOPBACK}:{port}")
 
 
