@@ -14,6 +14,9 @@ HEADER_CONFIG_VERSION: Final = "X-Config-Version"
 HEADER_POLL_INTERVAL_SECONDS: Final = "X-Poll-Interval-Seconds"
 HEADER_AGENT_ID: Final = "X-Agent-ID"
 HEADER_APPLIED_VERSION: Final = "X-Applied-Version"
+# "1" on an agent's poll: its worker held a configuration the agent did not send since the
+# agent's previous poll (replaced, or still there). Absent, or any other value: no drift.
+HEADER_WORKER_DRIFT: Final = "X-Worker-Drift"
 
 # Request bodies are small JSON documents; anything larger is refused with 413.
 MAX_REQUEST_BODY_BYTES: Final = 64 * 1024
