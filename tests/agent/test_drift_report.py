@@ -78,8 +78,7 @@ async def _applied_and_reported(agent: Agent) -> None:
 async def test_replaced_drift_is_reported_once_then_cleared(
     make_settings: MakeSettings, controller: Controller, worker: TestServer
 ) -> None:
-    """Drift replaced by the reconciler is told on the next poll (no applied version); the
-    poll after it says nothing, and the controller's state follows: drift, then in_sync."""
+    """Replaced drift is told on the next poll only; the controller shows drift, then in_sync."""
     version = await controller.publish(MINE)
     settings = make_settings(controller_url=controller.url, worker_url=base_url(worker))
     async with Agent(settings) as agent:
@@ -142,8 +141,7 @@ async def test_running_agent_polls_at_once_after_seeing_drift(
     worker: TestServer,
     aiohttp_client: AiohttpClient,
 ) -> None:
-    """With a 30 s poll interval, drift replaced by the running agent reaches the controller
-    within a second, and /status and /metrics show it meanwhile."""
+    """With a 30 s interval, seen drift reaches the controller at once; /status, /metrics too."""
     controller = await start_controller(poll_interval_seconds=30)
     version = await controller.publish(MINE)
     settings = make_settings(controller_url=controller.url, worker_url=base_url(worker))

@@ -135,8 +135,7 @@ async def test_only_the_value_1_reports_drift(client: Client) -> None:
 
 
 async def test_a_drift_report_is_kept_until_the_flush(client: Client) -> None:
-    """A later poll without the header in the same batch does not hide the drift; the
-    agent's polls after the flush clear it."""
+    """A later poll of the same batch does not hide drift; polls after the flush clear it."""
     agent = await register(client)
     await _poll(client, agent, applied=0)
     await _poll(client, agent, drift="1")

@@ -121,8 +121,7 @@ def _drift_polls(polls: list[Exchange]) -> list[int]:
 async def test_drift_is_replaced_within_an_interval_and_shown_meanwhile(
     watched_fleet: tuple[Fleet, RecordingProxy], upstream: Upstream
 ) -> None:
-    """A configuration written straight to the worker is replaced within one poll interval;
-    the controller shows the agent drift, then in_sync, and never in_sync on theirs."""
+    """Replaced within an interval; shown drift, then in_sync, never in_sync on theirs."""
     fleet, proxy = watched_fleet
     mine = {"url": upstream.respond("/mine", "mine")}
     version = await fleet.start_holding(mine["url"])
