@@ -20,6 +20,7 @@ from common.constants import (
     HEADER_APPLIED_VERSION,
     HEADER_CONFIG_VERSION,
     HEADER_POLL_INTERVAL_SECONDS,
+    HEADER_WORKER_DRIFT,
     MAX_POLL_INTERVAL_SECONDS,
     MIN_POLL_INTERVAL_SECONDS,
 )
@@ -64,6 +65,8 @@ class PollRequest:
     agent_token: str = field(repr=False)
     applied_version: int | None
     etag: str | None
+    # The worker held a configuration the agent did not send (see agent.drift_report).
+    worker_drift: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -145,6 +148,8 @@ def _poll_headers(request: PollRequest) -> dict[str, str]:
     }
     if request.applied_version is not None:
         headers[HEADER_APPLIED_VERSION] = str(request.applied_version)
+    if request.worker_drift:
+        headers[HEADER_WORKER_DRIFT] = "1"
     if request.etag is not None:
         headers["If-None-Match"] = request.etag
     return headers

@@ -23,6 +23,7 @@ from agent.constants import (
     POLL_JITTER_FRACTION,
 )
 from agent.controller_client import ControllerClient, PollAnswer, PollRequest, Registration
+from agent.drift_report import DriftReport
 from agent.errors import BadAnswer, RateLimited, Rejected, Unreachable
 from agent.hint_schedule import HintSchedule
 from agent.metrics import AgentMetrics, BackoffState
@@ -72,6 +73,9 @@ class ControllerSync:
         self.attempts: deque[float] = deque(maxlen=ATTEMPT_HISTORY_LENGTH)
         self.retry_delays: deque[float] = deque(maxlen=ATTEMPT_HISTORY_LENGTH)
         self.hint_schedule = HintSchedule(self, rng=rng, metrics=metrics)
+        # Drift the reconciler sees is reported at once, by a poll of its own.
+        self.drift_report = DriftReport(reconciler)
+        reconciler.on_drift(self.poll_soon)
 
     @property
     def identity(self) -> Identity | None:
@@ -191,11 +195,14 @@ class ControllerSync:
         return ControllerStep(outcome=ControllerOutcome.REGISTERED)
 
     async def _poll(self, controller: ControllerClient, identity: Identity) -> ControllerStep:
+        drift = self.drift_report.next_note()
         request = PollRequest(
             poll_url=self._poll_url,
             agent_id=identity.agent_id,
             agent_token=identity.agent_token,
-            applied_version=self._reconciler.applied_version,
+            # While drifting, no version counts as applied.
+            applied_version=None if drift.drift else self._reconciler.applied_version,
+            worker_drift=drift.drift,
             etag=self._etag,
         )
         try:
@@ -206,6 +213,7 @@ class ControllerSync:
         except Exception:
             self._metrics.poll_failed()
             raise
+        self.drift_report.told(drift)
         self._metrics.poll_answered(modified=answer.config is not None)
         if answer.poll_interval_seconds is not None:
             self._poll_interval_seconds = answer.poll_interval_seconds

@@ -71,6 +71,9 @@ class AgentView(Protocol):
     def applied_version(self) -> int | None: ...
 
     @property
+    def worker_drift(self) -> bool: ...
+
+    @property
     def controller_backoff(self) -> BackoffState: ...
 
     @property
@@ -209,6 +212,13 @@ class AgentCollector:
                 "The configuration version the worker last confirmed holding.",
                 agent.applied_version,
             )
+        yield _gauge(
+            "fleetconf_agent_worker_drift",
+            "1 from the moment the worker is found holding a configuration the agent did not "
+            "send until a poll after it was replaced reports no drift (as the controller "
+            "shows it), else 0.",
+            1 if agent.worker_drift else 0,
+        )
         yield counter_by(
             "fleetconf_agent_polls",
             "GET /config answers: 200 (a configuration), 304, or error (no usable answer).",

@@ -10,7 +10,9 @@ one) the reconciler replaces it with a compare-and-set: ``If-Match`` with the ET
 read, so nothing written meanwhile is overwritten unseen. It owns the applied version:
 the version the worker was last seen holding *exactly* (version and content) as the
 agent holds it; and ``drift``: the worker was last seen holding a configuration the
-agent did not send.
+agent did not send. Each sighting of drift is counted (``drift_sightings``) and the
+controller side is asked to poll at once (:meth:`Reconciler.on_drift`), so the
+controller hears of drift the agent has already replaced (see :mod:`agent.drift_report`).
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ class Reconciler:
         self._fresh = False
         self._applied_version: int | None = None
         self._drift = False
+        self._drift_sightings = 0
+        self._on_drift: Callable[[], None] = _nothing
         self._wake = asyncio.Event()
         # The retry delays chosen after failures, newest last.
         self.retry_delays: deque[float] = deque(maxlen=ATTEMPT_HISTORY_LENGTH)
@@ -78,6 +82,16 @@ class Reconciler:
         """True while the worker was last seen holding a configuration the agent did not
         send (a newer version, or the same version with other content)."""
         return self._drift
+
+    @property
+    def drift_sightings(self) -> int:
+        """How many times the worker was found holding a configuration the agent did not
+        send after holding the agent's (or at the start)."""
+        return self._drift_sightings
+
+    def on_drift(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the worker is found drifting (not again while it stays so)."""
+        self._on_drift = callback
 
     @property
     def backoff(self) -> BackoffState:
@@ -215,7 +229,15 @@ class Reconciler:
 
     def _seen_other(self, *, drift: bool) -> None:
         self._applied_version = None
+        newly = drift and not self._drift
         self._drift = drift
+        if newly:
+            self._drift_sightings += 1
+            self._on_drift()
+
+
+def _nothing() -> None:
+    """No one to tell of drift."""
 
 
 def _log_drift_replaced(worker_version: int, config_version: int) -> None:

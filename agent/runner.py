@@ -163,6 +163,10 @@ class Agent:
         return self.reconciler.applied_version
 
     @property
+    def worker_drift(self) -> bool:
+        return self.controller_sync.drift_report.worker_drift
+
+    @property
     def poll_interval_seconds(self) -> int:
         return self.controller_sync.poll_interval_seconds
 

@@ -70,6 +70,7 @@ def agent_status(agent: Agent, settings: AgentSettings) -> AgentStatus:
         lifecycle=agent.lifecycle.value,
         held_version=cached.version if cached else None,
         applied_version=agent.applied_version,
+        worker_drift=agent.worker_drift,
         poll_interval_seconds=agent.poll_interval_seconds,
         last_contact_at=_utc(metrics.last_contact_at),
         last_success_at=_utc(metrics.last_success_at),

@@ -16,6 +16,7 @@ EXAMPLE_STATUS: dict[str, JsonValue] = {
     "lifecycle": "running",
     "held_version": 7,
     "applied_version": 7,
+    "worker_drift": False,
     "poll_interval_seconds": 30,
     "last_contact_at": "2026-11-26T12:00:03.120000Z",
     "last_success_at": "2026-11-26T12:00:03.120000Z",
@@ -64,6 +65,11 @@ class AgentStatus(BaseModel):
     lifecycle: Literal["new", "open", "running", "stopping", "stopped"]
     held_version: int | None = Field(description="The version held (and kept on disk).")
     applied_version: int | None = Field(description="The version the worker last confirmed.")
+    worker_drift: bool = Field(
+        description="The worker held a configuration the agent did not send: true from the "
+        "moment that is seen until a poll after it was replaced tells the controller no "
+        "drift (the controller shows the agent in state drift meanwhile)."
+    )
     poll_interval_seconds: int
     last_contact_at: dt.datetime | None = Field(
         description="The latest attempt to reach the controller, whatever its outcome."

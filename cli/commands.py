@@ -229,7 +229,8 @@ def _applied(version: Any) -> str:
 
 def fleet_text(summary: dict[str, Any]) -> str:
     in_sync, behind = int(summary.get("in_sync", 0)), int(summary.get("behind", 0))
-    live = in_sync + behind
+    drift = int(summary.get("drift", 0))
+    live = in_sync + behind + drift
     share = float(summary.get("converged_fraction", 1.0))
     versions = ", ".join(
         f"{_applied(group.get('applied_version'))}: {_count(group.get('agents'), 'agent')}"
@@ -242,7 +243,7 @@ def fleet_text(summary: dict[str, Any]) -> str:
         (
             "agents",
             f"{scalar(summary.get('agents'))} ({in_sync} in_sync, {behind} behind, "
-            f"{scalar(summary.get('stale'))} stale)",
+            f"{drift} drift, {scalar(summary.get('stale'))} stale)",
         ),
         ("converged", f"{share:.0%} of live agents ({in_sync}/{live})"),
         ("applied versions", versions or NONE_SHOWN),

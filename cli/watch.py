@@ -1,8 +1,9 @@
 """``fleetconf watch``: follow the newest version until every live agent has applied it.
 
-Each step reads ``GET /fleet``. Live agents are those not stale (in_sync + behind); the
-fleet has converged when none is behind. On a terminal the progress line is redrawn in
-place; otherwise a line is printed each time the counts change. With ``--json`` every
+Each step reads ``GET /fleet``. Live agents are those not stale (in_sync + behind +
+drift); the fleet has converged when none is behind or drifting. On a terminal the
+progress line is redrawn in place; otherwise a line is printed each time the counts
+change. With ``--json`` every
 change is one JSON object per line, the last one saying ``converged`` or ``timeout``.
 """
 
@@ -38,10 +39,12 @@ class Progress:
     @classmethod
     def of(cls, summary: dict[str, Any]) -> Progress:
         in_sync, behind = int(summary["in_sync"]), int(summary["behind"])
+        # A controller older than the drift state sends no count for it.
+        drift = int(summary.get("drift", 0))
         return cls(
             version=int(summary["current_version"]),
             applied=in_sync,
-            live=in_sync + behind,
+            live=in_sync + behind + drift,
             stale=int(summary["stale"]),
         )
 

@@ -17,6 +17,9 @@ HEADER_APPLIED_VERSION: Final = "X-Applied-Version"
 # Why an admin made a change: stored with the version and in the audit log.
 HEADER_CHANGE_COMMENT: Final = "X-Change-Comment"
 MAX_CHANGE_COMMENT_CHARS: Final = 500
+# "1" on an agent's poll: its worker held a configuration the agent did not send since the
+# agent's previous poll (replaced, or still there). Absent, or any other value: no drift.
+HEADER_WORKER_DRIFT: Final = "X-Worker-Drift"
 
 # Request bodies are small JSON documents; anything larger is refused with 413.
 MAX_REQUEST_BODY_BYTES: Final = 64 * 1024

@@ -102,4 +102,5 @@ class ProblemDetails(BaseModel):
 class AgentState(enum.StrEnum):
     IN_SYNC = "in_sync"
     BEHIND = "behind"
+    DRIFT = "drift"
     STALE = "stale"

@@ -85,7 +85,10 @@ def _agent_id(request: web.Request) -> uuid.UUID:
 
 def _agent(record: store.AgentRecord, rule: StateRule) -> Agent:
     state = agent_state(
-        rule, last_contact=record.last_contact, applied_version=record.applied_version
+        rule,
+        last_contact=record.last_contact,
+        applied_version=record.applied_version,
+        worker_drift=record.worker_drift,
     )
     return Agent(
         id=record.id,
@@ -142,6 +145,7 @@ async def fleet_summary(request: web.Request, _admin: Principal) -> web.Response
         agents=counts.agents,
         in_sync=counts.in_sync,
         behind=counts.behind,
+        drift=counts.drift,
         stale=counts.stale,
         converged_fraction=counts.converged_fraction,
         by_applied_version=by_version,
@@ -151,8 +155,10 @@ async def fleet_summary(request: web.Request, _admin: Principal) -> web.Response
 
 _STATE_NOTE = (
     "An agent is stale when nothing was heard from it (poll, or registration if it never "
-    "polled) for 3 poll intervals; otherwise in_sync when its worker holds the current "
-    "version, behind when not. This replica's pending polls are written first."
+    "polled) for 3 poll intervals; otherwise drift when its latest poll said X-Worker-Drift: "
+    "1 (its worker held a configuration the agent did not send), in_sync when its worker "
+    "holds the current version, behind when not. This replica's pending polls are written "
+    "first."
 )
 _AGENT_ID = Parameter(
     name="agent_id",

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from common.constants import HEADER_AGENT_ID, HEADER_APPLIED_VERSION, MAX_CONFIG_VERSION
+from common.constants import (
+    HEADER_AGENT_ID,
+    HEADER_APPLIED_VERSION,
+    HEADER_WORKER_DRIFT,
+    MAX_CONFIG_VERSION,
+)
 from common.errors import NotFound, ValidationFailed
 from common.http import json_response, read_model, read_query
 from common.metrics import counting
@@ -69,15 +74,18 @@ def writer(app: web.Application) -> Writer:
 
 
 def _record_sighting(request: web.Request, principal: Principal) -> None:
-    """Note an agent's poll. Only an agent token says which agent polled: X-Agent-ID
-    sent with a shared token could name any agent, so it is not believed."""
+    """Note an agent's poll: its applied version and its drift report. Only an agent
+    token says which agent polled: X-Agent-ID sent with a shared token could name any
+    agent, so it is not believed."""
     if principal.agent_id is None:
         return
-    claimed = request.headers.get(HEADER_AGENT_ID)
+    headers = request.headers
+    claimed = headers.get(HEADER_AGENT_ID)
     if claimed is not None and claimed.lower() != str(principal.agent_id):
         return
-    applied = parse_version(request.headers.get(HEADER_APPLIED_VERSION, "").strip())
-    request.app[keys.LEDGER].record(principal.agent_id, applied)
+    applied = parse_version(headers.get(HEADER_APPLIED_VERSION, "").strip())
+    drift = headers.get(HEADER_WORKER_DRIFT) == "1"
+    request.app[keys.LEDGER].record(principal.agent_id, applied, drift)
 
 
 async def get_config(request: web.Request, principal: Principal) -> web.Response:
@@ -212,6 +220,15 @@ GET_CONFIG = Operation(
             description="The version the agent's worker confirmed holding.",
             schema={"type": "integer", "minimum": 0},
             example=7,
+        ),
+        Parameter(
+            name=HEADER_WORKER_DRIFT,
+            location="header",
+            description="1 when the agent's worker held a configuration the agent did not "
+            "send since the agent's previous poll (replaced, or still there); the agent is "
+            "then in state drift until a poll without this header.",
+            schema={"type": "string", "enum": ["1"]},
+            example="1",
         ),
     ),
     responses=(

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     Index,
@@ -27,6 +28,7 @@ from sqlalchemy import (
     Table,
     Text,
     event,
+    false,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -139,6 +141,8 @@ agents = Table(
     Column("last_seen_at", DateTime(timezone=True), nullable=True),
     Column("applied_version", Integer, nullable=True),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
+    # The agent's latest poll said its worker held a configuration the agent did not send.
+    Column("worker_drift", Boolean, nullable=False, server_default=false()),
     Index("ix_agents_registered_at", "registered_at", "id"),
 )
 

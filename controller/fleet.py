@@ -2,8 +2,10 @@
 
 An agent is ``stale`` when its last contact (its last poll, or its registration if it
 never polled) is older than ``STALE_AFTER_MISSED_POLLS`` poll intervals; otherwise it is
-``in_sync`` when its worker holds the current version, and ``behind`` when not. The
-queries in :mod:`controller.store` apply the same rule in SQL; nothing here does I/O.
+``drift`` when its latest poll reported drift (its worker held a configuration the agent
+did not send), ``in_sync`` when its worker holds the current version, and ``behind``
+when not. The queries in :mod:`controller.store` apply the same rule in SQL; nothing
+here does I/O.
 """
 
 from __future__ import annotations
@@ -38,11 +40,18 @@ def state_rule(*, current_version: int, poll_interval_seconds: int, now: dt.date
 
 
 def agent_state(
-    rule: StateRule, *, last_contact: dt.datetime, applied_version: int | None
+    rule: StateRule,
+    *,
+    last_contact: dt.datetime,
+    applied_version: int | None,
+    worker_drift: bool = False,
 ) -> AgentState:
-    """The state of one agent whose latest contact was at ``last_contact``."""
+    """The state of one agent whose latest contact was at ``last_contact``; stale wins
+    over drift, drift over the applied version."""
     if last_contact < rule.stale_before:
         return AgentState.STALE
+    if worker_drift:
+        return AgentState.DRIFT
     if applied_version == rule.current_version:
         return AgentState.IN_SYNC
     return AgentState.BEHIND
@@ -50,11 +59,13 @@ def agent_state(
 
 @dataclass(frozen=True, kw_only=True)
 class VersionGroup:
-    """The non-revoked agents whose workers hold one version, and how many of them are stale."""
+    """The non-revoked agents whose workers last confirmed one version, how many of them
+    are stale, and how many of the others reported drift."""
 
     applied_version: int | None
     agents: int
     stale: int
+    drift: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,14 +73,16 @@ class FleetCounts:
     agents: int
     in_sync: int
     behind: int
+    drift: int
     stale: int
     converged_fraction: float
     by_applied_version: tuple[VersionGroup, ...]
 
 
-def converged_fraction(*, in_sync: int, behind: int) -> float:
-    """The share of live agents on the current version; 1.0 when no agent is live."""
-    live = in_sync + behind
+def converged_fraction(*, in_sync: int, behind: int, drift: int = 0) -> float:
+    """The share of live agents on the current version; 1.0 when no agent is live. A
+    drifting agent is live and not converged."""
+    live = in_sync + behind + drift
     return 1.0 if live == 0 else in_sync / live
 
 
@@ -81,14 +94,18 @@ def summarize(groups: Iterable[VersionGroup], *, current_version: int) -> FleetC
     """Fleet counts from per-version groups; ``by_applied_version`` newest first, null last."""
     ordered = tuple(sorted(groups, key=_newest_first))
     stale = sum(g.stale for g in ordered)
-    in_sync = sum(g.agents - g.stale for g in ordered if g.applied_version == current_version)
+    drift = sum(g.drift for g in ordered)
+    in_sync = sum(
+        g.agents - g.stale - g.drift for g in ordered if g.applied_version == current_version
+    )
     total = sum(g.agents for g in ordered)
-    behind = total - stale - in_sync
+    behind = total - stale - drift - in_sync
     return FleetCounts(
         agents=total,
         in_sync=in_sync,
         behind=behind,
+        drift=drift,
         stale=stale,
-        converged_fraction=converged_fraction(in_sync=in_sync, behind=behind),
+        converged_fraction=converged_fraction(in_sync=in_sync, behind=behind, drift=drift),
         by_applied_version=ordered,
     )

@@ -130,5 +130,6 @@ def _agents(fleet: FleetCounts) -> GaugeMetricFamily:
     )
     family.add_metric([AgentState.IN_SYNC.value], fleet.in_sync)
     family.add_metric([AgentState.BEHIND.value], fleet.behind)
+    family.add_metric([AgentState.DRIFT.value], fleet.drift)
     family.add_metric([AgentState.STALE.value], fleet.stale)
     return family

@@ -255,8 +255,9 @@ class Agent(BaseModel):
         description="The version its worker last confirmed holding; null if none yet."
     )
     state: AgentState = Field(
-        description="stale: no contact for 3 poll intervals; else in_sync when its worker "
-        "holds the current version, behind when not."
+        description="stale: no contact for 3 poll intervals; else drift when its latest poll "
+        "reported that its worker held a configuration the agent did not send; else in_sync "
+        "when its worker holds the current version, behind when not."
     )
 
 
@@ -277,7 +278,10 @@ class AgentPage(BaseModel):
 
 class AppliedVersionCount(BaseModel):
     applied_version: int | None = Field(description="A version workers hold; null: none yet.")
-    agents: int = Field(description="How many agents' workers hold it (stale ones included).")
+    agents: int = Field(
+        description="How many agents' workers hold it (stale ones included, and drifting ones "
+        "under the version they last confirmed)."
+    )
 
 
 class FleetSummary(BaseModel):
@@ -292,6 +296,7 @@ class FleetSummary(BaseModel):
                     "agents": 4,
                     "in_sync": 2,
                     "behind": 1,
+                    "drift": 0,
                     "stale": 1,
                     "converged_fraction": 0.6666666666666666,
                     "by_applied_version": [
@@ -307,10 +312,16 @@ class FleetSummary(BaseModel):
     poll_interval_seconds: int = Field(description="The poll interval that staleness is judged by.")
     agents: int = Field(description="Registered agents that are not revoked.")
     in_sync: int = Field(description="Agents whose workers hold the current version.")
-    behind: int = Field(description="Agents in contact whose workers hold another version.")
+    behind: int = Field(
+        description="Agents in contact, reporting no drift, whose workers hold another version."
+    )
+    drift: int = Field(
+        description="Agents in contact whose latest poll reported that their worker held a "
+        "configuration they did not send."
+    )
     stale: int = Field(description="Agents not heard from for 3 poll intervals.")
     converged_fraction: float = Field(
-        description="in_sync / (in_sync + behind); 1.0 when there are none."
+        description="in_sync / (in_sync + behind + drift); 1.0 when there are none."
     )
     by_applied_version: list[AppliedVersionCount] = Field(
         description="Agents per applied version, newest first, null last."

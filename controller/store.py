@@ -8,7 +8,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Update, and_, bindparam, case, func, or_, select, update
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Update,
+    and_,
+    bindparam,
+    case,
+    func,
+    not_,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.models import AgentState
@@ -54,10 +66,12 @@ class AgentCredential:
 
 @dataclass(frozen=True, kw_only=True)
 class Sighting:
-    """What one agent's latest poll told us: when, and which version its worker holds."""
+    """What one agent's latest poll told us: when, which version its worker holds, and
+    whether it reported drift."""
 
     last_seen_at: dt.datetime
     applied_version: int | None
+    worker_drift: bool
 
 
 async def read_fleet_row(conn: AsyncConnection, *, for_update: bool = False) -> FleetRow:
@@ -179,7 +193,12 @@ async def read_agent_credential(
 async def write_sightings(conn: AsyncConnection, sightings: Mapping[uuid.UUID, Sighting]) -> None:
     """Record many agents' last contact in one round trip; unknown ids change nothing."""
     params: Sequence[dict[str, object]] = [
-        {"agent_id": str(agent_id), "seen": s.last_seen_at, "applied": s.applied_version}
+        {
+            "agent_id": str(agent_id),
+            "seen": s.last_seen_at,
+            "applied": s.applied_version,
+            "drift": s.worker_drift,
+        }
         for agent_id, s in sightings.items()
     ]
     if not params:
@@ -190,6 +209,7 @@ async def write_sightings(conn: AsyncConnection, sightings: Mapping[uuid.UUID, S
         .values(
             last_seen_at=bindparam("seen"),
             applied_version=func.coalesce(bindparam("applied"), agents.c.applied_version),
+            worker_drift=bindparam("drift", type_=Boolean),
         )
     )
     await conn.execute(statement, list(params))
@@ -211,6 +231,7 @@ class AgentRecord:
     registered_at: dt.datetime
     last_seen_at: dt.datetime | None
     applied_version: int | None
+    worker_drift: bool
 
     @property
     def last_contact(self) -> dt.datetime:
@@ -230,6 +251,7 @@ _AGENT_COLUMNS = (
     agents.c.registered_at,
     agents.c.last_seen_at,
     agents.c.applied_version,
+    agents.c.worker_drift,
 )
 _ACTIVE = agents.c.revoked_at.is_(None)
 
@@ -243,12 +265,15 @@ def _state_condition(rule: StateRule, state: AgentState) -> ColumnElement[bool]:
     if state is AgentState.STALE:
         return _last_contact() < rule.stale_before
     fresh = _last_contact() >= rule.stale_before
+    if state is AgentState.DRIFT:
+        return and_(fresh, agents.c.worker_drift)
+    no_drift = not_(agents.c.worker_drift)
     if state is AgentState.IN_SYNC:
-        return and_(fresh, agents.c.applied_version == rule.current_version)
+        return and_(fresh, no_drift, agents.c.applied_version == rule.current_version)
     on_other = or_(
         agents.c.applied_version.is_(None), agents.c.applied_version != rule.current_version
     )
-    return and_(fresh, on_other)
+    return and_(fresh, no_drift, on_other)
 
 
 def _agent_record(row: Any) -> AgentRecord:
@@ -259,6 +284,7 @@ def _agent_record(row: Any) -> AgentRecord:
         registered_at=as_utc(row.registered_at),
         last_seen_at=None if row.last_seen_at is None else as_utc(row.last_seen_at),
         applied_version=row.applied_version,
+        worker_drift=bool(row.worker_drift),
     )
 
 
@@ -309,20 +335,26 @@ async def revoke_agent(conn: AsyncConnection, agent_id: uuid.UUID) -> bool:
 async def count_agents_by_applied_version(
     conn: AsyncConnection, rule: StateRule
 ) -> list[VersionGroup]:
-    """Unrevoked agents per applied version, with how many of each are stale: one GROUP BY."""
+    """Unrevoked agents per applied version, with how many of each are stale and how many
+    of the others reported drift: one GROUP BY."""
     stale = case((_last_contact() < rule.stale_before, 1), else_=0)
+    drift = case((_state_condition(rule, AgentState.DRIFT), 1), else_=0)
     query = (
         select(
             agents.c.applied_version,
             func.count().label("agents"),
             func.coalesce(func.sum(stale), 0).label("stale"),
+            func.coalesce(func.sum(drift), 0).label("drift"),
         )
         .where(_ACTIVE)
         .group_by(agents.c.applied_version)
     )
     return [
         VersionGroup(
-            applied_version=row.applied_version, agents=int(row.agents), stale=int(row.stale)
+            applied_version=row.applied_version,
+            agents=int(row.agents),
+            stale=int(row.stale),
+            drift=int(row.drift),
         )
         for row in (await conn.execute(query)).all()
     ]

@@ -198,7 +198,7 @@ async def test_fleet_summary(
     assert _pairs(text.stdout) == {
         "current version": "1",
         "poll interval": "1 s",
-        "agents": "1 (0 in_sync, 1 behind, 0 stale)",
+        "agents": "1 (0 in_sync, 1 behind, 0 drift, 0 stale)",
         "converged": "0% of live agents (0/1)",
         "applied versions": "none yet: 1 agent",
     }

@@ -145,6 +145,7 @@ async def test_empty_fleet_lists_nothing(client: Client) -> None:
         "agents": 0,
         "in_sync": 0,
         "behind": 0,
+        "drift": 0,
         "stale": 0,
         "converged_fraction": 1.0,
         "by_applied_version": [],
@@ -249,6 +250,7 @@ async def test_fleet_summary_counts_states_and_versions(client: Client) -> None:
         "agents": 6,
         "in_sync": 3,
         "behind": 2,
+        "drift": 0,
         "stale": 1,
         "converged_fraction": 0.6,
         "by_applied_version": [

@@ -13,7 +13,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, select, text, update
 
 from controller import migrations
-from controller.db import config_versions, create_engine, fleet_table, metadata
+from controller.db import agents, config_versions, create_engine, fleet_table, metadata, utcnow
 
 
 async def _diff(database_url: str) -> list[object]:
@@ -95,6 +95,54 @@ async def test_credentials_revision_goes_down_and_up_with_the_fleet_row(
     finally:
         await engine.dispose()
     assert (row.revocations, row.credentials_issued) == (3, 0)
+
+
+async def _agent_rows(database_url: str) -> list[tuple[str, bool | None]]:
+    """Each agent's id and worker_drift (None where the column does not exist yet)."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            columns = await conn.run_sync(
+                lambda sync: {c["name"] for c in inspect(sync).get_columns("agents")}
+            )
+            if "worker_drift" not in columns:
+                ids = (await conn.execute(select(agents.c.id))).scalars().all()
+                return [(agent_id, None) for agent_id in ids]
+            rows = (await conn.execute(select(agents.c.id, agents.c.worker_drift))).all()
+    finally:
+        await engine.dispose()
+    return [(row.id, bool(row.worker_drift)) for row in rows]
+
+
+async def _insert_agent(database_url: str, agent_id: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                agents.insert().values(
+                    id=agent_id,
+                    hostname="edge-01",
+                    labels={},
+                    token_hash="0" * 64,
+                    registered_at=utcnow(),
+                    assigned_version=0,
+                )
+            )
+    finally:
+        await engine.dispose()
+
+
+async def test_worker_drift_column_round_trip(database_url: str) -> None:
+    """0005_worker_drift adds agents.worker_drift (false on old rows); down to 0003 keeps the agents."""
+    await asyncio.to_thread(migrations.downgrade, database_url, "0003")
+    agent_id = "6f1c2a8e-4b7d-4e0a-9c3f-2d5b8a1e7f90"
+    await _insert_agent(database_url, agent_id)
+    assert await _agent_rows(database_url) == [(agent_id, None)]
+    await asyncio.to_thread(migrations.upgrade, database_url)
+    assert await _agent_rows(database_url) == [(agent_id, False)]
+    assert await _diff(database_url) == []
+    await asyncio.to_thread(migrations.downgrade, database_url, "0003")
+    assert await _agent_rows(database_url) == [(agent_id, None)]
 
 
 def _migrate_env(database_url: str) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """Who stored each version and why, rollbacks in the history, and the audit log.
 
 Revision ID: 0006_history_and_audit
-Revises: 0004_credentials
+Revises: 0005_worker_drift
 Create Date: 2026-11-29
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_history_and_audit"
-down_revision = "0004_credentials"
+down_revision = "0005_worker_drift"
 branch_labels = None
 depends_on = None
 
