@@ -103,3 +103,6 @@ class AgentState(enum.StrEnum):
     IN_SYNC = "in_sync"
     BEHIND = "behind"
     STALE = "stale"
+    # Its worker holds a version above the current one: the database was restored from
+    # an older copy (or lost writes in a failover).
+    AHEAD = "ahead"

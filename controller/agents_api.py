@@ -145,6 +145,8 @@ async def fleet_summary(request: web.Request, _admin: Principal) -> web.Response
         in_sync=counts.in_sync,
         behind=counts.behind,
         stale=counts.stale,
+        ahead=counts.ahead,
+        highest_reported_version=counts.highest_reported_version,
         converged_fraction=counts.converged_fraction,
         by_applied_version=by_version,
     )
@@ -154,7 +156,9 @@ async def fleet_summary(request: web.Request, _admin: Principal) -> web.Response
 _STATE_NOTE = (
     "An agent is stale when nothing was heard from it (poll, or registration if it never "
     "polled) for 3 poll intervals; otherwise in_sync when its worker holds the current "
-    "version, behind when not. This replica's pending polls are written first."
+    "version, ahead when it holds a higher one (the database is older than the fleet: "
+    "restored from a backup), behind when not. This replica's pending polls are written "
+    "first."
 )
 _AGENT_ID = Parameter(
     name="agent_id",

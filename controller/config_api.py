@@ -11,11 +11,11 @@ from common.metrics import counting
 from common.models import WorkerConfig
 from common.openapi import Operation, Parameter, Response, problem
 from controller import keys, store
-from controller.cache import etag_for
 from controller.credentials import ADMIN, CONFIG_READERS, Principal
-from controller.etags import if_match_versions, if_none_match_hits
+from controller.etags import etag_for, if_match_tags, if_none_match_hits
 from controller.models import (
     EXAMPLE_AGENT_ID,
+    EXAMPLE_ETAG,
     ConfigVersion,
     ConfigVersionPage,
     PageQuery,
@@ -47,7 +47,12 @@ def parse_version(raw: str) -> int | None:
 
 
 def writer(app: web.Application) -> Writer:
-    return Writer(database=app[keys.DATABASE], cache=app[keys.CACHE], lock=app[keys.WRITE_LOCK])
+    return Writer(
+        database=app[keys.DATABASE],
+        cache=app[keys.CACHE],
+        lock=app[keys.WRITE_LOCK],
+        ledger=app[keys.LEDGER],
+    )
 
 
 def _record_sighting(request: web.Request, principal: Principal) -> None:
@@ -68,7 +73,7 @@ async def get_config(request: web.Request, principal: Principal) -> web.Response
     _record_sighting(request, principal)
     if_none_match = request.headers.get("If-None-Match")
     # The common case, an agent sending back the ETag it holds, skips the parsing.
-    if if_none_match == snap.etag or if_none_match_hits(if_none_match, snap.version):
+    if if_none_match == snap.etag or if_none_match_hits(if_none_match, snap.etag):
         cache.polls.not_modified += 1
         return web.Response(status=304, headers=snap.headers)
     cache.polls.ok += 1
@@ -81,13 +86,15 @@ def _count_refused_poll(request: web.Request) -> None:
 
 async def post_config(request: web.Request, _admin: Principal) -> web.Response:
     config = await read_model(request, WorkerConfig)
-    if_match = if_match_versions(request.headers.get("If-Match"))
+    if_match = if_match_tags(request.headers.get("If-Match"))
     committed = await commit_version(writer(request.app), config, if_match=if_match)
     if committed.created:
         await request.app[keys.PUBLISHER].publish_hint()
     record = committed.record
     info = VersionInfo(
-        version=record.version, etag=etag_for(record.version), created_at=record.created_at
+        version=record.version,
+        etag=etag_for(record.version, record.body),
+        created_at=record.created_at,
     )
     status = 201 if committed.created else 200
     return json_response(info, status=status, headers={"ETag": info.etag})
@@ -108,7 +115,7 @@ def _version_number(request: web.Request) -> int:
 def _version(record: store.VersionRecord, current_version: int) -> ConfigVersion:
     return ConfigVersion(
         version=record.version,
-        etag=etag_for(record.version),
+        etag=etag_for(record.version, record.body),
         created_at=record.created_at,
         current=record.version == current_version,
         config=WorkerConfig.model_validate_json(record.body),
@@ -151,9 +158,10 @@ GET_CONFIG = Operation(
         Parameter(
             name="If-None-Match",
             location="header",
-            description="The ETag last received.",
+            description="The ETag last received. Tags are compared whole: the same version "
+            "number with another digest does not match.",
             schema={"type": "string"},
-            example='"7"',
+            example=EXAMPLE_ETAG,
         ),
         Parameter(
             name=HEADER_AGENT_ID,
@@ -196,7 +204,9 @@ POST_CONFIG = Operation(
     summary="Publish a new configuration version",
     description="Validated, then stored as a new immutable version. A body equal to the "
     "current configuration creates nothing and answers 200. With If-Match the write "
-    "happens only if the current version is the one named (412 otherwise).",
+    "happens only if the current version is the one named (412 otherwise). The new "
+    "version's number is above every version the fleet reported, so a database restored "
+    "from an older copy skips the numbers it lost.",
     tags=("config",),
     roles=ADMIN,
     outer=counting(lambda app: app[keys.METRICS].config_posts),
@@ -205,9 +215,10 @@ POST_CONFIG = Operation(
         Parameter(
             name="If-Match",
             location="header",
-            description="Write only if this is still the current version.",
+            description="Write only if this is still the current version: its full ETag "
+            '(a bare number such as "7" matches nothing).',
             schema={"type": "string"},
-            example='"7"',
+            example=EXAMPLE_ETAG,
         ),
     ),
     responses=(
@@ -225,7 +236,7 @@ POST_CONFIG = Operation(
         problem(
             412,
             "If-Match does not name the current version.",
-            'If-Match does not name the current version "8".',
+            'If-Match does not name the current version "8-5dc5c505a79bfc2e".',
         ),
         *body_problems("WorkerConfig"),
         UNAVAILABLE,

@@ -82,7 +82,8 @@ metadata = MetaData(
     }
 )
 
-# The fleet's single row: the current version, the poll interval, the revocation count.
+# The fleet's single row: the current version, the poll interval, the revocation count,
+# the highest version seen in the fleet.
 fleet_table = Table(
     "fleet_state",
     metadata,
@@ -92,6 +93,9 @@ fleet_table = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     # Bumped by every revocation: replicas drop their cached agent credentials on a change.
     Column("revocations", Integer, nullable=False, server_default="0"),
+    # The highest version any agent reported applying, or any replica served: a database
+    # restored from an older copy may be behind it, and versions are allocated above it.
+    Column("highest_reported_version", Integer, nullable=False, server_default="0"),
 )
 
 config_versions = Table(

@@ -2,7 +2,8 @@
 
 An agent is ``stale`` when its last contact (its last poll, or its registration if it
 never polled) is older than ``STALE_AFTER_MISSED_POLLS`` poll intervals; otherwise it is
-``in_sync`` when its worker holds the current version, and ``behind`` when not. The
+``in_sync`` when its worker holds the current version, ``ahead`` when it holds a higher
+one (the database was restored from an older copy), and ``behind`` when not. The
 queries in :mod:`controller.store` apply the same rule in SQL; nothing here does I/O.
 """
 
@@ -45,6 +46,8 @@ def agent_state(
         return AgentState.STALE
     if applied_version == rule.current_version:
         return AgentState.IN_SYNC
+    if applied_version is not None and applied_version > rule.current_version:
+        return AgentState.AHEAD
     return AgentState.BEHIND
 
 
@@ -63,13 +66,16 @@ class FleetCounts:
     in_sync: int
     behind: int
     stale: int
+    ahead: int
+    # The highest version any agent reported applying, now or before (or a replica served).
+    highest_reported_version: int
     converged_fraction: float
     by_applied_version: tuple[VersionGroup, ...]
 
 
-def converged_fraction(*, in_sync: int, behind: int) -> float:
+def converged_fraction(*, in_sync: int, behind: int, ahead: int = 0) -> float:
     """The share of live agents on the current version; 1.0 when no agent is live."""
-    live = in_sync + behind
+    live = in_sync + behind + ahead
     return 1.0 if live == 0 else in_sync / live
 
 
@@ -77,18 +83,30 @@ def _newest_first(group: VersionGroup) -> tuple[bool, int]:
     return (group.applied_version is None, -(group.applied_version or 0))
 
 
-def summarize(groups: Iterable[VersionGroup], *, current_version: int) -> FleetCounts:
-    """Fleet counts from per-version groups; ``by_applied_version`` newest first, null last."""
+def summarize(
+    groups: Iterable[VersionGroup], *, current_version: int, highest_reported_version: int = 0
+) -> FleetCounts:
+    """Fleet counts from per-version groups; ``by_applied_version`` newest first, null last.
+    ``highest_reported_version`` is the fleet row's; the groups may name a higher one."""
     ordered = tuple(sorted(groups, key=_newest_first))
     stale = sum(g.stale for g in ordered)
     in_sync = sum(g.agents - g.stale for g in ordered if g.applied_version == current_version)
+    ahead = sum(
+        g.agents - g.stale
+        for g in ordered
+        if g.applied_version is not None and g.applied_version > current_version
+    )
     total = sum(g.agents for g in ordered)
-    behind = total - stale - in_sync
+    behind = total - stale - in_sync - ahead
     return FleetCounts(
         agents=total,
         in_sync=in_sync,
         behind=behind,
         stale=stale,
-        converged_fraction=converged_fraction(in_sync=in_sync, behind=behind),
+        ahead=ahead,
+        highest_reported_version=max(
+            [highest_reported_version, *(g.applied_version or 0 for g in ordered)]
+        ),
+        converged_fraction=converged_fraction(in_sync=in_sync, behind=behind, ahead=ahead),
         by_applied_version=ordered,
     )

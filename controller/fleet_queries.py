@@ -69,9 +69,13 @@ class FleetQueries:
         """The fleet's convergence: one GROUP BY."""
         await self._flush_ledger()
 
-        async def read(conn: AsyncConnection) -> tuple[StateRule, list[VersionGroup]]:
+        async def read(conn: AsyncConnection) -> tuple[StateRule, list[VersionGroup], int]:
             rule = await self._rule(conn)
-            return rule, await store.count_agents_by_applied_version(conn, rule)
+            highest = (await store.read_fleet_row(conn)).highest_reported_version
+            return rule, await store.count_agents_by_applied_version(conn, rule), highest
 
-        rule, groups = await self._database.transaction(read)
-        return rule, summarize(groups, current_version=rule.current_version)
+        rule, groups, highest = await self._database.transaction(read)
+        counts = summarize(
+            groups, current_version=rule.current_version, highest_reported_version=highest
+        )
+        return rule, counts

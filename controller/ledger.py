@@ -1,7 +1,9 @@
 """The applied-version ledger: who polled when, and which version its worker holds.
 
 Polls are recorded in memory and written in one batch every ``LEDGER_FLUSH_SECONDS``,
-so a fleet polling every second costs one UPDATE round trip, not one per agent.
+so a fleet polling every second costs one UPDATE round trip, not one per agent. The
+highest applied version of each batch also raises the fleet row's
+``highest_reported_version``, which versions are allocated above.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import functools
 import logging
 import time
 import uuid
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.errors import FleetconfError
 from controller import store
@@ -42,6 +46,12 @@ class Ledger:
     def pending(self) -> int:
         return len(self._pending)
 
+    def highest_pending(self) -> int:
+        """The highest applied version recorded and not yet written; 0 when none.
+
+        Computed on demand (a configuration write asks), so a poll costs no more."""
+        return max((applied or 0 for _, applied in self._pending.values()), default=0)
+
     async def flush(self) -> int:
         """Write what was recorded since the last flush, in chunks of LEDGER_CHUNK_ROWS;
         what a failure leaves unwritten is kept for the next flush (newer polls win)."""
@@ -56,8 +66,7 @@ class Ledger:
                 for agent_id, (seen, applied) in items[start : start + LEDGER_CHUNK_ROWS]
             }
             try:
-                write = functools.partial(store.write_sightings, sightings=chunk)
-                await self._database.transaction(write)
+                await self._database.transaction(functools.partial(_write, chunk))
             except FleetconfError:
                 for agent_id, sighting in items[start:]:
                     self._pending.setdefault(agent_id, sighting)
@@ -72,3 +81,12 @@ class Ledger:
                 await self.flush()
             except FleetconfError:
                 logger.warning("ledger.flush_failed pending=%d", self.pending)
+
+
+async def _write(sightings: dict[uuid.UUID, store.Sighting], conn: AsyncConnection) -> None:
+    """One chunk of sightings, and the highest version they report kept in the fleet row:
+    it outlives the agents' later reports, so versions are never issued twice."""
+    await store.write_sightings(conn, sightings)
+    highest = max((s.applied_version or 0 for s in sightings.values()), default=0)
+    if highest > 0:
+        await store.raise_highest_reported(conn, highest)

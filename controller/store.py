@@ -19,11 +19,13 @@ from controller.fleet import StateRule, VersionGroup
 
 @dataclass(frozen=True, kw_only=True)
 class FleetRow:
-    """The fleet's single row: the current version, the poll interval, the revocations."""
+    """The fleet's single row: the current version, the poll interval, the revocations,
+    and the highest version any agent reported applying (or any replica served)."""
 
     current_version: int
     poll_interval_seconds: int | None
     revocations: int
+    highest_reported_version: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,6 +54,7 @@ async def read_fleet_row(conn: AsyncConnection, *, for_update: bool = False) -> 
         fleet_table.c.current_version,
         fleet_table.c.poll_interval_seconds,
         fleet_table.c.revocations,
+        fleet_table.c.highest_reported_version,
     ).where(fleet_table.c.id == FLEET_ROW_ID)
     if for_update:
         query = query.with_for_update()
@@ -60,11 +63,24 @@ async def read_fleet_row(conn: AsyncConnection, *, for_update: bool = False) -> 
         current_version=row.current_version,
         poll_interval_seconds=row.poll_interval_seconds,
         revocations=row.revocations,
+        highest_reported_version=row.highest_reported_version,
     )
 
 
 def _update_fleet_row() -> Update:
     return update(fleet_table).where(fleet_table.c.id == FLEET_ROW_ID)
+
+
+async def raise_highest_reported(conn: AsyncConnection, version: int) -> None:
+    """Raise the fleet's highest reported version to ``version``; never lower it."""
+    column = fleet_table.c.highest_reported_version
+    await conn.execute(_update_fleet_row().where(column < version).values({column: version}))
+
+
+async def read_highest_applied(conn: AsyncConnection) -> int:
+    """The highest version any agent's worker is recorded as holding; 0 when none."""
+    query = select(func.coalesce(func.max(agents.c.applied_version), 0))
+    return int((await conn.execute(query)).scalar_one())
 
 
 async def read_version(conn: AsyncConnection, version: int) -> VersionRecord | None:
@@ -209,12 +225,12 @@ def _state_condition(rule: StateRule, state: AgentState) -> ColumnElement[bool]:
     if state is AgentState.STALE:
         return _last_contact() < rule.stale_before
     fresh = _last_contact() >= rule.stale_before
+    applied = agents.c.applied_version
     if state is AgentState.IN_SYNC:
-        return and_(fresh, agents.c.applied_version == rule.current_version)
-    on_other = or_(
-        agents.c.applied_version.is_(None), agents.c.applied_version != rule.current_version
-    )
-    return and_(fresh, on_other)
+        return and_(fresh, applied == rule.current_version)
+    if state is AgentState.AHEAD:
+        return and_(fresh, applied > rule.current_version)
+    return and_(fresh, or_(applied.is_(None), applied < rule.current_version))
 
 
 def _agent_record(row: Any) -> AgentRecord:
