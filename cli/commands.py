@@ -12,7 +12,7 @@ from typing import Any
 
 from cli.client import ControllerClient, segment
 from cli.console import Console
-from cli.errors import UsageError
+from cli.errors import NotCurrent, UsageError
 from cli.render import (
     NONE_SHOWN,
     config_fields,
@@ -91,9 +91,28 @@ async def _config_body(args: argparse.Namespace) -> bytes:
         raise UsageError(f"cannot read {source}: {exc.strerror or exc}") from None
 
 
+async def _current_etag(client: ControllerClient, if_match: str) -> str:
+    """The ETag to send as If-Match: ``if_match`` itself, or for a version number N the
+    current version's ETag, if the current version is N (a number alone would match a
+    different configuration that a restored database numbered the same)."""
+    if not if_match.isdigit():
+        return if_match
+    answer = await client.get("/config")
+    current = answer.headers.get(HEADER_CONFIG_VERSION, "")
+    etag = answer.headers.get("ETag")
+    if current != str(int(if_match)) or etag is None:
+        raise NotCurrent(
+            f"version {int(if_match)} is not the current version ({current or 'unknown'}); "
+            "nothing was published"
+        )
+    return etag
+
+
 async def config_set(client: ControllerClient, args: argparse.Namespace, console: Console) -> None:
     body = await _config_body(args)
-    headers = {} if args.if_match is None else {"If-Match": f'"{args.if_match}"'}
+    headers = {}
+    if args.if_match is not None:
+        headers["If-Match"] = await _current_etag(client, args.if_match)
     answer = await client.request("POST", "/config", body=body, headers=headers)
     info = answer.object()
     created = answer.status == 201
