@@ -55,27 +55,33 @@ def writer(app: web.Application) -> Writer:
     )
 
 
-def _record_sighting(request: web.Request, principal: Principal) -> None:
-    """Note an agent's poll. Only an agent token says which agent polled: X-Agent-ID
-    sent with a shared token could name any agent, so it is not believed."""
+def _record_sighting(request: web.Request, principal: Principal) -> int | None:
+    """Note an agent's poll; the applied version it reported. Only an agent token says
+    which agent polled: X-Agent-ID sent with a shared token could name any agent, so it
+    is not believed."""
     if principal.agent_id is None:
-        return
+        return None
     claimed = request.headers.get(HEADER_AGENT_ID)
     if claimed is not None and claimed.lower() != str(principal.agent_id):
-        return
+        return None
     applied = parse_version(request.headers.get(HEADER_APPLIED_VERSION, "").strip())
     request.app[keys.LEDGER].record(principal.agent_id, applied)
+    return applied
 
 
 async def get_config(request: web.Request, principal: Principal) -> web.Response:
     cache = request.app[keys.CACHE]
     snap = cache.snapshot
-    _record_sighting(request, principal)
+    applied = _record_sighting(request, principal)
     if_none_match = request.headers.get("If-None-Match")
     # The common case, an agent sending back the ETag it holds, skips the parsing.
     if if_none_match == snap.etag or if_none_match_hits(if_none_match, snap.etag):
         cache.polls.not_modified += 1
         return web.Response(status=304, headers=snap.headers)
+    # An agent on a newer version than this one holds another ETag, so it is answered
+    # here, never on the 304 path: the database is behind the fleet.
+    if applied is not None and applied > snap.version:
+        request.app[keys.LEDGER].note_ahead(applied)
     cache.polls.ok += 1
     return web.Response(body=snap.body, content_type="application/json", headers=snap.headers)
 

@@ -33,6 +33,9 @@ class Ledger:
         # agent id -> (when, as a POSIX timestamp; the applied version): cheap to record
         # on every poll, turned into rows at the flush.
         self._pending: dict[uuid.UUID, tuple[float, int | None]] = {}
+        # The highest version reported above the version then served, not yet written: a
+        # later poll of the same agent (back on the database's version) must not erase it.
+        self._ahead_unwritten = 0
 
     def record(self, agent_id: uuid.UUID, applied_version: int | None) -> None:
         """Note one poll; a poll that names no applied version keeps the last one known."""
@@ -42,6 +45,11 @@ class Ledger:
                 applied_version = previous[1]
         self._pending[agent_id] = (time.time(), applied_version)
 
+    def note_ahead(self, applied_version: int) -> None:
+        """An agent reported ``applied_version``, above the version served: the database
+        is behind the fleet. Called on full (200) answers only, never on the 304 path."""
+        self._ahead_unwritten = max(self._ahead_unwritten, applied_version)
+
     @property
     def pending(self) -> int:
         return len(self._pending)
@@ -50,15 +58,17 @@ class Ledger:
         """The highest applied version recorded and not yet written; 0 when none.
 
         Computed on demand (a configuration write asks), so a poll costs no more."""
-        return max((applied or 0 for _, applied in self._pending.values()), default=0)
+        recorded = max((applied or 0 for _, applied in self._pending.values()), default=0)
+        return max(recorded, self._ahead_unwritten)
 
     async def flush(self) -> int:
         """Write what was recorded since the last flush, in chunks of LEDGER_CHUNK_ROWS;
         what a failure leaves unwritten is kept for the next flush (newer polls win)."""
         batch, self._pending = self._pending, {}
+        ahead, self._ahead_unwritten = self._ahead_unwritten, 0
         items = list(batch.items())
         written = 0
-        for start in range(0, len(items), LEDGER_CHUNK_ROWS):
+        for start in range(0, max(len(items), 1 if ahead else 0), LEDGER_CHUNK_ROWS):
             chunk = {
                 agent_id: store.Sighting(
                     last_seen_at=dt.datetime.fromtimestamp(seen, dt.UTC), applied_version=applied
@@ -66,11 +76,13 @@ class Ledger:
                 for agent_id, (seen, applied) in items[start : start + LEDGER_CHUNK_ROWS]
             }
             try:
-                await self._database.transaction(functools.partial(_write, chunk))
+                await self._database.transaction(functools.partial(_write, chunk, ahead))
             except FleetconfError:
                 for agent_id, sighting in items[start:]:
                     self._pending.setdefault(agent_id, sighting)
+                self._ahead_unwritten = max(self._ahead_unwritten, ahead)
                 raise
+            ahead = 0
             written += len(chunk)
         return written
 
@@ -83,10 +95,12 @@ class Ledger:
                 logger.warning("ledger.flush_failed pending=%d", self.pending)
 
 
-async def _write(sightings: dict[uuid.UUID, store.Sighting], conn: AsyncConnection) -> None:
-    """One chunk of sightings, and the highest version they report kept in the fleet row:
-    it outlives the agents' later reports, so versions are never issued twice."""
+async def _write(
+    sightings: dict[uuid.UUID, store.Sighting], ahead: int, conn: AsyncConnection
+) -> None:
+    """One chunk of sightings, and the highest version they (or ``ahead``) report kept in
+    the fleet row: it outlives the agents' later reports, so no number is issued twice."""
     await store.write_sightings(conn, sightings)
-    highest = max((s.applied_version or 0 for s in sightings.values()), default=0)
+    highest = max([ahead, *(s.applied_version or 0 for s in sightings.values())])
     if highest > 0:
         await store.raise_highest_reported(conn, highest)

@@ -96,6 +96,20 @@ async def test_a_report_still_in_the_ledger_moves_the_next_version_up(
     assert await _published(client, "https://charlie.test/") == 3
 
 
+async def test_a_report_overwritten_before_the_flush_still_counts(
+    restored: tuple[Client, dict[str, Any]],
+) -> None:
+    """The agent reports 2, then (back on the database's version) 1 before the ledger is
+    written: the fleet row still learns of 2, and charlie is numbered 3."""
+    client, agent = restored
+    await _poll(client, agent, applied=2)
+    await _poll(client, agent, applied=1)
+    await client.app[keys.LEDGER].flush()
+    fleet = await _fleet(client)
+    assert (fleet["highest_reported_version"], fleet["in_sync"], fleet["ahead"]) == (2, 1, 0)
+    assert await _published(client, "https://charlie.test/") == 3
+
+
 async def test_a_written_report_moves_the_next_version_up(
     restored: tuple[Client, dict[str, Any]],
 ) -> None:
