@@ -1,6 +1,6 @@
 """``fleetconf watch``: follow the newest version until every live agent has applied it.
 
-Each step reads ``GET /fleet``. Live agents are those not stale (in_sync + behind); the
+Each step reads ``GET /fleet``. Live agents are those not stale (in_sync + behind + ahead); the
 fleet has converged when none is behind. On a terminal the progress line is redrawn in
 place; otherwise a line is printed each time the counts change. With ``--json`` every
 change is one JSON object per line, the last one saying ``converged`` or ``timeout``.
@@ -38,10 +38,12 @@ class Progress:
     @classmethod
     def of(cls, summary: dict[str, Any]) -> Progress:
         in_sync, behind = int(summary["in_sync"]), int(summary["behind"])
+        # Agents ahead of a restored database are live and not on its version either.
+        ahead = int(summary.get("ahead", 0))
         return cls(
             version=int(summary["current_version"]),
             applied=in_sync,
-            live=in_sync + behind,
+            live=in_sync + behind + ahead,
             stale=int(summary["stale"]),
         )
 
