@@ -87,6 +87,8 @@ class ConfigCache:
         self._snapshot: Snapshot | None = None
         # Bumped by every replacement: a refresh that raced one does not undo it.
         self._generation = 0
+        # The fleet row's updated_at as of the last refresh.
+        self._row_updated_at: dt.datetime | None = None
         self._refresh_failing = False
         self.position = FleetPosition()
         # Registered, unrevoked agents, as of the last refresh: sizes the hint spread.
@@ -124,16 +126,18 @@ class ConfigCache:
             self._snapshot = dataclasses.replace(snap, poll_interval_seconds=interval)
 
     async def refresh(self) -> bool:
-        """Re-read the fleet row; load the body only when the version moved. True if it did."""
+        """Re-read the fleet row; load the version only when it moved (its number, or the
+        row's ``updated_at``: a restored database may reuse a number). True if it did."""
         held = self._snapshot
         generation = self._generation
+        row_seen = self._row_updated_at
 
         async def read(
             conn: AsyncConnection,
         ) -> tuple[store.FleetRow, int, store.VersionRecord | None]:
             fleet = await store.read_fleet_row(conn)
             fleet_size = await store.count_active_agents(conn)
-            if held is not None and held.version == fleet.current_version:
+            if _unmoved(held, fleet, row_seen):
                 return fleet, fleet_size, None
             if held is not None and held.version > fleet.current_version:
                 # What this replica served was issued: its number must not be again.
@@ -142,11 +146,11 @@ class ConfigCache:
 
         fleet, self.fleet_size, record = await self._database.transaction(read)
         self._note_revocations(fleet.revocations)
-        highest = fleet.highest_reported_version
-        if held is not None and held.version > fleet.current_version:
-            highest = max(highest, held.version)
-        self.position.note(current_version=fleet.current_version, highest_reported_version=highest)
-        if held is not None and held.version == fleet.current_version:
+        self._note_position(fleet, held)
+        self._row_updated_at = fleet.updated_at
+        if _unmoved(held, fleet, row_seen) or (
+            held is not None and record is not None and _same(held, record)
+        ):
             self.set_poll_interval(fleet.poll_interval_seconds)
             return False
         if record is None:
@@ -154,6 +158,12 @@ class ConfigCache:
                 f"the fleet row names version {fleet.current_version}, which is missing"
             )
         return self._load(record, fleet.poll_interval_seconds, held, generation)
+
+    def _note_position(self, fleet: store.FleetRow, held: Snapshot | None) -> None:
+        highest = fleet.highest_reported_version
+        if held is not None and held.version > fleet.current_version:
+            highest = max(highest, held.version)
+        self.position.note(current_version=fleet.current_version, highest_reported_version=highest)
 
     def _load(
         self,
@@ -173,6 +183,12 @@ class ConfigCache:
                 "older than what this replica served (restored from an older copy?); "
                 "serving the database's version",
                 held.version,
+                record.version,
+            )
+        elif held is not None and held.version == record.version:
+            logger.warning(
+                "cache.content_changed version=%d: the database holds other content under "
+                "the number this replica served; serving the database's",
                 record.version,
             )
         self._install(record, poll_interval_seconds)
@@ -205,3 +221,14 @@ class ConfigCache:
         while True:
             await asyncio.sleep(period_seconds)
             await self.refresh_quietly()
+
+
+def _unmoved(held: Snapshot | None, fleet: store.FleetRow, row_seen: dt.datetime | None) -> bool:
+    """The fleet row names the version held and did not change since it was last read."""
+    return (
+        held is not None and held.version == fleet.current_version and fleet.updated_at == row_seen
+    )
+
+
+def _same(held: Snapshot, record: store.VersionRecord) -> bool:
+    return held.version == record.version and held.body == record.body.encode()

@@ -26,6 +26,9 @@ class FleetRow:
     poll_interval_seconds: int | None
     revocations: int
     highest_reported_version: int
+    # Moved by every new version (and settings change): a refresh that sees it move
+    # re-reads the version even if its number is the one held.
+    updated_at: dt.datetime
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,6 +58,7 @@ async def read_fleet_row(conn: AsyncConnection, *, for_update: bool = False) -> 
         fleet_table.c.poll_interval_seconds,
         fleet_table.c.revocations,
         fleet_table.c.highest_reported_version,
+        fleet_table.c.updated_at,
     ).where(fleet_table.c.id == FLEET_ROW_ID)
     if for_update:
         query = query.with_for_update()
@@ -64,6 +68,7 @@ async def read_fleet_row(conn: AsyncConnection, *, for_update: bool = False) -> 
         poll_interval_seconds=row.poll_interval_seconds,
         revocations=row.revocations,
         highest_reported_version=row.highest_reported_version,
+        updated_at=as_utc(row.updated_at),
     )
 
 

@@ -202,3 +202,28 @@ async def test_an_old_bare_etag_gets_the_full_answer(client: Client) -> None:
     etag = first.headers["ETag"]
     again = await client.get("/config", headers={**REGISTRATION, "If-None-Match": etag})
     assert again.status == 304
+
+
+async def test_a_replica_follows_other_content_under_the_number_it_serves(
+    make_client: ClientFactory, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A replica that served bravo as version 2 serves whatever the database holds after
+    a restore and a new write elsewhere, even if that write got number 2 again before
+    the replica could say 2 was issued: it serves charlie, never bravo behind a 304."""
+    a, b = await make_client(), await make_client()
+    await _published(a, "https://alpha.test/")
+    await _published(a, "https://bravo.test/")
+    await b.app[keys.CACHE].refresh()
+    await a.close()
+    await _restore(database_url, version=1, applied=None)
+    charlie = await _published(await make_client(), "https://charlie.test/")
+    caplog.set_level(logging.INFO)
+    await b.app[keys.CACHE].refresh()
+    served = await b.get("/config", headers=REGISTRATION)
+    assert (served.headers["X-Config-Version"], await served.json()) == (
+        str(charlie),
+        {"url": "https://charlie.test/"},
+    )
+    if charlie == 2:
+        assert any(r.msg.startswith("cache.content_changed") for r in caplog.records)
+    assert await b.app[keys.CACHE].refresh() is False
