@@ -141,7 +141,7 @@ class ConfigCache:
                 return fleet, fleet_size, None
             if held is not None and held.version > fleet.current_version:
                 # What this replica served was issued: its number must not be again.
-                await store.raise_highest_reported(conn, held.version)
+                await store.raise_highest_reported(conn, held.version, believed_only=False)
             return fleet, fleet_size, await store.read_version(conn, fleet.current_version)
 
         fleet, self.fleet_size, record = await self._database.transaction(read)

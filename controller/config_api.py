@@ -11,6 +11,7 @@ from common.metrics import counting
 from common.models import WorkerConfig
 from common.openapi import Operation, Parameter, Response, problem
 from controller import keys, store
+from controller.constants import MAX_VERSIONS_AHEAD
 from controller.credentials import ADMIN, CONFIG_READERS, Principal
 from controller.etags import etag_for, if_match_tags, if_none_match_hits
 from controller.models import (
@@ -80,7 +81,7 @@ async def get_config(request: web.Request, principal: Principal) -> web.Response
         return web.Response(status=304, headers=snap.headers)
     # An agent on a newer version than this one holds another ETag, so it is answered
     # here, never on the 304 path: the database is behind the fleet.
-    if applied is not None and applied > snap.version:
+    if applied is not None and snap.version < applied <= snap.version + MAX_VERSIONS_AHEAD:
         request.app[keys.LEDGER].note_ahead(applied)
     cache.polls.ok += 1
     return web.Response(body=snap.body, content_type="application/json", headers=snap.headers)

@@ -27,3 +27,8 @@ LISTEN_BACKLOG: Final = 4096
 SQLITE_BUSY_TIMEOUT_MILLISECONDS: Final = 5_000
 # The id of the fleet table's single row.
 FLEET_ROW_ID: Final = 1
+# How far above the database's current version an agent's report of what it applied is
+# believed: a database restored from an older copy lost at most this many versions. A
+# report further above (a hostile or broken agent) neither numbers the next version nor
+# makes the fleet look ahead, so no agent can push version numbers towards their limit.
+MAX_VERSIONS_AHEAD: Final = 10_000

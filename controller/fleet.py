@@ -87,7 +87,8 @@ def summarize(
     groups: Iterable[VersionGroup], *, current_version: int, highest_reported_version: int = 0
 ) -> FleetCounts:
     """Fleet counts from per-version groups; ``by_applied_version`` newest first, null last.
-    ``highest_reported_version`` is the fleet row's; the groups may name a higher one."""
+    ``highest_reported_version`` is the fleet row's (reports it did not believe, more than
+    MAX_VERSIONS_AHEAD above the current version, are in the groups but not in it)."""
     ordered = tuple(sorted(groups, key=_newest_first))
     stale = sum(g.stale for g in ordered)
     in_sync = sum(g.agents - g.stale for g in ordered if g.applied_version == current_version)
@@ -104,9 +105,7 @@ def summarize(
         behind=behind,
         stale=stale,
         ahead=ahead,
-        highest_reported_version=max(
-            [highest_reported_version, *(g.applied_version or 0 for g in ordered)]
-        ),
+        highest_reported_version=highest_reported_version,
         converged_fraction=converged_fraction(in_sync=in_sync, behind=behind, ahead=ahead),
         by_applied_version=ordered,
     )

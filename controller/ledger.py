@@ -54,12 +54,12 @@ class Ledger:
     def pending(self) -> int:
         return len(self._pending)
 
-    def highest_pending(self) -> int:
-        """The highest applied version recorded and not yet written; 0 when none.
-
-        Computed on demand (a configuration write asks), so a poll costs no more."""
-        recorded = max((applied or 0 for _, applied in self._pending.values()), default=0)
-        return max(recorded, self._ahead_unwritten)
+    def highest_pending(self, *, at_most: int) -> int:
+        """The highest applied version up to ``at_most`` recorded and not yet written; 0
+        when none. Computed on demand (a configuration write asks), so a poll costs no
+        more."""
+        versions = [applied or 0 for _, applied in self._pending.values()]
+        return max(v for v in [0, self._ahead_unwritten, *versions] if v <= at_most)
 
     async def flush(self) -> int:
         """Write what was recorded since the last flush, in chunks of LEDGER_CHUNK_ROWS;

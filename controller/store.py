@@ -12,7 +12,7 @@ from sqlalchemy import ColumnElement, Update, and_, bindparam, case, func, or_, 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.models import AgentState
-from controller.constants import FLEET_ROW_ID
+from controller.constants import FLEET_ROW_ID, MAX_VERSIONS_AHEAD
 from controller.db import agents, as_utc, config_versions, fleet_table, utcnow
 from controller.fleet import StateRule, VersionGroup
 
@@ -76,15 +76,24 @@ def _update_fleet_row() -> Update:
     return update(fleet_table).where(fleet_table.c.id == FLEET_ROW_ID)
 
 
-async def raise_highest_reported(conn: AsyncConnection, version: int) -> None:
-    """Raise the fleet's highest reported version to ``version``; never lower it."""
+async def raise_highest_reported(
+    conn: AsyncConnection, version: int, *, believed_only: bool = True
+) -> None:
+    """Raise the fleet's highest reported version to ``version``; never lower it. An
+    agent's report (``believed_only``) counts only within MAX_VERSIONS_AHEAD of the
+    current version."""
     column = fleet_table.c.highest_reported_version
-    await conn.execute(_update_fleet_row().where(column < version).values({column: version}))
+    statement = _update_fleet_row().where(column < version)
+    if believed_only:
+        statement = statement.where(fleet_table.c.current_version + MAX_VERSIONS_AHEAD >= version)
+    await conn.execute(statement.values({column: version}))
 
 
-async def read_highest_applied(conn: AsyncConnection) -> int:
-    """The highest version any agent's worker is recorded as holding; 0 when none."""
-    query = select(func.coalesce(func.max(agents.c.applied_version), 0))
+async def read_highest_applied(conn: AsyncConnection, *, at_most: int) -> int:
+    """The highest version, up to ``at_most``, any agent's worker is recorded as holding;
+    0 when none."""
+    applied = agents.c.applied_version
+    query = select(func.coalesce(func.max(applied), 0)).where(applied <= at_most)
     return int((await conn.execute(query)).scalar_one())
 
 

@@ -24,6 +24,7 @@ from common.errors import PreconditionFailed
 from common.models import WorkerConfig
 from controller import store
 from controller.cache import ConfigCache
+from controller.constants import MAX_VERSIONS_AHEAD
 from controller.db import Database
 from controller.etags import etag_for
 from controller.ledger import Ledger
@@ -58,8 +59,12 @@ def next_version(*, current_version: int, highest_reported: int, highest_served:
 
 
 async def _highest_reported(conn: AsyncConnection, fleet: store.FleetRow, ledger: Ledger) -> int:
-    recorded = await store.read_highest_applied(conn)
-    return max(fleet.highest_reported_version, recorded, ledger.highest_pending())
+    """The highest version agents reported, believed up to MAX_VERSIONS_AHEAD above the
+    current one (the fleet row's figure was bounded when it was written)."""
+    at_most = fleet.current_version + MAX_VERSIONS_AHEAD
+    recorded = await store.read_highest_applied(conn, at_most=at_most)
+    pending = ledger.highest_pending(at_most=at_most)
+    return max(fleet.highest_reported_version, recorded, pending)
 
 
 async def commit_version(

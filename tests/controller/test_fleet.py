@@ -81,21 +81,21 @@ def test_summarize_counts_states_and_orders_versions_newest_first() -> None:
     ]
     counts = summarize(groups, current_version=7)
     assert (counts.agents, counts.in_sync, counts.behind, counts.stale) == (8, 3, 2, 3)
-    assert (counts.ahead, counts.highest_reported_version) == (0, 7)
+    assert counts.ahead == 0
     assert counts.converged_fraction == 3 / 5
     assert [g.applied_version for g in counts.by_applied_version] == [7, 6, None]
 
 
 def test_summarize_counts_agents_ahead_and_the_highest_reported() -> None:
     """Agents on a version above the current one are ahead and not converged; the highest
-    reported version is the fleet row's or the groups', whichever is higher."""
+    reported version is the fleet row's."""
     groups = [
         VersionGroup(applied_version=9, agents=2, stale=1),
         VersionGroup(applied_version=7, agents=1, stale=0),
     ]
     counts = summarize(groups, current_version=7, highest_reported_version=8)
     assert (counts.in_sync, counts.behind, counts.stale, counts.ahead) == (1, 0, 1, 1)
-    assert counts.highest_reported_version == 9
+    assert counts.highest_reported_version == 8
     assert counts.converged_fraction == 1 / 2
     alone = summarize([], current_version=3, highest_reported_version=5)
     assert (alone.ahead, alone.highest_reported_version) == (0, 5)

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import delete, update
 
 from controller import keys
+from controller.constants import MAX_VERSIONS_AHEAD
 from controller.db import agents, config_versions, create_engine, fleet_table
 from controller.versions import next_version
 from tests.controller.conftest import (
@@ -227,3 +228,19 @@ async def test_a_replica_follows_other_content_under_the_number_it_serves(
     if charlie == 2:
         assert any(r.msg.startswith("cache.content_changed") for r in caplog.records)
     assert await b.app[keys.CACHE].refresh() is False
+
+
+async def test_a_report_far_above_the_current_version_is_not_believed(
+    restored: tuple[Client, dict[str, Any]],
+) -> None:
+    """An agent reporting a version more than MAX_VERSIONS_AHEAD above the current one
+    (hostile or broken) shows as ahead itself, but neither numbers the next version nor
+    makes the fleet look ahead of the database."""
+    client, agent = restored
+    await _poll(client, agent, applied=1 + MAX_VERSIONS_AHEAD + 1)
+    fleet = await _fleet(client)
+    assert (fleet["ahead"], fleet["highest_reported_version"]) == (1, 1)
+    assert await _published(client, "https://charlie.test/") == 2
+    await _poll(client, agent, applied=2147483647)
+    await client.app[keys.LEDGER].flush()
+    assert await _published(client, "https://delta.test/") == 3
