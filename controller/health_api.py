@@ -35,7 +35,7 @@ async def readyz(request: web.Request) -> web.Response:
     # above the fleet's; the operator is told, not the load balancer.
     detail = (
         f"The database is behind the fleet: its current version is "
-        f"{position.current_version}, an agent reported version "
+        f"{position.current_version}, the fleet saw version "
         f"{position.highest_reported_version}; the next version will be numbered above it."
     )
     return json_response(Readiness(status="ready", detail=detail))
