@@ -307,7 +307,8 @@ def _log_received(previous: CachedConfig | None, held: CachedConfig) -> None:
     if previous is not None and held.version < previous.version:
         logger.warning(
             "config.version_went_back previous_version=%d version=%d: the controller's "
-            "history was reset; a worker holding a newer version will refuse this one",
+            "database is older than what this agent held (restored from a backup?); the "
+            "worker is given the controller's version",
             previous.version,
             held.version,
         )

@@ -10,7 +10,9 @@ import sys
 
 from aiohttp import web
 
-HEADERS = {"ETag": '"1"'}
+# As long as the controller's tags ("<version>-<16 hex digits of the content's digest>").
+ETAG = '"1-0123456789abcdef"'
+HEADERS = {"ETag": ETAG}
 
 
 async def handler(request: web.Request) -> web.Response:

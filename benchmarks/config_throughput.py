@@ -27,6 +27,7 @@ from typing import NotRequired, TypedDict
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
 
 import _support as S  # noqa: E402
+from _bare_app import ETAG as BARE_ETAG  # noqa: E402
 
 TARGET_RATIO = 0.70
 
@@ -143,7 +144,7 @@ def _start_servers(stack: ExitStack, args: argparse.Namespace) -> Cases:
         ),
         "bare_aiohttp_304": (
             f"{bare_base}/config",
-            {**agent_headers, "If-None-Match": '"1"'},
+            {**agent_headers, "If-None-Match": BARE_ETAG},
             bare.pid,
         ),
         "controller_200": (f"{base}/config", agent_headers, controller.pid),

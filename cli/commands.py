@@ -93,7 +93,7 @@ async def _config_body(args: argparse.Namespace) -> bytes:
 
 
 async def config_set(client: ControllerClient, args: argparse.Namespace, console: Console) -> None:
-    headers = change_headers(args)
+    headers = await change_headers(client, args)
     body = await _config_body(args)
     answer = await client.request("POST", "/config", body=body, headers=headers)
     info = answer.object()
@@ -230,7 +230,8 @@ def _applied(version: Any) -> str:
 def fleet_text(summary: dict[str, Any]) -> str:
     in_sync, behind = int(summary.get("in_sync", 0)), int(summary.get("behind", 0))
     drift = int(summary.get("drift", 0))
-    live = in_sync + behind + drift
+    ahead = int(summary.get("ahead", 0))
+    live = in_sync + behind + drift + ahead
     share = float(summary.get("converged_fraction", 1.0))
     versions = ", ".join(
         f"{_applied(group.get('applied_version'))}: {_count(group.get('agents'), 'agent')}"
@@ -243,11 +244,16 @@ def fleet_text(summary: dict[str, Any]) -> str:
         (
             "agents",
             f"{scalar(summary.get('agents'))} ({in_sync} in_sync, {behind} behind, "
-            f"{drift} drift, {scalar(summary.get('stale'))} stale)",
+            f"{drift} drift, {scalar(summary.get('stale'))} stale"
+            f"{f', {ahead} ahead' if ahead else ''})",
         ),
         ("converged", f"{share:.0%} of live agents ({in_sync}/{live})"),
         ("applied versions", versions or NONE_SHOWN),
     ]
+    highest = summary.get("highest_reported_version")
+    if isinstance(highest, int) and highest > int(summary.get("current_version", 0)):
+        note = f"{highest}: the database is behind the fleet (restored from an older copy?)"
+        pairs.append(("highest reported", note))
     return fields(pairs)
 
 

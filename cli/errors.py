@@ -3,6 +3,7 @@
     CliError                base; one line for stderr and an exit status
     ├── UsageError      2   bad arguments or local settings: no token, an unreadable file
     ├── ControllerError 3   the controller answered with an error (problem+json or not)
+    ├── NotCurrent      3   config set --if-match N: version N is not the current one
     ├── Unreachable     4   no answer: connection refused, unknown host, time-out, cut off
     ├── NotConverged    5   watch: the time limit passed before every live agent applied
     └── ChainBroken     6   audit verify: the audit log's hash chain does not hold
@@ -29,6 +30,12 @@ class CliError(Exception):
 
 class UsageError(CliError):
     exit_code = 2
+
+
+class NotCurrent(CliError):
+    """``--if-match N`` named a version that is not the current one: nothing is sent."""
+
+    exit_code = 3
 
 
 class ControllerError(CliError):

@@ -11,16 +11,34 @@ from typing import Any
 
 from cli.client import ControllerClient
 from cli.console import Console
-from cli.errors import UsageError
+from cli.errors import NotCurrent, UsageError
 from cli.render import scalar, timestamp
-from common.constants import HEADER_CHANGE_COMMENT
+from common.constants import HEADER_CHANGE_COMMENT, HEADER_CONFIG_VERSION
 
 
-def change_headers(args: argparse.Namespace) -> dict[str, str]:
+async def current_etag(client: ControllerClient, if_match: str) -> str:
+    """The ETag to send as If-Match: ``if_match`` itself, or for a version number N the
+    current version's ETag, if the current version is N (a number alone would match a
+    different configuration that a restored database numbered the same)."""
+    if not if_match.isdigit():
+        return if_match
+    answer = await client.get("/config")
+    current = answer.headers.get(HEADER_CONFIG_VERSION, "")
+    etag = answer.headers.get("ETag")
+    if current != str(int(if_match)) or etag is None:
+        raise NotCurrent(
+            f"version {int(if_match)} is not the current version ({current or 'unknown'}); "
+            "nothing was published"
+        )
+    return etag
+
+
+async def change_headers(client: ControllerClient, args: argparse.Namespace) -> dict[str, str]:
     """If-Match and X-Change-Comment from --if-match and --comment, when given."""
     headers = {}
-    if getattr(args, "if_match", None) is not None:
-        headers["If-Match"] = f'"{args.if_match}"'
+    if_match: str | None = getattr(args, "if_match", None)
+    if if_match is not None:
+        headers["If-Match"] = await current_etag(client, if_match)
     comment: str | None = getattr(args, "comment", None)
     if comment is not None:
         if any(unicodedata.category(char) == "Cc" for char in comment):
@@ -34,7 +52,7 @@ async def config_rollback(
 ) -> None:
     body = json.dumps({"version": args.version}).encode()
     answer = await client.request(
-        "POST", "/config/rollback", body=body, headers=change_headers(args)
+        "POST", "/config/rollback", body=body, headers=await change_headers(client, args)
     )
     info = answer.object()
     created = answer.status == 201

@@ -58,6 +58,17 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _if_match(text: str) -> str:
+    """A version number N, or an ETag as `config get` shows it (quotes optional)."""
+    value = text.strip()
+    if value.isascii() and value.isdigit():
+        return value
+    bare = value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
+    if not bare or not bare.isascii() or any(ch in bare for ch in '", ') or not bare.isprintable():
+        raise argparse.ArgumentTypeError(f"not a version number or an ETag: {text!r}")
+    return f'"{bare}"'
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -150,9 +161,10 @@ def _config_commands(
 def _change_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--if-match",
-        metavar="N",
-        type=_non_negative,
-        help="publish only if version N is still the current one",
+        metavar="N|ETAG",
+        type=_if_match,
+        help="publish only if this is still the current version: its ETag (as `config get` "
+        "shows it), or its number N",
     )
     parser.add_argument(
         "--comment",

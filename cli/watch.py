@@ -1,9 +1,9 @@
 """``fleetconf watch``: follow the newest version until every live agent has applied it.
 
 Each step reads ``GET /fleet``. Live agents are those not stale (in_sync + behind +
-drift); the fleet has converged when none is behind or drifting. On a terminal the
-progress line is redrawn in place; otherwise a line is printed each time the counts
-change. With ``--json`` every
+drift + ahead); the fleet has converged when none is behind, drifting or ahead. On a
+terminal the progress line is redrawn in place; otherwise a line is printed each time
+the counts change. With ``--json`` every
 change is one JSON object per line, the last one saying ``converged`` or ``timeout``.
 """
 
@@ -39,12 +39,14 @@ class Progress:
     @classmethod
     def of(cls, summary: dict[str, Any]) -> Progress:
         in_sync, behind = int(summary["in_sync"]), int(summary["behind"])
-        # A controller older than the drift state sends no count for it.
+        # A controller older than the drift and ahead states sends no count for them;
+        # agents ahead of a restored database are live and not on its version either.
         drift = int(summary.get("drift", 0))
+        ahead = int(summary.get("ahead", 0))
         return cls(
             version=int(summary["current_version"]),
             applied=in_sync,
-            live=in_sync + behind + drift,
+            live=in_sync + behind + drift + ahead,
             stale=int(summary["stale"]),
         )
 

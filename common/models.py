@@ -104,3 +104,6 @@ class AgentState(enum.StrEnum):
     BEHIND = "behind"
     DRIFT = "drift"
     STALE = "stale"
+    # Its worker holds a version above the current one: the database was restored from
+    # an older copy (or lost writes in a failover).
+    AHEAD = "ahead"

@@ -147,6 +147,8 @@ async def fleet_summary(request: web.Request, _admin: Principal) -> web.Response
         behind=counts.behind,
         drift=counts.drift,
         stale=counts.stale,
+        ahead=counts.ahead,
+        highest_reported_version=counts.highest_reported_version,
         converged_fraction=counts.converged_fraction,
         by_applied_version=by_version,
     )
@@ -157,7 +159,9 @@ _STATE_NOTE = (
     "An agent is stale when nothing was heard from it (poll, or registration if it never "
     "polled) for 3 poll intervals; otherwise drift when its latest poll said X-Worker-Drift: "
     "1 (its worker held a configuration the agent did not send), in_sync when its worker "
-    "holds the current version, behind when not. This replica's pending polls are written "
+    "holds the current version, ahead when it holds a higher one (the database is older "
+    "than the fleet: restored from a backup), behind when not. This replica's pending "
+    "polls are written "
     "first."
 )
 _AGENT_ID = Parameter(

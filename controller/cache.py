@@ -4,6 +4,11 @@ Each replica keeps one :class:`Snapshot`. A write through this replica replaces 
 once; a hint from another replica, or the refresh loop (every
 ``CACHE_REFRESH_SECONDS``), picks up what other replicas wrote. With the database down
 the last snapshot keeps being served.
+
+The database is the truth: when a refresh finds an older current version than the one
+held (the database was restored from an older copy), the replica serves the database's
+version, logs ``cache.version_went_back``, and raises the fleet row's highest reported
+version to the one it held, so that number is never issued again.
 """
 
 from __future__ import annotations
@@ -22,12 +27,10 @@ from common.constants import HEADER_CONFIG_VERSION, HEADER_POLL_INTERVAL_SECONDS
 from common.errors import FleetconfError
 from controller import store
 from controller.db import Database
+from controller.etags import etag_for
+from controller.fleet_position import FleetPosition
 
 logger = logging.getLogger(__name__)
-
-
-def etag_for(version: int) -> str:
-    return f'"{version}"'
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,7 +44,8 @@ class Snapshot:
 
     @functools.cached_property
     def etag(self) -> str:
-        return etag_for(self.version)
+        """Computed once per snapshot: the 304 path compares, never hashes."""
+        return etag_for(self.version, self.body)
 
     @functools.cached_property
     def headers(self) -> Mapping[str, str]:
@@ -85,7 +89,12 @@ class ConfigCache:
         self._revocations: int | None = None
         self._default_poll_interval_seconds = default_poll_interval_seconds
         self._snapshot: Snapshot | None = None
+        # Bumped by every replacement: a refresh that raced one does not undo it.
+        self._generation = 0
+        # The fleet row's updated_at as of the last refresh.
+        self._row_updated_at: dt.datetime | None = None
         self._refresh_failing = False
+        self.position = FleetPosition()
         # Registered, unrevoked agents, as of the last refresh: sizes the hint spread.
         self.fleet_size = 0
         # Counted here because every GET /config already holds the cache.
@@ -102,6 +111,10 @@ class ConfigCache:
         current = self._snapshot
         if current is not None and current.version > record.version:
             return
+        self._install(record, poll_interval_seconds)
+
+    def _install(self, record: store.VersionRecord, poll_interval_seconds: int | None) -> None:
+        self._generation += 1
         self._snapshot = Snapshot(
             version=record.version,
             body=record.body.encode(),
@@ -117,30 +130,74 @@ class ConfigCache:
             self._snapshot = dataclasses.replace(snap, poll_interval_seconds=interval)
 
     async def refresh(self) -> bool:
-        """Re-read the fleet row; load the body only when the version moved. True if it did."""
+        """Re-read the fleet row; load the version only when it moved (its number, or the
+        row's ``updated_at``: a restored database may reuse a number). True if it did."""
         held = self._snapshot
+        generation = self._generation
+        row_seen = self._row_updated_at
 
         async def read(
             conn: AsyncConnection,
         ) -> tuple[store.FleetRow, int, store.VersionRecord | None]:
             fleet = await store.read_fleet_row(conn)
             fleet_size = await store.count_active_agents(conn)
-            if held is not None and held.version == fleet.current_version:
+            if _unmoved(held, fleet, row_seen):
                 return fleet, fleet_size, None
+            if held is not None and held.version > fleet.current_version:
+                # What this replica served was issued: its number must not be again.
+                await store.raise_highest_reported(conn, held.version, believed_only=False)
             return fleet, fleet_size, await store.read_version(conn, fleet.current_version)
 
         fleet, self.fleet_size, record = await self._database.transaction(read)
         self._note_revocations(fleet.revocations)
         if self._on_fleet_row is not None:
             await self._on_fleet_row(fleet)
-        if held is not None and held.version == fleet.current_version:
+        self._note_position(fleet, held)
+        self._row_updated_at = fleet.updated_at
+        if _unmoved(held, fleet, row_seen) or (
+            held is not None and record is not None and _same(held, record)
+        ):
             self.set_poll_interval(fleet.poll_interval_seconds)
             return False
         if record is None:
             raise RuntimeError(
                 f"the fleet row names version {fleet.current_version}, which is missing"
             )
-        self.replace(record, fleet.poll_interval_seconds)
+        return self._load(record, fleet.poll_interval_seconds, held, generation)
+
+    def _note_position(self, fleet: store.FleetRow, held: Snapshot | None) -> None:
+        highest = fleet.highest_reported_version
+        if held is not None and held.version > fleet.current_version:
+            highest = max(highest, held.version)
+        self.position.note(current_version=fleet.current_version, highest_reported_version=highest)
+
+    def _load(
+        self,
+        record: store.VersionRecord,
+        poll_interval_seconds: int | None,
+        held: Snapshot | None,
+        generation: int,
+    ) -> bool:
+        """Serve what a refresh read, unless a write replaced the snapshot meanwhile."""
+        if generation != self._generation:
+            # This replica wrote while the refresh read: keep the newer of the two.
+            self.replace(record, poll_interval_seconds)
+            return True
+        if held is not None and held.version > record.version:
+            logger.warning(
+                "cache.version_went_back held_version=%d version=%d: the database is "
+                "older than what this replica served (restored from an older copy?); "
+                "serving the database's version",
+                held.version,
+                record.version,
+            )
+        elif held is not None and held.version == record.version:
+            logger.warning(
+                "cache.content_changed version=%d: the database holds other content under "
+                "the number this replica served; serving the database's",
+                record.version,
+            )
+        self._install(record, poll_interval_seconds)
         logger.info("cache.loaded version=%d", record.version)
         return True
 
@@ -172,3 +229,14 @@ class ConfigCache:
         while True:
             await asyncio.sleep(period_seconds)
             await self.refresh_quietly()
+
+
+def _unmoved(held: Snapshot | None, fleet: store.FleetRow, row_seen: dt.datetime | None) -> bool:
+    """The fleet row names the version held and did not change since it was last read."""
+    return (
+        held is not None and held.version == fleet.current_version and fleet.updated_at == row_seen
+    )
+
+
+def _same(held: Snapshot, record: store.VersionRecord) -> bool:
+    return held.version == record.version and held.body == record.body.encode()

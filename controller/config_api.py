@@ -16,12 +16,13 @@ from common.metrics import counting
 from common.models import WorkerConfig
 from common.openapi import Operation, Parameter, Response, problem
 from controller import audit, keys, store
-from controller.cache import etag_for
 from controller.comments import COMMENT_PARAMETER, change_by
+from controller.constants import MAX_VERSIONS_AHEAD
 from controller.credentials import ADMIN, ADMIN_READERS, CONFIG_READERS, Principal
-from controller.etags import if_match_versions, if_none_match_hits
+from controller.etags import etag_for, if_match_tags, if_none_match_hits
 from controller.models import (
     EXAMPLE_AGENT_ID,
+    EXAMPLE_ETAG,
     ConfigVersion,
     ConfigVersionPage,
     PageQuery,
@@ -53,9 +54,10 @@ VERSION_PARAMETER = "version"
 IF_MATCH = Parameter(
     name="If-Match",
     location="header",
-    description="Write only if this is still the current version.",
+    description="Write only if this is still the current version: its full ETag "
+    '(a bare number such as "7" matches nothing).',
     schema={"type": "string"},
-    example='"7"',
+    example=EXAMPLE_ETAG,
 )
 _MAX_VERSION_DIGITS = len(str(MAX_CONFIG_VERSION))
 
@@ -70,33 +72,43 @@ def parse_version(raw: str) -> int | None:
 
 
 def writer(app: web.Application) -> Writer:
-    return Writer(database=app[keys.DATABASE], cache=app[keys.CACHE], lock=app[keys.WRITE_LOCK])
+    return Writer(
+        database=app[keys.DATABASE],
+        cache=app[keys.CACHE],
+        lock=app[keys.WRITE_LOCK],
+        ledger=app[keys.LEDGER],
+    )
 
 
-def _record_sighting(request: web.Request, principal: Principal) -> None:
-    """Note an agent's poll: its applied version and its drift report. Only an agent
-    token says which agent polled: X-Agent-ID sent with a shared token could name any
-    agent, so it is not believed."""
+def _record_sighting(request: web.Request, principal: Principal) -> int | None:
+    """Note an agent's poll: its applied version and its drift report; the applied
+    version it reported. Only an agent token says which agent polled: X-Agent-ID sent
+    with a shared token could name any agent, so it is not believed."""
     if principal.agent_id is None:
-        return
+        return None
     headers = request.headers
     claimed = headers.get(HEADER_AGENT_ID)
     if claimed is not None and claimed.lower() != str(principal.agent_id):
-        return
+        return None
     applied = parse_version(headers.get(HEADER_APPLIED_VERSION, "").strip())
     drift = headers.get(HEADER_WORKER_DRIFT) == "1"
     request.app[keys.LEDGER].record(principal.agent_id, applied, drift)
+    return applied
 
 
 async def get_config(request: web.Request, principal: Principal) -> web.Response:
     cache = request.app[keys.CACHE]
     snap = cache.snapshot
-    _record_sighting(request, principal)
+    applied = _record_sighting(request, principal)
     if_none_match = request.headers.get("If-None-Match")
     # The common case, an agent sending back the ETag it holds, skips the parsing.
-    if if_none_match == snap.etag or if_none_match_hits(if_none_match, snap.version):
+    if if_none_match == snap.etag or if_none_match_hits(if_none_match, snap.etag):
         cache.polls.not_modified += 1
         return web.Response(status=304, headers=snap.headers)
+    # An agent on a newer version than this one holds another ETag, so it is answered
+    # here, never on the 304 path: the database is behind the fleet.
+    if applied is not None and snap.version < applied <= snap.version + MAX_VERSIONS_AHEAD:
+        request.app[keys.LEDGER].note_ahead(applied)
     cache.polls.ok += 1
     return web.Response(body=snap.body, content_type="application/json", headers=snap.headers)
 
@@ -114,14 +126,16 @@ async def _committed(request: web.Request, committed: Committed) -> VersionInfo:
         await request.app[keys.PUBLISHER].publish_hint()
     record = committed.record
     return VersionInfo(
-        version=record.version, etag=etag_for(record.version), created_at=record.created_at
+        version=record.version,
+        etag=etag_for(record.version, record.body),
+        created_at=record.created_at,
     )
 
 
 async def post_config(request: web.Request, admin: Principal) -> web.Response:
     config = await read_model(request, WorkerConfig)
     change = change_by(request, admin)
-    if_match = if_match_versions(request.headers.get("If-Match"))
+    if_match = if_match_tags(request.headers.get("If-Match"))
     committed = await commit_version(writer(request.app), config, if_match=if_match, change=change)
     info = await _committed(request, committed)
     status = 201 if committed.created else 200
@@ -131,7 +145,7 @@ async def post_config(request: web.Request, admin: Principal) -> web.Response:
 async def post_rollback(request: web.Request, admin: Principal) -> web.Response:
     body = await read_model(request, RollbackRequest)
     change = change_by(request, admin)
-    if_match = if_match_versions(request.headers.get("If-Match"))
+    if_match = if_match_tags(request.headers.get("If-Match"))
     committed = await rollback_version(
         writer(request.app), body.version, if_match=if_match, change=change
     )
@@ -157,7 +171,7 @@ def _version(record: store.VersionRecord, current_version: int) -> ConfigVersion
     provenance = record.provenance
     return ConfigVersion(
         version=record.version,
-        etag=etag_for(record.version),
+        etag=etag_for(record.version, record.body),
         created_at=record.created_at,
         current=record.version == current_version,
         config=WorkerConfig.model_validate_json(record.body),
@@ -203,9 +217,10 @@ GET_CONFIG = Operation(
         Parameter(
             name="If-None-Match",
             location="header",
-            description="The ETag last received.",
+            description="The ETag last received. Tags are compared whole: the same version "
+            "number with another digest does not match.",
             schema={"type": "string"},
-            example='"7"',
+            example=EXAMPLE_ETAG,
         ),
         Parameter(
             name=HEADER_AGENT_ID,
@@ -258,7 +273,9 @@ POST_CONFIG = Operation(
     summary="Publish a new configuration version",
     description="Validated, then stored as a new immutable version. A body equal to the "
     "current configuration creates nothing and answers 200. With If-Match the write "
-    "happens only if the current version is the one named (412 otherwise).",
+    "happens only if the current version is the one named (412 otherwise). The new "
+    "version's number is above every version the fleet reported, so a database restored "
+    "from an older copy skips the numbers it lost.",
     tags=("config",),
     roles=ADMIN,
     outer=counting(lambda app: app[keys.METRICS].config_posts),
@@ -279,7 +296,7 @@ POST_CONFIG = Operation(
         problem(
             412,
             "If-Match does not name the current version.",
-            'If-Match does not name the current version "8".',
+            'If-Match does not name the current version "8-5dc5c505a79bfc2e".',
         ),
         *body_problems("WorkerConfig"),
         THROTTLED,

@@ -51,3 +51,8 @@ BOOTSTRAP_ADMIN_NAME: Final = "admin"
 # GET /audit/verify reads the chain in chunks of this many entries, one short
 # transaction each, so a long log never holds a connection for long.
 AUDIT_VERIFY_CHUNK_ENTRIES: Final = 1_000
+# How far above the database's current version an agent's report of what it applied is
+# believed: a database restored from an older copy lost at most this many versions. A
+# report further above (a hostile or broken agent) neither numbers the next version nor
+# makes the fleet look ahead, so no agent can push version numbers towards their limit.
+MAX_VERSIONS_AHEAD: Final = 10_000

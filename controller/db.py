@@ -87,7 +87,8 @@ metadata = MetaData(
     }
 )
 
-# The fleet's single row: the current version, the poll interval, the revocation count.
+# The fleet's single row: the current version, the poll interval, the revocation count,
+# the highest version seen in the fleet.
 fleet_table = Table(
     "fleet_state",
     metadata,
@@ -100,6 +101,9 @@ fleet_table = Table(
     Column("revocations", Integer, nullable=False, server_default="0"),
     # Bumped by every named credential issued: replicas reload the named ones on a change.
     Column("credentials_issued", Integer, nullable=False, server_default="0"),
+    # The highest version any agent reported applying, or any replica served: a database
+    # restored from an older copy may be behind it, and versions are allocated above it.
+    Column("highest_reported_version", Integer, nullable=False, server_default="0"),
 )
 
 config_versions = Table(

@@ -1,41 +1,60 @@
-"""Conditional request headers: If-Match and If-None-Match against version ETags."""
+"""ETags of configuration versions, and the conditional headers that name them.
+
+A version's ETag is ``"<version>-<digest>"``: the number, and the first 16 hex digits of
+the SHA-256 of the canonical JSON body. Two different configurations never share an
+ETag, even when a restored database hands out a number a second time. Conditions compare
+whole tags: a tag naming the same number with another digest matches nothing.
+"""
 
 from __future__ import annotations
 
-ANY = "*"
+import hashlib
+from typing import Final
+
+ANY: Final = "*"
+WEAK_PREFIX: Final = "W/"
+# Hex digits of the body's SHA-256 kept in the ETag: 64 bits.
+ETAG_DIGEST_HEX_DIGITS: Final = 16
+
+
+def etag_for(version: int, body: str | bytes) -> str:
+    """The strong ETag of version ``version`` whose canonical JSON body is ``body``."""
+    data = body.encode() if isinstance(body, str) else body
+    digest = hashlib.sha256(data).hexdigest()[:ETAG_DIGEST_HEX_DIGITS]
+    return f'"{version}-{digest}"'
 
 
 def _tags(header: str) -> list[str]:
     return [part.strip() for part in header.split(",") if part.strip()]
 
 
-def _version_of(tag: str, *, weak_ok: bool) -> int | None:
-    if tag.startswith("W/"):
+def _strong_form(tag: str, *, weak_ok: bool) -> str | None:
+    """``tag`` as a strong tag (``"…"``); None if it is malformed, or weak when not allowed."""
+    if tag.startswith(WEAK_PREFIX):
         if not weak_ok:
             return None
-        tag = tag[2:]
-    if len(tag) < 3 or not (tag[0] == tag[-1] == '"'):
+        tag = tag[len(WEAK_PREFIX) :]
+    if len(tag) < 2 or not (tag[0] == tag[-1] == '"') or '"' in tag[1:-1]:
         return None
-    digits = tag[1:-1]
-    if not digits.isascii() or not digits.isdigit() or len(digits) > 18:
-        return None
-    return int(digits)
+    return tag
 
 
-def if_match_versions(header: str | None) -> frozenset[int] | None:
-    """The versions an If-Match header accepts; None when any version will do.
+def if_match_tags(header: str | None) -> frozenset[str] | None:
+    """The strong ETags an If-Match header names; None when any version will do (``*``).
 
-    Tags that are not a strong version ETag match nothing, so a garbled header yields
-    412 rather than an unconditional write.
+    Weak and malformed tags match nothing (strong comparison), so a garbled header, or a
+    bare version number from before ETags carried a digest, yields 412 rather than an
+    unconditional write.
     """
     if header is None or header.strip() == ANY:
         return None
-    versions = (_version_of(tag, weak_ok=False) for tag in _tags(header))
-    return frozenset(v for v in versions if v is not None)
+    tags = (_strong_form(tag, weak_ok=False) for tag in _tags(header))
+    return frozenset(tag for tag in tags if tag is not None)
 
 
-def if_none_match_hits(header: str | None, version: int) -> bool:
-    """True when If-None-Match names ``version`` (weak comparison) or is ``*``."""
+def if_none_match_hits(header: str | None, etag: str) -> bool:
+    """True when If-None-Match names ``etag`` (weak comparison: ``W/`` is ignored) or is
+    ``*``."""
     if header is None:
         return False
-    return any(tag == ANY or _version_of(tag, weak_ok=True) == version for tag in _tags(header))
+    return any(tag == ANY or _strong_form(tag, weak_ok=True) == etag for tag in _tags(header))

@@ -3,9 +3,10 @@
 An agent is ``stale`` when its last contact (its last poll, or its registration if it
 never polled) is older than ``STALE_AFTER_MISSED_POLLS`` poll intervals; otherwise it is
 ``drift`` when its latest poll reported drift (its worker held a configuration the agent
-did not send), ``in_sync`` when its worker holds the current version, and ``behind``
-when not. The queries in :mod:`controller.store` apply the same rule in SQL; nothing
-here does I/O.
+did not send); else ``in_sync`` when its worker holds the current version, ``ahead``
+when it holds a higher one (the database was restored from an older copy), and
+``behind`` when not. The queries in :mod:`controller.store` apply the same rule in SQL;
+nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def agent_state(
         return AgentState.DRIFT
     if applied_version == rule.current_version:
         return AgentState.IN_SYNC
+    if applied_version is not None and applied_version > rule.current_version:
+        return AgentState.AHEAD
     return AgentState.BEHIND
 
 
@@ -75,14 +78,17 @@ class FleetCounts:
     behind: int
     drift: int
     stale: int
+    ahead: int
+    # The highest version any agent reported applying, now or before (or a replica served).
+    highest_reported_version: int
     converged_fraction: float
     by_applied_version: tuple[VersionGroup, ...]
 
 
-def converged_fraction(*, in_sync: int, behind: int, drift: int = 0) -> float:
+def converged_fraction(*, in_sync: int, behind: int, drift: int = 0, ahead: int = 0) -> float:
     """The share of live agents on the current version; 1.0 when no agent is live. A
-    drifting agent is live and not converged."""
-    live = in_sync + behind + drift
+    drifting agent, or one ahead of the database, is live and not converged."""
+    live = in_sync + behind + drift + ahead
     return 1.0 if live == 0 else in_sync / live
 
 
@@ -90,22 +96,35 @@ def _newest_first(group: VersionGroup) -> tuple[bool, int]:
     return (group.applied_version is None, -(group.applied_version or 0))
 
 
-def summarize(groups: Iterable[VersionGroup], *, current_version: int) -> FleetCounts:
-    """Fleet counts from per-version groups; ``by_applied_version`` newest first, null last."""
+def summarize(
+    groups: Iterable[VersionGroup], *, current_version: int, highest_reported_version: int = 0
+) -> FleetCounts:
+    """Fleet counts from per-version groups; ``by_applied_version`` newest first, null last.
+    ``highest_reported_version`` is the fleet row's (reports it did not believe, more than
+    MAX_VERSIONS_AHEAD above the current version, are in the groups but not in it)."""
     ordered = tuple(sorted(groups, key=_newest_first))
     stale = sum(g.stale for g in ordered)
     drift = sum(g.drift for g in ordered)
     in_sync = sum(
         g.agents - g.stale - g.drift for g in ordered if g.applied_version == current_version
     )
+    ahead = sum(
+        g.agents - g.stale - g.drift
+        for g in ordered
+        if g.applied_version is not None and g.applied_version > current_version
+    )
     total = sum(g.agents for g in ordered)
-    behind = total - stale - drift - in_sync
+    behind = total - stale - drift - in_sync - ahead
     return FleetCounts(
         agents=total,
         in_sync=in_sync,
         behind=behind,
         drift=drift,
         stale=stale,
-        converged_fraction=converged_fraction(in_sync=in_sync, behind=behind, drift=drift),
+        ahead=ahead,
+        highest_reported_version=highest_reported_version,
+        converged_fraction=converged_fraction(
+            in_sync=in_sync, behind=behind, drift=drift, ahead=ahead
+        ),
         by_applied_version=ordered,
     )

@@ -73,9 +73,13 @@ class FleetQueries:
     async def count_fleet(self) -> tuple[StateRule, FleetCounts]:
         """The fleet's convergence as the database has it: one GROUP BY, no flush."""
 
-        async def read(conn: AsyncConnection) -> tuple[StateRule, list[VersionGroup]]:
+        async def read(conn: AsyncConnection) -> tuple[StateRule, list[VersionGroup], int]:
             rule = await self._rule(conn)
-            return rule, await store.count_agents_by_applied_version(conn, rule)
+            highest = (await store.read_fleet_row(conn)).highest_reported_version
+            return rule, await store.count_agents_by_applied_version(conn, rule), highest
 
-        rule, groups = await self._database.transaction(read)
-        return rule, summarize(groups, current_version=rule.current_version)
+        rule, groups, highest = await self._database.transaction(read)
+        counts = summarize(
+            groups, current_version=rule.current_version, highest_reported_version=highest
+        )
+        return rule, counts

@@ -10,7 +10,7 @@ from common.metrics import METRICS_PATH, metrics_documented, metrics_response
 from common.openapi import Operation, Response
 from controller import keys
 from controller.constants import READINESS_TIMEOUT_SECONDS
-from controller.models import Health
+from controller.models import Health, Readiness
 from controller.openapi_parts import UNAVAILABLE
 
 
@@ -19,10 +19,21 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    await request.app[keys.DATABASE].transaction(
+    app = request.app
+    await app[keys.DATABASE].transaction(
         lambda conn: conn.execute(text("SELECT 1")), timeout_seconds=READINESS_TIMEOUT_SECONDS
     )
-    return json_response(Health(status="ready"))
+    position = app[keys.CACHE].position
+    if not position.ahead:
+        return json_response(Health(status="ready"))
+    # Still ready: this replica serves the database's version and numbers the next one
+    # above the fleet's; the operator is told, not the load balancer.
+    detail = (
+        f"The database is behind the fleet: its current version is "
+        f"{position.current_version}, the fleet saw version "
+        f"{position.highest_reported_version}; the next version will be numbered above it."
+    )
+    return json_response(Readiness(status="ready", detail=detail))
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -60,7 +71,13 @@ READYZ = Operation(
     summary="Readiness: the database answers",
     tags=("health",),
     responses=(
-        Response(status=200, description="Ready.", model=Health, example={"status": "ready"}),
+        Response(
+            status=200,
+            description="Ready. While the database is behind the fleet (restored from an "
+            "older copy) the answer is still 200, with a detail saying so.",
+            model=Readiness,
+            example={"status": "ready"},
+        ),
         UNAVAILABLE,
     ),
 )

@@ -65,6 +65,19 @@ class ControllerMetrics:
             "The poll interval agents are told on every GET /config answer.",
             value=snap.poll_interval_seconds,
         )
+        position = cache.position
+        yield GaugeMetricFamily(
+            "fleetconf_controller_highest_reported_version",
+            "The highest version any agent reported applying (or a replica served), as of "
+            "this replica's latest refresh.",
+            value=position.highest_reported_version,
+        )
+        yield GaugeMetricFamily(
+            "fleetconf_controller_fleet_ahead",
+            "1 while the fleet is ahead of the database (restored from an older copy): "
+            "some agent reported a version above the current one.",
+            value=int(position.ahead),
+        )
         polls = cache.polls
         yield counter_by(
             "fleetconf_controller_polls",
@@ -132,4 +145,5 @@ def _agents(fleet: FleetCounts) -> GaugeMetricFamily:
     family.add_metric([AgentState.BEHIND.value], fleet.behind)
     family.add_metric([AgentState.DRIFT.value], fleet.drift)
     family.add_metric([AgentState.STALE.value], fleet.stale)
+    family.add_metric([AgentState.AHEAD.value], fleet.ahead)
     return family

@@ -49,6 +49,8 @@ VersionNumber = Annotated[
 ]
 
 EXAMPLE_AGENT_ID = "6f1c2a8e-4b7d-4e0a-9c3f-2d5b8a1e7f90"
+# The ETag of version 7 holding {"url": "https://ip.me"}: the number, then a digest.
+EXAMPLE_ETAG = '"7-8624acf16f289c5f"'
 
 
 def _labels_schema(schema: dict[str, Any]) -> None:
@@ -111,18 +113,21 @@ class RegisterResponse(BaseModel):
 class VersionInfo(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
-            "examples": [{"version": 7, "etag": '"7"', "created_at": "2026-11-26T12:00:00Z"}]
+            "examples": [{"version": 7, "etag": EXAMPLE_ETAG, "created_at": "2026-11-26T12:00:00Z"}]
         }
     )
 
     version: int = Field(description="The configuration's version number.")
-    etag: str = Field(description="The ETag of that version, for If-Match / If-None-Match.")
+    etag: str = Field(
+        description='The ETag of that version, "<version>-<digest of the content>", for '
+        "If-Match / If-None-Match."
+    )
     created_at: dt.datetime = Field(description="When the version was stored (UTC).")
 
 
 _EXAMPLE_VERSION: dict[str, JsonValue] = {
     "version": 7,
-    "etag": '"7"',
+    "etag": EXAMPLE_ETAG,
     "created_at": "2026-11-26T12:00:00Z",
     "current": True,
     "config": {"url": "https://ip.me"},
@@ -165,7 +170,10 @@ class ConfigVersion(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [_EXAMPLE_VERSION]})
 
     version: int = Field(ge=0, description="The version number; 0 is the default configuration.")
-    etag: str = Field(description="The ETag of that version, for If-Match / If-None-Match.")
+    etag: str = Field(
+        description='The ETag of that version, "<version>-<digest of the content>", for '
+        "If-Match / If-None-Match."
+    )
     created_at: dt.datetime = Field(
         description="When the version was stored (UTC); for version 0, when the database "
         "was created."
@@ -213,6 +221,17 @@ class Health(BaseModel):
     status: str
 
 
+class Readiness(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ready"}]})
+
+    status: str
+    detail: str | None = Field(
+        default=None,
+        description="Present while the database is behind the fleet (restored from an older "
+        "copy): the replica still serves, and numbers the next version above the fleet's.",
+    )
+
+
 _EXAMPLE_AGENT: dict[str, JsonValue] = {
     "id": EXAMPLE_AGENT_ID,
     "hostname": "edge-01",
@@ -257,7 +276,8 @@ class Agent(BaseModel):
     state: AgentState = Field(
         description="stale: no contact for 3 poll intervals; else drift when its latest poll "
         "reported that its worker held a configuration the agent did not send; else in_sync "
-        "when its worker holds the current version, behind when not."
+        "when its worker holds the current version, ahead when it holds a higher one (the "
+        "database is older than the fleet), behind when not."
     )
 
 
@@ -298,6 +318,8 @@ class FleetSummary(BaseModel):
                     "behind": 1,
                     "drift": 0,
                     "stale": 1,
+                    "ahead": 0,
+                    "highest_reported_version": 7,
                     "converged_fraction": 0.6666666666666666,
                     "by_applied_version": [
                         {"applied_version": 7, "agents": 2},
@@ -320,8 +342,18 @@ class FleetSummary(BaseModel):
         "configuration they did not send."
     )
     stale: int = Field(description="Agents not heard from for 3 poll intervals.")
+    ahead: int = Field(
+        description="Agents in contact whose workers hold a version above the current one: "
+        "the database is older than the fleet (restored from a backup, or a failover lost "
+        "commits)."
+    )
+    highest_reported_version: int = Field(
+        description="The highest version any agent ever reported applying (or a replica "
+        "served); above current_version, the database is behind the fleet and the next "
+        "version is numbered above it."
+    )
     converged_fraction: float = Field(
-        description="in_sync / (in_sync + behind + drift); 1.0 when there are none."
+        description="in_sync / (in_sync + behind + drift + ahead); 1.0 when there are none."
     )
     by_applied_version: list[AppliedVersionCount] = Field(
         description="Agents per applied version, newest first, null last."

@@ -11,8 +11,14 @@ from common.constants import (
     MAX_PAGE_OFFSET,
 )
 from common.openapi import Header, Parameter, Response, problem
+from controller.models import EXAMPLE_ETAG
 
-ETAG = Header(name="ETag", description="The version as an entity tag.", example='"7"')
+ETAG = Header(
+    name="ETag",
+    description='The version as an entity tag: "<version>-<first 16 hex digits of the '
+    "SHA-256 of the configuration's canonical JSON>\".",
+    example=EXAMPLE_ETAG,
+)
 CONFIG_HEADERS = (
     ETAG,
     Header(

@@ -24,20 +24,25 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.models import AgentState
-from controller.constants import FLEET_ROW_ID
+from controller.constants import FLEET_ROW_ID, MAX_VERSIONS_AHEAD
 from controller.db import agents, as_utc, config_versions, fleet_table, utcnow
 from controller.fleet import StateRule, VersionGroup
 
 
 @dataclass(frozen=True, kw_only=True)
 class FleetRow:
-    """The fleet's single row: the current version, the poll interval, and the counts of
-    revocations and of named credentials issued."""
+    """The fleet's single row: the current version, the poll interval, the counts of
+    revocations and of named credentials issued, and the highest version any agent
+    reported applying (or any replica served)."""
 
     current_version: int
     poll_interval_seconds: int | None
     revocations: int
     credentials_issued: int
+    highest_reported_version: int
+    # Moved by every new version (and settings change): a refresh that sees it move
+    # re-reads the version even if its number is the one held.
+    updated_at: dt.datetime
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,6 +85,8 @@ async def read_fleet_row(conn: AsyncConnection, *, for_update: bool = False) -> 
         fleet_table.c.poll_interval_seconds,
         fleet_table.c.revocations,
         fleet_table.c.credentials_issued,
+        fleet_table.c.highest_reported_version,
+        fleet_table.c.updated_at,
     ).where(fleet_table.c.id == FLEET_ROW_ID)
     if for_update:
         query = query.with_for_update()
@@ -89,11 +96,34 @@ async def read_fleet_row(conn: AsyncConnection, *, for_update: bool = False) -> 
         poll_interval_seconds=row.poll_interval_seconds,
         revocations=row.revocations,
         credentials_issued=row.credentials_issued,
+        highest_reported_version=row.highest_reported_version,
+        updated_at=as_utc(row.updated_at),
     )
 
 
 def _update_fleet_row() -> Update:
     return update(fleet_table).where(fleet_table.c.id == FLEET_ROW_ID)
+
+
+async def raise_highest_reported(
+    conn: AsyncConnection, version: int, *, believed_only: bool = True
+) -> None:
+    """Raise the fleet's highest reported version to ``version``; never lower it. An
+    agent's report (``believed_only``) counts only within MAX_VERSIONS_AHEAD of the
+    current version."""
+    column = fleet_table.c.highest_reported_version
+    statement = _update_fleet_row().where(column < version)
+    if believed_only:
+        statement = statement.where(fleet_table.c.current_version + MAX_VERSIONS_AHEAD >= version)
+    await conn.execute(statement.values({column: version}))
+
+
+async def read_highest_applied(conn: AsyncConnection, *, at_most: int) -> int:
+    """The highest version, up to ``at_most``, any agent's worker is recorded as holding;
+    0 when none."""
+    applied = agents.c.applied_version
+    query = select(func.coalesce(func.max(applied), 0)).where(applied <= at_most)
+    return int((await conn.execute(query)).scalar_one())
 
 
 async def read_version(conn: AsyncConnection, version: int) -> VersionRecord | None:
@@ -265,15 +295,15 @@ def _state_condition(rule: StateRule, state: AgentState) -> ColumnElement[bool]:
     if state is AgentState.STALE:
         return _last_contact() < rule.stale_before
     fresh = _last_contact() >= rule.stale_before
+    applied = agents.c.applied_version
     if state is AgentState.DRIFT:
         return and_(fresh, agents.c.worker_drift)
     no_drift = not_(agents.c.worker_drift)
     if state is AgentState.IN_SYNC:
-        return and_(fresh, no_drift, agents.c.applied_version == rule.current_version)
-    on_other = or_(
-        agents.c.applied_version.is_(None), agents.c.applied_version != rule.current_version
-    )
-    return and_(fresh, no_drift, on_other)
+        return and_(fresh, no_drift, applied == rule.current_version)
+    if state is AgentState.AHEAD:
+        return and_(fresh, no_drift, applied > rule.current_version)
+    return and_(fresh, no_drift, or_(applied.is_(None), applied < rule.current_version))
 
 
 def _agent_record(row: Any) -> AgentRecord:

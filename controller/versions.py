@@ -2,9 +2,14 @@
 reading them back.
 
 Every write locks the fleet table's single row (``SELECT … FOR UPDATE`` on
-PostgreSQL), so replicas writing to one database at once allocate consecutive,
-distinct versions, and ``If-Match`` is an exact compare-and-set. Within one process an
-``asyncio.Lock`` orders writers too, which is all SQLite needs.
+PostgreSQL), so replicas writing to one database at once allocate distinct versions, and
+``If-Match`` is an exact compare-and-set. Within one process an ``asyncio.Lock`` orders
+writers too, which is all SQLite needs.
+
+A version number is never issued twice for different content: the next version is
+above the current one and above every version the fleet is known to have seen, see
+:func:`next_version`. After a database was restored from an older copy that skips the
+numbers the restore lost.
 """
 
 from __future__ import annotations
@@ -20,8 +25,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from common.errors import Conflict, NotFound, PreconditionFailed
 from common.models import WorkerConfig
 from controller import audit, store
-from controller.cache import ConfigCache, etag_for
+from controller.cache import ConfigCache
+from controller.constants import MAX_VERSIONS_AHEAD
 from controller.db import Database
+from controller.etags import etag_for
+from controller.ledger import Ledger
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +50,23 @@ class Writer:
     database: Database
     cache: ConfigCache
     lock: asyncio.Lock
+    ledger: Ledger
+
+
+def next_version(*, current_version: int, highest_reported: int, highest_served: int) -> int:
+    """The number of the next version: above the database's current version, above the
+    highest version any agent reported applying (written, or still in this replica's
+    ledger) and above the version this replica serves."""
+    return max(current_version, highest_reported, highest_served) + 1
+
+
+async def _highest_reported(conn: AsyncConnection, fleet: store.FleetRow, ledger: Ledger) -> int:
+    """The highest version agents reported, believed up to MAX_VERSIONS_AHEAD above the
+    current one (the fleet row's figure was bounded when it was written)."""
+    at_most = fleet.current_version + MAX_VERSIONS_AHEAD
+    recorded = await store.read_highest_applied(conn, at_most=at_most)
+    pending = ledger.highest_pending(at_most=at_most)
+    return max(fleet.highest_reported_version, recorded, pending)
 
 
 async def _audit_version(
@@ -69,16 +94,16 @@ async def commit_version(
     writer: Writer,
     config: WorkerConfig,
     *,
-    if_match: frozenset[int] | None,
+    if_match: frozenset[str] | None,
     change: audit.Change,
     rolled_back_to: int | None = None,
 ) -> Committed:
     """Make ``config`` the current version, or return the current one if it is equal.
 
-    ``if_match`` (the versions an If-Match header names) turns the write into
-    compare-and-set: 412 unless the current version is one of them. A new version is
-    recorded in the audit log in the same transaction; ``rolled_back_to`` marks it as a
-    rollback to that version's content.
+    ``if_match`` (the ETags an If-Match header names) turns the write into
+    compare-and-set: 412 unless the current version's ETag is one of them. A new version
+    is recorded in the audit log in the same transaction; ``rolled_back_to`` marks it as
+    a rollback to that version's content.
     """
     body = config.canonical_json()
     provenance = store.Provenance(
@@ -87,15 +112,24 @@ async def commit_version(
 
     async def write(conn: AsyncConnection) -> Committed:
         fleet = await store.read_fleet_row(conn, for_update=True)
-        if if_match is not None and fleet.current_version not in if_match:
-            raise PreconditionFailed(
-                f"If-Match does not name the current version {etag_for(fleet.current_version)}."
-            )
         current = await store.read_version(conn, fleet.current_version)
+        _check_if_match(if_match, fleet.current_version, current)
         interval = fleet.poll_interval_seconds
         if current is not None and current.body == body:
             return Committed(record=current, created=False, poll_interval_seconds=interval)
-        record = await store.insert_version(conn, fleet.current_version + 1, body, provenance)
+        number = next_version(
+            current_version=fleet.current_version,
+            highest_reported=await _highest_reported(conn, fleet, writer.ledger),
+            highest_served=writer.cache.snapshot.version,
+        )
+        if number != fleet.current_version + 1:
+            logger.warning(
+                "config.versions_skipped current_version=%d version=%d: the fleet saw "
+                "versions the database does not have",
+                fleet.current_version,
+                number,
+            )
+        record = await store.insert_version(conn, number, body, provenance)
         await _audit_version(conn, change, record, previous=fleet.current_version)
         return Committed(record=record, created=True, poll_interval_seconds=interval)
 
@@ -103,12 +137,17 @@ async def commit_version(
         committed = await writer.database.transaction(write)
     writer.cache.replace(committed.record, committed.poll_interval_seconds)
     if committed.created:
+        position = writer.cache.position
+        position.note(
+            current_version=committed.record.version,
+            highest_reported_version=position.highest_reported_version,
+        )
         logger.info("config.published version=%d", committed.record.version)
     return committed
 
 
 async def rollback_version(
-    writer: Writer, number: int, *, if_match: frozenset[int] | None, change: audit.Change
+    writer: Writer, number: int, *, if_match: frozenset[str] | None, change: audit.Change
 ) -> Committed:
     """A new version with version ``number``'s content (versions are immutable, so it is
     read before the write); 404 for an unknown version, the current one if it is equal."""
@@ -126,6 +165,18 @@ async def rollback_version(
     return await commit_version(
         writer, config, if_match=if_match, change=change, rolled_back_to=number
     )
+
+
+def _check_if_match(
+    if_match: frozenset[str] | None, current_version: int, current: store.VersionRecord | None
+) -> None:
+    """412 unless If-Match names the current version's ETag (its number and digest)."""
+    if if_match is None:
+        return
+    etag = None if current is None else etag_for(current.version, current.body)
+    if etag not in if_match:
+        shown = etag or f"of version {current_version}"
+        raise PreconditionFailed(f"If-Match does not name the current version {shown}.")
 
 
 async def set_poll_interval(writer: Writer, seconds: int, *, change: audit.Change) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import stat
 import threading
@@ -66,7 +67,10 @@ async def test_poll_gets_200_then_304_with_the_etag(
     first, second = controller.polls()
     assert (first.status, second.status) == (200, 304)
     assert "If-None-Match" not in first.headers
-    assert second.headers["If-None-Match"] == f'"{version}"'
+    assert agent.cached_config is not None
+    assert agent.cached_config.etag is not None
+    assert agent.cached_config.etag.startswith(f'"{version}-')
+    assert second.headers["If-None-Match"] == agent.cached_config.etag
     assert second.headers["X-Agent-ID"] == agent_id
     assert second.headers["Authorization"].startswith(f"Bearer {agent_id}.")
     assert agent.cached_config is not None
@@ -150,8 +154,30 @@ async def test_identity_rejection_drops_the_etag(
             await agent.sync_controller_once()
     polls = controller.polls()
     assert [s.status for s in polls] == [200, 401, 200]
-    assert polls[1].headers["If-None-Match"] == '"1"'
+    assert polls[1].headers["If-None-Match"].startswith('"1-')
     assert "If-None-Match" not in polls[2].headers
+
+
+async def test_a_stored_bare_etag_costs_one_full_answer(
+    make_settings: MakeSettings, controller: Controller, state_dir: Path
+) -> None:
+    """An agent upgraded with a stored bare "1" tag (ETags without a digest) gets one 200
+    for the version it holds, keeps the new tag, and is answered 304 from then on."""
+    version = await controller.publish("https://ip.me")
+    async with Agent(make_settings(controller_url=controller.url)) as agent:
+        await agent.sync_controller_once()
+        await agent.sync_controller_once()
+    store = Storage(state_dir)
+    held = store.load_config()
+    assert held is not None
+    store.save_config(dataclasses.replace(held, etag=f'"{version}"'))
+    async with Agent(make_settings(controller_url=controller.url)) as agent:
+        for _ in range(2):
+            assert (await agent.sync_controller_once()).outcome is ControllerOutcome.UNCHANGED
+    polls = controller.polls()
+    assert [s.status for s in polls] == [200, 200, 304]
+    assert polls[1].headers["If-None-Match"] == f'"{version}"'
+    assert polls[2].headers["If-None-Match"] == held.etag
 
 
 async def test_corrupt_config_is_refetched_in_full(

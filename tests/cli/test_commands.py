@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from controller.etags import etag_for
 from tests.cli.conftest import (
     ADMIN,
     ADMIN_TOKEN,
@@ -43,7 +44,8 @@ async def test_config_get_shows_version_and_configuration(cli: Cli) -> None:
     assert text.stdout.split() == ["version", "0", "url", "-"]
     assert (await cli("config", "set", "https://example.org/a")).exit_code == 0
     data = (await cli("config", "get", "--json")).json()
-    assert data == {"version": 1, "etag": '"1"', "config": {"url": "https://example.org/a"}}
+    etag = etag_for(1, '{"url":"https://example.org/a"}')
+    assert data == {"version": 1, "etag": etag, "config": {"url": "https://example.org/a"}}
 
 
 async def test_config_set_from_url_file_and_stdin(cli: Cli, tmp_path: Path) -> None:
@@ -72,15 +74,26 @@ async def test_config_set_from_url_file_and_stdin(cli: Cli, tmp_path: Path) -> N
 
 
 async def test_config_set_if_match_is_compare_and_set(cli: Cli) -> None:
-    """--if-match N publishes only over version N; a stale N is the controller's 412."""
+    """--if-match N publishes only while version N is current (exit 3 and nothing sent
+    otherwise); --if-match ETAG sends the tag, and a stale one is the controller's 412."""
     await cli("config", "set", "https://example.org/a")
     ok = await cli("config", "set", "https://example.org/b", "--if-match", "1")
     assert ok.exit_code == 0, ok.stderr
     stale = await cli("config", "set", "https://example.org/c", "--if-match", "1")
     assert stale.exit_code == EXIT_REFUSED
     assert stale.stdout == ""
-    assert stale.error_line().startswith("fleetconf: the controller answered 412 ")
-    assert (await cli("config", "get", "--json")).json()["version"] == 2
+    assert stale.error_line() == (
+        "fleetconf: version 1 is not the current version (2); nothing was published"
+    )
+    current = (await cli("config", "get", "--json")).json()
+    assert current["version"] == 2
+    by_tag = await cli("config", "set", "https://example.org/c", "--if-match", current["etag"])
+    assert by_tag.exit_code == 0, by_tag.stderr
+    unquoted = current["etag"].strip('"')
+    refused = await cli("config", "set", "https://example.org/d", "--if-match", unquoted)
+    assert refused.exit_code == EXIT_REFUSED
+    assert refused.error_line().startswith("fleetconf: the controller answered 412 ")
+    assert (await cli("config", "get", "--json")).json()["version"] == 3
 
 
 async def test_invalid_configuration_is_refused_in_one_line(cli: Cli) -> None:

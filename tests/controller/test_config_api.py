@@ -6,9 +6,18 @@ import asyncio
 
 from sqlalchemy import func, select
 
+from common.models import DEFAULT_WORKER_CONFIG, WorkerConfig
 from controller import keys
 from controller.db import config_versions
+from controller.etags import etag_for
 from tests.controller.conftest import ADMIN, REGISTRATION, Client, ClientFactory, post_config
+
+ZERO_TAG = etag_for(0, DEFAULT_WORKER_CONFIG.canonical_json())
+
+
+def tag(version: int, url: str) -> str:
+    """The ETag of ``version`` holding ``url``."""
+    return etag_for(version, WorkerConfig(url=url).canonical_json())
 
 
 async def test_version_zero_before_any_post(client: Client) -> None:
@@ -16,7 +25,7 @@ async def test_version_zero_before_any_post(client: Client) -> None:
     resp = await client.get("/config", headers=REGISTRATION)
     assert resp.status == 200
     assert await resp.json() == {"url": None}
-    assert resp.headers["ETag"] == '"0"'
+    assert resp.headers["ETag"] == ZERO_TAG
     assert resp.headers["X-Config-Version"] == "0"
     assert resp.headers["X-Poll-Interval-Seconds"] == "30"
 
@@ -27,8 +36,8 @@ async def test_post_creates_numbered_versions(client: Client) -> None:
     assert first.status == 201
     body = await first.json()
     assert body["version"] == 1
-    assert body["etag"] == '"1"'
-    assert first.headers["ETag"] == '"1"'
+    assert body["etag"] == tag(1, "https://example.org/a")
+    assert first.headers["ETag"] == body["etag"]
     second = await post_config(client, "https://example.org/b")
     assert (await second.json())["version"] == 2
     resp = await client.get("/config", headers=REGISTRATION)
@@ -50,33 +59,56 @@ async def test_identical_post_creates_no_version(client: Client) -> None:
 async def test_if_none_match_gives_304_with_headers(client: Client) -> None:
     """A matching If-None-Match gives 304 carrying the same version headers."""
     await post_config(client, "https://example.org/")
-    resp = await client.get("/config", headers={**REGISTRATION, "If-None-Match": '"1"'})
+    current = tag(1, "https://example.org/")
+    resp = await client.get("/config", headers={**REGISTRATION, "If-None-Match": current})
     assert resp.status == 304
-    assert resp.headers["ETag"] == '"1"'
+    assert resp.headers["ETag"] == current
     assert resp.headers["X-Config-Version"] == "1"
     assert resp.headers["X-Poll-Interval-Seconds"] == "30"
-    stale = await client.get("/config", headers={**REGISTRATION, "If-None-Match": '"0"'})
-    assert stale.status == 200
+    for old in (ZERO_TAG, '"1"', tag(1, "https://example.org/other")):
+        stale = await client.get("/config", headers={**REGISTRATION, "If-None-Match": old})
+        assert stale.status == 200, old
 
 
 async def test_if_match_compare_and_set(client: Client) -> None:
     """If-Match writes only over the named version; a stale or garbled one gets 412."""
     await post_config(client, "https://example.org/1")
-    ok = await post_config(client, "https://example.org/2", **{"If-Match": '"1"'})
+    first = tag(1, "https://example.org/1")
+    ok = await post_config(client, "https://example.org/2", **{"If-Match": first})
     assert ok.status == 201
-    stale = await post_config(client, "https://example.org/3", **{"If-Match": '"1"'})
+    stale = await post_config(client, "https://example.org/3", **{"If-Match": first})
     assert stale.status == 412
     assert stale.content_type == "application/problem+json"
+    current = tag(2, "https://example.org/2")
+    assert current in (await stale.json())["detail"]
     garbled = await post_config(client, "https://example.org/3", **{"If-Match": "nonsense"})
     assert garbled.status == 412
     resp = await client.get("/config", headers=REGISTRATION)
     assert await resp.json() == {"url": "https://example.org/2"}
 
 
+async def test_if_match_refuses_a_bare_number_and_another_digest(client: Client) -> None:
+    """If-Match names the full ETag: the bare number "2", a weak tag, or version 2 with
+    another digest gets 412; the full current tag writes."""
+    await post_config(client, "https://example.org/1")
+    await post_config(client, "https://example.org/2")
+    current = tag(2, "https://example.org/2")
+    for wrong in ('"2"', f"W/{current}", tag(2, "https://example.org/other")):
+        refused = await post_config(client, "https://example.org/3", **{"If-Match": wrong})
+        assert refused.status == 412, wrong
+    listed = await post_config(client, "https://example.org/3", **{"If-Match": f'"2", {current}'})
+    assert listed.status == 201
+    anything = await post_config(client, "https://example.org/4", **{"If-Match": "*"})
+    assert anything.status == 201
+
+
 async def test_if_match_races_have_one_winner(client: Client) -> None:
     """Of many writers naming the same version, exactly one succeeds."""
     results = await asyncio.gather(
-        *(post_config(client, f"https://example.org/{i}", **{"If-Match": '"0"'}) for i in range(10))
+        *(
+            post_config(client, f"https://example.org/{i}", **{"If-Match": ZERO_TAG})
+            for i in range(10)
+        )
     )
     statuses = sorted(r.status for r in results)
     assert statuses == [201] + [412] * 9
@@ -110,7 +142,7 @@ async def test_poll_interval_rides_on_200_and_304(client: Client) -> None:
     assert await resp.json() == {"poll_interval_seconds": 5}
     full = await client.get("/config", headers=REGISTRATION)
     assert full.headers["X-Poll-Interval-Seconds"] == "5"
-    cached = await client.get("/config", headers={**REGISTRATION, "If-None-Match": '"0"'})
+    cached = await client.get("/config", headers={**REGISTRATION, "If-None-Match": ZERO_TAG})
     assert cached.status == 304
     assert cached.headers["X-Poll-Interval-Seconds"] == "5"
     got = await client.get("/settings", headers=ADMIN)

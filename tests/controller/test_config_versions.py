@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import pytest
 
+from controller.etags import etag_for
 from tests.controller.conftest import (
     ADMIN,
     BAD_PAGING_QUERIES,
@@ -38,7 +40,7 @@ async def test_before_any_post_the_history_is_version_zero(client: Client) -> No
     assert (page["total"], page["limit"], page["offset"]) == (1, 100, 0)
     [zero] = page["items"]
     assert zero["version"] == 0
-    assert zero["etag"] == '"0"'
+    assert zero["etag"] == etag_for(0, '{"url":null}')
     assert zero["current"] is True
     assert zero["config"] == {"url": None}
     created = dt.datetime.fromisoformat(zero["created_at"])
@@ -54,7 +56,12 @@ async def test_history_is_newest_first_with_each_configuration(client: Client) -
     assert [item["version"] for item in page["items"]] == [3, 2, 1, 0]
     assert [item["config"]["url"] for item in page["items"]] == [*reversed(urls), None]
     assert [item["current"] for item in page["items"]] == [True, False, False, False]
-    assert [item["etag"] for item in page["items"]] == ['"3"', '"2"', '"1"', '"0"']
+    tags = [
+        etag_for(i["version"], json.dumps(i["config"], separators=(",", ":")))
+        for i in page["items"]
+    ]
+    assert [item["etag"] for item in page["items"]] == tags
+    assert len(set(tags)) == 4
     times = [dt.datetime.fromisoformat(item["created_at"]) for item in page["items"][:3]]
     assert times == sorted(times, reverse=True)
     posted = await _json(await post_config(client, urls[-1]))

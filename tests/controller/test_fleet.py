@@ -43,10 +43,18 @@ def test_recent_contact_on_the_current_version_is_in_sync() -> None:
     assert agent_state(RULE, last_contact=NOW, applied_version=7) is AgentState.IN_SYNC
 
 
-@pytest.mark.parametrize("applied", [None, 0, 6, 8])
-def test_recent_contact_on_another_version_is_behind(applied: int | None) -> None:
-    """An agent heard from lately on any other version, or none yet, is behind."""
+@pytest.mark.parametrize("applied", [None, 0, 6])
+def test_recent_contact_on_an_older_version_is_behind(applied: int | None) -> None:
+    """An agent heard from lately on an older version, or none yet, is behind."""
     assert agent_state(RULE, last_contact=NOW, applied_version=applied) is AgentState.BEHIND
+
+
+def test_recent_contact_on_a_newer_version_is_ahead() -> None:
+    """An agent whose worker holds a version above the current one is ahead (the database
+    was restored from an older copy); silent, it is stale like any other."""
+    assert agent_state(RULE, last_contact=NOW, applied_version=8) is AgentState.AHEAD
+    late = NOW - dt.timedelta(seconds=91)
+    assert agent_state(RULE, last_contact=late, applied_version=8) is AgentState.STALE
 
 
 def test_three_missed_intervals_make_an_agent_stale() -> None:
@@ -73,8 +81,24 @@ def test_summarize_counts_states_and_orders_versions_newest_first() -> None:
     ]
     counts = summarize(groups, current_version=7)
     assert (counts.agents, counts.in_sync, counts.behind, counts.stale) == (8, 3, 2, 3)
+    assert counts.ahead == 0
     assert counts.converged_fraction == 3 / 5
     assert [g.applied_version for g in counts.by_applied_version] == [7, 6, None]
+
+
+def test_summarize_counts_agents_ahead_and_the_highest_reported() -> None:
+    """Agents on a version above the current one are ahead and not converged; the highest
+    reported version is the fleet row's."""
+    groups = [
+        VersionGroup(applied_version=9, agents=2, stale=1),
+        VersionGroup(applied_version=7, agents=1, stale=0),
+    ]
+    counts = summarize(groups, current_version=7, highest_reported_version=8)
+    assert (counts.in_sync, counts.behind, counts.stale, counts.ahead) == (1, 0, 1, 1)
+    assert counts.highest_reported_version == 8
+    assert counts.converged_fraction == 1 / 2
+    alone = summarize([], current_version=3, highest_reported_version=5)
+    assert (alone.ahead, alone.highest_reported_version) == (0, 5)
 
 
 # The endpoints, on both databases.
@@ -147,6 +171,8 @@ async def test_empty_fleet_lists_nothing(client: Client) -> None:
         "behind": 0,
         "drift": 0,
         "stale": 0,
+        "ahead": 0,
+        "highest_reported_version": 0,
         "converged_fraction": 1.0,
         "by_applied_version": [],
     }
@@ -215,12 +241,18 @@ async def test_an_agent_that_never_polled_goes_stale_from_its_registration(clien
 async def test_state_filter_matches_the_states_shown(client: Client) -> None:
     """?state= returns exactly the agents shown in that state, with a matching total."""
     await post_config(client, "https://example.org/")
-    a, b, c, d = [await register(client, f"edge-{n}") for n in "abcd"]
+    a, b, c, d, e = [await register(client, f"edge-{n}") for n in "abcde"]
     await _poll(client, a, applied=1)
     await _poll(client, b, applied=1)
     await _poll(client, c, applied=0)
     await _silence(client, d["agent_id"], 3600)
-    expected = {"in_sync": ["edge-a", "edge-b"], "behind": ["edge-c"], "stale": ["edge-d"]}
+    await _poll(client, e, applied=5)
+    expected = {
+        "in_sync": ["edge-a", "edge-b"],
+        "behind": ["edge-c"],
+        "stale": ["edge-d"],
+        "ahead": ["edge-e"],
+    }
     for state, hostnames in expected.items():
         page = await _json(await client.get(f"/agents?state={state}", headers=ADMIN))
         assert [item["hostname"] for item in page["items"]] == hostnames
@@ -252,6 +284,8 @@ async def test_fleet_summary_counts_states_and_versions(client: Client) -> None:
         "behind": 2,
         "drift": 0,
         "stale": 1,
+        "ahead": 0,
+        "highest_reported_version": 2,
         "converged_fraction": 0.6,
         "by_applied_version": [
             {"applied_version": 2, "agents": 4},

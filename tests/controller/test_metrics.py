@@ -63,7 +63,9 @@ async def test_metrics_follow_polls_posts_and_registrations(make_client: ClientF
     assert value(after, "fleetconf_controller_hint_publish_failures_total") == 0
     # The poll named the applied version: the one agent is in sync.
     agents = by_label(after, "fleetconf_controller_agents", "state")
-    assert agents == {"in_sync": 1, "behind": 0, "drift": 0, "stale": 0}
+    assert agents == {"in_sync": 1, "behind": 0, "drift": 0, "stale": 0, "ahead": 0}
+    # The fleet is not ahead of the database.
+    assert value(after, "fleetconf_controller_fleet_ahead") == 0
 
 
 async def test_metrics_need_no_credential_and_ignore_one(make_client: ClientFactory) -> None:

@@ -133,7 +133,8 @@ async def _insert_agent(database_url: str, agent_id: str) -> None:
 
 
 async def test_worker_drift_column_round_trip(database_url: str) -> None:
-    """0005_worker_drift adds agents.worker_drift (false on old rows); down to 0003 keeps the agents."""
+    """0005_worker_drift adds agents.worker_drift (false on old rows); down to 0003 keeps
+    the agents."""
     await asyncio.to_thread(migrations.downgrade, database_url, "0003")
     agent_id = "6f1c2a8e-4b7d-4e0a-9c3f-2d5b8a1e7f90"
     await _insert_agent(database_url, agent_id)

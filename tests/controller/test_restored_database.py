@@ -1,0 +1,246 @@
+"""A database restored from an older copy: the fleet is ahead of it, the controller says
+so, serves what the database holds, and numbers the next version above the fleet's."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from sqlalchemy import delete, update
+
+from controller import keys
+from controller.constants import MAX_VERSIONS_AHEAD
+from controller.db import agents, config_versions, create_engine, fleet_table
+from controller.versions import next_version
+from tests.controller.conftest import (
+    ADMIN,
+    REGISTRATION,
+    Client,
+    ClientFactory,
+    post_config,
+    register,
+)
+from tests.support.metrics import scrape, value
+
+
+def test_next_version_is_above_everything_seen() -> None:
+    """The next number is above the current version, the highest reported and the
+    version this replica serves, whichever is highest."""
+    assert next_version(current_version=4, highest_reported=0, highest_served=4) == 5
+    assert next_version(current_version=1, highest_reported=2, highest_served=1) == 3
+    assert next_version(current_version=1, highest_reported=0, highest_served=6) == 7
+    assert next_version(current_version=9, highest_reported=3, highest_served=2) == 10
+
+
+async def _restore(database_url: str, *, version: int, applied: int | None) -> None:
+    """Put the database back as a copy taken at ``version`` had it: later versions gone,
+    the highest reported version and every agent's applied version as they were then."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(delete(config_versions).where(config_versions.c.version > version))
+            await conn.execute(
+                update(fleet_table).values(
+                    current_version=version, highest_reported_version=version
+                )
+            )
+            await conn.execute(update(agents).values(applied_version=applied))
+    finally:
+        await engine.dispose()
+
+
+async def _poll(client: Client, agent: dict[str, Any], applied: int) -> int:
+    headers = {
+        "Authorization": f"Bearer {agent['agent_token']}",
+        "X-Agent-ID": agent["agent_id"],
+        "X-Applied-Version": str(applied),
+    }
+    resp = await client.get("/config", headers=headers)
+    return resp.status
+
+
+async def _published(client: Client, url: str) -> int:
+    resp = await post_config(client, url)
+    assert resp.status == 201, await resp.text()
+    version: int = (await resp.json())["version"]
+    return version
+
+
+async def _fleet(client: Client) -> dict[str, Any]:
+    resp = await client.get("/fleet", headers=ADMIN)
+    assert resp.status == 200
+    body: dict[str, Any] = await resp.json()
+    return body
+
+
+@pytest.fixture
+async def restored(make_client: ClientFactory, database_url: str) -> tuple[Client, dict[str, Any]]:
+    """alpha is version 1, bravo version 2 and applied by the one agent; that controller
+    stops, the database is put back as it was at version 1, and a controller starts."""
+    before = await make_client()
+    agent = await register(before)
+    await _published(before, "https://alpha.test/")
+    await _published(before, "https://bravo.test/")
+    await _poll(before, agent, applied=2)
+    await before.close()
+    await _restore(database_url, version=1, applied=None)
+    return await make_client(), agent
+
+
+async def test_a_report_still_in_the_ledger_moves_the_next_version_up(
+    restored: tuple[Client, dict[str, Any]],
+) -> None:
+    """An agent's report of version 2, not yet written, keeps charlie off number 2."""
+    client, agent = restored
+    assert await _poll(client, agent, applied=2) == 200
+    assert await _published(client, "https://charlie.test/") == 3
+
+
+async def test_a_report_overwritten_before_the_flush_still_counts(
+    restored: tuple[Client, dict[str, Any]],
+) -> None:
+    """The agent reports 2, then (back on the database's version) 1 before the ledger is
+    written: the fleet row still learns of 2, and charlie is numbered 3."""
+    client, agent = restored
+    await _poll(client, agent, applied=2)
+    await _poll(client, agent, applied=1)
+    await client.app[keys.LEDGER].flush()
+    fleet = await _fleet(client)
+    assert (fleet["highest_reported_version"], fleet["in_sync"], fleet["ahead"]) == (2, 1, 0)
+    assert await _published(client, "https://charlie.test/") == 3
+
+
+async def test_a_written_report_moves_the_next_version_up(
+    restored: tuple[Client, dict[str, Any]],
+) -> None:
+    """A report of version 2 written to the agents table keeps charlie off number 2."""
+    client, agent = restored
+    await _poll(client, agent, applied=2)
+    await client.app[keys.LEDGER].flush()
+    async with client.app[keys.DATABASE].engine.begin() as conn:
+        await conn.execute(update(fleet_table).values(highest_reported_version=0))
+    assert await _published(client, "https://charlie.test/") == 3
+
+
+async def test_the_highest_report_outlives_the_agents_going_back(
+    restored: tuple[Client, dict[str, Any]],
+) -> None:
+    """Once the agent reported 2 and then went back to 1 (the database's version), the
+    next version is still 3: the fleet row keeps the highest report."""
+    client, agent = restored
+    await _poll(client, agent, applied=2)
+    await client.app[keys.LEDGER].flush()
+    await _poll(client, agent, applied=1)
+    await client.app[keys.LEDGER].flush()
+    assert (await _fleet(client))["in_sync"] == 1
+    assert await _published(client, "https://charlie.test/") == 3
+
+
+async def test_the_fleet_ahead_is_shown_logged_and_measured(
+    restored: tuple[Client, dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """/fleet counts the agent ahead, /agents shows it so, the log says it once, the
+    metrics and /readyz (still 200) say the database is behind; a new version ends it."""
+    client, agent = restored
+    caplog.set_level(logging.INFO)
+    await _poll(client, agent, applied=2)
+    fleet = await _fleet(client)
+    assert (fleet["current_version"], fleet["ahead"], fleet["in_sync"]) == (1, 1, 0)
+    assert fleet["highest_reported_version"] == 2
+    assert fleet["converged_fraction"] == 0.0
+    listed = await (await client.get("/agents?state=ahead", headers=ADMIN)).json()
+    assert [item["state"] for item in listed["items"]] == ["ahead"]
+    for _ in range(3):
+        await client.app[keys.CACHE].refresh()
+    lines = [r.getMessage() for r in caplog.records if "fleet.ahead_of_database" in r.msg]
+    assert len(lines) == 1
+    assert lines[0].startswith("fleet.ahead_of_database current_version=1 highest_reported=2")
+    samples = await scrape(client)
+    assert value(samples, "fleetconf_controller_fleet_ahead") == 1
+    assert value(samples, "fleetconf_controller_highest_reported_version") == 2
+    assert value(samples, "fleetconf_controller_agents", state="ahead") == 1
+    ready = await client.get("/readyz")
+    assert ready.status == 200
+    assert "behind the fleet" in (await ready.json())["detail"]
+
+    assert await _published(client, "https://charlie.test/") == 3
+    assert value(await scrape(client), "fleetconf_controller_fleet_ahead") == 0
+    assert await (await client.get("/readyz")).json() == {"status": "ready"}
+    await _poll(client, agent, applied=3)
+    fleet = await _fleet(client)
+    assert (fleet["current_version"], fleet["ahead"], fleet["in_sync"]) == (3, 0, 1)
+
+
+async def test_a_replica_holding_a_lost_version_serves_the_database(
+    make_client: ClientFactory, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A replica that served version 2 before the restore serves the database's version 1
+    after its refresh, logs that it went back, and version 2 is never issued again, even
+    before any agent reported it."""
+    a, b = await make_client(), await make_client()
+    await _published(a, "https://alpha.test/")
+    await _published(a, "https://bravo.test/")
+    await b.app[keys.CACHE].refresh()
+    await _restore(database_url, version=1, applied=None)
+    caplog.set_level(logging.INFO)
+    assert await b.app[keys.CACHE].refresh() is True
+    assert any(r.msg.startswith("cache.version_went_back") for r in caplog.records)
+    served = await b.get("/config", headers=REGISTRATION)
+    assert (served.headers["X-Config-Version"], await served.json()) == (
+        "1",
+        {"url": "https://alpha.test/"},
+    )
+    await a.app[keys.CACHE].refresh()
+    assert await _published(a, "https://charlie.test/") == 3
+
+
+async def test_an_old_bare_etag_gets_the_full_answer(client: Client) -> None:
+    """An agent upgraded with a stored bare "1" tag gets one 200, then 304s with the new tag."""
+    await _published(client, "https://alpha.test/")
+    first = await client.get("/config", headers={**REGISTRATION, "If-None-Match": '"1"'})
+    assert first.status == 200
+    etag = first.headers["ETag"]
+    again = await client.get("/config", headers={**REGISTRATION, "If-None-Match": etag})
+    assert again.status == 304
+
+
+async def test_a_replica_follows_other_content_under_the_number_it_serves(
+    make_client: ClientFactory, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A replica that served bravo as version 2 serves whatever the database holds after
+    a restore and a new write elsewhere, even if that write got number 2 again before
+    the replica could say 2 was issued: it serves charlie, never bravo behind a 304."""
+    a, b = await make_client(), await make_client()
+    await _published(a, "https://alpha.test/")
+    await _published(a, "https://bravo.test/")
+    await b.app[keys.CACHE].refresh()
+    await a.close()
+    await _restore(database_url, version=1, applied=None)
+    charlie = await _published(await make_client(), "https://charlie.test/")
+    caplog.set_level(logging.INFO)
+    await b.app[keys.CACHE].refresh()
+    served = await b.get("/config", headers=REGISTRATION)
+    assert (served.headers["X-Config-Version"], await served.json()) == (
+        str(charlie),
+        {"url": "https://charlie.test/"},
+    )
+    if charlie == 2:
+        assert any(r.msg.startswith("cache.content_changed") for r in caplog.records)
+    assert await b.app[keys.CACHE].refresh() is False
+
+
+async def test_a_report_far_above_the_current_version_is_not_believed(
+    restored: tuple[Client, dict[str, Any]],
+) -> None:
+    """An agent reporting a version more than MAX_VERSIONS_AHEAD above the current one
+    (hostile or broken) shows as ahead itself, but neither numbers the next version nor
+    makes the fleet look ahead of the database."""
+    client, agent = restored
+    await _poll(client, agent, applied=1 + MAX_VERSIONS_AHEAD + 1)
+    fleet = await _fleet(client)
+    assert (fleet["ahead"], fleet["highest_reported_version"]) == (1, 1)
+    assert await _published(client, "https://charlie.test/") == 2
+    await _poll(client, agent, applied=2147483647)
+    await client.app[keys.LEDGER].flush()
+    assert await _published(client, "https://delta.test/") == 3
