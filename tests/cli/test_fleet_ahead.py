@@ -24,7 +24,7 @@ AHEAD: dict[str, Any] = {
 def test_fleet_text_names_agents_ahead_and_the_highest_reported() -> None:
     """The summary counts the agents ahead and says the database is behind the fleet."""
     text = fleet_text(AHEAD)
-    assert "1 in_sync, 0 behind, 0 stale, 2 ahead" in text
+    assert "1 in_sync, 0 behind, 0 drift, 0 stale, 2 ahead" in text
     assert "2: the database is behind the fleet" in text
     assert "(1/3)" in text
 

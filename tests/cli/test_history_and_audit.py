@@ -44,15 +44,19 @@ async def test_comment_and_rollback_show_in_history_and_show(cli: Cli) -> None:
 
 
 async def test_rollback_refusals_exit_3_or_2(cli: Cli) -> None:
-    """An unknown version is the controller's 404, a stale --if-match its 412; a comment
-    with a newline never leaves the command."""
+    """An unknown version is the controller's 404, a stale --if-match ETag its 412 (a stale
+    version number exits 3 before anything is sent); a comment with a newline never leaves
+    the command."""
     await _publish(cli, "https://example.org/a", "https://example.org/b")
     unknown = await cli("config", "rollback", "9")
     assert unknown.exit_code == EXIT_REFUSED
     assert "404" in unknown.error_line()
     stale = await cli("config", "rollback", "1", "--if-match", "1")
     assert stale.exit_code == EXIT_REFUSED
-    assert "412" in stale.error_line()
+    assert "not the current version" in stale.error_line()
+    stale_tag = await cli("config", "rollback", "1", "--if-match", '"2-0000000000000000"')
+    assert stale_tag.exit_code == EXIT_REFUSED
+    assert "412" in stale_tag.error_line()
     ok = await cli("config", "rollback", "1", "--if-match", "2")
     assert ok.exit_code == 0, ok.stderr
     newline = await cli("config", "set", "https://example.org/c", "--comment", "a\nb")

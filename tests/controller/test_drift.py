@@ -106,8 +106,10 @@ async def test_a_poll_reporting_drift_shows_the_agent_drifting(client: Client) -
     )
     assert summary["converged_fraction"] == 0.5
     assert summary["by_applied_version"] == [{"applied_version": 1, "agents": 2}]
+    # /metrics serves the counts read in the background: read them now.
+    await client.app[keys.FLEET_COUNTS].refresh()
     gauge = by_label(await scrape(client), "fleetconf_controller_agents", "state")
-    assert gauge == {"in_sync": 1, "behind": 0, "drift": 1, "stale": 0}
+    assert gauge == {"in_sync": 1, "behind": 0, "drift": 1, "stale": 0, "ahead": 0}
 
 
 async def test_a_poll_without_the_header_clears_drift(client: Client) -> None:

@@ -25,7 +25,8 @@ async def _serves(client: Client, version: int, url: str) -> None:
     """``client``'s replica answers GET /config with ``version`` and its body."""
     await eventually(lambda: client.app[keys.CACHE].snapshot.version == version)
     resp = await client.get("/config", headers=REGISTRATION)
-    assert resp.headers["ETag"] == f'"{version}"'
+    assert resp.headers["X-Config-Version"] == str(version)
+    assert resp.headers["ETag"].startswith(f'"{version}-')
     assert await resp.json() == {"url": url}
 
 
