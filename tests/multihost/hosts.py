@@ -143,7 +143,7 @@ class Edge:
 
 
 @dataclass(kw_only=True)
-class Upstream:
+class UpstreamSite:
     """The site on the upstream host: a fixed answer per path."""
 
     host: Host
@@ -176,7 +176,7 @@ class MultiHost:
     controller: NamespacedService
     redis: NamespacedService
     edges: list[Edge]
-    upstream: Upstream
+    upstream: UpstreamSite
     admin: aiohttp.ClientSession
 
     @property
@@ -350,7 +350,7 @@ class MultiHostBuilder:
     ) -> MultiHost:
         ctl = network.add_host("ctl", {"control": CONTROLLER_OCTET})
         up = network.add_host("up", {"upstream": UPSTREAM_OCTET})
-        upstream = Upstream(host=up)
+        upstream = UpstreamSite(host=up)
         upstream.base_url = await stack.enter_async_context(
             serve_inside(up, upstream.app(), address=up.address("upstream"), port=UPSTREAM_PORT)
         )
