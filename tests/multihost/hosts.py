@@ -281,7 +281,9 @@ class MultiHostBuilder:
             ),
         }
         argv = [sys.executable, "-m", "controller"]
-        return self._service("controller", host, argv, env, url=f"http://{address}:8000")
+        return self._service(
+            "controller", host, argv, env, url=f"http://{address}:{CONTROLLER_PORT}"
+        )
 
     def _edge(
         self,
