@@ -23,6 +23,7 @@ by docker-compose.edge.yml's own ``environment`` sections.
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -70,6 +71,11 @@ EDGE_DOCUMENTED_VARIABLES: Final = frozenset(
 )
 HTTP_TIMEOUT_SECONDS: Final = 5.0
 SETTLE_TIMEOUT_SECONDS: Final = 20.0
+
+
+def redis_url(user: str, password: str, address: str) -> str:
+    """The URL of one of the shipped ACL's Redis users on the controller host."""
+    return f"redis://{user}:{password}@{address}:{REDIS_PORT}/0"
 
 
 def edge_environments(
@@ -128,6 +134,11 @@ class Edge:
         """The worker as a user on this host reaches it."""
         return f"http://127.0.0.1:{WORKER_PORT}"
 
+    def saved_identity(self) -> dict[str, Any]:
+        """What the agent saved at registration (its state directory's identity.json)."""
+        identity: dict[str, Any] = json.loads((self.state_dir / "identity.json").read_text())
+        return identity
+
     async def worker_holds(self) -> dict[str, Any]:
         """The worker's GET /config ``{"version", "config"}``, asked from this host."""
         headers = bearer(self.worker_token)
@@ -182,6 +193,11 @@ class MultiHost:
     @property
     def controller_url(self) -> str:
         return f"http://{self.controller_host.address('control')}:{CONTROLLER_PORT}"
+
+    @property
+    def agent_redis_url(self) -> str:
+        """The subscribe-only identity the controller hands out (CONTROLLER_AGENT_REDIS_URL)."""
+        return redis_url("agent", REDIS_AGENT_PASSWORD, self.controller_host.address("control"))
 
     async def publish(self, url: str) -> int:
         """POST /config as the admin; the new version."""
@@ -273,12 +289,10 @@ class MultiHostBuilder:
             "CONTROLLER_ADMIN_TOKEN": ADMIN_TOKEN,
             "CONTROLLER_REGISTRATION_TOKEN": REGISTRATION_TOKEN,
             "CONTROLLER_POLL_INTERVAL_SECONDS": str(poll_interval_seconds),
-            "CONTROLLER_REDIS_URL": (
-                f"redis://controller:{REDIS_CONTROLLER_PASSWORD}@{address}:{REDIS_PORT}/0"
-            ),
-            "CONTROLLER_AGENT_REDIS_URL": (
-                f"redis://agent:{REDIS_AGENT_PASSWORD}@{address}:{REDIS_PORT}/0"
-            ),
+            # The shipped ACL's two identities: the controller's may publish; the agents'
+            # (handed out at registration) may only subscribe.
+            "CONTROLLER_REDIS_URL": redis_url("controller", REDIS_CONTROLLER_PASSWORD, address),
+            "CONTROLLER_AGENT_REDIS_URL": redis_url("agent", REDIS_AGENT_PASSWORD, address),
         }
         argv = [sys.executable, "-m", "controller"]
         return self._service(

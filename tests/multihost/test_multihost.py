@@ -34,13 +34,17 @@ CUT_NOTICED_WITHIN_SECONDS: Final = 20.0
 
 
 async def test_every_edge_registers_with_the_controller(multihost: MultiHost) -> None:
-    """The controller's GET /agents lists the three edge hosts by their AGENT_HOSTNAME."""
+    """GET /agents lists the three edges by AGENT_HOSTNAME; each got the agent Redis identity."""
     expected = sorted(edge.hostname for edge in multihost.edges)
 
     async def all_listed() -> bool:
         return sorted(a["hostname"] for a in await multihost.agents_listed()) == expected
 
     await wait_until(all_listed, timeout_seconds=SETTLE_TIMEOUT_SECONDS, what="all three listed")
+    for edge in multihost.edges:
+        identity = edge.saved_identity()
+        assert identity["hints_redis_url"] == multihost.agent_redis_url
+        assert identity["hints_channel"] == "fleetconf:config"
 
 
 async def test_a_change_reaches_every_edge_within_a_second_at_a_30_s_poll_interval(
