@@ -19,6 +19,7 @@ from controller import (
     config_api,
     credentials_api,
     health_api,
+    history_api,
     keys,
     settings_api,
 )
@@ -28,6 +29,7 @@ from controller.credentials import Principal, Role
 OPERATIONS: Final[tuple[Operation, ...]] = (
     agents_api.REGISTER,
     *config_api.OPERATIONS,
+    *history_api.OPERATIONS,
     *settings_api.OPERATIONS,
     *health_api.OPERATIONS,
     agents_api.LIST_AGENTS,
