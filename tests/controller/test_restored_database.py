@@ -156,6 +156,8 @@ async def test_the_fleet_ahead_is_shown_logged_and_measured(
     lines = [r.getMessage() for r in caplog.records if "fleet.ahead_of_database" in r.msg]
     assert len(lines) == 1
     assert lines[0].startswith("fleet.ahead_of_database current_version=1 highest_reported=2")
+    # /metrics serves the agents' states read in the background: read them now.
+    await client.app[keys.FLEET_COUNTS].refresh()
     samples = await scrape(client)
     assert value(samples, "fleetconf_controller_fleet_ahead") == 1
     assert value(samples, "fleetconf_controller_highest_reported_version") == 2
