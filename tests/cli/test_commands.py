@@ -169,6 +169,9 @@ async def test_agents_list_show_and_revoke(
     cli: Cli, controller: ServiceProcess, http: aiohttp.ClientSession
 ) -> None:
     """`agents list/show/revoke` as text and JSON; a revoked agent is gone (404, exit 3)."""
+    # These agents never poll: a long interval keeps them `behind`, not `stale`, however
+    # slowly the commands below run (stale means three intervals without contact).
+    assert (await cli("settings", "poll-interval", "60")).exit_code == 0
     first = await register(http, controller, "edge-01")
     second = await register(http, controller, "edge-02")
     text = await cli("agents", "list")
@@ -206,11 +209,13 @@ async def test_fleet_summary(
 ) -> None:
     """`fleet`: the convergence summary, as aligned text and as the controller's JSON."""
     await cli("config", "set", "https://example.org/a")
+    # The agent never polls: a long interval keeps it `behind`, not `stale`.
+    assert (await cli("settings", "poll-interval", "60")).exit_code == 0
     await register(http, controller, "edge-01")
     text = await cli("fleet")
     assert _pairs(text.stdout) == {
         "current version": "1",
-        "poll interval": "1 s",
+        "poll interval": "60 s",
         "agents": "1 (0 in_sync, 1 behind, 0 drift, 0 stale)",
         "converged": "0% of live agents (0/1)",
         "applied versions": "none yet: 1 agent",
