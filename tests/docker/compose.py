@@ -2,7 +2,7 @@
 
 Nothing here needs a Docker engine::
 
-    package_directories()          the package directories pyproject builds the wheel from
+    package_directories()          the directories pyproject builds the wheel from
     load_compose(path)             the file after YAML load (anchors and merge keys resolved)
     variable_references(document)  the ${NAME...} a compose file reads ($$ is a literal $)
     interpolate(value, variables)  Compose's ${NAME}, ${NAME:-default}, ${NAME:?error} ...
@@ -74,10 +74,12 @@ class InterpolationError(ValueError):
 
 
 def package_directories() -> list[str]:
-    """The top-level package directories the wheel is built from (pyproject's find include)."""
+    """The top-level directories the wheel is built from: pyproject's packages, each from
+    its ``package-dir`` (``fleetconf_migrations`` from ``alembic``) or its own name."""
     with (ROOT / "pyproject.toml").open("rb") as file:
-        include = tomllib.load(file)["tool"]["setuptools"]["packages"]["find"]["include"]
-    return sorted(str(pattern).removesuffix("*") for pattern in include)
+        setuptools = tomllib.load(file)["tool"]["setuptools"]
+    mapped: dict[str, str] = setuptools.get("package-dir", {})
+    return sorted(mapped.get(name, name) for name in setuptools["packages"])
 
 
 def load_compose(path: Path) -> dict[str, Any]:
