@@ -96,6 +96,7 @@ def test_wheel_carries_the_migrations(wheel: Path) -> None:
             assert packed == (source / name).read_bytes(), name
     assert not [name for name in names if name.startswith(("alembic/", "controller/alembic/"))]
     assert f"{MIGRATIONS_PACKAGE}/__init__.py" not in names
+    assert "alembic.ini" not in names
 
 
 def test_installed_alembic_is_the_library(installed: Path) -> None:
