@@ -8,6 +8,7 @@ Nothing here needs a Docker engine::
     interpolate(value, variables)  Compose's ${NAME}, ${NAME:-default}, ${NAME:?error} ...
     read_env_example(path)         NAME=value lines of an .env example
     setting_names(settings_class)  the variables a fleetconf settings class reads
+    entrypoint_variables()         the variables docker/redis/entrypoint.sh reads
     service_kind(service)          which fleetconf service, or which backing image, it runs
 """
 
@@ -62,6 +63,17 @@ POSTGRES_IMAGE_VARIABLES: Final = frozenset(
 )
 # redis 7.x documents none: it is configured by redis-server arguments.
 REDIS_IMAGE_VARIABLES: Final = frozenset[str]()
+# Our redis service runs docker/redis/entrypoint.sh, which reads the variables its header
+# comment lists (``#   NAME   meaning``): those a redis service may be given.
+REDIS_ENTRYPOINT: Final = DOCKER_DIR / "redis" / "entrypoint.sh"
+
+# Variables a compose file interpolates for itself and gives to no service: the address
+# and port the host publishes Redis on (the redis service's `ports:`). Each is listed,
+# with its meaning, in the env example like every other; nothing else may be.
+COMPOSE_ONLY_VARIABLES: Final = {
+    "controller": frozenset({"REDIS_PUBLISHED_ADDRESS", "REDIS_PUBLISHED_PORT"}),
+    "edge": frozenset[str](),
+}
 
 _REFERENCE = re.compile(
     r"\$(?:(?P<escaped>\$)|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?P<rest>[^}]*)\}"
@@ -176,8 +188,14 @@ def allowed_variables(kind: str) -> frozenset[str]:
     if kind == "postgres":
         return POSTGRES_IMAGE_VARIABLES
     if kind == "redis":
-        return REDIS_IMAGE_VARIABLES
+        return REDIS_IMAGE_VARIABLES | entrypoint_variables()
     raise AssertionError(f"no variables are known for a service running {kind!r}")
+
+
+def entrypoint_variables() -> frozenset[str]:
+    """The variables docker/redis/entrypoint.sh documents in its header as those it reads."""
+    header = REDIS_ENTRYPOINT.read_text(encoding="utf-8").split("\nset -eu", 1)[0]
+    return frozenset(re.findall(r"^#\s{2,}(REDIS_[A-Z_]+)\s", header, flags=re.MULTILINE))
 
 
 def environment_of(service: Mapping[str, Any]) -> dict[str, str]:

@@ -24,6 +24,7 @@ from controller.hints import agent_hint_url
 from controller.settings import ControllerSettings
 from tests.docker.compose import (
     COMPOSE_FILES,
+    COMPOSE_ONLY_VARIABLES,
     DOCKER_DIR,
     ENV_EXAMPLES,
     ROOT,
@@ -171,7 +172,8 @@ def test_env_example_lists_exactly_what_the_compose_file_reads(stack: str) -> No
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_env_example_variables_are_settings_of_the_service_given_them(stack: str) -> None:
-    """Each .env variable reaches some service under its own name, as one of its settings."""
+    """Each .env variable reaches some service under its own name, as one of its settings,
+    but for the compose file's own (COMPOSE_ONLY_VARIABLES), which reach none and publish."""
     services = _services(stack)
     for variable in read_env_example(ENV_EXAMPLES[stack]):
         receivers = [
@@ -179,6 +181,13 @@ def test_env_example_variables_are_settings_of_the_service_given_them(stack: str
             for name, service in services.items()
             if variable in variable_references(environment_of(service).get(variable, ""))
         ]
+        if variable in COMPOSE_ONLY_VARIABLES[stack]:
+            assert not receivers, f"{variable} is the compose file's own, given to {receivers}"
+            in_ports = [
+                s for s in services.values() if variable in variable_references(s.get("ports", []))
+            ]
+            assert in_ports, f"{variable} is allowed as the compose file's own, and unused"
+            continue
         assert receivers, f"{variable} is not given to any service under its own name"
         for name in receivers:
             assert variable in allowed_variables(service_kind(services[name])), (stack, name)
@@ -300,7 +309,10 @@ def test_controller_stack_runs_redis_with_the_shipped_acl() -> None:
     assert redis["tmpfs"] == [CONTAINER_TMPFS]
     assert f'acl_file="${{REDIS_ACL_FILE:-{CONTAINER_TMPFS}/users.acl}}"' in entrypoint
     assert "--user agent" in redis["healthcheck"]["test"][1]
-    assert "ports" not in redis
+    (published,) = redis["ports"]  # this host only unless the env file says otherwise
+    assert interpolate(published, read_env_example(ENV_EXAMPLES["controller"])) == (
+        "127.0.0.1:6379:6379"
+    )
     for name, secret in document["secrets"].items():
         assert secret == {"file": f"./secrets/{name}"}
     assert {"secrets/"} <= set((ROOT / ".gitignore").read_text(encoding="utf-8").splitlines())
