@@ -24,6 +24,7 @@ from tests.support.acl_redis import (
     CONTROLLER_PASSWORD,
     ENTRYPOINT,
     AclRedis,
+    distinct_free_ports,
     require_commands,
 )
 from tests.support.services import free_port
@@ -92,8 +93,8 @@ class TlsRedis:
 @pytest.fixture
 def tls_redis(tmp_path: Path) -> Iterator[TlsRedis]:
     files = make_tls_files(tmp_path / "tls")
-    port = free_port()
-    server = AclRedis(tmp_path, tls_env(files, port))
+    plain_port, port = distinct_free_ports(2)
+    server = AclRedis(tmp_path, tls_env(files, port), port=plain_port)
     try:
         server.wait_started(port)
         yield TlsRedis(server=server, tls_port=port, ca=files.ca)
@@ -113,8 +114,7 @@ async def controller(tls_redis: TlsRedis) -> AsyncIterator[redis.Redis]:
 async def test_agent_subscribes_over_tls_and_hears_the_controller(
     tls_redis: TlsRedis, controller: redis.Redis
 ) -> None:
-    """Over rediss:// with the CA in the URL, the agent's subscriber hears a hint the
-    controller identity publishes."""
+    """Over rediss:// with ssl_ca_certs, the agent's subscriber hears the controller's hint."""
     received: list[Hint] = []
     client = subscriber_client(tls_redis.url("agent", AGENT_PASSWORD))
     subscription = HintSubscription(client, DEFAULT_HINT_CHANNEL, on_hint=received.append)

@@ -84,8 +84,7 @@ def schema_of(database_url: str) -> dict[str, Any]:
 
 
 def test_alembic_directory_is_not_a_package() -> None:
-    """alembic/ has env.py, the template and versions/ but no __init__.py, and alembic.ini
-    points the command at it."""
+    """alembic/ holds env.py, the template and versions/, no __init__.py; alembic.ini names it."""
     directory = ROOT / "alembic"
     assert (directory / "env.py").is_file()
     assert (directory / "script.py.mako").is_file()
@@ -120,8 +119,7 @@ def test_alembic_command_upgrades_sqlite_like_migrate(tmp_path: Path) -> None:
 
 
 def test_alembic_command_upgrades_postgres_like_migrate() -> None:
-    """`alembic upgrade head` on a fresh PostgreSQL database gives the schema `migrate`
-    gives, and running it again changes nothing."""
+    """`alembic upgrade head` on fresh PostgreSQL gives migrate's schema; a rerun changes none."""
     with throwaway_postgres() as by_alembic, throwaway_postgres() as by_controller:
         alembic_upgrade_head(by_alembic)
         controller_migrate(by_controller)

@@ -172,8 +172,7 @@ def test_env_example_lists_exactly_what_the_compose_file_reads(stack: str) -> No
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_env_example_variables_are_settings_of_the_service_given_them(stack: str) -> None:
-    """Each .env variable reaches some service under its own name, as one of its settings,
-    but for the compose file's own (COMPOSE_ONLY_VARIABLES), which reach none and publish."""
+    """Each .env variable is a setting of a service given it, or the compose file's own."""
     services = _services(stack)
     for variable in read_env_example(ENV_EXAMPLES[stack]):
         receivers = [

@@ -45,8 +45,7 @@ def test_entrypoint_header_lists_every_variable_it_reads() -> None:
 
 
 def test_redis_gets_the_tls_settings_with_the_entrypoint_defaults() -> None:
-    """The redis service is given REDIS_TLS_* (TLS off unless REDIS_TLS_PORT is set); the
-    file defaults are the entrypoint's own, under the mounted ./secrets/redis-tls/."""
+    """Redis gets REDIS_TLS_* (off by default) with the entrypoint's defaults, in the mount."""
     redis = _redis()
     environment = environment_of(redis)
     assert sorted(environment) == sorted(TLS_VARIABLES)
@@ -63,8 +62,7 @@ def test_redis_gets_the_tls_settings_with_the_entrypoint_defaults() -> None:
 
 
 def test_published_port_is_this_host_only_by_default_and_the_tls_port_with_tls() -> None:
-    """By default the host publishes the plain port on 127.0.0.1; with REDIS_TLS_PORT it
-    publishes the TLS port instead, on the address and port the operator chose."""
+    """Redis is published on 127.0.0.1:6379 by default, and the TLS port when TLS is on."""
     assert _published() == "127.0.0.1:6379:6379"
     assert _published(REDIS_TLS_PORT="6380") == "127.0.0.1:6379:6380"
     chosen = {"REDIS_PUBLISHED_ADDRESS": "0.0.0.0", "REDIS_PUBLISHED_PORT": "16380"}
@@ -75,8 +73,7 @@ def test_published_port_is_this_host_only_by_default_and_the_tls_port_with_tls()
 
 
 def test_documented_agent_url_over_tls_is_a_tls_connection_with_the_ca() -> None:
-    """The rediss:// form in the env example gives redis-py a TLS connection that checks the
-    server against the CA file named in ssl_ca_certs."""
+    """The env example's rediss:// URL is, to redis-py, TLS checked against its CA file."""
     example = ENV_EXAMPLES["controller"].read_text(encoding="utf-8")
     (url,) = re.findall(r"^#\s+CONTROLLER_AGENT_REDIS_URL=(rediss://.+)$", example, re.MULTILINE)
     filled = url.replace("PASSWORD", "secret").replace("<public host>", "redis.example")

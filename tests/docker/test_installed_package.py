@@ -83,8 +83,7 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_wheel_carries_the_migrations(wheel: Path) -> None:
-    """The wheel holds alembic/ as fleetconf_migrations: env.py, the template and every
-    revision of the checkout, byte for byte, and no alembic.ini or controller/alembic."""
+    """The wheel holds every file of alembic/, byte for byte, as fleetconf_migrations."""
     source = ROOT / "alembic"
     revisions = sorted(path.name for path in (source / "versions").glob("*.py"))
     assert len(revisions) >= 7
@@ -100,8 +99,7 @@ def test_wheel_carries_the_migrations(wheel: Path) -> None:
 
 
 def test_installed_alembic_is_the_library(installed: Path) -> None:
-    """In the installed venv, run from the checkout, ``import alembic`` is the library, not
-    the checkout's alembic/ directory."""
+    """In the installed venv, run from the checkout, ``import alembic`` is the library."""
     python = installed / "bin" / "python"
     where = "import alembic; print(alembic.__file__)"
     location = Path(_run([str(python), "-c", where], cwd=ROOT).strip())
@@ -111,8 +109,7 @@ def test_installed_alembic_is_the_library(installed: Path) -> None:
 
 
 async def test_installed_controller_migrates(installed: Path, tmp_path: Path) -> None:
-    """``fleetconf-controller migrate`` from the installed wheel brings SQLite to head, with
-    the migrations the wheel installed (not the checkout's)."""
+    """``fleetconf-controller migrate`` from the wheel, with its own migrations, reaches head."""
     database = tmp_path / "controller.db"
     env = {
         "PATH": os.environ.get("PATH", ""),

@@ -34,9 +34,11 @@ class AclRedis:
     """redis-server started through docker/redis/entrypoint.sh, on a free loopback port;
     ``tls_env`` (REDIS_TLS_*) is handed to the entrypoint as compose hands it."""
 
-    def __init__(self, workdir: Path, tls_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, tls_env: dict[str, str] | None = None, *, port: int | None = None
+    ) -> None:
         require_commands("redis-server", "sha256sum")
-        self.port = free_port()
+        self.port = port or free_port()
         self.acl_file = workdir / "users.acl"
         secrets = workdir / "secrets"
         secrets.mkdir()
@@ -81,6 +83,18 @@ class AclRedis:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+
+
+def distinct_free_ports(count: int) -> list[int]:
+    """``count`` different free loopback ports (held together while chosen, so no two match)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def _accepts(port: int) -> bool:
