@@ -75,6 +75,16 @@ COMPOSE_ONLY_VARIABLES: Final = {
     "edge": frozenset[str](),
 }
 
+# What an operator writes into ./secrets/ before `docker compose up` (the files of each
+# compose file's top-level `secrets:`), as the comments there say.
+FILLED_IN_SECRETS: Final = {
+    "controller": {
+        "redis_controller_password": "0123456789abcdef0123456789abcdef",
+        "redis_agent_password": "fedcba9876543210fedcba9876543210",
+        "controller_redis_url": "redis://controller:0123456789abcdef0123456789abcdef@redis:6379/0",
+    },
+    "edge": {},
+}
 _REFERENCE = re.compile(
     r"\$(?:(?P<escaped>\$)|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?P<rest>[^}]*)\}"
     r"|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
