@@ -7,7 +7,13 @@
 #   REDIS_ACL_TEMPLATE      the template (default: users.acl.template beside this script)
 #   REDIS_ACL_FILE          where the rendered ACL goes (default /tmp/users.acl)
 #   REDIS_HINT_CHANNEL      the hint channel (default fleetconf:config)
-# Any arguments are passed on to redis-server.
+#   REDIS_TLS_PORT          a port to serve TLS on as well (default empty: no TLS)
+#   REDIS_TLS_CERT_FILE     the server certificate, PEM (default /run/redis-tls/redis.crt)
+#   REDIS_TLS_KEY_FILE      its private key, PEM (default /run/redis-tls/redis.key)
+#   REDIS_TLS_CA_FILE       the CA certificate, PEM (default /run/redis-tls/ca.crt)
+# Any arguments are passed on to redis-server. With TLS the plain port still serves (the
+# controller on the compose network uses it); clients of the TLS port are not asked for
+# a certificate of their own: they log in with the ACL's passwords, as on the plain port.
 set -eu
 
 secrets_dir="${REDIS_ACL_SECRETS_DIR:-/run/secrets}"
@@ -24,6 +30,21 @@ hash_of() {
     # The password is the file's first line, without its newline.
     head -n 1 "$file" | tr -d '\r\n' | sha256sum | cut -d ' ' -f 1
 }
+
+tls_port="${REDIS_TLS_PORT:-}"
+if [ -n "$tls_port" ] && [ "$tls_port" != 0 ]; then
+    tls_cert="${REDIS_TLS_CERT_FILE:-/run/redis-tls/redis.crt}"
+    tls_key="${REDIS_TLS_KEY_FILE:-/run/redis-tls/redis.key}"
+    tls_ca="${REDIS_TLS_CA_FILE:-/run/redis-tls/ca.crt}"
+    for file in "$tls_cert" "$tls_key" "$tls_ca"; do
+        if [ ! -s "$file" ]; then
+            echo "redis-tls: $file is missing or empty (REDIS_TLS_PORT=$tls_port)" >&2
+            exit 1
+        fi
+    done
+    set -- "$@" --tls-port "$tls_port" --tls-cert-file "$tls_cert" \
+        --tls-key-file "$tls_key" --tls-ca-cert-file "$tls_ca" --tls-auth-clients no
+fi
 
 controller_hash="$(hash_of redis_controller_password)"
 agent_hash="$(hash_of redis_agent_password)"

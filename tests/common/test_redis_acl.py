@@ -5,10 +5,6 @@ default user cannot log in."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -18,69 +14,20 @@ from redis.exceptions import AuthenticationError, NoPermissionError, ResponseErr
 
 from common.constants import DEFAULT_HINT_CHANNEL
 from common.hints import Hint, HintSubscription, encode_hint, subscriber_client
-from tests.support.services import free_port
+from tests.support.acl_redis import AGENT_PASSWORD, CONTROLLER_PASSWORD, ROOT, AclRedis
 from tests.support.waiting import eventually
 
-ROOT = Path(__file__).resolve().parents[2]
-ENTRYPOINT = ROOT / "docker" / "redis" / "entrypoint.sh"
 TEMPLATE = ROOT / "docker" / "redis" / "users.acl.template"
-CONTROLLER_PASSWORD = "controller-password-for-the-acl-test"
-AGENT_PASSWORD = "agent-password-for-the-acl-test"
-START_TIMEOUT_SECONDS = 10.0
-
-
-class AclRedis:
-    """redis-server started through docker/redis/entrypoint.sh, on a free loopback port."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.acl_file = workdir / "users.acl"
-        secrets = workdir / "secrets"
-        secrets.mkdir()
-        (secrets / "redis_controller_password").write_text(CONTROLLER_PASSWORD + "\n")
-        (secrets / "redis_agent_password").write_text(AGENT_PASSWORD + "\n")
-        env = {
-            "PATH": "/usr/local/bin:/usr/bin:/bin",
-            "REDIS_ACL_SECRETS_DIR": str(secrets),
-            "REDIS_ACL_FILE": str(self.acl_file),
-        }
-        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        args += ["--appendonly", "no", "--dir", str(workdir)]
-        log = (workdir / "redis.log").open("ab")
-        self.proc = subprocess.Popen(
-            ["/bin/sh", str(ENTRYPOINT), *args], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-
-    def url(self, user: str | None, password: str | None) -> str:
-        auth = f"{user}:{password}@" if user else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
-
-    def wait_started(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("redis-server with the shipped ACL exited")
-            if self.acl_file.exists():
-                try:
-                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                        return
-                except OSError:
-                    pass
-            time.sleep(0.05)
-        raise RuntimeError("redis-server with the shipped ACL did not start")
 
 
 @pytest.fixture
 def acl_redis(tmp_path: Path) -> Iterator[AclRedis]:
-    if shutil.which("redis-server") is None or shutil.which("sha256sum") is None:
-        pytest.skip("redis-server or sha256sum is not installed")
     server = AclRedis(tmp_path)
     try:
         server.wait_started()
         yield server
     finally:
-        server.proc.kill()
-        server.proc.wait()
+        server.stop()
 
 
 @pytest.fixture

@@ -2,12 +2,13 @@
 
 Nothing here needs a Docker engine::
 
-    package_directories()          the package directories pyproject builds the wheel from
+    package_directories()          the directories pyproject builds the wheel from
     load_compose(path)             the file after YAML load (anchors and merge keys resolved)
     variable_references(document)  the ${NAME...} a compose file reads ($$ is a literal $)
     interpolate(value, variables)  Compose's ${NAME}, ${NAME:-default}, ${NAME:?error} ...
     read_env_example(path)         NAME=value lines of an .env example
     setting_names(settings_class)  the variables a fleetconf settings class reads
+    entrypoint_variables()         the variables docker/redis/entrypoint.sh reads
     service_kind(service)          which fleetconf service, or which backing image, it runs
 """
 
@@ -62,7 +63,28 @@ POSTGRES_IMAGE_VARIABLES: Final = frozenset(
 )
 # redis 7.x documents none: it is configured by redis-server arguments.
 REDIS_IMAGE_VARIABLES: Final = frozenset[str]()
+# Our redis service runs docker/redis/entrypoint.sh, which reads the variables its header
+# comment lists (``#   NAME   meaning``): those a redis service may be given.
+REDIS_ENTRYPOINT: Final = DOCKER_DIR / "redis" / "entrypoint.sh"
 
+# Variables a compose file interpolates for itself and gives to no service: the address
+# and port the host publishes Redis on (the redis service's `ports:`). Each is listed,
+# with its meaning, in the env example like every other; nothing else may be.
+COMPOSE_ONLY_VARIABLES: Final = {
+    "controller": frozenset({"REDIS_PUBLISHED_ADDRESS", "REDIS_PUBLISHED_PORT"}),
+    "edge": frozenset[str](),
+}
+
+# What an operator writes into ./secrets/ before `docker compose up` (the files of each
+# compose file's top-level `secrets:`), as the comments there say.
+FILLED_IN_SECRETS: Final = {
+    "controller": {
+        "redis_controller_password": "0123456789abcdef0123456789abcdef",
+        "redis_agent_password": "fedcba9876543210fedcba9876543210",
+        "controller_redis_url": "redis://controller:0123456789abcdef0123456789abcdef@redis:6379/0",
+    },
+    "edge": {},
+}
 _REFERENCE = re.compile(
     r"\$(?:(?P<escaped>\$)|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?P<rest>[^}]*)\}"
     r"|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
@@ -74,10 +96,12 @@ class InterpolationError(ValueError):
 
 
 def package_directories() -> list[str]:
-    """The top-level package directories the wheel is built from (pyproject's find include)."""
+    """The top-level directories the wheel is built from: pyproject's packages, each from
+    its ``package-dir`` (``fleetconf_migrations`` from ``alembic``) or its own name."""
     with (ROOT / "pyproject.toml").open("rb") as file:
-        include = tomllib.load(file)["tool"]["setuptools"]["packages"]["find"]["include"]
-    return sorted(str(pattern).removesuffix("*") for pattern in include)
+        setuptools = tomllib.load(file)["tool"]["setuptools"]
+    mapped: dict[str, str] = setuptools.get("package-dir", {})
+    return sorted(mapped.get(name, name) for name in setuptools["packages"])
 
 
 def load_compose(path: Path) -> dict[str, Any]:
@@ -174,8 +198,14 @@ def allowed_variables(kind: str) -> frozenset[str]:
     if kind == "postgres":
         return POSTGRES_IMAGE_VARIABLES
     if kind == "redis":
-        return REDIS_IMAGE_VARIABLES
+        return REDIS_IMAGE_VARIABLES | entrypoint_variables()
     raise AssertionError(f"no variables are known for a service running {kind!r}")
+
+
+def entrypoint_variables() -> frozenset[str]:
+    """The variables docker/redis/entrypoint.sh documents in its header as those it reads."""
+    header = REDIS_ENTRYPOINT.read_text(encoding="utf-8").split("\nset -eu", 1)[0]
+    return frozenset(re.findall(r"^#\s{2,}(REDIS_[A-Z_]+)\s", header, flags=re.MULTILINE))
 
 
 def environment_of(service: Mapping[str, Any]) -> dict[str, str]:

@@ -10,22 +10,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import tomllib
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import jsonschema
 import pytest
 from pydantic_settings import BaseSettings
 
-from controller.hints import agent_hint_url
-from controller.settings import ControllerSettings
 from tests.docker.compose import (
     COMPOSE_FILES,
+    COMPOSE_ONLY_VARIABLES,
     DOCKER_DIR,
     ENV_EXAMPLES,
+    FILLED_IN_SECRETS,
     ROOT,
     SETTINGS_CLASSES,
     InterpolationError,
@@ -59,20 +57,7 @@ FILLED_IN = {
         "WORKER_TOKEN": "worker-token-for-the-compose-test",
     },
 }
-# What an operator writes into ./secrets/ before `docker compose up` (the files of each
-# compose file's top-level `secrets:`), as the comments there say.
-FILLED_IN_SECRETS = {
-    "controller": {
-        "redis_controller_password": "0123456789abcdef0123456789abcdef",
-        "redis_agent_password": "fedcba9876543210fedcba9876543210",
-        "controller_redis_url": "redis://controller:0123456789abcdef0123456789abcdef@redis:6379/0",
-    },
-    "edge": {},
-}
 SECRETS_IN_CONTAINER = "/run/secrets/"
-# Paths inside the redis container (a tmpfs there), not temporary files of the tests.
-CONTAINER_TMPFS = "/tmp"  # noqa: S108
-REDIS_DIR = DOCKER_DIR / "redis"
 STACKS = sorted(COMPOSE_FILES)
 
 
@@ -171,7 +156,7 @@ def test_env_example_lists_exactly_what_the_compose_file_reads(stack: str) -> No
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_env_example_variables_are_settings_of_the_service_given_them(stack: str) -> None:
-    """Each .env variable reaches some service under its own name, as one of its settings."""
+    """Each .env variable is a setting of a service given it, or the compose file's own."""
     services = _services(stack)
     for variable in read_env_example(ENV_EXAMPLES[stack]):
         receivers = [
@@ -179,6 +164,13 @@ def test_env_example_variables_are_settings_of_the_service_given_them(stack: str
             for name, service in services.items()
             if variable in variable_references(environment_of(service).get(variable, ""))
         ]
+        if variable in COMPOSE_ONLY_VARIABLES[stack]:
+            assert not receivers, f"{variable} is the compose file's own, given to {receivers}"
+            in_ports = [
+                s for s in services.values() if variable in variable_references(s.get("ports", []))
+            ]
+            assert in_ports, f"{variable} is allowed as the compose file's own, and unused"
+            continue
         assert receivers, f"{variable} is not given to any service under its own name"
         for name in receivers:
             assert variable in allowed_variables(service_kind(services[name])), (stack, name)
@@ -271,74 +263,6 @@ def test_controller_stack_wiring() -> None:
     assert controller["secrets"] == ["controller_redis_url"]
     assert controller["ports"] == ["8000:8000"]
     assert services["postgres"]["volumes"] == ["postgres-data:/var/lib/postgresql/data"]
-
-
-def _documented_secret_contents() -> dict[str, str]:
-    """``name  content`` lines of the compose file's comment on its secrets."""
-    text = COMPOSE_FILES["controller"].read_text(encoding="utf-8")
-    pairs = re.findall(r"^#\s+(controller_redis_url)\s+(\S+)$", text, flags=re.MULTILINE)
-    return dict(pairs)
-
-
-def test_controller_stack_runs_redis_with_the_shipped_acl() -> None:
-    """Redis runs docker/redis/entrypoint.sh (mounted read-only) with the two password
-    files it reads, renders the ACL on a tmpfs, and its health check logs in as `agent`;
-    every secret is a file under ./secrets/, which git and the image build ignore."""
-    document = load_compose(COMPOSE_FILES["controller"])
-    redis = document["services"]["redis"]
-    mount = next(v for v in redis["volumes"] if v.startswith("./docker/redis:"))
-    source, target, mode = mount.split(":")
-    assert (ROOT / source / "entrypoint.sh").is_file()
-    assert mode == "ro"
-    assert redis["entrypoint"] == ["/bin/sh", f"{target}/entrypoint.sh"]
-    assert "redis-server" not in redis["command"]  # the entrypoint runs it
-    entrypoint = (REDIS_DIR / "entrypoint.sh").read_text(encoding="utf-8")
-    password_files = re.findall(r"hash_of (\w+)\)", entrypoint)
-    assert sorted(password_files) == ["redis_agent_password", "redis_controller_password"]
-    assert sorted(redis["secrets"]) == sorted(password_files)
-    assert 'secrets_dir="${REDIS_ACL_SECRETS_DIR:-/run/secrets}"' in entrypoint
-    assert redis["tmpfs"] == [CONTAINER_TMPFS]
-    assert f'acl_file="${{REDIS_ACL_FILE:-{CONTAINER_TMPFS}/users.acl}}"' in entrypoint
-    assert "--user agent" in redis["healthcheck"]["test"][1]
-    assert "ports" not in redis
-    for name, secret in document["secrets"].items():
-        assert secret == {"file": f"./secrets/{name}"}
-    assert {"secrets/"} <= set((ROOT / ".gitignore").read_text(encoding="utf-8").splitlines())
-    assert {"secrets"} <= set((ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines())
-
-
-def test_controller_redis_url_secret_uses_the_acl_identities(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """The documented content of secrets/controller_redis_url logs in as the ACL's
-    `controller` user at the compose service `redis`; it carries credentials, so agents
-    are told only CONTROLLER_AGENT_REDIS_URL, whose documented user is the ACL's `agent`."""
-    documented = _documented_secret_contents()["controller_redis_url"]
-    assert documented == "redis://controller:<redis_controller_password>@redis:6379/0"
-    template = (REDIS_DIR / "users.acl.template").read_text(encoding="utf-8")
-    assert re.search(r"^user controller on .*\+publish", template, flags=re.MULTILINE)
-    assert re.search(r"^user agent on .*\+subscribe", template, flags=re.MULTILINE)
-    assert "+publish" not in next(line for line in template.splitlines() if "user agent" in line)
-    filled = FILLED_IN_SECRETS["controller"]["controller_redis_url"]
-    parts = urlsplit(filled)
-    assert (parts.username, parts.hostname) == ("controller", "redis")
-    assert parts.password == FILLED_IN_SECRETS["controller"]["redis_controller_password"]
-    assert "redis" in _services("controller")
-    example = ENV_EXAMPLES["controller"].read_text(encoding="utf-8")
-    assert "#   CONTROLLER_AGENT_REDIS_URL=redis://agent:PASSWORD@<public host>:6379/0" in example
-    (tmp_path / "url").write_text(filled + "\n", encoding="utf-8")
-    for key in list(os.environ):
-        if key.startswith("CONTROLLER_"):
-            monkeypatch.delenv(key)
-    settings = ControllerSettings(
-        _env_file=None,
-        admin_token="admin-token-for-the-compose-test",
-        registration_token="registration-token-for-the-compose-test",
-        redis_url_file=tmp_path / "url",
-    )
-    assert settings.redis_url is not None
-    assert settings.redis_url.get_secret_value() == filled
-    assert agent_hint_url(settings) is None
 
 
 def test_controller_stack_needs_a_database_password() -> None:

@@ -193,3 +193,15 @@ def test_build_context_leaves_out_what_the_images_do_not_need() -> None:
     ignored = set((ROOT / ".dockerignore").read_text(encoding="utf-8").split())
     assert {".git", ".venv", "tests", ".env", ".env.*"} <= ignored
     assert "docker" not in ignored  # the health check script is copied from there
+
+
+def test_build_context_keeps_every_package_directory() -> None:
+    """.dockerignore keeps out alembic.ini but none of the directories the build stage copies."""
+    ignored = {
+        line.strip().strip("/")
+        for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert "alembic.ini" in ignored
+    assert ignored.isdisjoint(package_directories())
+    assert "alembic" in package_directories()

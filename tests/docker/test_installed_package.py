@@ -1,7 +1,8 @@
 """The package as the images install it: a wheel, not editable, that still migrates.
 
 The Docker build stage runs ``pip install .`` into a venv and the runtime stage keeps only
-that venv, so the alembic migrations must travel inside the package. This builds the
+that venv, so the alembic migrations (``alembic/`` in the checkout) must travel inside the
+package, as ``fleetconf_migrations``. This builds the
 wheel offline from a copy of the sources, installs it into a fresh venv, and runs
 ``fleetconf-controller migrate`` from there, away from the checkout.
 """
@@ -22,9 +23,10 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from controller import migrations
+from controller.migrations import MIGRATIONS_PACKAGE
 from tests.docker.compose import ROOT, package_directories
 
-# What the Dockerfiles' build stage copies, besides constraints.txt.
+# What the Dockerfiles' build stage copies, besides constraints.txt (alembic/ included).
 SOURCES = ("pyproject.toml", "README.md", *package_directories())
 BUILD_TIMEOUT_SECONDS = 300
 
@@ -81,19 +83,33 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_wheel_carries_the_migrations(wheel: Path) -> None:
-    """The wheel holds alembic's env.py, its template, and every revision of the checkout."""
+    """The wheel holds every file of alembic/, byte for byte, as fleetconf_migrations."""
+    source = ROOT / "alembic"
+    revisions = sorted(path.name for path in (source / "versions").glob("*.py"))
+    assert len(revisions) >= 7
+    expected = ["env.py", "script.py.mako", *(f"versions/{name}" for name in revisions)]
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-    expected = {"controller/alembic/env.py", "controller/alembic/script.py.mako"} | {
-        f"controller/alembic/versions/{path.name}"
-        for path in (migrations.ALEMBIC_DIR / "versions").glob("*.py")
-    }
-    assert expected <= names
-    assert len(expected) > 3
+        for name in expected:
+            packed = archive.read(f"{MIGRATIONS_PACKAGE}/{name}")
+            assert packed == (source / name).read_bytes(), name
+    assert not [name for name in names if name.startswith(("alembic/", "controller/alembic/"))]
+    assert f"{MIGRATIONS_PACKAGE}/__init__.py" not in names
+    assert "alembic.ini" not in names
+
+
+def test_installed_alembic_is_the_library(installed: Path) -> None:
+    """In the installed venv, run from the checkout, ``import alembic`` is the library."""
+    python = installed / "bin" / "python"
+    where = "import alembic; print(alembic.__file__)"
+    location = Path(_run([str(python), "-c", where], cwd=ROOT).strip())
+    assert location.name == "__init__.py"
+    assert location.parent.parent.name == "site-packages"
+    assert not location.is_relative_to(ROOT / "alembic")
 
 
 async def test_installed_controller_migrates(installed: Path, tmp_path: Path) -> None:
-    """``fleetconf-controller migrate`` from the installed wheel brings SQLite to head."""
+    """``fleetconf-controller migrate`` from the wheel, with its own migrations, reaches head."""
     database = tmp_path / "controller.db"
     env = {
         "PATH": os.environ.get("PATH", ""),
@@ -102,11 +118,12 @@ async def test_installed_controller_migrates(installed: Path, tmp_path: Path) ->
         "CONTROLLER_REGISTRATION_TOKEN": "registration-token",
     }
     python, command = installed / "bin" / "python", installed / "bin" / "fleetconf-controller"
-    where = "import controller.migrations as m; print(m.ALEMBIC_DIR)"
+    where = "import controller.migrations as m; print(m.alembic_dir())"
     alembic_dir = await asyncio.to_thread(_run, [str(python), "-c", where], env=env, cwd=tmp_path)
     assert Path(alembic_dir.strip()).is_relative_to(installed)
+    assert Path(alembic_dir.strip()).name == MIGRATIONS_PACKAGE
     await asyncio.to_thread(_run, [str(command), "migrate"], env=env, cwd=tmp_path)
-    head = ScriptDirectory(str(migrations.ALEMBIC_DIR)).get_current_head()
+    head = ScriptDirectory(str(migrations.alembic_dir())).get_current_head()
     with sqlite3.connect(database) as connection:
         (version,) = connection.execute("SELECT version_num FROM alembic_version").fetchone()
     assert version == head
