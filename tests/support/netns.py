@@ -344,31 +344,10 @@ class NamespacedService(ServiceProcess):
         self.host = host
         self.argv = list(argv)
 
-    async def start(self) -> None:
-        if self.running:
-            raise RuntimeError(f"{self.name} is already running (pid {self.pid})")
-        self.starts += 1
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            log.write(f"--- fleetconf test: start {self.starts} of {self.name}\n".encode())
-            log.flush()
-            self._run_offset = log.tell()
-            # `ip netns exec` execs the command: the pid is the service's own, so signals
-            # reach it directly. (Popen: see ServiceProcess.start.)
-            self._popen = subprocess.Popen(  # noqa: ASYNC220
-                self.host.command(self.argv),
-                env=self.env,
-                cwd=self.cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        try:
-            await self._wait_ready()
-        except BaseException:
-            await self.kill()
-            raise
+    def command(self) -> list[str]:
+        # `ip netns exec` execs the command: the pid is the service's own, so signals
+        # reach it directly.
+        return self.host.command(self.argv)
 
     async def _wait_ready(self) -> None:
         async with self.host.session(timeout_seconds=HEALTH_REQUEST_TIMEOUT_SECONDS) as session:

@@ -163,6 +163,10 @@ class ServiceProcess:
 
     # -- lifecycle --------------------------------------------------------------------
 
+    def command(self) -> list[str]:
+        """What is started: ``python -m <module>`` with this interpreter."""
+        return [sys.executable, "-m", self.module]
+
     async def start(self) -> None:
         """Start the process and wait until it is ready; ServiceFailed if it is not."""
         if self.running:
@@ -177,7 +181,7 @@ class ServiceProcess:
             # kill then work without the event loop (teardown after a broken test), and
             # starting a process blocks the loop for only a few milliseconds.
             self._popen = subprocess.Popen(  # noqa: ASYNC220
-                [sys.executable, "-m", self.module],
+                self.command(),
                 env=self.env,
                 cwd=self.cwd,
                 stdin=subprocess.DEVNULL,
