@@ -160,6 +160,7 @@ async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
         fleet_counts=app[keys.FLEET_COUNTS],
         authenticator=app[keys.AUTHENTICATOR],
         throttle=app[keys.AUTH_THROTTLE],
+        confirmations=app[keys.LEDGER].confirmations,
     )
     metrics.registry.register(
         RestartsCollector(

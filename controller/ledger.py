@@ -93,6 +93,10 @@ class Ledger:
         self._ahead_unwritten = max(self._ahead_unwritten, applied_version)
 
     @property
+    def confirmations(self) -> Confirmations | None:
+        return self._confirmations
+
+    @property
     def pending(self) -> int:
         return len(self._pending)
 
