@@ -250,7 +250,9 @@ class Reconciler:
         return WorkerStep(outcome=WorkerOutcome.UPDATED, worker_version=now.version)
 
     def _verified(self, version: int) -> None:
-        news = version != self._confirmed_version or self._apply_failure is not None
+        # An empty worker verified (version 0) applied nothing: no news.
+        changed = version != self._confirmed_version and version > 0
+        news = changed or self._apply_failure is not None
         self._confirmed_version = self._applied_version = version
         self._drift = False
         self._apply_failure = None
