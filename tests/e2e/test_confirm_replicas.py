@@ -33,7 +33,7 @@ async def _sees(http: aiohttp.ClientSession, replica: ServiceProcess, version: i
     rollout = await _json(
         http, "GET", f"{replica.url}/config/versions/{version}/rollout", headers=ADMIN
     )
-    return fleet["in_sync"] == 1 and rollout["applied"] == 1 and rollout["complete"]
+    return bool(fleet["in_sync"] == 1 and rollout["applied"] == 1 and rollout["complete"])
 
 
 async def test_confirmation_on_one_replica_shows_on_the_other_within_a_second(
