@@ -142,3 +142,36 @@ async def test_confirmation_is_observed_in_the_publish_to_confirmed_histogram(
     await client.app[keys.LEDGER].flush()
     samples = await scrape(client)
     assert value(samples, "fleetconf_controller_publish_to_confirmed_seconds_count") == 1.0
+
+
+async def test_applied_at_moves_only_when_the_applied_version_does(client: Client) -> None:
+    """Later polls on the same version keep applied_at; a new version moves it."""
+    agent = await register(client)
+    version = await _publish(client, "https://one.example/")
+    ledger = client.app[keys.LEDGER]
+
+    async def applied_at() -> str:
+        resp = await client.get(f"/agents/{agent['agent_id']}", headers=ADMIN)
+        at: str = (await resp.json())["applied_at"]
+        return at
+
+    await _poll(client, agent, **{"X-Applied-Version": str(version)})
+    await ledger.flush()
+    first = await applied_at()
+    await _poll(client, agent, **{"X-Applied-Version": str(version)})
+    await ledger.flush()
+    assert await applied_at() == first
+    newer = await _publish(client, "https://two.example/")
+    await _poll(client, agent, **{"X-Applied-Version": str(newer)})
+    await ledger.flush()
+    assert await applied_at() > first
+
+
+async def test_malformed_apply_failed_headers_are_ignored(client: Client) -> None:
+    """X-Apply-Failed that is not '<version> <slug>' records no failure."""
+    agent = await register(client)
+    version = await _publish(client, "https://one.example/")
+    for bad in ("", "x invalid", f"{version}", f"{version} Not-A-Slug", f"{version} a b"):
+        await _poll(client, agent, **{"X-Applied-Version": "0", "X-Apply-Failed": bad})
+        body = await _rollout(client, version)
+        assert (body["failed"], body["pending"]) == (0, 1), bad
