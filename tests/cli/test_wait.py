@@ -4,6 +4,10 @@ agents and their workers as processes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import pty
+import subprocess
 from pathlib import Path
 
 import aiohttp
@@ -11,12 +15,19 @@ import pytest
 
 from tests.cli.conftest import (
     ADMIN,
+    CLI_TIMEOUT_SECONDS,
     EXIT_NOT_CONVERGED,
+    MODULE_COMMAND,
     REGISTRATION_TOKEN,
     WORKER_TOKEN,
     Cli,
 )
-from tests.support.processes import ProcessGroup, ServiceProcess, wait_until
+from tests.support.processes import (
+    ProcessGroup,
+    ServiceProcess,
+    service_environment,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -96,3 +107,52 @@ async def test_set_wait_times_out_naming_the_laggards(
     assert "1/2 live agents run version 2" in result.stderr
     assert "agent-1 (failed: unreachable)" in result.stderr
     assert "agent-0" not in result.stderr
+
+
+def _drain(fd: int) -> str:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: every writer has closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
+async def test_set_wait_draws_a_progress_bar_on_a_terminal(
+    workers: list[ServiceProcess], cli: Cli
+) -> None:
+    """On a TTY --wait redraws one progress line in place while it waits."""
+    await workers[1].stop()
+    reader, writer = pty.openpty()
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *MODULE_COMMAND,
+            "config",
+            "set",
+            "https://example.org/v2",
+            "--wait",
+            "--timeout",
+            "1.5",
+            env=service_environment(cli.env),
+            stdin=subprocess.DEVNULL,
+            stdout=writer,
+            stderr=subprocess.PIPE,
+        )
+        os.close(writer)
+        _, stderr = await asyncio.wait_for(process.communicate(), CLI_TIMEOUT_SECONDS)
+        output = await asyncio.to_thread(_drain, reader)
+    finally:
+        os.close(reader)
+        with contextlib.suppress(OSError):
+            os.close(writer)
+    assert process.returncode == EXIT_NOT_CONVERGED, stderr.decode()
+    frames = output.split("\r\x1b[K")
+    assert frames[0].startswith("published version 2 (")
+    assert len(frames) >= 3, output
+    assert all("/2 live agents confirmed version 2" in frame for frame in frames[1:])
+    assert "1/2 live agents confirmed version 2, 1 failed" in frames[-1]
+    assert all(frame.lstrip().startswith("[") for frame in frames[1:])
