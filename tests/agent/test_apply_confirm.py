@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestServer
 from pytest_aiohttp import AiohttpServer
 
 from agent.runner import Agent
+from agent.status import agent_status
 from common.constants import HEADER_APPLIED_VERSION, HEADER_APPLY_FAILED
 from tests.agent.conftest import (
     ADMIN,
@@ -147,7 +148,8 @@ async def test_worker_token_mismatch_is_reported_as_rejected(
             lambda: any(p.headers.get(HEADER_APPLY_FAILED) == expected for p in controller.polls()),
             timeout_seconds=2.0,
         )
-        assert agent.reconciler.apply_failure is not None
+        status = agent_status(agent, settings)
+        assert status.apply_failed == expected
     finally:
         await agent.stop()
         await task
