@@ -31,6 +31,8 @@ from controller.confirmations import Confirmations
 from controller.db import Database
 from controller.sightings import Sighting, write_sightings
 
+# While the database fails, a warning at the first failed flush and then this often.
+FLUSH_WARNING_EVERY_SECONDS = 10.0
 # Rows per UPDATE batch: small enough that one batch fits well inside the database timeout.
 LEDGER_CHUNK_ROWS = 500
 
@@ -139,12 +141,26 @@ class Ledger:
         return written
 
     async def flush_forever(self, period_seconds: float) -> None:
+        """Flush every ``period_seconds``; while the database fails, warn at the first
+        failure and then once per FLUSH_WARNING_EVERY_SECONDS, not at every flush."""
+        failures = 0
+        every = max(1, round(FLUSH_WARNING_EVERY_SECONDS / period_seconds))
         while True:
             await asyncio.sleep(period_seconds)
             try:
                 await self.flush()
             except FleetconfError:
-                logger.warning("ledger.flush_failed pending=%d", self.pending)
+                if failures % every == 0:
+                    logger.warning(
+                        "ledger.flush_failed pending=%d failures_in_a_row=%d",
+                        self.pending,
+                        failures + 1,
+                    )
+                failures += 1
+                continue
+            if failures:
+                logger.info("ledger.flush_recovered after_failures=%d", failures)
+            failures = 0
 
 
 def _utc(posix_seconds: float) -> dt.datetime:
