@@ -12,9 +12,15 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from pytest_aiohttp import AiohttpServer
 
+from agent.apply_report import ApplyFailure, failure_reason
+from agent.errors import ApplyRefused, BadAnswer, Rejected, Unreachable, VersionConflict
 from agent.runner import Agent
 from agent.status import agent_status
-from common.constants import HEADER_APPLIED_VERSION, HEADER_APPLY_FAILED
+from common.constants import (
+    APPLY_FAILURE_REASONS,
+    HEADER_APPLIED_VERSION,
+    HEADER_APPLY_FAILED,
+)
 from tests.agent.conftest import (
     ADMIN,
     Controller,
@@ -154,3 +160,18 @@ async def test_worker_token_mismatch_is_reported_as_rejected(
         await agent.stop()
         await task
     assert (await worker_holds(worker, token=WORKER_TOKEN))["version"] == 0
+
+
+def test_failure_reasons_name_what_the_worker_did() -> None:
+    """Each failure the worker client raises maps to one reason slug, all of them known."""
+    failures = [
+        VersionConflict("409"),
+        ApplyRefused("422"),
+        Rejected("401", status=401),
+        Unreachable("refused"),
+        BadAnswer("not json"),
+    ]
+    reasons = [failure_reason(exc) for exc in failures]
+    assert reasons == ["conflict", "invalid", "rejected", "unreachable", "bad-answer"]
+    assert tuple(reasons) == APPLY_FAILURE_REASONS
+    assert ApplyFailure(version=8, reason="invalid").header == "8 invalid"
