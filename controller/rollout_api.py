@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from common.constants import MAX_CONFIG_VERSION
 from common.errors import NotFound
 from common.http import json_response, read_query
 from common.openapi import Operation, Parameter, Response, problem
@@ -74,7 +75,7 @@ GET_ROLLOUT = Operation(
             name=VERSION_PARAMETER,
             location="path",
             description="The version number.",
-            schema={"type": "integer", "minimum": 0},
+            schema={"type": "integer", "minimum": 0, "maximum": MAX_CONFIG_VERSION},
             example=8,
         ),
         *page_parameters("laggards"),
