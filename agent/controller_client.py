@@ -18,6 +18,7 @@ from agent.http import Answer, exchange, parse_body, problem_detail, raise_for_s
 from common.constants import (
     HEADER_AGENT_ID,
     HEADER_APPLIED_VERSION,
+    HEADER_APPLY_FAILED,
     HEADER_CONFIG_VERSION,
     HEADER_POLL_INTERVAL_SECONDS,
     HEADER_WORKER_DRIFT,
@@ -67,6 +68,8 @@ class PollRequest:
     etag: str | None
     # The worker held a configuration the agent did not send (see agent.drift_report).
     worker_drift: bool = False
+    # "<version> <reason>" while the worker fails to take a version (agent.apply_report).
+    apply_failed: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -150,6 +153,8 @@ def _poll_headers(request: PollRequest) -> dict[str, str]:
         headers[HEADER_APPLIED_VERSION] = str(request.applied_version)
     if request.worker_drift:
         headers[HEADER_WORKER_DRIFT] = "1"
+    if request.apply_failed is not None:
+        headers[HEADER_APPLY_FAILED] = request.apply_failed
     if request.etag is not None:
         headers["If-None-Match"] = request.etag
     return headers

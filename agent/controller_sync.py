@@ -76,6 +76,9 @@ class ControllerSync:
         # Drift the reconciler sees is reported at once, by a poll of its own.
         self.drift_report = DriftReport(reconciler)
         reconciler.on_drift(self.poll_soon)
+        # So are a changed applied version and a failed apply (agent.apply_report): the
+        # controller's view shows them within a round trip, not a poll interval.
+        reconciler.on_news(self.poll_soon)
 
     @property
     def identity(self) -> Identity | None:
@@ -196,6 +199,7 @@ class ControllerSync:
 
     async def _poll(self, controller: ControllerClient, identity: Identity) -> ControllerStep:
         drift = self.drift_report.next_note()
+        failure = self._reconciler.apply_failure
         request = PollRequest(
             poll_url=self._poll_url,
             agent_id=identity.agent_id,
@@ -203,6 +207,7 @@ class ControllerSync:
             # While drifting, no version counts as applied.
             applied_version=None if drift.drift else self._reconciler.applied_version,
             worker_drift=drift.drift,
+            apply_failed=None if failure is None else failure.header,
             etag=self._etag,
         )
         try:

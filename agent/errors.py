@@ -7,6 +7,7 @@
     ├── VersionConflict     409 from the worker: it holds a newer or different version
     ├── StaleTag            412 from the worker: what it holds changed since it was read
     └── BadAnswer           an answer the agent cannot use: another 4xx, or an invalid body
+        └── ApplyRefused    the worker refused a configuration it was handed (400, 413, 422)
 
 The HTTP clients raise only these; aiohttp's exceptions are translated at that boundary
 (``raise Unreachable(...) from exc``). These are client-side failures, so they are not
@@ -50,3 +51,7 @@ class StaleTag(AgentError):
 
 class BadAnswer(AgentError):
     """The peer answered, but not with anything the agent can use."""
+
+
+class ApplyRefused(BadAnswer):
+    """The worker refused the configuration handed to it as invalid (400, 413 or 422)."""

@@ -13,6 +13,9 @@ agent holds it; and ``drift``: the worker was last seen holding a configuration 
 agent did not send. Each sighting of drift is counted (``drift_sightings``) and the
 controller side is asked to poll at once (:meth:`Reconciler.on_drift`), so the
 controller hears of drift the agent has already replaced (see :mod:`agent.drift_report`).
+Likewise a change of the applied version, and a new failure to apply
+(``apply_failure``), make the controller side poll at once (:meth:`Reconciler.on_news`,
+see :mod:`agent.apply_report`).
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
+from agent.apply_report import ApplyFailure, failure_reason
 from agent.constants import ATTEMPT_HISTORY_LENGTH, ENV_PREFIX
 from agent.errors import (
+    AgentError,
     BadAnswer,
     RateLimited,
     Rejected,
@@ -64,6 +69,10 @@ class Reconciler:
         self._drift = False
         self._drift_sightings = 0
         self._on_drift: Callable[[], None] = _nothing
+        self._apply_failure: ApplyFailure | None = None
+        # The last version verified, kept through drift: replacing drift is no news.
+        self._confirmed_version: int | None = None
+        self._on_news: Callable[[], None] = _nothing
         self._wake = asyncio.Event()
         # The retry delays chosen after failures, newest last.
         self.retry_delays: deque[float] = deque(maxlen=ATTEMPT_HISTORY_LENGTH)
@@ -92,6 +101,17 @@ class Reconciler:
     def on_drift(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` when the worker is found drifting (not again while it stays so)."""
         self._on_drift = callback
+
+    def on_news(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the controller has news: the applied version changed, or
+        the worker newly failed to take a version (see :mod:`agent.apply_report`)."""
+        self._on_news = callback
+
+    @property
+    def apply_failure(self) -> ApplyFailure | None:
+        """The version the worker was last seen failing to take, and why; None once the
+        worker holds the agent's configuration."""
+        return self._apply_failure
 
     @property
     def backoff(self) -> BackoffState:
@@ -127,8 +147,10 @@ class Reconciler:
         try:
             return await self._reconcile(worker)
         except Unreachable as exc:
+            self._failed(exc)
             return WorkerStep(outcome=WorkerOutcome.UNREACHABLE, detail=str(exc))
         except Rejected as exc:
+            self._failed(exc)
             logger.error(
                 "worker.token_rejected status=%d: the worker does not accept %sWORKER_TOKEN",
                 exc.status,
@@ -137,10 +159,14 @@ class Reconciler:
             return WorkerStep(outcome=WorkerOutcome.REJECTED, detail=str(exc))
         except (StaleTag, VersionConflict) as exc:
             # The worker changed between the read and the compare-and-set (or, without an
-            # ETag to send, refused): read it again on the next step.
+            # ETag to send, refused: a failed apply): read it again on the next step.
+            if isinstance(exc, VersionConflict):
+                self._failed(exc)
             logger.warning("worker.changed_meanwhile: %s; read again on the next step", exc)
             return WorkerStep(outcome=WorkerOutcome.CHANGED_MEANWHILE, detail=str(exc))
         except (BadAnswer, RateLimited) as exc:
+            if isinstance(exc, BadAnswer):
+                self._failed(exc)
             logger.warning("worker.bad_answer reason=%s", exc)
             return WorkerStep(outcome=WorkerOutcome.BAD_ANSWER, detail=str(exc))
 
@@ -224,8 +250,27 @@ class Reconciler:
         return WorkerStep(outcome=WorkerOutcome.UPDATED, worker_version=now.version)
 
     def _verified(self, version: int) -> None:
-        self._applied_version = version
+        # An empty worker verified (version 0) applied nothing: no news.
+        changed = version != self._confirmed_version and version > 0
+        news = changed or self._apply_failure is not None
+        self._confirmed_version = self._applied_version = version
         self._drift = False
+        self._apply_failure = None
+        if news:
+            self._on_news()
+
+    def _failed(self, exc: AgentError) -> None:
+        """The worker does not hold the agent's configuration and the step failed: report
+        the version as failed (a change of failure makes the controller side poll now)."""
+        config = self._config
+        if config is None or config.version == 0 or self._applied_version == config.version:
+            return
+        failure = ApplyFailure(version=config.version, reason=failure_reason(exc))
+        if failure == self._apply_failure:
+            return
+        self._apply_failure = failure
+        logger.warning("worker.apply_failed version=%d reason=%s", failure.version, failure.reason)
+        self._on_news()
 
     def _seen_other(self, *, drift: bool) -> None:
         self._applied_version = None

@@ -64,6 +64,7 @@ def agent_status(agent: Agent, settings: AgentSettings) -> AgentStatus:
     metrics = agent.metrics
     cached = agent.cached_config
     identity = agent.identity
+    failure = agent.reconciler.apply_failure
     return AgentStatus(
         agent_id=identity.agent_id if identity else None,
         controller_url=redact_url(settings.controller_url),
@@ -71,6 +72,7 @@ def agent_status(agent: Agent, settings: AgentSettings) -> AgentStatus:
         held_version=cached.version if cached else None,
         applied_version=agent.applied_version,
         worker_drift=agent.worker_drift,
+        apply_failed=None if failure is None else failure.header,
         poll_interval_seconds=agent.poll_interval_seconds,
         last_contact_at=_utc(metrics.last_contact_at),
         last_success_at=_utc(metrics.last_success_at),

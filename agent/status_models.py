@@ -17,6 +17,7 @@ EXAMPLE_STATUS: dict[str, JsonValue] = {
     "held_version": 7,
     "applied_version": 7,
     "worker_drift": False,
+    "apply_failed": None,
     "poll_interval_seconds": 30,
     "last_contact_at": "2026-11-26T12:00:03.120000Z",
     "last_success_at": "2026-11-26T12:00:03.120000Z",
@@ -69,6 +70,11 @@ class AgentStatus(BaseModel):
         description="The worker held a configuration the agent did not send: true from the "
         "moment that is seen until a poll after it was replaced tells the controller no "
         "drift (the controller shows the agent in state drift meanwhile)."
+    )
+    apply_failed: str | None = Field(
+        default=None,
+        description="While the worker refuses, or cannot be handed, a version: "
+        '"<version> <reason>", as each poll tells the controller (X-Apply-Failed).',
     )
     poll_interval_seconds: int
     last_contact_at: dt.datetime | None = Field(

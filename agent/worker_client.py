@@ -11,10 +11,13 @@ from aiohttp import hdrs
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from yarl import URL
 
-from agent.errors import BadAnswer, StaleTag, VersionConflict
+from agent.errors import ApplyRefused, BadAnswer, StaleTag, VersionConflict
 from agent.http import Answer, exchange, parse_body, problem_detail, raise_for_shared_statuses
 from common.constants import HEADER_CONFIG_VERSION
 from common.models import WorkerConfig
+
+# A configuration the worker refuses as invalid: malformed, too large, or not valid.
+_REFUSED_STATUSES = frozenset({400, 413, 422})
 
 
 class WorkerStatus(BaseModel):
@@ -63,6 +66,10 @@ class WorkerClient:
             raise VersionConflict(f"the worker refused version {version}")
         if answer.status == 412:
             raise StaleTag(f"the worker no longer holds {if_match}")
+        if answer.status in _REFUSED_STATUSES:
+            raise ApplyRefused(
+                f"the worker refused version {version} ({answer.status}): {problem_detail(answer)}"
+            )
         return _status_of(answer)
 
     def _auth(self) -> dict[str, str]:

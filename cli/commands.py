@@ -24,6 +24,7 @@ from cli.render import (
     table,
     timestamp,
 )
+from cli.rollout_wait import published
 from common.constants import HEADER_CONFIG_VERSION
 
 STDIN_PATH = "-"
@@ -104,7 +105,7 @@ async def config_set(client: ControllerClient, args: argparse.Namespace, console
         text = f"published version {version} ({timestamp(info.get('created_at'))})"
     else:
         text = f"unchanged: version {version} already holds this configuration"
-    console.emit(data, text)
+    await published(client, args, console, data, text)
 
 
 def _version_row(item: dict[str, Any]) -> list[str]:

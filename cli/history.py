@@ -13,6 +13,7 @@ from cli.client import ControllerClient
 from cli.console import Console
 from cli.errors import NotCurrent, UsageError
 from cli.render import scalar, timestamp
+from cli.rollout_wait import published
 from common.constants import HEADER_CHANGE_COMMENT, HEADER_CONFIG_VERSION
 
 
@@ -64,7 +65,7 @@ async def config_rollback(
         )
     else:
         text = f"unchanged: version {version} already holds version {target}'s configuration"
-    console.emit({**info, "created": created}, text)
+    await published(client, args, console, {**info, "created": created}, text)
 
 
 def _pretty(config: Any) -> list[str]:

@@ -20,6 +20,7 @@ from cli.client import ControllerClient
 from cli.console import Console
 from cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, CliError
 from cli.render import printable
+from cli.rollout_wait import add_wait_options
 from cli.settings import (
     DEFAULT_CONTROLLER_URL,
     TOKEN_FILE_VARIABLE,
@@ -171,6 +172,7 @@ def _change_options(parser: argparse.ArgumentParser) -> None:
         metavar="TEXT",
         help="why (at most 500 characters): kept with the version and in the audit log",
     )
+    add_wait_options(parser)
 
 
 def _audit_commands(

@@ -20,6 +20,14 @@ MAX_CHANGE_COMMENT_CHARS: Final = 500
 # "1" on an agent's poll: its worker held a configuration the agent did not send since the
 # agent's previous poll (replaced, or still there). Absent, or any other value: no drift.
 HEADER_WORKER_DRIFT: Final = "X-Worker-Drift"
+# "<version> <reason>" on an agent's poll while its worker refuses (or cannot be handed)
+# that version, e.g. "12 invalid"; absent once an apply succeeds. The reason is a short
+# slug (APPLY_FAILURE_REASON_PATTERN), one of the agent's APPLY_FAILURE_REASONS.
+HEADER_APPLY_FAILED: Final = "X-Apply-Failed"
+APPLY_FAILURE_REASON_PATTERN: Final = r"^[a-z][a-z-]{0,31}$"
+# Why an apply failed: the worker refused the version (409 conflict, 4xx invalid), did not
+# accept the agent's worker token, could not be reached, or answered something unusable.
+APPLY_FAILURE_REASONS: Final = ("conflict", "invalid", "rejected", "unreachable", "bad-answer")
 
 # Request bodies are small JSON documents; anything larger is refused with 413.
 MAX_REQUEST_BODY_BYTES: Final = 64 * 1024

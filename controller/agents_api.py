@@ -97,6 +97,9 @@ def _agent(record: store.AgentRecord, rule: StateRule) -> Agent:
         registered_at=record.registered_at,
         last_seen_at=record.last_seen_at,
         applied_version=record.applied_version,
+        applied_at=record.applied_at,
+        apply_failed_version=record.apply_failed_version,
+        apply_failed_reason=record.apply_failed_reason,
         state=state,
     )
 

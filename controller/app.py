@@ -16,6 +16,7 @@ from common.tasks import CANCEL_GRACE_SECONDS, cancel_and_wait, finish_within
 from controller import keys
 from controller.addresses import ClientAddresses
 from controller.cache import ConfigCache
+from controller.confirmations import Confirmations
 from controller.constants import (
     CACHE_LOOP,
     CACHE_REFRESH_SECONDS,
@@ -83,7 +84,9 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
 async def ledger_ctx(app: web.Application) -> AsyncIterator[None]:
     """The ledger of polls, written every LEDGER_FLUSH_SECONDS, and the fleet reads that
     write it first."""
-    ledger = Ledger(app[keys.DATABASE])
+    cache = app[keys.CACHE]
+    confirmations = Confirmations(lambda: (cache.snapshot.version, cache.snapshot.created_at))
+    ledger = Ledger(app[keys.DATABASE], confirmations=confirmations)
     app[keys.LEDGER] = ledger
     app[keys.FLEET] = FleetQueries(
         app[keys.DATABASE],
@@ -157,6 +160,7 @@ async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
         fleet_counts=app[keys.FLEET_COUNTS],
         authenticator=app[keys.AUTHENTICATOR],
         throttle=app[keys.AUTH_THROTTLE],
+        confirmations=app[keys.LEDGER].confirmations,
     )
     metrics.registry.register(
         RestartsCollector(

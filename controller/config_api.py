@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
 from common.constants import (
+    APPLY_FAILURE_REASON_PATTERN,
     HEADER_AGENT_ID,
     HEADER_APPLIED_VERSION,
+    HEADER_APPLY_FAILED,
     HEADER_WORKER_DRIFT,
     MAX_CONFIG_VERSION,
 )
@@ -19,6 +23,7 @@ from controller.comments import COMMENT_PARAMETER, change_by
 from controller.constants import MAX_VERSIONS_AHEAD
 from controller.credentials import ADMIN, CONFIG_READERS, Principal
 from controller.etags import etag_for, if_match_tags, if_none_match_hits
+from controller.ledger import ApplyFailed
 from controller.models import (
     EXAMPLE_AGENT_ID,
     EXAMPLE_ETAG,
@@ -52,6 +57,7 @@ IF_MATCH = Parameter(
     example=EXAMPLE_ETAG,
 )
 _MAX_VERSION_DIGITS = len(str(MAX_CONFIG_VERSION))
+_FAILURE_REASON = re.compile(APPLY_FAILURE_REASON_PATTERN)
 
 
 def parse_version(raw: str) -> int | None:
@@ -84,8 +90,19 @@ def _record_sighting(request: web.Request, principal: Principal) -> int | None:
         return None
     applied = parse_version(headers.get(HEADER_APPLIED_VERSION, "").strip())
     drift = headers.get(HEADER_WORKER_DRIFT) == "1"
-    request.app[keys.LEDGER].record(principal.agent_id, applied, drift)
+    failed = headers.get(HEADER_APPLY_FAILED)
+    report = None if failed is None else parse_apply_failed(failed)
+    request.app[keys.LEDGER].record(principal.agent_id, applied, drift, report)
     return applied
+
+
+def parse_apply_failed(raw: str) -> ApplyFailed | None:
+    """``X-Apply-Failed: <version> <reason>``; None for anything else (ignored)."""
+    version_text, _, reason = raw.strip().partition(" ")
+    version = parse_version(version_text)
+    if version is None or not _FAILURE_REASON.match(reason):
+        return None
+    return ApplyFailed(version=version, reason=reason)
 
 
 async def get_config(request: web.Request, principal: Principal) -> web.Response:
@@ -189,6 +206,16 @@ GET_CONFIG = Operation(
             "then in state drift until a poll without this header.",
             schema={"type": "string", "enum": ["1"]},
             example="1",
+        ),
+        Parameter(
+            name=HEADER_APPLY_FAILED,
+            location="header",
+            description="<version> <reason> while the agent's worker refuses, or cannot be "
+            "handed, that version (reason: conflict, invalid, rejected, unreachable or "
+            "bad-answer); absent once an apply succeeds. Shown as apply_failed_version and "
+            "apply_failed_reason in GET /agents and as failed in the rollout view.",
+            schema={"type": "string", "pattern": r"^[0-9]+ [a-z][a-z-]{0,31}$"},
+            example="8 invalid",
         ),
     ),
     responses=(

@@ -8,8 +8,10 @@ from typing import Final
 # How often a replica re-reads the current version from the database, so that with
 # Redis down or absent it never serves a version older than about this.
 CACHE_REFRESH_SECONDS: Final = 1.0
-# How often the agents' last-seen and applied versions are written, in one batch.
-LEDGER_FLUSH_SECONDS: Final = 2.0
+# How often the agents' last-seen and applied versions are written, in one batch (one
+# UPDATE round trip): well inside a second, so every replica's /fleet, /agents and
+# rollout view show a confirmed apply within one.
+LEDGER_FLUSH_SECONDS: Final = 0.25
 # The background loops, as logged (loop.crashed loop=...) and counted in /metrics
 # (fleetconf_controller_loop_restarts_total{loop=...}).
 CACHE_LOOP: Final = "controller-cache"

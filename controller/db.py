@@ -47,6 +47,7 @@ T = TypeVar("T")
 
 MAX_ACTOR_CHARS = 200
 MAX_TARGET_CHARS = 255
+MAX_REASON_CHARS = 32
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +148,13 @@ agents = Table(
     Column("revoked_at", DateTime(timezone=True), nullable=True),
     # The agent's latest poll said its worker held a configuration the agent did not send.
     Column("worker_drift", Boolean, nullable=False, server_default=false()),
+    # When this replica's ledger first saw the agent report its current applied_version
+    # (the poll time): the rollout view's publish-to-confirmed seconds.
+    Column("applied_at", DateTime(timezone=True), nullable=True),
+    # The version the agent's worker refused or could not be handed, and why (a slug);
+    # null once a later poll reports no failure.
+    Column("apply_failed_version", Integer, nullable=True),
+    Column("apply_failed_reason", String(MAX_REASON_CHARS), nullable=True),
     Index("ix_agents_registered_at", "registered_at", "id"),
 )
 

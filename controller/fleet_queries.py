@@ -5,17 +5,27 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.errors import FleetconfError
 from common.models import AgentState
-from controller import store
+from controller import rollout_store, store
 from controller.db import Database, utcnow
 from controller.fleet import FleetCounts, StateRule, VersionGroup, state_rule, summarize
 from controller.ledger import Ledger
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RolloutRead:
+    """One version's rollout: its counts and one page of its laggards."""
+
+    version: int
+    counts: rollout_store.RolloutCounts
+    laggards: rollout_store.LaggardPage
 
 
 class FleetQueries:
@@ -83,3 +93,20 @@ class FleetQueries:
             groups, current_version=rule.current_version, highest_reported_version=highest
         )
         return rule, counts
+
+    async def read_rollout(self, version: int, *, limit: int, offset: int) -> RolloutRead | None:
+        """``version``'s rollout after this replica's pending polls; None if no such version."""
+        await self._flush_ledger()
+
+        async def read(conn: AsyncConnection) -> RolloutRead | None:
+            record = await store.read_version(conn, version)
+            if record is None:
+                return None
+            rule = await self._rule(conn)
+            counts = await rollout_store.read_counts(conn, rule, version, record.created_at)
+            laggards = await rollout_store.read_laggards(
+                conn, rule, version, limit=limit, offset=offset
+            )
+            return RolloutRead(version=version, counts=counts, laggards=laggards)
+
+        return await self._database.transaction(read)

@@ -34,7 +34,7 @@ from controller.versions import (
 )
 
 
-def _version_number(request: web.Request) -> int:
+def version_number(request: web.Request) -> int:
     """The path's version; anything but a version number is refused (422)."""
     number = parse_version(request.match_info[VERSION_PARAMETER])
     if number is not None:
@@ -72,7 +72,7 @@ async def list_versions(request: web.Request, _admin: Principal) -> web.Response
 
 
 async def get_version(request: web.Request, _admin: Principal) -> web.Response:
-    number = _version_number(request)
+    number = version_number(request)
     current_version, record = await read_version(request.app[keys.DATABASE], number)
     if record is None:
         raise NotFound(

@@ -7,6 +7,10 @@ report is kept until the flush even if a later poll of the same batch says nothi
 drift the agent replaced at once still reaches the database (every replica's view); the
 agent's polls in the next batch clear it. The highest applied version of each batch also
 raises the fleet row's ``highest_reported_version``, which versions are allocated above.
+
+Each agent's entry also keeps when its applied version was first reported in the batch
+(the flush sets ``agents.applied_at`` to it when the version changed) and what its latest
+poll said about a failed apply (``X-Apply-Failed``; none clears it).
 """
 
 from __future__ import annotations
@@ -17,25 +21,48 @@ import functools
 import logging
 import time
 import uuid
+from typing import NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.errors import FleetconfError
 from controller import store
+from controller.confirmations import Confirmations
 from controller.db import Database
+from controller.sightings import Sighting, write_sightings
 
+# While the database fails, a warning at the first failed flush and then this often.
+FLUSH_WARNING_EVERY_SECONDS = 10.0
 # Rows per UPDATE batch: small enough that one batch fits well inside the database timeout.
 LEDGER_CHUNK_ROWS = 500
 
 logger = logging.getLogger(__name__)
 
 
+class ApplyFailed(NamedTuple):
+    """An agent's report that its worker did not take ``version``, and why."""
+
+    version: int
+    reason: str
+
+
+class _Poll(NamedTuple):
+    """One agent's latest poll: when (POSIX time), its applied version, when that version
+    was first reported in this batch, and the failed apply it reported."""
+
+    seen: float
+    applied: int | None
+    applied_since: float
+    failed: ApplyFailed | None
+
+
 class Ledger:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, *, confirmations: Confirmations | None = None) -> None:
         self._database = database
-        # agent id -> (when, as a POSIX timestamp; the applied version): cheap to record
-        # on every poll, turned into rows at the flush.
-        self._pending: dict[uuid.UUID, tuple[float, int | None]] = {}
+        self._confirmations = confirmations
+        # agent id -> its latest poll: cheap to record on every poll, turned into rows at
+        # the flush.
+        self._pending: dict[uuid.UUID, _Poll] = {}
         # The agents that reported drift in the pending batch.
         self._drifting: set[uuid.UUID] = set()
         # The highest version reported above the version then served, not yet written: a
@@ -43,21 +70,33 @@ class Ledger:
         self._ahead_unwritten = 0
 
     def record(
-        self, agent_id: uuid.UUID, applied_version: int | None, worker_drift: bool = False
+        self,
+        agent_id: uuid.UUID,
+        applied_version: int | None,
+        worker_drift: bool = False,
+        failed: ApplyFailed | None = None,
     ) -> None:
         """Note one poll; a poll that names no applied version keeps the last one known."""
         if worker_drift:
             self._drifting.add(agent_id)
-        if applied_version is None:
-            previous = self._pending.get(agent_id)
-            if previous is not None:
-                applied_version = previous[1]
-        self._pending[agent_id] = (time.time(), applied_version)
+        now = time.time()
+        previous = self._pending.get(agent_id)
+        since = now
+        if previous is not None:
+            if applied_version is None:
+                applied_version = previous.applied
+            if applied_version == previous.applied:
+                since = previous.applied_since
+        self._pending[agent_id] = _Poll(now, applied_version, since, failed)
 
     def note_ahead(self, applied_version: int) -> None:
         """An agent reported ``applied_version``, above the version served: the database
         is behind the fleet. Called on full (200) answers only, never on the 304 path."""
         self._ahead_unwritten = max(self._ahead_unwritten, applied_version)
+
+    @property
+    def confirmations(self) -> Confirmations | None:
+        return self._confirmations
 
     @property
     def pending(self) -> int:
@@ -67,7 +106,7 @@ class Ledger:
         """The highest applied version up to ``at_most`` recorded and not yet written; 0
         when none. Computed on demand (a configuration write asks), so a poll costs no
         more."""
-        versions = [applied or 0 for _, applied in self._pending.values()]
+        versions = [poll.applied or 0 for poll in self._pending.values()]
         return max(v for v in [0, self._ahead_unwritten, *versions] if v <= at_most)
 
     async def flush(self) -> int:
@@ -80,12 +119,8 @@ class Ledger:
         written = 0
         for start in range(0, max(len(items), 1 if ahead else 0), LEDGER_CHUNK_ROWS):
             chunk = {
-                agent_id: store.Sighting(
-                    last_seen_at=dt.datetime.fromtimestamp(seen, dt.UTC),
-                    applied_version=applied,
-                    worker_drift=agent_id in drifting,
-                )
-                for agent_id, (seen, applied) in items[start : start + LEDGER_CHUNK_ROWS]
+                agent_id: _sighting(poll, drift=agent_id in drifting)
+                for agent_id, poll in items[start : start + LEDGER_CHUNK_ROWS]
             }
             try:
                 await self._database.transaction(functools.partial(_write, chunk, ahead))
@@ -98,23 +133,56 @@ class Ledger:
                 raise
             ahead = 0
             written += len(chunk)
+            if self._confirmations is not None:
+                self._confirmations.observe(
+                    (agent_id, poll.applied, poll.applied_since)
+                    for agent_id, poll in items[start : start + LEDGER_CHUNK_ROWS]
+                )
         return written
 
     async def flush_forever(self, period_seconds: float) -> None:
+        """Flush every ``period_seconds``; while the database fails, warn at the first
+        failure and then once per FLUSH_WARNING_EVERY_SECONDS, not at every flush."""
+        failures = 0
+        every = max(1, round(FLUSH_WARNING_EVERY_SECONDS / period_seconds))
         while True:
             await asyncio.sleep(period_seconds)
             try:
                 await self.flush()
             except FleetconfError:
-                logger.warning("ledger.flush_failed pending=%d", self.pending)
+                if failures % every == 0:
+                    logger.warning(
+                        "ledger.flush_failed pending=%d failures_in_a_row=%d",
+                        self.pending,
+                        failures + 1,
+                    )
+                failures += 1
+                continue
+            if failures:
+                logger.info("ledger.flush_recovered after_failures=%d", failures)
+            failures = 0
 
 
-async def _write(
-    sightings: dict[uuid.UUID, store.Sighting], ahead: int, conn: AsyncConnection
-) -> None:
+def _utc(posix_seconds: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(posix_seconds, dt.UTC)
+
+
+def _sighting(poll: _Poll, *, drift: bool) -> Sighting:
+    failed = poll.failed
+    return Sighting(
+        last_seen_at=_utc(poll.seen),
+        applied_version=poll.applied,
+        applied_since=_utc(poll.applied_since),
+        worker_drift=drift,
+        apply_failed_version=None if failed is None else failed.version,
+        apply_failed_reason=None if failed is None else failed.reason,
+    )
+
+
+async def _write(sightings: dict[uuid.UUID, Sighting], ahead: int, conn: AsyncConnection) -> None:
     """One chunk of sightings, and the highest version they (or ``ahead``) report kept in
     the fleet row: it outlives the agents' later reports, so no number is issued twice."""
-    await store.write_sightings(conn, sightings)
+    await write_sightings(conn, sightings)
     highest = max([ahead, *(s.applied_version or 0 for s in sightings.values())])
     if highest > 0:
         await store.raise_highest_reported(conn, highest)

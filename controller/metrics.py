@@ -20,6 +20,7 @@ from common.metrics import counter_by
 from common.models import AgentState
 from controller import audit
 from controller.cache import ConfigCache
+from controller.confirmations import Confirmations
 from controller.credentials import Authenticator
 from controller.fleet import FleetCounts
 from controller.fleet_counts import FleetCountsCache
@@ -38,12 +39,14 @@ class ControllerMetrics:
         fleet_counts: FleetCountsCache,
         authenticator: Authenticator,
         throttle: FailureThrottle,
+        confirmations: Confirmations | None = None,
     ) -> None:
         self._cache = cache
         self._publisher = publisher
         self._fleet_counts = fleet_counts
         self._authenticator = authenticator
         self._throttle = throttle
+        self._confirmations = confirmations
         # Answers by HTTP status; the success statuses are there from the start.
         self.registrations: Counter[int] = Counter({201: 0})
         self.config_posts: Counter[int] = Counter({200: 0, 201: 0})
@@ -125,6 +128,8 @@ class ControllerMetrics:
             "action",
             dict(sorted(self.audit_entries.items())),
         )
+        if self._confirmations is not None:
+            yield from self._confirmations.histogram.collect()
         fleet = self._fleet_counts.counts
         if fleet is not None:
             yield _agents(fleet)

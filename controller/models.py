@@ -239,6 +239,9 @@ _EXAMPLE_AGENT: dict[str, JsonValue] = {
     "registered_at": "2026-11-26T12:00:00Z",
     "last_seen_at": "2026-11-26T12:30:00Z",
     "applied_version": 7,
+    "applied_at": "2026-11-26T12:29:31Z",
+    "apply_failed_version": None,
+    "apply_failed_reason": None,
     "state": "in_sync",
 }
 
@@ -272,6 +275,18 @@ class Agent(BaseModel):
     )
     applied_version: int | None = Field(
         description="The version its worker last confirmed holding; null if none yet."
+    )
+    applied_at: dt.datetime | None = Field(
+        default=None, description="When it first confirmed applied_version (UTC)."
+    )
+    apply_failed_version: int | None = Field(
+        default=None,
+        description="The version its worker refused or could not be handed, as its latest "
+        "poll said (X-Apply-Failed); null when none.",
+    )
+    apply_failed_reason: str | None = Field(
+        default=None,
+        description="Why: conflict, invalid, rejected, unreachable or bad-answer.",
     )
     state: AgentState = Field(
         description="stale: no contact for 3 poll intervals; else drift when its latest poll "

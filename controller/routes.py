@@ -21,6 +21,7 @@ from controller import (
     health_api,
     history_api,
     keys,
+    rollout_api,
     settings_api,
 )
 from controller.credentials import Principal, Role
@@ -30,6 +31,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
     agents_api.REGISTER,
     *config_api.OPERATIONS,
     *history_api.OPERATIONS,
+    *rollout_api.OPERATIONS,
     *settings_api.OPERATIONS,
     *health_api.OPERATIONS,
     agents_api.LIST_AGENTS,

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
-    Boolean,
     ColumnElement,
     Update,
     and_,
-    bindparam,
     case,
     func,
     not_,
@@ -67,16 +65,6 @@ class VersionRecord:
 class AgentCredential:
     token_hash: str
     revoked: bool
-
-
-@dataclass(frozen=True, kw_only=True)
-class Sighting:
-    """What one agent's latest poll told us: when, which version its worker holds, and
-    whether it reported drift."""
-
-    last_seen_at: dt.datetime
-    applied_version: int | None
-    worker_drift: bool
 
 
 async def read_fleet_row(conn: AsyncConnection, *, for_update: bool = False) -> FleetRow:
@@ -220,31 +208,6 @@ async def read_agent_credential(
     return AgentCredential(token_hash=row.token_hash, revoked=row.revoked_at is not None)
 
 
-async def write_sightings(conn: AsyncConnection, sightings: Mapping[uuid.UUID, Sighting]) -> None:
-    """Record many agents' last contact in one round trip; unknown ids change nothing."""
-    params: Sequence[dict[str, object]] = [
-        {
-            "agent_id": str(agent_id),
-            "seen": s.last_seen_at,
-            "applied": s.applied_version,
-            "drift": s.worker_drift,
-        }
-        for agent_id, s in sightings.items()
-    ]
-    if not params:
-        return
-    statement = (
-        update(agents)
-        .where(agents.c.id == bindparam("agent_id"))
-        .values(
-            last_seen_at=bindparam("seen"),
-            applied_version=func.coalesce(bindparam("applied"), agents.c.applied_version),
-            worker_drift=bindparam("drift", type_=Boolean),
-        )
-    )
-    await conn.execute(statement, list(params))
-
-
 async def count_active_agents(conn: AsyncConnection) -> int:
     """Registered agents whose token has not been revoked: the fleet's size."""
     query = select(func.count()).select_from(agents).where(agents.c.revoked_at.is_(None))
@@ -262,6 +225,9 @@ class AgentRecord:
     last_seen_at: dt.datetime | None
     applied_version: int | None
     worker_drift: bool
+    applied_at: dt.datetime | None = None
+    apply_failed_version: int | None = None
+    apply_failed_reason: str | None = None
 
     @property
     def last_contact(self) -> dt.datetime:
@@ -282,6 +248,9 @@ _AGENT_COLUMNS = (
     agents.c.last_seen_at,
     agents.c.applied_version,
     agents.c.worker_drift,
+    agents.c.applied_at,
+    agents.c.apply_failed_version,
+    agents.c.apply_failed_reason,
 )
 _ACTIVE = agents.c.revoked_at.is_(None)
 
@@ -315,6 +284,9 @@ def _agent_record(row: Any) -> AgentRecord:
         last_seen_at=None if row.last_seen_at is None else as_utc(row.last_seen_at),
         applied_version=row.applied_version,
         worker_drift=bool(row.worker_drift),
+        applied_at=None if row.applied_at is None else as_utc(row.applied_at),
+        apply_failed_version=row.apply_failed_version,
+        apply_failed_reason=row.apply_failed_reason,
     )
 
 

@@ -65,10 +65,12 @@ async def test_hint_wakes_the_controller_loop(
             return await worker_version(worker) == version
 
         await eventually(forwarded, timeout_seconds=10)
+        # The apply is then confirmed at once: one conditional poll, answered 304.
+        await eventually(lambda: len(controller.polls()) == 3, timeout_seconds=1.0)
     finally:
         await agent.stop()
         await task
-    assert [s.status for s in controller.polls()] == [200, 200]
+    assert [s.status for s in controller.polls()] == [200, 200, 304]
 
 
 async def test_redis_hint_from_the_registration_answer(

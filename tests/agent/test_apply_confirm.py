@@ -1,0 +1,177 @@
+"""Applies confirmed at once, failed applies reported: the agent between the real
+controller (SQLite) and a real worker (or a stand-in aiohttp worker that refuses)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from pytest_aiohttp import AiohttpServer
+
+from agent.apply_report import ApplyFailure, failure_reason
+from agent.errors import ApplyRefused, BadAnswer, Rejected, Unreachable, VersionConflict
+from agent.runner import Agent
+from agent.status import agent_status
+from common.constants import (
+    APPLY_FAILURE_REASONS,
+    HEADER_APPLIED_VERSION,
+    HEADER_APPLY_FAILED,
+)
+from tests.agent.conftest import (
+    ADMIN,
+    Controller,
+    MakeSettings,
+    StartController,
+    base_url,
+    eventually,
+    worker_holds,
+)
+
+WORKER_TOKEN = "the-workers-own-token-0123"
+
+
+def _confirming(controller: Controller, version: int) -> list[int]:
+    """The indexes of the polls that reported ``version`` as applied."""
+    return [
+        n
+        for n, seen in enumerate(controller.polls())
+        if seen.headers.get(HEADER_APPLIED_VERSION) == str(version)
+    ]
+
+
+async def _agent_body(controller: Controller, agent: Agent) -> dict[str, Any]:
+    assert agent.identity is not None
+    url = controller.server.make_url(f"/agents/{agent.identity.agent_id}")
+    async with aiohttp.ClientSession() as session, session.get(url, headers=ADMIN) as resp:
+        assert resp.status == 200, await resp.text()
+        body: dict[str, Any] = await resp.json()
+        return body
+
+
+async def test_running_agent_confirms_each_apply_at_once(
+    make_settings: MakeSettings, start_controller: StartController, worker: TestServer
+) -> None:
+    """With a 30 s interval, each apply is confirmed by one extra poll within a second."""
+    controller = await start_controller(poll_interval_seconds=30)
+    first = await controller.publish("https://one.example/")
+    agent = Agent(make_settings(controller_url=controller.url, worker_url=base_url(worker)))
+    task = asyncio.create_task(agent.run())
+    try:
+        await eventually(lambda: agent.applied_version == first)
+        applied = time.monotonic()
+        await eventually(lambda: bool(_confirming(controller, first)), timeout_seconds=1.0)
+        assert time.monotonic() - applied <= 1.0
+        # The poll that fetched the version, then the one confirming it.
+        assert len(controller.polls()) == 2
+        second = await controller.publish("https://two.example/")
+        agent.controller_sync.poll_soon()
+        await eventually(lambda: agent.applied_version == second)
+        applied = time.monotonic()
+        await eventually(lambda: bool(_confirming(controller, second)), timeout_seconds=1.0)
+        assert time.monotonic() - applied <= 1.0
+        await asyncio.sleep(0.5)
+        assert len(controller.polls()) == 4
+        assert controller.polls()[-1].status == 304
+        assert (await _agent_body(controller, agent))["applied_version"] == second
+    finally:
+        await agent.stop()
+        await task
+
+
+def _refusing_worker(state: dict[str, Any]) -> web.Application:
+    """A worker stand-in: holds version 0, refuses every POST /config with 422 until told
+    to accept, then holds what it was given."""
+
+    async def get_config(_request: web.Request) -> web.Response:
+        held = {"version": state["version"], "config": state["config"]}
+        return web.json_response(held, headers={"ETag": f'"{state["version"]}"'})
+
+    async def post_config(request: web.Request) -> web.Response:
+        if not state["accept"]:
+            problem = {"type": "about:blank", "title": "Invalid", "status": 422, "detail": "no"}
+            return web.json_response(problem, status=422, content_type="application/problem+json")
+        state["version"] = int(request.headers["X-Config-Version"])
+        state["config"] = await request.json()
+        return await get_config(request)
+
+    app = web.Application()
+    app.router.add_get("/config", get_config)
+    app.router.add_post("/config", post_config)
+    return app
+
+
+async def test_refused_apply_is_reported_failed_until_an_apply_succeeds(
+    make_settings: MakeSettings, start_controller: StartController, aiohttp_server: AiohttpServer
+) -> None:
+    """A 422 from the worker: X-Apply-Failed on the polls, shown by /agents; cleared later."""
+    controller = await start_controller(poll_interval_seconds=30)
+    version = await controller.publish("https://one.example/")
+    state: dict[str, Any] = {"version": 0, "config": {"url": None}, "accept": False}
+    worker = await aiohttp_server(_refusing_worker(state))
+    agent = Agent(make_settings(controller_url=controller.url, worker_url=base_url(worker)))
+    task = asyncio.create_task(agent.run())
+    try:
+        expected = f"{version} invalid"
+        await eventually(
+            lambda: any(p.headers.get(HEADER_APPLY_FAILED) == expected for p in controller.polls()),
+            timeout_seconds=2.0,
+        )
+        body = await _agent_body(controller, agent)
+        assert (body["apply_failed_version"], body["apply_failed_reason"]) == (version, "invalid")
+        state["accept"] = True
+        agent.reconciler.wake()
+        await eventually(lambda: bool(_confirming(controller, version)), timeout_seconds=2.0)
+        assert HEADER_APPLY_FAILED not in controller.polls()[-1].headers
+        body = await _agent_body(controller, agent)
+        assert body["apply_failed_version"] is None
+        assert body["applied_version"] == version
+    finally:
+        await agent.stop()
+        await task
+
+
+async def test_worker_token_mismatch_is_reported_as_rejected(
+    make_settings: MakeSettings, start_controller: StartController, start_worker: Any
+) -> None:
+    """A real worker that refuses the agent's worker token: the apply is reported rejected."""
+    controller = await start_controller(poll_interval_seconds=30)
+    version = await controller.publish("https://one.example/")
+    worker = await start_worker(token=WORKER_TOKEN)
+    settings = make_settings(
+        controller_url=controller.url,
+        worker_url=base_url(worker),
+        worker_token="another-token-entirely-0123",
+    )
+    agent = Agent(settings)
+    task = asyncio.create_task(agent.run())
+    try:
+        expected = f"{version} rejected"
+        await eventually(
+            lambda: any(p.headers.get(HEADER_APPLY_FAILED) == expected for p in controller.polls()),
+            timeout_seconds=2.0,
+        )
+        status = agent_status(agent, settings)
+        assert status.apply_failed == expected
+    finally:
+        await agent.stop()
+        await task
+    assert (await worker_holds(worker, token=WORKER_TOKEN))["version"] == 0
+
+
+def test_failure_reasons_name_what_the_worker_did() -> None:
+    """Each failure the worker client raises maps to one reason slug, all of them known."""
+    failures = [
+        VersionConflict("409"),
+        ApplyRefused("422"),
+        Rejected("401", status=401),
+        Unreachable("refused"),
+        BadAnswer("not json"),
+    ]
+    reasons = [failure_reason(exc) for exc in failures]
+    assert reasons == ["conflict", "invalid", "rejected", "unreachable", "bad-answer"]
+    assert tuple(reasons) == APPLY_FAILURE_REASONS
+    assert ApplyFailure(version=8, reason="invalid").header == "8 invalid"

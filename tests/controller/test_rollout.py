@@ -1,0 +1,177 @@
+"""GET /config/versions/{n}/rollout and failed applies, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import update
+
+from controller import keys
+from controller.db import agents
+from controller.rollout_store import percentile
+from tests.controller.conftest import ADMIN, Client, post_config, register
+from tests.support.metrics import scrape, value
+
+
+def _headers(agent: dict[str, Any], **extra: str) -> dict[str, str]:
+    return {
+        "Authorization": f"Bearer {agent['agent_token']}",
+        "X-Agent-ID": agent["agent_id"],
+        **extra,
+    }
+
+
+async def _poll(client: Client, agent: dict[str, Any], **extra: str) -> None:
+    resp = await client.get("/config", headers=_headers(agent, **extra))
+    assert resp.status in (200, 304)
+
+
+async def _rollout(client: Client, version: int, query: str = "") -> dict[str, Any]:
+    resp = await client.get(f"/config/versions/{version}/rollout{query}", headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    body: dict[str, Any] = await resp.json()
+    return body
+
+
+async def _publish(client: Client, url: str) -> int:
+    resp = await post_config(client, url)
+    assert resp.status == 201, await resp.text()
+    return int((await resp.json())["version"])
+
+
+def test_percentile_is_nearest_rank() -> None:
+    """p50 and p99 are nearest-rank values of the sorted seconds; none without any."""
+    assert percentile([], 0.5) is None
+    assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.0
+    assert percentile([float(n) for n in range(1, 101)], 0.99) == 99.0
+
+
+async def test_rollout_counts_applied_failed_pending_and_laggards(client: Client) -> None:
+    """Applied (n or newer), failed (reported), pending; laggards failed first; complete last."""
+    a, b, c = [await register(client, f"edge-0{n}") for n in (1, 2, 3)]
+    version = await _publish(client, "https://one.example/")
+    await _poll(client, a, **{"X-Applied-Version": str(version)})
+    await _poll(client, b, **{"X-Applied-Version": "0", "X-Apply-Failed": f"{version} invalid"})
+    await _poll(client, c, **{"X-Applied-Version": "0"})
+    body = await _rollout(client, version)
+    counts = {k: body[k] for k in ("version", "agents", "applied", "pending", "failed", "stale")}
+    assert counts == {
+        "version": version,
+        "agents": 3,
+        "applied": 1,
+        "pending": 1,
+        "failed": 1,
+        "stale": 0,
+    }
+    assert body["complete"] is False
+    assert body["p50_seconds"] is not None
+    assert 0 <= body["p50_seconds"] < 5
+    laggards = body["laggards"]
+    assert [(i["hostname"], i["state"]) for i in laggards["items"]] == [
+        ("edge-02", "failed"),
+        ("edge-03", "pending"),
+    ]
+    assert laggards["items"][0]["apply_failed_reason"] == "invalid"
+    assert (laggards["total"], laggards["limit"], laggards["offset"]) == (2, 100, 0)
+    paged = await _rollout(client, version, "?limit=1&offset=1")
+    assert [i["hostname"] for i in paged["laggards"]["items"]] == ["edge-03"]
+    shown = await (await client.get(f"/agents/{b['agent_id']}", headers=ADMIN)).json()
+    assert (shown["apply_failed_version"], shown["apply_failed_reason"]) == (version, "invalid")
+    newer = await _publish(client, "https://two.example/")
+    for agent in (b, c):
+        await _poll(client, agent, **{"X-Applied-Version": str(newer)})
+    done = await _rollout(client, version)
+    assert (done["applied"], done["failed"], done["pending"], done["complete"]) == (
+        3,
+        0,
+        0,
+        True,
+    )
+    assert done["laggards"] == {"items": [], "total": 0, "limit": 100, "offset": 0}
+    cleared = await (await client.get(f"/agents/{b['agent_id']}", headers=ADMIN)).json()
+    assert cleared["apply_failed_version"] is None
+    assert cleared["applied_at"] is not None
+
+
+async def test_rollout_leaves_stale_agents_out_and_times_from_publish(client: Client) -> None:
+    """Stale agents are counted apart; seconds run from created_at to the first confirmation."""
+    fresh, old = await register(client, "edge-01"), await register(client, "edge-02")
+    version = await _publish(client, "https://one.example/")
+    await _poll(client, fresh, **{"X-Applied-Version": str(version)})
+    await _poll(client, fresh, **{"X-Applied-Version": str(version)})
+    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+
+    async def age(conn: Any) -> None:
+        await conn.execute(
+            update(agents)
+            .where(agents.c.id == old["agent_id"])
+            .values(registered_at=long_ago, last_seen_at=None)
+        )
+
+    await client.app[keys.DATABASE].transaction(age)
+    body = await _rollout(client, version)
+    assert (body["agents"], body["applied"], body["stale"], body["pending"]) == (2, 1, 1, 0)
+    assert body["complete"] is True
+    assert body["p50_seconds"] == body["p99_seconds"]
+    assert body["p99_seconds"] is not None
+    assert body["p99_seconds"] < 5
+
+
+async def test_rollout_refuses_unknown_versions_and_bad_numbers(client: Client) -> None:
+    """404 for a version never published; 422 for a path that is no version number."""
+    resp = await client.get("/config/versions/41/rollout", headers=ADMIN)
+    assert resp.status == 404
+    assert resp.content_type == "application/problem+json"
+    resp = await client.get("/config/versions/x/rollout", headers=ADMIN)
+    assert resp.status == 422
+    resp = await client.get("/config/versions/0/rollout")
+    assert resp.status == 401
+
+
+async def test_confirmation_is_observed_in_the_publish_to_confirmed_histogram(
+    client: Client,
+) -> None:
+    """A confirmed apply of the current version is observed once, at the ledger's flush."""
+    agent = await register(client)
+    await _poll(client, agent, **{"X-Applied-Version": "0"})
+    await client.app[keys.LEDGER].flush()
+    version = await _publish(client, "https://one.example/")
+    for _ in range(3):
+        await _poll(client, agent, **{"X-Applied-Version": str(version)})
+    await client.app[keys.LEDGER].flush()
+    samples = await scrape(client)
+    assert value(samples, "fleetconf_controller_publish_to_confirmed_seconds_count") == 1.0
+
+
+async def test_applied_at_moves_only_when_the_applied_version_does(client: Client) -> None:
+    """Later polls on the same version keep applied_at; a new version moves it."""
+    agent = await register(client)
+    version = await _publish(client, "https://one.example/")
+    ledger = client.app[keys.LEDGER]
+
+    async def applied_at() -> str:
+        resp = await client.get(f"/agents/{agent['agent_id']}", headers=ADMIN)
+        at: str = (await resp.json())["applied_at"]
+        return at
+
+    await _poll(client, agent, **{"X-Applied-Version": str(version)})
+    await ledger.flush()
+    first = await applied_at()
+    await _poll(client, agent, **{"X-Applied-Version": str(version)})
+    await ledger.flush()
+    assert await applied_at() == first
+    newer = await _publish(client, "https://two.example/")
+    await _poll(client, agent, **{"X-Applied-Version": str(newer)})
+    await ledger.flush()
+    assert await applied_at() > first
+
+
+async def test_malformed_apply_failed_headers_are_ignored(client: Client) -> None:
+    """X-Apply-Failed that is not '<version> <slug>' records no failure."""
+    agent = await register(client)
+    version = await _publish(client, "https://one.example/")
+    for bad in ("", "x invalid", f"{version}", f"{version} Not-A-Slug", f"{version} a b"):
+        await _poll(client, agent, **{"X-Applied-Version": "0", "X-Apply-Failed": bad})
+        body = await _rollout(client, version)
+        assert (body["failed"], body["pending"]) == (0, 1), bad
