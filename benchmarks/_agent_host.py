@@ -95,6 +95,12 @@ async def answer_driver(workers: S.StandInWorkers, agents: list[Agent]) -> None:
 async def main() -> None:
     spec = json.loads(sys.argv[1])
     S.raise_nofile()
+    if spec.get("switch_interval"):
+        # All agents of this host share one storage thread. Each of its syscalls (write,
+        # fsync, rename) releases the GIL, and taking it back from a busy event loop waits
+        # up to the switch interval (5 ms by default): with hundreds of agents reacting at
+        # once the writes queue behind that wait. A real agent's process is idle then.
+        sys.setswitchinterval(spec["switch_interval"])
     logging.basicConfig(
         level=logging.WARNING,
         stream=sys.stderr,

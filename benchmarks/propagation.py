@@ -279,6 +279,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "registration_token": S.REGISTRATION_TOKEN,
                     "state_root": str(workdir / "agents"),
                     "register_rate": args.register_rate / procs,
+                    "switch_interval": args.host_switch_interval,
                 }
                 first += count
                 log = workdir / f"agent-host-{k}.log"
@@ -521,6 +522,7 @@ async def measure(
         "controller_whatif": args.controller_whatif or None,
         "setup": {
             "agent_host_processes": procs,
+            "agent_host_switch_interval_seconds": args.host_switch_interval or 0.005,
             "register_rate_per_second": args.register_rate,
             "registration_ramp_seconds": round(ramp_seconds, 1),
             "pause_between_changes_seconds": args.pause,
@@ -887,6 +889,13 @@ def main() -> None:
         default="",
         metavar="SPEC",
         help="run the controllers under benchmark-only patches (see _controller_whatif.py) to estimate a fix; such runs are saved to propagation_whatif.json",
+    )
+    parser.add_argument(
+        "--host-switch-interval",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="sys.setswitchinterval in the agent hosts (0: Python's 5 ms)",
     )
     parser.add_argument(
         "--spread",
