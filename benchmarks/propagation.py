@@ -11,8 +11,11 @@ i talks to replica i % R. Agents register gradually; once every worker holds ver
 the script publishes ``--changes`` new versions (POST /config, rotating over the
 replicas) and, per change, measures apply time - the time the POST's response was read,
 for every worker: p50/p95/p99/max, the agents' GET /config requests/s and the CPU used by
-each group of processes. Appends the run to benchmarks/results/propagation.json
-(replacing an earlier run with the same agents/replicas/hints).
+each group of processes, and when GET /fleet shows every agent on the version. Appends
+the run to benchmarks/results/propagation.json (replacing an earlier run with the same
+agents/replicas/hints). ``--peer etcd`` measures etcd's fan-out right after
+(peer_etcd.py) and prints both side by side; ``--sitting K`` interleaves K rounds of the
+fixed spread, the adaptive spread and etcd (results/propagation_sitting.json).
 """
 
 from __future__ import annotations
