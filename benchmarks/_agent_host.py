@@ -34,13 +34,10 @@ from typing import Any
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
 
 import _support as S  # noqa: E402
-from aiohttp import web  # noqa: E402
 
 from agent import controller_client  # noqa: E402
 from agent.runner import Agent  # noqa: E402
 from agent.settings import AgentSettings  # noqa: E402
-
-FLUSH_SECONDS = 0.02
 
 
 class Counters:
@@ -70,55 +67,7 @@ def count_polls() -> None:
     controller_client.ControllerClient.fetch_config = fetch_config  # type: ignore[method-assign]
 
 
-class StandInWorkers:
-    """The worker API for many agents, under /w/<i>/config; records every apply."""
-
-    def __init__(self) -> None:
-        self.held: dict[int, tuple[int, dict[str, Any]]] = {}
-        self.events: list[tuple[int, int, float]] = []
-        self.applies = 0
-
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/w/{i}/config", self.get_config)
-        app.router.add_post("/w/{i}/config", self.post_config)
-        return app
-
-    def _status(self, i: int) -> web.Response:
-        version, config = self.held.get(i, (0, {"url": None}))
-        return web.json_response({"version": version, "config": config})
-
-    async def get_config(self, request: web.Request) -> web.Response:
-        return self._status(int(request.match_info["i"]))
-
-    async def post_config(self, request: web.Request) -> web.Response:
-        i = int(request.match_info["i"])
-        version = int(request.headers["X-Config-Version"])
-        config = await request.json()
-        held_version, held_config = self.held.get(i, (0, {"url": None}))
-        if version < held_version or (version == held_version and config != held_config):
-            return web.json_response({"title": "Conflict", "status": 409}, status=409)
-        if version > held_version:
-            self.held[i] = (version, config)
-            self.events.append((i, version, time.time()))
-            self.applies += 1
-        return self._status(i)
-
-
-def emit(obj: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
-    sys.stdout.flush()
-
-
-async def flush_events(workers: StandInWorkers) -> None:
-    while True:
-        await asyncio.sleep(FLUSH_SECONDS)
-        if workers.events:
-            batch, workers.events = workers.events, []
-            emit({"type": "applied", "events": batch})
-
-
-async def answer_driver(workers: StandInWorkers, agents: list[Agent]) -> None:
+async def answer_driver(workers: S.StandInWorkers, agents: list[Agent]) -> None:
     """Answer the driver's ``stats`` requests on stdin until it says ``stop`` (or closes)."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -126,7 +75,7 @@ async def answer_driver(workers: StandInWorkers, agents: list[Agent]) -> None:
     while True:
         line = (await reader.readline()).decode().strip()
         if line == "stats":
-            emit(
+            S.emit(
                 {
                     "type": "stats",
                     "t": time.time(),
@@ -146,20 +95,22 @@ async def answer_driver(workers: StandInWorkers, agents: list[Agent]) -> None:
 async def main() -> None:
     spec = json.loads(sys.argv[1])
     S.raise_nofile()
+    if spec.get("switch_interval"):
+        # All agents of this host share one storage thread. Each of its syscalls (write,
+        # fsync, rename) releases the GIL, and taking it back from a busy event loop waits
+        # up to the switch interval (5 ms by default): with hundreds of agents reacting at
+        # once the writes queue behind that wait. A real agent's process is idle then.
+        sys.setswitchinterval(spec["switch_interval"])
     logging.basicConfig(
         level=logging.WARNING,
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     count_polls()
-    workers = StandInWorkers()
-    runner = web.AppRunner(workers.app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, S.LOOPBACK, 0, backlog=4096)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    emit({"type": "ready", "worker_port": port, "pid": os.getpid()})
-    flusher = asyncio.create_task(flush_events(workers))
+    workers = S.StandInWorkers()
+    runner, port = await workers.serve()
+    S.emit({"type": "ready", "worker_port": port, "pid": os.getpid()})
+    flusher = asyncio.create_task(S.flush_events(workers))
 
     controllers: list[str] = spec["controllers"]
     agents: list[Agent] = []
@@ -191,7 +142,7 @@ async def main() -> None:
             delay = next_at - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-        emit({"type": "started", "count": len(agents)})
+        S.emit({"type": "started", "count": len(agents)})
         # Thousands of agents share this heap; in real use each has a small process of
         # its own. CPython's cyclic collector walks the whole heap now and then, which here
         # cost up to 5x the CPU of an agent's reaction to a change (1.4 vs 0.6 ms at 2,500
@@ -208,10 +159,10 @@ async def main() -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
     flusher.cancel()
     if workers.events:
-        emit({"type": "applied", "events": workers.events})
+        S.emit({"type": "applied", "events": workers.events})
     await runner.cleanup()
     storage_thread.shutdown(wait=True)
-    emit({"type": "stopped"})
+    S.emit({"type": "stopped"})
 
 
 if __name__ == "__main__":

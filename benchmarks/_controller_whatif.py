@@ -6,6 +6,8 @@ Nothing here changes the services' code on disk; the patches live in this proces
   token_cache=S   AgentTokens trusts a verified agent token for S seconds (code: 5 s)
   pool=N          PostgreSQL pool_size=N, max_overflow=0 (code: 10 + 10 overflow)
   no_pre_ping     pool_pre_ping=False (code: True, one extra round trip per checkout)
+  fixed_spread    the hint spread before it followed the measured service rate: fleet size
+                  / CONTROLLER_HINT_FETCH_RATE_PER_SECOND, whatever the replica can serve
 """
 
 from __future__ import annotations
@@ -20,8 +22,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from controller import app as controller_app
-from controller import credentials, db
+from controller import credentials, db, hints
 from controller.main import main
+
+
+def fixed_spread(
+    fleet_size: int, fetch_rate_per_second: float, served_per_second: float | None = None
+) -> float:
+    """The spread as it was up to the adaptive one (the measured rate is ignored)."""
+    return round(min(hints.MAX_SPREAD_SECONDS, fleet_size / fetch_rate_per_second), 3)
 
 
 def apply(spec: str) -> None:
@@ -36,6 +45,8 @@ def apply(spec: str) -> None:
             pool_kwargs.update(pool_size=int(value), max_overflow=0)
         elif name == "no_pre_ping":
             pool_kwargs["pool_pre_ping"] = False
+        elif name == "fixed_spread":
+            hints.spread_seconds = fixed_spread
         else:
             raise SystemExit(f"unknown what-if {item!r}")
     if pool_kwargs:

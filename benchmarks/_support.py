@@ -26,6 +26,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 REPO = Path(__file__).resolve().parent.parent
 BENCH_DIR = REPO / "benchmarks"
 RESULTS_DIR = BENCH_DIR / "results"
@@ -532,6 +534,71 @@ class HostProcess:
             await self.proc.wait()
         finally:
             self.reader.cancel()
+
+
+# -- inside a host process: stand-in workers and the driver's protocol ---------------------
+
+FLUSH_SECONDS = 0.02
+
+
+class StandInWorkers:
+    """The worker API for many agents (or watchers), under /w/<i>/config, with the real
+    worker's version rules; records ``time.time()`` of every apply."""
+
+    def __init__(self) -> None:
+        self.held: dict[int, tuple[int, dict[str, Any]]] = {}
+        self.events: list[tuple[int, int, float]] = []
+        self.applies = 0
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/w/{i}/config", self.get_config)
+        app.router.add_post("/w/{i}/config", self.post_config)
+        return app
+
+    async def serve(self) -> tuple[web.AppRunner, int]:
+        """Listen on a free loopback port; (runner to clean up, port)."""
+        runner = web.AppRunner(self.app(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, LOOPBACK, 0, backlog=4096)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return runner, int(port)
+
+    def _status(self, i: int) -> web.Response:
+        version, config = self.held.get(i, (0, {"url": None}))
+        return web.json_response({"version": version, "config": config})
+
+    async def get_config(self, request: web.Request) -> web.Response:
+        return self._status(int(request.match_info["i"]))
+
+    async def post_config(self, request: web.Request) -> web.Response:
+        i = int(request.match_info["i"])
+        version = int(request.headers["X-Config-Version"])
+        config = await request.json()
+        held_version, held_config = self.held.get(i, (0, {"url": None}))
+        if version < held_version or (version == held_version and config != held_config):
+            return web.json_response({"title": "Conflict", "status": 409}, status=409)
+        if version > held_version:
+            self.held[i] = (version, config)
+            self.events.append((i, version, time.time()))
+            self.applies += 1
+        return self._status(i)
+
+
+def emit(obj: dict[str, Any]) -> None:
+    """One JSON line to the driver."""
+    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+async def flush_events(workers: StandInWorkers) -> None:
+    """Every FLUSH_SECONDS, send the applies recorded meanwhile as one "applied" line."""
+    while True:
+        await asyncio.sleep(FLUSH_SECONDS)
+        if workers.events:
+            batch, workers.events = workers.events, []
+            emit({"type": "applied", "events": batch})
 
 
 def write_results(name: str, payload: Any) -> Path:

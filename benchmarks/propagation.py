@@ -11,14 +11,20 @@ i talks to replica i % R. Agents register gradually; once every worker holds ver
 the script publishes ``--changes`` new versions (POST /config, rotating over the
 replicas) and, per change, measures apply time - the time the POST's response was read,
 for every worker: p50/p95/p99/max, the agents' GET /config requests/s and the CPU used by
-each group of processes. Appends the run to benchmarks/results/propagation.json
-(replacing an earlier run with the same agents/replicas/hints).
+each group of processes, and when GET /fleet shows every agent on the version. Appends
+the run to benchmarks/results/propagation.json (replacing an earlier run with the same
+agents/replicas/hints). ``--peer etcd`` measures etcd's fan-out right after
+(peer_etcd.py) and prints both side by side; ``--sitting K`` interleaves K rounds of the
+fixed spread, the adaptive spread and etcd (results/propagation_sitting.json).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import copy
+import itertools
 import json
 import math
 import re
@@ -34,13 +40,18 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 
 import _support as S  # noqa: E402
 import aiohttp  # noqa: E402
+import redis.asyncio as aioredis  # noqa: E402
+from peer_etcd import EtcdOptions, measure_etcd  # noqa: E402
 
+from common.constants import DEFAULT_HINT_CHANNEL  # noqa: E402
 from tests.support.services import throwaway_postgres  # noqa: E402
 
 HINTS_POLL_INTERVAL_SECONDS = 60
 NO_HINTS_POLL_INTERVAL_SECONDS = 5
 POLL_JITTER_FRACTION = 0.1  # agent.constants: sleep = interval * (1 - 0.1 * random())
 RESULTS_FILE = "propagation.json"
+SITTING_FILE = "propagation_sitting.json"
+CONFIRM_POLL_SECONDS = 0.05
 
 # POST /config through one replica: (change number, replica) -> (version, time answered).
 PostConfig = Callable[[int, int], Awaitable[tuple[int, float]]]
@@ -102,6 +113,92 @@ class Applies:
             except TimeoutError:
                 pass
         return True
+
+
+class ConfirmWatch:
+    """When the controller KNOWS every worker applied a version: GET /fleet (admin) every
+    CONFIRM_POLL_SECONDS while a change waits, until the agents that reported that version
+    or a newer one are all of them (with one change at a time: ``in_sync == agents``).
+    Works whether agents confirm at their next poll or at once."""
+
+    def __init__(self, http: aiohttp.ClientSession, base: str, agents: int) -> None:
+        self.http = http
+        self.base = base
+        self.agents = agents
+        self.requests = 0
+        self.pending: dict[int, tuple[float, dict[str, Any]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def track(self, version: int, t_post: float) -> dict[str, Any]:
+        """Start watching ``version`` (posted at ``t_post``); the dict gets its figures."""
+        figures: dict[str, Any] = {"confirmed_p50_seconds": None, "confirmed_all_seconds": None}
+        self.pending[version] = (t_post, figures)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._poll())
+        return figures
+
+    async def _poll(self) -> None:
+        while self.pending:
+            try:
+                async with self.http.get(
+                    f"{self.base}/fleet", headers={"Authorization": f"Bearer {S.ADMIN_TOKEN}"}
+                ) as resp:
+                    body = await resp.json()
+                    now = time.time()
+                self.requests += 1
+                self._note(body.get("by_applied_version") or [], now)
+            except (aiohttp.ClientError, TimeoutError, ValueError):
+                pass
+            await asyncio.sleep(CONFIRM_POLL_SECONDS)
+
+    def _note(self, rows: list[dict[str, Any]], now: float) -> None:
+        for version, (t_post, figures) in list(self.pending.items()):
+            confirmed = sum(
+                r["agents"]
+                for r in rows
+                if r.get("applied_version") is not None and r["applied_version"] >= version
+            )
+            if figures["confirmed_p50_seconds"] is None and 2 * confirmed >= self.agents:
+                figures["confirmed_p50_seconds"] = round(now - t_post, 3)
+            if confirmed >= self.agents:
+                figures["confirmed_all_seconds"] = round(now - t_post, 3)
+                del self.pending[version]
+
+    async def finish(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for every tracked version; the rest stay None."""
+        if self._task is not None:
+            # The poll task ends by itself once every tracked version is confirmed.
+            await asyncio.wait({self._task}, timeout=timeout)
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self.pending.clear()
+
+
+class HintLog:
+    """The spread each published hint asked for, heard on the hint channel."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.client = aioredis.Redis.from_url(redis_url)
+        self.spreads: dict[int, float] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        pubsub = self.client.pubsub()
+        await pubsub.subscribe(DEFAULT_HINT_CHANNEL)
+        self._task = asyncio.create_task(self._listen(pubsub))
+
+    async def _listen(self, pubsub: Any) -> None:
+        async for message in pubsub.listen():
+            if message.get("type") == "message":
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    hint = json.loads(message["data"])
+                    self.spreads[int(hint["version"])] = float(hint["spread_seconds"])
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.client.aclose()
 
 
 def count_log_lines(path: Path) -> dict[str, int]:
@@ -170,6 +267,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     return int(answer["version"]), done
 
             first_version, _ = await post_config(0, 0)
+            confirm = ConfirmWatch(http, bases[0], n)
+            hint_log = HintLog(redis_url) if redis_url else None
+            if hint_log is not None:
+                await hint_log.start()
 
             applies = Applies(n)
             hosts: list[Host] = []
@@ -182,6 +283,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "registration_token": S.REGISTRATION_TOKEN,
                     "state_root": str(workdir / "agents"),
                     "register_rate": args.register_rate / procs,
+                    "switch_interval": args.host_switch_interval,
                 }
                 first += count
                 log = workdir / f"agent-host-{k}.log"
@@ -207,9 +309,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     first_version,
                     workdir,
                     run_started,
+                    confirm=confirm,
+                    hint_log=hint_log,
                 )
             finally:
                 await asyncio.gather(*(h.stop() for h in hosts), return_exceptions=True)
+                if hint_log is not None:
+                    await hint_log.close()
                 if args.keep:
                     print(f"logs kept in {workdir}")
 
@@ -272,6 +378,9 @@ async def measure(
     first_version: int,
     workdir: Path,
     run_started: float,
+    *,
+    confirm: ConfirmWatch,
+    hint_log: HintLog | None,
 ) -> dict[str, Any]:
     ramp_seconds = await wait_registered(args, n, procs, hosts, applies, first_version, workdir)
 
@@ -299,6 +408,7 @@ async def measure(
             print(f"  change {c + 1}: POST /config failed: {exc}; no further changes", flush=True)
             changes.append({"change": c + 1, "error": f"POST /config failed: {exc}"})
             break
+        confirmed = confirm.track(version, t_post) if args.confirm_timeout else {}
         ok = await applies.wait_for(version, change_timeout)
         got = applies.by_version.get(version, {})
         last = max(got.values()) if got else t_post
@@ -317,6 +427,7 @@ async def measure(
             "change": c + 1,
             "version": version,
             "posted_to_replica": replica,
+            "posted_at": round(t_post, 3),
             "applied": len(got),
             "missing": n - len(got),
             "complete": ok,
@@ -331,6 +442,11 @@ async def measure(
             "controller_requests_304": after["polls_304"] - before["polls_304"],
             "poll_errors": after["poll_errors"] - before["poll_errors"],
             "controller_requests_per_second": round(polls / window, 1),
+            "controller_requests_per_agent": round(polls / n, 3),
+            "controller_cpu_seconds": cpu["controllers_cpu_seconds"],
+            "hint_spread_seconds": hint_log.spreads.get(version) if hint_log else None,
+            # Filled in while later changes run: GET /fleet shows every agent on it.
+            "confirmed": confirmed,
             "cpu": cpu,
             # What one agent's reaction to a change costs its host (incl. the stand-in worker).
             "agent_host_cpu_ms_per_apply": (
@@ -348,6 +464,11 @@ async def measure(
         )
         await asyncio.sleep(args.pause)
 
+    print("waiting for the controller to know of every apply (GET /fleet) ...", flush=True)
+    await confirm.finish(args.confirm_timeout or 0.0)
+    for ch in changes:
+        ch.update(ch.pop("confirmed", {}))
+    note_later_confirmations(changes)
     stop_profilers(profilers)
     all_latencies.sort()
     target, target_text = target_seconds(n, hints, interval)
@@ -380,14 +501,41 @@ async def measure(
         ),
         "missing_applies": missing,
         "figures_are_lower_bounds": missing > 0,
+        "confirmed_all_seconds_median": _median_of(measured, "confirmed_all_seconds"),
+        # The one change no later change could confirm: what the agents alone do.
+        "confirmed_all_seconds_last_change": measured[-1].get("confirmed_all_seconds")
+        if measured
+        else None,
+        "confirmed_p50_seconds_last_change": measured[-1].get("confirmed_p50_seconds")
+        if measured
+        else None,
+        "confirmed_p50_seconds_median": _median_of(measured, "confirmed_p50_seconds"),
+        "changes_not_confirmed": sum(
+            1 for ch in measured if ch.get("confirmed_all_seconds") is None
+        ),
+        "confirm_timeout_seconds": args.confirm_timeout,
+        "fleet_requests_for_confirmation": confirm.requests,
+        "controller_cpu_seconds_per_change_median": _median_of(measured, "controller_cpu_seconds"),
+        "controller_requests_per_agent_median": _median_of(
+            measured, "controller_requests_per_agent"
+        ),
+        "other_cpu_percent_median": S.median([ch["cpu"]["other_cpu_percent"] for ch in measured]),
+        "spread": "fixed (fleet / rate)"
+        if "fixed_spread" in (args.controller_whatif or "")
+        else "adaptive",
         "poll_interval_seconds": interval,
-        "hint_spread_seconds_expected": (
-            round(min(60.0, n / (args.hint_rate or 4000.0)), 3) if hints else None
+        "hint_spread_seconds_published": sorted(
+            {
+                ch["hint_spread_seconds"]
+                for ch in measured
+                if ch.get("hint_spread_seconds") is not None
+            }
         ),
         "changes": changes,
         "controller_whatif": args.controller_whatif or None,
         "setup": {
             "agent_host_processes": procs,
+            "agent_host_switch_interval_seconds": args.host_switch_interval or 0.005,
             "register_rate_per_second": args.register_rate,
             "registration_ramp_seconds": round(ramp_seconds, 1),
             "pause_between_changes_seconds": args.pause,
@@ -406,6 +554,22 @@ async def measure(
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(run_started)),
         "duration_seconds": round(time.time() - run_started, 1),
     }
+
+
+def note_later_confirmations(changes: list[dict[str, Any]]) -> None:
+    """Flag changes known only after the next change was posted: the next change's
+    fetch may have carried the report, so that figure is the spacing of the changes."""
+    measured = [ch for ch in changes if "error" not in ch]
+    for ch, nxt in itertools.pairwise(measured):
+        known = ch.get("confirmed_all_seconds")
+        ch["confirmed_after_next_change"] = (
+            known is not None and ch["posted_at"] + known > nxt["posted_at"]
+        )
+
+
+def _median_of(rows: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return round(S.median(values), 4) if values else None
 
 
 def start_profilers(out_dir: str, controllers: list[Any], hosts: list[Host]) -> list[Any]:
@@ -478,19 +642,21 @@ def report(result: dict[str, Any]) -> None:
     rows = []
     for ch in result["changes"]:
         if "error" in ch:
-            rows.append([ch["change"], ch["error"][:40]] + ["-"] * 12)
+            rows.append([ch["change"], ch["error"][:40]] + ["-"] * 15)
             continue
         cpu = ch["cpu"]
         rows.append(
             [
                 ch["change"],
                 f"{ch['applied']}/{result['agents']}",
+                ch.get("hint_spread_seconds", "-"),
                 ch["p50_seconds"],
-                ch["p95_seconds"],
                 ch["p99_seconds"],
                 ch["max_seconds"],
-                ch["controller_requests"],
-                ch["controller_requests_per_second"],
+                ch.get("confirmed_p50_seconds") or "-",
+                ch.get("confirmed_all_seconds") or "-",
+                ch["controller_requests_per_agent"],
+                ch["controller_cpu_seconds"],
                 cpu["controllers_cpu_percent"],
                 cpu["agent_hosts_cpu_percent"],
                 cpu.get("redis_cpu_percent", "-"),
@@ -502,34 +668,12 @@ def report(result: dict[str, Any]) -> None:
     print()
     print(
         f"agents={result['agents']} replicas={result['replicas']} hints={result['hints']} "
-        f"poll_interval={result['poll_interval_seconds']} s"
-        + (
-            f" expected spread={result['hint_spread_seconds_expected']} s"
-            if result["hints"]
-            else ""
-        )
+        f"poll_interval={result['poll_interval_seconds']} s spread={result['spread']}"
     )
-    print(
-        S.table(
-            [
-                "change",
-                "applied",
-                "p50 s",
-                "p95 s",
-                "p99 s",
-                "max s",
-                "GET /config",
-                "req/s",
-                "ctrl CPU%",
-                "agents CPU%",
-                "redis CPU%",
-                "pg CPU%",
-                "other CPU%",
-                "machine %",
-            ],
-            rows,
-        )
-    )
+    headers = ["change", "applied", "spread s", "p50 s", "p99 s", "max s"]
+    headers += ["known p50 s", "known all s", "GET/agent", "ctrl CPU-s", "ctrl CPU%"]
+    headers += ["agents CPU%", "redis CPU%", "pg CPU%", "other CPU%", "machine %"]
+    print(S.table(headers, rows))
     print(
         f"all changes: p50 {result['p50_seconds']:.3f} s, p95 {result['p95_seconds']:.3f} s, "
         f"p99 {result['p99_seconds']:.3f} s, max {result['max_seconds']:.3f} s; "
@@ -542,6 +686,189 @@ def report(result: dict[str, Any]) -> None:
         result["machine"]["nproc"],
         "cores, shared by everything); 'other' is CPU used by processes outside this benchmark.",
     )
+    print(
+        "'known' = seconds from the POST's answer until GET /fleet shows half / all of the "
+        "agents on that version (or newer): when the controller KNOWS the change landed."
+    )
+    if result.get("peer"):
+        report_side_by_side(result, result["peer"])
+
+
+def report_side_by_side(fleetconf: dict[str, Any], etcd: dict[str, Any]) -> None:
+    """One table: fleetconf's and etcd's apply p50/p99 over all changes, and the ratios."""
+    a = etcd["apply"]
+    rows = [
+        [
+            "fleetconf",
+            fleetconf["p50_seconds"],
+            fleetconf["p99_seconds"],
+            fleetconf["max_seconds"],
+            fleetconf["other_cpu_percent_median"],
+        ],
+        [
+            "etcd",
+            a["p50_seconds"],
+            a["p99_seconds"],
+            a["max_seconds"],
+            etcd["other_cpu_percent_median"],
+        ],
+        [
+            "fleetconf / etcd",
+            _ratio(fleetconf["p50_seconds"], a["p50_seconds"]),
+            _ratio(fleetconf["p99_seconds"], a["p99_seconds"]),
+            _ratio(fleetconf["max_seconds"], a["max_seconds"]),
+            "-",
+        ],
+    ]
+    print(
+        f"\nsame sitting, {fleetconf['agents']} agents / watchers (apply: seconds from the change's answer)"
+    )
+    print(S.table(["", "apply p50 s", "apply p99 s", "apply max s", "other CPU% (median)"], rows))
+
+
+def _ratio(a: float | None, b: float | None) -> float:
+    if a is None or b is None or not b:
+        return math.nan
+    return round(a / b, 2)
+
+
+def etcd_options(args: argparse.Namespace) -> EtcdOptions:
+    return EtcdOptions(
+        watchers=args.agents,
+        changes=args.changes,
+        pause=args.pause,
+        launch_rate=args.register_rate,
+        change_timeout=args.change_timeout or 15.0,
+    )
+
+
+def with_other_cpu(etcd: dict[str, Any]) -> dict[str, Any]:
+    etcd["other_cpu_percent_median"] = S.median(
+        [ch["cpu"]["other_cpu_percent"] for ch in etcd["changes"]]
+    )
+    return etcd
+
+
+async def run_with_peer(args: argparse.Namespace) -> dict[str, Any]:
+    """fleetconf's run, then (--peer etcd) etcd's with as many watchers, same sitting."""
+    result = await run(args)
+    if args.peer == "etcd":
+        result["peer"] = with_other_cpu(await measure_etcd(etcd_options(args)))
+    return result
+
+
+async def sitting(args: argparse.Namespace) -> dict[str, Any]:
+    """--sitting K: K rounds of fleetconf with the fixed spread, fleetconf as committed and
+    etcd, interleaved (each round starts one variant later); medians and ratios."""
+    variants = ["fixed", "adaptive", "etcd"]
+    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+    for r in range(args.sitting):
+        for v in variants[r % 3 :] + variants[: r % 3]:
+            print(f"\n=== round {r + 1}/{args.sitting}: {v} ===", flush=True)
+            if v == "etcd":
+                runs[v].append(with_other_cpu(await measure_etcd(etcd_options(args))))
+                continue
+            variant_args = copy.copy(args)
+            variant_args.controller_whatif = "fixed_spread" if v == "fixed" else ""
+            runs[v].append(await run(variant_args))
+    return summarize_sitting(args, runs)
+
+
+def summarize_sitting(
+    args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]]
+) -> dict[str, Any]:
+    def med(rows: list[dict[str, Any]], key: str) -> float | None:
+        values = [r[key] for r in rows if r.get(key) is not None]
+        return round(S.median(values), 4) if values else None
+
+    etcd = runs["etcd"]
+    etcd_p50 = round(S.median([r["apply"]["p50_seconds"] for r in etcd]), 4)
+    etcd_p99 = round(S.median([r["apply"]["p99_seconds"] for r in etcd]), 4)
+    summary: dict[str, Any] = {
+        "etcd": {
+            "runs": len(etcd),
+            "apply_p50_seconds_median": etcd_p50,
+            "apply_p99_seconds_median": etcd_p99,
+            "apply_p99_seconds_per_run": [r["apply"]["p99_seconds"] for r in etcd],
+            "other_cpu_percent_median": med(etcd, "other_cpu_percent_median"),
+        }
+    }
+    for v in ("fixed", "adaptive"):
+        rows = runs[v]
+        p99 = med(rows, "p99_seconds")
+        summary[v] = {
+            "runs": len(rows),
+            "apply_p50_seconds_median": med(rows, "p50_seconds"),
+            "apply_p99_seconds_median": p99,
+            "apply_p99_seconds_per_run": [r.get("p99_seconds") for r in rows],
+            "confirmed_all_seconds_median": med(rows, "confirmed_all_seconds_median"),
+            "confirmed_all_seconds_last_change_median": med(
+                rows, "confirmed_all_seconds_last_change"
+            ),
+            "confirmed_p50_seconds_median": med(rows, "confirmed_p50_seconds_median"),
+            "controller_cpu_seconds_per_change_median": med(
+                rows, "controller_cpu_seconds_per_change_median"
+            ),
+            "controller_requests_per_agent_median": med(
+                rows, "controller_requests_per_agent_median"
+            ),
+            "hint_spread_seconds_published": sorted(
+                {x for r in rows for x in r.get("hint_spread_seconds_published", [])}
+            ),
+            "other_cpu_percent_median": med(rows, "other_cpu_percent_median"),
+            "p99_ratio_to_etcd": _ratio(p99, etcd_p99),
+        }
+    return {
+        "agents": args.agents,
+        "rounds": args.sitting,
+        "order": "round r runs the variants fixed, adaptive, etcd rotated by r",
+        "summary": summary,
+        "runs": runs,
+        "machine": S.machine(),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def report_sitting(result: dict[str, Any]) -> None:
+    s = result["summary"]
+    rows = []
+    for v, label in (
+        ("fixed", "fleetconf, fixed spread (before)"),
+        ("adaptive", "fleetconf, adaptive spread"),
+        ("etcd", "etcd 3.4"),
+    ):
+        x = s[v]
+        rows.append(
+            [
+                label,
+                x["runs"],
+                x["apply_p50_seconds_median"],
+                x["apply_p99_seconds_median"],
+                " / ".join(f"{p:.3f}" for p in x["apply_p99_seconds_per_run"] if p is not None),
+                x.get("p99_ratio_to_etcd", 1.0),
+                x.get("confirmed_all_seconds_last_change_median") or "-",
+                x.get("controller_cpu_seconds_per_change_median") or "-",
+                x.get("controller_requests_per_agent_median") or "-",
+                x["other_cpu_percent_median"],
+            ]
+        )
+    print(
+        f"\nsitting: {result['agents']} agents / watchers, {result['rounds']} interleaved rounds (medians over runs)"
+    )
+    headers = ["", "runs", "apply p50 s", "apply p99 s", "p99 per run", "p99 / etcd"]
+    headers += ["known all s (last change)", "ctrl CPU-s/change", "GET/agent", "other CPU%"]
+    print(S.table(headers, rows))
+
+
+def save_sitting(result: dict[str, Any]) -> Path:
+    path = S.RESULTS_DIR / SITTING_FILE
+    sittings: list[dict[str, Any]] = []
+    if path.exists():
+        with contextlib.suppress(ValueError):
+            sittings = json.loads(path.read_text())
+    sittings = [x for x in sittings if x.get("agents") != result["agents"]] + [result]
+    sittings.sort(key=lambda x: int(x["agents"]))
+    return S.write_results(SITTING_FILE, sittings)
 
 
 def main() -> None:
@@ -590,13 +917,55 @@ def main() -> None:
         metavar="SPEC",
         help="run the controllers under benchmark-only patches (see _controller_whatif.py) to estimate a fix; such runs are saved to propagation_whatif.json",
     )
+    parser.add_argument(
+        "--host-switch-interval",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="sys.setswitchinterval in the agent hosts (0: Python's 5 ms)",
+    )
+    parser.add_argument(
+        "--spread",
+        choices=("adaptive", "fixed"),
+        default="adaptive",
+        help="fixed: the controllers run with the spread before it followed the measured rate (what-if fixed_spread)",
+    )
+    parser.add_argument(
+        "--confirm-timeout",
+        type=float,
+        default=None,
+        help="seconds to wait, after the last change, for GET /fleet to show every agent on each change (default: interval + 15; 0: do not watch)",
+    )
+    parser.add_argument(
+        "--peer", choices=("etcd",), help="also measure etcd's fan-out right after, same sitting"
+    )
+    parser.add_argument(
+        "--sitting",
+        type=int,
+        default=0,
+        metavar="K",
+        help="K interleaved rounds of: fleetconf with the fixed spread, fleetconf as committed, etcd; medians and ratios to results/propagation_sitting.json",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir with the logs")
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args()
+    if args.confirm_timeout is None:
+        args.confirm_timeout = (args.poll_interval or HINTS_POLL_INTERVAL_SECONDS) + 15.0
+    if args.spread == "fixed":
+        args.controller_whatif = ",".join(filter(None, [args.controller_whatif, "fixed_spread"]))
+    if args.sitting:
+        sat = asyncio.run(sitting(args))
+        report_sitting(sat)
+        if not args.no_save:
+            print(f"wrote {save_sitting(sat)}")
+            last = sat["runs"]["adaptive"][-1]
+            last["peer"] = sat["runs"]["etcd"][-1]
+            print(f"wrote {save(last)} (the last round's fleetconf run, etcd's as its peer)")
+        return
     if not args.no_hints and shutil.which("redis-server") is None:
         raise SystemExit("redis-server is not installed")
     try:
-        result = asyncio.run(run(args))
+        result = asyncio.run(run_with_peer(args))
     except RuntimeError as exc:
         # A run that could not even be measured is a result too: record it.
         print(f"RUN FAILED: {exc}", flush=True)

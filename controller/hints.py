@@ -1,8 +1,11 @@
 """Change hints: after each commit the controller says "version n exists".
 
 A hint carries no configuration; agents that hear it fetch ``GET /config`` after a
-random delay of at most ``spread_seconds``, which grows with the fleet so that the
-fetches arrive at about ``CONTROLLER_HINT_FETCH_RATE_PER_SECOND``. Losing a hint costs
+random delay of at most ``spread_seconds``. The spread is sized to what this replica
+can serve (:func:`spread_seconds`): the part of the fleet it can absorb at once (its
+measured service rate times ``HINT_BURST_SECONDS``) fetches at once; only the rest is
+spread, at that rate. ``CONTROLLER_HINT_FETCH_RATE_PER_SECOND`` is the floor of the
+rate (and, without a measurement yet, the rate: no burst is assumed). Losing a hint costs
 at most one poll interval. Without Redis nothing is published: agents converge by
 polling.
 
@@ -16,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from urllib.parse import parse_qsl, urlsplit
 
 import redis.asyncio as redis
@@ -23,13 +28,20 @@ from pydantic import SecretStr
 from redis.exceptions import RedisError
 
 from common.hints import Hint, encode_hint
-from controller.cache import ConfigCache
+from controller.cache import ConfigCache, PollCounts
 from controller.settings import ControllerSettings
 
 logger = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT_SECONDS = 1.0
 MAX_SPREAD_SECONDS = 60.0
+# How long the last fetch of a burst may wait in this replica's queue: the fleet share
+# served within it fetches at once, without a spread (far below the agents' 10 s timeout).
+HINT_BURST_SECONDS = 0.5
+# A measured service rate counts up to this multiple of the configured rate.
+MAX_RATE_FACTOR = 8.0
+# Fewer GET /config answers than this between two hints measure nothing.
+MIN_SAMPLE_REQUESTS = 200
 
 
 # Query parameters redis-py reads as credentials (redis://host/0?password=...).
@@ -71,9 +83,55 @@ def warn_if_agents_get_no_hints(settings: ControllerSettings) -> None:
         )
 
 
-def spread_seconds(fleet_size: int, fetch_rate_per_second: float) -> float:
-    """How widely agents should scatter their fetches after a hint."""
-    return round(min(MAX_SPREAD_SECONDS, fleet_size / fetch_rate_per_second), 3)
+def spread_seconds(
+    fleet_size: int, fetch_rate_per_second: float, served_per_second: float | None = None
+) -> float:
+    """How widely agents should scatter their fetches after a hint.
+
+    ``fetch_rate_per_second`` (CONTROLLER_HINT_FETCH_RATE_PER_SECOND) is the floor of the
+    rate; ``served_per_second`` is what this replica measured (None: nothing measured yet),
+    counted up to ``MAX_RATE_FACTOR`` times the floor. With a measurement, the fleet share
+    the replica serves within ``HINT_BURST_SECONDS`` needs no spread; the rest arrives at
+    the rate. Without one, the whole fleet is spread at the configured rate.
+    """
+    rate = fetch_rate_per_second
+    burst = 0.0
+    if served_per_second is not None:
+        rate = min(max(served_per_second, rate), rate * MAX_RATE_FACTOR)
+        burst = rate * HINT_BURST_SECONDS
+    return round(min(MAX_SPREAD_SECONDS, max(0.0, fleet_size - burst) / rate), 3)
+
+
+class ServiceRate:
+    """This replica's GET /config answers per CPU-second of the process, measured from one
+    hint to the next with counters it keeps anyway (PollCounts, the process's CPU time).
+
+    A lower bound on what it can serve: the CPU of everything else the process did in the
+    window (registrations, writes, refreshes) counts as if spent on the answers. Read only
+    when a hint is published; the poll path is untouched.
+    """
+
+    def __init__(
+        self, polls: PollCounts, cpu_seconds: Callable[[], float] = time.process_time
+    ) -> None:
+        self._polls = polls
+        self._cpu_seconds = cpu_seconds
+        self._last = (self._answers(), cpu_seconds())
+        self.per_second: float | None = None
+
+    def _answers(self) -> int:
+        return self._polls.ok + self._polls.not_modified + self._polls.errors
+
+    def sample(self) -> float | None:
+        """Close the window since the last sample; the newest estimate (kept when the
+        window served too few answers to measure)."""
+        answers, cpu = self._answers(), self._cpu_seconds()
+        served = answers - self._last[0]
+        used = cpu - self._last[1]
+        if served >= MIN_SAMPLE_REQUESTS and used > 0:
+            self.per_second = served / used
+            self._last = (answers, cpu)
+        return self.per_second
 
 
 class HintPublisher:
@@ -89,6 +147,7 @@ class HintPublisher:
     ) -> None:
         self._cache = cache
         self._fetch_rate_per_second = fetch_rate_per_second
+        self._service_rate = ServiceRate(cache.polls)
         self._client = client
         self._channel = channel
         self.published = 0
@@ -99,7 +158,9 @@ class HintPublisher:
         return Hint(
             version=snap.version,
             poll_interval_seconds=snap.poll_interval_seconds,
-            spread_seconds=spread_seconds(self._cache.fleet_size, self._fetch_rate_per_second),
+            spread_seconds=spread_seconds(
+                self._cache.fleet_size, self._fetch_rate_per_second, self._service_rate.sample()
+            ),
         )
 
     async def publish_hint(self) -> None:
