@@ -61,8 +61,9 @@ class ControllerSettings(BaseSettings):
     agent_redis_url: SecretStr | None = None
     agent_redis_url_file: Path | None = None
     hint_channel: str = Field(default=DEFAULT_HINT_CHANNEL, min_length=1)
-    # After a hint, agents scatter their fetches so the controllers see about this many
-    # GET /config per second: the spread is fleet size / rate, at most 60 s.
+    # The floor of the GET /config rate a hint's spread is sized for (8x it is the cap):
+    # the controller measures what it can serve, lets the part of the fleet it answers
+    # within 0.5 s fetch at once and spreads the rest (controller/hints.py).
     hint_fetch_rate_per_second: float = Field(default=4000.0, gt=0)
     admin_token: SecretStr = Field(min_length=1)
     admin_token_file: Path | None = None
