@@ -8,9 +8,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from common.errors import Unavailable
 from controller import credential_store, keys
+from controller.db import credentials
 from tests.controller.conftest import ADMIN, Client, ClientFactory
 from tests.support.waiting import eventually
 
@@ -128,7 +130,16 @@ async def test_a_reload_in_flight_cannot_bring_back_a_revoked_credential(
     reload = asyncio.create_task(client.app[keys.NAMED_CREDENTIALS].reload())
     await read_done.wait()
     revoke = asyncio.create_task(client.delete("/credentials/raced", headers=ADMIN))
-    await asyncio.sleep(0.1)  # the revocation commits, then waits for the reload
+
+    async def revocation_committed() -> bool:
+        async def revoked_at(conn: Any) -> Any:
+            query = select(credentials.c.revoked_at).where(credentials.c.name == "raced")
+            return await conn.scalar(query)
+
+        return await original(revoked_at) is not None
+
+    # The revocation commits, then waits for the reload.
+    await eventually(revocation_committed)
     release.set()
     await reload
     assert (await revoke).status == 204

@@ -229,7 +229,7 @@ async def test_body_sent_in_pieces_is_read_whole(client: Client) -> None:
 
     async def pieces() -> AsyncIterator[bytes]:
         yield b'{"url": "https://'
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # the second piece arrives later, as under test
         yield b'ip.me"}'
 
     response = await client.post(
