@@ -167,7 +167,7 @@ async def test_forged_hints_on_real_redis_cost_a_bounded_few_polls(
             for message in FORGED_HINTS:
                 await publisher.publish(hint_channel, message)
         # The hinted fetch and the re-checks at 0.25 s and 1.0 s end with the hint given up.
-        await eventually(lambda: agent.hint_schedule.given_up == 1, timeout_seconds=5)
+        await eventually(lambda: agent.hint_schedule.given_up >= 1, timeout_seconds=10)
         assert len(controller.polls()) - polls_before <= 3
         assert agent.poll_interval_seconds == 30
         assert agent.hint_schedule.given_up == 1
