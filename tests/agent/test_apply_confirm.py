@@ -73,7 +73,7 @@ async def test_running_agent_confirms_each_apply_at_once(
         applied = time.monotonic()
         await eventually(lambda: bool(_confirming(controller, second)), timeout_seconds=1.0)
         assert time.monotonic() - applied <= 1.0
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # the behaviour under test: no further poll meanwhile
         assert len(controller.polls()) == 4
         assert controller.polls()[-1].status == 304
         assert (await _agent_body(controller, agent))["applied_version"] == second

@@ -38,7 +38,7 @@ async def test_null_subscriber_waits_until_cancelled() -> None:
     called: list[Hint] = []
     subscriber: HintSubscriber = NullHintSubscriber()
     task = asyncio.create_task(subscriber.run(called.append, lambda: None))
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # the behaviour under test: nothing happens meanwhile
     assert not task.done()
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
@@ -90,7 +90,7 @@ async def test_redis_hint_from_the_registration_answer(
         await eventually(lambda: agent.identity is not None, timeout_seconds=10)
         assert agent.identity is not None
         assert agent.identity.hints_channel == hint_channel
-        await asyncio.sleep(0.3)  # let the subscription settle
+        await eventually(lambda: agent.hints_state is HintsState.CONNECTED, timeout_seconds=10)
         version = await controller.publish("https://example.org/via-redis")
 
         async def forwarded() -> bool:
@@ -121,6 +121,8 @@ async def test_duplicate_hints_coalesce_into_one_fetch(
             return await worker_version(worker) == version
 
         await eventually(forwarded, timeout_seconds=10)
+        # The behaviour under test is that no further fetch follows: a quiet window in
+        # which any of the other 19 hints would have cost a poll.
         await asyncio.sleep(0.3)
     finally:
         await agent.stop()
@@ -164,7 +166,8 @@ async def test_forged_hints_on_real_redis_cost_a_bounded_few_polls(
         for _ in range(3):
             for message in FORGED_HINTS:
                 await publisher.publish(hint_channel, message)
-        await asyncio.sleep(2.5)  # the hinted fetch, the re-checks at 0.25 s and 1.0 s
+        # The hinted fetch and the re-checks at 0.25 s and 1.0 s end with the hint given up.
+        await eventually(lambda: agent.hint_schedule.given_up >= 1, timeout_seconds=10)
         assert len(controller.polls()) - polls_before <= 3
         assert agent.poll_interval_seconds == 30
         assert agent.hint_schedule.given_up == 1

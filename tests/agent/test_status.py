@@ -4,6 +4,7 @@ talks to the real controller and worker on loopback."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -189,8 +190,20 @@ async def test_status_server_refuses_a_taken_port(make_settings: MakeSettings) -
                 pytest.fail("the block must not run")
 
 
-async def test_no_port_means_no_status_server(make_settings: MakeSettings) -> None:
-    """With AGENT_STATUS_PORT empty the block runs and nothing listens."""
+async def test_no_port_means_no_status_server(
+    make_settings: MakeSettings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With AGENT_STATUS_PORT empty the block runs and no server is set up or bound."""
+
+    def no_runner(*_args: object, **_kwargs: object) -> web.AppRunner:
+        pytest.fail("a status server was set up with no port")
+
+    monkeypatch.setattr("agent.status.web.AppRunner", no_runner)
+    monkeypatch.setattr("agent.status.web.TCPSite", no_runner)
+    caplog.set_level(logging.INFO, logger="agent.status")
     settings = make_settings(status_port=None)
+    ran = False
     async with status_server(Agent(settings), settings):
-        pass
+        ran = True
+    assert ran
+    assert "status.disabled" in caplog.text

@@ -262,7 +262,7 @@ async def test_stop_finishes_the_write_in_hand(
     task = asyncio.create_task(agent.run())
     await eventually(store.entered.is_set, timeout_seconds=10)
     stopping = asyncio.create_task(agent.stop())
-    await asyncio.sleep(STOP_GRACE_SECONDS + 0.2)
+    await asyncio.sleep(STOP_GRACE_SECONDS + 0.2)  # the behaviour: stop outlasts its grace
     assert not stopping.done()
     stopping_now = agent.lifecycle
     assert stopping_now is Lifecycle.STOPPING

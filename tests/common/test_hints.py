@@ -56,14 +56,20 @@ def test_hint_round_trip() -> None:
 
 
 @contextlib.asynccontextmanager
-async def _subscribed(url: str, channel: str, received: list[Hint], connects: list[int]):  # type: ignore[no-untyped-def]
+async def _subscribed(  # type: ignore[no-untyped-def]
+    url: str,
+    channel: str,
+    received: list[Hint],
+    connects: list[int],
+    backoff: Backoff | None = None,
+):
     client = subscriber_client(url)
     subscription = HintSubscription(
         client,
         channel,
         on_hint=received.append,
         on_connected=lambda: connects.append(1),
-        backoff=Backoff(base_seconds=0.05, max_seconds=0.2),
+        backoff=backoff or Backoff(base_seconds=0.05, max_seconds=0.2),
     )
     task = asyncio.create_task(subscription.run())
     try:
@@ -99,10 +105,14 @@ async def test_subscription_survives_redis_restart(
     """When Redis dies and comes back, the subscription reconnects and hears new hints."""
     received: list[Hint] = []
     connects: list[int] = []
-    async with _subscribed(private_redis.url, hint_channel, received, connects) as subscription:
+    backoff = Backoff(base_seconds=0.05, max_seconds=0.2)
+    async with _subscribed(
+        private_redis.url, hint_channel, received, connects, backoff
+    ) as subscription:
         private_redis.kill()
         await eventually(lambda: not subscription.connected)
-        await asyncio.sleep(0.3)  # a few failed reconnection attempts while it is down
+        # A few failed reconnection attempts while it is down.
+        await eventually(lambda: backoff.failures >= 3)
         private_redis.start()
         await eventually(lambda: subscription.connected and len(connects) == 2)
         publisher = redis.Redis.from_url(private_redis.url)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from sqlalchemy import func, select
 
 from common.models import DEFAULT_WORKER_CONFIG, WorkerConfig
@@ -68,6 +69,57 @@ async def test_if_none_match_gives_304_with_headers(client: Client) -> None:
     for old in (ZERO_TAG, '"1"', tag(1, "https://example.org/other")):
         stale = await client.get("/config", headers={**REGISTRATION, "If-None-Match": old})
         assert stale.status == 200, old
+
+
+# Version 2 holds SECOND_URL; each form docs/api.md lists, with "{current}" its ETag.
+FIRST_URL, SECOND_URL = "https://example.org/1", "https://example.org/2"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "{current}",
+        "W/{current}",
+        '"0-0000000000000000", {current}, W/"9-ffffffffffffffff"',
+        '"1",{current}',
+        "  {current} ,  ",
+        "*",
+    ],
+)
+async def test_if_none_match_forms_naming_the_current_etag_get_304(
+    client: Client, header: str
+) -> None:
+    """The exact tag, its weak form, a list holding it (any spacing) and * all get 304."""
+    await post_config(client, FIRST_URL)
+    await post_config(client, SECOND_URL)
+    current = tag(2, SECOND_URL)
+    value = header.format(current=current)
+    resp = await client.get("/config", headers={**REGISTRATION, "If-None-Match": value})
+    assert resp.status == 304, value
+    assert await resp.read() == b""
+    assert resp.headers["ETag"] == current
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        tag(2, "https://example.org/other"),
+        "W/" + tag(2, "https://example.org/other"),
+        tag(1, FIRST_URL),
+        '"2"',
+        "2-" + tag(2, SECOND_URL).strip('"'),
+        ZERO_TAG + ", " + tag(1, FIRST_URL),
+    ],
+)
+async def test_if_none_match_stale_tags_get_the_full_200(client: Client, header: str) -> None:
+    """Another digest under the same number, an older version, a bare "2" or an unquoted
+    tag get the full 200."""
+    await post_config(client, FIRST_URL)
+    await post_config(client, SECOND_URL)
+    resp = await client.get("/config", headers={**REGISTRATION, "If-None-Match": header})
+    assert resp.status == 200, header
+    assert await resp.json() == {"url": SECOND_URL}
+    assert resp.headers["ETag"] == tag(2, SECOND_URL)
 
 
 async def test_if_match_compare_and_set(client: Client) -> None:

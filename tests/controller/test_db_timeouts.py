@@ -25,7 +25,7 @@ async def database(tmp_path: Path) -> AsyncIterator[db.Database]:
 
 
 async def _slow(conn: AsyncConnection) -> None:
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # a transaction slower than the timeout under test
 
 
 async def test_timeouts_are_503_and_warned_once_per_period(

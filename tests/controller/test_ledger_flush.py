@@ -30,7 +30,7 @@ async def test_failing_flushes_warn_once_per_period_and_keep_the_polls(
         return [r for r in caplog.records if r.getMessage().startswith("ledger.flush_failed")]
 
     await eventually(lambda: bool(warnings()))
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # the behaviour under test: ~50 more failed flushes, no warning
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task

@@ -24,7 +24,16 @@ pytestmark = pytest.mark.e2e
 
 # Long enough that a change arriving well inside it was brought by a hint.
 POLL_INTERVAL_SECONDS = 4
-HINTED_WITHIN_SECONDS = 2.0
+# A hinted change reaches every worker within the replicas' staleness bound: the agent's
+# last re-check of a hint comes CACHE_REFRESH_SECONDS (1.0 s) after it, and the hint
+# spread is nothing for two agents (docs/architecture.md, "What a hint can cost").
+HINT_DELIVERY_BOUND_SECONDS = 1.0
+# On top: the hint's trip through Redis, one GET /config and one POST to the worker, on
+# the loopback (milliseconds here); 0.5 s leaves a machine twice as slow room and keeps
+# the whole bound well inside one poll interval, so it still proves the hint.
+HINT_HANDOVER_SLACK_SECONDS = 0.5
+HINTED_WITHIN_SECONDS = HINT_DELIVERY_BOUND_SECONDS + HINT_HANDOVER_SLACK_SECONDS
+assert HINTED_WITHIN_SECONDS < POLL_INTERVAL_SECONDS / 2
 MARGIN_SECONDS = 2.0
 SETTLE_TIMEOUT_SECONDS = 10.0
 
@@ -129,9 +138,8 @@ async def test_redis_down_then_back(fleet: Fleet, private_redis: PrivateRedis) -
     when Redis returns the subscriptions resume and hints carry changes again."""
     a, b = fleet.replicas
     version, _ = await fleet.publish(a, "https://example.org/1")
-    assert await fleet.wait_all_workers(version, timeout_seconds=HINTED_WITHIN_SECONDS) < (
-        HINTED_WITHIN_SECONDS
-    )
+    took = await fleet.wait_all_workers(version, timeout_seconds=SETTLE_TIMEOUT_SECONDS)
+    assert took <= HINTED_WITHIN_SECONDS, f"every worker held it after {took:.3f} s"
     assert "receivers=4" in a.log_text()  # two replicas and two agents heard the hint
 
     private_redis.kill()
@@ -149,9 +157,8 @@ async def test_redis_down_then_back(fleet: Fleet, private_redis: PrivateRedis) -
         what="every subscription resumed",
     )
     version, _ = await fleet.publish(b, "https://example.org/3")
-    assert await fleet.wait_all_workers(version, timeout_seconds=HINTED_WITHIN_SECONDS) < (
-        HINTED_WITHIN_SECONDS
-    )
+    took = await fleet.wait_all_workers(version, timeout_seconds=SETTLE_TIMEOUT_SECONDS)
+    assert took <= HINTED_WITHIN_SECONDS, f"every worker held it after {took:.3f} s"
 
 
 async def test_replica_restarted(fleet: Fleet) -> None:

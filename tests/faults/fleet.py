@@ -46,10 +46,14 @@ SETUP: Final = FleetSetup(
     backoff_max_seconds=BACKOFF_MAX_SECONDS,
 )
 
-# retry_in_seconds is logged with two decimals, and log times are truncated to the
-# millisecond: a logged gap may fall short of the logged delay by this much.
+# How far a logged gap between two attempts may fall short of the logged delay, with no
+# allowance for speed (a slower machine only lengthens gaps): retry_in_seconds is logged
+# with two decimals (up to 5 ms above the delay slept), each log time is truncated to the
+# millisecond (a gap up to 1 ms short), and log times come from the wall clock, which NTP
+# may slew by at most 500 ppm against the monotonic clock the delay is slept on.
 LOGGED_DELAY_ROUNDING_SECONDS: Final = 0.005
-LOG_CLOCK_TOLERANCE_SECONDS: Final = 0.02
+LOG_TIME_TRUNCATION_SECONDS: Final = 0.001
+WALL_CLOCK_SLEW_RATE: Final = 0.0005
 # A retry comes at most this long after its delay ran out (connect, fail, log).
 RETRY_LATENESS_SECONDS: Final = 0.5
 
@@ -137,5 +141,10 @@ def assert_full_jitter_backoff(attempts: list[Attempt], *, capped_at_least: int)
     assert max(capped) > early_ceiling, delays
     for before, after in itertools.pairwise(attempts):
         gap = (after.at - before.at).total_seconds()
-        assert gap >= before.retry_in_seconds - LOG_CLOCK_TOLERANCE_SECONDS, (before, after)
+        shortest = (
+            before.retry_in_seconds * (1 - WALL_CLOCK_SLEW_RATE)
+            - LOGGED_DELAY_ROUNDING_SECONDS
+            - LOG_TIME_TRUNCATION_SECONDS
+        )
+        assert gap >= shortest, (before, after)
         assert gap <= before.retry_in_seconds + RETRY_LATENESS_SECONDS, (before, after)

@@ -20,9 +20,15 @@ from tests.support.processes import ProcessGroup, ServiceProcess, wait_until
 
 pytestmark = pytest.mark.e2e
 
-# Another replica stops trusting a revoked token within this (it re-reads the fleet state
-# about every second).
-PROPAGATED_WITHIN_SECONDS = 2.0
+# The docs' promise: another replica refuses a revoked token within about a second. With
+# no Redis (as here) that is its periodic refresh, every CACHE_REFRESH_SECONDS (1.0 s).
+DOCUMENTED_BOUND_SECONDS = 1.0
+# On top of the period: the refresh itself (one PostgreSQL transaction of two small reads),
+# the request that sees the 401 and the polling step (0.05 s). A few tens of milliseconds
+# here; 0.25 s leaves a machine twice as slow room, and a 1.25 s period fails.
+REFRESH_SLACK_SECONDS = 0.25
+# How long to keep looking for the 401, so a miss reports its real delay.
+GIVE_UP_AFTER_SECONDS = 10.0
 # Checks after the revocation that it holds, and that the other agent is still served.
 CONFIRMATIONS = 5
 
@@ -79,11 +85,11 @@ async def test_revoked_token_is_refused_at_once_and_others_are_unaffected(
     assert await _revoke(http, url, revoked_id) == 404
 
 
-async def test_revocation_reaches_the_other_replica_within_two_seconds(
+async def test_revocation_reaches_the_other_replica_within_a_second(
     processes: ProcessGroup, http: aiohttp.ClientSession, postgres_url: str
 ) -> None:
     """A token revoked through one replica is refused by another replica that had it cached
-    within two seconds; the other agent's token stays good on both."""
+    within a second of the DELETE's answer (plus slack); the other agent's stays good."""
     replicas = [_controller(processes, postgres_url, f"controller-{n}") for n in "ab"]
     await asyncio.gather(*(replica.start() for replica in replicas))
     a, b = (str(replica.url) for replica in replicas)
@@ -92,18 +98,21 @@ async def test_revocation_reaches_the_other_replica_within_two_seconds(
     for url in (a, b):
         assert await _statuses(http, url, revoked, kept) == [200, 200]  # cached on both
 
+    loop = asyncio.get_running_loop()
     assert await _revoke(http, a, revoked_id) == 204
-    assert await _statuses(http, a, revoked, kept) == [401, 200]
+    answered_at = loop.time()
 
     async def refused_by_b() -> bool:
         return await config_status(http, b, revoked) == 401
 
     await wait_until(
         refused_by_b,
-        timeout_seconds=PROPAGATED_WITHIN_SECONDS,
+        timeout_seconds=GIVE_UP_AFTER_SECONDS,
         what="the other replica refuses the revoked token",
         step_seconds=0.05,
     )
+    elapsed = loop.time() - answered_at
+    assert elapsed <= DOCUMENTED_BOUND_SECONDS + REFRESH_SLACK_SECONDS, f"{elapsed:.3f} s"
     for _ in range(CONFIRMATIONS):
         for url in (a, b):
             assert await _statuses(http, url, revoked, kept) == [401, 200], url

@@ -229,7 +229,7 @@ async def test_body_sent_in_pieces_is_read_whole(client: Client) -> None:
 
     async def pieces() -> AsyncIterator[bytes]:
         yield b'{"url": "https://'
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # the second piece arrives later, as under test
         yield b'ip.me"}'
 
     response = await client.post(
@@ -238,3 +238,5 @@ async def test_body_sent_in_pieces_is_read_whole(client: Client) -> None:
         headers={"Content-Type": "application/json", "X-Config-Version": "1"},
     )
     assert response.status == 200
+    assert await response.json() == {"version": 1, "config": {"url": "https://ip.me"}}
+    assert await _held(client) == {"version": 1, "config": {"url": "https://ip.me"}}

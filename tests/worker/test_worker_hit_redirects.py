@@ -90,7 +90,7 @@ async def _set_cookie(request: web.Request) -> web.Response:
 
 
 async def _slow_redirect(request: web.Request) -> web.Response:
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.1)  # a slow target, the behaviour under test
     return web.Response(status=302, headers={"Location": "/slow"})
 
 
