@@ -49,10 +49,7 @@ from aiohttp import web
 
 from tests.support.processes import (
     HEALTH_REQUEST_TIMEOUT_SECONDS,
-    ServiceFailed,
     ServiceProcess,
-    WaitTimedOut,
-    wait_until,
 )
 from tests.support.services import in_ci
 
@@ -349,21 +346,9 @@ class NamespacedService(ServiceProcess):
         # reach it directly.
         return self.host.command(self.argv)
 
-    async def _wait_ready(self) -> None:
-        async with self.host.session(timeout_seconds=HEALTH_REQUEST_TIMEOUT_SECONDS) as session:
-            try:
-                await wait_until(
-                    lambda: self._ready(session),
-                    timeout_seconds=self.start_timeout_seconds,
-                    what=f"{self.name} ready",
-                    ignoring=(aiohttp.ClientError, TimeoutError),
-                    step_seconds=0.05,
-                )
-            except WaitTimedOut:
-                raise ServiceFailed(
-                    f"{self.name} was not ready within {self.start_timeout_seconds} s; "
-                    f"log:\n{self.log_tail()}"
-                ) from None
+    def health_session(self) -> aiohttp.ClientSession:
+        # Readiness is checked from inside the host, where the service listens.
+        return self.host.session(timeout_seconds=HEALTH_REQUEST_TIMEOUT_SECONDS)
 
 
 @contextlib.asynccontextmanager

@@ -197,10 +197,14 @@ class ServiceProcess:
             await self.kill()
             raise
 
-    async def _wait_ready(self) -> None:
+    def health_session(self) -> aiohttp.ClientSession:
+        """The client readiness is checked with: fresh connections, a short time limit."""
         timeout = aiohttp.ClientTimeout(total=HEALTH_REQUEST_TIMEOUT_SECONDS)
         connector = aiohttp.TCPConnector(force_close=True)
-        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        return aiohttp.ClientSession(timeout=timeout, connector=connector)
+
+    async def _wait_ready(self) -> None:
+        async with self.health_session() as session:
             try:
                 await wait_until(
                     lambda: self._ready(session),
