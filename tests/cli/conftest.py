@@ -17,7 +17,7 @@ import pytest
 # The services of each test, stopped at its end (their logs printed when it fails), and
 # the test's own HTTP client.
 from tests.support.fixtures import http, processes, pytest_runtest_makereport
-from tests.support.processes import ProcessGroup, ServiceProcess, service_environment
+from tests.support.processes import ProcessGroup, ServiceProcess, service_environment, wait_until
 
 __all__ = ["http", "processes", "pytest_runtest_makereport"]
 
@@ -125,3 +125,59 @@ async def register(http: aiohttp.ClientSession, controller: ServiceProcess, host
         assert resp.status == 201, await resp.text()
         agent_id: str = (await resp.json())["agent_id"]
         return agent_id
+
+
+# A fleet for the commands that follow convergence (watch, --wait).
+FLEET_SIZE: Final = 2
+FLEET_SETTLE_TIMEOUT_SECONDS: Final = 20.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fleet:
+    workers: list[ServiceProcess]
+    agents: list[ServiceProcess]
+
+
+async def fleet_summary(http: aiohttp.ClientSession, controller: ServiceProcess) -> Any:
+    async with http.get(f"{controller.url}/fleet", headers=ADMIN) as resp:
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+
+async def in_sync(http: aiohttp.ClientSession, controller: ServiceProcess, count: int) -> bool:
+    summary = await fleet_summary(http, controller)
+    return bool(summary["in_sync"] == count)
+
+
+@pytest.fixture
+async def fleet(
+    processes: ProcessGroup,
+    controller: ServiceProcess,
+    cli: Cli,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> Fleet:
+    """Two agents with their workers, every worker holding version 1."""
+    assert controller.url is not None
+    assert (await cli("config", "set", "https://example.org/v1")).exit_code == 0
+    workers = [processes.worker(token=WORKER_TOKEN, name=f"worker-{n}") for n in range(FLEET_SIZE)]
+    agents = []
+    for n, worker in enumerate(workers):
+        assert worker.url is not None
+        agents.append(
+            processes.agent(
+                controller_url=controller.url,
+                registration_token=REGISTRATION_TOKEN,
+                worker_url=worker.url,
+                worker_token=WORKER_TOKEN,
+                state_dir=tmp_path / f"agent-{n}",
+                name=f"agent-{n}",
+            )
+        )
+    await asyncio.gather(*(service.start() for service in [*workers, *agents]))
+    await wait_until(
+        lambda: in_sync(http, controller, FLEET_SIZE),
+        timeout_seconds=FLEET_SETTLE_TIMEOUT_SECONDS,
+        what="both workers hold version 1",
+    )
+    return Fleet(workers=workers, agents=agents)

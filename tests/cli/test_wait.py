@@ -8,71 +8,28 @@ import contextlib
 import os
 import pty
 import subprocess
-from pathlib import Path
 
-import aiohttp
 import pytest
 
 from tests.cli.conftest import (
-    ADMIN,
     CLI_TIMEOUT_SECONDS,
     EXIT_NOT_CONVERGED,
     MODULE_COMMAND,
-    REGISTRATION_TOKEN,
-    WORKER_TOKEN,
     Cli,
+    Fleet,
 )
 from tests.support.processes import (
-    ProcessGroup,
     ServiceProcess,
     service_environment,
-    wait_until,
 )
 
 pytestmark = pytest.mark.e2e
 
-FLEET_SIZE = 2
-SETTLE_TIMEOUT_SECONDS = 20.0
-
-
-async def _in_sync(http: aiohttp.ClientSession, controller: ServiceProcess) -> bool:
-    async with http.get(f"{controller.url}/fleet", headers=ADMIN) as resp:
-        assert resp.status == 200, await resp.text()
-        return bool((await resp.json())["in_sync"] == FLEET_SIZE)
-
 
 @pytest.fixture
-async def workers(
-    processes: ProcessGroup,
-    controller: ServiceProcess,
-    cli: Cli,
-    http: aiohttp.ClientSession,
-    tmp_path: Path,
-) -> list[ServiceProcess]:
+def workers(fleet: Fleet) -> list[ServiceProcess]:
     """Two agents (agent-0, agent-1) with their workers, every worker holding version 1."""
-    assert controller.url is not None
-    assert (await cli("config", "set", "https://example.org/v1")).exit_code == 0
-    workers = [processes.worker(token=WORKER_TOKEN, name=f"worker-{n}") for n in range(FLEET_SIZE)]
-    agents = []
-    for n, worker in enumerate(workers):
-        assert worker.url is not None
-        agents.append(
-            processes.agent(
-                controller_url=controller.url,
-                registration_token=REGISTRATION_TOKEN,
-                worker_url=worker.url,
-                worker_token=WORKER_TOKEN,
-                state_dir=tmp_path / f"agent-{n}",
-                name=f"agent-{n}",
-            )
-        )
-    await asyncio.gather(*(service.start() for service in [*workers, *agents]))
-    await wait_until(
-        lambda: _in_sync(http, controller),
-        timeout_seconds=SETTLE_TIMEOUT_SECONDS,
-        what="both workers hold version 1",
-    )
-    return workers
+    return fleet.workers
 
 
 async def test_set_wait_exits_0_once_every_live_agent_confirmed(

@@ -9,82 +9,26 @@ import os
 import pty
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
 from tests.cli.conftest import (
-    ADMIN,
     CLI_TIMEOUT_SECONDS,
     EXIT_NOT_CONVERGED,
+    FLEET_SIZE,
     MODULE_COMMAND,
-    REGISTRATION_TOKEN,
-    WORKER_TOKEN,
     Cli,
+    Fleet,
     Result,
     check_result,
+    fleet_summary,
 )
-from tests.support.processes import ProcessGroup, ServiceProcess, service_environment, wait_until
+from tests.support.processes import ServiceProcess, service_environment
 
 pytestmark = pytest.mark.e2e
 
-FLEET_SIZE = 2
-SETTLE_TIMEOUT_SECONDS = 20.0
 PROGRESS_LINE = "0/2 live agents on version 2"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Fleet:
-    workers: list[ServiceProcess]
-    agents: list[ServiceProcess]
-
-
-async def _fleet_summary(http: aiohttp.ClientSession, controller: ServiceProcess) -> Any:
-    async with http.get(f"{controller.url}/fleet", headers=ADMIN) as resp:
-        assert resp.status == 200, await resp.text()
-        return await resp.json()
-
-
-async def _in_sync(http: aiohttp.ClientSession, controller: ServiceProcess, count: int) -> bool:
-    summary = await _fleet_summary(http, controller)
-    return bool(summary["in_sync"] == count)
-
-
-@pytest.fixture
-async def fleet(
-    processes: ProcessGroup,
-    controller: ServiceProcess,
-    cli: Cli,
-    http: aiohttp.ClientSession,
-    tmp_path: Path,
-) -> Fleet:
-    """Two agents with their workers, every worker holding version 1."""
-    assert controller.url is not None
-    assert (await cli("config", "set", "https://example.org/v1")).exit_code == 0
-    workers = [processes.worker(token=WORKER_TOKEN, name=f"worker-{n}") for n in range(FLEET_SIZE)]
-    agents = []
-    for n, worker in enumerate(workers):
-        assert worker.url is not None
-        agents.append(
-            processes.agent(
-                controller_url=controller.url,
-                registration_token=REGISTRATION_TOKEN,
-                worker_url=worker.url,
-                worker_token=WORKER_TOKEN,
-                state_dir=tmp_path / f"agent-{n}",
-                name=f"agent-{n}",
-            )
-        )
-    await asyncio.gather(*(service.start() for service in [*workers, *agents]))
-    await wait_until(
-        lambda: _in_sync(http, controller, FLEET_SIZE),
-        timeout_seconds=SETTLE_TIMEOUT_SECONDS,
-        what="both workers hold version 1",
-    )
-    return Fleet(workers=workers, agents=agents)
 
 
 async def _publish_v2_with_workers_down(fleet: Fleet, cli: Cli) -> None:
@@ -125,7 +69,7 @@ async def test_watch_follows_the_fleet_until_every_live_agent_applied(
     # Without a terminal each change is its own line, never a redraw.
     assert "\r" not in result.stdout
     assert len(lines) == len(set(lines))
-    assert (await _fleet_summary(http, controller))["in_sync"] == FLEET_SIZE
+    assert (await fleet_summary(http, controller))["in_sync"] == FLEET_SIZE
 
     again = await cli("watch", "--json")
     events = [json.loads(line) for line in again.stdout.splitlines()]
