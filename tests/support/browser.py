@@ -26,9 +26,8 @@ from types import TracebackType
 from typing import Any, Final
 
 import aiohttp
-import pytest
 
-from tests.support.services import in_ci
+from tests.support.services import unavailable
 
 CHROMIUM_PATH: Final = Path("/usr/bin/chromium")
 INSTALL_COMMAND: Final = "apt-get install -y --no-install-recommends chromium"
@@ -61,9 +60,7 @@ def chromium_or_skip() -> Path:
     if CHROMIUM_PATH.exists():
         return CHROMIUM_PATH
     message = f"headless Chromium is not installed; install Debian's package: {INSTALL_COMMAND}"
-    if in_ci():
-        pytest.fail(f"{message} (CI=true: .ci/run installs it)")
-    pytest.skip(message)
+    unavailable(message, ci_detail=" (CI=true: .ci/run installs it)")
 
 
 @dataclass(kw_only=True)

@@ -43,7 +43,6 @@ from types import TracebackType
 from typing import Final
 
 import aiohttp
-import pytest
 from aiohappyeyeballs import AddrInfoType
 from aiohttp import web
 
@@ -51,7 +50,7 @@ from tests.support.processes import (
     HEALTH_REQUEST_TIMEOUT_SECONDS,
     ServiceProcess,
 )
-from tests.support.services import in_ci
+from tests.support.services import unavailable
 
 PREFIX: Final = "fcmh"
 NETNS_DIR: Final = Path("/run/netns")
@@ -99,9 +98,7 @@ def require_netns() -> None:
     problem = _netns_problem()
     if problem is None:
         return
-    if in_ci():
-        pytest.fail(f"{problem}, and CI=true: the multi-host tests need root and `ip netns`")
-    pytest.skip(problem)
+    unavailable(problem, ci_detail=", and CI=true: the multi-host tests need root and `ip netns`")
 
 
 def _alive(pid: int) -> bool:

@@ -8,9 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
-from tests.support.services import free_port, in_ci
+from tests.support.services import free_port, unavailable
 
 START_TIMEOUT_SECONDS = 10.0
 
@@ -19,9 +17,7 @@ class PrivateRedis:
     def __init__(self, workdir: Path) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            if in_ci():
-                pytest.fail("redis-server is not installed, and CI=true")
-            pytest.skip("redis-server is not installed")
+            unavailable("redis-server is not installed", ci_detail=", and CI=true")
         self._binary = binary
         self._workdir = workdir
         self.port = free_port()

@@ -12,6 +12,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 import psycopg
@@ -28,12 +29,17 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
+def unavailable(message: str, *, ci_detail: str) -> NoReturn:
+    """What a test needs is not here: fail under CI=true (``message`` and ``ci_detail``),
+    skip elsewhere. No test skips in CI."""
+    if in_ci():
+        pytest.fail(f"{message}{ci_detail}")
+    pytest.skip(message)
+
+
 def service_missing(what: str) -> None:
     """Fail under CI, skip elsewhere."""
-    message = f"{what} is not reachable"
-    if in_ci():
-        pytest.fail(f"{message}, and CI=true: start it (see .ci/run)")
-    pytest.skip(message)
+    unavailable(f"{what} is not reachable", ci_detail=", and CI=true: start it (see .ci/run)")
 
 
 def port_open(url: str) -> bool:
