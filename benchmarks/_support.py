@@ -22,7 +22,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any
 
@@ -606,6 +606,19 @@ def write_results(name: str, payload: Any) -> Path:
     path = RESULTS_DIR / name
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
+
+
+def upsert_results(name: str, result: dict[str, Any], *, key: str) -> Path:
+    """Add ``result`` to the list of runs in ``name``, replacing the run with the same
+    ``key`` (e.g. the fleet size), sorted by that key."""
+    path = RESULTS_DIR / name
+    runs: list[dict[str, Any]] = []
+    if path.exists():
+        with suppress(ValueError):
+            runs = json.loads(path.read_text())
+    runs = [run for run in runs if run.get(key) != result[key]] + [result]
+    runs.sort(key=lambda run: int(run[key]))
+    return write_results(name, runs)
 
 
 def service_env_pythonpath() -> dict[str, str]:

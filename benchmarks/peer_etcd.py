@@ -527,14 +527,7 @@ def report(result: dict[str, Any]) -> None:
 
 
 def save(result: dict[str, Any]) -> Path:
-    path = S.RESULTS_DIR / RESULTS_FILE
-    runs: list[dict[str, Any]] = []
-    if path.exists():
-        with contextlib.suppress(ValueError):
-            runs = json.loads(path.read_text())
-    runs = [r for r in runs if r.get("watchers") != result["watchers"]] + [result]
-    runs.sort(key=lambda r: int(r["watchers"]))
-    return S.write_results(RESULTS_FILE, runs)
+    return S.upsert_results(RESULTS_FILE, result, key="watchers")
 
 
 def main() -> None:

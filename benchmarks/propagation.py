@@ -861,14 +861,7 @@ def report_sitting(result: dict[str, Any]) -> None:
 
 
 def save_sitting(result: dict[str, Any]) -> Path:
-    path = S.RESULTS_DIR / SITTING_FILE
-    sittings: list[dict[str, Any]] = []
-    if path.exists():
-        with contextlib.suppress(ValueError):
-            sittings = json.loads(path.read_text())
-    sittings = [x for x in sittings if x.get("agents") != result["agents"]] + [result]
-    sittings.sort(key=lambda x: int(x["agents"]))
-    return S.write_results(SITTING_FILE, sittings)
+    return S.upsert_results(SITTING_FILE, result, key="agents")
 
 
 def main() -> None:
