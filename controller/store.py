@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,27 +173,6 @@ async def insert_version(
 async def write_poll_interval(conn: AsyncConnection, seconds: int) -> None:
     await conn.execute(
         _update_fleet_row().values(poll_interval_seconds=seconds, updated_at=utcnow())
-    )
-
-
-async def insert_agent(
-    conn: AsyncConnection,
-    *,
-    agent_id: uuid.UUID,
-    hostname: str,
-    labels: Mapping[str, str],
-    token_hash: str,
-    assigned_version: int,
-) -> None:
-    await conn.execute(
-        agents.insert().values(
-            id=str(agent_id),
-            hostname=hostname,
-            labels=dict(labels),
-            token_hash=token_hash,
-            registered_at=utcnow(),
-            assigned_version=assigned_version,
-        )
     )
 
 
