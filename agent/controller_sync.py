@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import random
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 
@@ -21,10 +22,11 @@ from agent.constants import (
     DEFAULT_POLL_INTERVAL_SECONDS,
     ENV_PREFIX,
     POLL_JITTER_FRACTION,
+    RETRY_AFTER_JITTER_FRACTION,
 )
 from agent.controller_client import ControllerClient, PollAnswer, PollRequest, Registration
 from agent.drift_report import DriftReport
-from agent.errors import BadAnswer, RateLimited, Rejected, Unreachable
+from agent.errors import BadAnswer, KeyRefused, RateLimited, Rejected, Unreachable
 from agent.hint_schedule import HintSchedule
 from agent.metrics import AgentMetrics, BackoffState
 from agent.outcomes import ControllerOutcome, ControllerStep
@@ -64,6 +66,9 @@ class ControllerSync:
         self._on_registered = on_registered
         self._client: ControllerClient | None = None
         self._identity: Identity | None = None
+        # The Idempotency-Key of the registration under way (kept in storage until an
+        # identity is): every attempt sends it, so a lost answer is not a second agent.
+        self._registration_key: uuid.UUID | None = None
         self._held: CachedConfig | None = None
         self._etag: str | None = None
         self._poll_url = POLL_URL
@@ -104,9 +109,19 @@ class ControllerSync:
     def connect(self, controller: ControllerClient) -> None:
         self._client = controller
 
-    def restore(self, identity: Identity | None, held: CachedConfig | None) -> None:
+    @property
+    def registration_key(self) -> uuid.UUID | None:
+        return self._registration_key
+
+    def restore(
+        self,
+        identity: Identity | None,
+        held: CachedConfig | None,
+        registration_key: uuid.UUID | None = None,
+    ) -> None:
         """What storage kept from an earlier run."""
         self._identity = identity
+        self._registration_key = None if identity is not None else registration_key
         self._held = held
         if held is not None:
             self._etag = held.etag
@@ -135,7 +150,11 @@ class ControllerSync:
                 return await self._register(controller)
             return await self._poll(controller, self._identity)
         except Unreachable as exc:
-            return ControllerStep(outcome=ControllerOutcome.UNREACHABLE, detail=str(exc))
+            return ControllerStep(
+                outcome=ControllerOutcome.UNREACHABLE,
+                detail=str(exc),
+                retry_after_seconds=exc.retry_after_seconds,
+            )
         except RateLimited as exc:
             logger.warning(
                 "controller.rate_limited retry_after_seconds=%s", exc.retry_after_seconds
@@ -167,18 +186,22 @@ class ControllerSync:
             return min(self._poll_interval_seconds * jitter, self.hint_schedule.recheck_seconds())
         delay = self._backoff.next_delay_seconds()
         if step.retry_after_seconds is not None:
-            delay = max(delay, step.retry_after_seconds)
+            # Never sooner than asked; spread, so a fleet told the same comes back apart.
+            spread = 1.0 + RETRY_AFTER_JITTER_FRACTION * self._rng.random()
+            delay = max(delay, step.retry_after_seconds * spread)
         self.retry_delays.append(delay)
         _log_retry(step, self._backoff.failures, delay)
         return delay
 
     async def _register(self, controller: ControllerClient) -> ControllerStep:
         settings = self._settings
+        key = await self._key_for_registration()
         try:
             registration = await controller.register(
                 registration_token=settings.registration_token.get_secret_value(),
                 hostname=settings.hostname,
                 labels=settings.labels,
+                idempotency_key=key,
             )
         except Rejected as exc:
             logger.error(
@@ -188,6 +211,10 @@ class ControllerSync:
                 ENV_PREFIX,
             )
             return ControllerStep(outcome=ControllerOutcome.REGISTRATION_REJECTED, detail=str(exc))
+        except KeyRefused as exc:
+            logger.warning("agent.registration_key_refused: registering with a new key")
+            await self._drop_registration_key()
+            return ControllerStep(outcome=ControllerOutcome.BAD_ANSWER, detail=str(exc))
         identity = _identity(settings.controller_url, registration)
         self._identity = identity
         self._poll_url = registration.poll_url
@@ -195,7 +222,22 @@ class ControllerSync:
         logger.info("agent.registered agent_id=%s", identity.agent_id)
         self._on_registered(identity)
         await self._writer.write(self._storage.save_identity, identity)
+        await self._drop_registration_key()
         return ControllerStep(outcome=ControllerOutcome.REGISTERED)
+
+    async def _key_for_registration(self) -> uuid.UUID:
+        """The registration's key: the one kept, or a new one, saved before it is sent."""
+        if self._registration_key is None:
+            key = uuid.uuid4()
+            await self._writer.write(
+                self._storage.save_registration_key, self._settings.controller_url, key
+            )
+            self._registration_key = key
+        return self._registration_key
+
+    async def _drop_registration_key(self) -> None:
+        self._registration_key = None
+        await self._writer.write(self._storage.clear_registration_key)
 
     async def _poll(self, controller: ControllerClient, identity: Identity) -> ControllerStep:
         drift = self.drift_report.next_note()
