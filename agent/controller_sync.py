@@ -26,11 +26,12 @@ from agent.constants import (
 )
 from agent.controller_client import ControllerClient, PollAnswer, PollRequest, Registration
 from agent.drift_report import DriftReport
-from agent.errors import BadAnswer, KeyRefused, RateLimited, Rejected, Unreachable
+from agent.errors import BadAnswer, RateLimited, Rejected, Unreachable
 from agent.hint_schedule import HintSchedule
 from agent.metrics import AgentMetrics, BackoffState
 from agent.outcomes import ControllerOutcome, ControllerStep
 from agent.reconciler import Reconciler
+from agent.registrar import Registrar
 from agent.settings import AgentSettings
 from agent.storage import CachedConfig, Identity, Storage, StorageWriter
 from agent.wake import sleep_or_wake
@@ -66,9 +67,8 @@ class ControllerSync:
         self._on_registered = on_registered
         self._client: ControllerClient | None = None
         self._identity: Identity | None = None
-        # The Idempotency-Key of the registration under way (kept in storage until an
-        # identity is): every attempt sends it, so a lost answer is not a second agent.
-        self._registration_key: uuid.UUID | None = None
+        # Registers under an Idempotency-Key kept until the identity is saved.
+        self.registrar = Registrar(settings, storage=storage, writer=writer)
         self._held: CachedConfig | None = None
         self._etag: str | None = None
         self._poll_url = POLL_URL
@@ -109,10 +109,6 @@ class ControllerSync:
     def connect(self, controller: ControllerClient) -> None:
         self._client = controller
 
-    @property
-    def registration_key(self) -> uuid.UUID | None:
-        return self._registration_key
-
     def restore(
         self,
         identity: Identity | None,
@@ -121,7 +117,7 @@ class ControllerSync:
     ) -> None:
         """What storage kept from an earlier run."""
         self._identity = identity
-        self._registration_key = None if identity is not None else registration_key
+        self.registrar.key = None if identity is not None else registration_key
         self._held = held
         if held is not None:
             self._etag = held.etag
@@ -194,15 +190,8 @@ class ControllerSync:
         return delay
 
     async def _register(self, controller: ControllerClient) -> ControllerStep:
-        settings = self._settings
-        key = await self._key_for_registration()
         try:
-            registration = await controller.register(
-                registration_token=settings.registration_token.get_secret_value(),
-                hostname=settings.hostname,
-                labels=settings.labels,
-                idempotency_key=key,
-            )
+            registration = await self.registrar.register(controller)
         except Rejected as exc:
             logger.error(
                 "agent.registration_rejected status=%d: the controller does not accept "
@@ -211,33 +200,15 @@ class ControllerSync:
                 ENV_PREFIX,
             )
             return ControllerStep(outcome=ControllerOutcome.REGISTRATION_REJECTED, detail=str(exc))
-        except KeyRefused as exc:
-            logger.warning("agent.registration_key_refused: registering with a new key")
-            await self._drop_registration_key()
-            return ControllerStep(outcome=ControllerOutcome.BAD_ANSWER, detail=str(exc))
-        identity = _identity(settings.controller_url, registration)
+        identity = _identity(self._settings.controller_url, registration)
         self._identity = identity
         self._poll_url = registration.poll_url
         self._poll_interval_seconds = registration.poll_interval_seconds
         logger.info("agent.registered agent_id=%s", identity.agent_id)
         self._on_registered(identity)
         await self._writer.write(self._storage.save_identity, identity)
-        await self._drop_registration_key()
+        await self.registrar.done()
         return ControllerStep(outcome=ControllerOutcome.REGISTERED)
-
-    async def _key_for_registration(self) -> uuid.UUID:
-        """The registration's key: the one kept, or a new one, saved before it is sent."""
-        if self._registration_key is None:
-            key = uuid.uuid4()
-            await self._writer.write(
-                self._storage.save_registration_key, self._settings.controller_url, key
-            )
-            self._registration_key = key
-        return self._registration_key
-
-    async def _drop_registration_key(self) -> None:
-        self._registration_key = None
-        await self._writer.write(self._storage.clear_registration_key)
 
     async def _poll(self, controller: ControllerClient, identity: Identity) -> ControllerStep:
         drift = self.drift_report.next_note()

@@ -73,7 +73,7 @@ async def test_key_is_saved_before_sending_and_reused_after_a_restart(
     assert step.outcome is ControllerOutcome.UNREACHABLE
     async with Agent(settings) as second_run:
         step = await second_run.sync_controller_once()
-        assert second_run.controller_sync.registration_key is None
+        assert second_run.controller_sync.registrar.key is None
     assert step.outcome is ControllerOutcome.REGISTERED
     first_key = registrar.keys[0]
     assert first_key is not None
