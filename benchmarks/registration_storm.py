@@ -111,16 +111,22 @@ class Storm:
             return type(exc).__name__, None, None
 
 
-async def storm(base: str, agents: int, connections: int) -> tuple[Storm, float]:
-    """Every agent at once; (what they saw, seconds until the last one registered)."""
+async def storm(
+    base: str, agents: int, connections: int, give_up_seconds: float
+) -> tuple[Storm, float]:
+    """Every agent at once; (what they saw, seconds until the last one registered). Agents
+    not registered after ``give_up_seconds`` are stopped and count as failed."""
     result = Storm(url=f"{base}/register")
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS)
     connector = aiohttp.TCPConnector(limit=connections, force_close=False)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         start = time.perf_counter()
-        async with asyncio.TaskGroup() as group:
-            for index in range(agents):
-                group.create_task(result.agent(index, session, start))
+        tasks = [asyncio.create_task(result.agent(i, session, start)) for i in range(agents)]
+        _, pending = await asyncio.wait(tasks, timeout=give_up_seconds)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        result.failed_agents += len(pending)
         elapsed = time.perf_counter() - start
     return result, elapsed
 
@@ -205,7 +211,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         pid = controllers[0].pid
         cpu_before = (S.proc_cpu_seconds(pid), S.postgres_cpu_seconds(), time.process_time())
         print(f"{args.agents} agents register at once ...", flush=True)
-        fleet, elapsed = await storm(bases[0], args.agents, args.connections)
+        fleet, elapsed = await storm(bases[0], args.agents, args.connections, args.give_up)
         cpu = {
             "controller": S.proc_cpu_seconds(pid) - cpu_before[0],
             "postgres": S.postgres_cpu_seconds() - cpu_before[1],
@@ -221,7 +227,7 @@ def report(result: dict[str, Any]) -> None:
         ["seconds until all registered", result["seconds"]],
         ["registrations / s", result["registrations_per_second"]],
         ["attempts (429 retried)", f"{result['attempts']} ({result['retried_429']})"],
-        ["errors other than 429", sum(result["errors"].values())],
+        ["errors other than 429", f"{sum(result['errors'].values())} {result['errors']}"],
         [
             "attempt latency p50 / p99 ms",
             f"{result['attempt_p50_ms']} / {result['attempt_p99_ms']}",
@@ -251,6 +257,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--queue-limit", type=int, default=2_000)
     parser.add_argument("--deadline", type=float, default=15.0)
+    parser.add_argument(
+        "--give-up", type=float, default=180.0, help="stop the agents still trying after this"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir with the logs")
     parser.add_argument("--no-save", action="store_true")
     return parser.parse_args()

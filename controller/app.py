@@ -117,6 +117,11 @@ async def registrations_ctx(app: web.Application) -> AsyncIterator[None]:
             lambda conn: write_registrations(conn, requests)
         ),
         limit=app[keys.SETTINGS].registration_queue_limit,
+        # A new agent's first poll on this replica needs no token lookup: a group's
+        # agents poll together, and their lookups would crowd the pool.
+        on_written=lambda written: app[keys.AGENT_TOKENS].remember(
+            written.agent_id, written.token_hash
+        ),
     )
     app[keys.REGISTRATIONS] = batcher
     task = app[keys.SUPERVISOR].start(REGISTRATION_LOOP, batcher.run)

@@ -64,9 +64,13 @@ MAX_VERSIONS_AHEAD: Final = 10_000
 REGISTRATION_BATCH_WINDOW_SECONDS: Final = 0.005
 REGISTRATION_BATCH_MAX_AGENTS: Final = 250
 # Registrations a replica holds unanswered (queued or being written) before it answers 429
-# (the default of CONTROLLER_REGISTRATION_QUEUE_LIMIT), and the Retry-After it says then.
+# (the default of CONTROLLER_REGISTRATION_QUEUE_LIMIT); its Retry-After paces them back
+# (controller.registration_pace).
 REGISTRATION_QUEUE_LIMIT: Final = 2_000
-REGISTRATION_QUEUE_FULL_RETRY_AFTER_SECONDS: Final = 1
+# A queue whose oldest registration has waited this long is behind (the replica or its
+# database is slower than the arrivals): newcomers get 429 too, before the 3 s bound
+# would fail them with 503.
+REGISTRATION_QUEUE_MAX_WAIT_SECONDS: Final = 1.0
 # How long an Idempotency-Key of POST /register names its registration: a retry within it
 # gets the same agent (with a fresh token) as long as that agent never polled; later, the
 # key is refused (409) and the agent registers with a new one.

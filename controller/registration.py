@@ -19,7 +19,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -38,7 +38,8 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True, kw_only=True)
 class Registration:
     agent_id: uuid.UUID
-    agent_token: str
+    agent_token: str = field(repr=False)
+    token_hash: str = field(repr=False)
     # A retry with the key of an earlier registration: the same agent, a fresh token.
     replayed: bool = False
 
@@ -97,18 +98,19 @@ def _new_agent(
 ) -> Registration:
     agent_id = uuid.uuid4()
     token = issue_agent_token(agent_id)
+    token_hash = hash_token(token)
     rows.append(
         {
             "id": str(agent_id),
             "hostname": request.hostname,
             "labels": dict(request.labels),
-            "token_hash": hash_token(token),
+            "token_hash": token_hash,
             "registered_at": now,
             "assigned_version": request.assigned_version,
             "registration_key": request.key_hash,
         }
     )
-    return Registration(agent_id=agent_id, agent_token=token)
+    return Registration(agent_id=agent_id, agent_token=token, token_hash=token_hash)
 
 
 async def _replay(
@@ -122,8 +124,11 @@ async def _replay(
             "with a new key."
         )
     token = issue_agent_token(earlier.agent_id)
-    await registration_store.replace_token(conn, earlier.agent_id, hash_token(token))
-    return Registration(agent_id=earlier.agent_id, agent_token=token, replayed=True)
+    token_hash = hash_token(token)
+    await registration_store.replace_token(conn, earlier.agent_id, token_hash)
+    return Registration(
+        agent_id=earlier.agent_id, agent_token=token, token_hash=token_hash, replayed=True
+    )
 
 
 def _replay_refusal(

@@ -10,7 +10,10 @@ registrations``) takes the queue in groups and writes each group in one transact
        └──── its own Registration ◀──────── one transaction, then answer each
 
 - **Bounded.** At most ``limit`` registrations are held unanswered (queued or being
-  written); one more is refused at once with 429 and ``Retry-After``.
+  written), and none is queued behind one that has waited
+  REGISTRATION_QUEUE_MAX_WAIT_SECONDS already (the replica or its database is slower
+  than the arrivals); such a one is refused at once with 429 and a ``Retry-After`` that
+  paces the refused back at the rate this replica writes (:mod:`.registration_pace`).
 - **All or nothing.** A group's transaction commits every agent in it or none; when it
   fails, each of its requests is answered 503 (409 for a key another replica took
   meanwhile: the group is tried once more first, and the key then found).
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,9 +37,10 @@ from controller.constants import (
     DATABASE_TIMEOUT_SECONDS,
     REGISTRATION_BATCH_MAX_AGENTS,
     REGISTRATION_BATCH_WINDOW_SECONDS,
-    REGISTRATION_QUEUE_FULL_RETRY_AFTER_SECONDS,
+    REGISTRATION_QUEUE_MAX_WAIT_SECONDS,
 )
 from controller.registration import Outcome, Registration, RegistrationRequest
+from controller.registration_pace import RetryPace
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +52,7 @@ WriteGroup = Callable[[Sequence[RegistrationRequest]], Awaitable[list[Outcome]]]
 class _Waiting:
     request: RegistrationRequest
     answer: asyncio.Future[Registration]
+    queued_at: float
 
 
 @dataclass
@@ -67,10 +73,15 @@ class RegistrationBatcher:
 
     write_group: WriteGroup
     limit: int
+    # Told of each agent written (the replica trusts its new token at once).
+    on_written: Callable[[Registration], None] = lambda _registration: None
     window_seconds: float = REGISTRATION_BATCH_WINDOW_SECONDS
     max_group: int = REGISTRATION_BATCH_MAX_AGENTS
     timeout_seconds: float = DATABASE_TIMEOUT_SECONDS
+    max_wait_seconds: float = REGISTRATION_QUEUE_MAX_WAIT_SECONDS
+    clock: Callable[[], float] = time.monotonic
     counts: BatchCounts = field(default_factory=BatchCounts)
+    pace: RetryPace = field(default_factory=RetryPace)
     _queue: deque[_Waiting] = field(default_factory=deque)
     _writing: int = 0
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -83,14 +94,16 @@ class RegistrationBatcher:
     async def register(self, request: RegistrationRequest) -> Registration:
         """Queue ``request`` and wait for its answer: 429 when the queue is full, 503 when
         the database fails or does not answer within ``timeout_seconds``."""
-        if self.unanswered >= self.limit:
+        now = self.clock()
+        if self.unanswered >= self.limit or self._behind(now):
             self.counts.queue_full += 1
+            retry_after = self.pace.retry_after_seconds(self.unanswered)
             raise TooManyRequests(
                 f"{self.unanswered} registrations are waiting on this replica; retry in "
-                f"{REGISTRATION_QUEUE_FULL_RETRY_AFTER_SECONDS} s.",
-                retry_after_seconds=REGISTRATION_QUEUE_FULL_RETRY_AFTER_SECONDS,
+                f"{retry_after} s.",
+                retry_after_seconds=retry_after,
             )
-        waiting = _Waiting(request, asyncio.get_running_loop().create_future())
+        waiting = _Waiting(request, asyncio.get_running_loop().create_future(), now)
         self._queue.append(waiting)
         self._arrived.set()
         try:
@@ -105,6 +118,10 @@ class RegistrationBatcher:
             # Still queued: it is skipped, never written.
             if not waiting.answer.done():
                 waiting.answer.cancel()
+
+    def _behind(self, now: float) -> bool:
+        """The oldest queued registration has waited too long already."""
+        return bool(self._queue) and now - self._queue[0].queued_at >= self.max_wait_seconds
 
     async def run(self) -> None:
         """Write groups until cancelled (supervised: a failure restarts it)."""
@@ -142,6 +159,7 @@ class RegistrationBatcher:
             self._writing = 0
         self.counts.groups += 1
         self.counts.agents += len(group)
+        self.pace.written(len(group))
         self.counts.largest_group = max(self.counts.largest_group, len(group))
         for waiting, outcome in zip(group, outcomes, strict=True):
             self._answer(waiting, outcome)
@@ -163,6 +181,7 @@ class RegistrationBatcher:
 
     def _answer(self, waiting: _Waiting, outcome: Outcome) -> None:
         if isinstance(outcome, Registration):
+            self.on_written(outcome)
             logger.info(
                 "agent.registered agent_id=%s hostname=%s replayed=%s",
                 outcome.agent_id,

@@ -186,6 +186,21 @@ async def read_agent_credential(
     return AgentCredential(token_hash=row.token_hash, revoked=row.revoked_at is not None)
 
 
+async def read_agent_credentials(
+    conn: AsyncConnection, agent_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, AgentCredential]:
+    """The credentials of those of ``agent_ids`` that are registered, in one query."""
+    query = select(agents.c.id, agents.c.token_hash, agents.c.revoked_at).where(
+        agents.c.id.in_([str(agent_id) for agent_id in agent_ids])
+    )
+    return {
+        uuid.UUID(row.id): AgentCredential(
+            token_hash=row.token_hash, revoked=row.revoked_at is not None
+        )
+        for row in await conn.execute(query)
+    }
+
+
 async def count_active_agents(conn: AsyncConnection) -> int:
     """Registered agents whose token has not been revoked: the fleet's size."""
     query = select(func.count()).select_from(agents).where(agents.c.revoked_at.is_(None))
