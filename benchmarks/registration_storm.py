@@ -171,6 +171,10 @@ def summarise(
         "connections": args.connections or "one per agent",
         "queue_limit": args.queue_limit,
         "seconds": round(elapsed, 2),
+        "answered": len(fleet.answered),
+        # Agent rows whose id no agent was answered with: orphans (a second agent for one
+        # that registered, or one whose every answer was lost).
+        "rows_without_an_answer": len(database_ids - answered_ids),
         "registrations_per_second": round(args.agents / elapsed, 1),
         "attempts": len(attempts),
         "retried_429": fleet.retried_429,
@@ -245,7 +249,11 @@ def report(result: dict[str, Any]) -> None:
             "registered p50 / p99 ms",
             f"{result['registered_p50_ms']} / {result['registered_p99_ms']}",
         ],
-        ["rows in the database", result["database"]["rows"]],
+        ["agents answered", result["answered"]],
+        [
+            "rows in the database (without an answer)",
+            f"{result['database']['rows']} ({result['rows_without_an_answer']})",
+        ],
         [
             "controller CPU s (share of wall)",
             f"{result['cpu_seconds']['controller']} ({result['controller_cpu_share']})",
@@ -281,8 +289,9 @@ def main() -> None:
     args = parse_args()
     result = asyncio.run(run(args))
     report(result)
-    if not args.no_save and not args.code:
-        print(f"wrote {S.upsert_results(RESULTS_FILE, result, key='agents')}")
+    if not args.no_save:
+        name = RESULTS_FILE if not args.code else RESULTS_FILE.replace(".json", "_other_code.json")
+        print(f"wrote {S.upsert_results(name, result, key='agents')}")
     if not result["passed"]:
         raise SystemExit(1)
 
