@@ -115,7 +115,9 @@ class Ledger:
         batch, self._pending = self._pending, {}
         drifting, self._drifting = self._drifting, set()
         ahead, self._ahead_unwritten = self._ahead_unwritten, 0
-        items = list(batch.items())
+        # One order for every replica: two replicas writing overlapping agents lock
+        # their rows in the same order, so their flushes cannot deadlock.
+        items = sorted(batch.items(), key=lambda item: item[0])
         written = 0
         for start in range(0, max(len(items), 1 if ahead else 0), LEDGER_CHUNK_ROWS):
             chunk = {
