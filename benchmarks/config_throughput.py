@@ -132,7 +132,9 @@ def _start_servers(stack: ExitStack, args: argparse.Namespace) -> Cases:
         "X-Agent-ID": reg["agent_id"],
         "X-Applied-Version": str(version),
     }
-    etag = f'"{version}"'
+    # The ETag the controller gave this version ("<version>-<digest>"): a bare number
+    # matches nothing, and every "304" request would then be answered 200.
+    etag = answer["etag"]
     status, body, _ = S.http_json("GET", f"{base}/config", headers=agent_headers)
     assert status == 200 and body == {"url": "https://example.com/"}, (status, body)
 
