@@ -33,10 +33,11 @@ from controller.fleet_queries import FleetQueries
 from controller.hints import PUBLISH_TIMEOUT_SECONDS, HintPublisher, warn_if_agents_get_no_hints
 from controller.ledger import Ledger
 from controller.metrics import ControllerMetrics
+from controller.metrics_port import metrics_port_ctx
 from controller.named_credentials import NamedCredentials
 from controller.ratelimit import RateLimiter
 from controller.routes import setup_routes
-from controller.settings import ControllerSettings
+from controller.settings import ControllerSettings, available_cores
 from controller.throttle import FailureThrottle
 
 
@@ -123,9 +124,10 @@ async def hints_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     cache = app[keys.CACHE]
     rate = settings.hint_fetch_rate_per_second
+    processes = min(settings.workers, available_cores())
     warn_if_agents_get_no_hints(settings)
     if settings.redis_url is None:
-        app[keys.PUBLISHER] = HintPublisher(cache, fetch_rate_per_second=rate)
+        app[keys.PUBLISHER] = HintPublisher(cache, fetch_rate_per_second=rate, processes=processes)
         yield
         return
     url = settings.redis_url.get_secret_value()
@@ -134,7 +136,11 @@ async def hints_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     listener_client = subscriber_client(url)
     app[keys.PUBLISHER] = HintPublisher(
-        cache, fetch_rate_per_second=rate, client=publisher_client, channel=settings.hint_channel
+        cache,
+        fetch_rate_per_second=rate,
+        client=publisher_client,
+        channel=settings.hint_channel,
+        processes=processes,
     )
     subscription = HintSubscription(
         listener_client,
@@ -161,6 +167,8 @@ async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
         authenticator=app[keys.AUTHENTICATOR],
         throttle=app[keys.AUTH_THROTTLE],
         confirmations=app[keys.LEDGER].confirmations,
+        worker_index=app[keys.WORKER_INDEX],
+        workers=app[keys.SETTINGS].workers,
     )
     metrics.registry.register(
         RestartsCollector(
@@ -175,9 +183,12 @@ async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
-def create_app(settings: ControllerSettings) -> web.Application:
+def create_app(settings: ControllerSettings, *, worker_index: int = 0) -> web.Application:
+    """The controller's app; ``worker_index``: which of ``settings.workers`` processes
+    serves it."""
     app = web.Application(client_max_size=MAX_REQUEST_BODY_BYTES)
     app[keys.SETTINGS] = settings
+    app[keys.WORKER_INDEX] = worker_index
     app[keys.WRITE_LOCK] = asyncio.Lock()
     # Runs the background loops, starting again one that fails (counted per loop).
     app[keys.SUPERVISOR] = Supervisor()
@@ -190,7 +201,15 @@ def create_app(settings: ControllerSettings) -> web.Application:
     )
     app[keys.CLIENT_ADDRESSES] = ClientAddresses(settings.trusted_proxy_networks)
     app.cleanup_ctx.extend(
-        [database_ctx, cache_ctx, ledger_ctx, fleet_counts_ctx, hints_ctx, metrics_ctx]
+        [
+            database_ctx,
+            cache_ctx,
+            ledger_ctx,
+            fleet_counts_ctx,
+            hints_ctx,
+            metrics_ctx,
+            metrics_port_ctx,
+        ]
     )
     setup_routes(app)
     return app
