@@ -44,10 +44,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "migrate":
         return
     logger.info(
-        "controller.starting host=%s port=%d workers=%d",
+        "controller.starting host=%s port=%d workers=%d event_loop=%s",
         settings.host,
         settings.port,
         settings.workers,
+        settings.event_loop,
     )
     if settings.workers == 1:
         serve_alone(settings)

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -24,10 +25,21 @@ from controller.settings import ControllerSettings
 logger = logging.getLogger(__name__)
 
 
+def new_event_loop(settings: ControllerSettings) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The factory of the loop ``CONTROLLER_EVENT_LOOP`` names."""
+    if settings.event_loop == "uvloop":
+        # Imported only when chosen: CONTROLLER_EVENT_LOOP=asyncio runs without it.
+        import uvloop
+
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
 def serve_alone(settings: ControllerSettings) -> None:
     """The single controller process: serve until SIGINT or SIGTERM."""
     web.run_app(
         create_app(settings),
+        loop=new_event_loop(settings)(),
         host=settings.host,
         port=settings.port,
         shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
@@ -44,7 +56,8 @@ def serve_one_of_many(settings: ControllerSettings, index: int) -> None:
     # from here on, SIGTERM is let in once the loop handles it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    asyncio.run(_serve_shared(settings, index))
+    with asyncio.Runner(loop_factory=new_event_loop(settings)) as runner:
+        runner.run(_serve_shared(settings, index))
 
 
 async def _serve_shared(settings: ControllerSettings, index: int) -> None:
@@ -62,10 +75,11 @@ async def _serve_shared(settings: ControllerSettings, index: int) -> None:
         )
         await site.start()
         logger.info(
-            "controller.worker_serving worker=%d pid=%d version=%d",
+            "controller.worker_serving worker=%d pid=%d version=%d event_loop=%s",
             index,
             os.getpid(),
             app[keys.CACHE].snapshot.version,
+            settings.event_loop,
         )
         while not stop.is_set():
             try:

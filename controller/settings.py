@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -80,6 +80,8 @@ class ControllerSettings(BaseSettings):
     # Each process also serves /metrics (and /healthz) on this port plus its index (0, 1,
     # ...), so Prometheus scrapes every process, not whichever the kernel picks. Unset: none.
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    # The event loop each process runs: uvloop (libuv), or Python's own.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     # Secrets: a database or Redis URL may carry a password.
     database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
     database_url_file: Path | None = None
@@ -124,6 +126,11 @@ class ControllerSettings(BaseSettings):
     @classmethod
     def _workers(cls, value: Any) -> Any:
         return parse_workers(value)
+
+    @field_validator("event_loop", mode="before")
+    @classmethod
+    def _event_loop_any_case(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("metrics_port", mode="before")
     @classmethod

@@ -118,3 +118,22 @@ def test_metrics_ports_may_not_pass_the_last_port(monkeypatch: pytest.MonkeyPatc
 def test_empty_metrics_port_means_none(monkeypatch: pytest.MonkeyPatch) -> None:
     """CONTROLLER_METRICS_PORT= (empty) is the same as unset: no metrics port."""
     assert _settings(monkeypatch, CONTROLLER_METRICS_PORT="").metrics_port is None
+
+
+@pytest.mark.parametrize(("value", "loop"), [(" UVLOOP ", "uvloop"), ("asyncio", "asyncio")])
+def test_event_loop_names_any_case(monkeypatch: pytest.MonkeyPatch, value: str, loop: str) -> None:
+    """CONTROLLER_EVENT_LOOP takes uvloop or asyncio, in any case."""
+    assert _settings(monkeypatch, CONTROLLER_EVENT_LOOP=value).event_loop == loop
+
+
+def test_event_loop_defaults_to_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without CONTROLLER_EVENT_LOOP each controller process runs uvloop."""
+    assert _settings(monkeypatch).event_loop == "uvloop"
+
+
+def test_unknown_event_loop_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An event loop other than uvloop or asyncio is a settings error naming both."""
+    with pytest.raises(ValidationError) as caught:
+        _settings(monkeypatch, CONTROLLER_EVENT_LOOP="tokio")
+    text = describe_settings_error(caught.value, "CONTROLLER_")
+    assert "CONTROLLER_EVENT_LOOP: Input should be 'uvloop' or 'asyncio'" in text

@@ -234,3 +234,23 @@ def test_invalid_worker_count_is_refused_at_start(tmp_path: Path, value: str) ->
     assert "invalid settings:\n  CONTROLLER_WORKERS: " in done.stderr
     assert ("auto" in done.stderr) == (value == "many")
     assert not (tmp_path / "controller.db").exists()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_python_event_loop_serves_and_stops(
+    processes: ProcessGroup, http: aiohttp.ClientSession, tmp_path: Path, workers: str
+) -> None:
+    """CONTROLLER_EVENT_LOOP=asyncio (no uvloop), alone or as two workers: the controller
+    serves GET /config and exits 0 on SIGTERM."""
+    service = processes.controller(
+        database_url=f"sqlite+aiosqlite:///{tmp_path}/controller.db",
+        admin_token=ADMIN_TOKEN,
+        registration_token=REGISTRATION_TOKEN,
+        env={"CONTROLLER_EVENT_LOOP": "asyncio", "CONTROLLER_WORKERS": workers},
+    )
+    await service.start()
+    async with http.get(f"{service.url}/config", headers=ADMIN) as response:
+        assert response.status == 200
+    service.send_signal(signal.SIGTERM)
+    assert await service.wait_exit(WORKERS_STOP_GRACE_SECONDS + EXIT_SLACK_SECONDS) == 0
+    assert f"workers={workers} event_loop=asyncio" in service.log_text()
