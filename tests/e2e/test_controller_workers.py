@@ -20,7 +20,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from controller.constants import WORKERS_STOP_GRACE_SECONDS
+from controller.constants import PARENT_CHECK_SECONDS, WORKERS_STOP_GRACE_SECONDS
 from tests.e2e.conftest import ADMIN, ADMIN_TOKEN, REGISTRATION_TOKEN
 from tests.support.processes import (
     START_TIMEOUT_SECONDS,
@@ -72,11 +72,12 @@ def _free_ports(count: int) -> int:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs: a zombie (exited, not reaped yet) does not."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _children(parent: int) -> set[int]:
@@ -254,3 +255,20 @@ async def test_python_event_loop_serves_and_stops(
     service.send_signal(signal.SIGTERM)
     assert await service.wait_exit(WORKERS_STOP_GRACE_SECONDS + EXIT_SLACK_SECONDS) == 0
     assert f"workers={workers} event_loop=asyncio" in service.log_text()
+
+
+async def test_workers_stop_when_the_controller_is_killed(
+    controller: ServiceProcess, http: aiohttp.ClientSession
+) -> None:
+    """SIGKILL to the controller (no signal can be passed on): each worker notices its
+    parent is gone and stops by itself, within the check period and the grace."""
+    assert controller.pid is not None
+    workers = _children(controller.pid)
+    assert len(workers) == WORKERS
+    await controller.kill()
+    await wait_until(
+        lambda: not any(_alive(pid) for pid in workers),
+        timeout_seconds=PARENT_CHECK_SECONDS + WORKERS_STOP_GRACE_SECONDS + EXIT_SLACK_SECONDS,
+        what="both workers gone",
+    )
+    assert controller.log_text().count("controller.parent_gone") == WORKERS
