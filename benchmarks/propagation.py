@@ -235,7 +235,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             stack.callback(S.stop_process, redis_proc)
             redis_pid = redis_proc.pid
         database_url = stack.enter_context(throwaway_postgres())
-        hint_rate = {"CONTROLLER_HINT_FETCH_RATE_PER_SECOND": str(args.hint_rate)}
+        extra_env = {"CONTROLLER_WORKERS": str(args.controller_workers)}
+        if args.hint_rate:
+            extra_env["CONTROLLER_HINT_FETCH_RATE_PER_SECOND"] = str(args.hint_rate)
         controllers, bases = S.start_controllers(
             stack,
             workdir,
@@ -243,7 +245,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             database_url=database_url,
             redis_url=redis_url,
             poll_interval_seconds=interval,
-            extra_env=hint_rate if args.hint_rate else None,
+            extra_env=extra_env,
             whatif=args.controller_whatif,
         )
         print(
@@ -870,6 +872,12 @@ def main() -> None:
     )
     parser.add_argument("--agents", type=int, required=True)
     parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument(
+        "--controller-workers",
+        type=int,
+        default=1,
+        help="CONTROLLER_WORKERS of each controller (its CPU is then the parent's only)",
+    )
     parser.add_argument(
         "--no-hints", action="store_true", help="no Redis: agents converge by polling"
     )

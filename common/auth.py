@@ -45,6 +45,11 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def token_digest(token: str) -> bytes:
+    """The raw SHA-256 of a token: ``hash_token`` as bytes, compared without hex."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
 def new_secret() -> str:
     """A fresh random secret, 256 bits, URL-safe."""
     return secrets.token_urlsafe(32)

@@ -75,6 +75,13 @@ class Guard(Protocol):
     def __call__(self, request: web.Request, roles: tuple[Any, ...], /) -> Awaitable[Any]: ...
 
 
+class FastGuard(Protocol):
+    """Admits, from memory and without a coroutine, the request most calls are (an agent
+    recently verified, say): its principal; None leaves the decision to the Guard."""
+
+    def __call__(self, request: web.Request, roles: tuple[Any, ...], /) -> Any | None: ...
+
+
 # The handler of an operation with roles: called with the principal the guard admitted.
 GuardedHandler = Callable[[web.Request, Any], Awaitable[web.StreamResponse]]
 
@@ -130,28 +137,35 @@ def problem(status: int, description: str, detail: str) -> Response:
     )
 
 
-def _guarded(op: Operation, guard: Guard) -> Handler:
+def _guarded(op: Operation, guard: Guard, fast_guard: FastGuard | None) -> Handler:
     # An operation with roles has a GuardedHandler (see Operation).
     handler = cast(GuardedHandler, op.handler)
     roles, on_refused = op.roles, op.on_refused
 
     async def admit_then_handle(request: web.Request) -> web.StreamResponse:
-        try:
-            principal = await guard(request, roles)
-        except Exception:
-            if on_refused is not None:
-                on_refused(request)
-            raise
+        principal = None if fast_guard is None else fast_guard(request, roles)
+        if principal is None:
+            try:
+                principal = await guard(request, roles)
+            except Exception:
+                if on_refused is not None:
+                    on_refused(request)
+                raise
         return await handler(request, principal)
 
     return admit_then_handle
 
 
 def add_operations(
-    app: web.Application, operations: Sequence[Operation], *, guard: Guard | None = None
+    app: web.Application,
+    operations: Sequence[Operation],
+    *,
+    guard: Guard | None = None,
+    fast_guard: FastGuard | None = None,
 ) -> None:
-    """Route each operation; ``guard`` admits the callers of those with roles; errors are
-    answered as problem+json."""
+    """Route each operation; ``guard`` admits the callers of those with roles (after
+    ``fast_guard``, when given, found no principal in memory); errors are answered as
+    problem+json."""
     for op in operations:
         if not op.roles:
             # An operation without roles has a plain Handler (see Operation).
@@ -159,7 +173,7 @@ def add_operations(
         elif guard is None:
             raise ValueError(f"{op.operation_id} declares roles, and no guard was given")
         else:
-            handler = _guarded(op, guard)
+            handler = _guarded(op, guard, fast_guard)
         if op.outer is not None:
             handler = op.outer(handler)
         app.router.add_route(op.method, op.path, problem_handler(handler), name=op.operation_id)

@@ -34,12 +34,13 @@ from controller.fleet_queries import FleetQueries
 from controller.hints import PUBLISH_TIMEOUT_SECONDS, HintPublisher, warn_if_agents_get_no_hints
 from controller.ledger import Ledger
 from controller.metrics import ControllerMetrics
+from controller.metrics_port import metrics_port_ctx
 from controller.named_credentials import NamedCredentials
 from controller.ratelimit import RateLimiter
 from controller.registration import write_registrations
 from controller.registration_batch import RegistrationBatcher
 from controller.routes import setup_routes
-from controller.settings import ControllerSettings
+from controller.settings import ControllerSettings, available_cores
 from controller.throttle import FailureThrottle
 
 
@@ -150,9 +151,10 @@ async def hints_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     cache = app[keys.CACHE]
     rate = settings.hint_fetch_rate_per_second
+    processes = min(settings.workers, available_cores())
     warn_if_agents_get_no_hints(settings)
     if settings.redis_url is None:
-        app[keys.PUBLISHER] = HintPublisher(cache, fetch_rate_per_second=rate)
+        app[keys.PUBLISHER] = HintPublisher(cache, fetch_rate_per_second=rate, processes=processes)
         yield
         return
     url = settings.redis_url.get_secret_value()
@@ -161,7 +163,11 @@ async def hints_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     listener_client = subscriber_client(url)
     app[keys.PUBLISHER] = HintPublisher(
-        cache, fetch_rate_per_second=rate, client=publisher_client, channel=settings.hint_channel
+        cache,
+        fetch_rate_per_second=rate,
+        client=publisher_client,
+        channel=settings.hint_channel,
+        processes=processes,
     )
     subscription = HintSubscription(
         listener_client,
@@ -189,6 +195,8 @@ async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
         throttle=app[keys.AUTH_THROTTLE],
         confirmations=app[keys.LEDGER].confirmations,
         registration_counts=app[keys.REGISTRATIONS].counts,
+        worker_index=app[keys.WORKER_INDEX],
+        workers=app[keys.SETTINGS].workers,
     )
     metrics.registry.register(
         RestartsCollector(
@@ -203,9 +211,12 @@ async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
-def create_app(settings: ControllerSettings) -> web.Application:
+def create_app(settings: ControllerSettings, *, worker_index: int = 0) -> web.Application:
+    """The controller's app; ``worker_index``: which of ``settings.workers`` processes
+    serves it."""
     app = web.Application(client_max_size=MAX_REQUEST_BODY_BYTES)
     app[keys.SETTINGS] = settings
+    app[keys.WORKER_INDEX] = worker_index
     app[keys.WRITE_LOCK] = asyncio.Lock()
     # Runs the background loops, starting again one that fails (counted per loop).
     app[keys.SUPERVISOR] = Supervisor()
@@ -226,6 +237,7 @@ def create_app(settings: ControllerSettings) -> web.Application:
             fleet_counts_ctx,
             hints_ctx,
             metrics_ctx,
+            metrics_port_ctx,
         ]
     )
     setup_routes(app)

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
+from multidict import CIMultiDict, CIMultiDictProxy, istr
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.constants import HEADER_CONFIG_VERSION, HEADER_POLL_INTERVAL_SECONDS
@@ -49,13 +50,21 @@ class Snapshot:
 
     @functools.cached_property
     def headers(self) -> Mapping[str, str]:
-        """The headers of every GET /config answer for this snapshot, 200 and 304."""
-        return {
-            "ETag": self.etag,
-            HEADER_CONFIG_VERSION: str(self.version),
-            HEADER_POLL_INTERVAL_SECONDS: str(self.poll_interval_seconds),
-            "Cache-Control": "no-cache",
-        }
+        """The headers of every GET /config answer for this snapshot, 200 and 304.
+
+        Already in the form aiohttp keeps a response's headers in (a case-insensitive
+        multidict keyed by ``istr``): each answer copies it as it is, where a plain dict
+        would be converted name by name on every request.
+        """
+        headers = CIMultiDict(
+            [
+                (istr("ETag"), self.etag),
+                (istr(HEADER_CONFIG_VERSION), str(self.version)),
+                (istr(HEADER_POLL_INTERVAL_SECONDS), str(self.poll_interval_seconds)),
+                (istr("Cache-Control"), "no-cache"),
+            ]
+        )
+        return CIMultiDictProxy(headers)
 
 
 class PollCounts:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from aiohttp import web
+from multidict import istr
 
 from common.constants import (
     APPLY_FAILURE_REASON_PATTERN,
@@ -57,6 +58,11 @@ IF_MATCH = Parameter(
     example=EXAMPLE_ETAG,
 )
 _MAX_VERSION_DIGITS = len(str(MAX_CONFIG_VERSION))
+# The poll's headers as istr: a case-insensitive lookup then skips folding the name.
+_AGENT_ID = istr(HEADER_AGENT_ID)
+_APPLIED_VERSION = istr(HEADER_APPLIED_VERSION)
+_WORKER_DRIFT = istr(HEADER_WORKER_DRIFT)
+_APPLY_FAILED = istr(HEADER_APPLY_FAILED)
 _FAILURE_REASON = re.compile(APPLY_FAILURE_REASON_PATTERN)
 
 
@@ -85,12 +91,16 @@ def _record_sighting(request: web.Request, principal: Principal) -> int | None:
     if principal.agent_id is None:
         return None
     headers = request.headers
-    claimed = headers.get(HEADER_AGENT_ID)
-    if claimed is not None and claimed.lower() != str(principal.agent_id):
+    claimed = headers.get(_AGENT_ID)
+    if (
+        claimed is not None
+        and claimed != principal.agent_key
+        and claimed.lower() != str(principal.agent_id)
+    ):
         return None
-    applied = parse_version(headers.get(HEADER_APPLIED_VERSION, "").strip())
-    drift = headers.get(HEADER_WORKER_DRIFT) == "1"
-    failed = headers.get(HEADER_APPLY_FAILED)
+    applied = parse_version(headers.get(_APPLIED_VERSION, "").strip())
+    drift = headers.get(_WORKER_DRIFT) == "1"
+    failed = headers.get(_APPLY_FAILED)
     report = None if failed is None else parse_apply_failed(failed)
     request.app[keys.LEDGER].record(principal.agent_id, applied, drift, report)
     return applied

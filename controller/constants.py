@@ -39,6 +39,15 @@ READINESS_TIMEOUT_SECONDS: Final = 2.0
 DATABASE_TIMEOUT_SECONDS: Final = 3.0
 DATABASE_CONNECT_TIMEOUT_SECONDS: Final = 3
 SHUTDOWN_TIMEOUT_SECONDS: Final = 10.0
+# The most controller processes CONTROLLER_WORKERS may ask for.
+MAX_WORKERS: Final = 64
+# How long the parent of several controller processes waits for them all to exit after
+# it passed on a SIGTERM or SIGINT (their own shutdown, then their resources' cleanup),
+# before it kills those that remain.
+WORKERS_STOP_GRACE_SECONDS: Final = SHUTDOWN_TIMEOUT_SECONDS + 5.0
+# How often a controller process started by a parent checks the parent is still there
+# (a parent killed outright cannot pass on a signal): it stops when it is gone.
+PARENT_CHECK_SECONDS: Final = 1.0
 # Connections waiting to be accepted: a fleet answering a hint arrives all at once, and
 # aiohttp's default (128) drops SYNs that the clients then resend only after 1 s, 3 s...
 # The kernel caps it at net.core.somaxconn.

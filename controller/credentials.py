@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import hmac
 import time
 import uuid
 from collections import OrderedDict
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
-from common.auth import hash_token, new_secret, tokens_equal
+from common.auth import hash_token, new_secret, token_digest, tokens_equal
 from common.errors import Forbidden, Unauthorized, Unavailable
 from controller import store
 from controller.constants import (
@@ -80,6 +81,18 @@ class Principal:
     role: Role
     agent_id: uuid.UUID | None = None
     name: str | None = None
+    # The agent id as text (as its token and X-Agent-ID spell it): formatting a UUID
+    # on every poll would cost more than the rest of the poll's bookkeeping.
+    agent_key: str | None = None
+
+
+def agent_principal(agent_id: uuid.UUID) -> Principal:
+    return Principal(role=Role.AGENT, agent_id=agent_id, agent_key=str(agent_id))
+
+
+# The static tokens' principals, the same object on every request.
+_BOOTSTRAP_ADMIN = Principal(role=Role.ADMIN, name=BOOTSTRAP_ADMIN_NAME)
+_REGISTRATION = Principal(role=Role.REGISTRATION)
 
 
 def issue_agent_token(agent_id: uuid.UUID) -> str:
@@ -147,20 +160,22 @@ class AgentTokens:
         self._cache_seconds = cache_seconds
         self._verified: dict[uuid.UUID, tuple[str, float]] = {}
         # The verified agents again, keyed by the id as the token spells it: the hot path
-        # of every poll finds them without parsing a UUID.
-        self._by_prefix: dict[str, tuple[uuid.UUID, str, float]] = {}
+        # of every poll finds them without parsing a UUID, with the principal it answers
+        # and the raw digest it compares.
+        self._by_prefix: dict[str, tuple[Principal, bytes, float]] = {}
         self.unknown = UnknownAgents()
         # One read per agent id at a time, whoever asks meanwhile; ids read in groups.
         self._reads = CredentialLookups(database)
 
-    def verify_cached(self, token: str) -> uuid.UUID | None:
-        """The agent id if the token matches a credential verified recently; else None."""
+    def verify_cached(self, token: str) -> Principal | None:
+        """The agent's principal if the token matches a credential verified recently;
+        else None."""
         prefix, _, _ = token.partition(".")
         entry = self._by_prefix.get(prefix)
         if entry is None or time.monotonic() - entry[2] >= self._cache_seconds:
             return None
-        # Inline rather than _matching: this runs on every poll.
-        return entry[0] if tokens_equal(hash_token(token), entry[1]) else None
+        # Raw digests compared in constant time: this runs on every poll.
+        return entry[0] if hmac.compare_digest(token_digest(token), entry[1]) else None
 
     async def verify(self, token: str) -> uuid.UUID | None:
         """The agent id the token belongs to, or None if it is unknown or revoked."""
@@ -185,7 +200,11 @@ class AgentTokens:
             return None
         now = time.monotonic()
         self._verified[agent_id] = (credential.token_hash, now)
-        self._by_prefix[token.partition(".")[0]] = (agent_id, credential.token_hash, now)
+        self._by_prefix[token.partition(".")[0]] = (
+            agent_principal(agent_id),
+            bytes.fromhex(credential.token_hash),
+            now,
+        )
         return _matching(agent_id, token_hash, credential.token_hash)
 
     def _lookup(self, agent_id: uuid.UUID) -> asyncio.Future[store.AgentCredential | None]:
@@ -198,13 +217,17 @@ class AgentTokens:
         poll here needs no lookup. Issued tokens are ``<agent id>.<secret>``."""
         now = time.monotonic()
         self._verified[agent_id] = (token_hash, now)
-        self._by_prefix[str(agent_id)] = (agent_id, token_hash, now)
+        self._by_prefix[str(agent_id)] = (
+            agent_principal(agent_id),
+            bytes.fromhex(token_hash),
+            now,
+        )
 
     def forget(self, agent_id: uuid.UUID) -> None:
         """Stop trusting a cached credential at once (the agent was revoked here)."""
         self._verified.pop(agent_id, None)
         self.unknown.add(agent_id)
-        self._by_prefix = {k: v for k, v in self._by_prefix.items() if v[0] != agent_id}
+        self._by_prefix = {k: v for k, v in self._by_prefix.items() if v[0].agent_id != agent_id}
 
     def forget_all(self) -> None:
         """Stop trusting every cached credential (an agent was revoked elsewhere)."""
@@ -213,6 +236,9 @@ class AgentTokens:
 
 
 AddressOf = Callable[["web.Request"], str]
+# How agents send their token; any other spelling takes the general path (common.auth).
+_BEARER = "Bearer "
+_BEARER_CHARS = len(_BEARER)
 _MISSING_CREDENTIAL = "This endpoint needs 'Authorization: Bearer <token>'."
 
 
@@ -241,16 +267,16 @@ class Authenticator:
         unknown, 429 when the caller failed too often lately (see ``FailureThrottle``)."""
         if token is not None:
             # A polling agent, recently verified: the common case, answered from memory.
-            agent_id = self._agent_tokens.verify_cached(token)
-            if agent_id is not None:
-                return Principal(role=Role.AGENT, agent_id=agent_id)
+            agent = self._agent_tokens.verify_cached(token)
+            if agent is not None:
+                return agent
             # Both static comparisons always run, so timing does not tell which matched.
             is_admin = tokens_equal(token, self._admin.get_secret_value())
             is_registration = tokens_equal(token, self._registration.get_secret_value())
             if is_admin:
-                return Principal(role=Role.ADMIN, name=BOOTSTRAP_ADMIN_NAME)
+                return _BOOTSTRAP_ADMIN
             if is_registration:
-                return Principal(role=Role.REGISTRATION)
+                return _REGISTRATION
             # A named credential: held in memory, looked up by its hash.
             named = self._named.identify(token)
             if named is not None:
@@ -264,7 +290,7 @@ class Authenticator:
         if token is not None:
             agent_id = await self._agent_tokens.verify(token)
             if agent_id is not None:
-                return Principal(role=Role.AGENT, agent_id=agent_id)
+                return agent_principal(agent_id)
         self._refused(client)
         if token is None:
             raise Unauthorized(_MISSING_CREDENTIAL)
@@ -281,6 +307,14 @@ class Authenticator:
         self._throttle.check(client)
         self._refused(client)
         raise refusal
+
+    def known_agent(self, authorization: str, allowed: Collection[Role]) -> Principal | None:
+        """An ``Authorization`` header's agent, when its token was verified recently and
+        ``allowed`` includes agents: the poll's fast path, from memory and without a
+        coroutine. None for anything else, which ``require`` then decides."""
+        if not authorization.startswith(_BEARER) or Role.AGENT not in allowed:
+            return None
+        return self._agent_tokens.verify_cached(authorization[_BEARER_CHARS:])
 
     async def require(
         self, token: str | None, allowed: Collection[Role], request: web.Request

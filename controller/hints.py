@@ -144,9 +144,14 @@ class HintPublisher:
         fetch_rate_per_second: float,
         client: redis.Redis | None = None,
         channel: str = "",
+        processes: int = 1,
     ) -> None:
         self._cache = cache
         self._fetch_rate_per_second = fetch_rate_per_second
+        # The controller's processes on cores of their own (CONTROLLER_WORKERS, at most
+        # the cores): the fleet's fetches spread over them, so they serve this many
+        # times the rate this one measures for itself.
+        self._processes = processes
         self._service_rate = ServiceRate(cache.polls)
         self._client = client
         self._channel = channel
@@ -155,11 +160,14 @@ class HintPublisher:
 
     def current_hint(self) -> Hint:
         snap = self._cache.snapshot
+        served = self._service_rate.sample()
+        if served is not None:
+            served *= self._processes
         return Hint(
             version=snap.version,
             poll_interval_seconds=snap.poll_interval_seconds,
             spread_seconds=spread_seconds(
-                self._cache.fleet_size, self._fetch_rate_per_second, self._service_rate.sample()
+                self._cache.fleet_size, self._fetch_rate_per_second, served
             ),
         )
 

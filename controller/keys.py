@@ -42,3 +42,5 @@ SUPERVISOR: Final = web.AppKey("supervisor", Supervisor)
 CLIENT_ADDRESSES: Final = web.AppKey("client_addresses", ClientAddresses)
 AUTH_THROTTLE: Final = web.AppKey("auth_throttle", FailureThrottle)
 FLEET_COUNTS: Final = web.AppKey("fleet_counts", FleetCountsCache)
+# Which of the CONTROLLER_WORKERS processes serves this app: 0, 1, ...
+WORKER_INDEX: Final = web.AppKey("worker_index", int)

@@ -6,15 +6,13 @@ import argparse
 import logging
 from collections.abc import Sequence
 
-from aiohttp import web
-
 from common.cli import load_settings, parse_service_args, service_parser
 from common.logs import configure_logging
 from common.redact import redact_url
 from controller import migrations
-from controller.app import create_app
-from controller.constants import LISTEN_BACKLOG, SHUTDOWN_TIMEOUT_SECONDS
+from controller.serving import serve_alone
 from controller.settings import ENV_PREFIX, ControllerSettings
+from controller.workers import Workers
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +43,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         migrations.upgrade(database_url)
     if args.command == "migrate":
         return
-    logger.info("controller.starting host=%s port=%d", settings.host, settings.port)
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS,
-        backlog=LISTEN_BACKLOG,
-        print=None,
-        access_log=None,
+    logger.info(
+        "controller.starting host=%s port=%d workers=%d event_loop=%s",
+        settings.host,
+        settings.port,
+        settings.workers,
+        settings.event_loop,
     )
+    if settings.workers == 1:
+        serve_alone(settings)
+        return
+    # The migrations above ran once, in this process; the workers only serve.
+    status = Workers(settings).run()
+    if status != 0:
+        raise SystemExit(status)

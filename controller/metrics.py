@@ -10,6 +10,7 @@ scrape costs no database work).
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Iterator, Mapping
 
@@ -42,8 +43,11 @@ class ControllerMetrics:
         throttle: FailureThrottle,
         confirmations: Confirmations | None = None,
         registration_counts: BatchCounts | None = None,
+        worker_index: int = 0,
+        workers: int = 1,
     ) -> None:
         self._cache = cache
+        self._worker = (str(worker_index), str(workers))
         self._publisher = publisher
         self._fleet_counts = fleet_counts
         self._authenticator = authenticator
@@ -59,6 +63,7 @@ class ControllerMetrics:
         self.registry.register(self)
 
     def collect(self) -> Iterator[Metric]:
+        yield self._worker_info()
         cache = self._cache
         snap = cache.snapshot
         yield GaugeMetricFamily(
@@ -137,6 +142,17 @@ class ControllerMetrics:
         fleet = self._fleet_counts.counts
         if fleet is not None:
             yield _agents(fleet)
+
+    def _worker_info(self) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(
+            "fleetconf_controller_worker_info",
+            "Which of the controller's CONTROLLER_WORKERS processes answered: its index, "
+            "the number of processes, its process id. Every other series is this process's.",
+            labels=["worker", "workers", "pid"],
+        )
+        # Read at scrape time: the process id of the process that serves it.
+        family.add_metric([*self._worker, str(os.getpid())], 1)
+        return family
 
 
 def _by_code(name: str, documentation: str, counts: Mapping[int, int]) -> CounterMetricFamily:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,6 +25,7 @@ from controller.constants import (
     AGENT_TOKEN_CACHE_SECONDS,
     AUTH_FAILURE_WINDOW_SECONDS,
     AUTH_FAILURES_PER_WINDOW,
+    MAX_WORKERS,
     REGISTRATION_QUEUE_LIMIT,
 )
 
@@ -45,6 +47,27 @@ def normalise_database_url(url: str) -> str:
     return f"{_DRIVER_BY_SCHEME.get(scheme, scheme)}://{rest}"
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity), which ``auto`` workers means."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def parse_workers(value: Any) -> Any:
+    """``auto`` (any case) is the number of cores; a whole number stays; anything else is
+    refused with the choices named."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "auto":
+            return min(available_cores(), MAX_WORKERS)
+        if not (text.isascii() and text.isdigit()):
+            raise ValueError(f"expected a whole number from 1 to {MAX_WORKERS}, or auto")
+        return int(text)
+    return value
+
+
 class ControllerSettings(BaseSettings):
     """Everything the controller reads from its environment; built once, in ``main()``."""
 
@@ -52,6 +75,14 @@ class ControllerSettings(BaseSettings):
 
     host: str = "0.0.0.0"
     port: int = Field(default=8000, ge=1, le=65535)
+    # Controller processes sharing the port (SO_REUSEPORT), each a full replica; ``auto``
+    # is one per core. 1 is a single process, as without this setting.
+    workers: int = Field(default=1, ge=1, le=MAX_WORKERS)
+    # Each process also serves /metrics (and /healthz) on this port plus its index (0, 1,
+    # ...), so Prometheus scrapes every process, not whichever the kernel picks. Unset: none.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    # The event loop each process runs: uvloop (libuv), or Python's own.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     # Secrets: a database or Redis URL may carry a password.
     database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
     database_url_file: Path | None = None
@@ -94,6 +125,39 @@ class ControllerSettings(BaseSettings):
     @classmethod
     def _read_secret_files(cls, data: Any) -> Any:
         return load_secret_files(data, _SECRETS)
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, value: Any) -> Any:
+        return parse_workers(value)
+
+    @field_validator("event_loop", mode="before")
+    @classmethod
+    def _event_loop_any_case(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _empty_port_is_unset(cls, value: Any) -> Any:
+        """``CONTROLLER_METRICS_PORT=`` (empty) means no metrics port."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _metrics_ports_fit(self) -> ControllerSettings:
+        """The metrics ports (one per process) are real ports, and none is the API's."""
+        if self.metrics_port is None:
+            return self
+        last = self.metrics_port + self.workers - 1
+        if last > 65535:
+            raise ValueError(
+                f"CONTROLLER_METRICS_PORT {self.metrics_port} plus {self.workers} workers "
+                "goes past port 65535"
+            )
+        if self.metrics_port <= self.port <= last:
+            raise ValueError(
+                f"the metrics ports {self.metrics_port}-{last} include CONTROLLER_PORT {self.port}"
+            )
+        return self
 
     @field_validator("redis_url", "agent_redis_url")
     @classmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from pydantic import ValidationError
 
@@ -63,3 +65,75 @@ def test_token_of_16_characters_is_accepted(monkeypatch: pytest.MonkeyPatch, nam
         settings.registration_token.get_secret_value(),
     }
     assert "sixteen-chars-xx" in tokens
+
+
+def test_workers_default_to_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without CONTROLLER_WORKERS the controller is one process, as it always was."""
+    assert _settings(monkeypatch).workers == 1
+
+
+@pytest.mark.parametrize("auto", ["auto", " AUTO "])
+def test_auto_workers_is_the_core_count(monkeypatch: pytest.MonkeyPatch, auto: str) -> None:
+    """CONTROLLER_WORKERS=auto is the number of cores the process may run on."""
+    assert _settings(monkeypatch, CONTROLLER_WORKERS=auto).workers == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0", "Input should be greater than or equal to 1"),
+        ("65", "Input should be less than or equal to 64"),
+        ("-1", "Value error, expected a whole number from 1 to 64, or auto"),
+        ("two", "Value error, expected a whole number from 1 to 64, or auto"),
+        ("1.5", "Value error, expected a whole number from 1 to 64, or auto"),
+        ("", "Value error, expected a whole number from 1 to 64, or auto"),
+    ],
+)
+def test_invalid_workers_are_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, value: str, message: str
+) -> None:
+    """A worker count that is not 1-64 or auto is a settings error naming the variable."""
+    with pytest.raises(ValidationError) as caught:
+        _settings(monkeypatch, CONTROLLER_WORKERS=value)
+    assert f"CONTROLLER_WORKERS: {message}" in describe_settings_error(caught.value, "CONTROLLER_")
+
+
+def test_metrics_ports_may_not_include_the_api_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Metrics ports 8999-9000 for two workers would take CONTROLLER_PORT 9000: refused."""
+    with pytest.raises(ValidationError, match="include CONTROLLER_PORT 9000"):
+        _settings(
+            monkeypatch,
+            CONTROLLER_PORT="9000",
+            CONTROLLER_WORKERS="2",
+            CONTROLLER_METRICS_PORT="8999",
+        )
+
+
+def test_metrics_ports_may_not_pass_the_last_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two workers from metrics port 65535 would need port 65536: refused."""
+    with pytest.raises(ValidationError, match="goes past port 65535"):
+        _settings(monkeypatch, CONTROLLER_WORKERS="2", CONTROLLER_METRICS_PORT="65535")
+
+
+def test_empty_metrics_port_means_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CONTROLLER_METRICS_PORT= (empty) is the same as unset: no metrics port."""
+    assert _settings(monkeypatch, CONTROLLER_METRICS_PORT="").metrics_port is None
+
+
+@pytest.mark.parametrize(("value", "loop"), [(" UVLOOP ", "uvloop"), ("asyncio", "asyncio")])
+def test_event_loop_names_any_case(monkeypatch: pytest.MonkeyPatch, value: str, loop: str) -> None:
+    """CONTROLLER_EVENT_LOOP takes uvloop or asyncio, in any case."""
+    assert _settings(monkeypatch, CONTROLLER_EVENT_LOOP=value).event_loop == loop
+
+
+def test_event_loop_defaults_to_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without CONTROLLER_EVENT_LOOP each controller process runs uvloop."""
+    assert _settings(monkeypatch).event_loop == "uvloop"
+
+
+def test_unknown_event_loop_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An event loop other than uvloop or asyncio is a settings error naming both."""
+    with pytest.raises(ValidationError) as caught:
+        _settings(monkeypatch, CONTROLLER_EVENT_LOOP="tokio")
+    text = describe_settings_error(caught.value, "CONTROLLER_")
+    assert "CONTROLLER_EVENT_LOOP: Input should be 'uvloop' or 'asyncio'" in text
