@@ -11,8 +11,12 @@ from common.constants import (
     HEADER_AGENT_ID,
     HEADER_APPLIED_VERSION,
     HEADER_APPLY_FAILED,
+    HEADER_HIT_COUNTS,
     HEADER_WORKER_DRIFT,
     MAX_CONFIG_VERSION,
+    MAX_HIT_COUNT_ENTRIES,
+    MAX_HIT_COUNTS_HEADER_CHARS,
+    MAX_HITS_PER_REPORT,
 )
 from common.http import json_response, read_model
 from common.metrics import counting
@@ -23,6 +27,7 @@ from controller.comments import COMMENT_PARAMETER, change_by
 from controller.constants import MAX_VERSIONS_AHEAD
 from controller.credentials import ADMIN, CONFIG_READERS, Principal
 from controller.etags import etag_for, if_match_tags, if_none_match_hits
+from controller.hit_totals import parse_hit_counts
 from controller.ledger import ApplyFailed
 from controller.models import (
     EXAMPLE_AGENT_ID,
@@ -79,9 +84,9 @@ def writer(app: web.Application) -> Writer:
 
 
 def _record_sighting(request: web.Request, principal: Principal) -> int | None:
-    """Note an agent's poll: its applied version and its drift report; the applied
-    version it reported. Only an agent token says which agent polled: X-Agent-ID sent
-    with a shared token could name any agent, so it is not believed."""
+    """Note an agent's poll: its applied version, its drift report and its worker's hit
+    counts; the applied version it reported. Only an agent token says which agent polled:
+    X-Agent-ID sent with a shared token could name any agent, so none of it is believed."""
     if principal.agent_id is None:
         return None
     headers = request.headers
@@ -92,7 +97,13 @@ def _record_sighting(request: web.Request, principal: Principal) -> int | None:
     drift = headers.get(HEADER_WORKER_DRIFT) == "1"
     failed = headers.get(HEADER_APPLY_FAILED)
     report = None if failed is None else parse_apply_failed(failed)
-    request.app[keys.LEDGER].record(principal.agent_id, applied, drift, report)
+    ledger = request.app[keys.LEDGER]
+    ledger.record(principal.agent_id, applied, drift, report)
+    hits = headers.get(HEADER_HIT_COUNTS)
+    if hits is not None:
+        counts = parse_hit_counts(hits)
+        if counts:
+            ledger.record_hits(counts)
     return applied
 
 
@@ -216,6 +227,20 @@ GET_CONFIG = Operation(
             "apply_failed_reason in GET /agents and as failed in the rollout view.",
             schema={"type": "string", "pattern": r"^[0-9]+ [a-z][a-z-]{0,31}$"},
             example="8 invalid",
+        ),
+        Parameter(
+            name=HEADER_HIT_COUNTS,
+            location="header",
+            description="<version>:<requests>:<errors>, comma-separated, newest version "
+            f"first, at most {MAX_HIT_COUNT_ENTRIES} entries: the GET /hit outcomes the "
+            "agent's worker counted since the agent's previous report this controller "
+            "answered (errors: the upstream's 5xx, no answer, timeouts; requests: every "
+            "outcome). Added to the version's health (the rollout view's health). Only an "
+            "agent token's report counts; a malformed header (a count above "
+            f"{MAX_HITS_PER_REPORT}, more errors than requests, a version twice) is ignored "
+            "as a whole.",
+            schema={"type": "string", "maxLength": MAX_HIT_COUNTS_HEADER_CHARS},
+            example="8:120:3,7:40:0",
         ),
     ),
     responses=(
