@@ -80,10 +80,8 @@ class ControllerSync:
         # So are a changed applied version and a failed apply (agent.apply_report): the
         # controller's view shows them within a round trip, not a poll interval.
         reconciler.on_news(self.poll_soon)
-        # The worker's /hit counts ride on every request; they are read before a regular
-        # poll (the interval ran out: no hint nor confirmation is waiting) only.
+        # /hit counts ride on every request; the worker is read before regular polls (run).
         self.hit_report = HitReport(metrics)
-        # When the next contact is due (time.monotonic()), and whether it is regular.
         self._next_contact_at = 0.0
         self._next_is_regular = False
 
@@ -122,13 +120,16 @@ class ControllerSync:
     def poll_soon(self) -> None:
         self._wake.set()
 
-    def due_in_seconds(self) -> float:
-        """How soon the next contact with the controller is due."""
-        return self._next_contact_at - time.monotonic()
+    def report_soon(self, unless_due_within_seconds: float) -> None:
+        """Poll to report hit counts, unless a contact (or a retry) is due within that."""
+        due_in = self._next_contact_at - time.monotonic()
+        if self._backoff.failures == 0 and due_in > unless_due_within_seconds:
+            self._wake.set()
 
     async def run(self, running: Callable[[], bool]) -> None:
         """Contact the controller until ``running()`` is false; an unexpected error fails
-        one step only. A regular poll reads the worker's hit counts first."""
+        one step only. A regular poll (the interval ran out: no hint nor confirmation
+        waits) reads the worker's hit counts first."""
         regular = False
         while running():
             if regular:
@@ -139,7 +140,7 @@ class ControllerSync:
             delay = self._after_step(step)
             self._next_contact_at = time.monotonic() + delay
             woken = await sleep_or_wake(self._wake, delay)
-            regular = self._next_is_regular and not woken
+            regular = step.outcome.succeeded and self._next_is_regular and not woken
 
     async def run_once(self) -> ControllerStep:
         """One contact with the controller: register if the agent has no identity, else poll."""
@@ -185,7 +186,6 @@ class ControllerSync:
             recheck = self.hint_schedule.recheck_seconds()
             self._next_is_regular = interval <= recheck
             return min(interval, recheck)
-        self._next_is_regular = False
         delay = self._backoff.next_delay_seconds()
         if step.retry_after_seconds is not None:
             delay = max(delay, step.retry_after_seconds)

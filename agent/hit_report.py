@@ -14,8 +14,9 @@ When it reads the worker: before each regular poll (never before a hinted fetch 
 confirmation, which must not wait), and every ``X-Report-Interval-Seconds`` while the
 controller's latest answer carried that header (:meth:`HitReport.run`, the agent's
 ``agent-hit-report`` loop), asking for a poll of its own when it found new counts and no
-controller request is due within the interval. A worker that fails, or answers nonsense,
-is logged and counted (``fleetconf_agent_hit_reads_total{result="failed"}``), never fatal.
+controller request is due within the interval (nor a retry after a failed one). A worker
+that fails, or answers nonsense, is logged and counted
+(``fleetconf_agent_hit_reads_total{result="failed"}``), never fatal.
 """
 
 from __future__ import annotations
@@ -158,11 +159,11 @@ class HitReport:
         self,
         running: Callable[[], bool],
         *,
-        due_in_seconds: Callable[[], float],
-        poll_soon: Callable[[], None],
+        report_soon: Callable[[float], None],
     ) -> None:
         """While the controller names a report interval: read the worker that often, and
-        ask for a poll when new counts would otherwise wait longer than the interval."""
+        when there are new counts ask for a poll unless one is due within the interval
+        (``report_soon(interval)``)."""
         while running():
             interval = self._interval_seconds
             if interval is None:
@@ -172,5 +173,5 @@ class HitReport:
             await sleep_or_wake(self._interval_changed, interval)
             if self._interval_seconds != interval or not running():
                 continue
-            if await self.read() and due_in_seconds() > interval:
-                poll_soon()
+            if await self.read():
+                report_soon(interval)

@@ -255,9 +255,7 @@ class Agent:
         )
         self._hit_report_task = start(
             HIT_REPORT_LOOP,
-            lambda: sync.hit_report.run(
-                self._running, due_in_seconds=sync.due_in_seconds, poll_soon=sync.poll_soon
-            ),
+            lambda: sync.hit_report.run(self._running, report_soon=sync.report_soon),
         )
 
     def request_stop(self) -> None:

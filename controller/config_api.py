@@ -28,7 +28,7 @@ from controller.constants import MAX_VERSIONS_AHEAD
 from controller.credentials import ADMIN, CONFIG_READERS, Principal
 from controller.etags import etag_for, if_match_tags, if_none_match_hits
 from controller.hit_totals import parse_hit_counts
-from controller.ledger import ApplyFailed
+from controller.ledger import ApplyFailed, Ledger
 from controller.models import (
     EXAMPLE_AGENT_ID,
     EXAMPLE_ETAG,
@@ -83,10 +83,12 @@ def writer(app: web.Application) -> Writer:
     )
 
 
-def _record_sighting(request: web.Request, principal: Principal) -> int | None:
+def _record_sighting(request: web.Request, principal: Principal, served: int) -> int | None:
     """Note an agent's poll: its applied version, its drift report and its worker's hit
     counts; the applied version it reported. Only an agent token says which agent polled:
-    X-Agent-ID sent with a shared token could name any agent, so none of it is believed."""
+    X-Agent-ID sent with a shared token could name any agent, so none of it is believed.
+    ``served`` is the version this replica serves: hit counts for versions far above it
+    are not believed either (see _record_hits)."""
     if principal.agent_id is None:
         return None
     headers = request.headers
@@ -101,10 +103,17 @@ def _record_sighting(request: web.Request, principal: Principal) -> int | None:
     ledger.record(principal.agent_id, applied, drift, report)
     hits = headers.get(HEADER_HIT_COUNTS)
     if hits is not None:
-        counts = parse_hit_counts(hits)
-        if counts:
-            ledger.record_hits(counts)
+        _record_hits(ledger, hits, served)
     return applied
+
+
+def _record_hits(ledger: Ledger, raw: str, served: int) -> None:
+    """Sum a well-formed X-Hit-Counts report. One that names a version more than
+    MAX_VERSIONS_AHEAD above the version served is ignored whole, as a malformed one is:
+    no agent can make the controller keep counts for versions that cannot exist."""
+    counts = parse_hit_counts(raw)
+    if counts and max(counts) <= served + MAX_VERSIONS_AHEAD:
+        ledger.record_hits(counts)
 
 
 def parse_apply_failed(raw: str) -> ApplyFailed | None:
@@ -119,7 +128,7 @@ def parse_apply_failed(raw: str) -> ApplyFailed | None:
 async def get_config(request: web.Request, principal: Principal) -> web.Response:
     cache = request.app[keys.CACHE]
     snap = cache.snapshot
-    applied = _record_sighting(request, principal)
+    applied = _record_sighting(request, principal, snap.version)
     if_none_match = request.headers.get("If-None-Match")
     # The common case, an agent sending back the ETag it holds, skips the parsing.
     if if_none_match == snap.etag or if_none_match_hits(if_none_match, snap.etag):
@@ -237,8 +246,8 @@ GET_CONFIG = Operation(
             "answered (errors: the upstream's 5xx, no answer, timeouts; requests: every "
             "outcome). Added to the version's health (the rollout view's health). Only an "
             "agent token's report counts; a malformed header (a count above "
-            f"{MAX_HITS_PER_REPORT}, more errors than requests, a version twice) is ignored "
-            "as a whole.",
+            f"{MAX_HITS_PER_REPORT}, more errors than requests, a version twice, a version "
+            f"more than {MAX_VERSIONS_AHEAD} above the one served) is ignored as a whole.",
             schema={"type": "string", "maxLength": MAX_HIT_COUNTS_HEADER_CHARS},
             example="8:120:3,7:40:0",
         ),

@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from pytest_aiohttp import AiohttpServer
 
+from agent.constants import HIT_READ_TIMEOUT_SECONDS
 from agent.hit_report import HitNote, HitReport
 from agent.metrics import AgentMetrics
 from agent.runner import Agent
@@ -24,6 +25,7 @@ from common.constants import (
     MAX_HIT_COUNT_ENTRIES,
     MAX_HITS_PER_REPORT,
 )
+from common.hints import Hint
 from controller import keys
 from tests.agent.conftest import (
     Controller,
@@ -254,3 +256,97 @@ async def test_the_report_interval_timer_sends_a_report(
     finally:
         await agent.stop()
         await task
+
+
+@pytest.fixture
+async def hanging_hits(aiohttp_server: AiohttpServer, worker: TestServer) -> TestServer:
+    """A stand-in for the worker on loopback: /config is passed to the real worker, GET /hits
+    never answers (counted in the app's "hits_started")."""
+    started: list[float] = []
+
+    async def forward(request: web.Request) -> web.Response:
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(
+                request.method,
+                worker.make_url("/config"),
+                headers=headers,
+                data=await request.read(),
+            ) as answer,
+        ):
+            body = await answer.read()
+            kept = {
+                k: v for k, v in answer.headers.items() if k.lower() in ("etag", "content-type")
+            }
+            return web.Response(status=answer.status, body=body, headers=kept)
+
+    async def hits(request: web.Request) -> web.Response:
+        started.append(asyncio.get_running_loop().time())
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    app = web.Application()
+    app[HITS_STARTED] = started
+    app.router.add_route("*", "/config", forward)
+    app.router.add_get("/hits", hits)
+    return await aiohttp_server(app)
+
+
+HITS_STARTED = web.AppKey("hits_started", list[float])
+
+
+async def test_a_hanging_worker_delays_no_hinted_fetch_nor_confirmation(
+    make_settings: MakeSettings,
+    start_controller: StartController,
+    hanging_hits: TestServer,
+    upstream: TestServer,
+) -> None:
+    """With GET /hits never answering, a hint's fetch and the confirmation of the apply it
+    brings go out at once (30 s poll interval); no read of the worker is even started."""
+    controller = await start_controller(poll_interval_seconds=30)
+    first = await controller.publish(str(upstream.make_url("/mixed")))
+    settings = make_settings(controller_url=controller.url, worker_url=base_url(hanging_hits))
+    agent = Agent(settings)
+    task = asyncio.create_task(agent.run())
+    try:
+        await eventually(lambda: agent.applied_version == first)
+        second = await controller.publish(str(upstream.make_url("/mixed")) + "?two")
+        agent.hint_schedule.on_hint(Hint(version=second, poll_interval_seconds=30))
+        confirmed = str(second)
+        polls = controller.polls
+        await eventually(
+            lambda: any(p.headers.get(HEADER_APPLIED_VERSION) == confirmed for p in polls()),
+            timeout_seconds=2.0,
+        )
+        assert hanging_hits.app is not None
+        assert hanging_hits.app[HITS_STARTED] == []
+    finally:
+        await agent.stop()
+        await task
+
+
+async def test_a_hanging_worker_costs_a_regular_poll_the_read_bound_only(
+    make_settings: MakeSettings, start_controller: StartController, hanging_hits: TestServer
+) -> None:
+    """A read of a GET /hits that never answers gives up after HIT_READ_TIMEOUT_SECONDS;
+    with a 1 s poll interval regular polls keep going out, and the failed reads are
+    counted."""
+    controller = await start_controller(poll_interval_seconds=1)
+    settings = make_settings(controller_url=controller.url, worker_url=base_url(hanging_hits))
+    async with Agent(settings) as agent:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await agent.controller_sync.hit_report.read() is False
+        took = loop.time() - started
+        # At least the bound; the margin is for a machine twice as slow as this one.
+        assert HIT_READ_TIMEOUT_SECONDS <= took < 2 * HIT_READ_TIMEOUT_SECONDS + 1
+    agent = Agent(settings)
+    task = asyncio.create_task(agent.run())
+    try:
+        await eventually(lambda: agent.metrics.hit_reads["failed"] >= 2, timeout_seconds=15)
+        assert len(controller.polls()) >= 2
+    finally:
+        await agent.stop()
+        await task
+    assert agent.metrics.hit_reads["ok"] == 0

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from common.constants import MAX_CONFIG_VERSION, MAX_HITS_PER_REPORT
 from controller import keys
+from controller.constants import MAX_VERSIONS_AHEAD
 from controller.db import Database, create_engine, version_hits
 from controller.hit_totals import HitTotals, parse_hit_counts, read_hit_totals
 from controller.ledger import Ledger
@@ -123,6 +124,20 @@ async def test_shared_tokens_and_other_agent_ids_are_not_believed(client: Client
     await _poll(client, {**_agent_headers(a, "1:100:100"), "X-Agent-ID": b["agent_id"]})
     await _poll(client, _agent_headers(a, "1:100:101"))
     assert await _totals(client, 1) == {1: HitTotals(requests=0, errors=0)}
+
+
+async def test_versions_far_above_the_served_one_are_not_believed(client: Client) -> None:
+    """A report naming a version more than MAX_VERSIONS_AHEAD above the one served is
+    ignored whole; one at the bound is counted."""
+    agent = await register(client)
+    beyond, at_bound = MAX_VERSIONS_AHEAD + 1, MAX_VERSIONS_AHEAD
+    await _poll(client, _agent_headers(agent, f"{beyond}:5:0,1:5:0"))
+    await _poll(client, _agent_headers(agent, f"{at_bound}:5:1"))
+    assert await _totals(client, beyond, at_bound, 1) == {
+        beyond: HitTotals(requests=0, errors=0),
+        at_bound: HitTotals(requests=5, errors=1),
+        1: HitTotals(requests=0, errors=0),
+    }
 
 
 async def test_two_replicas_adding_at_once_lose_nothing(make_client: ClientFactory) -> None:
