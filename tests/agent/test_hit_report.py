@@ -31,6 +31,7 @@ from tests.agent.conftest import (
     Controller,
     MakeSettings,
     StartController,
+    StartWorker,
     base_url,
     eventually,
 )
@@ -350,3 +351,33 @@ async def test_a_hanging_worker_costs_a_regular_poll_the_read_bound_only(
         await agent.stop()
         await task
     assert agent.metrics.hit_reads["ok"] == 0
+
+
+async def test_a_restarted_worker_is_counted_from_its_new_counters(
+    make_settings: MakeSettings,
+    start_controller: StartController,
+    start_worker: StartWorker,
+    upstream: TestServer,
+) -> None:
+    """The real worker restarted (a new process on the same port, new boot_id, counters
+    from zero): what it counted since is reported whole, nothing subtracted."""
+    worker = await start_worker()
+    controller = await start_controller()
+    version = await controller.publish(str(upstream.make_url("/mixed")))
+    settings = make_settings(controller_url=controller.url, worker_url=base_url(worker))
+    async with Agent(settings) as agent:
+        await agent.sync_controller_once()
+        await agent.sync_controller_once()
+        await agent.reconcile_worker_once()
+        await _hit_worker(worker, 6)
+        report = agent.controller_sync.hit_report
+        assert await report.read()
+        await agent.sync_controller_once()
+        assert report.unreported == {}
+        port = worker.port
+        await worker.close()
+        worker = await start_worker(port=port)
+        await agent.reconcile_worker_once()
+        await _hit_worker(worker, 2)
+        assert await report.read()
+        assert report.unreported == {version: (2, 0)}

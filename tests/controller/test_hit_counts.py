@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from functools import partial
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 
 from common.constants import MAX_CONFIG_VERSION, MAX_HITS_PER_REPORT
-from controller import keys
+from controller import keys, migrations
 from controller.constants import MAX_VERSIONS_AHEAD
 from controller.db import Database, create_engine, version_hits
-from controller.hit_totals import HitTotals, parse_hit_counts, read_hit_totals
+from controller.hit_totals import HitTotals, add_hits, parse_hit_counts, read_hit_totals
 from controller.ledger import Ledger
 from tests.controller.conftest import (
     ADMIN,
@@ -210,3 +211,36 @@ async def test_report_interval_rides_on_200_and_304(client: Client) -> None:
     client.app[keys.CACHE].set_report_interval(None)
     after = await client.get("/config", headers={**headers, "If-None-Match": etag})
     assert "X-Report-Interval-Seconds" not in after.headers
+
+
+async def _tables(database_url: str) -> set[str]:
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            return set(await conn.run_sync(lambda sync: inspect(sync).get_table_names()))
+    finally:
+        await engine.dispose()
+
+
+async def test_version_hits_revision_goes_down_and_up(database_url: str) -> None:
+    """0009_version_hits: down to 0008 drops version_hits (its counts with it) and nothing
+    else; up again creates it empty, and increments work on it."""
+    database = Database(create_engine(database_url))
+    await database.transaction(partial(add_hits, sums={4: HitTotals(requests=3, errors=1)}))
+    await database.close(1.0)
+    before = await _tables(database_url)
+    await asyncio.to_thread(migrations.downgrade, database_url, "0008_apply_confirmation")
+    assert before - await _tables(database_url) == {"version_hits"}
+    await asyncio.to_thread(migrations.upgrade, database_url)
+    assert await _tables(database_url) == before
+    database = Database(create_engine(database_url))
+    try:
+        for _ in range(2):
+            await database.transaction(partial(add_hits, sums={4: HitTotals(requests=2, errors=0)}))
+
+        async def read(conn: Any) -> dict[int, HitTotals]:
+            return await read_hit_totals(conn, [4])
+
+        assert await database.transaction(read) == {4: HitTotals(requests=4, errors=0)}
+    finally:
+        await database.close(1.0)
