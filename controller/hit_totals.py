@@ -14,6 +14,7 @@ all its ``/hit`` outcomes (4xx included: the caller's mistake, not the configura
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
@@ -49,35 +50,30 @@ class HitTotals:
 NO_HITS = HitTotals(requests=0, errors=0)
 
 
-def parse_hit_counts(raw: str) -> dict[int, HitTotals] | None:
-    """``X-Hit-Counts: <version>:<requests>:<errors>[,...]``; None for anything malformed
-    (the whole header is then ignored)."""
-    if len(raw) > MAX_HIT_COUNTS_HEADER_CHARS:
+# One report, well formed: "v:r:e" entries (at most MAX_HIT_COUNT_ENTRIES, ASCII digits
+# only, no more digits than the bounds have), separated by commas (a space after one is
+# allowed). Checked in one match before any number is read: most polls carry a report.
+_COUNT = rf"[0-9]{{1,{_MAX_COUNT_DIGITS}}}"
+_ENTRY = rf"[0-9]{{1,{_MAX_VERSION_DIGITS}}}:{_COUNT}:{_COUNT}"
+_REPORT = re.compile(rf"{_ENTRY}(?:, ?{_ENTRY}){{0,{MAX_HIT_COUNT_ENTRIES - 1}}}")
+
+# One version's counts in a report: (requests, errors).
+Counts = tuple[int, int]
+
+
+def parse_hit_counts(raw: str) -> dict[int, Counts] | None:
+    """``X-Hit-Counts: <version>:<requests>:<errors>[,...]`` as {version: (requests,
+    errors)}; None for anything malformed (the whole header is then ignored)."""
+    if len(raw) > MAX_HIT_COUNTS_HEADER_CHARS or _REPORT.fullmatch(raw) is None:
         return None
+    counts: dict[int, Counts] = {}
     entries = raw.split(",")
-    if len(entries) > MAX_HIT_COUNT_ENTRIES:
-        return None
-    counts: dict[int, HitTotals] = {}
     for entry in entries:
-        fields = entry.strip().split(":")
-        if len(fields) != 3:
+        version, requests, errors = map(int, entry.split(":"))
+        if version > MAX_CONFIG_VERSION or requests > MAX_HITS_PER_REPORT or errors > requests:
             return None
-        version = _number(fields[0], _MAX_VERSION_DIGITS, MAX_CONFIG_VERSION)
-        requests = _number(fields[1], _MAX_COUNT_DIGITS, MAX_HITS_PER_REPORT)
-        errors = _number(fields[2], _MAX_COUNT_DIGITS, MAX_HITS_PER_REPORT)
-        if version is None or requests is None or errors is None:
-            return None
-        if errors > requests or version in counts:
-            return None
-        counts[version] = HitTotals(requests=requests, errors=errors)
-    return counts
-
-
-def _number(text: str, max_digits: int, at_most: int) -> int | None:
-    if not (text.isascii() and text.isdigit() and len(text) <= max_digits):
-        return None
-    number = int(text)
-    return number if number <= at_most else None
+        counts[version] = (requests, errors)
+    return counts if len(counts) == len(entries) else None
 
 
 class HitSums:
@@ -89,18 +85,18 @@ class HitSums:
     def __len__(self) -> int:
         return len(self._sums)
 
-    def add(self, counts: Mapping[int, HitTotals]) -> None:
+    def add(self, counts: Mapping[int, Counts]) -> None:
         """Add one agent's report."""
         sums = self._sums
-        for version, totals in counts.items():
-            if not totals.requests:
+        for version, (requests, errors) in counts.items():
+            if not requests:
                 continue
             entry = sums.get(version)
             if entry is None:
-                sums[version] = [totals.requests, totals.errors]
+                sums[version] = [requests, errors]
             else:
-                entry[0] += totals.requests
-                entry[1] += totals.errors
+                entry[0] += requests
+                entry[1] += errors
 
     def take(self) -> dict[int, HitTotals]:
         """The sums so far; they start again from zero."""
@@ -109,7 +105,7 @@ class HitSums:
 
     def restore(self, taken: Mapping[int, HitTotals]) -> None:
         """Put back sums a failed flush did not write."""
-        self.add(taken)
+        self.add({v: (t.requests, t.errors) for v, t in taken.items()})
 
 
 async def add_hits(conn: AsyncConnection, sums: Mapping[int, HitTotals]) -> None:

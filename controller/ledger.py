@@ -33,7 +33,7 @@ from common.errors import FleetconfError
 from controller import store
 from controller.confirmations import Confirmations
 from controller.db import Database
-from controller.hit_totals import HitSums, HitTotals, add_hits
+from controller.hit_totals import Counts, HitSums, add_hits
 from controller.sightings import Sighting, write_sightings
 
 # While the database fails, a warning at the first failed flush and then this often.
@@ -76,7 +76,7 @@ class Ledger:
         # The /hit counts reported since the last flush, per version.
         self.hits = HitSums()
 
-    def record_hits(self, counts: dict[int, HitTotals]) -> None:
+    def record_hits(self, counts: dict[int, Counts]) -> None:
         """Add one agent's ``X-Hit-Counts`` report to the next flush."""
         self.hits.add(counts)
 

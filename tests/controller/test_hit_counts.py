@@ -52,11 +52,10 @@ async def _totals(client: Client, *versions: int) -> dict[int, HitTotals]:
 
 
 def test_a_well_formed_header_is_parsed() -> None:
-    """Entries become per-version totals; spaces around entries are allowed."""
-    assert parse_hit_counts("8:120:3, 7:40:0") == {
-        8: HitTotals(requests=120, errors=3),
-        7: HitTotals(requests=40, errors=0),
-    }
+    """Entries become per-version (requests, errors); a space after a comma is allowed, and
+    up to eight entries."""
+    assert parse_hit_counts("8:120:3, 7:40:0") == {8: (120, 3), 7: (40, 0)}
+    assert parse_hit_counts(",".join(f"{v}:1:0" for v in range(1, 9))) is not None
     assert parse_hit_counts(f"{MAX_CONFIG_VERSION}:{MAX_HITS_PER_REPORT}:{MAX_HITS_PER_REPORT}")
 
 
@@ -80,6 +79,11 @@ def test_a_well_formed_header_is_parsed() -> None:
         "8:\u0661:0",  # a non-ASCII digit
         "8:1:0;7:1:0",
         "8:1:0,",
+        " 8:1:0",
+        "8 :1:0",
+        "8:1:0,,7:1:0",
+        "0x8:1:0",
+        "8:1:0\n",
     ],
 )
 def test_hostile_headers_are_ignored_whole(raw: str) -> None:
@@ -167,11 +171,11 @@ async def test_a_failed_flush_keeps_the_sums() -> None:
     url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none"
     database = Database(create_engine(url))
     ledger = Ledger(database)
-    ledger.record_hits({5: HitTotals(requests=10, errors=1)})
+    ledger.record_hits({5: (10, 1)})
     ledger.record(uuid.uuid4(), 5)
     with pytest.raises(Exception):  # noqa: B017, PT011 - whichever FleetconfError it is
         await ledger.flush()
-    ledger.record_hits({5: HitTotals(requests=2, errors=0)})
+    ledger.record_hits({5: (2, 0)})
     await database.close(1.0)
     assert ledger.hits.take() == {5: HitTotals(requests=12, errors=1)}
     assert ledger.pending == 1
