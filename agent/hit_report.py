@@ -6,9 +6,12 @@ what changed since the previous read as deltas not yet reported, and the next re
 the controller (a regular poll, a hinted fetch, a confirmation) carries them:
 ``X-Hit-Counts: <version>:<requests>:<errors>,...`` (newest versions first, at most
 MAX_HIT_COUNT_ENTRIES). They are cleared only once the controller answered that request
-(200 or 304); a failed request leaves them for the next one, so nothing is lost or counted
-twice, and nothing waits for them. A changed ``boot_id``, or a counter that went down, means the
-worker restarted: its counters are then all new.
+(200 or 304); a failed request leaves them for the next one, so nothing is lost or
+counted twice, and nothing waits for them. A changed ``boot_id``, or a counter that went
+down, means the worker restarted: its counters are then all new. The first counters an
+agent reads (at its start) are its baseline, not news: an agent that restarted beside a
+running worker does not report again what its previous run reported (a worker that
+starts with the agent has counted next to nothing by then).
 
 When it reads the worker: before each regular poll (never before a hinted fetch or a
 confirmation, which must not wait), and every ``X-Report-Interval-Seconds`` while the
@@ -90,6 +93,8 @@ class HitReport:
         worker = self._worker
         if worker is None:
             return False
+        if self._lock.locked():
+            return False  # the read in hand takes whatever is new
         async with self._lock:
             try:
                 async with asyncio.timeout(HIT_READ_TIMEOUT_SECONDS):
@@ -103,16 +108,21 @@ class HitReport:
         return found
 
     def _take(self, hits: WorkerHits) -> bool:
-        """Turn the counters read into deltas; True if any."""
+        """Turn the counters read into deltas; True if any. The first counters read are
+        the baseline: what the worker counted before may have been reported by this
+        agent's previous run already."""
         current = {v.version: (v.requests, v.errors) for v in hits.versions}
         if len(current) != len(hits.versions):
             raise ValueError("the worker named a version twice")
+        if self._boot_id is None:
+            self._boot_id, self._seen = hits.boot_id, current
+            return False
         restarted = hits.boot_id != self._boot_id or any(
             requests < seen[0] or errors < seen[1]
             for version, (requests, errors) in current.items()
             if (seen := self._seen.get(version)) is not None
         )
-        if restarted and self._boot_id is not None:
+        if restarted:
             logger.info("worker.hits_restarted boot_id=%s", hits.boot_id)
         found = False
         for version, (requests, errors) in current.items():
@@ -161,9 +171,10 @@ class HitReport:
         *,
         report_soon: Callable[[float], None],
     ) -> None:
-        """While the controller names a report interval: read the worker that often, and
-        when there are new counts ask for a poll unless one is due within the interval
-        (``report_soon(interval)``)."""
+        """Read the worker's counters once at the start (the baseline); then, while the
+        controller names a report interval, that often, and when there are new counts ask
+        for a poll unless one is due within the interval (``report_soon(interval)``)."""
+        await self.read()
         while running():
             interval = self._interval_seconds
             if interval is None:

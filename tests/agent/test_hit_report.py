@@ -58,7 +58,20 @@ def _hits(boot: uuid.UUID, *versions: tuple[int, int, int]) -> WorkerHits:
 
 
 def _report() -> HitReport:
-    return HitReport(AgentMetrics())
+    """A report that has read its baseline: the worker BOOT, nothing counted yet."""
+    report = HitReport(AgentMetrics())
+    assert not report._take(_hits(BOOT))
+    return report
+
+
+def test_the_first_counters_read_are_the_baseline() -> None:
+    """What a worker counted before the agent's first read is not reported (an agent
+    that restarted reported it already); what it counts after is."""
+    report = HitReport(AgentMetrics())
+    assert not report._take(_hits(BOOT, (3, 500, 20)))
+    assert report.next_note() is None
+    assert report._take(_hits(BOOT, (3, 504, 21)))
+    assert report.unreported == {3: (5, 1)}
 
 
 def test_deltas_since_the_previous_read_are_reported() -> None:
@@ -211,8 +224,9 @@ async def test_reports_survive_a_stopped_controller(
         await agent.sync_controller_once()
         await agent.reconcile_worker_once()
         assert agent.applied_version == version
-        await _hit_worker(worker, 3)
         report = agent.controller_sync.hit_report
+        assert not await report.read()  # the baseline
+        await _hit_worker(worker, 3)
         assert await report.read()
         port = controller.server.port
         await controller.server.close()
@@ -304,7 +318,7 @@ async def test_a_hanging_worker_delays_no_hinted_fetch_nor_confirmation(
     upstream: TestServer,
 ) -> None:
     """With GET /hits never answering, a hint's fetch and the confirmation of the apply it
-    brings go out at once (30 s poll interval); no read of the worker is even started."""
+    brings go out at once (30 s poll interval); neither starts a read of the worker."""
     controller = await start_controller(poll_interval_seconds=30)
     first = await controller.publish(str(upstream.make_url("/mixed")))
     settings = make_settings(controller_url=controller.url, worker_url=base_url(hanging_hits))
@@ -312,6 +326,8 @@ async def test_a_hanging_worker_delays_no_hinted_fetch_nor_confirmation(
     task = asyncio.create_task(agent.run())
     try:
         await eventually(lambda: agent.applied_version == first)
+        assert hanging_hits.app is not None
+        reads_before = len(hanging_hits.app[HITS_STARTED])  # the start's baseline read
         second = await controller.publish(str(upstream.make_url("/mixed")) + "?two")
         agent.hint_schedule.on_hint(Hint(version=second, poll_interval_seconds=30))
         confirmed = str(second)
@@ -320,8 +336,7 @@ async def test_a_hanging_worker_delays_no_hinted_fetch_nor_confirmation(
             lambda: any(p.headers.get(HEADER_APPLIED_VERSION) == confirmed for p in polls()),
             timeout_seconds=2.0,
         )
-        assert hanging_hits.app is not None
-        assert hanging_hits.app[HITS_STARTED] == []
+        assert len(hanging_hits.app[HITS_STARTED]) == reads_before
     finally:
         await agent.stop()
         await task
@@ -369,8 +384,9 @@ async def test_a_restarted_worker_is_counted_from_its_new_counters(
         await agent.sync_controller_once()
         await agent.sync_controller_once()
         await agent.reconcile_worker_once()
-        await _hit_worker(worker, 6)
         report = agent.controller_sync.hit_report
+        assert not await report.read()  # the baseline
+        await _hit_worker(worker, 6)
         assert await report.read()
         await agent.sync_controller_once()
         assert report.unreported == {}
