@@ -69,7 +69,8 @@ def parse_hit_counts(raw: str) -> dict[int, Counts] | None:
     counts: dict[int, Counts] = {}
     entries = raw.split(",")
     for entry in entries:
-        version, requests, errors = map(int, entry.split(":"))
+        version_text, requests_text, errors_text = entry.split(":")
+        version, requests, errors = int(version_text), int(requests_text), int(errors_text)
         if version > MAX_CONFIG_VERSION or requests > MAX_HITS_PER_REPORT or errors > requests:
             return None
         counts[version] = (requests, errors)
