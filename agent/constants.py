@@ -34,6 +34,9 @@ DEFAULT_POLL_INTERVAL_SECONDS: Final = 30
 POLL_JITTER_FRACTION: Final = 0.1
 # A Retry-After longer than this is not believed; the agent waits this long instead.
 MAX_RETRY_AFTER_SECONDS: Final = 3_600.0
+# An agent told Retry-After: s waits s * (1 + fraction * random()): never sooner than
+# asked, and a fleet told the same s does not come back in the same instant.
+RETRY_AFTER_JITTER_FRACTION: Final = 0.5
 
 # How many controller attempt start times (time.monotonic()) the agent remembers.
 ATTEMPT_HISTORY_LENGTH: Final = 100
@@ -56,9 +59,11 @@ WORKER_LOOP: Final = "agent-worker"
 HINTS_LOOP: Final = "agent-hints"
 HIT_REPORT_LOOP: Final = "agent-hit-report"
 
-# The storage: two files in the state directory (AGENT_STATE_DIR).
+# The storage: files in the state directory (AGENT_STATE_DIR).
 STORAGE_FORMAT: Final = 1
 IDENTITY_FILE_NAME: Final = "identity.json"
+# The Idempotency-Key of the registration under way, kept until an identity is.
+REGISTRATION_KEY_FILE_NAME: Final = "registration.json"
 CONFIG_FILE_NAME: Final = "config.json"
 STORAGE_DIR_MODE: Final = 0o700
 # Both files are private: identity.json holds the agent token, and a configured URL may

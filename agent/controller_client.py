@@ -13,7 +13,7 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 from yarl import URL
 
-from agent.errors import BadAnswer
+from agent.errors import BadAnswer, KeyRefused
 from agent.http import Answer, exchange, parse_body, problem_detail, raise_for_shared_statuses
 from common.constants import (
     HEADER_AGENT_ID,
@@ -21,6 +21,7 @@ from common.constants import (
     HEADER_APPLY_FAILED,
     HEADER_CONFIG_VERSION,
     HEADER_HIT_COUNTS,
+    HEADER_IDEMPOTENCY_KEY,
     HEADER_POLL_INTERVAL_SECONDS,
     HEADER_REPORT_INTERVAL_SECONDS,
     HEADER_WORKER_DRIFT,
@@ -102,17 +103,28 @@ class ControllerClient:
         await self._session.close()
 
     async def register(
-        self, *, registration_token: str, hostname: str, labels: Mapping[str, str]
+        self,
+        *,
+        registration_token: str,
+        hostname: str,
+        labels: Mapping[str, str],
+        idempotency_key: uuid.UUID,
     ) -> Registration:
-        """``POST /register``; Rejected (401/403), RateLimited, Unreachable or BadAnswer."""
+        """``POST /register`` with the registration's key; Rejected (401/403), RateLimited,
+        Unreachable, KeyRefused (409: a new key is needed) or BadAnswer."""
         answer = await exchange(
             self._session,
             "POST",
             self._register_url,
-            headers={"Authorization": f"Bearer {registration_token}"},
+            headers={
+                "Authorization": f"Bearer {registration_token}",
+                HEADER_IDEMPOTENCY_KEY: str(idempotency_key),
+            },
             body={"hostname": hostname, "labels": dict(labels)},
         )
         raise_for_shared_statuses(answer)
+        if answer.status == 409:
+            raise KeyRefused(f"POST /register answered 409: {problem_detail(answer)}")
         if answer.status != 201:
             raise BadAnswer(f"POST /register answered {answer.status}: {problem_detail(answer)}")
         body = parse_body(answer, _RegisterAnswer)

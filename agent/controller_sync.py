@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import random
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 
@@ -21,6 +22,7 @@ from agent.constants import (
     DEFAULT_POLL_INTERVAL_SECONDS,
     ENV_PREFIX,
     POLL_JITTER_FRACTION,
+    RETRY_AFTER_JITTER_FRACTION,
 )
 from agent.controller_client import ControllerClient, PollAnswer, PollRequest, Registration
 from agent.drift_report import DriftReport
@@ -30,6 +32,7 @@ from agent.hit_report import HitReport
 from agent.metrics import AgentMetrics, BackoffState
 from agent.outcomes import ControllerOutcome, ControllerStep
 from agent.reconciler import Reconciler
+from agent.registrar import Registrar
 from agent.settings import AgentSettings
 from agent.storage import CachedConfig, Identity, Storage, StorageWriter
 from agent.wake import sleep_or_wake
@@ -65,6 +68,8 @@ class ControllerSync:
         self._on_registered = on_registered
         self._client: ControllerClient | None = None
         self._identity: Identity | None = None
+        # Registers under an Idempotency-Key kept until the identity is saved.
+        self.registrar = Registrar(settings, storage=storage, writer=writer)
         self._held: CachedConfig | None = None
         self._etag: str | None = None
         self._poll_url = POLL_URL
@@ -82,8 +87,7 @@ class ControllerSync:
         reconciler.on_news(self.poll_soon)
         # /hit counts ride on every request; the worker is read before regular polls (run).
         self.hit_report = HitReport(metrics)
-        self._next_contact_at = 0.0
-        self._next_is_regular = False
+        self.next_contact_at = 0.0  # time.monotonic() of the next contact, as planned
 
     @property
     def identity(self) -> Identity | None:
@@ -109,9 +113,15 @@ class ControllerSync:
     def connect(self, controller: ControllerClient) -> None:
         self._client = controller
 
-    def restore(self, identity: Identity | None, held: CachedConfig | None) -> None:
+    def restore(
+        self,
+        identity: Identity | None,
+        held: CachedConfig | None,
+        registration_key: uuid.UUID | None = None,
+    ) -> None:
         """What storage kept from an earlier run."""
         self._identity = identity
+        self.registrar.key = None if identity is not None else registration_key
         self._held = held
         if held is not None:
             self._etag = held.etag
@@ -120,16 +130,10 @@ class ControllerSync:
     def poll_soon(self) -> None:
         self._wake.set()
 
-    def report_soon(self, unless_due_within_seconds: float) -> None:
-        """Poll to report hit counts, unless a contact (or a retry) is due within that."""
-        due_in = self._next_contact_at - time.monotonic()
-        if self._backoff.failures == 0 and due_in > unless_due_within_seconds:
-            self._wake.set()
-
     async def run(self, running: Callable[[], bool]) -> None:
         """Contact the controller until ``running()`` is false; an unexpected error fails
-        one step only. A regular poll (the interval ran out: no hint nor confirmation
-        waits) reads the worker's hit counts first."""
+        one step only. A regular poll (the interval ran out: no hint, no confirmation, no
+        hinted version re-checked) reads the worker's hit counts first."""
         regular = False
         while running():
             if regular:
@@ -138,9 +142,9 @@ class ControllerSync:
             if step.outcome is ControllerOutcome.REGISTERED:
                 continue
             delay = self._after_step(step)
-            self._next_contact_at = time.monotonic() + delay
+            self.next_contact_at = time.monotonic() + delay
             woken = await sleep_or_wake(self._wake, delay)
-            regular = step.outcome.succeeded and self._next_is_regular and not woken
+            regular = not woken and step.outcome.succeeded and self.hint_schedule.idle
 
     async def run_once(self) -> ControllerStep:
         """One contact with the controller: register if the agent has no identity, else poll."""
@@ -153,7 +157,11 @@ class ControllerSync:
                 return await self._register(controller)
             return await self._poll(controller, self._identity)
         except Unreachable as exc:
-            return ControllerStep(outcome=ControllerOutcome.UNREACHABLE, detail=str(exc))
+            return ControllerStep(
+                outcome=ControllerOutcome.UNREACHABLE,
+                detail=str(exc),
+                retry_after_seconds=exc.retry_after_seconds,
+            )
         except RateLimited as exc:
             logger.warning(
                 "controller.rate_limited retry_after_seconds=%s", exc.retry_after_seconds
@@ -182,35 +190,30 @@ class ControllerSync:
         if step.outcome.succeeded:
             self._backoff.reset()
             jitter = 1.0 - POLL_JITTER_FRACTION * self._rng.random()
-            interval = self._poll_interval_seconds * jitter
-            recheck = self.hint_schedule.recheck_seconds()
-            self._next_is_regular = interval <= recheck
-            return min(interval, recheck)
+            return min(self._poll_interval_seconds * jitter, self.hint_schedule.recheck_seconds())
         delay = self._backoff.next_delay_seconds()
         if step.retry_after_seconds is not None:
-            delay = max(delay, step.retry_after_seconds)
+            # Never sooner than asked; spread, so a fleet told the same comes back apart.
+            spread = 1.0 + RETRY_AFTER_JITTER_FRACTION * self._rng.random()
+            delay = max(delay, step.retry_after_seconds * spread)
         self.retry_delays.append(delay)
         _log_retry(step, self._backoff.failures, delay)
         return delay
 
     async def _register(self, controller: ControllerClient) -> ControllerStep:
-        settings = self._settings
         try:
-            registration = await controller.register(
-                registration_token=settings.registration_token.get_secret_value(),
-                hostname=settings.hostname,
-                labels=settings.labels,
-            )
+            registration = await self.registrar.register(controller)
         except Rejected as exc:
             _log_registration_rejected(exc)
             return ControllerStep(outcome=ControllerOutcome.REGISTRATION_REJECTED, detail=str(exc))
-        identity = _identity(settings.controller_url, registration)
+        identity = _identity(self._settings.controller_url, registration)
         self._identity = identity
         self._poll_url = registration.poll_url
         self._poll_interval_seconds = registration.poll_interval_seconds
         logger.info("agent.registered agent_id=%s", identity.agent_id)
         self._on_registered(identity)
         await self._writer.write(self._storage.save_identity, identity)
+        await self.registrar.done()
         return ControllerStep(outcome=ControllerOutcome.REGISTERED)
 
     async def _poll(self, controller: ControllerClient, identity: Identity) -> ControllerStep:

@@ -26,18 +26,38 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from agent.constants import HIT_READ_TIMEOUT_SECONDS
 from agent.errors import AgentError
-from agent.metrics import AgentMetrics
+from agent.metrics import AgentMetrics, BackoffState
 from agent.wake import sleep_or_wake
 from agent.worker_client import WorkerClient, WorkerHits
 from common.constants import MAX_HIT_COUNT_ENTRIES, MAX_HITS_PER_REPORT
 
 logger = logging.getLogger(__name__)
+
+
+class Pacing(Protocol):
+    """The controller side, as the report's timer sees it."""
+
+    next_contact_at: float  # time.monotonic() of the next contact, as planned
+
+    @property
+    def backoff(self) -> BackoffState: ...
+
+    def poll_soon(self) -> None: ...
+
+
+def _may_poll(pacing: Pacing, interval_seconds: float) -> bool:
+    """No contact is due within the interval, and none is being retried."""
+    due_in = pacing.next_contact_at - time.monotonic()
+    return pacing.backoff.consecutive_failures == 0 and due_in > interval_seconds
+
 
 # One version's counts: (requests, errors).
 Counts = tuple[int, int]
@@ -169,11 +189,12 @@ class HitReport:
         self,
         running: Callable[[], bool],
         *,
-        report_soon: Callable[[float], None],
+        pacing: Pacing,
     ) -> None:
         """Read the worker's counters once at the start (the baseline); then, while the
         controller names a report interval, that often, and when there are new counts ask
-        for a poll unless one is due within the interval (``report_soon(interval)``)."""
+        for a poll, unless one is due within the interval or the controller side is
+        retrying after a failure (the retry carries them)."""
         await self.read()
         while running():
             interval = self._interval_seconds
@@ -184,5 +205,5 @@ class HitReport:
             await sleep_or_wake(self._interval_changed, interval)
             if self._interval_seconds != interval or not running():
                 continue
-            if await self.read():
-                report_soon(interval)
+            if await self.read() and _may_poll(pacing, interval):
+                pacing.poll_soon()

@@ -80,7 +80,8 @@ async def _read_answer(content: aiohttp.StreamReader) -> bytes:
 def raise_for_shared_statuses(answer: Answer) -> None:
     """Turn the statuses every peer answers alike into the agent's errors."""
     if answer.status >= 500:
-        raise Unreachable(f"status {answer.status}")
+        retry_after = retry_after_seconds(answer.headers.get("Retry-After"))
+        raise Unreachable(f"status {answer.status}", retry_after_seconds=retry_after)
     if answer.status in (401, 403):
         raise Rejected(f"status {answer.status}", status=answer.status)
     if answer.status == 429:

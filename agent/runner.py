@@ -25,6 +25,7 @@ import asyncio
 import enum
 import logging
 import random
+import uuid
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from types import TracebackType
@@ -212,8 +213,8 @@ class Agent:
         """Load the storage, start its writer and open the HTTP sessions (once)."""
         if self._lifecycle is not Lifecycle.NEW:
             return
-        identity, held = await asyncio.to_thread(self._load_storage)
-        self.controller_sync.restore(identity, held)
+        identity, held, registration_key = await asyncio.to_thread(self._load_storage)
+        self.controller_sync.restore(identity, held, registration_key)
         self.reconciler.restore(held)
         if identity is not None:
             self._hint_listener.identity_known(identity)
@@ -224,10 +225,11 @@ class Agent:
         self.controller_sync.hit_report.connect(self._clients.worker)
         self._lifecycle = Lifecycle.OPEN
 
-    def _load_storage(self) -> tuple[Identity | None, CachedConfig | None]:
+    def _load_storage(self) -> tuple[Identity | None, CachedConfig | None, uuid.UUID | None]:
         self._storage.prepare()
-        identity = self._storage.load_identity(self._settings.controller_url)
-        return identity, self._storage.load_config()
+        url = self._settings.controller_url
+        identity = self._storage.load_identity(url)
+        return identity, self._storage.load_config(), self._storage.load_registration_key(url)
 
     async def run(self) -> None:
         """Run the loops until ``stop()`` or ``request_stop()``, then shut down cleanly."""
@@ -255,7 +257,7 @@ class Agent:
         )
         self._hit_report_task = start(
             HIT_REPORT_LOOP,
-            lambda: sync.hit_report.run(self._running, report_soon=sync.report_soon),
+            lambda: sync.hit_report.run(self._running, pacing=sync),
         )
 
     def request_stop(self) -> None:

@@ -1,11 +1,14 @@
 """The agent's storage: its identity and the last configuration it received, on disk.
 
-Two files in the state directory (``AGENT_STATE_DIR``), so that a damaged configuration
+Files in the state directory (``AGENT_STATE_DIR``), so that a damaged configuration
 does not cost the identity (and the other way round):
 
-    identity.json   {"format": 1, "controller_url", "agent_id", "agent_token", "checksum"}
-    config.json     {"format": 1, "version", "etag", "config", "poll_interval_seconds",
-                     "checksum"}
+    identity.json      {"format": 1, "controller_url", "agent_id", "agent_token", "checksum"}
+    config.json        {"format": 1, "version", "etag", "config", "poll_interval_seconds",
+                        "checksum"}
+    registration.json  {"format": 1, "controller_url", "key", "checksum"}: only while the
+                       agent registers: the Idempotency-Key it sends on every attempt,
+                       written before the first, removed once identity.json is
 
 ``checksum`` is the SHA-256 (hex) of the canonical JSON of the other fields. Files are
 replaced atomically (temporary file, fsync, rename, fsync of the directory), so a crash
@@ -40,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from agent.constants import (
     CONFIG_FILE_NAME,
     IDENTITY_FILE_NAME,
+    REGISTRATION_KEY_FILE_NAME,
     STORAGE_DIR_MODE,
     STORAGE_FILE_MODE,
     STORAGE_FORMAT,
@@ -82,6 +86,15 @@ class _IdentityDocument(BaseModel):
     agent_token: str = Field(min_length=1)
     hints_redis_url: str | None = None
     hints_channel: str | None = None
+    checksum: str
+
+
+class _RegistrationKeyDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    format: Literal[1]
+    controller_url: str = Field(min_length=1)
+    key: str = Field(min_length=36, max_length=36)
     checksum: str
 
 
@@ -162,6 +175,7 @@ class Storage:
         self.state_dir = state_dir
         self.identity_path = state_dir / IDENTITY_FILE_NAME
         self.config_path = state_dir / CONFIG_FILE_NAME
+        self.registration_key_path = state_dir / REGISTRATION_KEY_FILE_NAME
 
     def prepare(self) -> None:
         """Create the state directory, private to this user; tighten it if it is ours
@@ -227,6 +241,28 @@ class Storage:
     def clear_identity(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.identity_path.unlink()
+        _fsync_directory(self.state_dir)
+
+    def load_registration_key(self, controller_url: str) -> uuid.UUID | None:
+        """The Idempotency-Key of a registration to ``controller_url`` not yet answered."""
+        doc = self._load(self.registration_key_path, _RegistrationKeyDocument)
+        if doc is None or doc.controller_url != controller_url:
+            return None
+        try:
+            return uuid.UUID(doc.key)
+        except ValueError:
+            _log_corrupt(self.registration_key_path, "key is not a UUID")
+            return None
+
+    def save_registration_key(self, controller_url: str, key: uuid.UUID) -> None:
+        self._save(
+            self.registration_key_path,
+            {"format": STORAGE_FORMAT, "controller_url": controller_url, "key": str(key)},
+        )
+
+    def clear_registration_key(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.registration_key_path.unlink()
         _fsync_directory(self.state_dir)
 
     def load_config(self) -> CachedConfig | None:

@@ -38,6 +38,7 @@ import random
 import shutil
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -57,6 +58,7 @@ from common.constants import (  # noqa: E402
     HEADER_AGENT_ID,
     HEADER_APPLIED_VERSION,
     HEADER_CONFIG_VERSION,
+    HEADER_IDEMPOTENCY_KEY,
     MAX_PAGE_LIMIT,
 )
 from controller.constants import LEDGER_FLUSH_SECONDS  # noqa: E402
@@ -162,7 +164,12 @@ class AgentHost:
         replica = agent.index % len(bases)
         url = f"{bases[replica]}/register"
         body = {"hostname": f"soak-{agent.index}", "labels": {"bench": "soak"}}
-        headers = {"Authorization": f"Bearer {S.REGISTRATION_TOKEN}"}
+        # One key for all of this agent's attempts, as the agent keeps it: a registration
+        # whose answer was lost is answered again, not made twice.
+        headers = {
+            "Authorization": f"Bearer {S.REGISTRATION_TOKEN}",
+            HEADER_IDEMPOTENCY_KEY: str(uuid.UUID(int=random.Random(agent.index).getrandbits(128))),
+        }
         backoff = Backoff(
             base_seconds=REGISTER_BACKOFF_BASE_SECONDS,
             max_seconds=REGISTER_BACKOFF_MAX_SECONDS,
@@ -1092,7 +1099,7 @@ def parse_args() -> argparse.Namespace:
         "--pinned", action="store_true", help="each agent polls one replica (default: alternate)"
     )
     parser.add_argument(
-        "--register-rate", type=float, default=200.0, help="registrations per second, in total"
+        "--register-rate", type=float, default=500.0, help="registrations per second, in total"
     )
     parser.add_argument(
         "--settle",

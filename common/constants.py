@@ -14,6 +14,9 @@ HEADER_CONFIG_VERSION: Final = "X-Config-Version"
 HEADER_POLL_INTERVAL_SECONDS: Final = "X-Poll-Interval-Seconds"
 HEADER_AGENT_ID: Final = "X-Agent-ID"
 HEADER_APPLIED_VERSION: Final = "X-Applied-Version"
+# On POST /register: a UUID the agent chose before its first attempt and sends on every
+# retry, so a registration whose answer was lost is not made twice.
+HEADER_IDEMPOTENCY_KEY: Final = "Idempotency-Key"
 # Why an admin made a change: stored with the version and in the audit log.
 HEADER_CHANGE_COMMENT: Final = "X-Change-Comment"
 MAX_CHANGE_COMMENT_CHARS: Final = 500

@@ -7,8 +7,8 @@ import uuid
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from common.constants import POLL_URL
-from common.errors import NotFound
+from common.constants import HEADER_IDEMPOTENCY_KEY, POLL_URL
+from common.errors import BadRequest, NotFound
 from common.http import json_response, read_model, read_query
 from common.metrics import counting
 from common.models import AgentState
@@ -38,7 +38,10 @@ from controller.openapi_parts import (
     body_problems,
     page_parameters,
 )
-from controller.registration import register_agent, revoke_agent
+from controller.registration import RegistrationRequest, registration_key_hash, revoke_agent
+
+# The canonical form of a UUID, as the agent sends it (36 characters, hyphenated).
+_KEY_CHARS = 36
 
 
 def _hint_source(app: web.Application) -> HintSource | None:
@@ -49,18 +52,21 @@ def _hint_source(app: web.Application) -> HintSource | None:
     return HintSource(redis_url=url.get_secret_value(), channel=settings.hint_channel)
 
 
-async def register(request: web.Request, _registrar: Principal) -> web.Response:
+async def register(request: web.Request, registrar: Principal) -> web.Response:
     app = request.app
     # Charged only once the credential was accepted: refused callers meet the
     # failed-authentication throttle instead, and cannot use up real agents' buckets.
     app[keys.REGISTRATION_LIMITER].check(app[keys.CLIENT_ADDRESSES].of(request))
     body = await read_model(request, RegisterRequest)
+    key = _idempotency_key(request)
     snap = app[keys.CACHE].snapshot
-    registration = await register_agent(
-        app[keys.DATABASE],
-        hostname=body.hostname,
-        labels=body.labels,
-        assigned_version=snap.version,
+    registration = await app[keys.REGISTRATIONS].register(
+        RegistrationRequest(
+            hostname=body.hostname,
+            labels=body.labels,
+            assigned_version=snap.version,
+            key_hash=None if key is None else registration_key_hash(registrar, key),
+        )
     )
     answer = RegisterResponse(
         agent_id=registration.agent_id,
@@ -70,6 +76,23 @@ async def register(request: web.Request, _registrar: Principal) -> web.Response:
         hints=_hint_source(app),
     )
     return json_response(answer, status=201)
+
+
+def _idempotency_key(request: web.Request) -> uuid.UUID | None:
+    """The Idempotency-Key header: None when absent, 400 unless it is one UUID."""
+    values = request.headers.getall(HEADER_IDEMPOTENCY_KEY, [])
+    if not values:
+        return None
+    text = values[0].strip(" \t")
+    try:
+        if len(values) > 1 or len(text) != _KEY_CHARS:
+            raise ValueError(text)
+        return uuid.UUID(text)
+    except ValueError:
+        raise BadRequest(
+            f"The {HEADER_IDEMPOTENCY_KEY} header must be one UUID "
+            "(e.g. 6f1c2a8e-4b7d-4e0a-9c3f-2d5b8a1e7f90)."
+        ) from None
 
 
 def _counted(handler: Handler) -> Handler:
@@ -167,6 +190,16 @@ _STATE_NOTE = (
     "polls are written "
     "first."
 )
+_IDEMPOTENCY_KEY = Parameter(
+    name=HEADER_IDEMPOTENCY_KEY,
+    location="header",
+    description="A UUID the agent chooses before its first attempt and sends on every retry. "
+    "A retry with the same key (same registering credential, same hostname and labels, "
+    "within 24 hours) gets the same agent, with a fresh token that replaces the one whose "
+    "answer was lost, as long as that agent never polled; any other reuse is 409.",
+    schema={"type": "string", "format": "uuid", "minLength": 36, "maxLength": 36},
+    example="0b0e8b1c-8c55-4a4e-9d0f-3f0a3e0c6f11",
+)
 _AGENT_ID = Parameter(
     name="agent_id",
     location="path",
@@ -184,24 +217,51 @@ REGISTER = Operation(
     description="Creates an agent id and a per-agent token (shown once; only a hash is kept) "
     "and records the configuration version assigned to the agent. Registrations are "
     "limited per client address (CONTROLLER_REGISTRATION_RATE_PER_SECOND, "
-    "CONTROLLER_REGISTRATION_BURST), charged only after the token was accepted.",
+    "CONTROLLER_REGISTRATION_BURST), charged only after the token was accepted. "
+    "Concurrent registrations share one transaction (group commit); a replica holds at "
+    "most CONTROLLER_REGISTRATION_QUEUE_LIMIT unanswered, and answers 429 beyond.",
     tags=("agents",),
     roles=REGISTRARS,
     outer=_counted,
+    parameters=(_IDEMPOTENCY_KEY,),
     request_model=RegisterRequest,
     responses=(
-        Response(status=201, description="Registered.", model=RegisterResponse),
+        Response(
+            status=201,
+            description="Registered (or, for a retried key, the same agent with a fresh token).",
+            model=RegisterResponse,
+        ),
+        problem(
+            400,
+            f"The {HEADER_IDEMPOTENCY_KEY} header is not one UUID.",
+            f"The {HEADER_IDEMPOTENCY_KEY} header must be one UUID "
+            "(e.g. 6f1c2a8e-4b7d-4e0a-9c3f-2d5b8a1e7f90).",
+        ),
         NO_TOKEN,
         WRONG_ROLE,
+        problem(
+            409,
+            f"The {HEADER_IDEMPOTENCY_KEY} was used by an earlier registration whose agent "
+            "polled since, was revoked, registered with another hostname or labels, or "
+            "more than 24 hours ago: register with a new key.",
+            f"This {HEADER_IDEMPOTENCY_KEY} was used by an earlier registration whose agent "
+            "has polled since; register with a new key.",
+        ),
         *body_problems("RegisterRequest"),
         problem(
             429,
             "Too many registrations from this address (counted only once the token was "
-            "accepted), or too many failed authentications from it; Retry-After says when "
-            "to retry.",
+            "accepted), too many failed authentications from it, or too many registrations "
+            "waiting on this replica; Retry-After says when to retry.",
             "Too many registrations from 192.0.2.10; retry in 1 s.",
         ),
-        UNAVAILABLE,
+        problem(
+            503,
+            "The database is unavailable or did not write the registration within 3 s; "
+            f"retry with the same {HEADER_IDEMPOTENCY_KEY}.",
+            "The registration was not written in time; retry shortly with the same "
+            "Idempotency-Key.",
+        ),
     ),
 )
 

@@ -25,6 +25,7 @@ from controller.constants import (
     HINTS_LOOP,
     LEDGER_FLUSH_SECONDS,
     LEDGER_LOOP,
+    REGISTRATION_LOOP,
 )
 from controller.credentials import AgentTokens, Authenticator
 from controller.db import Database, create_engine
@@ -35,6 +36,8 @@ from controller.ledger import Ledger
 from controller.metrics import ControllerMetrics
 from controller.named_credentials import NamedCredentials
 from controller.ratelimit import RateLimiter
+from controller.registration import write_registrations
+from controller.registration_batch import RegistrationBatcher
 from controller.routes import setup_routes
 from controller.settings import ControllerSettings
 from controller.throttle import FailureThrottle
@@ -105,6 +108,30 @@ async def ledger_ctx(app: web.Application) -> AsyncIterator[None]:
             await asyncio.shield(ledger.flush())
 
 
+async def registrations_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Registrations, written in groups by one supervised loop; those still queued when
+    the replica stops are answered 503."""
+    database = app[keys.DATABASE]
+    batcher = RegistrationBatcher(
+        write_group=lambda requests: database.transaction(
+            lambda conn: write_registrations(conn, requests)
+        ),
+        limit=app[keys.SETTINGS].registration_queue_limit,
+        # A new agent's first poll on this replica needs no token lookup: a group's
+        # agents poll together, and their lookups would crowd the pool.
+        on_written=lambda written: app[keys.AGENT_TOKENS].remember(
+            written.agent_id, written.token_hash
+        ),
+    )
+    app[keys.REGISTRATIONS] = batcher
+    task = app[keys.SUPERVISOR].start(REGISTRATION_LOOP, batcher.run)
+    try:
+        yield
+    finally:
+        await cancel_and_wait(task)
+        batcher.fail_queued()
+
+
 async def fleet_counts_ctx(app: web.Application) -> AsyncIterator[None]:
     """The agents' states GET /metrics serves, read every FLEET_COUNTS_REFRESH_SECONDS."""
     fleet_counts = FleetCountsCache(app[keys.FLEET])
@@ -161,12 +188,13 @@ async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
         authenticator=app[keys.AUTHENTICATOR],
         throttle=app[keys.AUTH_THROTTLE],
         confirmations=app[keys.LEDGER].confirmations,
+        registration_counts=app[keys.REGISTRATIONS].counts,
     )
     metrics.registry.register(
         RestartsCollector(
             "fleetconf_controller_loop_restarts",
-            f"Background loops ({CACHE_LOOP}, {HINTS_LOOP}, {LEDGER_LOOP}, {FLEET_COUNTS_LOOP}) "
-            "that failed on an "
+            f"Background loops ({CACHE_LOOP}, {HINTS_LOOP}, {LEDGER_LOOP}, {FLEET_COUNTS_LOOP}, "
+            f"{REGISTRATION_LOOP}) that failed on an "
             "unexpected error and were started again.",
             app[keys.SUPERVISOR],
         )
@@ -190,7 +218,15 @@ def create_app(settings: ControllerSettings) -> web.Application:
     )
     app[keys.CLIENT_ADDRESSES] = ClientAddresses(settings.trusted_proxy_networks)
     app.cleanup_ctx.extend(
-        [database_ctx, cache_ctx, ledger_ctx, fleet_counts_ctx, hints_ctx, metrics_ctx]
+        [
+            database_ctx,
+            cache_ctx,
+            ledger_ctx,
+            registrations_ctx,
+            fleet_counts_ctx,
+            hints_ctx,
+            metrics_ctx,
+        ]
     )
     setup_routes(app)
     return app

@@ -18,6 +18,7 @@ CACHE_LOOP: Final = "controller-cache"
 HINTS_LOOP: Final = "controller-hints"
 LEDGER_LOOP: Final = "controller-ledger"
 FLEET_COUNTS_LOOP: Final = "controller-fleet-counts"
+REGISTRATION_LOOP: Final = "controller-registrations"
 # How long a verified agent token is trusted before it is looked up again. Revocations
 # do not wait for this: every replica drops its cache when the revocation counter moves
 # (at once on the hint, within CACHE_REFRESH_SECONDS without Redis); this is a backstop.
@@ -58,3 +59,19 @@ AUDIT_VERIFY_CHUNK_ENTRIES: Final = 1_000
 # report further above (a hostile or broken agent) neither numbers the next version nor
 # makes the fleet look ahead, so no agent can push version numbers towards their limit.
 MAX_VERSIONS_AHEAD: Final = 10_000
+# Registrations are written in groups (controller.registration_batch): the first one to
+# arrive waits this long for others, and one transaction writes at most this many.
+REGISTRATION_BATCH_WINDOW_SECONDS: Final = 0.005
+REGISTRATION_BATCH_MAX_AGENTS: Final = 250
+# Registrations a replica holds unanswered (queued or being written) before it answers 429
+# (the default of CONTROLLER_REGISTRATION_QUEUE_LIMIT); its Retry-After paces them back
+# (controller.registration_pace).
+REGISTRATION_QUEUE_LIMIT: Final = 2_000
+# A queue whose oldest registration has waited this long is behind (the replica or its
+# database is slower than the arrivals): newcomers get 429 too, before the 3 s bound
+# would fail them with 503.
+REGISTRATION_QUEUE_MAX_WAIT_SECONDS: Final = 1.0
+# How long an Idempotency-Key of POST /register names its registration: a retry within it
+# gets the same agent (with a fresh token) as long as that agent never polled; later, the
+# key is refused (409) and the agent registers with a new one.
+REGISTRATION_KEY_TTL_SECONDS: Final = 86_400.0

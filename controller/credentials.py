@@ -41,6 +41,7 @@ from controller.constants import (
     UNKNOWN_AGENT_CACHE_SECONDS,
     UNKNOWN_AGENTS_CACHED,
 )
+from controller.credential_lookups import CredentialLookups
 from controller.db import Database
 from controller.named_credentials import NamedCredentials
 from controller.throttle import FailureThrottle
@@ -149,8 +150,8 @@ class AgentTokens:
         # of every poll finds them without parsing a UUID.
         self._by_prefix: dict[str, tuple[uuid.UUID, str, float]] = {}
         self.unknown = UnknownAgents()
-        # One query per agent id at a time, whoever asks meanwhile.
-        self._lookups: dict[uuid.UUID, asyncio.Future[store.AgentCredential | None]] = {}
+        # One read per agent id at a time, whoever asks meanwhile; ids read in groups.
+        self._reads = CredentialLookups(database)
 
     def verify_cached(self, token: str) -> uuid.UUID | None:
         """The agent id if the token matches a credential verified recently; else None."""
@@ -188,23 +189,16 @@ class AgentTokens:
         return _matching(agent_id, token_hash, credential.token_hash)
 
     def _lookup(self, agent_id: uuid.UUID) -> asyncio.Future[store.AgentCredential | None]:
-        """The stored credential of ``agent_id``: one query, shared by concurrent askers."""
-        pending = self._lookups.get(agent_id)
-        if pending is None:
-            pending = asyncio.ensure_future(
-                self._database.transaction(lambda conn: store.read_agent_credential(conn, agent_id))
-            )
-            self._lookups[agent_id] = pending
-            pending.add_done_callback(lambda done: self._lookup_done(agent_id, done))
-        # Shielded: one caller going away does not cancel the others' answer.
-        return asyncio.shield(pending)
+        """The stored credential of ``agent_id``: read in a group with the ids asked about
+        meanwhile (``CredentialLookups``), shared by concurrent askers."""
+        return self._reads.read(agent_id)
 
-    def _lookup_done(
-        self, agent_id: uuid.UUID, done: asyncio.Future[store.AgentCredential | None]
-    ) -> None:
-        del self._lookups[agent_id]
-        if not done.cancelled():
-            done.exception()  # retrieved here, so an error nobody awaited is not logged
+    def remember(self, agent_id: uuid.UUID, token_hash: str) -> None:
+        """Trust a credential this replica just issued (registration): the agent's first
+        poll here needs no lookup. Issued tokens are ``<agent id>.<secret>``."""
+        now = time.monotonic()
+        self._verified[agent_id] = (token_hash, now)
+        self._by_prefix[str(agent_id)] = (agent_id, token_hash, now)
 
     def forget(self, agent_id: uuid.UUID) -> None:
         """Stop trusting a cached credential at once (the agent was revoked here)."""

@@ -156,7 +156,11 @@ agents = Table(
     # null once a later poll reports no failure.
     Column("apply_failed_version", Integer, nullable=True),
     Column("apply_failed_reason", String(MAX_REASON_CHARS), nullable=True),
+    # The SHA-256 of the registering credential's scope and the Idempotency-Key the agent
+    # registered with (controller.registration): a retry with that key finds this agent.
+    Column("registration_key", String(64), nullable=True),
     Index("ix_agents_registered_at", "registered_at", "id"),
+    Index("uq_agents_registration_key", "registration_key", unique=True),
 )
 
 # Named credentials (POST /credentials): only the SHA-256 of each token is kept. A name

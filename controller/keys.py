@@ -20,6 +20,7 @@ from controller.ledger import Ledger
 from controller.metrics import ControllerMetrics
 from controller.named_credentials import NamedCredentials
 from controller.ratelimit import RateLimiter
+from controller.registration_batch import RegistrationBatcher
 from controller.settings import ControllerSettings
 from controller.throttle import FailureThrottle
 
@@ -35,6 +36,7 @@ PUBLISHER: Final = web.AppKey("publisher", HintPublisher)
 HINT_SUBSCRIPTION: Final = web.AppKey("hint_subscription", HintSubscription)
 WRITE_LOCK: Final = web.AppKey("write_lock", asyncio.Lock)
 REGISTRATION_LIMITER: Final = web.AppKey("registration_limiter", RateLimiter)
+REGISTRATIONS: Final = web.AppKey("registrations", RegistrationBatcher)
 METRICS: Final = web.AppKey("metrics", ControllerMetrics)
 SUPERVISOR: Final = web.AppKey("supervisor", Supervisor)
 CLIENT_ADDRESSES: Final = web.AppKey("client_addresses", ClientAddresses)

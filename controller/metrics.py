@@ -25,6 +25,7 @@ from controller.credentials import Authenticator
 from controller.fleet import FleetCounts
 from controller.fleet_counts import FleetCountsCache
 from controller.hints import HintPublisher
+from controller.registration_batch import BatchCounts
 from controller.throttle import FailureThrottle
 
 
@@ -40,6 +41,7 @@ class ControllerMetrics:
         authenticator: Authenticator,
         throttle: FailureThrottle,
         confirmations: Confirmations | None = None,
+        registration_counts: BatchCounts | None = None,
     ) -> None:
         self._cache = cache
         self._publisher = publisher
@@ -47,6 +49,7 @@ class ControllerMetrics:
         self._authenticator = authenticator
         self._throttle = throttle
         self._confirmations = confirmations
+        self._registration_counts = registration_counts or BatchCounts()
         # Answers by HTTP status; the success statuses are there from the start.
         self.registrations: Counter[int] = Counter({201: 0})
         self.config_posts: Counter[int] = Counter({200: 0, 201: 0})
@@ -104,6 +107,7 @@ class ControllerMetrics:
             "POST /register answers of this replica, by HTTP status.",
             self.registrations,
         )
+        yield from _registration_groups(self._registration_counts)
         yield _by_code(
             "fleetconf_controller_config_posts",
             "POST /config answers of this replica, by HTTP status (201 new version, 200 "
@@ -138,6 +142,31 @@ class ControllerMetrics:
 def _by_code(name: str, documentation: str, counts: Mapping[int, int]) -> CounterMetricFamily:
     by_code = {str(code): count for code, count in sorted(counts.items())}
     return counter_by(name, documentation, "code", by_code)
+
+
+def _registration_groups(counts: BatchCounts) -> Iterator[Metric]:
+    yield CounterMetricFamily(
+        "fleetconf_controller_registration_groups",
+        "Transactions that wrote a group of registrations (group commit), on this replica.",
+        value=counts.groups,
+    )
+    yield CounterMetricFamily(
+        "fleetconf_controller_registration_group_agents",
+        "Registrations those groups held (divided by the groups: the mean group size).",
+        value=counts.agents,
+    )
+    yield CounterMetricFamily(
+        "fleetconf_controller_registration_queue_full",
+        "Registrations refused with 429 because this replica held its limit of "
+        "unanswered ones (CONTROLLER_REGISTRATION_QUEUE_LIMIT).",
+        value=counts.queue_full,
+    )
+    yield CounterMetricFamily(
+        "fleetconf_controller_registrations_answered_late",
+        "Registrations written after their request stopped waiting (3 s); the agent's "
+        "retry with the same Idempotency-Key gets that agent.",
+        value=counts.answered_late,
+    )
 
 
 def _agents(fleet: FleetCounts) -> GaugeMetricFamily:

@@ -1,19 +1,36 @@
 """Registering agents (a new id, a per-agent token of which only the hash is kept), and
-revoking them."""
+revoking them.
+
+Registrations are written in groups (:mod:`controller.registration_batch` queues them);
+:func:`write_registrations` is one group's transaction. A registration may carry an
+idempotency key (the agent's ``Idempotency-Key``, a UUID it keeps until it holds an
+identity). Only a hash of the key, taken with the registering credential's scope, is
+stored with the agent, unique. A retry with the same key, from the same credential,
+within REGISTRATION_KEY_TTL_SECONDS, for the same hostname and labels, gets the same
+agent, with a fresh token that replaces the one whose answer was lost; but only while
+that agent never polled (whoever polled had the answer) and is not revoked. Any other
+reuse of a key is refused (409), so a key never yields a token for an agent in use.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import logging
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.auth import hash_token
-from controller import audit, store
-from controller.credentials import AgentTokens, issue_agent_token
-from controller.db import Database
+from common.errors import Conflict, FleetconfError
+from controller import audit, registration_store, store
+from controller.constants import REGISTRATION_KEY_TTL_SECONDS
+from controller.credentials import AgentTokens, Principal, issue_agent_token
+from controller.db import Database, utcnow
+from controller.registration_store import KeyedAgent
 
 logger = logging.getLogger(__name__)
 
@@ -21,26 +38,112 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True, kw_only=True)
 class Registration:
     agent_id: uuid.UUID
-    agent_token: str
+    agent_token: str = field(repr=False)
+    token_hash: str = field(repr=False)
+    # A retry with the key of an earlier registration: the same agent, a fresh token.
+    replayed: bool = False
 
 
-async def register_agent(
-    database: Database, *, hostname: str, labels: Mapping[str, str], assigned_version: int
+@dataclass(frozen=True, kw_only=True)
+class RegistrationRequest:
+    """One agent asking to register; ``key_hash``: its idempotency key, scoped."""
+
+    hostname: str
+    labels: Mapping[str, str]
+    assigned_version: int
+    key_hash: str | None = None
+
+
+Outcome = Registration | FleetconfError
+
+
+def registration_key_hash(registrar: Principal, key: uuid.UUID) -> str:
+    """The stored form of an idempotency key: scoped to the credential that registers
+    (the registration token, the admin token, or one named admin credential), so one
+    credential's key never names another's agent."""
+    scope = f"{registrar.role.value}:{registrar.name or ''}"
+    return hashlib.sha256(f"{scope}\n{key}".encode()).hexdigest()
+
+
+async def write_registrations(
+    conn: AsyncConnection, requests: Sequence[RegistrationRequest]
+) -> list[Outcome]:
+    """One group's transaction: each request's outcome, in order. New agents are inserted
+    in one statement; a key seen before is answered from its agent (or refused)."""
+    now = utcnow()
+    keys = {request.key_hash for request in requests if request.key_hash is not None}
+    known = await registration_store.read_keyed_agents(conn, keys) if keys else {}
+    by_key: dict[str, Outcome] = {}
+    rows: list[dict[str, Any]] = []
+    outcomes: list[Outcome] = []
+    for request in requests:
+        key = request.key_hash
+        outcome = by_key.get(key) if key is not None else None
+        if outcome is None:
+            earlier = known.get(key) if key is not None else None
+            if earlier is None:
+                outcome = _new_agent(request, now, rows)
+            else:
+                outcome = await _replay(conn, request, earlier, now)
+            if key is not None:
+                by_key[key] = outcome
+        outcomes.append(outcome)
+    if rows:
+        await registration_store.insert_agents(conn, rows)
+    return outcomes
+
+
+def _new_agent(
+    request: RegistrationRequest, now: dt.datetime, rows: list[dict[str, Any]]
 ) -> Registration:
     agent_id = uuid.uuid4()
     token = issue_agent_token(agent_id)
-    await database.transaction(
-        lambda conn: store.insert_agent(
-            conn,
-            agent_id=agent_id,
-            hostname=hostname,
-            labels=labels,
-            token_hash=hash_token(token),
-            assigned_version=assigned_version,
-        ),
+    token_hash = hash_token(token)
+    rows.append(
+        {
+            "id": str(agent_id),
+            "hostname": request.hostname,
+            "labels": dict(request.labels),
+            "token_hash": token_hash,
+            "registered_at": now,
+            "assigned_version": request.assigned_version,
+            "registration_key": request.key_hash,
+        }
     )
-    logger.info("agent.registered agent_id=%s hostname=%s", agent_id, hostname)
-    return Registration(agent_id=agent_id, agent_token=token)
+    return Registration(agent_id=agent_id, agent_token=token, token_hash=token_hash)
+
+
+async def _replay(
+    conn: AsyncConnection, request: RegistrationRequest, earlier: KeyedAgent, now: dt.datetime
+) -> Outcome:
+    """A retry of an earlier registration: its agent with a fresh token, or 409."""
+    refusal = _replay_refusal(request, earlier, now)
+    if refusal is not None:
+        return Conflict(
+            f"This Idempotency-Key was used by an earlier registration {refusal}; register "
+            "with a new key."
+        )
+    token = issue_agent_token(earlier.agent_id)
+    token_hash = hash_token(token)
+    await registration_store.replace_token(conn, earlier.agent_id, token_hash)
+    return Registration(
+        agent_id=earlier.agent_id, agent_token=token, token_hash=token_hash, replayed=True
+    )
+
+
+def _replay_refusal(
+    request: RegistrationRequest, earlier: KeyedAgent, now: dt.datetime
+) -> str | None:
+    """Why a retry may not have the earlier registration's agent; None when it may."""
+    if earlier.revoked:
+        return "whose agent was revoked"
+    if earlier.polled:
+        return "whose agent has polled since"
+    if (now - earlier.registered_at).total_seconds() > REGISTRATION_KEY_TTL_SECONDS:
+        return f"more than {REGISTRATION_KEY_TTL_SECONDS:.0f} s ago"
+    if (earlier.hostname, dict(earlier.labels)) != (request.hostname, dict(request.labels)):
+        return "with another hostname or labels"
+    return None
 
 
 async def revoke_agent(

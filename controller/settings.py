@@ -24,6 +24,7 @@ from controller.constants import (
     AGENT_TOKEN_CACHE_SECONDS,
     AUTH_FAILURE_WINDOW_SECONDS,
     AUTH_FAILURES_PER_WINDOW,
+    REGISTRATION_QUEUE_LIMIT,
 )
 
 ENV_PREFIX = "CONTROLLER_"
@@ -75,6 +76,9 @@ class ControllerSettings(BaseSettings):
     # POST /register per client address: a burst, then this many per second (429 beyond).
     registration_rate_per_second: float = Field(default=20.0, gt=0)
     registration_burst: int = Field(default=200, ge=1)
+    # Registrations held unanswered (queued for the next group commit, or being written)
+    # before further ones get 429 with Retry-After: bounds the memory a storm can take.
+    registration_queue_limit: int = Field(default=REGISTRATION_QUEUE_LIMIT, ge=1, le=100_000)
     # Failed authentications per client address in a window; beyond them 429.
     auth_failures_per_window: int = Field(default=AUTH_FAILURES_PER_WINDOW, ge=1)
     auth_failure_window_seconds: float = Field(default=AUTH_FAILURE_WINDOW_SECONDS, gt=0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,27 +176,6 @@ async def write_poll_interval(conn: AsyncConnection, seconds: int) -> None:
     )
 
 
-async def insert_agent(
-    conn: AsyncConnection,
-    *,
-    agent_id: uuid.UUID,
-    hostname: str,
-    labels: Mapping[str, str],
-    token_hash: str,
-    assigned_version: int,
-) -> None:
-    await conn.execute(
-        agents.insert().values(
-            id=str(agent_id),
-            hostname=hostname,
-            labels=dict(labels),
-            token_hash=token_hash,
-            registered_at=utcnow(),
-            assigned_version=assigned_version,
-        )
-    )
-
-
 async def read_agent_credential(
     conn: AsyncConnection, agent_id: uuid.UUID
 ) -> AgentCredential | None:
@@ -206,6 +184,21 @@ async def read_agent_credential(
     if row is None:
         return None
     return AgentCredential(token_hash=row.token_hash, revoked=row.revoked_at is not None)
+
+
+async def read_agent_credentials(
+    conn: AsyncConnection, agent_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, AgentCredential]:
+    """The credentials of those of ``agent_ids`` that are registered, in one query."""
+    query = select(agents.c.id, agents.c.token_hash, agents.c.revoked_at).where(
+        agents.c.id.in_([str(agent_id) for agent_id in agent_ids])
+    )
+    return {
+        uuid.UUID(row.id): AgentCredential(
+            token_hash=row.token_hash, revoked=row.revoked_at is not None
+        )
+        for row in await conn.execute(query)
+    }
 
 
 async def count_active_agents(conn: AsyncConnection) -> int:

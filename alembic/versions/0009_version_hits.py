@@ -2,7 +2,7 @@
 agents report them, for staged rollouts' health.
 
 Revision ID: 0009_version_hits
-Revises: 0008_apply_confirmation
+Revises: 0009_registration_keys
 Create Date: 2026-11-29
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009_version_hits"
-down_revision = "0008_apply_confirmation"
+down_revision = "0009_registration_keys"
 branch_labels = None
 depends_on = None
 

@@ -230,13 +230,13 @@ async def _tables(database_url: str) -> set[str]:
 
 
 async def test_version_hits_revision_goes_down_and_up(database_url: str) -> None:
-    """0009_version_hits: down to 0008 drops version_hits (its counts with it) and nothing
-    else; up again creates it empty, and increments work on it."""
+    """0009_version_hits: down to 0009_registration_keys drops version_hits (its counts
+    with it) and nothing else; up again creates it empty, and increments work on it."""
     database = Database(create_engine(database_url))
     await database.transaction(partial(add_hits, sums={4: HitTotals(requests=3, errors=1)}))
     await database.close(1.0)
     before = await _tables(database_url)
-    await asyncio.to_thread(migrations.downgrade, database_url, "0008_apply_confirmation")
+    await asyncio.to_thread(migrations.downgrade, database_url, "0009_registration_keys")
     assert before - await _tables(database_url) == {"version_hits"}
     await asyncio.to_thread(migrations.upgrade, database_url)
     assert await _tables(database_url) == before
