@@ -28,6 +28,7 @@ from agent.controller_client import ControllerClient, PollAnswer, PollRequest, R
 from agent.drift_report import DriftReport
 from agent.errors import BadAnswer, RateLimited, Rejected, Unreachable
 from agent.hint_schedule import HintSchedule
+from agent.hit_report import HitReport
 from agent.metrics import AgentMetrics, BackoffState
 from agent.outcomes import ControllerOutcome, ControllerStep
 from agent.reconciler import Reconciler
@@ -84,6 +85,9 @@ class ControllerSync:
         # So are a changed applied version and a failed apply (agent.apply_report): the
         # controller's view shows them within a round trip, not a poll interval.
         reconciler.on_news(self.poll_soon)
+        # /hit counts ride on every request; the worker is read before regular polls (run).
+        self.hit_report = HitReport(metrics)
+        self.next_contact_at = 0.0  # time.monotonic() of the next contact, as planned
 
     @property
     def identity(self) -> Identity | None:
@@ -128,12 +132,19 @@ class ControllerSync:
 
     async def run(self, running: Callable[[], bool]) -> None:
         """Contact the controller until ``running()`` is false; an unexpected error fails
-        one step only."""
+        one step only. A regular poll (the interval ran out: no hint, no confirmation, no
+        hinted version re-checked) reads the worker's hit counts first."""
+        regular = False
         while running():
+            if regular:
+                await self.hit_report.read()
             step = await self._step()
             if step.outcome is ControllerOutcome.REGISTERED:
                 continue
-            await sleep_or_wake(self._wake, self._after_step(step))
+            delay = self._after_step(step)
+            self.next_contact_at = time.monotonic() + delay
+            woken = await sleep_or_wake(self._wake, delay)
+            regular = not woken and step.outcome.succeeded and self.hint_schedule.idle
 
     async def run_once(self) -> ControllerStep:
         """One contact with the controller: register if the agent has no identity, else poll."""
@@ -193,12 +204,7 @@ class ControllerSync:
         try:
             registration = await self.registrar.register(controller)
         except Rejected as exc:
-            logger.error(
-                "agent.registration_rejected status=%d: the controller does not accept "
-                "%sREGISTRATION_TOKEN",
-                exc.status,
-                ENV_PREFIX,
-            )
+            _log_registration_rejected(exc)
             return ControllerStep(outcome=ControllerOutcome.REGISTRATION_REJECTED, detail=str(exc))
         identity = _identity(self._settings.controller_url, registration)
         self._identity = identity
@@ -213,6 +219,7 @@ class ControllerSync:
     async def _poll(self, controller: ControllerClient, identity: Identity) -> ControllerStep:
         drift = self.drift_report.next_note()
         failure = self._reconciler.apply_failure
+        hits = self.hit_report.next_note()
         request = PollRequest(
             poll_url=self._poll_url,
             agent_id=identity.agent_id,
@@ -221,6 +228,7 @@ class ControllerSync:
             applied_version=None if drift.drift else self._reconciler.applied_version,
             worker_drift=drift.drift,
             apply_failed=None if failure is None else failure.header,
+            hit_counts=None if hits is None else hits.header,
             etag=self._etag,
         )
         try:
@@ -232,6 +240,8 @@ class ControllerSync:
             self._metrics.poll_failed()
             raise
         self.drift_report.told(drift)
+        self.hit_report.told(hits)
+        self.hit_report.set_interval(answer.report_interval_seconds)
         self._metrics.poll_answered(modified=answer.config is not None)
         if answer.poll_interval_seconds is not None:
             self._poll_interval_seconds = answer.poll_interval_seconds
@@ -241,16 +251,9 @@ class ControllerSync:
         return await self._accept(answer, answer.config)
 
     async def _identity_rejected(self, identity: Identity, exc: Rejected) -> ControllerStep:
+        _log_identity_rejected(identity, exc)
         if exc.status != 401:
-            logger.error(
-                "controller.forbidden status=%d agent_id=%s", exc.status, identity.agent_id
-            )
             return ControllerStep(outcome=ControllerOutcome.FORBIDDEN, detail=str(exc))
-        logger.error(
-            "agent.identity_rejected agent_id=%s: the controller does not know this agent's "
-            "token; registering again",
-            identity.agent_id,
-        )
         self._identity = None
         # The ETag named a version of the controller that knew us; ask for the full answer.
         self._etag = None
@@ -300,6 +303,26 @@ def _identity(controller_url: str, registration: Registration) -> Identity:
         agent_token=registration.agent_token,
         hints_redis_url=source.redis_url if source else None,
         hints_channel=source.channel if source else None,
+    )
+
+
+def _log_registration_rejected(exc: Rejected) -> None:
+    logger.error(
+        "agent.registration_rejected status=%d: the controller does not accept "
+        "%sREGISTRATION_TOKEN",
+        exc.status,
+        ENV_PREFIX,
+    )
+
+
+def _log_identity_rejected(identity: Identity, exc: Rejected) -> None:
+    if exc.status != 401:
+        logger.error("controller.forbidden status=%d agent_id=%s", exc.status, identity.agent_id)
+        return
+    logger.error(
+        "agent.identity_rejected agent_id=%s: the controller does not know this agent's "
+        "token; registering again",
+        identity.agent_id,
     )
 
 

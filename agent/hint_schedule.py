@@ -127,6 +127,11 @@ class HintSchedule:
         return self._hinted_version
 
     @property
+    def idle(self) -> bool:
+        """No hinted version is being fetched or re-checked."""
+        return self._hinted_version is None
+
+    @property
     def fetch_scheduled(self) -> bool:
         """True while a hinted poll waits for its moment within the spread."""
         return self._fetch is not None

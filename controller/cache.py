@@ -24,7 +24,11 @@ from dataclasses import dataclass
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from common.constants import HEADER_CONFIG_VERSION, HEADER_POLL_INTERVAL_SECONDS
+from common.constants import (
+    HEADER_CONFIG_VERSION,
+    HEADER_POLL_INTERVAL_SECONDS,
+    HEADER_REPORT_INTERVAL_SECONDS,
+)
 from common.errors import FleetconfError
 from controller import store
 from controller.db import Database
@@ -42,6 +46,8 @@ class Snapshot:
     body: bytes
     created_at: dt.datetime
     poll_interval_seconds: int
+    # How often agents report their workers' /hit counts, when more often than polls.
+    report_interval_seconds: int | None = None
 
     @functools.cached_property
     def etag(self) -> str:
@@ -56,15 +62,15 @@ class Snapshot:
         multidict keyed by ``istr``): each answer copies it as it is, where a plain dict
         would be converted name by name on every request.
         """
-        headers = CIMultiDict(
-            [
-                (istr("ETag"), self.etag),
-                (istr(HEADER_CONFIG_VERSION), str(self.version)),
-                (istr(HEADER_POLL_INTERVAL_SECONDS), str(self.poll_interval_seconds)),
-                (istr("Cache-Control"), "no-cache"),
-            ]
-        )
-        return CIMultiDictProxy(headers)
+        pairs = [
+            (istr("ETag"), self.etag),
+            (istr(HEADER_CONFIG_VERSION), str(self.version)),
+            (istr(HEADER_POLL_INTERVAL_SECONDS), str(self.poll_interval_seconds)),
+            (istr("Cache-Control"), "no-cache"),
+        ]
+        if self.report_interval_seconds is not None:
+            pairs.append((istr(HEADER_REPORT_INTERVAL_SECONDS), str(self.report_interval_seconds)))
+        return CIMultiDictProxy(CIMultiDict(pairs))
 
 
 class PollCounts:
@@ -97,6 +103,7 @@ class ConfigCache:
         self._on_fleet_row = on_fleet_row
         self._revocations: int | None = None
         self._default_poll_interval_seconds = default_poll_interval_seconds
+        self._report_interval_seconds: int | None = None
         self._snapshot: Snapshot | None = None
         # Bumped by every replacement: a refresh that raced one does not undo it.
         self._generation = 0
@@ -129,6 +136,7 @@ class ConfigCache:
             body=record.body.encode(),
             created_at=record.created_at,
             poll_interval_seconds=poll_interval_seconds or self._default_poll_interval_seconds,
+            report_interval_seconds=self._report_interval_seconds,
         )
 
     def set_poll_interval(self, seconds: int | None) -> None:
@@ -137,6 +145,17 @@ class ConfigCache:
         if interval != snap.poll_interval_seconds:
             # A new Snapshot, not a copy: its cached headers carry the interval.
             self._snapshot = dataclasses.replace(snap, poll_interval_seconds=interval)
+
+    def set_report_interval(self, seconds: int | None) -> None:
+        """Ask agents to report their workers' /hit counts every ``seconds`` (None: with
+        their polls only): every GET /config answer says so from now on."""
+        if seconds is not None and seconds < 1:
+            raise ValueError(f"a report interval is at least 1 second, not {seconds}")
+        self._report_interval_seconds = seconds
+        snap = self._snapshot
+        if snap is not None and snap.report_interval_seconds != seconds:
+            # A new Snapshot, not a copy: its cached headers carry the interval.
+            self._snapshot = dataclasses.replace(snap, report_interval_seconds=seconds)
 
     async def refresh(self) -> bool:
         """Re-read the fleet row; load the version only when it moved (its number, or the

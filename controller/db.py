@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -173,6 +174,17 @@ credentials = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("created_by", String(64), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+# The fleet's GET /hit outcomes per configuration version, as agents report them: every
+# replica adds its sums with an atomic upsert (controller.hit_totals).
+version_hits = Table(
+    "version_hits",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("requests", BigInteger, nullable=False),
+    Column("errors", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
 
