@@ -32,6 +32,8 @@ from controller.models import (
 from controller.openapi_parts import (
     BAD_QUERY,
     NO_TOKEN,
+    REGISTERED_AGENT_LINKS,
+    REVOKED_AGENT_LINKS,
     THROTTLED,
     UNAVAILABLE,
     WRONG_ROLE,
@@ -190,7 +192,12 @@ REGISTER = Operation(
     outer=_counted,
     request_model=RegisterRequest,
     responses=(
-        Response(status=201, description="Registered.", model=RegisterResponse),
+        Response(
+            status=201,
+            description="Registered.",
+            model=RegisterResponse,
+            links=REGISTERED_AGENT_LINKS,
+        ),
         NO_TOKEN,
         WRONG_ROLE,
         *body_problems("RegisterRequest"),
@@ -271,7 +278,7 @@ REVOKE_AGENT = Operation(
     roles=ADMIN,
     parameters=(_AGENT_ID, COMMENT_PARAMETER),
     responses=(
-        Response(status=204, description="Revoked."),
+        Response(status=204, description="Revoked.", links=REVOKED_AGENT_LINKS),
         NO_TOKEN,
         WRONG_ROLE,
         problem(
