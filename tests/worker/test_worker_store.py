@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
-from common.errors import Conflict
+from common.errors import Conflict, PreconditionFailed
 from common.models import DEFAULT_WORKER_CONFIG, WorkerConfig
-from worker.store import ConfigStore
+from worker.store import ConfigStore, etag_of
 
 A = WorkerConfig(url="https://a.example")
 B = WorkerConfig(url="https://b.example")
@@ -35,3 +37,29 @@ def test_conflicts_change_nothing(version: int, config: WorkerConfig) -> None:
     with pytest.raises(Conflict):
         store.apply(version, config)
     assert (store.held.version, store.held.config) == (2, A)
+
+
+def test_etag_digests_the_compact_canonical_json() -> None:
+    """The ETag is the version and the first 16 hex digits of the SHA-256 of the compact,
+    sorted, UTF-8 JSON of the configuration: the controller's form, not an ASCII-escaped
+    or spaced one."""
+    config = WorkerConfig(url="https://example.org/caf\u00e9?a=1")
+    canonical = '{"url":"https://example.org/caf\u00e9?a=1"}'.encode()
+    digest = hashlib.sha256(canonical).hexdigest()[:16]
+    assert etag_of(7, config) == f'"7-{digest}"'
+
+
+def test_counts_what_became_of_each_update() -> None:
+    """applied, unchanged and refused count each update once, with a message naming it."""
+    store = ConfigStore()
+    first, other = WorkerConfig(url="https://a.example/"), WorkerConfig(url="https://b.example/")
+    assert store.apply(1, first)
+    assert not store.apply(1, first)
+    with pytest.raises(Conflict, match="Version 0 is older than the held version 1"):
+        store.apply(0, first)
+    with pytest.raises(Conflict, match="Version 1 is already held with a different"):
+        store.apply(1, other)
+    with pytest.raises(PreconditionFailed, match="does not name the held configuration"):
+        store.apply(2, first, if_match='"1-0000000000000000"')
+    assert not store.apply(1, first, if_match=store.held.etag)
+    assert (store.applied, store.unchanged, store.refused) == (1, 2, 3)
