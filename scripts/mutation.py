@@ -96,6 +96,7 @@ TARGETS = (
         module="controller.credentials",
         functions=("x*",),
         tests=(
+            "tests/controller/test_agent_tokens.py",
             "tests/controller/test_credentials.py",
             "tests/controller/test_throttle.py",
         ),

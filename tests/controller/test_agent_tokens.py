@@ -1,0 +1,150 @@
+"""Agent tokens, without HTTP: verified against the stored hash, trusted from memory for a
+while, refused once revoked, and looked up once however many ask at the same time."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from controller import migrations
+from controller.audit import Change
+from controller.credentials import AgentTokens, UnknownAgents
+from controller.db import Database, create_engine
+from controller.registration import Registration, register_agent, revoke_agent
+from tests.support.processes import wait_until
+
+T = TypeVar("T")
+CHANGE = Change(actor="admin")
+
+
+class CountingDatabase(Database):
+    """The real database, counting the transactions it runs."""
+
+    transactions = 0
+
+    async def transaction(
+        self, work: Callable[[AsyncConnection], Awaitable[T]], **kwargs: Any
+    ) -> T:
+        self.transactions += 1
+        return await super().transaction(work, **kwargs)
+
+
+@pytest.fixture
+async def database(tmp_path: Path) -> AsyncIterator[CountingDatabase]:
+    url = f"sqlite+aiosqlite:///{tmp_path}/controller.db"
+    await asyncio.to_thread(migrations.upgrade, url)
+    database = CountingDatabase(create_engine(url))
+    yield database
+    await database.close(5.0)
+
+
+async def _register(database: Database) -> Registration:
+    return await register_agent(database, hostname="edge", labels={}, assigned_version=0)
+
+
+def _forged(token: str) -> str:
+    """The same agent id with another secret."""
+    agent_id, _, _ = token.partition(".")
+    return f"{agent_id}.not-the-secret"
+
+
+async def test_a_token_verifies_and_another_secret_for_its_id_does_not(
+    database: CountingDatabase,
+) -> None:
+    """The issued token gives its agent id, from the database and then from memory; the
+    same id with another secret is refused both ways."""
+    tokens = AgentTokens(database)
+    agent = await _register(database)
+    assert await tokens.verify(_forged(agent.agent_token)) is None
+    assert await tokens.verify(agent.agent_token) == agent.agent_id
+    assert await tokens.verify(_forged(agent.agent_token)) is None
+    assert tokens.verify_cached(agent.agent_token) == agent.agent_id
+    assert tokens.verify_cached(_forged(agent.agent_token)) is None
+    assert tokens.verify_cached(f"{uuid.uuid4()}.x") is None
+
+
+async def test_a_verified_token_is_trusted_from_memory_until_forgotten(
+    database: CountingDatabase,
+) -> None:
+    """Within cache_seconds a verified token costs no query, so a revocation by another
+    replica is seen only once the cache is cleared (forget_all); then it is refused and
+    its id remembered as unknown."""
+    tokens, elsewhere = AgentTokens(database), AgentTokens(database)
+    agent = await _register(database)
+    assert await tokens.verify(agent.agent_token) == agent.agent_id
+    assert await revoke_agent(database, elsewhere, agent.agent_id, change=CHANGE)
+    queries = database.transactions
+    assert await tokens.verify(agent.agent_token) == agent.agent_id
+    assert database.transactions == queries
+    tokens.forget_all()
+    assert await tokens.verify(agent.agent_token) is None
+    assert agent.agent_id in tokens.unknown
+    queries = database.transactions
+    assert await tokens.verify(agent.agent_token) is None
+    assert database.transactions == queries, "an unknown id is refused from memory"
+
+
+async def test_forget_refuses_at_once(database: CountingDatabase) -> None:
+    """A token forgotten here (revoked through this replica) is refused from memory."""
+    tokens = AgentTokens(database)
+    agent = await _register(database)
+    other = await _register(database)
+    assert await tokens.verify(agent.agent_token) == agent.agent_id
+    assert await tokens.verify(other.agent_token) == other.agent_id
+    tokens.forget(agent.agent_id)
+    assert tokens.verify_cached(agent.agent_token) is None
+    assert tokens.verify_cached(other.agent_token) == other.agent_id
+    assert await tokens.verify(agent.agent_token) is None
+
+
+async def test_the_memory_expires_after_cache_seconds(database: CountingDatabase) -> None:
+    """After cache_seconds the token is looked up again (and still verifies)."""
+    tokens = AgentTokens(database, cache_seconds=0.2)
+    agent = await _register(database)
+    assert await tokens.verify(agent.agent_token) == agent.agent_id
+    await wait_until(
+        lambda: tokens.verify_cached(agent.agent_token) is None,
+        timeout_seconds=5,
+        what="the cached token expires",
+    )
+    queries = database.transactions
+    assert await tokens.verify(agent.agent_token) == agent.agent_id
+    assert database.transactions == queries + 1
+
+
+async def test_concurrent_lookups_of_one_id_share_one_query(database: CountingDatabase) -> None:
+    """Ten callers verifying the same unseen token at once cost one query; a later
+    lookup (after the cache is cleared) runs its own."""
+    tokens = AgentTokens(database)
+    agent = await _register(database)
+    queries = database.transactions
+    results = await asyncio.gather(*(tokens.verify(agent.agent_token) for _ in range(10)))
+    assert results == [agent.agent_id] * 10
+    assert database.transactions == queries + 1
+    tokens.forget_all()
+    assert await tokens.verify(agent.agent_token) == agent.agent_id
+    assert database.transactions == queries + 2
+
+
+def test_unknown_agents_expire_at_their_ttl_and_drop_the_least_recent() -> None:
+    """An id is unknown for exactly ttl_seconds; beyond max_entries the least recently
+    asked about goes first."""
+    now = [0.0]
+    unknown = UnknownAgents(max_entries=2, ttl_seconds=10, clock=lambda: now[0])
+    first, second, third = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    unknown.add(first)
+    unknown.add(second)
+    assert first in unknown  # asked about: now the most recent
+    unknown.add(third)
+    assert (first in unknown, second in unknown, third in unknown) == (True, False, True)
+    now[0] = 9.99
+    assert first in unknown
+    now[0] = 10.0
+    assert third not in unknown
+    assert len(unknown) == 1
