@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import math
 import random
 from collections.abc import Callable
@@ -388,3 +389,14 @@ async def test_loop_timers_call_back_after_the_delay() -> None:
     timers.call_later(0.05, lambda: fired.append(timers.time()))
     await wait_until(lambda: bool(fired), timeout_seconds=5, what="the timer fires")
     assert fired[0] - started >= 0.05
+
+
+def test_giving_a_version_up_is_logged_with_its_polls(caplog: pytest.LogCaptureFixture) -> None:
+    """hint.given_up is logged at info with the version and the early polls it cost."""
+    target = make()
+    with caplog.at_level(logging.INFO, logger="agent.hint_schedule"):
+        schedule_of(target).on_hint(hint(9))
+        target.timers.advance(60.0)
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.INFO] == [
+        "hint.given_up version=9 early_polls=3: no poll brought it"
+    ]

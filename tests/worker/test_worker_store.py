@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 
 import pytest
 
@@ -54,12 +55,29 @@ def test_counts_what_became_of_each_update() -> None:
     store = ConfigStore()
     first, other = WorkerConfig(url="https://a.example/"), WorkerConfig(url="https://b.example/")
     assert store.apply(1, first)
-    assert not store.apply(1, first)
+    with pytest.raises(PreconditionFailed, match="does not name the held configuration"):
+        store.apply(2, first, if_match='"1-0000000000000000"')
     with pytest.raises(Conflict, match="Version 0 is older than the held version 1"):
         store.apply(0, first)
     with pytest.raises(Conflict, match="Version 1 is already held with a different"):
         store.apply(1, other)
-    with pytest.raises(PreconditionFailed, match="does not name the held configuration"):
-        store.apply(2, first, if_match='"1-0000000000000000"')
     assert not store.apply(1, first, if_match=store.held.etag)
+    assert not store.apply(1, first)
     assert (store.applied, store.unchanged, store.refused) == (1, 2, 3)
+
+
+def test_every_change_is_logged_with_its_version_and_redacted_url(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The worker logs each configuration it takes (version, URL without credentials),
+    and says when If-Match replaced the held one."""
+    store = ConfigStore()
+    with caplog.at_level(logging.INFO, logger="worker.store"):
+        store.apply(2, WorkerConfig(url="https://user:secret@a.example/x"))
+        store.apply(1, WorkerConfig(url=None), if_match=store.held.etag)
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages[0].startswith("config.applied version=2 url=https://")
+    assert "secret" not in messages[0]
+    assert "a.example/x" in messages[0]
+    assert messages[1].startswith("config.replaced version=1 previous_version=2: ")
+    assert messages[2] == "config.applied version=1 url=None"
