@@ -54,16 +54,30 @@ def test_counts_what_became_of_each_update() -> None:
     """applied, unchanged and refused count each update once, with a message naming it."""
     store = ConfigStore()
     first, other = WorkerConfig(url="https://a.example/"), WorkerConfig(url="https://b.example/")
+    stale = '"1-0000000000000000"'
     assert store.apply(1, first)
     with pytest.raises(PreconditionFailed, match="does not name the held configuration"):
-        store.apply(2, first, if_match='"1-0000000000000000"')
+        store.apply(2, first, if_match=stale)
     with pytest.raises(Conflict, match="Version 0 is older than the held version 1"):
         store.apply(0, first)
     with pytest.raises(Conflict, match="Version 1 is already held with a different"):
         store.apply(1, other)
+    with pytest.raises(PreconditionFailed):
+        store.apply(2, first, if_match=stale)
     assert not store.apply(1, first, if_match=store.held.etag)
     assert not store.apply(1, first)
-    assert (store.applied, store.unchanged, store.refused) == (1, 2, 3)
+    assert not store.apply(1, first, if_match=store.held.etag)
+    assert (store.applied, store.unchanged, store.refused) == (1, 3, 4)
+
+
+def test_an_unchanged_update_is_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    """The same version and configuration again logs config.unchanged, either way."""
+    store = ConfigStore()
+    store.apply(1, A)
+    with caplog.at_level(logging.DEBUG, logger="worker.store"):
+        store.apply(1, A)
+        store.apply(1, A, if_match=store.held.etag)
+    assert [r.getMessage() for r in caplog.records] == ["config.unchanged version=1"] * 2
 
 
 def test_every_change_is_logged_with_its_version_and_redacted_url(
@@ -79,5 +93,7 @@ def test_every_change_is_logged_with_its_version_and_redacted_url(
     assert messages[0].startswith("config.applied version=2 url=https://")
     assert "secret" not in messages[0]
     assert "a.example/x" in messages[0]
-    assert messages[1].startswith("config.replaced version=1 previous_version=2: ")
+    assert messages[1] == (
+        "config.replaced version=1 previous_version=2: If-Match named the held one"
+    )
     assert messages[2] == "config.applied version=1 url=None"

@@ -6,6 +6,7 @@ checked."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections import Counter
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 import requests
 from hypothesis import HealthCheck, Phase, settings
+from hypothesis.errors import FlakyStrategyDefinition
 from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import ensure_resource_availability, use_after_free
 
@@ -31,6 +33,17 @@ from tests.security.fuzz.services import REQUEST_TIMEOUT_SECONDS, FuzzedControll
 pytestmark = pytest.mark.e2e
 
 STATEFUL_STEPS = 6
+# Calls the state machine must have made, however early it stopped.
+MIN_STATEFUL_CALLS = 30
+STATE_MACHINE_SETTINGS = settings(
+    max_examples=examples_per_operation() * 2,
+    stateful_step_count=STATEFUL_STEPS,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    phases=[Phase.generate],
+)
 _EMBEDDED = re.compile(r"\{(\$[^}]+)\}")
 # An agent token, as POST /register issues it and the PollAsTheAgent link passes it on.
 _AGENT_TOKEN = re.compile(r"Bearer [0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.")
@@ -168,17 +181,13 @@ def test_state_machine_follows_the_links_with_every_answer_checked(
             except (AssertionError, FailureGroup) as exc:
                 failures.setdefault(f"{case.operation.label}: {exc!s:.200}", str(exc)[:3000])
 
-    Linked.run(
-        settings=settings(
-            max_examples=examples_per_operation() * 2,
-            stateful_step_count=STATEFUL_STEPS,
-            derandomize=True,
-            database=None,
-            deadline=None,
-            suppress_health_check=list(HealthCheck),
-            phases=[Phase.generate],
-        )
-    )
+    # The controller's state is real: a scenario hypothesis replays can meet an agent
+    # already revoked (404 instead of 204, so no link to follow), which it reports as
+    # inconsistent generation. The exploration ends there; what it must have reached is
+    # asserted below.
+    with contextlib.suppress(FlakyStrategyDefinition):
+        Linked.run(settings=STATE_MACHINE_SETTINGS)
+    assert sum(seen.values()) >= MIN_STATEFUL_CALLS, seen
     assert "\n\n".join(failures.values()) == ""
     assert seen[("POST /register", 201, "admin")] > 0, seen
     assert seen[("GET /config", 200, "agent")] > 0, seen
