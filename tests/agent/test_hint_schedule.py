@@ -400,3 +400,18 @@ def test_giving_a_version_up_is_logged_with_its_polls(caplog: pytest.LogCaptureF
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.INFO] == [
         "hint.given_up version=9 early_polls=3: no poll brought it"
     ]
+
+
+def test_pursued_hints_and_hinted_intervals_are_logged_at_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """hint.received names a version pursued, hint.poll_interval a held version hinted
+    with another interval."""
+    target = make(held=3)
+    with caplog.at_level(logging.DEBUG, logger="agent.hint_schedule"):
+        schedule_of(target).on_hint(hint(3, interval=60))
+        schedule_of(target).on_hint(hint(4))
+    assert [r.getMessage() for r in caplog.records] == [
+        "hint.poll_interval version=3",
+        "hint.received version=4",
+    ]
