@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -41,3 +42,10 @@ def worker(
     directory = tmp_path_factory.mktemp("worker")
     with worker_process(directory, token=WORKER_TOKEN if secured else None) as url:
         yield url, secured
+
+
+@pytest.fixture(params=BACKENDS)
+def fresh_controller(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FuzzedController]:
+    """A controller process of the test's own on each backend: nothing fuzzed before."""
+    with fuzzed_controller(request.param, tmp_path) as service:
+        yield service
