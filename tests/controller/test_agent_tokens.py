@@ -10,13 +10,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from aiohttp.test_utils import make_mocked_request
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from common.errors import TooManyRequests, Unauthorized
 from controller import migrations
 from controller.audit import Change
-from controller.credentials import AgentTokens, UnknownAgents
+from controller.credentials import AgentTokens, Authenticator, Role, UnknownAgents
 from controller.db import Database, create_engine
+from controller.named_credentials import NamedCredentials
 from controller.registration import Registration, register_agent, revoke_agent
+from controller.throttle import FailureThrottle
 from tests.support.processes import wait_until
 
 T = TypeVar("T")
@@ -148,3 +153,38 @@ def test_unknown_agents_expire_at_their_ttl_and_drop_the_least_recent() -> None:
     now[0] = 10.0
     assert third not in unknown
     assert len(unknown) == 1
+
+
+def _authenticator(database: Database, tokens: AgentTokens) -> Authenticator:
+    return Authenticator(
+        admin_token=SecretStr("adm-0123456789abcdef"),
+        registration_token=SecretStr("reg-0123456789abcdef"),
+        agent_tokens=tokens,
+        named=NamedCredentials(database),
+        throttle=FailureThrottle(failures_per_window=3, window_seconds=60),
+        address_of=lambda request: "192.0.2.7",
+    )
+
+
+async def test_refusals_are_counted_per_client_until_it_is_throttled(
+    database: CountingDatabase,
+) -> None:
+    """No token, an unknown one and an unreadable header are each a 401 that counts
+    against the client; the next try from it is 429. An agent's token names its agent."""
+    tokens = AgentTokens(database)
+    authenticator = _authenticator(database, tokens)
+    agent = await _register(database)
+    request = make_mocked_request("GET", "/config")
+    principal = await authenticator.identify(agent.agent_token, request)
+    assert (principal.role, principal.agent_id) == (Role.AGENT, agent.agent_id)
+    with pytest.raises(Unauthorized, match="needs 'Authorization: Bearer <token>'"):
+        await authenticator.identify(None, request)
+    with pytest.raises(Unauthorized, match=r"^The Bearer token is not valid, or was revoked\.$"):
+        await authenticator.identify(_forged(agent.agent_token), request)
+    with pytest.raises(Unauthorized, match="unreadable"):
+        await authenticator.refuse(request, Unauthorized("unreadable"))
+    assert authenticator.failures == 3
+    with pytest.raises(TooManyRequests, match=r"192\.0\.2\.7"):
+        await authenticator.identify(f"{uuid.uuid4()}.x", request)
+    cached = await authenticator.identify(agent.agent_token, request)
+    assert cached.agent_id == agent.agent_id, "a cached agent token is not throttled"
