@@ -14,7 +14,7 @@ from aiohttp.test_utils import make_mocked_request
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from common.errors import TooManyRequests, Unauthorized
+from common.errors import Forbidden, TooManyRequests, Unauthorized
 from controller import migrations
 from controller.audit import Change
 from controller.credentials import AgentTokens, Authenticator, Role, UnknownAgents
@@ -188,3 +188,15 @@ async def test_refusals_are_counted_per_client_until_it_is_throttled(
         await authenticator.identify(f"{uuid.uuid4()}.x", request)
     cached = await authenticator.identify(agent.agent_token, request)
     assert cached.agent_id == agent.agent_id, "a cached agent token is not throttled"
+
+
+async def test_a_valid_token_of_another_role_is_refused_naming_both(
+    database: CountingDatabase,
+) -> None:
+    """403 says which roles the operation is for and which role the token has."""
+    authenticator = _authenticator(database, AgentTokens(database))
+    request = make_mocked_request("GET", "/agents")
+    with pytest.raises(
+        Forbidden, match="for the admin or viewer role; this token has the registration role"
+    ):
+        await authenticator.require("reg-0123456789abcdef", (Role.ADMIN, Role.VIEWER), request)
