@@ -89,7 +89,7 @@ TARGETS = (
         name="hint-schedule",
         module="agent.hint_schedule",
         functions=("x*",),
-        tests=("tests/agent/test_hint_schedule.py",),
+        tests=("tests/agent/test_hint_schedule.py", "tests/agent/test_hint_schedule_details.py"),
     ),
     Target(
         name="credentials",
