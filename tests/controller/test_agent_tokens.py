@@ -162,7 +162,7 @@ def _authenticator(database: Database, tokens: AgentTokens) -> Authenticator:
         agent_tokens=tokens,
         named=NamedCredentials(database),
         throttle=FailureThrottle(failures_per_window=3, window_seconds=60),
-        address_of=lambda request: "192.0.2.7",
+        address_of=lambda request: request.headers["X-Test-Client"],
     )
 
 
@@ -174,7 +174,7 @@ async def test_refusals_are_counted_per_client_until_it_is_throttled(
     tokens = AgentTokens(database)
     authenticator = _authenticator(database, tokens)
     agent = await _register(database)
-    request = make_mocked_request("GET", "/config")
+    request = make_mocked_request("GET", "/config", headers={"X-Test-Client": "192.0.2.7"})
     principal = await authenticator.identify(agent.agent_token, request)
     assert (principal.role, principal.agent_id) == (Role.AGENT, agent.agent_id)
     with pytest.raises(Unauthorized, match="needs 'Authorization: Bearer <token>'"):
@@ -186,6 +186,8 @@ async def test_refusals_are_counted_per_client_until_it_is_throttled(
     assert authenticator.failures == 3
     with pytest.raises(TooManyRequests, match=r"192\.0\.2\.7"):
         await authenticator.identify(f"{uuid.uuid4()}.x", request)
+    with pytest.raises(TooManyRequests):
+        await authenticator.refuse(request, Unauthorized("unreadable"))
     cached = await authenticator.identify(agent.agent_token, request)
     assert cached.agent_id == agent.agent_id, "a cached agent token is not throttled"
 
@@ -195,7 +197,7 @@ async def test_a_valid_token_of_another_role_is_refused_naming_both(
 ) -> None:
     """403 says which roles the operation is for and which role the token has."""
     authenticator = _authenticator(database, AgentTokens(database))
-    request = make_mocked_request("GET", "/agents")
+    request = make_mocked_request("GET", "/agents", headers={"X-Test-Client": "192.0.2.8"})
     with pytest.raises(
         Forbidden, match="for the admin or viewer role; this token has the registration role"
     ):
