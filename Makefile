@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck openapi venv clean
+.PHONY: demo test lint typecheck openapi mutation venv clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "fleetconf needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -32,6 +32,11 @@ typecheck: $(STAMP)
 
 openapi: $(STAMP)
 	$(BIN)/python scripts/write_openapi.py
+
+# Mutation testing of the critical modules (slow; not part of test or CI): writes
+# tests/results/mutation.json and .md. TARGETS="etags backoff" runs only those.
+mutation: $(STAMP)
+	$(BIN)/python scripts/mutation.py $(TARGETS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -48,6 +48,20 @@ class Parameter:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Link:
+    """An OpenAPI link: how a value of this answer (or of its request) feeds the next call.
+
+    ``parameters`` maps ``path.<name>``, ``query.<name>`` or ``header.<name>`` to a runtime
+    expression, e.g. ``$response.body#/agent_id`` or ``Bearer {$response.body#/token}``.
+    """
+
+    name: str
+    operation_id: str
+    description: str
+    parameters: Mapping[str, str]
+
+
+@dataclass(frozen=True, kw_only=True)
 class Response:
     status: int
     description: str
@@ -57,6 +71,8 @@ class Response:
     headers: tuple[Header, ...] = ()
     # The body's schema when it is not a pydantic model (a text format, say).
     schema: Mapping[str, Any] | None = None
+    # The calls this answer leads to (OpenAPI links; stateful fuzzing follows them).
+    links: tuple[Link, ...] = ()
 
 
 class Role(Protocol):
@@ -244,6 +260,15 @@ def _response_doc(response: Response, refs: Mapping[Any, Any]) -> dict[str, Any]
         doc["content"] = {
             response.media_type: {"schema": dict(response.schema), "example": response.example}
         }
+    if response.links:
+        doc["links"] = {
+            link.name: {
+                "operationId": link.operation_id,
+                "description": link.description,
+                "parameters": dict(link.parameters),
+            }
+            for link in response.links
+        }
     return doc
 
 
@@ -282,6 +307,18 @@ def _operation_doc(op: Operation, refs: Mapping[Any, Any]) -> dict[str, Any]:
     return doc
 
 
+def _check_links(operations: Sequence[Operation]) -> None:
+    """Every link names an operation of the same document."""
+    known = {op.operation_id for op in operations}
+    for op in operations:
+        for response in op.responses:
+            for link in response.links:
+                if link.operation_id not in known:
+                    raise ValueError(
+                        f"{op.operation_id} links to {link.operation_id}, which is not declared"
+                    )
+
+
 def build_openapi(
     *,
     title: str,
@@ -291,6 +328,7 @@ def build_openapi(
     security_schemes: Mapping[str, Mapping[str, Any]],
 ) -> dict[str, Any]:
     """The OpenAPI 3.1 document for ``operations``; deterministic for the same input."""
+    _check_links(operations)
     refs, components = _schemas(operations)
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:

@@ -32,6 +32,8 @@ from controller.models import (
 from controller.openapi_parts import (
     BAD_QUERY,
     NO_TOKEN,
+    REGISTERED_AGENT_LINKS,
+    REVOKED_AGENT_LINKS,
     THROTTLED,
     UNAVAILABLE,
     WRONG_ROLE,
@@ -230,6 +232,7 @@ REGISTER = Operation(
             status=201,
             description="Registered (or, for a retried key, the same agent with a fresh token).",
             model=RegisterResponse,
+            links=REGISTERED_AGENT_LINKS,
         ),
         problem(
             400,
@@ -331,7 +334,7 @@ REVOKE_AGENT = Operation(
     roles=ADMIN,
     parameters=(_AGENT_ID, COMMENT_PARAMETER),
     responses=(
-        Response(status=204, description="Revoked."),
+        Response(status=204, description="Revoked.", links=REVOKED_AGENT_LINKS),
         NO_TOKEN,
         WRONG_ROLE,
         problem(

@@ -41,6 +41,7 @@ from controller.openapi_parts import (
     CONFIG_HEADERS,
     ETAG,
     NO_TOKEN,
+    POLLING_AGENT_LINKS,
     THROTTLED,
     UNAVAILABLE,
     WRONG_ROLE,
@@ -268,9 +269,21 @@ GET_CONFIG = Operation(
             description="The configuration.",
             model=WorkerConfig,
             headers=CONFIG_HEADERS,
+            links=POLLING_AGENT_LINKS,
         ),
-        Response(status=304, description="Unchanged since the ETag sent.", headers=CONFIG_HEADERS),
+        Response(
+            status=304,
+            description="Unchanged since the ETag sent.",
+            headers=CONFIG_HEADERS,
+            links=POLLING_AGENT_LINKS,
+        ),
         NO_TOKEN,
+        problem(
+            403,
+            "A valid token of a role that may not read the configuration (a viewer).",
+            "This endpoint is for the admin or agent or registration role; this token has "
+            "the viewer role.",
+        ),
         THROTTLED,
         problem(
             503,

@@ -11,7 +11,7 @@ from common.constants import (
     MAX_PAGE_LIMIT,
     MAX_PAGE_OFFSET,
 )
-from common.openapi import Header, Parameter, Response, problem
+from common.openapi import Header, Link, Parameter, Response, problem
 from controller.models import EXAMPLE_ETAG
 
 ETAG = Header(
@@ -108,3 +108,47 @@ def page_parameters(skipped: str) -> tuple[Parameter, Parameter]:
         example=0,
     )
     return limit, offset
+
+
+# The agent's life, as links between operations (stateful fuzzing follows them):
+# register -> poll with the new agent token -> revoke that agent -> its token is refused.
+REGISTERED_AGENT_LINKS = (
+    Link(
+        name="PollAsTheAgent",
+        operation_id="getConfig",
+        description="Poll with the agent token just issued, as that agent.",
+        parameters={
+            "header.Authorization": "Bearer {$response.body#/agent_token}",
+            "header.X-Agent-ID": "$response.body#/agent_id",
+        },
+    ),
+    Link(
+        name="GetTheAgent",
+        operation_id="getAgent",
+        description="The agent just registered, as the fleet lists it.",
+        parameters={"path.agent_id": "$response.body#/agent_id"},
+    ),
+    Link(
+        name="RevokeTheAgent",
+        operation_id="revokeAgent",
+        description="Revoke the agent just registered.",
+        parameters={"path.agent_id": "$response.body#/agent_id"},
+    ),
+)
+POLLING_AGENT_LINKS = (
+    Link(
+        name="RevokeThePollingAgent",
+        operation_id="revokeAgent",
+        description="Revoke the agent that polled (its X-Agent-ID); its token is then "
+        "refused with 401.",
+        parameters={"path.agent_id": "$request.header.X-Agent-ID"},
+    ),
+)
+REVOKED_AGENT_LINKS = (
+    Link(
+        name="GetTheRevokedAgent",
+        operation_id="getAgent",
+        description="The agent just revoked: 404, it left the fleet.",
+        parameters={"path.agent_id": "$request.path.agent_id"},
+    ),
+)

@@ -42,3 +42,10 @@ def test_huge_failure_counts_do_not_overflow() -> None:
     """A controller down for days still gives a finite delay at the cap."""
     backoff = Backoff(base_seconds=1, max_seconds=60, failures=10_000)
     assert backoff.ceiling_seconds() == 60
+
+
+def test_delays_start_from_zero() -> None:
+    """Full jitter: a delay may be anything from zero up, not from some floor."""
+    backoff = Backoff(base_seconds=4, max_seconds=4, rng=random.Random(3), failures=5)
+    delays = [backoff.next_delay_seconds() for _ in range(200)]
+    assert min(delays) < 0.5

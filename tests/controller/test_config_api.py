@@ -154,6 +154,16 @@ async def test_if_match_refuses_a_bare_number_and_another_digest(client: Client)
     assert anything.status == 201
 
 
+async def test_if_match_before_any_version_is_412(client: Client) -> None:
+    """Before any publish the current version is 0 with its default configuration: an
+    If-Match naming anything else is 412, names version 0's ETag, and stores nothing."""
+    refused = await post_config(client, "https://example.org/1", **{"If-Match": '"0-x"'})
+    assert refused.status == 412
+    assert 'current version "0-' in (await refused.json())["detail"]
+    resp = await client.get("/config", headers=REGISTRATION)
+    assert resp.headers["X-Config-Version"] == "0"
+
+
 async def test_if_match_races_have_one_winner(client: Client) -> None:
     """Of many writers naming the same version, exactly one succeeds."""
     results = await asyncio.gather(

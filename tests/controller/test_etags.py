@@ -66,3 +66,9 @@ def test_if_none_match_hits(header: str | None, hit: bool) -> None:
     """If-None-Match compares whole tags weakly and honours *; the same version with
     another digest, or a bare version number, does not match."""
     assert if_none_match_hits(header, TAG) is hit
+
+
+def test_etag_of_text_and_bytes_is_the_same() -> None:
+    """A body given as text is digested as its UTF-8 bytes."""
+    body = '{"url":"https://example.org/caf\u00e9"}'
+    assert etag_for(3, body) == etag_for(3, body.encode())

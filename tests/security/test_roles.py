@@ -167,7 +167,8 @@ def _matrix() -> list[object]:
 async def test_controller_route_answers_by_declared_security(
     make_controller: MakeController, route: Route, credential: Credential
 ) -> None:
-    """Each controller route gives 401/403/through exactly as its declared security says."""
+    """Each controller route gives 401/403/through exactly as its declared security says,
+    and documents the refusal it gives."""
     client = await make_controller()
     fleet = await _fleet(client)
     auth = _authorization(credential, fleet)
@@ -183,6 +184,7 @@ async def test_controller_route_answers_by_declared_security(
         assert resp.status in route.statuses, await resp.text()
     else:
         await _check_refusal(resp, refusal, auth.get("Authorization", "").partition(" ")[2])
+        assert refusal in route.statuses, f"{route.id} answers {refusal} without documenting it"
 
 
 class WorkerCredential(enum.Enum):
