@@ -82,7 +82,8 @@ async def test_a_token_verifies_and_another_secret_for_its_id_does_not(
     assert await tokens.verify(agent.agent_token) == agent.agent_id
     assert await tokens.verify(_forged(agent.agent_token)) is None
     cached = tokens.verify_cached(agent.agent_token)
-    assert cached is not None and cached.agent_id == agent.agent_id
+    assert cached is not None
+    assert cached.agent_id == agent.agent_id
     assert tokens.verify_cached(_forged(agent.agent_token)) is None
     assert tokens.verify_cached(f"{uuid.uuid4()}.x") is None
 
@@ -118,7 +119,8 @@ async def test_forget_refuses_at_once(database: CountingDatabase) -> None:
     tokens.forget(agent.agent_id)
     assert tokens.verify_cached(agent.agent_token) is None
     cached = tokens.verify_cached(other.agent_token)
-    assert cached is not None and cached.agent_id == other.agent_id
+    assert cached is not None
+    assert cached.agent_id == other.agent_id
     assert await tokens.verify(agent.agent_token) is None
 
 

@@ -200,5 +200,7 @@ def test_state_machine_follows_the_links_with_every_answer_checked(
     assert sum(seen.values()) >= MIN_STATEFUL_CALLS, seen
     assert "\n\n".join(failures.values()) == ""
     assert seen[("POST /register", 201, "admin")] > 0, seen
-    assert seen[("GET /config", 200, "agent")] > 0, seen
+    # A poll as the agent is answered 200, or 304 when the generated If-None-Match
+    # happens to match: either way the registered agent's token was accepted.
+    assert seen[("GET /config", 200, "agent")] + seen[("GET /config", 304, "agent")] > 0, seen
     assert seen[("DELETE /agents/{agent_id}", 204, "admin")] > 0, seen
