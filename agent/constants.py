@@ -43,6 +43,9 @@ MAX_ANSWER_BYTES: Final = 64 * 1024
 READ_CHUNK_BYTES: Final = 16 * 1024
 # A peer's problem detail is quoted in log lines up to this many characters.
 MAX_PROBLEM_DETAIL_CHARS: Final = 300
+# Reading the worker's GET /hits before a poll waits at most this long: a slow worker
+# delays the poll no more (its counts wait for the next read).
+HIT_READ_TIMEOUT_SECONDS: Final = 2.0
 
 # How long the loops get, once told to stop, to finish the request in hand.
 STOP_GRACE_SECONDS: Final = 1.0
@@ -51,6 +54,7 @@ STOP_GRACE_SECONDS: Final = 1.0
 CONTROLLER_LOOP: Final = "agent-controller"
 WORKER_LOOP: Final = "agent-worker"
 HINTS_LOOP: Final = "agent-hints"
+HIT_REPORT_LOOP: Final = "agent-hit-report"
 
 # The storage: two files in the state directory (AGENT_STATE_DIR).
 STORAGE_FORMAT: Final = 1

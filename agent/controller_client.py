@@ -20,7 +20,9 @@ from common.constants import (
     HEADER_APPLIED_VERSION,
     HEADER_APPLY_FAILED,
     HEADER_CONFIG_VERSION,
+    HEADER_HIT_COUNTS,
     HEADER_POLL_INTERVAL_SECONDS,
+    HEADER_REPORT_INTERVAL_SECONDS,
     HEADER_WORKER_DRIFT,
     MAX_POLL_INTERVAL_SECONDS,
     MIN_POLL_INTERVAL_SECONDS,
@@ -70,6 +72,8 @@ class PollRequest:
     worker_drift: bool = False
     # "<version> <reason>" while the worker fails to take a version (agent.apply_report).
     apply_failed: str | None = None
+    # "<version>:<requests>:<errors>,..." not reported yet (agent.hit_report).
+    hit_counts: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,6 +84,8 @@ class PollAnswer:
     version: int
     etag: str | None
     poll_interval_seconds: int | None
+    # How often to report the worker's hit counts, when the controller names it.
+    report_interval_seconds: int | None = None
 
 
 class ControllerClient:
@@ -135,6 +141,7 @@ class ControllerClient:
             version=version,
             etag=answer.headers.get("ETag"),
             poll_interval_seconds=_poll_interval(answer),
+            report_interval_seconds=_interval(answer, HEADER_REPORT_INTERVAL_SECONDS),
         )
 
     def _poll_url(self, path: str) -> URL:
@@ -155,6 +162,8 @@ def _poll_headers(request: PollRequest) -> dict[str, str]:
         headers[HEADER_WORKER_DRIFT] = "1"
     if request.apply_failed is not None:
         headers[HEADER_APPLY_FAILED] = request.apply_failed
+    if request.hit_counts is not None:
+        headers[HEADER_HIT_COUNTS] = request.hit_counts
     if request.etag is not None:
         headers["If-None-Match"] = request.etag
     return headers
@@ -176,7 +185,12 @@ def _config_version(answer: Answer) -> int:
 
 def _poll_interval(answer: Answer) -> int | None:
     """The interval the controller asks for, if it names a sensible one."""
-    seconds = _header_int(answer, HEADER_POLL_INTERVAL_SECONDS)
+    return _interval(answer, HEADER_POLL_INTERVAL_SECONDS)
+
+
+def _interval(answer: Answer, name: str) -> int | None:
+    """An interval header in seconds, if it names a sensible one."""
+    seconds = _header_int(answer, name)
     if seconds is None or not MIN_POLL_INTERVAL_SECONDS <= seconds <= MAX_POLL_INTERVAL_SECONDS:
         return None
     return seconds

@@ -26,6 +26,7 @@ from agent.controller_client import ControllerClient, PollAnswer, PollRequest, R
 from agent.drift_report import DriftReport
 from agent.errors import BadAnswer, RateLimited, Rejected, Unreachable
 from agent.hint_schedule import HintSchedule
+from agent.hit_report import HitReport
 from agent.metrics import AgentMetrics, BackoffState
 from agent.outcomes import ControllerOutcome, ControllerStep
 from agent.reconciler import Reconciler
@@ -74,13 +75,17 @@ class ControllerSync:
         # Start times (time.monotonic()) of the attempts, and the retry delays chosen.
         self.attempts: deque[float] = deque(maxlen=ATTEMPT_HISTORY_LENGTH)
         self.retry_delays: deque[float] = deque(maxlen=ATTEMPT_HISTORY_LENGTH)
-        self.hint_schedule = HintSchedule(self, rng=rng, metrics=metrics, in_cohort=self._in_cohort)
+        self.hint_schedule = HintSchedule(self, rng=rng, metrics=metrics, in_cohort=member_of(self))
         # Drift the reconciler sees is reported at once, by a poll of its own.
         self.drift_report = DriftReport(reconciler)
         reconciler.on_drift(self.poll_soon)
         # So are a changed applied version and a failed apply (agent.apply_report): the
         # controller's view shows them within a round trip, not a poll interval.
         reconciler.on_news(self.poll_soon)
+        # /hit counts ride on every request; the worker is read before regular polls (run).
+        self.hit_report = HitReport(metrics)
+        self._next_contact_at = 0.0
+        self._next_is_regular = False
 
     @property
     def identity(self) -> Identity | None:
@@ -117,21 +122,27 @@ class ControllerSync:
     def poll_soon(self) -> None:
         self._wake.set()
 
-    def _in_cohort(self, cohort: HintCohort) -> bool:
-        """Whether a staged rollout's hint is for this agent (unregistered: it may be)."""
-        identity = self._identity
-        if identity is None:
-            return True
-        return in_cohort(cohort.rollout, identity.agent_id, cohort.threshold)
+    def report_soon(self, unless_due_within_seconds: float) -> None:
+        """Poll to report hit counts, unless a contact (or a retry) is due within that."""
+        due_in = self._next_contact_at - time.monotonic()
+        if self._backoff.failures == 0 and due_in > unless_due_within_seconds:
+            self._wake.set()
 
     async def run(self, running: Callable[[], bool]) -> None:
         """Contact the controller until ``running()`` is false; an unexpected error fails
-        one step only."""
+        one step only. A regular poll (the interval ran out: no hint nor confirmation
+        waits) reads the worker's hit counts first."""
+        regular = False
         while running():
+            if regular:
+                await self.hit_report.read()
             step = await self._step()
             if step.outcome is ControllerOutcome.REGISTERED:
                 continue
-            await sleep_or_wake(self._wake, self._after_step(step))
+            delay = self._after_step(step)
+            self._next_contact_at = time.monotonic() + delay
+            woken = await sleep_or_wake(self._wake, delay)
+            regular = step.outcome.succeeded and self._next_is_regular and not woken
 
     async def run_once(self) -> ControllerStep:
         """One contact with the controller: register if the agent has no identity, else poll."""
@@ -173,7 +184,10 @@ class ControllerSync:
         if step.outcome.succeeded:
             self._backoff.reset()
             jitter = 1.0 - POLL_JITTER_FRACTION * self._rng.random()
-            return min(self._poll_interval_seconds * jitter, self.hint_schedule.recheck_seconds())
+            interval = self._poll_interval_seconds * jitter
+            recheck = self.hint_schedule.recheck_seconds()
+            self._next_is_regular = interval <= recheck
+            return min(interval, recheck)
         delay = self._backoff.next_delay_seconds()
         if step.retry_after_seconds is not None:
             delay = max(delay, step.retry_after_seconds)
@@ -190,12 +204,7 @@ class ControllerSync:
                 labels=settings.labels,
             )
         except Rejected as exc:
-            logger.error(
-                "agent.registration_rejected status=%d: the controller does not accept "
-                "%sREGISTRATION_TOKEN",
-                exc.status,
-                ENV_PREFIX,
-            )
+            _log_registration_rejected(exc)
             return ControllerStep(outcome=ControllerOutcome.REGISTRATION_REJECTED, detail=str(exc))
         identity = _identity(settings.controller_url, registration)
         self._identity = identity
@@ -209,6 +218,7 @@ class ControllerSync:
     async def _poll(self, controller: ControllerClient, identity: Identity) -> ControllerStep:
         drift = self.drift_report.next_note()
         failure = self._reconciler.apply_failure
+        hits = self.hit_report.next_note()
         request = PollRequest(
             poll_url=self._poll_url,
             agent_id=identity.agent_id,
@@ -217,6 +227,7 @@ class ControllerSync:
             applied_version=None if drift.drift else self._reconciler.applied_version,
             worker_drift=drift.drift,
             apply_failed=None if failure is None else failure.header,
+            hit_counts=None if hits is None else hits.header,
             etag=self._etag,
         )
         try:
@@ -228,6 +239,8 @@ class ControllerSync:
             self._metrics.poll_failed()
             raise
         self.drift_report.told(drift)
+        self.hit_report.told(hits)
+        self.hit_report.set_interval(answer.report_interval_seconds)
         self._metrics.poll_answered(modified=answer.config is not None)
         if answer.poll_interval_seconds is not None:
             self._poll_interval_seconds = answer.poll_interval_seconds
@@ -237,16 +250,9 @@ class ControllerSync:
         return await self._accept(answer, answer.config)
 
     async def _identity_rejected(self, identity: Identity, exc: Rejected) -> ControllerStep:
+        _log_identity_rejected(identity, exc)
         if exc.status != 401:
-            logger.error(
-                "controller.forbidden status=%d agent_id=%s", exc.status, identity.agent_id
-            )
             return ControllerStep(outcome=ControllerOutcome.FORBIDDEN, detail=str(exc))
-        logger.error(
-            "agent.identity_rejected agent_id=%s: the controller does not know this agent's "
-            "token; registering again",
-            identity.agent_id,
-        )
         self._identity = None
         # The ETag named a version of the controller that knew us; ask for the full answer.
         self._etag = None
@@ -299,6 +305,26 @@ def _identity(controller_url: str, registration: Registration) -> Identity:
     )
 
 
+def _log_registration_rejected(exc: Rejected) -> None:
+    logger.error(
+        "agent.registration_rejected status=%d: the controller does not accept "
+        "%sREGISTRATION_TOKEN",
+        exc.status,
+        ENV_PREFIX,
+    )
+
+
+def _log_identity_rejected(identity: Identity, exc: Rejected) -> None:
+    if exc.status != 401:
+        logger.error("controller.forbidden status=%d agent_id=%s", exc.status, identity.agent_id)
+        return
+    logger.error(
+        "agent.identity_rejected agent_id=%s: the controller does not know this agent's "
+        "token; registering again",
+        identity.agent_id,
+    )
+
+
 def _log_retry(step: ControllerStep, attempt: int, delay: float) -> None:
     if step.outcome is ControllerOutcome.UNREACHABLE:
         logger.warning(
@@ -326,3 +352,15 @@ def _log_received(previous: CachedConfig | None, held: CachedConfig) -> None:
             previous.version,
             held.version,
         )
+
+
+def member_of(sync: ControllerSync) -> Callable[[HintCohort], bool]:
+    """Whether a staged rollout's hint is for ``sync``'s agent (unregistered: it may be)."""
+
+    def for_this_agent(cohort: HintCohort) -> bool:
+        identity = sync.identity
+        if identity is None:
+            return True
+        return in_cohort(cohort.rollout, identity.agent_id, cohort.threshold)
+
+    return for_this_agent

@@ -124,6 +124,8 @@ class AgentMetrics:
         self.poll_errors = 0
         self.hints_received = 0
         self.worker_pushes = {PUSH_APPLIED: 0, PUSH_REFUSED: 0, PUSH_ERROR: 0}
+        # Reads of the worker's GET /hits (agent.hit_report): answered, or failed.
+        self.hit_reads = {"ok": 0, "failed": 0}
         # Wall-clock times (time.time()) of the latest controller contact, whatever its
         # outcome, and of the latest one that succeeded; None before the first.
         self.last_contact_at: float | None = None
@@ -245,12 +247,20 @@ class AgentCollector:
             "result",
             metrics.worker_pushes,
         )
+        yield counter_by(
+            "fleetconf_agent_hit_reads",
+            "Reads of the worker's GET /hit counters (GET /hits): ok, or failed (no answer, "
+            "or one the agent cannot use).",
+            "result",
+            metrics.hit_reads,
+        )
         yield from self._backoff(agent)
         yield from self._contacts(metrics)
         yield _propagation(metrics)
         yield restarts_metric(
             "fleetconf_agent_loop_restarts",
-            "Loops (agent-controller, agent-worker, agent-hints) that failed on an unexpected "
+            "Loops (agent-controller, agent-worker, agent-hints, agent-hit-report) that failed "
+            "on an unexpected "
             "error and were started again.",
             agent.supervisor,
         )

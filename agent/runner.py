@@ -8,8 +8,9 @@ Lifecycle::
 the controller and offers a new one to the :class:`~agent.reconciler.Reconciler`, which
 keeps the worker in step with it; :class:`~agent.hints.HintListener` feeds the
 :class:`~agent.hint_schedule.HintSchedule`, which makes the controller side poll early.
-The two loops are independent: the worker is kept in step with the held configuration
-even while the controller is unreachable.
+:class:`~agent.hit_report.HitReport` reads the worker's ``/hit`` counts for the controller
+side to report. The two loops are independent: the worker is kept in step with the held
+configuration even while the controller is unreachable.
 
 In OPEN the storage is loaded and the HTTP sessions are open, so tests can drive single
 steps with :meth:`Agent.sync_controller_once` and :meth:`Agent.reconcile_worker_once`.
@@ -33,6 +34,7 @@ import aiohttp
 from agent.constants import (
     CONTROLLER_LOOP,
     HINTS_LOOP,
+    HIT_REPORT_LOOP,
     PEER_KEEPALIVE_SECONDS,
     STOP_GRACE_SECONDS,
     WORKER_LOOP,
@@ -114,7 +116,7 @@ class Agent:
         self.metrics = AgentMetrics()
         # Runs the loops and starts again one that fails (counted per loop, from 0).
         self.supervisor = Supervisor(rng=rng)
-        for loop in (CONTROLLER_LOOP, WORKER_LOOP, HINTS_LOOP):
+        for loop in (CONTROLLER_LOOP, WORKER_LOOP, HINTS_LOOP, HIT_REPORT_LOOP):
             self.supervisor.register(loop)
         # None: Redis hints from the settings or the registration answer, if any.
         self._hint_listener = HintListener(hints, settings.redis_url)
@@ -138,6 +140,7 @@ class Agent:
         self._stop_requested = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._hint_task: asyncio.Task[None] | None = None
+        self._hit_report_task: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
 
     # -- what the status server, tests and callers may look at -------------------------
@@ -218,6 +221,7 @@ class Agent:
         self._clients = _Clients.connect(self._settings)
         self.controller_sync.connect(self._clients.controller)
         self.reconciler.connect(self._clients.worker)
+        self.controller_sync.hit_report.connect(self._clients.worker)
         self._lifecycle = Lifecycle.OPEN
 
     def _load_storage(self) -> tuple[Identity | None, CachedConfig | None]:
@@ -239,14 +243,19 @@ class Agent:
             await self.stop()
 
     def _start_loops(self) -> None:
-        """The two loops and the hint listener, each supervised: a failure restarts it."""
-        start, schedule = self.supervisor.start, self.hint_schedule
+        """The two loops, the hint listener and the hit report's timer, each supervised: a
+        failure restarts it."""
+        start, schedule, sync = self.supervisor.start, self.hint_schedule, self.controller_sync
         self._loops = [
-            start(CONTROLLER_LOOP, lambda: self.controller_sync.run(self._running)),
+            start(CONTROLLER_LOOP, lambda: sync.run(self._running)),
             start(WORKER_LOOP, lambda: self.reconciler.run(self._running)),
         ]
         self._hint_task = start(
             HINTS_LOOP, lambda: self._hint_listener.run(schedule.on_hint, schedule.on_connected)
+        )
+        self._hit_report_task = start(
+            HIT_REPORT_LOOP,
+            lambda: sync.hit_report.run(self._running, report_soon=sync.report_soon),
         )
 
     def request_stop(self) -> None:
@@ -274,8 +283,9 @@ class Agent:
     async def _end_tasks(self) -> None:
         """The loops get a moment to finish what they do; then they are cancelled."""
         self.hint_schedule.cancel()
-        if self._hint_task is not None:
-            await cancel_and_wait(self._hint_task)
+        for task in (self._hint_task, self._hit_report_task):
+            if task is not None:
+                await cancel_and_wait(task)
         if self._loops:
             _, pending = await asyncio.wait(self._loops, timeout=STOP_GRACE_SECONDS)
             for task in pending:

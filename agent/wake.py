@@ -6,9 +6,12 @@ import asyncio
 import contextlib
 
 
-async def sleep_or_wake(event: asyncio.Event, seconds: float) -> None:
-    """Sleep ``seconds``, or less if ``event`` is set; then clear it."""
+async def sleep_or_wake(event: asyncio.Event, seconds: float) -> bool:
+    """Sleep ``seconds``, or less if ``event`` is set; then clear it. True if it was set."""
+    woken = False
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds):
             await event.wait()
+            woken = True
     event.clear()
+    return woken

@@ -28,6 +28,22 @@ APPLY_FAILURE_REASON_PATTERN: Final = r"^[a-z][a-z-]{0,31}$"
 # Why an apply failed: the worker refused the version (409 conflict, 4xx invalid), did not
 # accept the agent's worker token, could not be reached, or answered something unusable.
 APPLY_FAILURE_REASONS: Final = ("conflict", "invalid", "rejected", "unreachable", "bad-answer")
+# The worker's GET /hit outcomes, reported by its agent on a request to the controller:
+# "<version>:<requests>:<errors>[,...]", newest versions first, what the worker counted
+# since the agent's previous report the controller answered. Errors are server errors,
+# upstream errors and timeouts; requests are all outcomes. The controller ignores a
+# malformed header entirely: longer than MAX_HIT_COUNTS_HEADER_CHARS, more than
+# MAX_HIT_COUNT_ENTRIES entries, a version twice or above MAX_CONFIG_VERSION, a count above
+# MAX_HITS_PER_REPORT, or more errors than requests.
+HEADER_HIT_COUNTS: Final = "X-Hit-Counts"
+MAX_HIT_COUNT_ENTRIES: Final = 8
+MAX_HITS_PER_REPORT: Final = 1_000_000
+MAX_HIT_COUNTS_HEADER_CHARS: Final = 512
+# On every GET /config answer while the controller wants health reports more often than
+# polls (a staged rollout runs): the agent reads its worker's counters this often.
+HEADER_REPORT_INTERVAL_SECONDS: Final = "X-Report-Interval-Seconds"
+# The worker's GET /hit counters, as the agent reads them.
+HITS_PATH: Final = "/hits"
 
 # Request bodies are small JSON documents; anything larger is refused with 413.
 MAX_REQUEST_BODY_BYTES: Final = 64 * 1024

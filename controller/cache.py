@@ -64,6 +64,7 @@ class ConfigCache:
         self._on_fleet_row = on_fleet_row
         self._revocations: int | None = None
         self._default_poll_interval_seconds = default_poll_interval_seconds
+        self._report_interval_seconds: int | None = None
         self._snapshot: Snapshot | None = None
         # Bumped by every replacement: a refresh that raced one does not undo it.
         self._generation = 0
@@ -98,6 +99,7 @@ class ConfigCache:
             body=record.body.encode(),
             created_at=record.created_at,
             poll_interval_seconds=poll_interval_seconds or self._default_poll_interval_seconds,
+            report_interval_seconds=self._report_interval_seconds,
         )
 
     def set_poll_interval(self, seconds: int | None) -> None:
@@ -106,6 +108,17 @@ class ConfigCache:
         if interval != snap.poll_interval_seconds:
             # A new Snapshot, not a copy: its cached headers carry the interval.
             self._snapshot = dataclasses.replace(snap, poll_interval_seconds=interval)
+
+    def set_report_interval(self, seconds: int | None) -> None:
+        """Ask agents to report their workers' /hit counts every ``seconds`` (None: with
+        their polls only): every GET /config answer says so from now on."""
+        if seconds is not None and seconds < 1:
+            raise ValueError(f"a report interval is at least 1 second, not {seconds}")
+        self._report_interval_seconds = seconds
+        snap = self._snapshot
+        if snap is not None and snap.report_interval_seconds != seconds:
+            # A new Snapshot, not a copy: its cached headers carry the interval.
+            self._snapshot = dataclasses.replace(snap, report_interval_seconds=seconds)
 
     async def refresh(self) -> bool:
         """Re-read the fleet row; load the version only when it moved (its number, or the

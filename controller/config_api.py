@@ -11,8 +11,12 @@ from common.constants import (
     HEADER_AGENT_ID,
     HEADER_APPLIED_VERSION,
     HEADER_APPLY_FAILED,
+    HEADER_HIT_COUNTS,
     HEADER_WORKER_DRIFT,
     MAX_CONFIG_VERSION,
+    MAX_HIT_COUNT_ENTRIES,
+    MAX_HIT_COUNTS_HEADER_CHARS,
+    MAX_HITS_PER_REPORT,
 )
 from common.http import json_response, read_model
 from common.metrics import counting
@@ -23,7 +27,8 @@ from controller.comments import COMMENT_PARAMETER, change_by
 from controller.constants import MAX_VERSIONS_AHEAD
 from controller.credentials import ADMIN, CONFIG_READERS, Principal
 from controller.etags import etag_for, if_match_tags, if_none_match_hits
-from controller.ledger import ApplyFailed
+from controller.hit_totals import parse_hit_counts
+from controller.ledger import ApplyFailed, Ledger
 from controller.models import (
     EXAMPLE_AGENT_ID,
     EXAMPLE_ETAG,
@@ -78,10 +83,12 @@ def writer(app: web.Application) -> Writer:
     )
 
 
-def _record_sighting(request: web.Request, principal: Principal) -> int | None:
-    """Note an agent's poll: its applied version and its drift report; the applied
-    version it reported. Only an agent token says which agent polled: X-Agent-ID sent
-    with a shared token could name any agent, so it is not believed."""
+def _record_sighting(request: web.Request, principal: Principal, served: int) -> int | None:
+    """Note an agent's poll: its applied version, its drift report and its worker's hit
+    counts; the applied version it reported. Only an agent token says which agent polled:
+    X-Agent-ID sent with a shared token could name any agent, so none of it is believed.
+    ``served`` is the version this replica serves: hit counts for versions far above it
+    are not believed either (see _record_hits)."""
     if principal.agent_id is None:
         return None
     headers = request.headers
@@ -92,8 +99,21 @@ def _record_sighting(request: web.Request, principal: Principal) -> int | None:
     drift = headers.get(HEADER_WORKER_DRIFT) == "1"
     failed = headers.get(HEADER_APPLY_FAILED)
     report = None if failed is None else parse_apply_failed(failed)
-    request.app[keys.LEDGER].record(principal.agent_id, applied, drift, report)
+    ledger = request.app[keys.LEDGER]
+    ledger.record(principal.agent_id, applied, drift, report)
+    hits = headers.get(HEADER_HIT_COUNTS)
+    if hits is not None:
+        _record_hits(ledger, hits, served)
     return applied
+
+
+def _record_hits(ledger: Ledger, raw: str, served: int) -> None:
+    """Sum a well-formed X-Hit-Counts report. One that names a version more than
+    MAX_VERSIONS_AHEAD above the version served is ignored whole, as a malformed one is:
+    no agent can make the controller keep counts for versions that cannot exist."""
+    counts = parse_hit_counts(raw)
+    if counts and max(counts) <= served + MAX_VERSIONS_AHEAD:
+        ledger.record_hits(counts)
 
 
 def parse_apply_failed(raw: str) -> ApplyFailed | None:
@@ -112,7 +132,7 @@ async def get_config(request: web.Request, principal: Principal) -> web.Response
     if cohort is not None and principal.agent_id is not None:
         # A staged rollout runs: its members get the candidate (shared tokens never do).
         snap = cohort.serve(principal.agent_id, snap)
-    applied = _record_sighting(request, principal)
+    applied = _record_sighting(request, principal, snap.version)
     if_none_match = request.headers.get("If-None-Match")
     # The common case, an agent sending back the ETag it holds, skips the parsing.
     if if_none_match == snap.etag or if_none_match_hits(if_none_match, snap.etag):
@@ -220,6 +240,20 @@ GET_CONFIG = Operation(
             "apply_failed_reason in GET /agents and as failed in the rollout view.",
             schema={"type": "string", "pattern": r"^[0-9]+ [a-z][a-z-]{0,31}$"},
             example="8 invalid",
+        ),
+        Parameter(
+            name=HEADER_HIT_COUNTS,
+            location="header",
+            description="<version>:<requests>:<errors>, comma-separated, newest version "
+            f"first, at most {MAX_HIT_COUNT_ENTRIES} entries: the GET /hit outcomes the "
+            "agent's worker counted since the agent's previous report this controller "
+            "answered (errors: the upstream's 5xx, no answer, timeouts; requests: every "
+            "outcome). Added to the version's health (the rollout view's health). Only an "
+            "agent token's report counts; a malformed header (a count above "
+            f"{MAX_HITS_PER_REPORT}, more errors than requests, a version twice, a version "
+            f"more than {MAX_VERSIONS_AHEAD} above the one served) is ignored as a whole.",
+            schema={"type": "string", "maxLength": MAX_HIT_COUNTS_HEADER_CHARS},
+            example="8:120:3,7:40:0",
         ),
     ),
     responses=(

@@ -227,6 +227,17 @@ credentials = Table(
     Column("revoked_at", DateTime(timezone=True), nullable=True),
 )
 
+# The fleet's GET /hit outcomes per configuration version, as agents report them: every
+# replica adds its sums with an atomic upsert (controller.hit_totals).
+version_hits = Table(
+    "version_hits",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("requests", BigInteger, nullable=False),
+    Column("errors", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)

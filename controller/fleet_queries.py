@@ -14,6 +14,7 @@ from common.models import AgentState
 from controller import rollout_store, staged_store, store
 from controller.db import Database, utcnow
 from controller.fleet import FleetCounts, StateRule, VersionGroup, state_rule, summarize
+from controller.hit_totals import HitTotals, read_hit_totals
 from controller.ledger import Ledger
 
 logger = logging.getLogger(__name__)
@@ -21,11 +22,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, kw_only=True)
 class RolloutRead:
-    """One version's rollout: its counts and one page of its laggards."""
+    """One version's rollout: its counts, one page of its laggards, and its /hit health."""
 
     version: int
     counts: rollout_store.RolloutCounts
     laggards: rollout_store.LaggardPage
+    health: HitTotals
 
 
 class FleetQueries:
@@ -108,7 +110,8 @@ class FleetQueries:
         return rule, counts
 
     async def read_rollout(self, version: int, *, limit: int, offset: int) -> RolloutRead | None:
-        """``version``'s rollout after this replica's pending polls; None if no such version."""
+        """``version``'s rollout after this replica's pending polls (and hit counts); None if
+        no such version."""
         await self._flush_ledger()
 
         async def read(conn: AsyncConnection) -> RolloutRead | None:
@@ -120,6 +123,7 @@ class FleetQueries:
             laggards = await rollout_store.read_laggards(
                 conn, rule, version, limit=limit, offset=offset
             )
-            return RolloutRead(version=version, counts=counts, laggards=laggards)
+            health = (await read_hit_totals(conn, (version,)))[version]
+            return RolloutRead(version=version, counts=counts, laggards=laggards, health=health)
 
         return await self._database.transaction(read)

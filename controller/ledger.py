@@ -11,6 +11,10 @@ raises the fleet row's ``highest_reported_version``, which versions are allocate
 Each agent's entry also keeps when its applied version was first reported in the batch
 (the flush sets ``agents.applied_at`` to it when the version changed) and what its latest
 poll said about a failed apply (``X-Apply-Failed``; none clears it).
+
+The same flush adds the ``/hit`` counts agents reported (``X-Hit-Counts``, summed per
+version in :class:`~controller.hit_totals.HitSums`) to ``version_hits``, in a transaction
+of its own; sums it could not write are kept for the next flush.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from common.errors import FleetconfError
 from controller import store
 from controller.confirmations import Confirmations
 from controller.db import Database
+from controller.hit_totals import Counts, HitSums, add_hits
 from controller.sightings import Sighting, write_sightings
 
 # While the database fails, a warning at the first failed flush and then this often.
@@ -68,6 +73,12 @@ class Ledger:
         # The highest version reported above the version then served, not yet written: a
         # later poll of the same agent (back on the database's version) must not erase it.
         self._ahead_unwritten = 0
+        # The /hit counts reported since the last flush, per version.
+        self.hits = HitSums()
+
+    def record_hits(self, counts: dict[int, Counts]) -> None:
+        """Add one agent's ``X-Hit-Counts`` report to the next flush."""
+        self.hits.add(counts)
 
     def record(
         self,
@@ -110,8 +121,18 @@ class Ledger:
         return max(v for v in [0, self._ahead_unwritten, *versions] if v <= at_most)
 
     async def flush(self) -> int:
-        """Write what was recorded since the last flush, in chunks of LEDGER_CHUNK_ROWS;
-        what a failure leaves unwritten is kept for the next flush (newer polls win)."""
+        """Write what was recorded since the last flush: the hit counts in a transaction of
+        their own, then the polls in chunks of LEDGER_CHUNK_ROWS; what a failure leaves
+        unwritten is kept for the next flush (newer polls win). Raises the first failure
+        once both were tried."""
+        try:
+            await self._flush_hits()
+        except FleetconfError:
+            await self._flush_polls()
+            raise
+        return await self._flush_polls()
+
+    async def _flush_polls(self) -> int:
         batch, self._pending = self._pending, {}
         drifting, self._drifting = self._drifting, set()
         ahead, self._ahead_unwritten = self._ahead_unwritten, 0
@@ -139,6 +160,17 @@ class Ledger:
                     for agent_id, poll in items[start : start + LEDGER_CHUNK_ROWS]
                 )
         return written
+
+    async def _flush_hits(self) -> None:
+        """Add the hit counts to ``version_hits``; on failure keep them for the next flush."""
+        if not len(self.hits):
+            return
+        sums = self.hits.take()
+        try:
+            await self._database.transaction(functools.partial(add_hits, sums=sums))
+        except FleetconfError:
+            self.hits.restore(sums)
+            raise
 
     async def flush_forever(self, period_seconds: float) -> None:
         """Flush every ``period_seconds``; while the database fails, warn at the first

@@ -7,6 +7,7 @@ from common.constants import (
     DEFAULT_PAGE_LIMIT,
     HEADER_CONFIG_VERSION,
     HEADER_POLL_INTERVAL_SECONDS,
+    HEADER_REPORT_INTERVAL_SECONDS,
     MAX_PAGE_LIMIT,
     MAX_PAGE_OFFSET,
 )
@@ -32,6 +33,14 @@ CONFIG_HEADERS = (
         description="How often the agent should poll, in seconds.",
         schema={"type": "integer"},
         example=30,
+    ),
+    Header(
+        name=HEADER_REPORT_INTERVAL_SECONDS,
+        description="Only while the controller wants GET /hit health reports more often "
+        "than polls (a staged rollout runs): the agent reads its worker's counters this "
+        "often, in seconds, and reports new ones at once (X-Hit-Counts).",
+        schema={"type": "integer", "minimum": 1},
+        example=5,
     ),
 )
 NO_TOKEN = problem(

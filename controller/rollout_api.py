@@ -22,7 +22,7 @@ from controller.openapi_parts import (
     WRONG_ROLE,
     page_parameters,
 )
-from controller.rollout_models import Laggard, LaggardPage, Rollout
+from controller.rollout_models import Laggard, LaggardPage, Rollout, RolloutHealth
 
 
 def rollout_body(read: RolloutRead, query: PageQuery) -> Rollout:
@@ -38,6 +38,11 @@ def rollout_body(read: RolloutRead, query: PageQuery) -> Rollout:
         complete=counts.pending == 0 and counts.failed == 0,
         p50_seconds=counts.p50_seconds,
         p99_seconds=counts.p99_seconds,
+        health=RolloutHealth(
+            requests=read.health.requests,
+            errors=read.health.errors,
+            error_rate=read.health.error_rate,
+        ),
         laggards=LaggardPage(
             items=laggards, total=page.total, limit=query.limit, offset=query.offset
         ),
@@ -67,7 +72,9 @@ GET_ROLLOUT = Operation(
     "this version or a newer one) and pending. complete: no live agent is pending or failed. "
     "The seconds run from the version's created_at to each agent's first poll confirming "
     "it, over live agents holding exactly this version. Laggards (failed first, then by "
-    "registration) are paged. A confirmed apply shows on every replica within a second.",
+    "registration) are paged. A confirmed apply shows on every replica within a second. "
+    "health sums the GET /hit outcomes agents reported under this version (X-Hit-Counts), "
+    "from every replica.",
     tags=("config",),
     roles=ADMIN_READERS,
     parameters=(

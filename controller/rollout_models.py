@@ -45,6 +45,17 @@ class LaggardPage(BaseModel):
     offset: int
 
 
+class RolloutHealth(BaseModel):
+    """The version's GET /hit health, as the fleet's workers counted it and their agents
+    reported it."""
+
+    requests: int = Field(description="GET /hit requests its workers answered under it.")
+    errors: int = Field(
+        description="Of those, the upstream's 5xx, no answer (upstream errors) and timeouts."
+    )
+    error_rate: float | None = Field(description="errors / requests; null with no requests.")
+
+
 class Rollout(BaseModel):
     """How far one version got: every registered, unrevoked agent (before or after the
     publish) is stale, or live and exactly one of applied, failed and pending."""
@@ -62,6 +73,7 @@ class Rollout(BaseModel):
                     "complete": False,
                     "p50_seconds": 0.412,
                     "p99_seconds": 1.03,
+                    "health": {"requests": 1520, "errors": 3, "error_rate": 0.00197},
                     "laggards": {
                         "items": [_EXAMPLE_LAGGARD],
                         "total": 1,
@@ -85,4 +97,8 @@ class Rollout(BaseModel):
         "over live agents holding exactly this version; null when none."
     )
     p99_seconds: float | None = Field(description="The 99th percentile of the same.")
+    health: RolloutHealth = Field(
+        description="GET /hit outcomes the fleet reported under this version, summed over "
+        "every replica (a report reaches this view within a second)."
+    )
     laggards: LaggardPage = Field(description="Live agents not on it yet, failed first.")

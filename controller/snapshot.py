@@ -7,7 +7,11 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from common.constants import HEADER_CONFIG_VERSION, HEADER_POLL_INTERVAL_SECONDS
+from common.constants import (
+    HEADER_CONFIG_VERSION,
+    HEADER_POLL_INTERVAL_SECONDS,
+    HEADER_REPORT_INTERVAL_SECONDS,
+)
 from controller.etags import etag_for
 
 
@@ -19,6 +23,8 @@ class Snapshot:
     body: bytes
     created_at: dt.datetime
     poll_interval_seconds: int
+    # How often agents report their workers' /hit counts, when more often than polls.
+    report_interval_seconds: int | None = None
 
     @functools.cached_property
     def etag(self) -> str:
@@ -28,9 +34,12 @@ class Snapshot:
     @functools.cached_property
     def headers(self) -> Mapping[str, str]:
         """The headers of every GET /config answer for this snapshot, 200 and 304."""
-        return {
+        headers = {
             "ETag": self.etag,
             HEADER_CONFIG_VERSION: str(self.version),
             HEADER_POLL_INTERVAL_SECONDS: str(self.poll_interval_seconds),
             "Cache-Control": "no-cache",
         }
+        if self.report_interval_seconds is not None:
+            headers[HEADER_REPORT_INTERVAL_SECONDS] = str(self.report_interval_seconds)
+        return headers

@@ -83,12 +83,21 @@ class StagedFollower:
                 record.candidate_version,
             )
         self._seen = seen
+        self._cache.set_report_interval(report_interval_seconds(record.bake_seconds, self._cache))
 
     def _drop(self) -> None:
         if self._cache.cohort is not None:
             logger.info("staged.cohort_dropped rollout=%s", self._cache.cohort.rollout_id)
         self._cache.cohort = None
+        self._cache.set_report_interval(None)
         self._seen = None
+
+
+def report_interval_seconds(bake_seconds: int, cache: ConfigCache) -> int:
+    """How often agents report their hit counts while a rollout runs: a quarter of the
+    bake, at least 1 s, at most the poll interval (they report with every poll anyway)."""
+    poll = cache.snapshot.poll_interval_seconds
+    return max(1, min(bake_seconds // 4, poll))
 
 
 async def _read(

@@ -9,7 +9,14 @@ from aiohttp import web
 from common.constants import MAX_REQUEST_BODY_BYTES
 from worker.constants import HIT_NOSNIFF, HIT_NOSNIFF_HEADER
 from worker.hit import new_session
-from worker.keys import CLIENT_SESSION_KEY, CONFIG_STORE_KEY, METRICS_KEY, SETTINGS_KEY
+from worker.hit_counts import HitCounts
+from worker.keys import (
+    CLIENT_SESSION_KEY,
+    CONFIG_STORE_KEY,
+    HIT_COUNTS_KEY,
+    METRICS_KEY,
+    SETTINGS_KEY,
+)
 from worker.metrics import WorkerMetrics
 from worker.routes import setup_routes
 from worker.settings import WorkerSettings
@@ -23,6 +30,7 @@ def create_app(settings: WorkerSettings) -> web.Application:
     store = ConfigStore()
     app[CONFIG_STORE_KEY] = store
     app[METRICS_KEY] = WorkerMetrics(store)
+    app[HIT_COUNTS_KEY] = HitCounts()
     app.cleanup_ctx.append(client_session)
     app.on_response_prepare.append(no_sniffing)
     setup_routes(app)

@@ -23,6 +23,9 @@ HIT_NOSNIFF: Final = "nosniff"
 # What GET /hit answers as Content-Type when the upstream sent none.
 DEFAULT_UPSTREAM_CONTENT_TYPE: Final = "application/octet-stream"
 
+# GET /hits: the newest versions whose /hit outcomes the worker keeps counting.
+HIT_COUNT_VERSIONS: Final = 16
+
 # How long requests in flight may take to finish once the process is told to stop.
 SHUTDOWN_TIMEOUT_SECONDS: Final = 10.0
 

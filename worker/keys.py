@@ -7,6 +7,7 @@ from typing import Final
 import aiohttp
 from aiohttp import web
 
+from worker.hit_counts import HitCounts
 from worker.metrics import WorkerMetrics
 from worker.settings import WorkerSettings
 from worker.store import ConfigStore
@@ -15,3 +16,4 @@ SETTINGS_KEY: Final = web.AppKey("settings", WorkerSettings)
 CONFIG_STORE_KEY: Final = web.AppKey("config_store", ConfigStore)
 CLIENT_SESSION_KEY: Final = web.AppKey("client_session", aiohttp.ClientSession)
 METRICS_KEY: Final = web.AppKey("metrics", WorkerMetrics)
+HIT_COUNTS_KEY: Final = web.AppKey("hit_counts", HitCounts)

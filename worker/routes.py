@@ -24,19 +24,21 @@ from common.openapi import (
 from common.problem import add_problem_fallbacks
 from worker.constants import (
     DEFAULT_UPSTREAM_CONTENT_TYPE,
+    HIT_COUNT_VERSIONS,
     HIT_MAX_REDIRECTS,
     HIT_NOSNIFF,
     HIT_NOSNIFF_HEADER,
 )
-from worker.models import Health, UpstreamBody, WorkerConfigStatus
-from worker.views import get_config, get_healthz, get_hit, get_metrics, post_config
+from worker.models import Health, HitCountsBody, UpstreamBody, WorkerConfigStatus
+from worker.views import get_config, get_healthz, get_hit, get_hits, get_metrics, post_config
 
 SECURITY_SCHEME: Final = "workerToken"
 
 _DESCRIPTION = (
     "The worker holds the configuration its agent sends and proxies GET /hit to the "
-    "configured URL. /config needs `Authorization: Bearer <WORKER_TOKEN>` when the worker "
-    "has a token. Every error is RFC 9457 application/problem+json."
+    "configured URL, counting what it answered per version (GET /hits). /config and "
+    "/hits need `Authorization: Bearer <WORKER_TOKEN>` when the worker has a token. "
+    "Every error is RFC 9457 application/problem+json."
 )
 _UNAUTHORIZED = problem(
     401,
@@ -198,6 +200,32 @@ _GET_HIT = Operation(
     ),
 )
 
+_GET_HITS = Operation(
+    method="GET",
+    path="/hits",
+    handler=get_hits,
+    operation_id="getHits",
+    summary="GET /hit outcomes per configuration version",
+    tags=("hit",),
+    description=(
+        "Every GET /hit is counted under the version held when it started: ok (the "
+        "upstream answered 2xx or 3xx), client_errors (4xx), server_errors (5xx), "
+        "upstream_errors (no answer to pass on: connection, DNS, a refused redirect, a body "
+        "too large, no URL in the held configuration) or timeouts. A hit while nothing is "
+        "configured (version 0) is not counted. The counters are cumulative since the "
+        "worker started, named by boot_id (a new one: the counters restarted), and kept for "
+        f"the {HIT_COUNT_VERSIONS} newest versions only. The agent reads them and reports "
+        "them to the controller, which judges a staged rollout's health by them."
+    ),
+    security=(SECURITY_SCHEME,),
+    responses=(
+        Response(
+            status=200, description="The counters, newest version first.", model=HitCountsBody
+        ),
+        _UNAUTHORIZED,
+    ),
+)
+
 _METRICS_EXAMPLE = """\
 # HELP fleetconf_worker_config_version The configuration version this worker holds.
 # TYPE fleetconf_worker_config_version gauge
@@ -229,7 +257,14 @@ _GET_METRICS = Operation(
     responses=(metrics_documented(_METRICS_EXAMPLE),),
 )
 
-OPERATIONS: Final = (_POST_CONFIG, _GET_CONFIG, _GET_HIT, _GET_HEALTHZ, _GET_METRICS)
+OPERATIONS: Final = (
+    _POST_CONFIG,
+    _GET_CONFIG,
+    _GET_HIT,
+    _GET_HITS,
+    _GET_HEALTHZ,
+    _GET_METRICS,
+)
 
 
 def openapi_document() -> dict[str, Any]:

@@ -14,8 +14,15 @@ from common.http import json_response, read_model
 from common.metrics import answered_status, metrics_response
 from common.models import WorkerConfig
 from worker.hit import hit
-from worker.keys import CLIENT_SESSION_KEY, CONFIG_STORE_KEY, METRICS_KEY, SETTINGS_KEY
-from worker.models import Health, WorkerConfigStatus
+from worker.hit_counts import Outcome, outcome_of_failure, outcome_of_status
+from worker.keys import (
+    CLIENT_SESSION_KEY,
+    CONFIG_STORE_KEY,
+    HIT_COUNTS_KEY,
+    METRICS_KEY,
+    SETTINGS_KEY,
+)
+from worker.models import Health, HitCountsBody, VersionHits, WorkerConfigStatus
 
 _DIGITS = re.compile(r"[0-9]{1,19}")
 
@@ -39,22 +46,45 @@ async def get_config(request: web.Request) -> web.Response:
 
 async def get_hit(request: web.Request) -> web.Response:
     """Fetch the configured URL and pass its status, content type and body on; count and
-    time the answer, errors included."""
+    time the answer, errors included, and count its outcome under the version held when
+    it started."""
     metrics = request.app[METRICS_KEY]
+    counts = request.app[HIT_COUNTS_KEY]
+    held = request.app[CONFIG_STORE_KEY].held
     started = time.monotonic()
     try:
         reply = await hit(
             request.app[CLIENT_SESSION_KEY],
-            request.app[CONFIG_STORE_KEY].held.config,
+            held.config,
             max_bytes=request.app[SETTINGS_KEY].hit_max_bytes,
         )
     except Exception as exc:
         metrics.observe_hit(answered_status(exc), time.monotonic() - started)
+        counts.count(held.version, outcome_of_failure(exc))
         raise
     metrics.observe_hit(reply.status, time.monotonic() - started)
+    counts.count(held.version, outcome_of_status(reply.status))
     return web.Response(
         status=reply.status, body=reply.body, headers={"Content-Type": reply.content_type}
     )
+
+
+async def get_hits(request: web.Request) -> web.Response:
+    """The GET /hit counters per version, cumulative since this worker started."""
+    _authorize(request)
+    counts = request.app[HIT_COUNTS_KEY]
+    versions = [
+        VersionHits(
+            version=version,
+            ok=counters[Outcome.OK],
+            client_errors=counters[Outcome.CLIENT_ERROR],
+            server_errors=counters[Outcome.SERVER_ERROR],
+            upstream_errors=counters[Outcome.UPSTREAM_ERROR],
+            timeouts=counters[Outcome.TIMEOUT],
+        )
+        for version, counters in counts.snapshot()
+    ]
+    return json_response(HitCountsBody(boot_id=counts.boot_id, versions=versions))
 
 
 async def get_healthz(request: web.Request) -> web.Response:

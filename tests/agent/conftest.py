@@ -172,6 +172,14 @@ class Controller:
         ):
             assert r.status == 200, await r.text()
 
+    async def rollout(self, version: int) -> dict[str, Any]:
+        """GET /config/versions/{version}/rollout as the admin."""
+        url = self.server.make_url(f"/config/versions/{version}/rollout")
+        async with aiohttp.ClientSession() as session, session.get(url, headers=ADMIN) as r:
+            assert r.status == 200, await r.text()
+            body: dict[str, Any] = await r.json()
+            return body
+
     def polls(self) -> list[Seen]:
         return [s for s in self.seen if s.method == "GET" and s.path == "/config"]
 
@@ -181,9 +189,10 @@ StartController = Callable[..., Awaitable[Controller]]
 
 @pytest.fixture
 def start_controller(aiohttp_server: AiohttpServer, tmp_path: Path) -> StartController:
-    """Start the real controller on a migrated SQLite database, poll interval 1 s."""
+    """Start the real controller on a migrated SQLite database, poll interval 1 s (on a
+    given port, to 'restart' it on the same database)."""
 
-    async def start(**overrides: Any) -> Controller:
+    async def start(*, port: int | None = None, **overrides: Any) -> Controller:
         database_url = f"sqlite+aiosqlite:///{tmp_path}/c.db"
         await asyncio.to_thread(migrations.upgrade, database_url)
         values: dict[str, Any] = {
@@ -201,7 +210,8 @@ def start_controller(aiohttp_server: AiohttpServer, tmp_path: Path) -> StartCont
             seen.append(Seen(request.method, request.path, response.status, dict(request.headers)))
 
         app.on_response_prepare.append(record)
-        return Controller(server=await aiohttp_server(app), seen=seen)
+        kwargs: dict[str, Any] = {} if port is None else {"port": port}
+        return Controller(server=await aiohttp_server(app, **kwargs), seen=seen)
 
     return start
 

@@ -84,7 +84,7 @@ async def test_steps_promote_after_the_bake_until_the_candidate_is_current(
     rollout_id = started["id"]
 
     async def completed() -> bool:
-        return (await _read(client, rollout_id))["state"] == "completed"
+        return bool((await _read(client, rollout_id))["state"] == "completed")
 
     await eventually(completed, timeout_seconds=15)
     document = await _read(client, rollout_id)

@@ -47,12 +47,14 @@ async def test_openapi_is_3_1_and_matches_the_document(client: Client) -> None:
 
 
 def test_openapi_lists_every_endpoint() -> None:
-    """The document describes POST/GET /config, GET /hit, GET /healthz and GET /metrics."""
+    """The document describes POST/GET /config, GET /hit, GET /hits, GET /healthz and GET
+    /metrics."""
     paths = openapi_document()["paths"]
     assert {(p, m) for p, ops in paths.items() for m in ops} == {
         ("/config", "post"),
         ("/config", "get"),
         ("/hit", "get"),
+        ("/hits", "get"),
         ("/healthz", "get"),
         ("/metrics", "get"),
     }

@@ -1,7 +1,7 @@
 """Staged rollouts: their state, their cohorts, and the fleet row's running rollout.
 
-Revision ID: 0009_staged_rollouts
-Revises: 0008_apply_confirmation
+Revision ID: 0010_staged_rollouts
+Revises: 0009_version_hits
 Create Date: 2026-11-29
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009_staged_rollouts"
-down_revision = "0008_apply_confirmation"
+revision = "0010_staged_rollouts"
+down_revision = "0009_version_hits"
 branch_labels = None
 depends_on = None
 
