@@ -81,7 +81,11 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
         on_fleet_row=on_fleet_row,
     )
     # Installs the running staged rollout's cohort view on the cache at each refresh.
-    follower = StagedFollower(app[keys.DATABASE], cache)
+    follower = StagedFollower(
+        app[keys.DATABASE],
+        cache,
+        default_poll_interval_seconds=app[keys.SETTINGS].poll_interval_seconds,
+    )
     app[keys.STAGED_FOLLOWER] = follower
     await cache.refresh()
     app[keys.CACHE] = cache

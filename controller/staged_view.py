@@ -37,9 +37,13 @@ class _Seen:
 class StagedFollower:
     """Keeps the cache's cohort view in step with the fleet row's active rollout."""
 
-    def __init__(self, database: Database, cache: ConfigCache) -> None:
+    def __init__(
+        self, database: Database, cache: ConfigCache, *, default_poll_interval_seconds: int
+    ) -> None:
         self._database = database
         self._cache = cache
+        self._poll_interval_seconds = default_poll_interval_seconds
+        self._default_poll_interval_seconds = default_poll_interval_seconds
         self._seen: _Seen | None = None
         self.bake_seconds: int | None = None
 
@@ -54,6 +58,9 @@ class StagedFollower:
 
     async def follow(self, fleet: store.FleetRow) -> None:
         """At each refresh: install, replace or drop the cohort view."""
+        self._poll_interval_seconds = (
+            fleet.poll_interval_seconds or self._default_poll_interval_seconds
+        )
         if fleet.active_rollout is None:
             self._drop()
             return
@@ -83,7 +90,8 @@ class StagedFollower:
                 record.candidate_version,
             )
         self._seen = seen
-        self._cache.set_report_interval(report_interval_seconds(record.bake_seconds, self._cache))
+        interval = report_interval_seconds(record.bake_seconds, self._poll_interval_seconds)
+        self._cache.set_report_interval(interval)
 
     def _drop(self) -> None:
         if self._cache.cohort is not None:
@@ -93,11 +101,10 @@ class StagedFollower:
         self._seen = None
 
 
-def report_interval_seconds(bake_seconds: int, cache: ConfigCache) -> int:
+def report_interval_seconds(bake_seconds: int, poll_interval_seconds: int) -> int:
     """How often agents report their hit counts while a rollout runs: a quarter of the
     bake, at least 1 s, at most the poll interval (they report with every poll anyway)."""
-    poll = cache.snapshot.poll_interval_seconds
-    return max(1, min(bake_seconds // 4, poll))
+    return max(1, min(bake_seconds // 4, poll_interval_seconds))
 
 
 async def _read(
