@@ -110,6 +110,7 @@ async def one_rollout(
     controller_pid: int,
     applies: Applies,
     url: str,
+    host_pids: list[int],
 ) -> dict[str, Any]:
     body = {
         "config": {"url": url},
@@ -119,6 +120,7 @@ async def one_rollout(
         "min_requests": args.min_requests,
     }
     cpu_before, wall_before = S.proc_cpu_seconds(controller_pid), time.monotonic()
+    hosts_before = sum(S.proc_cpu_seconds(pid) for pid in host_pids)
     posted = time.time()
     async with http.post(f"{base}/rollouts", json=body, headers=_admin()) as resp:
         started = await resp.json()
@@ -130,6 +132,7 @@ async def one_rollout(
     everyone = await _wait_all(applies, final, args.agents, 60)
     cpu = S.proc_cpu_seconds(controller_pid) - cpu_before
     wall = time.monotonic() - wall_before
+    hosts_cpu = sum(S.proc_cpu_seconds(pid) for pid in host_pids) - hosts_before
     ended_at = dt.datetime.fromisoformat(doc["updated_at"]).timestamp()
     result: dict[str, Any] = {
         "state": doc["state"],
@@ -144,6 +147,7 @@ async def one_rollout(
         else round(everyone - posted, 3),
         "controller_cpu_seconds": round(cpu, 3),
         "controller_cpu_percent_of_one_core": round(100 * cpu / wall, 1),
+        "agent_hosts_cpu_percent_of_one_core": round(100 * hosts_cpu / wall, 1),
         "wall_seconds": round(wall, 3),
     }
     if doc["state"] == "rolled_back":
@@ -211,6 +215,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"all {n} agents hold v{first_version}; settling {args.pause} s", flush=True)
                 await asyncio.sleep(args.pause)
                 pid = controllers[0].pid
+                host_pids = [h.pid for h in hosts]
                 healthy = await one_rollout(
                     args, http, base, pid, applies, "https://example.com/next"
                 )
