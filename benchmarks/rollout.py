@@ -217,12 +217,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 pid = controllers[0].pid
                 host_pids = [h.pid for h in hosts]
                 healthy = await one_rollout(
-                    args, http, base, pid, applies, "https://example.com/next"
+                    args, http, base, pid, applies, "https://example.com/next", host_pids
                 )
                 print(f"healthy: {json.dumps(healthy)}", flush=True)
                 await asyncio.sleep(args.pause)
                 failing = await one_rollout(
-                    args, http, base, pid, applies, "https://example.com/fail"
+                    args, http, base, pid, applies, "https://example.com/fail", host_pids
                 )
                 print(f"failing: {json.dumps(failing)}", flush=True)
             finally:

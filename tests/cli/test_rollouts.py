@@ -45,7 +45,7 @@ async def test_status_pause_resume_abort_and_wait_sees_the_abort(
             "--wait",
             "--timeout",
             "40",
-        )  # fmt: skip
+        )
     )
 
     async def started() -> bool:
