@@ -155,6 +155,10 @@ async def one_rollout(
         times = [applies.first_at(a, final) for a in members]
         back = [t for t in times if t is not None]
         result["cohort_members"] = len(members)
+        if back:
+            ordered = sorted(t - ended_at for t in back)
+            result["seconds_decision_to_cohort_back_p50"] = round(S.percentile(ordered, 0.5), 3)
+            result["seconds_decision_to_first_member_back"] = round(ordered[0], 3)
         result["seconds_decision_to_cohort_back"] = (
             round(max(back) - ended_at, 3) if len(back) == len(members) and back else None
         )
@@ -180,6 +184,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             database_url=database_url,
             redis_url=redis_url,
             poll_interval_seconds=POLL_INTERVAL_SECONDS,
+            extra_env={"CONTROLLER_LOG_LEVEL": args.controller_log_level},
         )
         base = bases[0]
         applies = Applies()
@@ -198,6 +203,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "registration_token": S.REGISTRATION_TOKEN,
                     "state_root": str(workdir / "agents"),
                     "register_rate": args.register_rate / args.agent_procs,
+                    "switch_interval": args.host_switch_interval,
                 }
                 first += count
                 proc = await S.spawn_agent_host(
@@ -261,6 +267,13 @@ def main() -> None:
     parser.add_argument("--register-rate", type=float, default=150.0)
     parser.add_argument("--pause", type=float, default=3.0, help="settling seconds")
     parser.add_argument("--keep", action="store_true", help="keep the logs in /dev/shm")
+    parser.add_argument("--controller-log-level", default="WARNING")
+    parser.add_argument(
+        "--host-switch-interval",
+        type=float,
+        default=0.0,
+        help="sys.setswitchinterval in the agent hosts (0: Python's 5 ms)",
+    )
     args = parser.parse_args()
     result = asyncio.run(run(args))
     path = S.write_results(RESULTS_FILE, result)
