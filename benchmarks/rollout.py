@@ -157,7 +157,7 @@ async def one_rollout(
         result["cohort_members"] = len(members)
         if back:
             ordered = sorted(t - ended_at for t in back)
-            result["seconds_decision_to_cohort_back_p50"] = round(S.percentile(ordered, 0.5), 3)
+            result["seconds_decision_to_cohort_back_p50"] = round(S.percentile(ordered, 50), 3)
             result["seconds_decision_to_first_member_back"] = round(ordered[0], 3)
         result["seconds_decision_to_cohort_back"] = (
             round(max(back) - ended_at, 3) if len(back) == len(members) and back else None
