@@ -93,7 +93,8 @@ async def _rollout_until_ended(
     while time.monotonic() < deadline:
         async with http.get(f"{base}/rollouts/{rollout_id}", headers=_admin()) as resp:
             doc: dict[str, Any] = await resp.json()
-        if doc["state"] in ("completed", "rolled_back", "aborted"):
+        # A loaded machine's database may answer 503 now and then: read again.
+        if resp.status == 200 and doc["state"] in ("completed", "rolled_back", "aborted"):
             return doc
         await asyncio.sleep(0.05)
     raise RuntimeError(f"rollout {rollout_id} did not end in {timeout:.0f} s: {doc}")
