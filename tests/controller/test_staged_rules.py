@@ -1,13 +1,18 @@
-"""The staged rollouts' pure rules: cohort choice and the health judgement."""
+"""The staged rollouts' pure rules (cohort choice, the health judgement) and their
+migration."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import uuid
 
 import pytest
+from sqlalchemy import inspect
 
 from common.cohorts import MAX_COHORT_HASH, cohort_hash, in_cohort
+from controller import migrations
+from controller.db import create_engine
 from controller.hit_totals import HitTotals
 from controller.staged_rules import Verdict, choose_cohort, judge, since
 from controller.staged_view import report_interval_seconds
@@ -93,3 +98,31 @@ def test_the_report_interval_is_a_quarter_of_the_bake_within_one_second_and_the_
     assert report_interval_seconds(60, 30) == 15
     assert report_interval_seconds(2, 30) == 1
     assert report_interval_seconds(600, 30) == 30
+
+
+async def test_staged_rollouts_revision_goes_down_and_up(database_url: str) -> None:
+    """0010_staged_rollouts: down to 0009 drops the two rollout tables and the fleet row's
+    active_rollout, and nothing else; up again restores them."""
+    engine = create_engine(database_url)
+
+    async def shape() -> tuple[set[str], set[str]]:
+        async with engine.connect() as conn:
+            return await conn.run_sync(
+                lambda sync: (
+                    set(inspect(sync).get_table_names()),
+                    {column["name"] for column in inspect(sync).get_columns("fleet_state")},
+                )
+            )
+
+    try:
+        tables, columns = await shape()
+        await asyncio.to_thread(migrations.downgrade, database_url, "0009_version_hits")
+        await engine.dispose()
+        down_tables, down_columns = await shape()
+        assert tables - down_tables == {"staged_rollouts", "staged_members"}
+        assert columns - down_columns == {"active_rollout"}
+        await asyncio.to_thread(migrations.upgrade, database_url)
+        await engine.dispose()
+        assert await shape() == (tables, columns)
+    finally:
+        await engine.dispose()
