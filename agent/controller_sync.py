@@ -37,7 +37,9 @@ from agent.settings import AgentSettings
 from agent.storage import CachedConfig, Identity, Storage, StorageWriter
 from agent.wake import sleep_or_wake
 from common.backoff import Backoff
+from common.cohorts import in_cohort
 from common.constants import POLL_URL
+from common.hints import HintCohort
 from common.models import WorkerConfig
 
 logger = logging.getLogger(__name__)
@@ -78,7 +80,7 @@ class ControllerSync:
         # Start times (time.monotonic()) of the attempts, and the retry delays chosen.
         self.attempts: deque[float] = deque(maxlen=ATTEMPT_HISTORY_LENGTH)
         self.retry_delays: deque[float] = deque(maxlen=ATTEMPT_HISTORY_LENGTH)
-        self.hint_schedule = HintSchedule(self, rng=rng, metrics=metrics)
+        self.hint_schedule = HintSchedule(self, rng=rng, metrics=metrics, in_cohort=member_of(self))
         # Drift the reconciler sees is reported at once, by a poll of its own.
         self.drift_report = DriftReport(reconciler)
         reconciler.on_drift(self.poll_soon)
@@ -353,3 +355,15 @@ def _log_received(previous: CachedConfig | None, held: CachedConfig) -> None:
             previous.version,
             held.version,
         )
+
+
+def member_of(sync: ControllerSync) -> Callable[[HintCohort], bool]:
+    """Whether a staged rollout's hint is for ``sync``'s agent (unregistered: it may be)."""
+
+    def for_this_agent(cohort: HintCohort) -> bool:
+        identity = sync.identity
+        if identity is None:
+            return True
+        return in_cohort(cohort.rollout, identity.agent_id, cohort.threshold)
+
+    return for_this_agent

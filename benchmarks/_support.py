@@ -21,6 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack, suppress
 from pathlib import Path
@@ -541,20 +542,65 @@ class HostProcess:
 FLUSH_SECONDS = 0.02
 
 
+# GET /hit requests a stand-in worker "serves" a second under the version it holds.
+HIT_RATE_PER_SECOND = 2.0
+
+
 class StandInWorkers:
     """The worker API for many agents (or watchers), under /w/<i>/config, with the real
-    worker's version rules; records ``time.time()`` of every apply."""
+    worker's version rules; records ``time.time()`` of every apply. ``/w/<i>/hits``
+    answers synthetic /hit counts: HIT_RATE_PER_SECOND requests a second under the
+    version held since it was applied, all of them 5xx when its URL ends in ``/fail``."""
 
     def __init__(self) -> None:
         self.held: dict[int, tuple[int, dict[str, Any]]] = {}
         self.events: list[tuple[int, int, float]] = []
         self.applies = 0
+        self.boot_id = str(uuid.uuid4())
+        # worker -> {version: requests counted while it was held, up to its last change}
+        self._hits: dict[int, dict[int, float]] = {}
+        self._since: dict[int, float] = {}
+        self._urls: dict[tuple[int, int], Any] = {}
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/w/{i}/config", self.get_config)
         app.router.add_post("/w/{i}/config", self.post_config)
+        app.router.add_get("/w/{i}/hits", self.get_hits)
         return app
+
+    def _close_version(self, i: int, now: float) -> None:
+        held = self.held.get(i)
+        if held is not None and i in self._since:
+            counts = self._hits.setdefault(i, {})
+            counts[held[0]] = (
+                counts.get(held[0], 0.0) + (now - self._since[i]) * HIT_RATE_PER_SECOND
+            )
+
+    async def get_hits(self, request: web.Request) -> web.Response:
+        i = int(request.match_info["i"])
+        now = time.time()
+        counts = dict(self._hits.get(i, {}))
+        held = self.held.get(i)
+        if held is not None and i in self._since:
+            counts[held[0]] = (
+                counts.get(held[0], 0.0) + (now - self._since[i]) * HIT_RATE_PER_SECOND
+            )
+        versions = []
+        for version, requests in sorted(counts.items(), reverse=True)[:16]:
+            whole = int(requests)
+            failing = str(self._urls.get((i, version)) or "").endswith("/fail")
+            versions.append(
+                {
+                    "version": version,
+                    "ok": 0 if failing else whole,
+                    "client_errors": 0,
+                    "server_errors": whole if failing else 0,
+                    "upstream_errors": 0,
+                    "timeouts": 0,
+                }
+            )
+        return web.json_response({"boot_id": self.boot_id, "versions": versions})
 
     async def serve(self) -> tuple[web.AppRunner, int]:
         """Listen on a free loopback port; (runner to clean up, port)."""
@@ -580,6 +626,10 @@ class StandInWorkers:
         if version < held_version or (version == held_version and config != held_config):
             return web.json_response({"title": "Conflict", "status": 409}, status=409)
         if version > held_version:
+            now = time.time()
+            self._close_version(i, now)
+            self._since[i] = now
+            self._urls[(i, version)] = config.get("url") if isinstance(config, dict) else None
             self.held[i] = (version, config)
             self.events.append((i, version, time.time()))
             self.applies += 1

@@ -13,7 +13,7 @@ from common.constants import MAX_REQUEST_BODY_BYTES
 from common.hints import HintSubscription, subscriber_client
 from common.supervision import RestartsCollector, Supervisor
 from common.tasks import CANCEL_GRACE_SECONDS, cancel_and_wait, finish_within
-from controller import keys
+from controller import config_api, keys
 from controller.addresses import ClientAddresses
 from controller.cache import ConfigCache
 from controller.confirmations import Confirmations
@@ -26,6 +26,7 @@ from controller.constants import (
     LEDGER_FLUSH_SECONDS,
     LEDGER_LOOP,
     REGISTRATION_LOOP,
+    STAGED_LOOP,
 )
 from controller.credentials import AgentTokens, Authenticator
 from controller.db import Database, create_engine
@@ -41,6 +42,9 @@ from controller.registration import write_registrations
 from controller.registration_batch import RegistrationBatcher
 from controller.routes import setup_routes
 from controller.settings import ControllerSettings, available_cores
+from controller.staged_driver import Announcer, StagedDriver
+from controller.staged_view import StagedFollower
+from controller.store import FleetRow
 from controller.throttle import FailureThrottle
 
 
@@ -68,12 +72,25 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
+    named = app[keys.NAMED_CREDENTIALS]
+
+    async def on_fleet_row(fleet: FleetRow) -> None:
+        await named.follow(fleet)
+        await follower.follow(fleet)
+
     cache = ConfigCache(
         app[keys.DATABASE],
         default_poll_interval_seconds=app[keys.SETTINGS].poll_interval_seconds,
         on_revocation=app[keys.AGENT_TOKENS].forget_all,
-        on_fleet_row=app[keys.NAMED_CREDENTIALS].follow,
+        on_fleet_row=on_fleet_row,
     )
+    # Installs the running staged rollout's cohort view on the cache at each refresh.
+    follower = StagedFollower(
+        app[keys.DATABASE],
+        cache,
+        default_poll_interval_seconds=app[keys.SETTINGS].poll_interval_seconds,
+    )
+    app[keys.STAGED_FOLLOWER] = follower
     await cache.refresh()
     app[keys.CACHE] = cache
     task = app[keys.SUPERVISOR].start(
@@ -202,13 +219,30 @@ async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
         RestartsCollector(
             "fleetconf_controller_loop_restarts",
             f"Background loops ({CACHE_LOOP}, {HINTS_LOOP}, {LEDGER_LOOP}, {FLEET_COUNTS_LOOP}, "
-            f"{REGISTRATION_LOOP}) that failed on an "
+            f"{REGISTRATION_LOOP}, {STAGED_LOOP}) that failed on an "
             "unexpected error and were started again.",
             app[keys.SUPERVISOR],
         )
     )
     app[keys.METRICS] = metrics
     yield
+
+
+async def staged_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The staged rollouts' driver: judges the running step while this replica holds its
+    lease, and tells the rest after every change."""
+    announcer = Announcer(
+        publisher=app[keys.PUBLISHER],
+        follower=app[keys.STAGED_FOLLOWER],
+        audit_entries=app[keys.METRICS].audit_entries,
+    )
+    driver = StagedDriver(config_api.writer(app), announcer)
+    app[keys.STAGED_DRIVER] = driver
+    task = app[keys.SUPERVISOR].start(STAGED_LOOP, driver.run_forever)
+    try:
+        yield
+    finally:
+        await cancel_and_wait(task)
 
 
 def create_app(settings: ControllerSettings, *, worker_index: int = 0) -> web.Application:
@@ -238,6 +272,7 @@ def create_app(settings: ControllerSettings, *, worker_index: int = 0) -> web.Ap
             hints_ctx,
             metrics_ctx,
             metrics_port_ctx,
+            staged_ctx,
         ]
     )
     setup_routes(app)

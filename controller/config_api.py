@@ -139,6 +139,10 @@ def parse_apply_failed(raw: str) -> ApplyFailed | None:
 async def get_config(request: web.Request, principal: Principal) -> web.Response:
     cache = request.app[keys.CACHE]
     snap = cache.snapshot
+    cohort = cache.cohort
+    if cohort is not None and principal.agent_id is not None:
+        # A staged rollout runs: its members get the candidate (shared tokens never do).
+        snap = cohort.serve(principal.agent_id, snap)
     applied = _record_sighting(request, principal, snap.version)
     if_none_match = request.headers.get("If-None-Match")
     # The common case, an agent sending back the ETag it holds, skips the parsing.
@@ -323,6 +327,11 @@ POST_CONFIG = Operation(
         NO_TOKEN,
         WRONG_ROLE,
         problem(
+            409,
+            "A staged rollout is running or paused (named in the detail): abort it first.",
+            "Staged rollout 5b0c7d1e-2f4a-4c8e-9a71-0d3e5f6a7b8c is in progress; ...",
+        ),
+        problem(
             412,
             "If-Match does not name the current version.",
             'If-Match does not name the current version "8-5dc5c505a79bfc2e".',
@@ -367,7 +376,8 @@ ROLLBACK = Operation(
         ),
         problem(
             409,
-            "The version's configuration is not valid under today's rules.",
+            "The version's configuration is not valid under today's rules, or a staged "
+            "rollout is running or paused (named in the detail).",
             "Version 3's configuration is not valid any more; publish a new one.",
         ),
         problem(

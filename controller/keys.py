@@ -22,6 +22,8 @@ from controller.named_credentials import NamedCredentials
 from controller.ratelimit import RateLimiter
 from controller.registration_batch import RegistrationBatcher
 from controller.settings import ControllerSettings
+from controller.staged_driver import StagedDriver
+from controller.staged_view import StagedFollower
 from controller.throttle import FailureThrottle
 
 SETTINGS: Final = web.AppKey("settings", ControllerSettings)
@@ -44,3 +46,5 @@ AUTH_THROTTLE: Final = web.AppKey("auth_throttle", FailureThrottle)
 FLEET_COUNTS: Final = web.AppKey("fleet_counts", FleetCountsCache)
 # Which of the CONTROLLER_WORKERS processes serves this app: 0, 1, ...
 WORKER_INDEX: Final = web.AppKey("worker_index", int)
+STAGED_DRIVER: Final = web.AppKey("staged_driver", StagedDriver)
+STAGED_FOLLOWER: Final = web.AppKey("staged_follower", StagedFollower)

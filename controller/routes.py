@@ -23,6 +23,7 @@ from controller import (
     keys,
     rollout_api,
     settings_api,
+    staged_api,
 )
 from controller.credentials import Principal, Role
 
@@ -32,6 +33,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
     *config_api.OPERATIONS,
     *history_api.OPERATIONS,
     *rollout_api.OPERATIONS,
+    *staged_api.OPERATIONS,
     *settings_api.OPERATIONS,
     *health_api.OPERATIONS,
     agents_api.LIST_AGENTS,

@@ -24,6 +24,7 @@ from common.models import AgentState
 from controller.constants import FLEET_ROW_ID, MAX_VERSIONS_AHEAD
 from controller.db import agents, as_utc, config_versions, fleet_table, utcnow
 from controller.fleet import StateRule, VersionGroup
+from controller.fleet_target import is_member, target_version
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,6 +38,8 @@ class FleetRow:
     revocations: int
     credentials_issued: int
     highest_reported_version: int
+    # The staged rollout running or paused, if any.
+    active_rollout: str | None
     # Moved by every new version (and settings change): a refresh that sees it move
     # re-reads the version even if its number is the one held.
     updated_at: dt.datetime
@@ -73,6 +76,7 @@ async def read_fleet_row(conn: AsyncConnection, *, for_update: bool = False) -> 
         fleet_table.c.revocations,
         fleet_table.c.credentials_issued,
         fleet_table.c.highest_reported_version,
+        fleet_table.c.active_rollout,
         fleet_table.c.updated_at,
     ).where(fleet_table.c.id == FLEET_ROW_ID)
     if for_update:
@@ -84,6 +88,7 @@ async def read_fleet_row(conn: AsyncConnection, *, for_update: bool = False) -> 
         revocations=row.revocations,
         credentials_issued=row.credentials_issued,
         highest_reported_version=row.highest_reported_version,
+        active_rollout=row.active_rollout,
         updated_at=as_utc(row.updated_at),
     )
 
@@ -110,6 +115,13 @@ async def read_highest_applied(conn: AsyncConnection, *, at_most: int) -> int:
     0 when none."""
     applied = agents.c.applied_version
     query = select(func.coalesce(func.max(applied), 0)).where(applied <= at_most)
+    return int((await conn.execute(query)).scalar_one())
+
+
+async def read_highest_stored(conn: AsyncConnection) -> int:
+    """The highest version stored, current or not (a staged rollout's candidate is stored
+    before it is current)."""
+    query = select(func.coalesce(func.max(config_versions.c.version), 0))
     return int((await conn.execute(query)).scalar_one())
 
 
@@ -152,9 +164,15 @@ async def read_version_page(conn: AsyncConnection, *, limit: int, offset: int) -
 
 
 async def insert_version(
-    conn: AsyncConnection, version: int, body: str, provenance: Provenance
+    conn: AsyncConnection,
+    version: int,
+    body: str,
+    provenance: Provenance,
+    *,
+    make_current: bool = True,
 ) -> VersionRecord:
-    """Store ``version`` and make it current; the caller holds the fleet row's lock."""
+    """Store ``version`` and make it current (unless not ``make_current``: a staged
+    rollout's candidate); the caller holds the fleet row's lock."""
     now = utcnow()
     await conn.execute(
         config_versions.insert().values(
@@ -166,8 +184,13 @@ async def insert_version(
             rolled_back_to=provenance.rolled_back_to,
         )
     )
-    await conn.execute(_update_fleet_row().values(current_version=version, updated_at=now))
+    if make_current:
+        await make_version_current(conn, version, now)
     return VersionRecord(version=version, body=body, created_at=now, provenance=provenance)
+
+
+async def make_version_current(conn: AsyncConnection, version: int, now: dt.datetime) -> None:
+    await conn.execute(_update_fleet_row().values(current_version=version, updated_at=now))
 
 
 async def write_poll_interval(conn: AsyncConnection, seconds: int) -> None:
@@ -221,6 +244,7 @@ class AgentRecord:
     applied_at: dt.datetime | None = None
     apply_failed_version: int | None = None
     apply_failed_reason: str | None = None
+    rollout_member: bool = False
 
     @property
     def last_contact(self) -> dt.datetime:
@@ -257,15 +281,15 @@ def _state_condition(rule: StateRule, state: AgentState) -> ColumnElement[bool]:
     if state is AgentState.STALE:
         return _last_contact() < rule.stale_before
     fresh = _last_contact() >= rule.stale_before
-    applied = agents.c.applied_version
+    applied, target = agents.c.applied_version, target_version(rule)
     if state is AgentState.DRIFT:
         return and_(fresh, agents.c.worker_drift)
     no_drift = not_(agents.c.worker_drift)
     if state is AgentState.IN_SYNC:
-        return and_(fresh, no_drift, applied == rule.current_version)
+        return and_(fresh, no_drift, applied == target)
     if state is AgentState.AHEAD:
-        return and_(fresh, no_drift, applied > rule.current_version)
-    return and_(fresh, no_drift, or_(applied.is_(None), applied < rule.current_version))
+        return and_(fresh, no_drift, applied > target)
+    return and_(fresh, no_drift, or_(applied.is_(None), applied < target))
 
 
 def _agent_record(row: Any) -> AgentRecord:
@@ -280,6 +304,7 @@ def _agent_record(row: Any) -> AgentRecord:
         applied_at=None if row.applied_at is None else as_utc(row.applied_at),
         apply_failed_version=row.apply_failed_version,
         apply_failed_reason=row.apply_failed_reason,
+        rollout_member=bool(row.member),
     )
 
 
@@ -296,7 +321,7 @@ async def read_agent_page(
     if state is not None:
         conditions.append(_state_condition(rule, state))
     query = (
-        select(*_AGENT_COLUMNS)
+        select(*_AGENT_COLUMNS, is_member(rule).label("member"))
         .where(*conditions)
         .order_by(agents.c.registered_at, agents.c.id)
         .limit(limit)
@@ -308,9 +333,12 @@ async def read_agent_page(
     return AgentPage(items=[_agent_record(row) for row in rows], total=total)
 
 
-async def read_agent(conn: AsyncConnection, agent_id: uuid.UUID) -> AgentRecord | None:
+async def read_agent(
+    conn: AsyncConnection, agent_id: uuid.UUID, rule: StateRule
+) -> AgentRecord | None:
     """One agent, or None when it is unknown or revoked."""
-    query = select(*_AGENT_COLUMNS).where(agents.c.id == str(agent_id), _ACTIVE)
+    columns = (*_AGENT_COLUMNS, is_member(rule).label("member"))
+    query = select(*columns).where(agents.c.id == str(agent_id), _ACTIVE)
     row = (await conn.execute(query)).one_or_none()
     return None if row is None else _agent_record(row)
 
@@ -334,15 +362,18 @@ async def count_agents_by_applied_version(
     of the others reported drift: one GROUP BY."""
     stale = case((_last_contact() < rule.stale_before, 1), else_=0)
     drift = case((_state_condition(rule, AgentState.DRIFT), 1), else_=0)
+    member = is_member(rule).label("member")
     query = (
         select(
             agents.c.applied_version,
+            member,
             func.count().label("agents"),
             func.coalesce(func.sum(stale), 0).label("stale"),
             func.coalesce(func.sum(drift), 0).label("drift"),
         )
         .where(_ACTIVE)
-        .group_by(agents.c.applied_version)
+        # Grouped by membership only while a rollout runs (a constant is no GROUP BY term).
+        .group_by(agents.c.applied_version, *((member,) if rule.rollout_id else ()))
     )
     return [
         VersionGroup(
@@ -350,6 +381,7 @@ async def count_agents_by_applied_version(
             agents=int(row.agents),
             stale=int(row.stale),
             drift=int(row.drift),
+            member=bool(row.member),
         )
         for row in (await conn.execute(query)).all()
     ]

@@ -18,7 +18,7 @@ from agent.constants import HINT_MAX_SPREAD_SECONDS, HINT_RECHECK_DELAYS_SECONDS
 from agent.hint_schedule import HINT_MAX_EARLY_POLLS, HintSchedule
 from agent.metrics import AgentMetrics
 from common.constants import MAX_CONFIG_VERSION
-from common.hints import Hint
+from common.hints import Hint, HintCohort
 
 INTERVAL_SECONDS = 30
 
@@ -306,3 +306,30 @@ def test_the_hinted_fetch_never_waits_beyond_the_caps(spread: float, interval: i
     schedule_of(target).on_hint(hint(4, spread=spread))
     (timer,) = target.timers.pending()
     assert timer.at <= min(spread, interval, HINT_MAX_SPREAD_SECONDS)
+
+
+def test_a_cohort_hint_for_another_cohort_is_ignored_and_changes_nothing() -> None:
+    """A staged rollout's hint whose cohort excludes this agent schedules nothing and
+    gives nothing up; the same version hinted for a cohort that includes it is fetched."""
+    timers = FakeTimers()
+    target = CountingTarget(timers, held_version=3)
+    members: set[str] = set()
+    schedule = HintSchedule(
+        target,
+        rng=random.Random(1),
+        metrics=AgentMetrics(),
+        timers=timers,
+        in_cohort=lambda cohort: cohort.rollout in members,
+    )
+    target.schedule = schedule
+    rollout = "5b0c7d1e-2f4a-4c8e-9a71-0d3e5f6a7b8c"
+    cohort = HintCohort(rollout=rollout, threshold=0)
+    schedule.on_hint(Hint(version=4, poll_interval_seconds=INTERVAL_SECONDS, cohort=cohort))
+    assert not schedule.fetch_scheduled
+    assert schedule.not_in_cohort == 1
+    assert schedule.hinted_version is None
+    members.add(rollout)
+    schedule.on_hint(Hint(version=4, poll_interval_seconds=INTERVAL_SECONDS, cohort=cohort))
+    assert schedule.hinted_version == 4
+    timers.advance(INTERVAL_SECONDS)
+    assert target.early_polls

@@ -216,3 +216,21 @@ async def test_no_message_breaks_the_delivery_path(messages: list[object]) -> No
         await subscription._deliver(message)
     assert subscription.received + subscription.dropped == len(messages)
     assert subscription.failed == len(delivered) == subscription.received
+
+
+def test_a_cohort_hint_round_trips_and_a_malformed_cohort_is_dropped() -> None:
+    """A staged rollout's hint carries its rollout id and threshold; a cohort that is not
+    a UUID and a 63-bit threshold makes the whole message malformed."""
+    from common.hints import HintCohort
+
+    cohort = HintCohort(rollout="5b0c7d1e-2f4a-4c8e-9a71-0d3e5f6a7b8c", threshold=2**63 - 1)
+    hint = Hint(version=9, poll_interval_seconds=30, cohort=cohort)
+    assert decode_hint(encode_hint(hint)) == hint
+    for bad in (
+        '{"version": 9, "poll_interval_seconds": 30, "cohort": {"rollout": "x", "threshold": 1}}',
+        '{"version": 9, "poll_interval_seconds": 30, "cohort": {"rollout": '
+        '"5b0c7d1e-2f4a-4c8e-9a71-0d3e5f6a7b8c", "threshold": 9223372036854775808}}',
+        '{"version": 9, "poll_interval_seconds": 30, "cohort": {"rollout": '
+        '"5b0c7d1e-2f4a-4c8e-9a71-0d3e5f6a7b8c", "threshold": "1"}}',
+    ):
+        assert decode_hint(bad) is None

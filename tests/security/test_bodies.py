@@ -72,6 +72,12 @@ async def target(
             client=client, route=route, token=WORKER_TOKEN, state=lambda: _worker_state(client)
         )
     controller = await make_controller()
+    if route.operation_id == "startRollout":
+        # A staged rollout needs a live agent to start (else 409).
+        registered = await controller.post(
+            "/register", json={"hostname": "edge-01"}, headers=REGISTRATION
+        )
+        assert registered.status == 201, await registered.text()
     token = REGISTRATION["Authorization"] if route.operation_id == "register" else None
     token = (token or ADMIN["Authorization"]).partition(" ")[2]
     return Target(
