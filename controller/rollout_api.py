@@ -22,7 +22,7 @@ from controller.openapi_parts import (
     WRONG_ROLE,
     page_parameters,
 )
-from controller.rollout_models import Laggard, LaggardPage, Rollout
+from controller.rollout_models import HistogramBucket, Laggard, LaggardPage, Rollout
 
 
 def rollout_body(read: RolloutRead, query: PageQuery) -> Rollout:
@@ -38,6 +38,10 @@ def rollout_body(read: RolloutRead, query: PageQuery) -> Rollout:
         complete=counts.pending == 0 and counts.failed == 0,
         p50_seconds=counts.p50_seconds,
         p99_seconds=counts.p99_seconds,
+        histogram=[
+            HistogramBucket(le_seconds=bucket.le_seconds, agents=bucket.agents)
+            for bucket in counts.histogram
+        ],
         laggards=LaggardPage(
             items=laggards, total=page.total, limit=query.limit, offset=query.offset
         ),
@@ -67,7 +71,8 @@ GET_ROLLOUT = Operation(
     "this version or a newer one) and pending. complete: no live agent is pending or failed. "
     "The seconds run from the version's created_at to each agent's first poll confirming "
     "it, over live agents holding exactly this version. Laggards (failed first, then by "
-    "registration) are paged. A confirmed apply shows on every replica within a second.",
+    "registration) are paged. histogram counts the same seconds into buckets. A confirmed "
+    "apply shows on every replica within a second.",
     tags=("config",),
     roles=ADMIN_READERS,
     parameters=(

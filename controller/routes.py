@@ -23,7 +23,9 @@ from controller import (
     keys,
     rollout_api,
     settings_api,
+    whoami_api,
 )
+from controller.console import add_console_routes
 from controller.credentials import Principal, Role
 
 # In the order the OpenAPI document lists them.
@@ -40,6 +42,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
     agents_api.FLEET_SUMMARY,
     *credentials_api.OPERATIONS,
     *audit_api.OPERATIONS,
+    *whoami_api.OPERATIONS,
 )
 
 SECURITY_SCHEMES: Final[dict[str, dict[str, Any]]] = {
@@ -92,7 +95,8 @@ def openapi_document() -> dict[str, Any]:
 
 
 def setup_routes(app: web.Application) -> None:
-    """Register the endpoints, /openapi.json and /docs."""
+    """Register the endpoints, /openapi.json, /docs and /console."""
     add_operations(app, OPERATIONS, guard=authorize)
     add_docs_routes(app, openapi_document())
+    add_console_routes(app)
     add_problem_fallbacks(app)

@@ -1,0 +1,332 @@
+"""The console at /console in headless Chromium, on real controller, agent and worker
+processes: a viewer and an admin sign in, a change converges live, a rollback from the
+page is followed by the fleet, two versions are diffed, and a label carrying markup is
+shown as text. Screenshots of the main views go to the test's folder (paths printed)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import aiohttp
+import pytest
+
+from controller.db import Database, agents, create_engine, utcnow
+from tests.e2e.conftest import ADMIN, ADMIN_TOKEN, REGISTRATION_TOKEN, WORKER_AUTH, WORKER_TOKEN
+from tests.e2e.console import Console
+from tests.support.browser import HeadlessChromium, Page, headless_chromium
+from tests.support.processes import ProcessGroup, ServiceProcess, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+URL_A: Final = "https://a.example/status"
+URL_B: Final = "https://b.example/status"
+# A label value is free text: it must reach the page as text, never as markup.
+HOSTILE_LABEL: Final = (
+    '<img src="x" onerror="window.__injected = 1"><script>window.__injected = 2</script>'
+)
+FOLLOW_TIMEOUT_SECONDS: Final = 20.0
+SEEDED_AGENTS: Final = 10_000
+
+
+@pytest.fixture
+async def browser(tmp_path: Path) -> AsyncIterator[HeadlessChromium]:
+    """Debian's headless Chromium on a fresh profile; its process group is killed at the end."""
+    async with headless_chromium(tmp_path) as chromium:
+        yield chromium
+
+
+@dataclass(kw_only=True)
+class SmallFleet:
+    controller: ServiceProcess
+    workers: list[ServiceProcess]
+    http: aiohttp.ClientSession
+
+    @property
+    def url(self) -> str:
+        assert self.controller.url is not None
+        return self.controller.url
+
+    async def publish(self, url: str, comment: str) -> int:
+        async with self.http.post(
+            f"{self.url}/config",
+            json={"url": url},
+            headers={**ADMIN, "X-Change-Comment": comment},
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+            return int((await resp.json())["version"])
+
+    async def viewer_token(self, name: str) -> str:
+        async with self.http.post(
+            f"{self.url}/credentials", json={"name": name, "role": "viewer"}, headers=ADMIN
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+            return str((await resp.json())["token"])
+
+    async def workers_hold(self, version: int, url: str) -> bool:
+        for worker in self.workers:
+            async with self.http.get(f"{worker.url}/config", headers=WORKER_AUTH) as resp:
+                body: dict[str, Any] = await resp.json()
+            if body.get("version") != version or body.get("config", {}).get("url") != url:
+                return False
+        return True
+
+
+def controller(processes: ProcessGroup, tmp_path: Path) -> ServiceProcess:
+    return processes.controller(
+        database_url=f"sqlite+aiosqlite:///{tmp_path}/controller.db",
+        admin_token=ADMIN_TOKEN,
+        registration_token=REGISTRATION_TOKEN,
+    )
+
+
+async def start_small_fleet(
+    processes: ProcessGroup, tmp_path: Path, http: aiohttp.ClientSession
+) -> SmallFleet:
+    """A controller on version 1, and two agents with their workers holding it."""
+    workers = [processes.worker(token=WORKER_TOKEN, name=f"worker-{n}") for n in (1, 2)]
+    fleet = SmallFleet(controller=controller(processes, tmp_path), workers=workers, http=http)
+    await fleet.controller.start()
+    for worker in workers:
+        await worker.start()
+    version = await fleet.publish(URL_A, "first address")
+    labels = [{"site": "ams1", "tier": "edge"}, {"site": "fra2", "note": HOSTILE_LABEL}]
+    for n, (worker, label_set) in enumerate(zip(workers, labels, strict=True), start=1):
+        assert worker.url is not None
+        agent = processes.agent(
+            controller_url=fleet.url,
+            registration_token=REGISTRATION_TOKEN,
+            worker_url=worker.url,
+            worker_token=WORKER_TOKEN,
+            state_dir=tmp_path / f"agent-{n}",
+            name=f"edge-0{n}",
+            env={"AGENT_LABELS": json.dumps(label_set)},
+        )
+        await agent.start()
+    await wait_until(
+        lambda: fleet.workers_hold(version, URL_A),
+        timeout_seconds=FOLLOW_TIMEOUT_SECONDS,
+        what="both workers hold version 1",
+    )
+    return fleet
+
+
+def assert_page_was_clean(
+    page: Page, base_url: str, expected_failures: set[tuple[str, int]]
+) -> None:
+    """Every request stayed on the controller and succeeded (but those expected); no script
+    error."""
+    own = urlsplit(base_url)._replace(path="", query="", fragment="")
+    foreign = [
+        r.url
+        for r in page.requests.values()
+        if urlsplit(r.url).scheme in {"http", "https", "ws", "wss"}
+        and urlsplit(r.url)._replace(path="", query="", fragment="") != own
+    ]
+    assert foreign == [], f"requests outside the controller: {foreign}"
+    failed = [
+        (r.url, r.status, r.error)
+        for r in page.failed_requests()
+        if (urlsplit(r.url).path, r.status) not in expected_failures
+    ]
+    assert failed == [], f"failed requests: {failed}"
+    assert page.exceptions == [], f"uncaught script errors: {page.exceptions}"
+
+
+async def rows(console: Console, table: str, count: int) -> None:
+    await console.wait_for(
+        f"document.querySelectorAll('#{table}-rows tbody tr').length === {count}",
+        f"{count} rows in {table}",
+    )
+
+
+async def refused_then_viewer(console: Console, viewer: str) -> None:
+    """A token nobody issued is refused and not kept; the viewer sees everything and gets
+    no button that would fail; signing out forgets the token."""
+    page = console.page
+    await console.sign_in("not-a-token-anyone-issued")
+    await console.wait_for_text("#login-error", "not valid")
+    assert await page.evaluate("sessionStorage.length") == 0
+    await console.sign_in_as(viewer)
+    assert "oncall" in await console.wait_for_text("#who", "viewer")
+    await console.wait_for_text("#current", "v1", URL_A, "first address")
+    await console.show("history")
+    await rows(console, "history", 2)
+    assert await console.count("button.rollback") == 0
+    assert await console.count("#rollout button") == 0
+    await console.shot("viewer-history")
+    # The token lives in this tab's sessionStorage only: no cookie, not in the URL.
+    assert await page.evaluate("document.cookie") == ""
+    assert viewer not in str(await page.evaluate("location.href"))
+    await console.sign_out()
+    assert await page.evaluate("sessionStorage.length") == 0
+
+
+async def change_converges_live(console: Console, fleet: SmallFleet) -> int:
+    """A change published while the page is open shows, and converges, without a reload."""
+    page = console.page
+    await console.show("fleet")
+    await console.wait_for_text("#convergence", "v1", "complete")
+    await page.evaluate("window.__sameDocument = true")
+    version = await fleet.publish(URL_B, "move to b")
+    await console.wait_for_text("#current", f"v{version}", URL_B, "move to b", "admin")
+    converged = await console.wait_for_text("#convergence", f"v{version}", "complete")
+    assert "applied2" in converged.replace(" ", "")
+    histogram = await page.evaluate(
+        "Array.from(document.querySelectorAll('#convergence .histogram .count'))"
+        ".reduce((sum, n) => sum + Number(n.textContent || 0), 0)"
+    )
+    assert histogram == 2, "both confirmations are counted in the histogram"
+    assert await page.evaluate("window.__sameDocument") is True
+    await console.shot("fleet")
+    return version
+
+
+async def markup_is_text_and_labels_filter(console: Console) -> None:
+    """A label carrying markup is shown as text and nothing in it ran; the filter works."""
+    await console.show("agents")
+    await rows(console, "agents", 2)
+    assert HOSTILE_LABEL in await console.text("#agents-rows")
+    assert await console.count("#agents-rows script, #agents-rows img") == 0
+    assert await console.page.evaluate("window.__injected === undefined") is True
+    await console.shot("agents")
+    await console.page.evaluate(
+        "document.getElementById('agent-label').value = 'site=ams1';"
+        "document.querySelector('#agent-filter button').click()"
+    )
+    await console.wait_for(
+        "document.querySelectorAll('#agents-rows tbody tr').length === 1"
+        " && document.getElementById('agents-rows').textContent.includes('edge-01')",
+        "only the agent labelled site=ams1",
+    )
+
+
+async def two_versions_diffed(console: Console, version: int) -> None:
+    """Versions 1 and ``version`` side by side: the changed line on each side."""
+    await console.show("history")
+    await rows(console, "history", 3)
+    await console.click("input[name=diff-a][value='1']")
+    await console.click(f"input[name=diff-b][value='{version}']")
+    diff = await console.wait_for_text("#diff", f"v1 \N{LEFT RIGHT ARROW} v{version}", "1 changed")
+    assert URL_A in diff
+    assert URL_B in diff
+    changed = await console.page.evaluate(
+        "Array.from(document.querySelectorAll('#diff-table tr.changed td.side'))"
+        ".map(n => n.textContent)"
+    )
+    assert changed == [f'  "url": "{URL_A}"', f'  "url": "{URL_B}"']
+    await console.shot("diff")
+
+
+async def rolled_back_from_the_page(console: Console, fleet: SmallFleet, version: int) -> None:
+    """The rollback button asks for a confirmation naming version 1; the fleet follows."""
+    await console.click("button.rollback[data-version='1']")
+    await console.wait_for("document.getElementById('confirm').open", "the confirmation")
+    assert await console.text("#confirm-title") == "Roll back to version 1?"
+    assert await console.text("#confirm-ok") == "Roll back to version 1"
+    await console.shot("rollback-confirmation")
+    await console.page.evaluate("document.getElementById('confirm-comment').focus()")
+    await console.page.insert_text("b is failing")
+    await console.click("#confirm-ok")
+    rolled_back = version + 1
+    await wait_until(
+        lambda: fleet.workers_hold(rolled_back, URL_A),
+        timeout_seconds=FOLLOW_TIMEOUT_SECONDS,
+        what=f"both workers hold version {rolled_back} (version 1's address)",
+    )
+    await console.show("fleet")
+    await console.wait_for_text("#current", f"v{rolled_back}", "Rolled back to", "b is failing")
+    await console.wait_for_text("#convergence", f"v{rolled_back}", "complete")
+
+
+async def test_console_viewer_and_admin_converge_diff_roll_back_and_show_markup_as_text(
+    processes: ProcessGroup,
+    browser: HeadlessChromium,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """Viewer: no actions; admin: live convergence, inert markup, diff, rollback, audit."""
+    fleet = await start_small_fleet(processes, tmp_path, http)
+    viewer = await fleet.viewer_token("oncall")
+    console = Console(browser.page, fleet.url, tmp_path / "screenshots")
+    await console.open()
+    await refused_then_viewer(console, viewer)
+    await console.sign_in_as(ADMIN_TOKEN)
+    await console.wait_for_text("#who", "admin")
+    version = await change_converges_live(console, fleet)
+    await markup_is_text_and_labels_filter(console)
+    await two_versions_diffed(console, version)
+    await rolled_back_from_the_page(console, fleet, version)
+    await console.show("audit")
+    await console.wait_for_text("#audit-verify", "verified", "intact")
+    await console.wait_for_text("#audit-rows", "config.rollback", "b is failing")
+    await console.shot("audit")
+    # No rollout runs (and GET /rollouts may not exist yet: 404): the panel says so.
+    await console.show("fleet")
+    await console.wait_for_text("#rollout", "No rollout")
+    assert_page_was_clean(browser.page, fleet.url, {("/whoami", 401), ("/rollouts", 404)})
+
+
+async def seed_agents(database_url: str, count: int) -> None:
+    """``count`` registered agents, written straight to the controller's database."""
+    database = Database(create_engine(database_url))
+    now = utcnow()
+    rows = [
+        {
+            "id": str(uuid.uuid4()),
+            "hostname": f"host-{n:05d}",
+            "labels": {"rack": f"r{n % 40}"},
+            "token_hash": uuid.uuid4().hex * 2,
+            # Distinct times keep the listing in hostname order.
+            "registered_at": now + dt.timedelta(microseconds=n),
+            "assigned_version": 0,
+        }
+        for n in range(count)
+    ]
+
+    async def insert(conn: Any) -> None:
+        await conn.execute(agents.insert(), rows)
+
+    try:
+        await database.transaction(insert)
+    finally:
+        await database.close(1.0)
+
+
+async def test_console_pages_ten_thousand_agents(
+    processes: ProcessGroup, browser: HeadlessChromium, tmp_path: Path
+) -> None:
+    """With 10,000 agents the console reads one page of 100 at a time, and pages on."""
+    database_url = f"sqlite+aiosqlite:///{tmp_path}/controller.db"
+    service = controller(processes, tmp_path)
+    await service.start()
+    await seed_agents(database_url, SEEDED_AGENTS)
+    assert service.url is not None
+    console = Console(browser.page, service.url, tmp_path / "screenshots")
+    await console.open()
+    await console.sign_in_as(ADMIN_TOKEN)
+    await console.wait_for_text("#summary", "10000")
+    await console.wait_for_text("#convergence", "Laggards (10000)")
+    assert await console.count("#convergence tbody tr") == 10
+    await console.show("agents")
+    await console.wait_for_text("#agents-pager", "1\N{EN DASH}100 of 10,000")
+    assert await console.count("#agents-rows tbody tr") == 100
+    await console.click("#agents-pager .next")
+    await console.wait_for_text("#agents-pager", "101\N{EN DASH}200 of 10,000")
+    assert await console.count("#agents-rows tbody tr") == 100
+    assert "host-00100" in await console.text("#agents-rows tbody tr")
+    await console.shot("agents-10000")
+    agent_reads = [
+        urlsplit(r.url).query
+        for r in browser.page.requests.values()
+        if urlsplit(r.url).path == "/agents"
+    ]
+    assert agent_reads, "the console read /agents"
+    assert all("limit=100" in q for q in agent_reads), agent_reads
+    assert_page_was_clean(browser.page, service.url, {("/rollouts", 404)})
