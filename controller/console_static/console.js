@@ -338,77 +338,101 @@ function laggards(page) {
 
 // ---------------------------------------------------------------- staged rollouts
 
-async function readRollouts() {
+const ACTIVE_ROLLOUT = ["running", "paused"];
+
+// The newest rollouts (GET /rollouts, newest first); none where the endpoint is absent.
+async function readRollouts(limit = 5) {
   try {
-    const body = await api("/rollouts");
-    const items = Array.isArray(body) ? body : (body && (body.items || body.rollouts)) || [];
-    return items;
+    const body = await api(`/rollouts${query({ limit })}`);
+    return Array.isArray(body && body.items) ? body.items : [];
   } catch (error) {
     if (error.status === 404 || error.status === 405) return [];
     throw error;
   }
 }
 
+function activeRollout(rollouts) {
+  return rollouts.find((r) => ACTIVE_ROLLOUT.includes(r.state)) || null;
+}
+
 function renderRollout(rollouts) {
   const target = $("rollout").querySelector(".body");
-  const active = rollouts.find((r) => r.state === "running" || r.state === "paused");
-  const shown = active || rollouts[0];
-  if (!shown) {
-    fill(target, el("p", { class: "hint", id: "no-rollout" }, "No rollout."));
+  const active = activeRollout(rollouts);
+  if (!active) {
+    const last = rollouts[0];
+    fill(
+      target,
+      el("p", { class: "hint", id: "no-rollout" }, "No rollout running."),
+      last ? el("p", { class: "hint" }, "Last: ", rolloutLine(last)) : null,
+    );
     return;
   }
-  const steps = Array.isArray(shown.steps) ? shown.steps : [];
+  const steps = Array.isArray(active.steps) ? active.steps : [];
   fill(
     target,
-    el(
-      "p",
-      {},
-      `Rollout ${text(shown.id)} of v${text(shown.version)}: `,
-      badge(text(shown.state)),
-      ` step ${text(shown.step)}`,
-      shown.reason ? el("span", { class: "hint" }, ` — ${shown.reason}`) : null,
-    ),
-    steps.length ? rolloutSteps(steps, shown.step) : null,
-    rolloutHealth(shown),
-    active && isAdmin() ? rolloutActions(active) : null,
+    el("p", { id: "rollout-state" }, rolloutLine(active)),
+    steps.length ? rolloutSteps(active, steps) : null,
+    rolloutHealth(active),
+    isAdmin() ? rolloutActions(active) : null,
   );
 }
 
-function rolloutSteps(steps, current) {
+function rolloutLine(rollout) {
+  const steps = Array.isArray(rollout.steps) ? rollout.steps.length : "?";
+  return [
+    `Rollout ${text(rollout.id).slice(0, 8)} of v${text(rollout.version)}`,
+    rollout.baseline_version !== undefined ? ` (baseline v${text(rollout.baseline_version)})` : "",
+    " ",
+    badge(text(rollout.state), `rollout-${rollout.state}`),
+    ` step ${text(rollout.step)} of ${steps} (${text(rollout.percent)} %)`,
+    rollout.reason ? el("span", { class: "hint" }, ` — ${rollout.reason}`) : null,
+  ];
+}
+
+function rolloutSteps(rollout, steps) {
+  const cohorts = new Map((rollout.cohorts || []).map((c) => [c.step, c]));
   return table(
-    ["Step", "Percent", "Cohort", "Applied", "Requests", "Error rate"],
-    steps.map((step, index) => {
-      const s = typeof step === "object" && step !== null ? step : { percent: step };
-      const mark = index === current ? "▶ " : "";
+    ["Step", "Percent", "Cohort", "Applied", ""],
+    steps.map((percent, index) => {
+      const number = index + 1;
+      const cohort = cohorts.get(number);
+      const where = number < rollout.step ? "done" : number === rollout.step ? "now" : "next";
       return [
-        `${mark}${index}`,
-        `${text(s.percent)} %`,
-        text(s.cohort_size ?? s.cohort),
-        text(s.applied),
-        text(s.requests ?? s.candidate_requests),
-        s.error_rate === undefined || s.error_rate === null ? "—" : `${(100 * s.error_rate).toFixed(2)} %`,
+        String(number),
+        `${text(percent)} %`,
+        cohort ? text(cohort.cohort_size) : "—",
+        cohort ? `${text(cohort.applied)} / ${text(cohort.cohort_size)}` : "—",
+        badge(where, `step-${where}`),
       ];
     }),
+    "rollout-steps",
   );
+}
+
+function rate(value) {
+  return value === null || value === undefined ? "—" : `${(100 * value).toFixed(2)} %`;
 }
 
 function rolloutHealth(rollout) {
-  const health = rollout.health || rollout.cohort_health;
+  const health = rollout.health;
   if (!health || typeof health !== "object") return null;
-  const rows = Object.entries(health).map(([side, value]) => [
-    side,
-    typeof value === "object" && value !== null
-      ? Object.entries(value).map(([k, v]) => `${k} ${text(v)}`).join(", ")
-      : text(value),
-  ]);
-  return definitions(rows);
+  const limit = `at most ${rate(rollout.max_error_rate)} over at least ${text(rollout.min_requests)} requests`;
+  const rows = ["candidate", "baseline"].map((side) => {
+    const h = health[side] || {};
+    return [side, text(h.requests), text(h.errors), rate(h.error_rate)];
+  });
+  return [
+    el("h3", {}, `Cohort health since the step began (bake ${text(rollout.bake_seconds)} s; ${limit})`),
+    table(["", "Requests", "Errors", "Error rate"], rows, "rollout-health"),
+  ];
 }
 
 function rolloutActions(rollout) {
   const post = (action) => async (comment) => {
     const headers = comment ? { "X-Change-Comment": comment } : {};
+    const path = `/rollouts/${encodeURIComponent(rollout.id)}/${action}`;
     try {
-      await api(`/rollouts/${encodeURIComponent(rollout.id)}/${action}`, { method: "POST", headers });
+      await api(path, { method: "POST", headers });
     } catch (error) {
       showBanner(`Could not ${action} the rollout: ${error.message}`);
     }
@@ -416,9 +440,11 @@ function rolloutActions(rollout) {
   };
   const abort = () =>
     confirmAction({
-      title: `Abort rollout ${rollout.id}?`,
-      text: `The cohort goes back to the previous version; v${rollout.version} stops here.`,
-      button: `Abort rollout ${rollout.id}`,
+      title: `Abort the rollout of version ${rollout.version}?`,
+      text:
+        `Every agent gets a new version with version ${rollout.baseline_version}'s ` +
+        `configuration; version ${rollout.version} goes no further.`,
+      button: `Abort the rollout of version ${rollout.version}`,
       run: (comment) => post("abort")(comment),
     });
   return el(
@@ -438,7 +464,11 @@ function rolloutActions(rollout) {
 
 async function renderHistory() {
   const h = state.history;
-  const page = await api(`/config/versions${query({ limit: HISTORY_PAGE, offset: h.offset })}`);
+  const [page, rollouts] = await Promise.all([
+    api(`/config/versions${query({ limit: HISTORY_PAGE, offset: h.offset })}`),
+    isAdmin() ? readRollouts(1) : Promise.resolve([]),
+  ]);
+  const blocking = activeRollout(rollouts);
   if (h.newest === null && page.items.length) {
     h.b = page.items[0].version;
     h.a = page.items.length > 1 ? page.items[1].version : page.items[0].version;
@@ -456,7 +486,7 @@ async function renderHistory() {
       [v.comment || "", v.rolled_back_to !== null ? ` (rollback to v${v.rolled_back_to})` : ""],
       el("code", {}, JSON.stringify(v.config)),
     ];
-    if (isAdmin()) row.push(v.current ? "" : rollbackButton(v));
+    if (isAdmin()) row.push(v.current ? "" : rollbackButton(v, blocking));
     return row;
   });
   fill($("history-table"), table(headings, rows, "history"));
@@ -482,12 +512,14 @@ function picker(side, version) {
   return input;
 }
 
-function rollbackButton(version) {
+function rollbackButton(version, blocking) {
   return el(
     "button",
     {
       type: "button",
       class: "rollback",
+      disabled: blocking !== null,
+      title: blocking ? `The rollout of v${blocking.version} is in progress: finish or abort it first` : null,
       dataset: { version: version.version },
       onclick: () =>
         confirmAction({
