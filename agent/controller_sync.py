@@ -33,7 +33,9 @@ from agent.settings import AgentSettings
 from agent.storage import CachedConfig, Identity, Storage, StorageWriter
 from agent.wake import sleep_or_wake
 from common.backoff import Backoff
+from common.cohorts import in_cohort
 from common.constants import POLL_URL
+from common.hints import HintCohort
 from common.models import WorkerConfig
 
 logger = logging.getLogger(__name__)
@@ -72,7 +74,7 @@ class ControllerSync:
         # Start times (time.monotonic()) of the attempts, and the retry delays chosen.
         self.attempts: deque[float] = deque(maxlen=ATTEMPT_HISTORY_LENGTH)
         self.retry_delays: deque[float] = deque(maxlen=ATTEMPT_HISTORY_LENGTH)
-        self.hint_schedule = HintSchedule(self, rng=rng, metrics=metrics)
+        self.hint_schedule = HintSchedule(self, rng=rng, metrics=metrics, in_cohort=self._in_cohort)
         # Drift the reconciler sees is reported at once, by a poll of its own.
         self.drift_report = DriftReport(reconciler)
         reconciler.on_drift(self.poll_soon)
@@ -114,6 +116,13 @@ class ControllerSync:
 
     def poll_soon(self) -> None:
         self._wake.set()
+
+    def _in_cohort(self, cohort: HintCohort) -> bool:
+        """Whether a staged rollout's hint is for this agent (unregistered: it may be)."""
+        identity = self._identity
+        if identity is None:
+            return True
+        return in_cohort(cohort.rollout, identity.agent_id, cohort.threshold)
 
     async def run(self, running: Callable[[], bool]) -> None:
         """Contact the controller until ``running()`` is false; an unexpected error fails

@@ -13,6 +13,9 @@ therefore only ever cuts the controller side's wait short, within these bounds:
   hints name it. A hint for a higher version starts a new budget.
 - A hint's poll interval never changes the agent's (only ``GET /config`` does): a hint
   for the held version naming another interval costs one fetch, once.
+- A staged rollout's hint names its cohort (rollout id and threshold): an agent outside
+  it ignores the hint, so a step costs the rest of the fleet no request. A forged cohort
+  can at worst make an agent skip that hint: it still polls, and meets the real one.
 
 After the subscription reconnects, one poll checks for what was hinted while it was away.
 """
@@ -32,7 +35,7 @@ from agent.constants import (
     HINT_RECHECK_DELAYS_SECONDS,
 )
 from agent.metrics import AgentMetrics
-from common.hints import Hint
+from common.hints import Hint, HintCohort
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +107,10 @@ class HintSchedule:
         rng: random.Random,
         metrics: AgentMetrics,
         timers: Timers | None = None,
+        in_cohort: Callable[[HintCohort], bool] = lambda _cohort: True,
     ) -> None:
         self._target = target
+        self._in_cohort = in_cohort
         self._rng = rng
         self._metrics = metrics
         self._timers: Timers = timers or LoopTimers()
@@ -121,6 +126,8 @@ class HintSchedule:
         self._connections = 0
         # Hinted versions given up after their early polls did not bring them.
         self.given_up = 0
+        # Staged rollouts' hints for a cohort this agent is not in.
+        self.not_in_cohort = 0
 
     @property
     def hinted_version(self) -> int | None:
@@ -132,7 +139,12 @@ class HintSchedule:
         return self._fetch is not None
 
     def on_hint(self, hint: Hint) -> None:
-        """A hint for news schedules one fetch, after a random delay within its spread."""
+        """A hint for news schedules one fetch, after a random delay within its spread. A
+        staged rollout's hint for a cohort this agent is not in is ignored (it changes
+        nothing: neither the schedule nor what was given up)."""
+        if hint.cohort is not None and not self._in_cohort(hint.cohort):
+            self.not_in_cohort += 1
+            return
         held = self._target.held_version
         news = (held is None or hint.version > held) and hint.version not in self._given_up
         self._metrics.hint_received(hint.version, new=news)

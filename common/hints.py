@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
 from common.backoff import Backoff
+from common.cohorts import MAX_COHORT_HASH
 from common.constants import (
     MAX_CONFIG_VERSION,
     MAX_POLL_INTERVAL_SECONDS,
@@ -33,13 +34,26 @@ RESUBSCRIBE_BASE_SECONDS = 0.2
 RESUBSCRIBE_MAX_SECONDS = 10.0
 # Longer messages are dropped unread: a real hint is under 100 bytes.
 MAX_HINT_BYTES = 1024
+_UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 # The largest spread a hint may name (the controller's is at most 60 s; receivers cap it
 # further by their poll interval).
 MAX_HINT_SPREAD_SECONDS = 3600.0
 
 
+class HintCohort(BaseModel):
+    """A staged rollout's step: the hint is only for agents whose cohort hash
+    (:func:`common.cohorts.cohort_hash` of the rollout id and their own id) is at most
+    ``threshold``; the others ignore it."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", strict=True)
+
+    rollout: str = Field(pattern=_UUID_PATTERN, max_length=36)
+    threshold: int = Field(ge=-1, le=MAX_COHORT_HASH)
+
+
 class Hint(BaseModel):
-    """``{"version": n, "poll_interval_seconds": n, "spread_seconds": s}`` on the channel."""
+    """``{"version": n, "poll_interval_seconds": n, "spread_seconds": s}`` on the channel,
+    and ``"cohort": {"rollout", "threshold"}`` when it announces a staged rollout's step."""
 
     # Strict: no bool, float or string passes for an integer, and no NaN or infinity.
     model_config = ConfigDict(frozen=True, extra="ignore", strict=True, allow_inf_nan=False)
@@ -47,6 +61,7 @@ class Hint(BaseModel):
     version: int = Field(ge=0, le=MAX_CONFIG_VERSION)
     poll_interval_seconds: int = Field(ge=MIN_POLL_INTERVAL_SECONDS, le=MAX_POLL_INTERVAL_SECONDS)
     spread_seconds: float = Field(default=0.0, ge=0.0, le=MAX_HINT_SPREAD_SECONDS)
+    cohort: HintCohort | None = None
 
 
 def decode_hint(data: object) -> Hint | None:

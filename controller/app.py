@@ -13,7 +13,7 @@ from common.constants import MAX_REQUEST_BODY_BYTES
 from common.hints import HintSubscription, subscriber_client
 from common.supervision import RestartsCollector, Supervisor
 from common.tasks import CANCEL_GRACE_SECONDS, cancel_and_wait, finish_within
-from controller import keys
+from controller import config_api, keys
 from controller.addresses import ClientAddresses
 from controller.cache import ConfigCache
 from controller.confirmations import Confirmations
@@ -25,6 +25,7 @@ from controller.constants import (
     HINTS_LOOP,
     LEDGER_FLUSH_SECONDS,
     LEDGER_LOOP,
+    STAGED_LOOP,
 )
 from controller.credentials import AgentTokens, Authenticator
 from controller.db import Database, create_engine
@@ -37,6 +38,9 @@ from controller.named_credentials import NamedCredentials
 from controller.ratelimit import RateLimiter
 from controller.routes import setup_routes
 from controller.settings import ControllerSettings
+from controller.staged_driver import Announcer, StagedDriver
+from controller.staged_view import StagedFollower
+from controller.store import FleetRow
 from controller.throttle import FailureThrottle
 
 
@@ -64,12 +68,21 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
+    named = app[keys.NAMED_CREDENTIALS]
+
+    async def on_fleet_row(fleet: FleetRow) -> None:
+        await named.follow(fleet)
+        await follower.follow(fleet)
+
     cache = ConfigCache(
         app[keys.DATABASE],
         default_poll_interval_seconds=app[keys.SETTINGS].poll_interval_seconds,
         on_revocation=app[keys.AGENT_TOKENS].forget_all,
-        on_fleet_row=app[keys.NAMED_CREDENTIALS].follow,
+        on_fleet_row=on_fleet_row,
     )
+    # Installs the running staged rollout's cohort view on the cache at each refresh.
+    follower = StagedFollower(app[keys.DATABASE], cache)
+    app[keys.STAGED_FOLLOWER] = follower
     await cache.refresh()
     app[keys.CACHE] = cache
     task = app[keys.SUPERVISOR].start(
@@ -165,14 +178,31 @@ async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
     metrics.registry.register(
         RestartsCollector(
             "fleetconf_controller_loop_restarts",
-            f"Background loops ({CACHE_LOOP}, {HINTS_LOOP}, {LEDGER_LOOP}, {FLEET_COUNTS_LOOP}) "
-            "that failed on an "
+            f"Background loops ({CACHE_LOOP}, {HINTS_LOOP}, {LEDGER_LOOP}, {FLEET_COUNTS_LOOP}, "
+            f"{STAGED_LOOP}) that failed on an "
             "unexpected error and were started again.",
             app[keys.SUPERVISOR],
         )
     )
     app[keys.METRICS] = metrics
     yield
+
+
+async def staged_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The staged rollouts' driver: judges the running step while this replica holds its
+    lease, and tells the rest after every change."""
+    announcer = Announcer(
+        publisher=app[keys.PUBLISHER],
+        follower=app[keys.STAGED_FOLLOWER],
+        audit_entries=app[keys.METRICS].audit_entries,
+    )
+    driver = StagedDriver(config_api.writer(app), announcer)
+    app[keys.STAGED_DRIVER] = driver
+    task = app[keys.SUPERVISOR].start(STAGED_LOOP, driver.run_forever)
+    try:
+        yield
+    finally:
+        await cancel_and_wait(task)
 
 
 def create_app(settings: ControllerSettings) -> web.Application:
@@ -190,7 +220,15 @@ def create_app(settings: ControllerSettings) -> web.Application:
     )
     app[keys.CLIENT_ADDRESSES] = ClientAddresses(settings.trusted_proxy_networks)
     app.cleanup_ctx.extend(
-        [database_ctx, cache_ctx, ledger_ctx, fleet_counts_ctx, hints_ctx, metrics_ctx]
+        [
+            database_ctx,
+            cache_ctx,
+            ledger_ctx,
+            fleet_counts_ctx,
+            hints_ctx,
+            metrics_ctx,
+            staged_ctx,
+        ]
     )
     setup_routes(app)
     return app

@@ -45,6 +45,14 @@ SETTINGS_UPDATE = "settings.update"
 AGENT_REVOKE = "agent.revoke"
 CREDENTIAL_CREATE = "credential.create"
 CREDENTIAL_REVOKE = "credential.revoke"
+# Staged rollouts (controller.staged_engine): every change of a rollout's state.
+ROLLOUT_START = "rollout.start"
+ROLLOUT_PROMOTE = "rollout.promote"
+ROLLOUT_COMPLETE = "rollout.complete"
+ROLLOUT_ROLL_BACK = "rollout.rollback"
+ROLLOUT_PAUSE = "rollout.pause"
+ROLLOUT_RESUME = "rollout.resume"
+ROLLOUT_ABORT = "rollout.abort"
 ACTIONS = (
     CONFIG_PUBLISH,
     CONFIG_ROLLBACK,
@@ -52,6 +60,13 @@ ACTIONS = (
     AGENT_REVOKE,
     CREDENTIAL_CREATE,
     CREDENTIAL_REVOKE,
+    ROLLOUT_START,
+    ROLLOUT_PROMOTE,
+    ROLLOUT_COMPLETE,
+    ROLLOUT_ROLL_BACK,
+    ROLLOUT_PAUSE,
+    ROLLOUT_RESUME,
+    ROLLOUT_ABORT,
 )
 
 

@@ -16,46 +16,22 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from common.constants import HEADER_CONFIG_VERSION, HEADER_POLL_INTERVAL_SECONDS
 from common.errors import FleetconfError
 from controller import store
 from controller.db import Database
-from controller.etags import etag_for
 from controller.fleet_position import FleetPosition
+from controller.snapshot import Snapshot
+
+if TYPE_CHECKING:
+    from controller.cohort_view import CohortView
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Snapshot:
-    """One version as served: its body already encoded, its headers already formatted."""
-
-    version: int
-    body: bytes
-    created_at: dt.datetime
-    poll_interval_seconds: int
-
-    @functools.cached_property
-    def etag(self) -> str:
-        """Computed once per snapshot: the 304 path compares, never hashes."""
-        return etag_for(self.version, self.body)
-
-    @functools.cached_property
-    def headers(self) -> Mapping[str, str]:
-        """The headers of every GET /config answer for this snapshot, 200 and 304."""
-        return {
-            "ETag": self.etag,
-            HEADER_CONFIG_VERSION: str(self.version),
-            HEADER_POLL_INTERVAL_SECONDS: str(self.poll_interval_seconds),
-            "Cache-Control": "no-cache",
-        }
 
 
 class PollCounts:
@@ -99,6 +75,8 @@ class ConfigCache:
         self.fleet_size = 0
         # Counted here because every GET /config already holds the cache.
         self.polls = PollCounts()
+        # The staged rollout's cohort while one runs (controller.staged_view); None else.
+        self.cohort: CohortView | None = None
 
     @property
     def snapshot(self) -> Snapshot:
@@ -169,7 +147,11 @@ class ConfigCache:
         highest = fleet.highest_reported_version
         if held is not None and held.version > fleet.current_version:
             highest = max(highest, held.version)
-        self.position.note(current_version=fleet.current_version, highest_reported_version=highest)
+        current = fleet.current_version
+        if self.cohort is not None:
+            # A staged rollout's members report its candidate: not a fleet ahead.
+            current = max(current, self.cohort.candidate.version)
+        self.position.note(current_version=current, highest_reported_version=highest)
 
     def _load(
         self,

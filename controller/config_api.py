@@ -108,6 +108,10 @@ def parse_apply_failed(raw: str) -> ApplyFailed | None:
 async def get_config(request: web.Request, principal: Principal) -> web.Response:
     cache = request.app[keys.CACHE]
     snap = cache.snapshot
+    cohort = cache.cohort
+    if cohort is not None and principal.agent_id is not None:
+        # A staged rollout runs: its members get the candidate (shared tokens never do).
+        snap = cohort.serve(principal.agent_id, snap)
     applied = _record_sighting(request, principal)
     if_none_match = request.headers.get("If-None-Match")
     # The common case, an agent sending back the ETag it holds, skips the parsing.

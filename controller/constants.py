@@ -18,6 +18,7 @@ CACHE_LOOP: Final = "controller-cache"
 HINTS_LOOP: Final = "controller-hints"
 LEDGER_LOOP: Final = "controller-ledger"
 FLEET_COUNTS_LOOP: Final = "controller-fleet-counts"
+STAGED_LOOP: Final = "controller-staged-rollouts"
 # How long a verified agent token is trusted before it is looked up again. Revocations
 # do not wait for this: every replica drops its cache when the revocation counter moves
 # (at once on the hint, within CACHE_REFRESH_SECONDS without Redis); this is a backstop.

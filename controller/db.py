@@ -18,9 +18,12 @@ from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
+    Float,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -105,6 +108,9 @@ fleet_table = Table(
     # The highest version any agent reported applying, or any replica served: a database
     # restored from an older copy may be behind it, and versions are allocated above it.
     Column("highest_reported_version", Integer, nullable=False, server_default="0"),
+    # The staged rollout running or paused (controller.staged_engine), if any: while it
+    # is set, POST /config and POST /config/rollback answer 409.
+    Column("active_rollout", String(36), nullable=True),
 )
 
 config_versions = Table(
@@ -156,6 +162,56 @@ agents = Table(
     Column("apply_failed_version", Integer, nullable=True),
     Column("apply_failed_reason", String(MAX_REASON_CHARS), nullable=True),
     Index("ix_agents_registered_at", "registered_at", "id"),
+)
+
+# Staged rollouts (POST /rollouts): the whole state of each, so that any replica can
+# drive one (under the lease) and none loses or repeats a step.
+staged_rollouts = Table(
+    "staged_rollouts",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("steps", JSON, nullable=False),
+    # The index in steps of the step in hand, and the cohort's size at each step reached.
+    Column("step", Integer, nullable=False),
+    Column("cohort_sizes", JSON, nullable=False),
+    Column("bake_seconds", Integer, nullable=False),
+    Column("max_error_rate", Float, nullable=False),
+    Column("min_requests", Integer, nullable=False),
+    Column("baseline_version", Integer, nullable=False),
+    Column("candidate_version", Integer, nullable=False),
+    # The version that ended it: the candidate (completed) or the rollback's.
+    Column("final_version", Integer, nullable=True),
+    # Agents whose cohort hash is at most this are in the cohort (common.cohorts).
+    Column("threshold", BigInteger, nullable=False),
+    Column("step_started_at", DateTime(timezone=True), nullable=False),
+    # The fleet's hit totals of both versions when the step's bake began, and the deltas
+    # the latest judgement saw.
+    Column("step_totals", JSON, nullable=False),
+    Column("judged", JSON, nullable=True),
+    # Why it is in its state (a pause, a wait for requests, a rollback).
+    Column("reason", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(MAX_ACTOR_CHARS), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    # The replica driving it, until when (compare-and-set; another takes over after).
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_until", DateTime(timezone=True), nullable=True),
+)
+
+# Who is in a staged rollout's cohort, and from which step: the fleet views judge a
+# member against the candidate, everyone else against the current version.
+staged_members = Table(
+    "staged_members",
+    metadata,
+    Column(
+        "rollout_id",
+        String(36),
+        ForeignKey("staged_rollouts.id", ondelete="CASCADE", name="fk_staged_members_rollout"),
+        primary_key=True,
+    ),
+    Column("agent_id", String(36), primary_key=True),
+    Column("step", Integer, nullable=False),
 )
 
 # Named credentials (POST /credentials): only the SHA-256 of each token is kept. A name

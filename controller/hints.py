@@ -27,7 +27,7 @@ import redis.asyncio as redis
 from pydantic import SecretStr
 from redis.exceptions import RedisError
 
-from common.hints import Hint, encode_hint
+from common.hints import Hint, HintCohort, encode_hint
 from controller.cache import ConfigCache, PollCounts
 from controller.settings import ControllerSettings
 
@@ -168,10 +168,24 @@ class HintPublisher:
         hint is logged and counted)."""
         if self._client is None:
             return
-        hint = self.current_hint()
+        await self._publish(self.current_hint())
+
+    async def publish_cohort_hint(self, version: int, rollout_id: str, threshold: int) -> None:
+        """Hint a staged rollout's candidate ``version`` to the agents of its cohort (each
+        agent tells from the rollout id and threshold whether it is one); never raises."""
+        if self._client is None:
+            return
+        cohort = HintCohort(rollout=rollout_id, threshold=threshold)
+        hint = self.current_hint().model_copy(update={"version": version, "cohort": cohort})
+        await self._publish(hint)
+
+    async def _publish(self, hint: Hint) -> None:
+        client = self._client
+        if client is None:
+            return
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
-                receivers = await self._client.publish(self._channel, encode_hint(hint))
+                receivers = await client.publish(self._channel, encode_hint(hint))
         except (RedisError, OSError, TimeoutError) as exc:
             self.failed += 1
             logger.warning(

@@ -21,6 +21,8 @@ from controller.metrics import ControllerMetrics
 from controller.named_credentials import NamedCredentials
 from controller.ratelimit import RateLimiter
 from controller.settings import ControllerSettings
+from controller.staged_driver import StagedDriver
+from controller.staged_view import StagedFollower
 from controller.throttle import FailureThrottle
 
 SETTINGS: Final = web.AppKey("settings", ControllerSettings)
@@ -40,3 +42,5 @@ SUPERVISOR: Final = web.AppKey("supervisor", Supervisor)
 CLIENT_ADDRESSES: Final = web.AppKey("client_addresses", ClientAddresses)
 AUTH_THROTTLE: Final = web.AppKey("auth_throttle", FailureThrottle)
 FLEET_COUNTS: Final = web.AppKey("fleet_counts", FleetCountsCache)
+STAGED_DRIVER: Final = web.AppKey("staged_driver", StagedDriver)
+STAGED_FOLLOWER: Final = web.AppKey("staged_follower", StagedFollower)

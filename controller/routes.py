@@ -23,6 +23,7 @@ from controller import (
     keys,
     rollout_api,
     settings_api,
+    staged_api,
     whoami_api,
 )
 from controller.console import add_console_routes
@@ -34,6 +35,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
     *config_api.OPERATIONS,
     *history_api.OPERATIONS,
     *rollout_api.OPERATIONS,
+    *staged_api.OPERATIONS,
     *settings_api.OPERATIONS,
     *health_api.OPERATIONS,
     agents_api.LIST_AGENTS,

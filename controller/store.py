@@ -38,6 +38,8 @@ class FleetRow:
     revocations: int
     credentials_issued: int
     highest_reported_version: int
+    # The staged rollout running or paused, if any.
+    active_rollout: str | None
     # Moved by every new version (and settings change): a refresh that sees it move
     # re-reads the version even if its number is the one held.
     updated_at: dt.datetime
@@ -74,6 +76,7 @@ async def read_fleet_row(conn: AsyncConnection, *, for_update: bool = False) -> 
         fleet_table.c.revocations,
         fleet_table.c.credentials_issued,
         fleet_table.c.highest_reported_version,
+        fleet_table.c.active_rollout,
         fleet_table.c.updated_at,
     ).where(fleet_table.c.id == FLEET_ROW_ID)
     if for_update:
@@ -85,6 +88,7 @@ async def read_fleet_row(conn: AsyncConnection, *, for_update: bool = False) -> 
         revocations=row.revocations,
         credentials_issued=row.credentials_issued,
         highest_reported_version=row.highest_reported_version,
+        active_rollout=row.active_rollout,
         updated_at=as_utc(row.updated_at),
     )
 
@@ -111,6 +115,13 @@ async def read_highest_applied(conn: AsyncConnection, *, at_most: int) -> int:
     0 when none."""
     applied = agents.c.applied_version
     query = select(func.coalesce(func.max(applied), 0)).where(applied <= at_most)
+    return int((await conn.execute(query)).scalar_one())
+
+
+async def read_highest_stored(conn: AsyncConnection) -> int:
+    """The highest version stored, current or not (a staged rollout's candidate is stored
+    before it is current)."""
+    query = select(func.coalesce(func.max(config_versions.c.version), 0))
     return int((await conn.execute(query)).scalar_one())
 
 
@@ -153,9 +164,15 @@ async def read_version_page(conn: AsyncConnection, *, limit: int, offset: int) -
 
 
 async def insert_version(
-    conn: AsyncConnection, version: int, body: str, provenance: Provenance
+    conn: AsyncConnection,
+    version: int,
+    body: str,
+    provenance: Provenance,
+    *,
+    make_current: bool = True,
 ) -> VersionRecord:
-    """Store ``version`` and make it current; the caller holds the fleet row's lock."""
+    """Store ``version`` and make it current (unless not ``make_current``: a staged
+    rollout's candidate); the caller holds the fleet row's lock."""
     now = utcnow()
     await conn.execute(
         config_versions.insert().values(
@@ -167,8 +184,17 @@ async def insert_version(
             rolled_back_to=provenance.rolled_back_to,
         )
     )
-    await conn.execute(_update_fleet_row().values(current_version=version, updated_at=now))
+    if make_current:
+        await make_version_current(conn, version, now)
     return VersionRecord(version=version, body=body, created_at=now, provenance=provenance)
+
+
+async def make_version_current(conn: AsyncConnection, version: int, now: dt.datetime) -> None:
+    await conn.execute(_update_fleet_row().values(current_version=version, updated_at=now))
+
+
+async def write_active_rollout(conn: AsyncConnection, rollout_id: str | None) -> None:
+    await conn.execute(_update_fleet_row().values(active_rollout=rollout_id))
 
 
 async def write_poll_interval(conn: AsyncConnection, seconds: int) -> None:

@@ -90,6 +90,79 @@ async def _audit_version(
     )
 
 
+@dataclass(frozen=True, kw_only=True)
+class NewVersion:
+    """A version to store: its content, who and why, and the rules of the write.
+
+    ``if_match`` (the ETags an If-Match header names) turns the write into
+    compare-and-set; ``rollout`` is the staged rollout allowed to write while it runs
+    (every other write is refused then); ``make_current`` False stores a candidate that
+    is not current yet; ``always_new`` stores a new version even when the content is the
+    current one's (a rollback above a candidate).
+    """
+
+    body: str
+    provenance: store.Provenance
+    change: audit.Change
+    if_match: frozenset[str] | None = None
+    rollout: str | None = None
+    make_current: bool = True
+    always_new: bool = False
+
+
+def refuse_during_rollout(fleet: store.FleetRow, allowed: str | None = None) -> None:
+    """409 while a staged rollout other than ``allowed`` is running or paused."""
+    active = fleet.active_rollout
+    if active is not None and active != allowed:
+        raise Conflict(
+            f"Staged rollout {active} is in progress; pause, resume or abort it "
+            f"(POST /rollouts/{active}/abort) before changing the configuration."
+        )
+
+
+async def write_version(conn: AsyncConnection, writer: Writer, new: NewVersion) -> Committed:
+    """Store ``new`` in the caller's transaction (which this locks the fleet row in), with
+    its audit entry; or return the current version if it is equal (and not always_new)."""
+    fleet = await store.read_fleet_row(conn, for_update=True)
+    refuse_during_rollout(fleet, new.rollout)
+    current = await store.read_version(conn, fleet.current_version)
+    _check_if_match(new.if_match, fleet.current_version, current)
+    interval = fleet.poll_interval_seconds
+    if not new.always_new and current is not None and current.body == new.body:
+        return Committed(record=current, created=False, poll_interval_seconds=interval)
+    stored = await store.read_highest_stored(conn)
+    number = next_version(
+        current_version=max(fleet.current_version, stored),
+        highest_reported=await _highest_reported(conn, fleet, writer.ledger),
+        highest_served=writer.cache.snapshot.version,
+    )
+    if number != stored + 1:
+        logger.warning(
+            "config.versions_skipped current_version=%d version=%d: the fleet saw "
+            "versions the database does not have",
+            fleet.current_version,
+            number,
+        )
+    record = await store.insert_version(
+        conn, number, new.body, new.provenance, make_current=new.make_current
+    )
+    await _audit_version(conn, new.change, record, previous=fleet.current_version)
+    return Committed(record=record, created=True, poll_interval_seconds=interval)
+
+
+def installed(writer: Writer, committed: Committed) -> Committed:
+    """After the commit: this replica serves the version now current at once."""
+    writer.cache.replace(committed.record, committed.poll_interval_seconds)
+    if committed.created:
+        position = writer.cache.position
+        position.note(
+            current_version=committed.record.version,
+            highest_reported_version=position.highest_reported_version,
+        )
+        logger.info("config.published version=%d", committed.record.version)
+    return committed
+
+
 async def commit_version(
     writer: Writer,
     config: WorkerConfig,
@@ -103,47 +176,19 @@ async def commit_version(
     ``if_match`` (the ETags an If-Match header names) turns the write into
     compare-and-set: 412 unless the current version's ETag is one of them. A new version
     is recorded in the audit log in the same transaction; ``rolled_back_to`` marks it as
-    a rollback to that version's content.
+    a rollback to that version's content. 409 while a staged rollout runs.
     """
-    body = config.canonical_json()
-    provenance = store.Provenance(
-        created_by=change.actor, comment=change.comment, rolled_back_to=rolled_back_to
+    new = NewVersion(
+        body=config.canonical_json(),
+        provenance=store.Provenance(
+            created_by=change.actor, comment=change.comment, rolled_back_to=rolled_back_to
+        ),
+        change=change,
+        if_match=if_match,
     )
-
-    async def write(conn: AsyncConnection) -> Committed:
-        fleet = await store.read_fleet_row(conn, for_update=True)
-        current = await store.read_version(conn, fleet.current_version)
-        _check_if_match(if_match, fleet.current_version, current)
-        interval = fleet.poll_interval_seconds
-        if current is not None and current.body == body:
-            return Committed(record=current, created=False, poll_interval_seconds=interval)
-        number = next_version(
-            current_version=fleet.current_version,
-            highest_reported=await _highest_reported(conn, fleet, writer.ledger),
-            highest_served=writer.cache.snapshot.version,
-        )
-        if number != fleet.current_version + 1:
-            logger.warning(
-                "config.versions_skipped current_version=%d version=%d: the fleet saw "
-                "versions the database does not have",
-                fleet.current_version,
-                number,
-            )
-        record = await store.insert_version(conn, number, body, provenance)
-        await _audit_version(conn, change, record, previous=fleet.current_version)
-        return Committed(record=record, created=True, poll_interval_seconds=interval)
-
     async with writer.lock:
-        committed = await writer.database.transaction(write)
-    writer.cache.replace(committed.record, committed.poll_interval_seconds)
-    if committed.created:
-        position = writer.cache.position
-        position.note(
-            current_version=committed.record.version,
-            highest_reported_version=position.highest_reported_version,
-        )
-        logger.info("config.published version=%d", committed.record.version)
-    return committed
+        committed = await writer.database.transaction(lambda conn: write_version(conn, writer, new))
+    return installed(writer, committed)
 
 
 async def rollback_version(
