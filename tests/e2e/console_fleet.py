@@ -104,7 +104,7 @@ def assert_page_was_clean(
     page: Page, base_url: str, expected_failures: set[tuple[str, int]]
 ) -> None:
     """Every request stayed on the controller and succeeded (but those expected); no script
-    error."""
+    error, no policy violation."""
     own = urlsplit(base_url)._replace(path="", query="", fragment="")
     foreign = [
         r.url
@@ -120,3 +120,7 @@ def assert_page_was_clean(
     ]
     assert failed == [], f"failed requests: {failed}"
     assert page.exceptions == [], f"uncaught script errors: {page.exceptions}"
+    # A failed load is logged too (source "network", checked above); anything else, such
+    # as a Content-Security-Policy violation, is a fault of the page.
+    logged = [entry for entry in page.log_errors if entry[0] != "network"]
+    assert logged == [], f"the browser logged errors: {logged}"

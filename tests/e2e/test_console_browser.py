@@ -169,6 +169,45 @@ async def test_console_viewer_and_admin_converge_diff_roll_back_and_show_markup_
     assert_page_was_clean(browser.page, fleet.url, {("/whoami", 401), ("/rollouts", 404)})
 
 
+# Run in the page: what its Content-Security-Policy lets through, tried from its own script.
+POLICY_PROBE_JS: Final = """(async () => {
+  const script = document.createElement('script');
+  script.textContent = 'window.__inline = 1';
+  document.head.append(script);
+  const handler = document.createElement('img');
+  handler.setAttribute('src', 'data:,');
+  handler.setAttribute('onerror', 'window.__handler = 1');
+  handler.setAttribute('onload', 'window.__handler = 1');
+  document.body.append(handler);
+  let foreign = 'answered';
+  try { await fetch('http://127.0.0.2:9/probe', {mode: 'no-cors'}); }
+  catch (error) { foreign = 'refused'; }
+  await new Promise(resolve => setTimeout(resolve, 200));
+  return {inline: window.__inline ?? null, handler: window.__handler ?? null, foreign};
+})()"""
+
+
+async def test_console_policy_refuses_inline_script_and_other_origins(
+    processes: ProcessGroup, browser: HeadlessChromium, tmp_path: Path
+) -> None:
+    """In the browser, the console's policy stops inline script, handlers and other origins."""
+    service = controller(processes, tmp_path)
+    await service.start()
+    assert service.url is not None
+    console = Console(browser.page, service.url, tmp_path / "screenshots")
+    await console.open()
+    probe = await browser.page.evaluate(POLICY_PROBE_JS, await_promise=True)
+    assert probe == {"inline": None, "handler": None, "foreign": "refused"}
+    violations = " ".join(text for source, text in browser.page.log_errors if source != "network")
+    assert "Executing inline script violates" in violations
+    assert "Executing inline event handler violates" in violations
+    assert "connect-src 'self'" in violations
+    assert not [r.url for r in browser.page.requests.values() if "127.0.0.2" in r.url]
+    # Besides the probe, nothing on the page failed: the files it loads are all its own.
+    browser.page.log_errors.clear()
+    assert_page_was_clean(browser.page, service.url, set())
+
+
 async def seed_agents(database_url: str, count: int) -> None:
     """``count`` registered agents, written straight to the controller's database."""
     database = Database(create_engine(database_url))

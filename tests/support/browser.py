@@ -95,6 +95,9 @@ class Page:
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.requests: dict[str, Request] = {}
         self.exceptions: list[str] = []
+        # Errors the browser logged itself (a Content-Security-Policy violation, a failed
+        # load): (source, text).
+        self.log_errors: list[tuple[str, str]] = []
         self.loaded = asyncio.Event()
         self._reader = asyncio.create_task(self._read())
 
@@ -112,16 +115,22 @@ class Page:
 
     async def navigate(self, url: str) -> None:
         """Record the page's traffic from now on, and start loading ``url``."""
-        for domain in ("Network", "Page", "Runtime"):
+        for domain in ("Network", "Page", "Runtime", "Log"):
             await self.send(f"{domain}.enable")
         self.loaded.clear()
         result = await self.send("Page.navigate", url=url)
         if "errorText" in result:
             raise AssertionError(f"navigating to {url} failed: {result['errorText']}")
 
-    async def evaluate(self, expression: str) -> Any:
-        """The JSON value of ``expression`` in the page; AssertionError if it throws."""
-        result = await self.send("Runtime.evaluate", expression=expression, returnByValue=True)
+    async def evaluate(self, expression: str, *, await_promise: bool = False) -> Any:
+        """The JSON value of ``expression`` in the page (of the promise it makes, with
+        ``await_promise``); AssertionError if it throws."""
+        result = await self.send(
+            "Runtime.evaluate",
+            expression=expression,
+            returnByValue=True,
+            awaitPromise=await_promise,
+        )
         if "exceptionDetails" in result:
             raise AssertionError(f"{expression!r} threw: {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -184,6 +193,9 @@ class Page:
             request.finished = True
         elif method == "Page.loadEventFired":
             self.loaded.set()
+        elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
+            entry = params["entry"]
+            self.log_errors.append((str(entry.get("source")), str(entry.get("text"))))
         elif method == "Runtime.exceptionThrown":
             details = params.get("exceptionDetails", {})
             exception = details.get("exception", {})
