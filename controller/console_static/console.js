@@ -3,7 +3,7 @@
 // The token the operator types is kept in this tab's sessionStorage and sent as a Bearer
 // token; the page holds no authority of its own. Every value from the API is rendered as
 // text (textContent, DOM nodes), never parsed as HTML. The visible view is refreshed by
-// polling the API; lists are read one page at a time.
+// polling the API (only while the tab is visible); lists are read one page at a time.
 
 const TOKEN_KEY = "fleetconf.console.token";
 const POLL_MS = 1500;
@@ -12,6 +12,8 @@ const HISTORY_PAGE = 20;
 const AUDIT_PAGE = 50;
 const LAGGARDS_SHOWN = 10;
 const MAX_DIFF_CELLS = 4000000;
+const NOTICE_MS = 6000;
+const VERSION_CACHE_SIZE = 50;
 const VIEWS = ["fleet", "history", "agents", "audit"];
 
 const state = {
@@ -121,8 +123,11 @@ function query(params) {
 
 // ---------------------------------------------------------------- signing in
 
+// An error (kept until a refresh succeeds) or a notice (kept a few seconds).
 function showBanner(message) {
   const banner = $("banner");
+  if (!message && banner.classList.contains("notice")) return;
+  banner.classList.remove("notice");
   banner.textContent = message || "";
   banner.hidden = !message;
 }
@@ -130,6 +135,7 @@ function showBanner(message) {
 function showLogin(message) {
   stopPolling();
   state.caller = null;
+  versionCache.clear();
   $("app").hidden = true;
   $("nav").hidden = true;
   $("sign-out").hidden = true;
@@ -198,6 +204,11 @@ function stopPolling() {
 // next one start as soon as it ends.
 async function refreshNow() {
   if (state.caller === null) return;
+  if (document.hidden) {
+    // A tab nobody looks at asks nothing; it refreshes when shown again.
+    stopPolling();
+    return;
+  }
   if (state.busy) {
     state.again = true;
     return;
@@ -554,7 +565,23 @@ function setNotice(message) {
   banner.textContent = message;
   banner.hidden = false;
   banner.classList.add("notice");
-  setTimeout(() => banner.classList.remove("notice"), 4000);
+  setTimeout(() => {
+    if (banner.textContent === message && banner.classList.contains("notice")) {
+      banner.classList.remove("notice");
+      banner.hidden = true;
+    }
+  }, NOTICE_MS);
+}
+
+// A version's configuration never changes: each is read once (the newest few are kept).
+const versionCache = new Map();
+
+async function readVersion(number) {
+  if (!versionCache.has(number)) {
+    versionCache.set(number, await api(`/config/versions/${number}`));
+    if (versionCache.size > VERSION_CACHE_SIZE) versionCache.delete(versionCache.keys().next().value);
+  }
+  return versionCache.get(number);
 }
 
 async function renderDiff() {
@@ -564,7 +591,7 @@ async function renderDiff() {
     fill(target, el("p", { class: "hint" }, "Pick two versions."));
     return;
   }
-  const [left, right] = await Promise.all([api(`/config/versions/${a}`), api(`/config/versions/${b}`)]);
+  const [left, right] = await Promise.all([readVersion(a), readVersion(b)]);
   const rows = diffLines(pretty(left.config), pretty(right.config));
   const changed = rows.filter((row) => row.kind !== "same").length;
   const body = el("tbody");
@@ -829,6 +856,9 @@ function start() {
     state.agents.label = $("agent-label").value.trim();
     state.agents.offset = 0;
     refreshNow();
+  });
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden) refreshNow();
   });
   window.addEventListener("hashchange", () => {
     if (state.caller !== null) showView(viewFromHash());
