@@ -339,7 +339,7 @@ function laggards(page) {
       page.items.map((item) => [
         item.hostname,
         badge(item.state),
-        text(item.applied_version),
+        item.applied_version === null ? "—" : `v${item.applied_version}`,
         item.apply_failed_version === null ? "—" : `v${item.apply_failed_version} (${item.apply_failed_reason})`,
         when(item.last_seen_at),
       ]),

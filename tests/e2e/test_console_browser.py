@@ -65,13 +65,21 @@ async def refused_then_viewer(console: Console, viewer: str) -> None:
 
 
 async def change_converges_live(console: Console, fleet: SmallFleet) -> int:
-    """A change published while the page is open shows, and converges, without a reload."""
+    """A change published while the page is open shows at once; with one worker down it
+    is converging with that agent as a laggard, and once the worker is back the same page
+    (no reload) shows it complete, both confirmations in the histogram."""
     page = console.page
     await console.show("fleet")
     await console.wait_for_text("#convergence", "v1", "complete")
     await page.evaluate("window.__sameDocument = true")
+    await fleet.workers[1].stop()
     version = await fleet.publish(URL_B, "move to b")
     await console.wait_for_text("#current", f"v{version}", URL_B, "move to b", "admin")
+    await console.wait_for_text(
+        "#convergence", f"v{version}", "converging", "Laggards (1)", "edge-02"
+    )
+    await console.shot("converging")
+    await fleet.workers[1].start()
     converged = await console.wait_for_text("#convergence", f"v{version}", "complete")
     assert "applied2" in converged.replace(" ", "")
     histogram = await page.evaluate(
