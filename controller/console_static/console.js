@@ -88,9 +88,10 @@ function seconds(value) {
 // ---------------------------------------------------------------- the API
 
 class ApiError extends Error {
-  constructor(status, detail) {
+  constructor(status, detail, { stale = false } = {}) {
     super(detail);
     this.status = status;
+    this.stale = stale;
   }
 }
 
@@ -103,6 +104,10 @@ async function api(path, { method = "GET", body, headers = {} } = {}) {
     init.body = JSON.stringify(body);
   }
   const response = await fetch(path, init);
+  // Signed out (or in as someone else) meanwhile: this answer is not for the page now.
+  if (sessionStorage.getItem(TOKEN_KEY) !== token) {
+    throw new ApiError(0, "the token changed", { stale: true });
+  }
   const type = response.headers.get("Content-Type") || "";
   const data = type.includes("json") && response.status !== 204 ? await response.json() : null;
   if (!response.ok) {
@@ -132,10 +137,25 @@ function showBanner(message) {
   banner.hidden = !message;
 }
 
+// What the previous token was shown goes with it: its data, its buttons, its filters.
+const DATA_NODES =
+  "#app .card > .body, #history-table, #history-pager, #agents-table, #agents-pager, " +
+  "#audit-verify, #audit-table, #audit-pager";
+
+function forgetShown() {
+  for (const node of document.querySelectorAll(DATA_NODES)) node.replaceChildren();
+  versionCache.clear();
+  state.history = { offset: 0, a: null, b: null, newest: null };
+  state.agents = { offset: 0, state: "", label: "" };
+  state.audit = { offset: 0 };
+  $("agent-state").value = "";
+  $("agent-label").value = "";
+}
+
 function showLogin(message) {
   stopPolling();
   state.caller = null;
-  versionCache.clear();
+  forgetShown();
   $("app").hidden = true;
   $("nav").hidden = true;
   $("sign-out").hidden = true;
@@ -220,13 +240,16 @@ async function refreshNow() {
     await RENDERERS[state.view]();
     showBanner("");
   } catch (error) {
-    if (error.status === 401) {
+    if (error.stale) {
+      // Answered for a token no longer in use: nothing to show.
+    } else if (error.status === 401) {
       sessionStorage.removeItem(TOKEN_KEY);
       state.busy = false;
       showLogin("The token was refused (revoked or expired): sign in again.");
       return;
+    } else {
+      showBanner(`Could not refresh: ${error.message}`);
     }
-    showBanner(`Could not refresh: ${error.message}`);
   } finally {
     state.busy = false;
   }

@@ -44,7 +44,7 @@ async def rows(console: Console, table: str, count: int) -> None:
 
 async def refused_then_viewer(console: Console, viewer: str) -> None:
     """A token nobody issued is refused and not kept; the viewer sees everything and gets
-    no button that would fail; signing out forgets the token."""
+    no button that would fail; signing out forgets the token and what it showed."""
     page = console.page
     await console.sign_in("not-a-token-anyone-issued")
     await console.wait_for_text("#login-error", "not valid")
@@ -62,6 +62,8 @@ async def refused_then_viewer(console: Console, viewer: str) -> None:
     assert viewer not in str(await page.evaluate("location.href"))
     await console.sign_out()
     assert await page.evaluate("sessionStorage.length") == 0
+    # Nothing the viewer was shown stays on the page for whoever signs in next.
+    assert await console.count("#app td, #app dd, #app li") == 0
 
 
 async def change_converges_live(console: Console, fleet: SmallFleet) -> int:
