@@ -6,7 +6,8 @@
     ├── NotCurrent      3   config set --if-match N: version N is not the current one
     ├── Unreachable     4   no answer: connection refused, unknown host, time-out, cut off
     ├── NotConverged    5   watch: the time limit passed before every live agent applied
-    └── ChainBroken     6   audit verify: the audit log's hash chain does not hold
+    ├── ChainBroken     6   audit verify: the audit log's hash chain does not hold
+    └── RolledBack      7   rollout start --wait: the rollout was rolled back or aborted
 
 Library exceptions (aiohttp, OS errors) are translated where they happen, so no
 traceback reaches the admin, and no message ever carries the admin token.
@@ -76,3 +77,7 @@ class NotConverged(CliError):
 
 class ChainBroken(CliError):
     exit_code = 6
+
+
+class RolledBack(CliError):
+    exit_code = 7

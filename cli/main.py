@@ -2,8 +2,9 @@
 and named credentials.
 
 Exit status: 0 done, 2 bad usage or local settings, 3 the controller refused, 4 the
-controller could not be reached, 5 ``watch`` timed out, 6 ``audit verify`` found the
-audit log's chain broken, 130 interrupted.
+controller could not be reached, 5 ``watch`` (or ``rollout start --wait``) timed out, 6
+``audit verify`` found the audit log's chain broken, 7 ``rollout start --wait`` saw the
+rollout rolled back or aborted, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from cli.console import Console
 from cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_UNEXPECTED, CliError
 from cli.render import printable
 from cli.rollout_wait import add_wait_options
+from cli.rollouts import add_rollout_commands
 from cli.settings import (
     DEFAULT_CONTROLLER_URL,
     TOKEN_FILE_VARIABLE,
@@ -45,7 +47,7 @@ environment:
 
 exit status: 0 done, 2 bad usage or settings, 3 the controller refused the request,
 4 the controller could not be reached, 5 watch timed out, 6 audit verify found the
-chain broken, 130 interrupted
+chain broken, 7 rollout start --wait: rolled back or aborted, 130 interrupted
 """
 
 
@@ -257,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     _agent_commands(group, common)
     _credential_commands(group, common)
     _audit_commands(group, common)
+    add_rollout_commands(group, common, _leaf)
     _leaf(group, "fleet", commands.fleet, "how far the current version has spread", common)
     watcher = _leaf(
         group,

@@ -90,6 +90,7 @@ def _agent(record: store.AgentRecord, rule: StateRule) -> Agent:
         last_contact=record.last_contact,
         applied_version=record.applied_version,
         worker_drift=record.worker_drift,
+        member=record.rollout_member,
     )
     return Agent(
         id=record.id,
@@ -139,9 +140,15 @@ async def delete_agent(request: web.Request, admin: Principal) -> web.Response:
 
 async def fleet_summary(request: web.Request, _admin: Principal) -> web.Response:
     rule, counts = await request.app[keys.FLEET].read_fleet()
+    # A staged rollout's members and the others holding one version are one entry.
+    agents_by_version: dict[int | None, int] = {}
+    for g in counts.by_applied_version:
+        agents_by_version[g.applied_version] = (
+            agents_by_version.get(g.applied_version, 0) + g.agents
+        )
     by_version = [
-        AppliedVersionCount(applied_version=g.applied_version, agents=g.agents)
-        for g in counts.by_applied_version
+        AppliedVersionCount(applied_version=version, agents=agents)
+        for version, agents in agents_by_version.items()
     ]
     summary = FleetSummary(
         current_version=rule.current_version,

@@ -270,6 +270,11 @@ POST_CONFIG = Operation(
         NO_TOKEN,
         WRONG_ROLE,
         problem(
+            409,
+            "A staged rollout is running or paused (named in the detail): abort it first.",
+            "Staged rollout 5b0c7d1e-2f4a-4c8e-9a71-0d3e5f6a7b8c is in progress; ...",
+        ),
+        problem(
             412,
             "If-Match does not name the current version.",
             'If-Match does not name the current version "8-5dc5c505a79bfc2e".',
@@ -314,7 +319,8 @@ ROLLBACK = Operation(
         ),
         problem(
             409,
-            "The version's configuration is not valid under today's rules.",
+            "The version's configuration is not valid under today's rules, or a staged "
+            "rollout is running or paused (named in the detail).",
             "Version 3's configuration is not valid any more; publish a new one.",
         ),
         problem(

@@ -29,14 +29,34 @@ class StateRule:
     current_version: int
     poll_interval_seconds: int
     stale_before: dt.datetime
+    # While a staged rollout runs or is paused: its id and candidate, the version its
+    # cohort's members should hold (everyone else: the current version).
+    rollout_id: str | None = None
+    candidate_version: int | None = None
+
+    def target(self, member: bool) -> int:
+        """The version an agent should hold: the candidate for a member of a running
+        staged rollout's cohort, the current version for everyone else."""
+        if member and self.candidate_version is not None:
+            return self.candidate_version
+        return self.current_version
 
 
-def state_rule(*, current_version: int, poll_interval_seconds: int, now: dt.datetime) -> StateRule:
+def state_rule(
+    *,
+    current_version: int,
+    poll_interval_seconds: int,
+    now: dt.datetime,
+    rollout_id: str | None = None,
+    candidate_version: int | None = None,
+) -> StateRule:
     missed = dt.timedelta(seconds=STALE_AFTER_MISSED_POLLS * poll_interval_seconds)
     return StateRule(
         current_version=current_version,
         poll_interval_seconds=poll_interval_seconds,
         stale_before=now - missed,
+        rollout_id=rollout_id,
+        candidate_version=candidate_version,
     )
 
 
@@ -46,16 +66,19 @@ def agent_state(
     last_contact: dt.datetime,
     applied_version: int | None,
     worker_drift: bool = False,
+    member: bool = False,
 ) -> AgentState:
     """The state of one agent whose latest contact was at ``last_contact``; stale wins
-    over drift, drift over the applied version."""
+    over drift, drift over the applied version (judged against the agent's target:
+    :meth:`StateRule.target`)."""
     if last_contact < rule.stale_before:
         return AgentState.STALE
     if worker_drift:
         return AgentState.DRIFT
-    if applied_version == rule.current_version:
+    target = rule.target(member)
+    if applied_version == target:
         return AgentState.IN_SYNC
-    if applied_version is not None and applied_version > rule.current_version:
+    if applied_version is not None and applied_version > target:
         return AgentState.AHEAD
     return AgentState.BEHIND
 
@@ -69,6 +92,8 @@ class VersionGroup:
     agents: int
     stale: int
     drift: int = 0
+    # Members of a running staged rollout's cohort (judged against its candidate).
+    member: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,7 +122,11 @@ def _newest_first(group: VersionGroup) -> tuple[bool, int]:
 
 
 def summarize(
-    groups: Iterable[VersionGroup], *, current_version: int, highest_reported_version: int = 0
+    groups: Iterable[VersionGroup],
+    *,
+    current_version: int,
+    highest_reported_version: int = 0,
+    candidate_version: int | None = None,
 ) -> FleetCounts:
     """Fleet counts from per-version groups; ``by_applied_version`` newest first, null last.
     ``highest_reported_version`` is the fleet row's (reports it did not believe, more than
@@ -105,13 +134,15 @@ def summarize(
     ordered = tuple(sorted(groups, key=_newest_first))
     stale = sum(g.stale for g in ordered)
     drift = sum(g.drift for g in ordered)
-    in_sync = sum(
-        g.agents - g.stale - g.drift for g in ordered if g.applied_version == current_version
-    )
+
+    def target(group: VersionGroup) -> int:
+        return candidate_version if group.member and candidate_version else current_version
+
+    in_sync = sum(g.agents - g.stale - g.drift for g in ordered if g.applied_version == target(g))
     ahead = sum(
         g.agents - g.stale - g.drift
         for g in ordered
-        if g.applied_version is not None and g.applied_version > current_version
+        if g.applied_version is not None and g.applied_version > target(g)
     )
     total = sum(g.agents for g in ordered)
     behind = total - stale - drift - in_sync - ahead

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.errors import FleetconfError
 from common.models import AgentState
-from controller import rollout_store, store
+from controller import rollout_store, staged_store, store
 from controller.db import Database, utcnow
 from controller.fleet import FleetCounts, StateRule, VersionGroup, state_rule, summarize
 from controller.ledger import Ledger
@@ -44,10 +44,19 @@ class FleetQueries:
             logger.warning("fleet.ledger_flush_failed pending=%d", self._ledger.pending)
 
     async def _rule(self, conn: AsyncConnection) -> StateRule:
+        """The state rule now: with a staged rollout running or paused, its cohort's
+        members are judged against its candidate."""
         fleet = await store.read_fleet_row(conn)
         interval = fleet.poll_interval_seconds or self._default_poll_interval_seconds
+        rollout = None
+        if fleet.active_rollout is not None:
+            rollout = await staged_store.read_rollout(conn, fleet.active_rollout)
         return state_rule(
-            current_version=fleet.current_version, poll_interval_seconds=interval, now=utcnow()
+            current_version=fleet.current_version,
+            poll_interval_seconds=interval,
+            now=utcnow(),
+            rollout_id=None if rollout is None else rollout.id,
+            candidate_version=None if rollout is None else rollout.candidate_version,
         )
 
     async def read_agent_page(
@@ -76,7 +85,8 @@ class FleetQueries:
         await self._flush_ledger()
 
         async def read(conn: AsyncConnection) -> tuple[StateRule, store.AgentRecord | None]:
-            return await self._rule(conn), await store.read_agent(conn, agent_id)
+            rule = await self._rule(conn)
+            return rule, await store.read_agent(conn, agent_id, rule)
 
         return await self._database.transaction(read)
 
@@ -95,7 +105,10 @@ class FleetQueries:
 
         rule, groups, highest = await self._database.transaction(read)
         counts = summarize(
-            groups, current_version=rule.current_version, highest_reported_version=highest
+            groups,
+            current_version=rule.current_version,
+            highest_reported_version=highest,
+            candidate_version=rule.candidate_version,
         )
         return rule, counts
 

@@ -96,7 +96,7 @@ async def start(writer: Writer, body: StartRollout, change: audit.Change) -> Tra
         record = dataclasses.replace(record, step_totals=await read_totals(conn, record))
         await staged_store.insert_rollout(conn, record)
         await sync_members(conn, rollout_id, cohort.threshold, 0)
-        await store.write_active_rollout(conn, rollout_id)
+        await staged_store.write_active_rollout(conn, rollout_id)
         await _audit(conn, change, record, audit.ROLLOUT_START, reason=None)
         return Transition(record=record, action=audit.ROLLOUT_START, new_step=True)
 
@@ -193,7 +193,7 @@ async def _roll_back(
     if judged is not None:
         values["judged"] = judged
     ended = await _settle(conn, record, values)
-    await store.write_active_rollout(conn, None)
+    await staged_store.write_active_rollout(conn, None)
     return ended, committed
 
 
@@ -321,7 +321,7 @@ async def _complete(
     """The last step was healthy: the candidate becomes current for every agent."""
     now = utcnow()
     await store.make_version_current(conn, record.candidate_version, now)
-    await store.write_active_rollout(conn, None)
+    await staged_store.write_active_rollout(conn, None)
     values = {
         "state": "completed",
         "reason": judgement.reason,

@@ -174,6 +174,12 @@ class StartedRollout(BaseModel):
 
 
 class StagedRolloutPage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"items": [_EXAMPLE_ROLLOUT], "total": 1, "limit": 100, "offset": 0}]
+        }
+    )
+
     items: list[StagedRollout]
     total: int
     limit: int

@@ -16,7 +16,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from controller.db import agents, as_utc, staged_members, staged_rollouts
+from controller.constants import FLEET_ROW_ID
+from controller.db import agents, as_utc, fleet_table, staged_members, staged_rollouts
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,6 +89,12 @@ def _record(row: Any) -> RolloutRecord:
 async def insert_rollout(conn: AsyncConnection, record: RolloutRecord) -> None:
     values = {field: getattr(record, field) for field in staged_rollouts.c.keys()}  # noqa: SIM118 (column names, not columns)
     await conn.execute(staged_rollouts.insert().values(values))
+
+
+async def write_active_rollout(conn: AsyncConnection, rollout_id: str | None) -> None:
+    """Name the rollout running or paused on the fleet row (None: none)."""
+    statement = update(fleet_table).where(fleet_table.c.id == FLEET_ROW_ID)
+    await conn.execute(statement.values(active_rollout=rollout_id))
 
 
 async def read_rollout(conn: AsyncConnection, rollout_id: str) -> RolloutRecord | None:

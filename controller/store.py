@@ -25,6 +25,7 @@ from common.models import AgentState
 from controller.constants import FLEET_ROW_ID, MAX_VERSIONS_AHEAD
 from controller.db import agents, as_utc, config_versions, fleet_table, utcnow
 from controller.fleet import StateRule, VersionGroup
+from controller.fleet_target import is_member, target_version
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -193,10 +194,6 @@ async def make_version_current(conn: AsyncConnection, version: int, now: dt.date
     await conn.execute(_update_fleet_row().values(current_version=version, updated_at=now))
 
 
-async def write_active_rollout(conn: AsyncConnection, rollout_id: str | None) -> None:
-    await conn.execute(_update_fleet_row().values(active_rollout=rollout_id))
-
-
 async def write_poll_interval(conn: AsyncConnection, seconds: int) -> None:
     await conn.execute(
         _update_fleet_row().values(poll_interval_seconds=seconds, updated_at=utcnow())
@@ -254,6 +251,7 @@ class AgentRecord:
     applied_at: dt.datetime | None = None
     apply_failed_version: int | None = None
     apply_failed_reason: str | None = None
+    rollout_member: bool = False
 
     @property
     def last_contact(self) -> dt.datetime:
@@ -290,15 +288,15 @@ def _state_condition(rule: StateRule, state: AgentState) -> ColumnElement[bool]:
     if state is AgentState.STALE:
         return _last_contact() < rule.stale_before
     fresh = _last_contact() >= rule.stale_before
-    applied = agents.c.applied_version
+    applied, target = agents.c.applied_version, target_version(rule)
     if state is AgentState.DRIFT:
         return and_(fresh, agents.c.worker_drift)
     no_drift = not_(agents.c.worker_drift)
     if state is AgentState.IN_SYNC:
-        return and_(fresh, no_drift, applied == rule.current_version)
+        return and_(fresh, no_drift, applied == target)
     if state is AgentState.AHEAD:
-        return and_(fresh, no_drift, applied > rule.current_version)
-    return and_(fresh, no_drift, or_(applied.is_(None), applied < rule.current_version))
+        return and_(fresh, no_drift, applied > target)
+    return and_(fresh, no_drift, or_(applied.is_(None), applied < target))
 
 
 def _agent_record(row: Any) -> AgentRecord:
@@ -313,6 +311,7 @@ def _agent_record(row: Any) -> AgentRecord:
         applied_at=None if row.applied_at is None else as_utc(row.applied_at),
         apply_failed_version=row.apply_failed_version,
         apply_failed_reason=row.apply_failed_reason,
+        rollout_member=bool(row.member),
     )
 
 
@@ -334,7 +333,7 @@ async def read_agent_page(
         key, value = label
         conditions.append(agents.c.labels[key].as_string() == value)
     query = (
-        select(*_AGENT_COLUMNS)
+        select(*_AGENT_COLUMNS, is_member(rule).label("member"))
         .where(*conditions)
         .order_by(agents.c.registered_at, agents.c.id)
         .limit(limit)
@@ -346,9 +345,12 @@ async def read_agent_page(
     return AgentPage(items=[_agent_record(row) for row in rows], total=total)
 
 
-async def read_agent(conn: AsyncConnection, agent_id: uuid.UUID) -> AgentRecord | None:
+async def read_agent(
+    conn: AsyncConnection, agent_id: uuid.UUID, rule: StateRule
+) -> AgentRecord | None:
     """One agent, or None when it is unknown or revoked."""
-    query = select(*_AGENT_COLUMNS).where(agents.c.id == str(agent_id), _ACTIVE)
+    columns = (*_AGENT_COLUMNS, is_member(rule).label("member"))
+    query = select(*columns).where(agents.c.id == str(agent_id), _ACTIVE)
     row = (await conn.execute(query)).one_or_none()
     return None if row is None else _agent_record(row)
 
@@ -372,15 +374,18 @@ async def count_agents_by_applied_version(
     of the others reported drift: one GROUP BY."""
     stale = case((_last_contact() < rule.stale_before, 1), else_=0)
     drift = case((_state_condition(rule, AgentState.DRIFT), 1), else_=0)
+    member = is_member(rule).label("member")
     query = (
         select(
             agents.c.applied_version,
+            member,
             func.count().label("agents"),
             func.coalesce(func.sum(stale), 0).label("stale"),
             func.coalesce(func.sum(drift), 0).label("drift"),
         )
         .where(_ACTIVE)
-        .group_by(agents.c.applied_version)
+        # Grouped by membership only while a rollout runs (a constant is no GROUP BY term).
+        .group_by(agents.c.applied_version, *((member,) if rule.rollout_id else ()))
     )
     return [
         VersionGroup(
@@ -388,6 +393,7 @@ async def count_agents_by_applied_version(
             agents=int(row.agents),
             stale=int(row.stale),
             drift=int(row.drift),
+            member=bool(row.member),
         )
         for row in (await conn.execute(query)).all()
     ]

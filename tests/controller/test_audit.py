@@ -222,6 +222,13 @@ async def test_metrics_count_entries_by_action(client: Client) -> None:
         "config.rollback": 1,
         "credential.create": 0,
         "credential.revoke": 0,
+        "rollout.abort": 0,
+        "rollout.complete": 0,
+        "rollout.pause": 0,
+        "rollout.promote": 0,
+        "rollout.resume": 0,
+        "rollout.rollback": 0,
+        "rollout.start": 0,
         "settings.update": 1,
     }
     assert sum(counts.values()) == (await _entries(client))["total"]

@@ -157,7 +157,7 @@ async def test_pause_resume_abort_change_state_and_abort_rolls_the_cohort_back(
         {"steps": [10, 50]},
         {"steps": [0, 100]},
         {"steps": [10, 101]},
-        {"steps": list(range(1, 12)) + [100]},
+        {"steps": [*range(1, 12), 100]},
         {"steps": [True, 100]},
         {"bake_seconds": 0},
         {"bake_seconds": 86_401},
@@ -189,3 +189,33 @@ async def test_unknown_or_malformed_ids_are_404_and_no_live_agent_is_409(client:
     await _fleet(client, 1)
     same = _body(config={"url": None})
     assert (await client.post("/rollouts", json=same, headers=ADMIN)).status == 409
+
+
+async def test_fleet_views_judge_members_by_the_candidate_and_others_by_the_baseline(
+    client: Client,
+) -> None:
+    """During a rollout a member holding the candidate and a non-member holding the
+    baseline are both in_sync; a member still on the baseline is behind."""
+    agents = await _fleet(client, 4)
+    started = await _start(client, steps=[50, 100])
+    candidate = started["version"]
+    members = [a for a in agents if await _served_version(client, a) == candidate]
+    others = [a for a in agents if a not in members]
+    assert len(members) == 2
+    for agent in [members[0], *others]:
+        applied = candidate if agent in members else candidate - 1
+        headers = {**_agent_headers(agent), "X-Applied-Version": str(applied)}
+        assert (await client.get("/config", headers=headers)).status in (200, 304)
+    fleet = await (await client.get("/fleet", headers=ADMIN)).json()
+    assert (fleet["in_sync"], fleet["behind"], fleet["ahead"]) == (3, 1, 0)
+    states = {
+        agent["id"]: agent["state"]
+        for agent in (await (await client.get("/agents", headers=ADMIN)).json())["items"]
+    }
+    assert states[members[0]["agent_id"]] == "in_sync"
+    assert states[members[1]["agent_id"]] == "behind"
+    assert {states[a["agent_id"]] for a in others} == {"in_sync"}
+    one = await client.get(f"/agents/{members[0]['agent_id']}", headers=ADMIN)
+    assert (await one.json())["state"] == "in_sync"
+    document = await _read(client, started["id"])
+    assert document["cohorts"][0]["applied"] == 1

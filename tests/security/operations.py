@@ -16,7 +16,11 @@ AGENT_ID_PARAMETER = "{agent_id}"
 VICTIM_CREDENTIAL = "victim-credential"
 # The other path parameters, filled with a value every controller holds (version 0), or
 # that the test issued first (the victim credential).
-PATH_VALUES = {"{version}": "0", "{name}": VICTIM_CREDENTIAL}
+PATH_VALUES = {
+    "{version}": "0",
+    "{name}": VICTIM_CREDENTIAL,
+    "{rollout_id}": "5b0c7d1e-2f4a-4c8e-9a71-0d3e5f6a7b8c",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
