@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck openapi mutation venv clean
+.PHONY: demo test lint typecheck openapi mutation screenshots venv clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "fleetconf needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -37,6 +37,12 @@ openapi: $(STAMP)
 # tests/results/mutation.json and .md. TARGETS="etags backoff" runs only those.
 mutation: $(STAMP)
 	$(BIN)/python scripts/mutation.py $(TARGETS)
+
+# The README's picture of the console: the browser test on real processes (headless
+# Chromium, Debian's package) copies its fleet view to docs/images/console-fleet.png.
+screenshots: $(STAMP)
+	CI=true CONSOLE_README_IMAGES=$(CURDIR)/docs/images $(BIN)/python -m pytest -q \
+		-p no:cacheprovider tests/e2e/test_console_browser.py -k viewer_and_admin
 
 clean:
 	rm -rf $(VENV) build *.egg-info

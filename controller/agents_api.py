@@ -20,6 +20,7 @@ from controller.fleet import StateRule, agent_state
 from controller.hints import agent_hint_url
 from controller.models import (
     EXAMPLE_AGENT_ID,
+    LABEL_FILTER_PATTERN,
     Agent,
     AgentListQuery,
     AgentPage,
@@ -133,7 +134,7 @@ def _agent(record: store.AgentRecord, rule: StateRule) -> Agent:
 async def list_agents(request: web.Request, _admin: Principal) -> web.Response:
     query = read_query(request, AgentListQuery)
     rule, page = await request.app[keys.FLEET].read_agent_page(
-        limit=query.limit, offset=query.offset, state=query.state
+        limit=query.limit, offset=query.offset, state=query.state, label=query.label_filter
     )
     items = [_agent(record, rule) for record in page.items]
     return json_response(
@@ -293,6 +294,14 @@ LIST_AGENTS = Operation(
             description="Only agents in this state.",
             schema={"type": "string", "enum": [state.value for state in AgentState]},
             example="behind",
+        ),
+        Parameter(
+            name="label",
+            location="query",
+            description="Only agents with this label, written KEY=VALUE (the value may be "
+            "empty and may hold '='; percent-encode it in the URL).",
+            schema={"type": "string", "pattern": LABEL_FILTER_PATTERN, "maxLength": 320},
+            example="site=ams1",
         ),
     ),
     responses=(

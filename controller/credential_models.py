@@ -111,3 +111,17 @@ class CredentialPage(BaseModel):
     total: int = Field(description="How many named credentials there are, revoked ones included.")
     limit: int = Field(description="The page size asked for.")
     offset: int = Field(description="How many credentials precede this page.")
+
+
+class Caller(BaseModel):
+    """Who the Bearer token belongs to, as GET /whoami tells its holder."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"name": "ops-oncall", "role": "viewer"}]}
+    )
+
+    name: str = Field(
+        description="The credential's name: 'admin' for CONTROLLER_ADMIN_TOKEN, else the "
+        "named credential's; changes are recorded under it."
+    )
+    role: NamedRole = Field(description=_ROLE_NOTE)

@@ -62,16 +62,21 @@ class FleetQueries:
         )
 
     async def read_agent_page(
-        self, *, limit: int, offset: int, state: AgentState | None
+        self,
+        *,
+        limit: int,
+        offset: int,
+        state: AgentState | None,
+        label: tuple[str, str] | None = None,
     ) -> tuple[StateRule, store.AgentPage]:
-        """One page of unrevoked agents (in ``state`` only, if given), and the rule that
-        judges them."""
+        """One page of unrevoked agents (in ``state`` only, with the ``label`` (key, value)
+        only, if given), and the rule that judges them."""
         await self._flush_ledger()
 
         async def read(conn: AsyncConnection) -> tuple[StateRule, store.AgentPage]:
             rule = await self._rule(conn)
             page = await store.read_agent_page(
-                conn, limit=limit, offset=offset, rule=rule, state=state
+                conn, limit=limit, offset=offset, rule=rule, state=state, label=label
             )
             return rule, page
 

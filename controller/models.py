@@ -27,6 +27,8 @@ Hostname = Annotated[
 LABEL_KEY_PATTERN = r"^[A-Za-z0-9._/-]+$"
 LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=LABEL_KEY_PATTERN)]
 LabelValue = Annotated[str, StringConstraints(max_length=256)]
+# GET /agents?label=KEY=VALUE: a label key, "=", and a value (which may hold "=" itself).
+LABEL_FILTER_PATTERN = r"^[A-Za-z0-9._/-]{1,63}=[\s\S]{0,256}$"
 
 
 def _whole_number(value: object) -> object:
@@ -259,6 +261,15 @@ class AgentListQuery(PageQuery):
     """The query string of GET /agents."""
 
     state: AgentState | None = None
+    label: str | None = Field(default=None, pattern=LABEL_FILTER_PATTERN)
+
+    @property
+    def label_filter(self) -> tuple[str, str] | None:
+        """The label asked for as (key, value); None when the query names none."""
+        if self.label is None:
+            return None
+        key, _, value = self.label.partition("=")
+        return key, value
 
 
 class Agent(BaseModel):

@@ -22,7 +22,13 @@ from controller.openapi_parts import (
     WRONG_ROLE,
     page_parameters,
 )
-from controller.rollout_models import Laggard, LaggardPage, Rollout, RolloutHealth
+from controller.rollout_models import (
+    HistogramBucket,
+    Laggard,
+    LaggardPage,
+    Rollout,
+    RolloutHealth,
+)
 
 
 def rollout_body(read: RolloutRead, query: PageQuery) -> Rollout:
@@ -43,6 +49,10 @@ def rollout_body(read: RolloutRead, query: PageQuery) -> Rollout:
             errors=read.health.errors,
             error_rate=read.health.error_rate,
         ),
+        histogram=[
+            HistogramBucket(le_seconds=bucket.le_seconds, agents=bucket.agents)
+            for bucket in counts.histogram
+        ],
         laggards=LaggardPage(
             items=laggards, total=page.total, limit=query.limit, offset=query.offset
         ),
@@ -72,9 +82,9 @@ GET_ROLLOUT = Operation(
     "this version or a newer one) and pending. complete: no live agent is pending or failed. "
     "The seconds run from the version's created_at to each agent's first poll confirming "
     "it, over live agents holding exactly this version. Laggards (failed first, then by "
-    "registration) are paged. A confirmed apply shows on every replica within a second. "
-    "health sums the GET /hit outcomes agents reported under this version (X-Hit-Counts), "
-    "from every replica.",
+    "registration) are paged. histogram counts the same seconds into buckets. A confirmed "
+    "apply shows on every replica within a second. health sums the GET /hit outcomes agents "
+    "reported under this version (X-Hit-Counts), from every replica.",
     tags=("config",),
     roles=ADMIN_READERS,
     parameters=(

@@ -56,6 +56,15 @@ class RolloutHealth(BaseModel):
     error_rate: float | None = Field(description="errors / requests; null with no requests.")
 
 
+class HistogramBucket(BaseModel):
+    """Confirmations that took more than the previous bucket's bound and at most this one."""
+
+    le_seconds: float | None = Field(
+        description="The bucket's upper bound in seconds; null: more than the last bound."
+    )
+    agents: int = Field(description="How many live agents' confirmations fall in it.")
+
+
 class Rollout(BaseModel):
     """How far one version got: every registered, unrevoked agent (before or after the
     publish) is stale, or live and exactly one of applied, failed and pending."""
@@ -73,6 +82,14 @@ class Rollout(BaseModel):
                     "complete": False,
                     "p50_seconds": 0.412,
                     "p99_seconds": 1.03,
+                    "histogram": [
+                        {"le_seconds": bound, "agents": agents}
+                        for bound, agents in zip(
+                            (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, None),
+                            (2, 6, 1, 1, 0, 0, 0, 0, 0, 0),
+                            strict=True,
+                        )
+                    ],
                     "health": {"requests": 1520, "errors": 3, "error_rate": 0.00197},
                     "laggards": {
                         "items": [_EXAMPLE_LAGGARD],
@@ -97,6 +114,10 @@ class Rollout(BaseModel):
         "over live agents holding exactly this version; null when none."
     )
     p99_seconds: float | None = Field(description="The 99th percentile of the same.")
+    histogram: list[HistogramBucket] = Field(
+        description="The same seconds counted into buckets (upper bounds 0.25, 0.5, 1, 2, 5, "
+        "10, 30, 60 and 300 s, then one for the rest), in that order."
+    )
     health: RolloutHealth = Field(
         description="GET /hit outcomes the fleet reported under this version, summed over "
         "every replica (a report reaches this view within a second)."

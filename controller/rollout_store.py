@@ -8,11 +8,13 @@ the fleet view); the others are live and exactly one of ``applied`` (its worker 
 or a newer version), ``failed`` (not applied, and its latest poll reported failing to
 apply n or a newer version) or ``pending``. The seconds are from n's ``created_at`` to
 ``applied_at`` (the first poll confirming it), over the live agents holding exactly n:
-an agent on a newer version counts as applied, but its time for n is unknown.
+an agent on a newer version counts as applied, but its time for n is unknown. The same
+seconds are also counted into ``HISTOGRAM_BOUNDS_SECONDS`` buckets (the console draws them).
 """
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import math
 import uuid
@@ -26,6 +28,17 @@ from controller.fleet import StateRule
 
 FAILED: str = "failed"
 PENDING: str = "pending"
+# Upper bounds of the publish-to-confirmed buckets; a last bucket (no bound) holds the rest.
+HISTOGRAM_BOUNDS_SECONDS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Bucket:
+    """How many confirmations took more than the previous bound and at most ``le_seconds``
+    (None: more than the last bound)."""
+
+    le_seconds: float | None
+    agents: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,6 +50,7 @@ class RolloutCounts:
     stale: int
     p50_seconds: float | None
     p99_seconds: float | None
+    histogram: tuple[Bucket, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,7 +123,22 @@ async def read_counts(
         stale=int(row.stale),
         p50_seconds=percentile(seconds, 0.50),
         p99_seconds=percentile(seconds, 0.99),
+        histogram=histogram(seconds),
     )
+
+
+def histogram(ordered: list[float]) -> tuple[Bucket, ...]:
+    """``ordered`` (ascending) counted into the ``HISTOGRAM_BOUNDS_SECONDS`` buckets and
+    one more for the rest: one bucket per bound, each counted once."""
+    counts: list[int] = []
+    below = 0
+    for bound in HISTOGRAM_BOUNDS_SECONDS:
+        upto = bisect.bisect_right(ordered, bound)
+        counts.append(upto - below)
+        below = upto
+    bounds: list[float | None] = [*HISTOGRAM_BOUNDS_SECONDS, None]
+    counts.append(len(ordered) - below)
+    return tuple(Bucket(le_seconds=b, agents=n) for b, n in zip(bounds, counts, strict=True))
 
 
 def percentile(ordered: list[float], fraction: float) -> float | None:

@@ -24,7 +24,9 @@ from controller import (
     rollout_api,
     settings_api,
     staged_api,
+    whoami_api,
 )
+from controller.console import add_console_routes
 from controller.credentials import Principal, Role
 
 # In the order the OpenAPI document lists them.
@@ -42,6 +44,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
     agents_api.FLEET_SUMMARY,
     *credentials_api.OPERATIONS,
     *audit_api.OPERATIONS,
+    *whoami_api.OPERATIONS,
 )
 
 SECURITY_SCHEMES: Final[dict[str, dict[str, Any]]] = {
@@ -103,7 +106,8 @@ def openapi_document() -> dict[str, Any]:
 
 
 def setup_routes(app: web.Application) -> None:
-    """Register the endpoints, /openapi.json and /docs."""
+    """Register the endpoints, /openapi.json, /docs and /console."""
     add_operations(app, OPERATIONS, guard=authorize, fast_guard=admit_from_memory)
     add_docs_routes(app, openapi_document())
+    add_console_routes(app)
     add_problem_fallbacks(app)

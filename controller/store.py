@@ -315,11 +315,16 @@ async def read_agent_page(
     offset: int,
     rule: StateRule,
     state: AgentState | None = None,
+    label: tuple[str, str] | None = None,
 ) -> AgentPage:
-    """Unrevoked agents by registration time (then id), and how many match in all."""
+    """Unrevoked agents by registration time (then id), and how many match in all; only
+    those in ``state`` and with the ``label`` (key, value), when given."""
     conditions: list[ColumnElement[bool]] = [_ACTIVE]
     if state is not None:
         conditions.append(_state_condition(rule, state))
+    if label is not None:
+        key, value = label
+        conditions.append(agents.c.labels[key].as_string() == value)
     query = (
         select(*_AGENT_COLUMNS, is_member(rule).label("member"))
         .where(*conditions)

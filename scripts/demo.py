@@ -189,6 +189,7 @@ The admin token (a new one each run unless DEMO_ADMIN_TOKEN names one):
   curl {worker_url}/hit
   curl -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' \\
        -d '{{"url": "https://example.org"}}' {controller_url}/config
+  open {controller_url}/console  (the web console: paste the admin token)
   open {controller_url}/docs  (and {worker_url}/docs)
 {agent_lines}  curl {controller_url}/metrics  (and {worker_url}/metrics)
 

@@ -98,6 +98,18 @@ def test_wheel_carries_the_migrations(wheel: Path) -> None:
     assert "alembic.ini" not in names
 
 
+def test_wheel_carries_the_console(wheel: Path) -> None:
+    """The wheel holds the console's files byte for byte, where controller/console.py
+    serves them from: /console needs no build step and no checkout."""
+    source = ROOT / "controller" / "console_static"
+    files = sorted(path.name for path in source.iterdir())
+    assert files == ["console.css", "console.js", "index.html"]
+    with zipfile.ZipFile(wheel) as archive:
+        for name in files:
+            packed = archive.read(f"controller/console_static/{name}")
+            assert packed == (source / name).read_bytes(), name
+
+
 def test_installed_alembic_is_the_library(installed: Path) -> None:
     """In the installed venv, run from the checkout, ``import alembic`` is the library."""
     python = installed / "bin" / "python"

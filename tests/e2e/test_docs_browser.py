@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -18,7 +17,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
-from tests.support.browser import HeadlessChromium, Page, headless_chromium
+from tests.support.browser import HeadlessChromium, Page
 from tests.support.processes import ProcessGroup, ServiceProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -39,13 +38,6 @@ RENDERED_OPERATIONS_JS: Final = """(() => ({
 }))()"""
 
 Operation = tuple[str, str]
-
-
-@pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[HeadlessChromium]:
-    """Debian's headless Chromium on a fresh profile; its process group is killed at the end."""
-    async with headless_chromium(tmp_path) as chromium:
-        yield chromium
 
 
 async def start_service(name: str, processes: ProcessGroup, tmp_path: Path) -> ServiceProcess:

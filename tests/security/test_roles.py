@@ -33,7 +33,9 @@ from worker.app import create_app as create_worker_app
 from worker.settings import WorkerSettings
 
 PROBLEM = "application/problem+json"
-DOCS_ROUTES = frozenset({"openapi", "docs", "docs-static"})
+# Public files with no data in them: the document, Swagger UI, and the console (which
+# reads everything through the documented API with the operator's token).
+DOCS_ROUTES = frozenset({"openapi", "docs", "docs-static", "console", "console-asset"})
 
 
 class Credential(enum.Enum):

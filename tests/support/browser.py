@@ -1,11 +1,14 @@
 """Headless Chromium, from Debian's ``chromium`` package, driven over the DevTools protocol.
 
-For tests that need a real browser (Swagger UI at ``/docs``)::
+For tests that need a real browser (Swagger UI at ``/docs``, the console at ``/console``)::
 
     HeadlessChromium              one browser process group on a fresh profile, killed at the end
     └── Page                      its tab: every request, failure and script error it saw
         ├── navigate(url)
-        └── evaluate(expression)  a JSON value computed in the page
+        ├── evaluate(expression)  a JSON value computed in the page
+        ├── insert_text(text)     typed into the focused element, as a keyboard would
+        ├── set_viewport(w, h)    the window size screenshots are taken at
+        └── screenshot(path)      a PNG of the viewport
 
 ``chromium_or_skip()`` finds the browser: locally a missing one skips the test with the
 command that installs it; under CI=true it fails instead.
@@ -14,6 +17,7 @@ command that installs it; under CI=true it fails instead.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import os
@@ -77,6 +81,11 @@ class Request:
         return self.error is not None or (self.status is not None and self.status >= 400)
 
 
+def _write_file(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
 class Page:
     """A browser tab over one DevTools websocket; records requests and uncaught exceptions."""
 
@@ -86,6 +95,9 @@ class Page:
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.requests: dict[str, Request] = {}
         self.exceptions: list[str] = []
+        # Errors the browser logged itself (a Content-Security-Policy violation, a failed
+        # load): (source, text).
+        self.log_errors: list[tuple[str, str]] = []
         self.loaded = asyncio.Event()
         self._reader = asyncio.create_task(self._read())
 
@@ -103,19 +115,45 @@ class Page:
 
     async def navigate(self, url: str) -> None:
         """Record the page's traffic from now on, and start loading ``url``."""
-        for domain in ("Network", "Page", "Runtime"):
+        for domain in ("Network", "Page", "Runtime", "Log"):
             await self.send(f"{domain}.enable")
         self.loaded.clear()
         result = await self.send("Page.navigate", url=url)
         if "errorText" in result:
             raise AssertionError(f"navigating to {url} failed: {result['errorText']}")
 
-    async def evaluate(self, expression: str) -> Any:
-        """The JSON value of ``expression`` in the page; AssertionError if it throws."""
-        result = await self.send("Runtime.evaluate", expression=expression, returnByValue=True)
+    async def evaluate(self, expression: str, *, await_promise: bool = False) -> Any:
+        """The JSON value of ``expression`` in the page (of the promise it makes, with
+        ``await_promise``); AssertionError if it throws."""
+        result = await self.send(
+            "Runtime.evaluate",
+            expression=expression,
+            returnByValue=True,
+            awaitPromise=await_promise,
+        )
         if "exceptionDetails" in result:
             raise AssertionError(f"{expression!r} threw: {result['exceptionDetails']}")
         return result["result"].get("value")
+
+    async def insert_text(self, text: str) -> None:
+        """Type ``text`` into the element that has the focus."""
+        await self.send("Input.insertText", text=text)
+
+    async def set_viewport(self, width: int, height: int) -> None:
+        """Lay the page out at ``width`` x ``height`` CSS pixels, one device pixel each."""
+        await self.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
+
+    async def screenshot(self, path: Path) -> Path:
+        """Write a PNG of what the viewport shows to ``path``; the path."""
+        result = await self.send("Page.captureScreenshot", format="png")
+        await asyncio.to_thread(_write_file, path, base64.b64decode(result["data"]))
+        return path
 
     def busy(self) -> bool:
         """Whether the page has not loaded yet or any request is still under way."""
@@ -155,6 +193,9 @@ class Page:
             request.finished = True
         elif method == "Page.loadEventFired":
             self.loaded.set()
+        elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
+            entry = params["entry"]
+            self.log_errors.append((str(entry.get("source")), str(entry.get("text"))))
         elif method == "Runtime.exceptionThrown":
             details = params.get("exceptionDetails", {})
             exception = details.get("exception", {})
