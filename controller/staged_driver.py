@@ -24,7 +24,7 @@ import uuid
 from collections import Counter
 
 from common.errors import FleetconfError
-from controller import audit, staged_engine, staged_steps, staged_store, store
+from controller import audit, staged_engine, staged_steps, staged_store
 from controller.db import utcnow
 from controller.hints import HintPublisher
 from controller.staged_view import StagedFollower
@@ -74,7 +74,7 @@ class StagedDriver:
         self._writer = writer
         self.announcer = announcer
         self.owner = owner or f"{os.uname().nodename[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._fleet_size: int | None = None
+        self._fleet: tuple[int, dt.datetime | None] | None = None
         self.holding: str | None = None
 
     async def run_once(self) -> None:
@@ -104,13 +104,13 @@ class StagedDriver:
     async def _admit_new_agents(self, rollout_id: str) -> None:
         """Agents registered since the step began are served by the threshold already;
         record those it takes in, so the fleet views judge them by the candidate."""
-        size = await self._writer.database.transaction(store.count_active_agents)
-        if size == self._fleet_size:
+        fleet = await self._writer.database.transaction(staged_store.read_fleet_fingerprint)
+        if fleet == self._fleet:
             return
         added = await self._writer.database.transaction(
             lambda conn: staged_steps.admit_members(conn, rollout_id)
         )
-        self._fleet_size = size
+        self._fleet = fleet
         if added:
             logger.info("staged.members_admitted rollout=%s agents=%d", rollout_id, added)
 

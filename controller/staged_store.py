@@ -208,3 +208,13 @@ def member_ids_of(rollout_id: str) -> Any:
 
 def missing(wanted: Collection[str], present: Collection[str]) -> list[str]:
     return [agent_id for agent_id in wanted if agent_id not in present]
+
+
+async def read_fleet_fingerprint(conn: AsyncConnection) -> tuple[int, dt.datetime | None]:
+    """The unrevoked agents' count and newest registration: changes whenever an agent
+    registers (even when another was revoked meanwhile, leaving the count as it was)."""
+    query = select(func.count(), func.max(agents.c.registered_at)).where(
+        agents.c.revoked_at.is_(None)
+    )
+    count, newest = (await conn.execute(query)).one()
+    return int(count), None if newest is None else as_utc(newest)

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from common.cohorts import cohort_hash
+from controller import keys
 from tests.controller.conftest import ADMIN, Client, assert_invalid_input, post_config, register
 from tests.support.waiting import eventually
 
@@ -219,3 +220,34 @@ async def test_fleet_views_judge_members_by_the_candidate_and_others_by_the_base
     assert (await one.json())["state"] == "in_sync"
     document = await _read(client, started["id"])
     assert document["cohorts"][0]["applied"] == 1
+
+
+async def test_an_agent_registered_as_another_is_revoked_joins_the_cohort_views(
+    client: Client,
+) -> None:
+    """One agent revoked and another registered between two rounds of the driver leave
+    the fleet's size as it was; the newcomer under the threshold is still recorded as a
+    member, so the fleet views judge it by the candidate it is served."""
+    agents = await _fleet(client, 4)
+    started = await _start(client, steps=[50, 100])
+    candidate = started["version"]
+    driver = client.app[keys.STAGED_DRIVER]
+    await driver.run_once()
+    members = [a for a in agents if await _served_version(client, a) == candidate]
+    leaving = next(a for a in agents if a not in members)
+    newcomer: dict[str, Any] | None = None
+    for attempt in range(40):
+        resp = await client.delete(f"/agents/{leaving['agent_id']}", headers=ADMIN)
+        assert resp.status == 204
+        joined = await register(client, f"newcomer-{attempt:02}")
+        await driver.run_once()
+        if await _served_version(client, joined) == candidate:
+            newcomer = joined
+            break
+        leaving = joined
+    assert newcomer is not None, "no newcomer fell under the threshold in 40 tries"
+    headers = {**_agent_headers(newcomer), "X-Applied-Version": str(candidate)}
+    assert (await client.get("/config", headers=headers)).status in (200, 304)
+    await client.app[keys.LEDGER].flush()
+    one = await client.get(f"/agents/{newcomer['agent_id']}", headers=ADMIN)
+    assert (await one.json())["state"] == "in_sync"
