@@ -56,6 +56,8 @@ class Target:
 
 # Mutant names are ``<module>.x_<function>__mutmut_<n>``, and for a method
 # ``<module>.xǁ<Class>ǁ<method>__mutmut_<n>``.
+# The staged rollouts' pure rules, without the migration test (a database per mutant).
+STAGED_RULES_TESTS = ("tests/controller/test_staged_rules.py", "-k", "not revision")
 TARGETS = (
     Target(
         name="etags",
@@ -101,8 +103,19 @@ TARGETS = (
             "tests/controller/test_throttle.py",
         ),
     ),
-    # Cohort selection (staged rollouts) joins here once it exists: its module, the
-    # functions that choose the cohort, and its unit tests.
+    Target(
+        name="cohorts",
+        module="common.cohorts",
+        functions=("x*",),
+        tests=STAGED_RULES_TESTS,
+    ),
+    Target(
+        name="staged-rules",
+        module="controller.staged_rules",
+        # Cohort selection (the threshold of each step) and the health judgement.
+        functions=("x*",),
+        tests=STAGED_RULES_TESTS,
+    ),
 )
 
 

@@ -30,6 +30,30 @@ def test_cohort_hash_is_stable_per_rollout_and_agent_and_in_range() -> None:
     assert first != second
 
 
+def test_cohort_hash_is_the_documented_sha256_prefix() -> None:
+    """Controller and agent must agree to the bit: the first 8 bytes of SHA-256 over
+    "<rollout>:<agent>", big-endian, shifted right by one (a fixed vector)."""
+    rollout = "0b7c6f5e-2d4a-4c1b-9e8f-7a6b5c4d3e2f"
+    agent = "6f1c2a8e-4b7d-4e0a-9c3f-2d5b8a1e7f90"
+    assert cohort_hash(rollout, agent) == 1441560969574489135
+    assert cohort_hash(uuid.UUID(rollout), uuid.UUID(agent)) == 1441560969574489135
+    assert cohort_hash(agent, rollout) != 1441560969574489135
+
+
+def test_rollback_against_the_baseline_and_the_bounds_inclusive() -> None:
+    """Exactly at the bound promotes, on either rule; just above the baseline's rate plus
+    the margin rolls back with that reason; exactly min_requests is enough."""
+    at_bound = judge(_t(100, 5), _t(100, 0), max_error_rate=0.05, min_requests=100)
+    assert at_bound.verdict is Verdict.PROMOTE
+    assert "within 0.05" in at_bound.reason
+    worse = judge(_t(100, 4), _t(1000, 0), max_error_rate=0.03, min_requests=10)
+    assert worse.verdict is Verdict.ROLL_BACK
+    assert "above max_error_rate" in worse.reason
+    waiting = judge(_t(99, 0), _t(100, 0), max_error_rate=0.05, min_requests=100)
+    assert waiting.verdict is Verdict.WAIT
+    assert "99 of 100" in waiting.reason
+
+
 @pytest.mark.parametrize("n", [1, 3, 10, 999])
 def test_each_step_holds_exactly_ceil_p_n_over_100_and_only_grows(n: int) -> None:
     """Steps of 1, 10, 50, 100 % hold ⌈p·N/100⌉ live agents, at least one, and every
