@@ -674,3 +674,23 @@ def upsert_results(name: str, result: dict[str, Any], *, key: str) -> Path:
 def service_env_pythonpath() -> dict[str, str]:
     """Services run from a temp dir; the venv has the project installed (editable or not)."""
     return {"PYTHONPATH": str(REPO)}
+
+
+def publish_and_register(base: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """Publish a first version and register one agent on the controller at ``base``: the
+    POST /config answer, and the headers that agent polls with (its token, X-Agent-ID and
+    the version as applied)."""
+    status, answer, _ = http_json(
+        "POST", f"{base}/config", token=ADMIN_TOKEN, body={"url": "https://example.com/"}
+    )
+    assert status == 201, (status, answer)
+    status, reg, _ = http_json(
+        "POST", f"{base}/register", token=REGISTRATION_TOKEN, body={"hostname": "bench"}
+    )
+    assert status == 201, (status, reg)
+    headers = {
+        "Authorization": f"Bearer {reg['agent_token']}",
+        "X-Agent-ID": reg["agent_id"],
+        "X-Applied-Version": str(answer["version"]),
+    }
+    return answer, headers

@@ -159,19 +159,7 @@ def _start(stack: ExitStack, workdir: Path, args: argparse.Namespace) -> dict[st
     S.wait_http_ok(f"{base}/healthz", timeout=READY_TIMEOUT_SECONDS, proc=controller)
     S.wait_http_ok(f"{bare_base}/healthz", timeout=READY_TIMEOUT_SECONDS, proc=bare)
 
-    status, answer, _ = S.http_json(
-        "POST", f"{base}/config", token=S.ADMIN_TOKEN, body={"url": "https://example.com/"}
-    )
-    assert status == 201, (status, answer)
-    status, reg, _ = S.http_json(
-        "POST", f"{base}/register", token=S.REGISTRATION_TOKEN, body={"hostname": "bench"}
-    )
-    assert status == 201, (status, reg)
-    agent = {
-        "Authorization": f"Bearer {reg['agent_token']}",
-        "X-Agent-ID": reg["agent_id"],
-        "X-Applied-Version": str(answer["version"]),
-    }
+    answer, agent = S.publish_and_register(base)
     status, _, _ = S.http_json(
         "GET", f"{base}/config", headers={**agent, "If-None-Match": answer["etag"]}
     )

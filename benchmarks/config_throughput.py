@@ -127,19 +127,7 @@ def _start_controller(
     env.update(extra)
     controller, base = S.start_controller(env, workdir, name)
     stack.callback(S.stop_process, controller)
-    status, answer, _ = S.http_json(
-        "POST", f"{base}/config", token=S.ADMIN_TOKEN, body={"url": "https://example.com/"}
-    )
-    assert status == 201, (status, answer)
-    status, reg, _ = S.http_json(
-        "POST", f"{base}/register", token=S.REGISTRATION_TOKEN, body={"hostname": "bench"}
-    )
-    assert status == 201, (status, reg)
-    agent_headers = {
-        "Authorization": f"Bearer {reg['agent_token']}",
-        "X-Agent-ID": reg["agent_id"],
-        "X-Applied-Version": str(answer["version"]),
-    }
+    answer, agent_headers = S.publish_and_register(base)
     # The ETag the controller gave this version ("<version>-<digest>"): a bare number
     # matches nothing, and every "304" request would then be answered 200.
     return base, agent_headers, answer["etag"], controller.pid
