@@ -10,6 +10,7 @@ served from the ``swagger-ui-py`` package, so ``/docs`` works without a network.
 from __future__ import annotations
 
 import importlib.util
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,10 +214,15 @@ def _schemas(operations: Sequence[Operation]) -> tuple[dict[Any, Any], dict[str,
     unique = list(dict.fromkeys(pairs))
     refs, top = models_json_schema(unique, ref_template=REF_TEMPLATE)
     defs: dict[str, Any] = top.get("$defs", {})
+    # Two models of one class name (in two modules) keep pydantic's qualified names:
+    # renaming both to their title would make one component stand for the other.
+    taken = Counter(schema.get("title", name) for name, schema in defs.items())
     titles = {
         name: schema["title"]
         for name, schema in defs.items()
-        if schema.get("title", name) != name and schema["title"] not in defs
+        if schema.get("title", name) != name
+        and schema["title"] not in defs
+        and taken[schema["title"]] == 1
     }
     renamed = {
         REF_TEMPLATE.format(model=name): REF_TEMPLATE.format(model=title)

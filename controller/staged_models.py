@@ -80,7 +80,7 @@ class StartRollout(BaseModel):
     )
 
 
-class Health(BaseModel):
+class SideHealth(BaseModel):
     """/hit outcomes under one version, summed over the fleet, since the step began."""
 
     requests: int
@@ -89,8 +89,8 @@ class Health(BaseModel):
 
 
 class StepHealth(BaseModel):
-    candidate: Health
-    baseline: Health
+    candidate: SideHealth
+    baseline: SideHealth
 
 
 class Cohort(BaseModel):

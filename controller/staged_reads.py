@@ -15,7 +15,7 @@ from controller.hit_totals import HitTotals
 from controller.staged_models import (
     ACTIVE_STATES,
     Cohort,
-    Health,
+    SideHealth,
     StagedRollout,
     StagedRolloutPage,
     StagedState,
@@ -32,8 +32,8 @@ def parse_rollout_id(raw: str) -> str:
         raise NotFound(f"No staged rollout {raw[:64]!r}.") from None
 
 
-def _health(totals: HitTotals) -> Health:
-    return Health(requests=totals.requests, errors=totals.errors, error_rate=totals.error_rate)
+def _health(totals: HitTotals) -> SideHealth:
+    return SideHealth(requests=totals.requests, errors=totals.errors, error_rate=totals.error_rate)
 
 
 def _judged(record: staged_store.RolloutRecord) -> tuple[HitTotals, HitTotals]:
