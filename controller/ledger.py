@@ -154,7 +154,9 @@ class Ledger:
             }
             try:
                 await self._database.transaction(functools.partial(_write, chunk, ahead))
-            except FleetconfError:
+            except (FleetconfError, asyncio.CancelledError):
+                # Also when cancelled (a shutdown): the polls are kept for the final
+                # flush; writing a poll twice is harmless, losing it is not.
                 for agent_id, poll in items[start:]:
                     self._pending.setdefault(agent_id.int, poll)
                     if agent_id.int in drifting:

@@ -27,7 +27,7 @@ from tests.controller.conftest import (
     register,
 )
 from tests.support.processes import wait_until
-from tests.support.services import free_port
+from tests.support.services import UNREACHABLE_DATABASE_URL
 
 
 def _agent_headers(agent: dict[str, Any], hits: str | None = None) -> dict[str, str]:
@@ -180,9 +180,8 @@ async def test_two_replicas_adding_at_once_lose_nothing(make_client: ClientFacto
 
 
 async def test_a_failed_flush_keeps_the_sums() -> None:
-    """Against a database that refuses connections, the flush fails and the sums stay."""
-    url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none"
-    database = Database(create_engine(url))
+    """Against a database that cannot be opened, the flush fails and the sums stay."""
+    database = Database(create_engine(UNREACHABLE_DATABASE_URL))
     ledger = Ledger(database)
     ledger.record_hits({5: (10, 1)})
     ledger.record(uuid.uuid4(), 5)

@@ -11,16 +11,16 @@ import pytest
 
 from controller.db import Database, create_engine
 from controller.ledger import Ledger
-from tests.support.services import free_port
+from tests.support.services import UNREACHABLE_DATABASE_URL
 from tests.support.waiting import eventually
 
 
 async def test_failing_flushes_warn_once_per_period_and_keep_the_polls(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Flushing every 10 ms against a closed port: one warning, the poll still pending."""
-    url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none"
-    database = Database(create_engine(url))
+    """Flushing every 10 ms against a database that cannot be opened: one warning, the
+    poll still pending."""
+    database = Database(create_engine(UNREACHABLE_DATABASE_URL))
     ledger = Ledger(database)
     ledger.record(uuid.uuid4(), 3)
     caplog.set_level(logging.WARNING, logger="controller.ledger")

@@ -12,7 +12,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NoReturn
+from typing import Final, NoReturn
 from urllib.parse import urlsplit
 
 import psycopg
@@ -85,3 +85,8 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# A database no connection can be made to, refused at once and without the network: its
+# directory does not exist.
+UNREACHABLE_DATABASE_URL: Final = "sqlite+aiosqlite:////nonexistent-fleetconf-directory/none.db"
