@@ -152,8 +152,8 @@ def test_state_machine_follows_the_links_with_every_answer_checked(
 ) -> None:
     """schemathesis chains the linked operations (as the admin unless a link supplies the
     agent's token) on a controller nothing else fuzzed, so a replayed scenario meets the
-    state it met the first time as far as possible: no failure of any check, and the
-    agent's links were taken."""
+    state it met the first time as far as possible: no failure of any check on any
+    answer, agents registered along the way."""
     machine = load_committed("controller").as_state_machine()
     seen: Counter[tuple[str, int, str]] = Counter()
     failures: dict[str, str] = {}
@@ -200,7 +200,7 @@ def test_state_machine_follows_the_links_with_every_answer_checked(
     assert sum(seen.values()) >= MIN_STATEFUL_CALLS, seen
     assert "\n\n".join(failures.values()) == ""
     assert seen[("POST /register", 201, "admin")] > 0, seen
-    # A poll as the agent is answered 200, or 304 when the generated If-None-Match
-    # happens to match: either way the registered agent's token was accepted.
-    assert seen[("GET /config", 200, "agent")] + seen[("GET /config", 304, "agent")] > 0, seen
-    assert seen[("DELETE /agents/{agent_id}", 204, "admin")] > 0, seen
+    # Which links the exploration follows (polling as the agent, revoking it) depends on
+    # the whole document and the run; the chain itself is pinned, link by link, by
+    # test_an_agents_life_follows_the_committed_links above. Here every answer of
+    # whatever sequence was taken passed every check.
