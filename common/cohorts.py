@@ -19,7 +19,7 @@ MAX_COHORT_HASH: Final = 2**63 - 1
 
 def cohort_hash(rollout_id: uuid.UUID | str, agent_id: uuid.UUID | str) -> int:
     """The agent's place in the rollout's order, in [0, MAX_COHORT_HASH]."""
-    key = f"{str(rollout_id).lower()}:{str(agent_id).lower()}".encode("ascii", "replace")
+    key = f"{str(rollout_id).lower()}:{str(agent_id).lower()}".encode()
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") >> 1
 
 

@@ -51,7 +51,17 @@ def test_rollback_against_the_baseline_and_the_bounds_inclusive() -> None:
     assert "above max_error_rate" in worse.reason
     waiting = judge(_t(99, 0), _t(100, 0), max_error_rate=0.05, min_requests=100)
     assert waiting.verdict is Verdict.WAIT
-    assert "99 of 100" in waiting.reason
+    assert waiting.reason == "waiting for requests: 99 of 100 under the candidate"
+    assert at_bound.reason == "candidate error rate 0.0500 over 100 requests within 0.05"
+
+
+def test_since_counts_nothing_new_as_zero_and_any_counter_going_down_as_a_restart() -> None:
+    """Equal totals are no new outcome; errors going down alone, or requests alone, mean
+    the table was rebuilt: the totals count whole."""
+    assert since(_t(100, 2), [100, 2]) == _t(0, 0)
+    assert since(_t(150, 1), [100, 2]) == _t(150, 1)
+    assert since(_t(90, 5), [100, 2]) == _t(90, 5)
+    assert since(_t(150, 2), [100, 2]) == _t(50, 0)
 
 
 @pytest.mark.parametrize("n", [1, 3, 10, 999])
