@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+import pytest
 import redis.asyncio as redis
 
 from controller import keys
-from tests.controller.conftest import Client
+from tests.controller.conftest import Client, ClientFactory
 from tests.support.waiting import eventually
 
 # What the docs promise: a revoked token is refused on every replica within this.
@@ -63,3 +64,15 @@ async def listening_without_refreshing(replica: Client, redis_url: str, channel:
     finally:
         await publisher.aclose()
     await eventually(lambda: subscription.dropped > dropped)
+
+
+async def replicas_refreshed_by_hints_only(
+    make_client: ClientFactory, redis_url: str, channel: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Client, Client]:
+    """Two replicas sharing Redis, with no periodic refresh: once this returns, the second
+    (listening) learns what the first writes from hints alone."""
+    monkeypatch.setattr("controller.app.CACHE_REFRESH_SECONDS", NO_PERIODIC_REFRESH_SECONDS)
+    a = await make_client(redis_url=redis_url, hint_channel=channel)
+    b = await make_client(redis_url=redis_url, hint_channel=channel)
+    await listening_without_refreshing(b, redis_url, channel)
+    return a, b

@@ -16,10 +16,9 @@ from controller.db import credentials
 from tests.controller.conftest import ADMIN, Client, ClientFactory
 from tests.controller.revocation_timing import (
     DOCUMENTED_BOUND_SECONDS,
-    NO_PERIODIC_REFRESH_SECONDS,
     REFRESH_SLACK_SECONDS,
     just_refreshed,
-    listening_without_refreshing,
+    replicas_refreshed_by_hints_only,
     seconds_until,
 )
 from tests.support.waiting import eventually
@@ -76,10 +75,7 @@ async def test_revocation_hint_alone_carries_it_within_a_second(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """With Redis, the revocation's hint alone makes B refuse the credential within 1 s."""
-    monkeypatch.setattr("controller.app.CACHE_REFRESH_SECONDS", NO_PERIODIC_REFRESH_SECONDS)
-    a = await make_client(redis_url=redis_url, hint_channel=hint_channel)
-    b = await make_client(redis_url=redis_url, hint_channel=hint_channel)
-    await listening_without_refreshing(b, redis_url, hint_channel)
+    a, b = await replicas_refreshed_by_hints_only(make_client, redis_url, hint_channel, monkeypatch)
     token = await issue(a, "hinted")
     await b.app[keys.CACHE].refresh()
     assert await status(b, token) == 200

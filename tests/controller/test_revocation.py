@@ -9,10 +9,9 @@ from controller import keys
 from tests.controller.conftest import ADMIN, Client, ClientFactory, register
 from tests.controller.revocation_timing import (
     DOCUMENTED_BOUND_SECONDS,
-    NO_PERIODIC_REFRESH_SECONDS,
     REFRESH_SLACK_SECONDS,
     just_refreshed,
-    listening_without_refreshing,
+    replicas_refreshed_by_hints_only,
     seconds_until,
 )
 
@@ -55,10 +54,7 @@ async def test_revocation_hint_refuses_the_token_on_the_other_replica_within_a_s
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """With Redis, the revocation's hint alone makes B refuse the token within a second."""
-    monkeypatch.setattr("controller.app.CACHE_REFRESH_SECONDS", NO_PERIODIC_REFRESH_SECONDS)
-    a = await make_client(redis_url=redis_url, hint_channel=hint_channel)
-    b = await make_client(redis_url=redis_url, hint_channel=hint_channel)
-    await listening_without_refreshing(b, redis_url, hint_channel)
+    a, b = await replicas_refreshed_by_hints_only(make_client, redis_url, hint_channel, monkeypatch)
     agent = await register(a)
     auth = {"Authorization": f"Bearer {agent['agent_token']}"}
     assert (await b.get("/config", headers=auth)).status == 200  # B now trusts it
