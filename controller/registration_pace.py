@@ -2,31 +2,43 @@
 
 A storm refuses thousands at once; told the same second, they would all come back in the
 same second and be refused again. Instead each refused registration is given the next
-free slot of a virtual queue that drains at the rate this replica writes registrations::
+free place of a virtual queue that drains at the rate this replica can write
+registrations::
 
-    slot = max(previous slot, now + unanswered / rate) + 1 / rate
-    Retry-After = ceil(slot - now), between 1 and REGISTRATION_MAX_RETRY_AFTER_SECONDS
+    ahead = max(0, ahead - rate x seconds since the last refusal)   (places come due)
+    Retry-After = ceil((unanswered + ahead + 1) / rate), between 1 and
+                  REGISTRATION_MAX_RETRY_AFTER_SECONDS; then ahead += 1
 
-``rate`` is the registrations written per second over the last full window of
-PACE_WINDOW_SECONDS (or the current one, if faster so far), never below
-REGISTRATION_PACE_FLOOR_PER_SECOND. The agents add up to 50 % jitter on top, so the
-refused fleet comes back spread at about the rate it can be written.
+The queue is counted in registrations, not seconds, so a better estimate of the rate
+moves every place still ahead forward (or back) at once.
+
+``rate`` is what this replica showed it can write: the most written in one
+PACE_WINDOW_SECONDS window over the last PACE_MEMORY_SECONDS (or in the current window,
+if faster so far), never below REGISTRATION_PACE_FLOOR_PER_SECOND. It is the peak, not the
+last window: while the refused come back as they were told, the replica writes only as
+fast as they arrive, and a rate taken from that would pace the next ones slower still
+while the replica idles. The agents add up to 50 % jitter on top, so the refused fleet
+comes back spread at about the rate it can be written.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Final
 
 PACE_WINDOW_SECONDS: Final = 1.0
+# How long a window's rate is remembered as what the replica can do.
+PACE_MEMORY_SECONDS: Final = 30.0
 REGISTRATION_PACE_FLOOR_PER_SECOND: Final = 500.0
 REGISTRATION_MAX_RETRY_AFTER_SECONDS: Final = 60
 
 
 class RetryPace:
-    """The written rate of one replica, and the virtual queue of refused registrations."""
+    """The write rate one replica has shown, and the virtual queue of refused
+    registrations."""
 
     def __init__(
         self,
@@ -38,8 +50,10 @@ class RetryPace:
         self._clock = clock
         self._window_start = clock()
         self._written_now = 0
-        self._written_last = 0.0
-        self._slot = 0.0
+        # (end of the window, registrations written in it) of recent windows with writes.
+        self._windows: deque[tuple[float, int]] = deque()
+        self._ahead = 0.0
+        self._ahead_at = self._window_start
 
     def written(self, agents: int) -> None:
         """``agents`` registrations were just written."""
@@ -47,25 +61,33 @@ class RetryPace:
         self._written_now += agents
 
     def rate_per_second(self) -> float:
+        """Registrations per second this replica showed it can write (at least the floor)."""
         now = self._clock()
         self._roll(now)
+        while self._windows and now - self._windows[0][0] > PACE_MEMORY_SECONDS:
+            self._windows.popleft()
+        peak = max((written for _, written in self._windows), default=0) / PACE_WINDOW_SECONDS
         elapsed = max(now - self._window_start, 1e-3)
         current = self._written_now / elapsed if elapsed >= PACE_WINDOW_SECONDS / 4 else 0.0
-        return max(self._floor, self._written_last / PACE_WINDOW_SECONDS, current)
+        return max(self._floor, peak, current)
 
     def retry_after_seconds(self, unanswered: int) -> int:
-        """The Retry-After of one more refused registration (it takes the next slot)."""
+        """The Retry-After of one more refused registration (it takes the next place)."""
         now = self._clock()
         rate = self.rate_per_second()
-        self._slot = max(self._slot, now + unanswered / rate) + 1.0 / rate
-        wait = math.ceil(self._slot - now)
+        self._ahead = max(0.0, self._ahead - rate * (now - self._ahead_at))
+        self._ahead_at = now
+        wait = math.ceil((unanswered + self._ahead + 1) / rate)
+        self._ahead += 1
         return min(max(wait, 1), REGISTRATION_MAX_RETRY_AFTER_SECONDS)
 
     def _roll(self, now: float) -> None:
         if now - self._window_start < PACE_WINDOW_SECONDS:
             return
         windows = (now - self._window_start) // PACE_WINDOW_SECONDS
-        # A window with nothing written in it (quiet) counts as such.
-        self._written_last = self._written_now if windows == 1 else 0
+        # Writes roll the window first, so what was counted belongs to the window that
+        # just ended, however late the roll.
+        if self._written_now:
+            self._windows.append((self._window_start + PACE_WINDOW_SECONDS, self._written_now))
         self._written_now = 0
         self._window_start += windows * PACE_WINDOW_SECONDS

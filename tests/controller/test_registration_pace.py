@@ -1,9 +1,14 @@
 """The Retry-After of registrations refused for a full queue: a virtual queue that lets
-the refused come back at the rate the replica writes, never sooner than 1 s, at most 60 s."""
+the refused come back at the rate the replica showed it can write, never sooner than 1 s,
+at most 60 s."""
 
 from __future__ import annotations
 
-from controller.registration_pace import REGISTRATION_MAX_RETRY_AFTER_SECONDS, RetryPace
+from controller.registration_pace import (
+    PACE_MEMORY_SECONDS,
+    REGISTRATION_MAX_RETRY_AFTER_SECONDS,
+    RetryPace,
+)
 
 
 class Clock:
@@ -41,14 +46,46 @@ def test_the_wait_is_capped() -> None:
     assert max(waits) == REGISTRATION_MAX_RETRY_AFTER_SECONDS
 
 
-def test_a_quiet_spell_forgets_the_measured_rate_and_the_slots() -> None:
-    """Two windows later with nothing written, the floor applies again, and the slots
-    handed out long ago do not delay a newcomer."""
+def test_a_long_quiet_spell_forgets_the_measured_rate_and_the_places() -> None:
+    """Once nothing was written for the memory's length, the floor applies again, and the
+    places handed out long ago do not delay a newcomer."""
     clock = Clock()
     pace = RetryPace(floor_per_second=500, clock=clock)
     pace.written(50_000)
     clock.now += 1.0
     assert pace.rate_per_second() == 50_000
-    clock.now += 2.0
+    for _ in range(3000):
+        pace.retry_after_seconds(unanswered=0)
+    clock.now += PACE_MEMORY_SECONDS + 1.0
     assert pace.rate_per_second() == 500
+    assert pace.retry_after_seconds(unanswered=0) == 1
+
+
+def test_paced_arrivals_do_not_lower_the_rate() -> None:
+    """A replica that wrote 2,000 in a second and then only the 300 a second that come back
+    as told is still taken to write 2,000 a second: the refused are not paced slower and
+    slower while it idles."""
+    clock = Clock()
+    pace = RetryPace(floor_per_second=500, clock=clock)
+    pace.written(2000)
+    for _ in range(10):
+        clock.now += 1.0
+        pace.written(300)
+    clock.now += 1.0
+    assert pace.rate_per_second() == 2000
+    waits = [pace.retry_after_seconds(unanswered=2000) for _ in range(4000)]
+    assert (waits[0], waits[-1]) == (2, 3)
+
+
+def test_a_better_estimate_moves_every_place_ahead_forward() -> None:
+    """2,000 refused before anything was written are told up to 4 s at the floor rate;
+    once the replica has shown 4,000 a second, the next one refused is not put behind
+    those 4 s but after the 2,000 ahead at the new rate: 1 s."""
+    clock = Clock()
+    pace = RetryPace(floor_per_second=500, clock=clock)
+    early = [pace.retry_after_seconds(unanswered=0) for _ in range(2000)]
+    assert early[-1] == 4
+    pace.written(4000)
+    clock.now += 0.3
+    assert pace.rate_per_second() > 4000
     assert pace.retry_after_seconds(unanswered=0) == 1
