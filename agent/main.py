@@ -12,6 +12,7 @@ from agent.runner import Agent
 from agent.settings import AgentSettings
 from agent.status import StatusServerUnavailable, status_server
 from common.cli import load_settings, parse_service_args, service_parser
+from common.event_loop import loop_factory
 from common.logs import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -31,7 +32,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = load_settings(AgentSettings, args.env_file, ENV_PREFIX)
     configure_logging(settings.log_level)
     try:
-        asyncio.run(_serve(settings))
+        with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+            runner.run(_serve(settings))
     except StatusServerUnavailable as exc:
         logger.error(
             "agent.status_server_failed %s: set %sSTATUS_PORT to a free port, or to nothing "

@@ -51,6 +51,7 @@ from agent.settings import AgentSettings
 from agent.storage import CachedConfig, Identity, Storage, StorageWriter
 from agent.worker_client import WorkerClient
 from common.backoff import Backoff
+from common.event_loop import running_loop_name
 from common.supervision import Supervisor
 from common.tasks import cancel_and_wait
 
@@ -304,11 +305,12 @@ class Agent:
     def _log_start(self) -> None:
         identity, held = self.identity, self.cached_config
         logger.info(
-            "agent.started agent_id=%s cached_version=%s worker_url=%s state_dir=%s",
+            "agent.started agent_id=%s cached_version=%s worker_url=%s state_dir=%s event_loop=%s",
             identity.agent_id if identity else None,
             held.version if held else None,
             self._settings.worker_url,
             self._settings.state_dir,
+            running_loop_name(),
         )
 
     # -- single steps, for tests ------------------------------------------------------

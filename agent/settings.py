@@ -19,6 +19,7 @@ from agent.constants import (
     DEFAULT_WORKER_URL,
     ENV_PREFIX,
 )
+from common.event_loop import DEFAULT_EVENT_LOOP, EventLoopName, event_loop_name
 from common.models import HttpUrlText
 from common.settings import (
     blank_secret_is_unset,
@@ -55,6 +56,8 @@ class AgentSettings(BaseSettings):
     status_host: str = Field(default=DEFAULT_STATUS_HOST, min_length=1)
     status_port: int | None = Field(default=DEFAULT_STATUS_PORT, ge=1, le=65535)
     log_level: str = "INFO"
+    # The event loop: uvloop (libuv: less CPU per request and per apply), or Python's own.
+    event_loop: EventLoopName = DEFAULT_EVENT_LOOP
 
     @model_validator(mode="before")
     @classmethod
@@ -94,6 +97,11 @@ class AgentSettings(BaseSettings):
         if base is not None and value < base:
             raise ValueError(f"must be at least {ENV_PREFIX}BACKOFF_BASE_SECONDS ({base})")
         return value
+
+    @field_validator("event_loop", mode="before")
+    @classmethod
+    def _event_loop_any_case(cls, value: Any) -> Any:
+        return event_loop_name(value)
 
     @field_validator("log_level")
     @classmethod

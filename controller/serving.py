@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from common.event_loop import loop_factory
 from controller import keys
 from controller.app import create_app
 from controller.constants import LISTEN_BACKLOG, PARENT_CHECK_SECONDS, SHUTDOWN_TIMEOUT_SECONDS
@@ -27,12 +28,7 @@ logger = logging.getLogger(__name__)
 
 def new_event_loop(settings: ControllerSettings) -> Callable[[], asyncio.AbstractEventLoop]:
     """The factory of the loop ``CONTROLLER_EVENT_LOOP`` names."""
-    if settings.event_loop == "uvloop":
-        # Imported only when chosen: CONTROLLER_EVENT_LOOP=asyncio runs without it.
-        import uvloop
-
-        return uvloop.new_event_loop
-    return asyncio.new_event_loop
+    return loop_factory(settings.event_loop)
 
 
 def serve_alone(settings: ControllerSettings) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -14,6 +14,7 @@ from common.constants import (
     MAX_POLL_INTERVAL_SECONDS,
     MIN_POLL_INTERVAL_SECONDS,
 )
+from common.event_loop import DEFAULT_EVENT_LOOP, EventLoopName, event_loop_name
 from common.settings import (
     blank_secret_is_unset,
     known_log_level,
@@ -82,7 +83,7 @@ class ControllerSettings(BaseSettings):
     # ...), so Prometheus scrapes every process, not whichever the kernel picks. Unset: none.
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     # The event loop each process runs: uvloop (libuv), or Python's own.
-    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    event_loop: EventLoopName = DEFAULT_EVENT_LOOP
     # Secrets: a database or Redis URL may carry a password.
     database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
     database_url_file: Path | None = None
@@ -134,7 +135,7 @@ class ControllerSettings(BaseSettings):
     @field_validator("event_loop", mode="before")
     @classmethod
     def _event_loop_any_case(cls, value: Any) -> Any:
-        return value.strip().lower() if isinstance(value, str) else value
+        return event_loop_name(value)
 
     @field_validator("metrics_port", mode="before")
     @classmethod

@@ -44,11 +44,14 @@ async def _read_until(stream: asyncio.StreamReader, needle: str, count: int) -> 
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
 async def test_process_backs_off_and_stops_cleanly_on_sigterm(
-    tmp_path: Path, closed_port_url: str
+    tmp_path: Path, closed_port_url: str, event_loop: str
 ) -> None:
-    """The real process logs its backoff, then exits 0 promptly on SIGTERM."""
+    """The real process, on either event loop (AGENT_EVENT_LOOP), says which loop runs,
+    logs its backoff, then exits 0 promptly on SIGTERM."""
     env = {
+        "AGENT_EVENT_LOOP": event_loop,
         **os.environ,
         "AGENT_CONTROLLER_URL": closed_port_url,
         "AGENT_WORKER_URL": closed_port_url,
@@ -75,6 +78,7 @@ async def test_process_backs_off_and_stops_cleanly_on_sigterm(
             await process.wait()
     output = "".join(lines) + rest
     assert code == 0
+    assert f"event_loop={event_loop}" in output
     assert "agent.stop_requested signal=SIGTERM" in output
     assert "agent.stopped" in output
     assert REGISTRATION_TOKEN not in output

@@ -45,6 +45,7 @@ def test_defaults_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.request_timeout_seconds == 10
     assert (settings.status_host, settings.status_port) == ("127.0.0.1", 8090)
     assert settings.log_level == "INFO"
+    assert settings.event_loop == "uvloop"
 
 
 def test_every_setting_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -64,6 +65,7 @@ def test_every_setting_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_pat
         AGENT_STATUS_HOST="0.0.0.0",
         AGENT_STATUS_PORT="9190",
         AGENT_LOG_LEVEL="debug",
+        AGENT_EVENT_LOOP=" AsyncIO ",
     )
     settings = AgentSettings(_env_file=None)
     assert settings.worker_url == "https://worker.test:9443"
@@ -78,6 +80,7 @@ def test_every_setting_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert settings.request_timeout_seconds == 3
     assert (settings.status_host, settings.status_port) == ("0.0.0.0", 9190)
     assert settings.log_level == "DEBUG"
+    assert settings.event_loop == "asyncio"
 
 
 def test_secrets_from_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -216,3 +219,11 @@ def test_bad_status_port_is_refused_by_name(monkeypatch: pytest.MonkeyPatch, por
     set_env(monkeypatch, **REQUIRED, AGENT_STATUS_PORT=port)
     text = error_text()
     assert "AGENT_STATUS_PORT:" in text
+
+
+def test_unknown_event_loop_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """AGENT_EVENT_LOOP names uvloop or asyncio; anything else is refused, naming it."""
+    set_env(monkeypatch, **REQUIRED, AGENT_EVENT_LOOP="trio")
+    text = error_text()
+    assert "AGENT_EVENT_LOOP:" in text
+    assert "'uvloop' or 'asyncio'" in text
