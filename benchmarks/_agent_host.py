@@ -3,7 +3,11 @@
 Started by propagation.py with a JSON spec as argv[1]::
 
     {"first": 0, "count": 2500, "controllers": ["http://127.0.0.1:P", ...],
-     "registration_token": "...", "state_root": "/dev/shm/...", "register_rate": 75.0}
+     "registration_token": "...", "state_root": "/dev/shm/...", "register_rate": 75.0,
+     "event_loop": "uvloop", "confirm_at_once": true, "redis_parser": "hiredis"}
+
+The loop is the agent's own setting (``AGENT_EVENT_LOOP``): uvloop as shipped, or
+Python's own.
 
 Agent ``i`` (global index) talks to ``controllers[i % len(controllers)]`` and hands its
 configuration to a stand-in worker at ``http://127.0.0.1:<port>/w/<i>``: one small aiohttp
@@ -38,6 +42,7 @@ import _support as S  # noqa: E402
 from agent import controller_client  # noqa: E402
 from agent.runner import Agent  # noqa: E402
 from agent.settings import AgentSettings  # noqa: E402
+from common.event_loop import DEFAULT_EVENT_LOOP  # noqa: E402
 
 
 class Counters:
@@ -67,6 +72,26 @@ def count_polls() -> None:
     controller_client.ControllerClient.fetch_config = fetch_config  # type: ignore[method-assign]
 
 
+def parse_redis_in_python() -> None:
+    """Benchmark-only: the agents' Redis replies parsed by redis-py's own Python parser,
+    as without hiredis (``"redis_parser": "python"``)."""
+    from redis._parsers import _AsyncRESP2Parser
+
+    from agent import hints as agent_hints
+    from common.hints import subscriber_client
+
+    def python_parsed(url: str) -> Any:
+        client = subscriber_client(url)
+        client.connection_pool.connection_kwargs["parser_class"] = _AsyncRESP2Parser
+        return client
+
+    agent_hints.subscriber_client = python_parsed  # type: ignore[attr-defined]
+
+
+def _no_news() -> None:
+    """The reconciler's news is not passed on (see ``confirm_at_once``)."""
+
+
 async def answer_driver(workers: S.StandInWorkers, agents: list[Agent]) -> None:
     """Answer the driver's ``stats`` requests on stdin until it says ``stop`` (or closes)."""
     loop = asyncio.get_running_loop()
@@ -92,8 +117,16 @@ async def answer_driver(workers: S.StandInWorkers, agents: list[Agent]) -> None:
             return
 
 
-async def main() -> None:
-    spec = json.loads(sys.argv[1])
+# What a spec may leave out: the agent as shipped.
+SPEC_DEFAULTS: dict[str, Any] = {
+    "event_loop": DEFAULT_EVENT_LOOP,
+    "confirm_at_once": True,
+    "redis_parser": "hiredis",
+    "switch_interval": 0.0,
+}
+
+
+async def main(spec: dict[str, Any]) -> None:
     S.raise_nofile()
     if spec.get("switch_interval"):
         # All agents of this host share one storage thread. Each of its syscalls (write,
@@ -107,6 +140,8 @@ async def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     count_polls()
+    if spec["redis_parser"] == "python":
+        parse_redis_in_python()
     workers = S.StandInWorkers()
     runner, port = await workers.serve()
     S.emit({"type": "ready", "worker_port": port, "pid": os.getpid()})
@@ -133,9 +168,14 @@ async def main() -> None:
                 state_dir=Path(spec["state_root"]) / str(i),
                 hostname=f"bench-{i}",
                 log_level="WARNING",
+                event_loop=spec["event_loop"],
                 _env_file=None,
             )
             agent = Agent(settings, storage_executor=storage_thread)
+            if not spec["confirm_at_once"]:
+                # Benchmark-only: the agent reports an apply on its next poll only, as
+                # before it confirmed at once (the controller's cost of confirmation).
+                agent.reconciler.on_news(_no_news)
             agents.append(agent)
             tasks.append(asyncio.create_task(agent.run()))
             next_at += gap
@@ -166,4 +206,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    host_spec = {**SPEC_DEFAULTS, **json.loads(sys.argv[1])}
+    S.run_host(main(host_spec), host_spec["event_loop"])

@@ -22,12 +22,14 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from common.event_loop import DEFAULT_EVENT_LOOP, EventLoopName, loop_factory
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_DIR = REPO / "benchmarks"
@@ -75,6 +77,9 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        # When the figures were written (the benchmark's own load included): how busy
+        # the machine was, rather than a claim about it.
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -103,6 +108,25 @@ def proc_cpu_seconds(pid: int) -> float:
     fields = raw.rsplit(")", 1)[1].split()
     # fields[0] is the state (field 3): utime is field 14, stime field 15.
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (a controller's workers)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in text.split()]
+
+
+def with_children(pids: Sequence[int]) -> list[int]:
+    """``pids`` and their live children: CONTROLLER_WORKERS=N is a parent and N workers."""
+    return [*pids, *(child for pid in pids for child in children(pid))]
+
+
+def cpu_seconds_with_children(pid: int) -> float:
+    """The CPU seconds of ``pid`` and of its live child processes."""
+    return sum(proc_cpu_seconds(p) for p in with_children([pid]))
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -634,6 +658,18 @@ class StandInWorkers:
             self.events.append((i, version, time.time()))
             self.applies += 1
         return self._status(i)
+
+
+EVENT_LOOPS: tuple[EventLoopName, ...] = ("uvloop", "asyncio")
+
+
+def run_host(
+    main: Coroutine[Any, Any, None], event_loop: EventLoopName = DEFAULT_EVENT_LOOP
+) -> None:
+    """Run a host process's ``main`` on the event loop named (an agent's own setting,
+    ``AGENT_EVENT_LOOP``: uvloop as shipped, or Python's own)."""
+    with asyncio.Runner(loop_factory=loop_factory(event_loop)) as runner:
+        runner.run(main)
 
 
 def emit(obj: dict[str, Any]) -> None:

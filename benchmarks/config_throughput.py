@@ -91,19 +91,6 @@ Cases = dict[str, tuple[str, dict[str, str], int]]
 (with its children: a controller's workers)."""
 
 
-def cpu_seconds_with_children(pid: int) -> float:
-    """The CPU seconds of ``pid`` and of its live child processes."""
-    return S.proc_cpu_seconds(pid) + sum(S.proc_cpu_seconds(c) for c in _children(pid))
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(child) for child in text.split()]
-
-
 def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -113,19 +100,40 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument(
+        "--before",
+        metavar="DIR",
+        help="also load the controller of this other checkout (with its .venv, as shipped "
+        "there) in every round: this code's 304 path next to an older one's, same sitting",
+    )
     return parser.parse_args()
 
 
 def _start_controller(
-    stack: ExitStack, workdir: Path, name: str, database_url: str, extra: dict[str, str]
+    stack: ExitStack,
+    workdir: Path,
+    name: str,
+    database_url: str,
+    extra: dict[str, str],
+    tree: Path | None = None,
 ) -> tuple[str, dict[str, str], str, int]:
     """One controller holding one version and one agent: (base URL, the agent's headers,
-    the version's ETag, pid)."""
+    the version's ETag, pid). With ``tree``: that checkout's controller, on its .venv."""
     env = S.controller_env(
         database_url=database_url, port=S.free_port(), redis_url=None, poll_interval_seconds=30
     )
     env.update(extra)
-    controller, base = S.start_controller(env, workdir, name)
+    if tree is None:
+        controller, base = S.start_controller(env, workdir, name)
+    else:
+        controller = S.spawn(
+            [str(tree / ".venv" / "bin" / "python"), "-m", "controller"],
+            env={**env, "PYTHONPATH": str(tree)},
+            log_path=workdir / f"{name}.log",
+            cwd=workdir,
+        )
+        base = f"http://{S.LOOPBACK}:{env['CONTROLLER_PORT']}"
+        S.wait_http_ok(f"{base}/healthz", timeout=60, proc=controller)
     stack.callback(S.stop_process, controller)
     answer, agent_headers = S.publish_and_register(base)
     # The ETag the controller gave this version ("<version>-<digest>"): a bare number
@@ -157,6 +165,11 @@ def _start_servers(stack: ExitStack, args: argparse.Namespace) -> Cases:
         name: _start_controller(stack, workdir, name, _database(stack, args, workdir, name), extra)
         for name, extra in CONTROLLERS.items()
     }
+    if args.before:
+        name = "controller_before"
+        started[name] = _start_controller(
+            stack, workdir, name, _database(stack, args, workdir, name), {}, Path(args.before)
+        )
     bare_port = S.free_port()
     bare = S.spawn(
         [S.PYTHON, str(S.BENCH_DIR / "_bare_app.py"), str(bare_port)],
@@ -192,7 +205,7 @@ def _measure(cases: Cases, args: argparse.Namespace) -> dict[str, list[WrkSample
     samples: dict[str, list[WrkSample]] = {name: [] for name in cases}
     for rnd in range(args.rounds):
         for name, (url, headers, pid) in cases.items():
-            cpu0, t0 = cpu_seconds_with_children(pid), time.monotonic()
+            cpu0, t0 = S.cpu_seconds_with_children(pid), time.monotonic()
             out = run_wrk(
                 url,
                 headers,
@@ -200,7 +213,7 @@ def _measure(cases: Cases, args: argparse.Namespace) -> dict[str, list[WrkSample
                 connections=args.connections,
                 threads=args.threads,
             )
-            cpu = (cpu_seconds_with_children(pid) - cpu0) / (time.monotonic() - t0)
+            cpu = (S.cpu_seconds_with_children(pid) - cpu0) / (time.monotonic() - t0)
             sample = parse_wrk(out)
             sample["server_cpu_percent"] = round(100 * cpu, 1)
             samples[name].append(sample)
@@ -231,6 +244,9 @@ def _ratios(samples: dict[str, list[WrkSample]]) -> dict[str, float]:
         "controller_200_vs_bare_304": ("controller_200", "bare_aiohttp_304"),
         "two_workers_304_vs_one": ("controller_2_workers_304", "controller_304"),
     }
+    if "controller_before_304" in samples:
+        pairs["controller_304_vs_before_304"] = ("controller_304", "controller_before_304")
+        pairs["controller_before_304_vs_bare_304"] = ("controller_before_304", "bare_aiohttp_304")
     return {
         key: round(S.median(_round_ratios(samples, name, base)), 3)
         for key, (name, base) in pairs.items()
@@ -296,6 +312,11 @@ def _report(
         f"{ratios['two_workers_304_vs_one']:.2f} (target >= {TARGET_WORKERS_GAIN}: "
         f"{'MET' if gain_met else 'MISSED'})"
     )
+    if "controller_304_vs_before_304" in ratios:
+        print(
+            f"this code's 304 / the other checkout's = {ratios['controller_304_vs_before_304']:.2f} "
+            f"(the other's / bare 304 = {ratios['controller_before_304_vs_bare_304']:.2f})"
+        )
     bad = sum(s["bad_responses"] for runs in samples.values() for s in runs)
     if bad:
         print(f"WARNING: {bad} responses were not 2xx/3xx")
@@ -310,6 +331,7 @@ def _report(
                 "rounds": args.rounds,
                 "order": order,
                 "controller_database": args.database,
+                "before": _describe_tree(Path(args.before)) if args.before else None,
                 "note": "wrk, the controllers and the bare app share the same cores; "
                 "ratios are medians of per-round ratios (cases loaded seconds apart)",
             },
@@ -327,6 +349,17 @@ def _report(
         },
     )
     print(f"wrote {path}")
+
+
+def _describe_tree(tree: Path) -> str:
+    """The other checkout's commit, for the record."""
+    commit = subprocess.run(
+        ["git", "-C", str(tree), "log", "-1", "--format=%h %s"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return f"{tree} at {commit or 'an unknown commit'}"
 
 
 def _version(package: str) -> str:

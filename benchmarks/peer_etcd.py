@@ -9,7 +9,8 @@ on free loopback client and peer ports, its data directory in a fresh temp dir (
 real disk by default, ``--data-root``: etcd fsyncs its WAL on every put), stopped at the
 end. PUTs version 1 of the configuration under one key, then starts K watcher-host
 processes (this script with ``--host SPEC``; K = 2, or 4 above 2,000 watchers), each
-running its share of the watchers in one stock asyncio loop beside one stand-in worker
+running its share of the watchers in one asyncio loop (``--loop``: uvloop, as the
+fleetconf agent's, or Python's own) beside one stand-in worker
 server (``_support.StandInWorkers``, the worker rules of propagation.py). Each watcher
 (its own aiohttp session) range-reads the key, hands the value to its worker, then holds
 a streaming watch (``POST /v3/watch`` on etcd 3.4's JSON gateway) and POSTs every event's
@@ -49,6 +50,8 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 
 import _support as S  # noqa: E402
 import aiohttp  # noqa: E402
+
+from common.event_loop import EventLoopName  # noqa: E402
 
 KEY = "fleetconf/config"
 WORKER_TIMEOUT_SECONDS = 10.0
@@ -311,6 +314,8 @@ class EtcdOptions:
     change_timeout: float = 15.0
     data_root: str = tempfile.gettempdir()
     keep: bool = False
+    # The watcher hosts' event loop: the same as the agent hosts' in a side-by-side run.
+    event_loop: EventLoopName = "uvloop"
 
 
 async def measure_etcd(opts: EtcdOptions) -> dict[str, Any]:
@@ -344,6 +349,7 @@ async def measure_etcd(opts: EtcdOptions) -> dict[str, Any]:
                     "count": count,
                     "etcd": url,
                     "launch_rate": opts.launch_rate / procs,
+                    "event_loop": opts.event_loop,
                 }
                 first += count
                 proc = await S.spawn_agent_host(
@@ -474,6 +480,7 @@ def summarize(
         "setup": {
             "watcher_host_processes": procs,
             "launch_rate_per_second": opts.launch_rate,
+            "watcher_host_event_loop": opts.event_loop,
             "launch_seconds": round(launch_seconds, 1),
             "pause_between_changes_seconds": opts.pause,
             "change_timeout_seconds": opts.change_timeout,
@@ -548,11 +555,19 @@ def main() -> None:
     parser.add_argument(
         "--data-root", default=tempfile.gettempdir(), help="where etcd's temp data dir goes"
     )
+    parser.add_argument(
+        "--loop",
+        choices=S.EVENT_LOOPS,
+        default="uvloop",
+        help="the watcher hosts' event loop (propagation.py's agent hosts run the agent's "
+        "default, uvloop)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dirs with the logs")
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args()
     if args.host:
-        asyncio.run(host_main(json.loads(args.host)))
+        spec = json.loads(args.host)
+        S.run_host(host_main(spec), spec["event_loop"])
         return
     S.raise_nofile()
     opts = EtcdOptions(
@@ -564,6 +579,7 @@ def main() -> None:
         change_timeout=args.change_timeout,
         data_root=args.data_root,
         keep=args.keep,
+        event_loop=args.loop,
     )
     result = asyncio.run(measure_etcd(opts))
     report(result)

@@ -286,6 +286,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "state_root": str(workdir / "agents"),
                     "register_rate": args.register_rate / procs,
                     "switch_interval": args.host_switch_interval,
+                    "event_loop": args.loop,
+                    "confirm_at_once": args.confirm_at_once,
+                    "redis_parser": args.redis_parser,
                 }
                 first += count
                 log = workdir / f"agent-host-{k}.log"
@@ -387,7 +390,8 @@ async def measure(
     ramp_seconds = await wait_registered(args, n, procs, hosts, applies, first_version, workdir)
 
     groups: dict[str, Any] = {
-        "controllers": [p.pid for p in controllers],
+        # With CONTROLLER_WORKERS=N, the workers are the parent's children.
+        "controllers": S.with_children([p.pid for p in controllers]),
         "agent_hosts": [h.pid for h in hosts],
         "postgres": "postgres",
     }
@@ -518,6 +522,7 @@ async def measure(
         "confirm_timeout_seconds": args.confirm_timeout,
         "fleet_requests_for_confirmation": confirm.requests,
         "controller_cpu_seconds_per_change_median": _median_of(measured, "controller_cpu_seconds"),
+        "agent_host_cpu_ms_per_apply_median": _median_of(measured, "agent_host_cpu_ms_per_apply"),
         "controller_requests_per_agent_median": _median_of(
             measured, "controller_requests_per_agent"
         ),
@@ -537,7 +542,11 @@ async def measure(
         "controller_whatif": args.controller_whatif or None,
         "setup": {
             "agent_host_processes": procs,
+            "controller_workers": args.controller_workers,
             "agent_host_switch_interval_seconds": args.host_switch_interval or 0.005,
+            "agent_host_event_loop": args.loop,
+            "agents_confirm_at_once": args.confirm_at_once,
+            "agents_redis_parser": args.redis_parser,
             "register_rate_per_second": args.register_rate,
             "registration_ramp_seconds": round(ramp_seconds, 1),
             "pause_between_changes_seconds": args.pause,
@@ -741,6 +750,7 @@ def etcd_options(args: argparse.Namespace) -> EtcdOptions:
         pause=args.pause,
         launch_rate=args.register_rate,
         change_timeout=args.change_timeout or 15.0,
+        event_loop=args.loop,
     )
 
 
@@ -759,20 +769,55 @@ async def run_with_peer(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+# --sitting's variants: what each changes from fleetconf as committed (or etcd's run).
+SITTING_VARIANTS = {
+    "adaptive": "fleetconf as committed (agents on uvloop, confirming at once)",
+    "fixed": "the hint spread before it followed the measured service rate",
+    "unconfirmed": "agents report an apply on their next poll only (before confirmation)",
+    "asyncio": "agents on Python's own event loop (AGENT_EVENT_LOOP=asyncio)",
+    "no_hiredis": "agents parse Redis replies in Python (redis-py without hiredis)",
+    "previous_agent": "agents on Python's loop, Redis replies parsed in Python (as before)",
+    "etcd": "etcd 3.4, the watcher hosts on --loop",
+    "etcd_asyncio": "etcd 3.4, the watcher hosts on Python's own event loop",
+}
+ETCD_VARIANTS = ("etcd", "etcd_asyncio")
+
+
+def sitting_variants(text: str) -> list[str]:
+    variants = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in SITTING_VARIANTS]
+    if unknown or not variants or len(set(variants)) != len(variants):
+        raise argparse.ArgumentTypeError(
+            f"a comma-separated list of distinct variants from {', '.join(SITTING_VARIANTS)}"
+        )
+    return variants
+
+
+def variant_args(args: argparse.Namespace, variant: str) -> argparse.Namespace:
+    out = copy.copy(args)
+    out.controller_whatif = "fixed_spread" if variant == "fixed" else ""
+    out.confirm_at_once = variant != "unconfirmed"
+    if variant in ("asyncio", "etcd_asyncio", "previous_agent"):
+        out.loop = "asyncio"
+    if variant in ("no_hiredis", "previous_agent"):
+        out.redis_parser = "python"
+    return out
+
+
 async def sitting(args: argparse.Namespace) -> dict[str, Any]:
-    """--sitting K: K rounds of fleetconf with the fixed spread, fleetconf as committed and
-    etcd, interleaved (each round starts one variant later); medians and ratios."""
-    variants = ["fixed", "adaptive", "etcd"]
+    """--sitting K: K rounds of the --variants, interleaved (round r starts r variants
+    later); medians and ratios to etcd."""
+    variants: list[str] = args.variants
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     for r in range(args.sitting):
-        for v in variants[r % 3 :] + variants[: r % 3]:
+        shift = r % len(variants)
+        for v in variants[shift:] + variants[:shift]:
             print(f"\n=== round {r + 1}/{args.sitting}: {v} ===", flush=True)
-            if v == "etcd":
-                runs[v].append(with_other_cpu(await measure_etcd(etcd_options(args))))
-                continue
-            variant_args = copy.copy(args)
-            variant_args.controller_whatif = "fixed_spread" if v == "fixed" else ""
-            runs[v].append(await run(variant_args))
+            if v in ETCD_VARIANTS:
+                opts = etcd_options(variant_args(args, v))
+                runs[v].append(with_other_cpu(await measure_etcd(opts)))
+            else:
+                runs[v].append(await run(variant_args(args, v)))
     return summarize_sitting(args, runs)
 
 
@@ -783,19 +828,28 @@ def summarize_sitting(
         values = [r[key] for r in rows if r.get(key) is not None]
         return round(S.median(values), 4) if values else None
 
-    etcd = runs["etcd"]
-    etcd_p50 = round(S.median([r["apply"]["p50_seconds"] for r in etcd]), 4)
-    etcd_p99 = round(S.median([r["apply"]["p99_seconds"] for r in etcd]), 4)
-    summary: dict[str, Any] = {
-        "etcd": {
+    summary: dict[str, Any] = {}
+    for v in (v for v in runs if v in ETCD_VARIANTS):
+        etcd = runs[v]
+        summary[v] = {
             "runs": len(etcd),
-            "apply_p50_seconds_median": etcd_p50,
-            "apply_p99_seconds_median": etcd_p99,
+            "apply_p50_seconds_median": round(
+                S.median([r["apply"]["p50_seconds"] for r in etcd]), 4
+            ),
+            "apply_p99_seconds_median": round(
+                S.median([r["apply"]["p99_seconds"] for r in etcd]), 4
+            ),
             "apply_p99_seconds_per_run": [r["apply"]["p99_seconds"] for r in etcd],
+            "agent_host_cpu_ms_per_apply_median": round(
+                S.median(
+                    [ch["watcher_host_cpu_ms_per_apply"] for r in etcd for ch in r["changes"]]
+                ),
+                3,
+            ),
             "other_cpu_percent_median": med(etcd, "other_cpu_percent_median"),
         }
-    }
-    for v in ("fixed", "adaptive"):
+    etcd_p99 = summary.get("etcd", {}).get("apply_p99_seconds_median")
+    for v in (v for v in runs if v not in ETCD_VARIANTS):
         rows = runs[v]
         p99 = med(rows, "p99_seconds")
         summary[v] = {
@@ -811,6 +865,7 @@ def summarize_sitting(
             "controller_cpu_seconds_per_change_median": med(
                 rows, "controller_cpu_seconds_per_change_median"
             ),
+            "agent_host_cpu_ms_per_apply_median": med(rows, "agent_host_cpu_ms_per_apply_median"),
             "controller_requests_per_agent_median": med(
                 rows, "controller_requests_per_agent_median"
             ),
@@ -818,12 +873,15 @@ def summarize_sitting(
                 {x for r in rows for x in r.get("hint_spread_seconds_published", [])}
             ),
             "other_cpu_percent_median": med(rows, "other_cpu_percent_median"),
-            "p99_ratio_to_etcd": _ratio(p99, etcd_p99),
         }
+        if etcd_p99 is not None:
+            summary[v]["p99_ratio_to_etcd"] = _ratio(p99, etcd_p99)
     return {
         "agents": args.agents,
         "rounds": args.sitting,
-        "order": "round r runs the variants fixed, adaptive, etcd rotated by r",
+        "variants": {v: SITTING_VARIANTS[v] for v in runs},
+        "loop": args.loop,
+        "order": "round r runs the variants in the order given, rotated by r",
         "summary": summary,
         "runs": runs,
         "machine": S.machine(),
@@ -834,22 +892,18 @@ def summarize_sitting(
 def report_sitting(result: dict[str, Any]) -> None:
     s = result["summary"]
     rows = []
-    for v, label in (
-        ("fixed", "fleetconf, fixed spread (before)"),
-        ("adaptive", "fleetconf, adaptive spread"),
-        ("etcd", "etcd 3.4"),
-    ):
-        x = s[v]
+    for v, x in s.items():
         rows.append(
             [
-                label,
+                v,
                 x["runs"],
                 x["apply_p50_seconds_median"],
                 x["apply_p99_seconds_median"],
                 " / ".join(f"{p:.3f}" for p in x["apply_p99_seconds_per_run"] if p is not None),
-                x.get("p99_ratio_to_etcd", 1.0),
+                x.get("p99_ratio_to_etcd", "-"),
                 x.get("confirmed_all_seconds_last_change_median") or "-",
                 x.get("controller_cpu_seconds_per_change_median") or "-",
+                x.get("agent_host_cpu_ms_per_apply_median") or "-",
                 x.get("controller_requests_per_agent_median") or "-",
                 x["other_cpu_percent_median"],
             ]
@@ -857,8 +911,11 @@ def report_sitting(result: dict[str, Any]) -> None:
     print(
         f"\nsitting: {result['agents']} agents / watchers, {result['rounds']} interleaved rounds (medians over runs)"
     )
+    for v, meaning in result["variants"].items():
+        print(f"  {v}: {meaning}")
     headers = ["", "runs", "apply p50 s", "apply p99 s", "p99 per run", "p99 / etcd"]
-    headers += ["known all s (last change)", "ctrl CPU-s/change", "GET/agent", "other CPU%"]
+    headers += ["known all s (last change)", "ctrl CPU-s/change", "host CPU ms/apply"]
+    headers += ["GET/agent", "other CPU%"]
     print(S.table(headers, rows))
 
 
@@ -866,7 +923,7 @@ def save_sitting(result: dict[str, Any]) -> Path:
     return S.upsert_results(SITTING_FILE, result, key="agents")
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -919,6 +976,13 @@ def main() -> None:
         help="run the controllers under benchmark-only patches (see _controller_whatif.py) to estimate a fix; such runs are saved to propagation_whatif.json",
     )
     parser.add_argument(
+        "--loop",
+        choices=S.EVENT_LOOPS,
+        default="uvloop",
+        help="the agent hosts' event loop (AGENT_EVENT_LOOP; uvloop as shipped), and the "
+        "etcd watcher hosts' with --peer/--sitting",
+    )
+    parser.add_argument(
         "--host-switch-interval",
         type=float,
         default=0.0,
@@ -945,11 +1009,27 @@ def main() -> None:
         type=int,
         default=0,
         metavar="K",
-        help="K interleaved rounds of: fleetconf with the fixed spread, fleetconf as committed, etcd; medians and ratios to results/propagation_sitting.json",
+        help="K interleaved rounds of the --variants; medians and ratios to results/propagation_sitting.json",
+    )
+    parser.add_argument(
+        "--variants",
+        type=sitting_variants,
+        default=sitting_variants("adaptive,etcd"),
+        help="--sitting's variants, comma-separated: "
+        + "; ".join(f"{k}: {v}" for k, v in SITTING_VARIANTS.items()),
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir with the logs")
     parser.add_argument("--no-save", action="store_true")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    # Agents confirm an apply at once (the "unconfirmed" variant of a sitting: on their
+    # next poll only, as before confirmation).
+    args.confirm_at_once = True
+    # hiredis, as installed with the agent (the "no_hiredis" variant: redis-py's own).
+    args.redis_parser = "hiredis"
     if args.confirm_timeout is None:
         args.confirm_timeout = (args.poll_interval or HINTS_POLL_INTERVAL_SECONDS) + 15.0
     if args.spread == "fixed":
@@ -959,9 +1039,10 @@ def main() -> None:
         report_sitting(sat)
         if not args.no_save:
             print(f"wrote {save_sitting(sat)}")
-            last = sat["runs"]["adaptive"][-1]
-            last["peer"] = sat["runs"]["etcd"][-1]
-            print(f"wrote {save(last)} (the last round's fleetconf run, etcd's as its peer)")
+            if "adaptive" in sat["runs"] and "etcd" in sat["runs"]:
+                last = sat["runs"]["adaptive"][-1]
+                last["peer"] = sat["runs"]["etcd"][-1]
+                print(f"wrote {save(last)} (the last round's fleetconf run, etcd's as its peer)")
         return
     if not args.no_hints and shutil.which("redis-server") is None:
         raise SystemExit("redis-server is not installed")

@@ -132,8 +132,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ratio_after_to_before": round(medians["after"] / medians["before"], 2),
         "machine": S.machine(),
         "note": "one controller process on PostgreSQL each; before and after interleaved in "
-        "one sitting on a shared 2-core machine (other engineers' tests and benchmarks ran "
-        "meanwhile); wrk on the same machine",
+        "one sitting; wrk on the same machine (machine.load_average_1_5_15 tells how busy "
+        "it was)",
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 

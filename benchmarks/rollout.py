@@ -247,8 +247,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "healthy": healthy,
         "failing": failing,
         "machine": S.machine(),
-        "note": "measured on a shared 2-core machine (other engineers' tests and benchmarks "
-        "running meanwhile); one run, figures are indicative",
+        "note": "one run, the agent hosts on the same machine (machine.load_average_1_5_15 "
+        "tells how busy it was)",
         "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
 
