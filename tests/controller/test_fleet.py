@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from typing import Any
 
 import pytest
@@ -390,7 +389,9 @@ async def test_fleet_routes_are_admin_only_and_refusals_change_nothing(
         "6f1c2a8e-4b7d-4e0a-9c3f-2d5b8a1e7f9",
         "6f1c2a8e-4b7d-4e0a-9c3f-2d5b8a1e7f90x",
         "x" * 4000,
-        str(uuid.uuid4()),
+        # Well-formed, and no agent's: the database is fresh. Fixed, so that every test
+        # process collects the same test ids.
+        "3b0f6c52-8d1e-4f7a-9a64-5c2e1d7b8f03",
     ],
 )
 async def test_unknown_or_malformed_agent_ids_are_404(
