@@ -694,16 +694,22 @@ def write_results(name: str, payload: Any) -> Path:
     return path
 
 
-def upsert_results(name: str, result: dict[str, Any], *, key: str) -> Path:
+def upsert_results(name: str, result: dict[str, Any], *, key: str | tuple[str, ...]) -> Path:
     """Add ``result`` to the list of runs in ``name``, replacing the run with the same
-    ``key`` (e.g. the fleet size), sorted by that key."""
+    ``key`` (e.g. the fleet size; a tuple of fields for several), sorted by it."""
+    fields = (key,) if isinstance(key, str) else key
     path = RESULTS_DIR / name
     runs: list[dict[str, Any]] = []
     if path.exists():
         with suppress(ValueError):
             runs = json.loads(path.read_text())
-    runs = [run for run in runs if run.get(key) != result[key]] + [result]
-    runs.sort(key=lambda run: int(run[key]))
+
+    def identity(run: dict[str, Any]) -> tuple[tuple[int, int, str], ...]:
+        values = (run.get(field) for field in fields)
+        return tuple((0, v, "") if isinstance(v, int) else (1, 0, str(v)) for v in values)
+
+    runs = [run for run in runs if identity(run) != identity(result)] + [result]
+    runs.sort(key=identity)
     return write_results(name, runs)
 
 

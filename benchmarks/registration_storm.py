@@ -330,7 +330,7 @@ def main() -> None:
     report(result)
     if not args.no_save:
         name = RESULTS_FILE if not args.code else RESULTS_FILE.replace(".json", "_other_code.json")
-        print(f"wrote {S.upsert_results(name, result, key='agents')}")
+        print(f"wrote {S.upsert_results(name, result, key=('agents', 'connections'))}")
     if not result["passed"]:
         raise SystemExit(1)
 
