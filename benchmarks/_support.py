@@ -672,6 +672,36 @@ def run_host(
         runner.run(main)
 
 
+class Arrivals:
+    """When each member (an agent, a watcher) reached each key (a version, a revision),
+    from every host's events ``[member, key, time]``; wakes whoever waits for a full key."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.by_key: dict[int, dict[int, float]] = {}
+        self._changed = asyncio.Event()
+
+    def add(self, events: list[list[Any]]) -> None:
+        for member, key, t in events:
+            self.by_key.setdefault(key, {})[member] = t
+        self._changed.set()
+
+    def count(self, key: int) -> int:
+        return len(self.by_key.get(key, {}))
+
+    async def wait_for(self, key: int, timeout: float) -> bool:
+        """True once ``expected`` members reached ``key``; False after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while self.count(key) < self.expected:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._changed.clear()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(left, 1.0))
+        return True
+
+
 def emit(obj: dict[str, Any]) -> None:
     """One JSON line to the driver."""
     sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")

@@ -238,29 +238,8 @@ class Times:
     """Apply and notify times per revision, from every host."""
 
     def __init__(self, expected: int) -> None:
-        self.expected = expected
-        self.applied: dict[int, dict[int, float]] = {}
-        self.notified: dict[int, dict[int, float]] = {}
-        self._changed = asyncio.Event()
-
-    def add(self, into: dict[int, dict[int, float]], events: list[list[Any]]) -> None:
-        for i, revision, t in events:
-            into.setdefault(revision, {})[i] = t
-        self._changed.set()
-
-    def count(self, revision: int) -> int:
-        return len(self.applied.get(revision, {}))
-
-    async def wait_for(self, revision: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while self.count(revision) < self.expected:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), min(left, 1.0))
-        return True
+        self.applied = S.Arrivals(expected)
+        self.notified = S.Arrivals(expected)
 
 
 class Host(S.HostProcess):
@@ -271,9 +250,9 @@ class Host(S.HostProcess):
 
     def on_message(self, kind: str | None, msg: dict[str, Any]) -> None:
         if kind == "applied":
-            self.times.add(self.times.applied, msg["events"])
+            self.times.applied.add(msg["events"])
         elif kind == "notified":
-            self.times.add(self.times.notified, msg["events"])
+            self.times.notified.add(msg["events"])
         elif kind == "started":
             self.started.set()
 
@@ -387,7 +366,7 @@ async def wait_watching(
     )
     while True:
         st = await sum_stats(hosts)
-        if st["watching"] >= n and times.count(first_revision) >= n:
+        if st["watching"] >= n and times.applied.count(first_revision) >= n:
             break
         if time.monotonic() - t0 > n / opts.launch_rate * 3 + 120:
             raise RuntimeError(
@@ -414,10 +393,10 @@ async def measure_changes(
         meter = S.CpuMeter(groups)
         meter.start()
         revision, t_put = await put(c + 1)
-        complete = await times.wait_for(revision, opts.change_timeout)
+        complete = await times.applied.wait_for(revision, opts.change_timeout)
         cpu = meter.stop()
-        got = times.applied.get(revision, {})
-        notes = times.notified.get(revision, {})
+        got = times.applied.by_key.get(revision, {})
+        notes = times.notified.by_key.get(revision, {})
         after = await sum_stats(hosts)
         missing = [opts.change_timeout] * (n - len(got))
         row = {

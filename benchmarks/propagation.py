@@ -69,7 +69,7 @@ class Host(S.HostProcess):
     """One agent-host process (benchmarks/_agent_host.py); its workers' applies go to
     ``applies``."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, log: Path, applies: Applies) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, log: Path, applies: S.Arrivals) -> None:
         self.log = log
         self.applies = applies
         self.started = asyncio.Event()
@@ -83,36 +83,6 @@ class Host(S.HostProcess):
 
     async def stop(self) -> None:
         await self.stop_process(stopped_timeout=60)
-
-
-class Applies:
-    """Apply times per version, from every host; wakes whoever waits for a full version."""
-
-    def __init__(self, expected: int) -> None:
-        self.expected = expected
-        self.by_version: dict[int, dict[int, float]] = {}
-        self._changed = asyncio.Event()
-
-    def add(self, events: list[list[Any]]) -> None:
-        for agent, version, t in events:
-            self.by_version.setdefault(version, {})[agent] = t
-        self._changed.set()
-
-    def count(self, version: int) -> int:
-        return len(self.by_version.get(version, {}))
-
-    async def wait_for(self, version: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while self.count(version) < self.expected:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), min(left, 1.0))
-            except TimeoutError:
-                pass
-        return True
 
 
 class ConfirmWatch:
@@ -274,7 +244,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if hint_log is not None:
                 await hint_log.start()
 
-            applies = Applies(n)
+            applies = S.Arrivals(n)
             hosts: list[Host] = []
             first = 0
             for k, count in enumerate(S.shares(n, procs)):
@@ -330,7 +300,7 @@ async def wait_registered(
     n: int,
     procs: int,
     hosts: list[Host],
-    applies: Applies,
+    applies: S.Arrivals,
     first_version: int,
     workdir: Path,
 ) -> float:
@@ -378,7 +348,7 @@ async def measure(
     controllers: list[Any],
     redis_pid: int | None,
     hosts: list[Host],
-    applies: Applies,
+    applies: S.Arrivals,
     post_config: PostConfig,
     first_version: int,
     workdir: Path,
@@ -416,7 +386,7 @@ async def measure(
             break
         confirmed = confirm.track(version, t_post) if args.confirm_timeout else {}
         ok = await applies.wait_for(version, change_timeout)
-        got = applies.by_version.get(version, {})
+        got = applies.by_key.get(version, {})
         last = max(got.values()) if got else t_post
         cpu = meter.stop()
         after = await gather_stats(hosts)
