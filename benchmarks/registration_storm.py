@@ -69,6 +69,11 @@ class Storm:
     # Seconds from the start at which a 429 came back, and the Retry-After it named.
     refused_at: list[float] = field(default_factory=list)
     retry_after_given: list[float] = field(default_factory=list)
+    # time.time() at the start, and seconds from it at which the controller stamped each
+    # agent row (its registered_at): when registrations were written, as against when
+    # the client saw them answered.
+    started_at: float = 0.0
+    written_at: list[float] = field(default_factory=list)
 
     async def agent(self, index: int, session: aiohttp.ClientSession, start: float) -> None:
         """One agent's registration, retried as the agent retries it."""
@@ -128,6 +133,7 @@ async def storm(
     connector = aiohttp.TCPConnector(limit=connections, force_close=False)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         start = time.perf_counter()
+        result.started_at = time.time()
         tasks = [asyncio.create_task(result.agent(i, session, start)) for i in range(agents)]
         _, pending = await asyncio.wait(tasks, timeout=give_up_seconds)
         for task in pending:
@@ -149,6 +155,14 @@ def rows_in_database(database_url: str, *, keyed: bool) -> tuple[dict[str, int],
         ids = {str(r[0]) for r in conn.execute("SELECT id FROM agents")}
     names = ("rows", "distinct_ids", "keys", "distinct_keys")
     return dict(zip(names, (int(value) for value in row), strict=True)), ids
+
+
+def written_seconds(database_url: str, started_at: float) -> list[float]:
+    """Seconds from ``started_at`` (time.time()) to each agent row's registered_at."""
+    plain = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(plain) as conn:
+        rows = conn.execute("SELECT extract(epoch FROM registered_at) FROM agents").fetchall()
+    return [float(row[0]) - started_at for row in rows]
 
 
 def summarise(
@@ -191,8 +205,9 @@ def summarise(
         "registered_p50_ms": round(S.percentile(whole, 50) * MS_PER_SECOND, 1),
         "registered_p99_ms": round(S.percentile(whole, 99) * MS_PER_SECOND, 1),
         "retry_after_seconds_given": _spread(sorted(fleet.retry_after_given)),
-        # Per second from the start: agents registered, and 429s answered.
-        "timeline": timeline(whole, fleet.refused_at),
+        # Per second from the start: agents registered (as the client saw them), 429s
+        # answered, and agent rows written (as the controller stamped them).
+        "timeline": timeline(whole, fleet.refused_at, fleet.written_at),
         "database": rows,
         "cpu_seconds": {name: round(value, 2) for name, value in cpu.items()},
         "controller_cpu_share": round(cpu["controller"] / elapsed, 2),
@@ -216,12 +231,16 @@ def _spread(values: list[float]) -> dict[str, float] | None:
     }
 
 
-def timeline(registered: list[float], refused: list[float]) -> list[list[int]]:
-    """[second, agents registered in it, 429s answered in it] for every second."""
-    last = int(max(registered + refused, default=0.0)) + 1
+def timeline(
+    registered: list[float], refused: list[float], written: list[float]
+) -> list[list[int]]:
+    """[second, agents registered in it, 429s answered in it, rows written in it] for
+    every second."""
+    last = int(max(registered + refused + written, default=0.0)) + 1
     done = Counter(int(t) for t in registered)
     refusals = Counter(int(t) for t in refused)
-    return [[second, done[second], refusals[second]] for second in range(last)]
+    rows = Counter(int(t) for t in written)
+    return [[second, done[second], refusals[second], rows[second]] for second in range(last)]
 
 
 def start_controller(
@@ -259,6 +278,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "client": time.process_time() - cpu_before[2],
         }
         database = await asyncio.to_thread(rows_in_database, database_url, keyed=not args.code)
+        fleet.written_at = await asyncio.to_thread(written_seconds, database_url, fleet.started_at)
         return summarise(args, fleet, elapsed, database, cpu)
 
 
@@ -298,8 +318,8 @@ def report(result: dict[str, Any]) -> None:
             )
         )
     print(
-        "per second (registered/429): "
-        + " ".join(f"{s}:{done}/{refused}" for s, done, refused in result["timeline"])
+        "per second (registered as seen by the client / 429 / rows written): "
+        + " ".join(f"{s}:{done}/{refused}/{rows}" for s, done, refused, rows in result["timeline"])
     )
     for name, ok in result["checks"].items():
         print(f"  {'ok  ' if ok else 'FAIL'} {name}")
