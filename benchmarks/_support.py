@@ -24,8 +24,9 @@ import urllib.request
 import uuid
 from collections.abc import Coroutine, Mapping, Sequence
 from contextlib import ExitStack, suppress
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from aiohttp import web
 
@@ -450,6 +451,52 @@ def start_controller(
     return proc, base
 
 
+@dataclass(frozen=True)
+class FleetServices:
+    """What a fleet benchmark runs against: Redis (None without hints), a throwaway
+    PostgreSQL database and the controller replicas."""
+
+    redis_pid: int | None
+    redis_url: str | None
+    database_url: str
+    controllers: list[subprocess.Popen[bytes]]
+    bases: list[str]
+
+
+def start_fleet_services(
+    stack: ExitStack,
+    workdir: Path,
+    *,
+    hints: bool,
+    replicas: int,
+    poll_interval_seconds: int,
+    extra_env: Mapping[str, str] | None = None,
+    whatif: str = "",
+) -> FleetServices:
+    """A private Redis (with ``hints``), a fresh PostgreSQL database and ``replicas``
+    controllers on them, each stopped (and the database dropped) by ``stack``."""
+    # Imported here: agent hosts import this module too, and need no pytest.
+    from tests.support.services import throwaway_postgres
+
+    redis_pid = redis_url = None
+    if hints:
+        redis_proc, redis_url = start_redis(workdir)
+        stack.callback(stop_process, redis_proc)
+        redis_pid = redis_proc.pid
+    database_url = stack.enter_context(throwaway_postgres())
+    controllers, bases = start_controllers(
+        stack,
+        workdir,
+        replicas=replicas,
+        database_url=database_url,
+        redis_url=redis_url,
+        poll_interval_seconds=poll_interval_seconds,
+        extra_env=extra_env,
+        whatif=whatif,
+    )
+    return FleetServices(redis_pid, redis_url, database_url, controllers, bases)
+
+
 def http_json(
     method: str,
     url: str,
@@ -503,6 +550,27 @@ async def spawn_agent_host(
         preexec_fn=raise_nofile,
         limit=2**24,
     )
+
+
+async def spawn_agent_hosts(
+    workdir: Path, agents: int, procs: int, spec: Mapping[str, Any]
+) -> list[tuple[asyncio.subprocess.Process, Path]]:
+    """``procs`` ``_agent_host.py`` processes sharing ``agents``: each gets ``spec`` (its
+    rate fields already divided by ``procs``) with its own ``first`` and ``count``;
+    (process, its log) each."""
+    started = []
+    first = 0
+    for k, count in enumerate(shares(agents, procs)):
+        log = workdir / f"agent-host-{k}.log"
+        host_spec = {**spec, "first": first, "count": count}
+        first += count
+        proc = await spawn_agent_host(
+            [PYTHON, str(BENCH_DIR / "_agent_host.py"), json.dumps(host_spec)],
+            workdir=workdir,
+            log_path=log,
+        )
+        started.append((proc, log))
+    return started
 
 
 class HostProcess:
@@ -660,7 +728,7 @@ class StandInWorkers:
         return self._status(i)
 
 
-EVENT_LOOPS: tuple[EventLoopName, ...] = ("uvloop", "asyncio")
+EVENT_LOOPS: tuple[EventLoopName, ...] = get_args(EventLoopName)
 
 
 def run_host(

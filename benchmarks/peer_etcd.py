@@ -51,7 +51,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 import _support as S  # noqa: E402
 import aiohttp  # noqa: E402
 
-from common.event_loop import EventLoopName  # noqa: E402
+from common.event_loop import DEFAULT_EVENT_LOOP, EventLoopName  # noqa: E402
 
 KEY = "fleetconf/config"
 WORKER_TIMEOUT_SECONDS = 10.0
@@ -294,7 +294,7 @@ class EtcdOptions:
     data_root: str = tempfile.gettempdir()
     keep: bool = False
     # The watcher hosts' event loop: the same as the agent hosts' in a side-by-side run.
-    event_loop: EventLoopName = "uvloop"
+    event_loop: EventLoopName = DEFAULT_EVENT_LOOP
 
 
 async def measure_etcd(opts: EtcdOptions) -> dict[str, Any]:
@@ -537,7 +537,7 @@ def main() -> None:
     parser.add_argument(
         "--loop",
         choices=S.EVENT_LOOPS,
-        default="uvloop",
+        default=DEFAULT_EVENT_LOOP,
         help="the watcher hosts' event loop (propagation.py's agent hosts run the agent's "
         "default, uvloop)",
     )

@@ -44,7 +44,7 @@ import redis.asyncio as aioredis  # noqa: E402
 from peer_etcd import EtcdOptions, measure_etcd  # noqa: E402
 
 from common.constants import DEFAULT_HINT_CHANNEL  # noqa: E402
-from tests.support.services import throwaway_postgres  # noqa: E402
+from common.event_loop import DEFAULT_EVENT_LOOP  # noqa: E402
 
 HINTS_POLL_INTERVAL_SECONDS = 60
 NO_HINTS_POLL_INTERVAL_SECONDS = 5
@@ -198,26 +198,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     run_started = time.time()
     with ExitStack() as stack:
         workdir = S.tmpfs_workdir(stack, "fleetconf-prop-", keep=args.keep)
-        redis_url = None
-        redis_pid = None
-        if hints:
-            redis_proc, redis_url = S.start_redis(workdir)
-            stack.callback(S.stop_process, redis_proc)
-            redis_pid = redis_proc.pid
-        database_url = stack.enter_context(throwaway_postgres())
         extra_env = {"CONTROLLER_WORKERS": str(args.controller_workers)}
         if args.hint_rate:
             extra_env["CONTROLLER_HINT_FETCH_RATE_PER_SECOND"] = str(args.hint_rate)
-        controllers, bases = S.start_controllers(
+        services = S.start_fleet_services(
             stack,
             workdir,
+            hints=hints,
             replicas=args.replicas,
-            database_url=database_url,
-            redis_url=redis_url,
             poll_interval_seconds=interval,
             extra_env=extra_env,
             whatif=args.controller_whatif,
         )
+        controllers, bases = services.controllers, services.bases
+        redis_url, redis_pid = services.redis_url, services.redis_pid
         print(
             f"controllers: {', '.join(bases)}; redis: {redis_url or 'none (--no-hints)'}",
             flush=True,
@@ -245,29 +239,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await hint_log.start()
 
             applies = S.Arrivals(n)
-            hosts: list[Host] = []
-            first = 0
-            for k, count in enumerate(S.shares(n, procs)):
-                spec = {
-                    "first": first,
-                    "count": count,
-                    "controllers": bases,
-                    "registration_token": S.REGISTRATION_TOKEN,
-                    "state_root": str(workdir / "agents"),
-                    "register_rate": args.register_rate / procs,
-                    "switch_interval": args.host_switch_interval,
-                    "event_loop": args.loop,
-                    "confirm_at_once": args.confirm_at_once,
-                    "redis_parser": args.redis_parser,
-                }
-                first += count
-                log = workdir / f"agent-host-{k}.log"
-                proc = await S.spawn_agent_host(
-                    [S.PYTHON, str(S.BENCH_DIR / "_agent_host.py"), json.dumps(spec)],
-                    workdir=workdir,
-                    log_path=log,
-                )
-                hosts.append(Host(proc, log, applies))
+            spec = {
+                "controllers": bases,
+                "registration_token": S.REGISTRATION_TOKEN,
+                "state_root": str(workdir / "agents"),
+                "register_rate": args.register_rate / procs,
+                "switch_interval": args.host_switch_interval,
+                "event_loop": args.loop,
+                "confirm_at_once": args.confirm_at_once,
+                "redis_parser": args.redis_parser,
+            }
+            hosts = [
+                Host(proc, log, applies)
+                for proc, log in await S.spawn_agent_hosts(workdir, n, procs, spec)
+            ]
             try:
                 return await measure(
                     args,
@@ -948,7 +933,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--loop",
         choices=S.EVENT_LOOPS,
-        default="uvloop",
+        default=DEFAULT_EVENT_LOOP,
         help="the agent hosts' event loop (AGENT_EVENT_LOOP; uvloop as shipped), and the "
         "etcd watcher hosts' with --peer/--sitting",
     )

@@ -39,8 +39,6 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 import _support as S  # noqa: E402
 import aiohttp  # noqa: E402
 
-from tests.support.services import throwaway_postgres  # noqa: E402
-
 RESULTS_FILE = "rollout.json"
 POLL_INTERVAL_SECONDS = 30
 ROLLED_BACK_TARGET_SECONDS = 2.0
@@ -175,18 +173,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     n = args.agents
     with ExitStack() as stack:
         workdir = S.tmpfs_workdir(stack, "fleetconf-rollout-", keep=args.keep)
-        redis_proc, redis_url = S.start_redis(workdir)
-        stack.callback(S.stop_process, redis_proc)
-        database_url = stack.enter_context(throwaway_postgres())
-        controllers, bases = S.start_controllers(
+        services = S.start_fleet_services(
             stack,
             workdir,
+            hints=True,
             replicas=args.replicas,
-            database_url=database_url,
-            redis_url=redis_url,
             poll_interval_seconds=POLL_INTERVAL_SECONDS,
             extra_env={"CONTROLLER_LOG_LEVEL": args.controller_log_level},
         )
+        controllers, bases = services.controllers, services.bases
         base = bases[0]
         applies = Applies()
         async with aiohttp.ClientSession() as http:
@@ -194,25 +189,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"{base}/config", json={"url": "https://example.com/base"}, headers=_admin()
             ) as resp:
                 first_version = int((await resp.json())["version"])
-            hosts: list[Host] = []
-            first = 0
-            for k, count in enumerate(S.shares(n, args.agent_procs)):
-                spec = {
-                    "first": first,
-                    "count": count,
-                    "controllers": bases,
-                    "registration_token": S.REGISTRATION_TOKEN,
-                    "state_root": str(workdir / "agents"),
-                    "register_rate": args.register_rate / args.agent_procs,
-                    "switch_interval": args.host_switch_interval,
-                }
-                first += count
-                proc = await S.spawn_agent_host(
-                    [S.PYTHON, str(S.BENCH_DIR / "_agent_host.py"), json.dumps(spec)],
-                    workdir=workdir,
-                    log_path=workdir / f"agent-host-{k}.log",
-                )
-                hosts.append(Host(proc, applies))
+            spec = {
+                "controllers": bases,
+                "registration_token": S.REGISTRATION_TOKEN,
+                "state_root": str(workdir / "agents"),
+                "register_rate": args.register_rate / args.agent_procs,
+                "switch_interval": args.host_switch_interval,
+            }
+            hosts = [
+                Host(proc, applies)
+                for proc, _log in await S.spawn_agent_hosts(workdir, n, args.agent_procs, spec)
+            ]
             try:
                 registered = await _wait_all(
                     applies, first_version, n, n / args.register_rate * 3 + 120

@@ -62,7 +62,6 @@ from common.constants import (  # noqa: E402
     MAX_PAGE_LIMIT,
 )
 from controller.constants import LEDGER_FLUSH_SECONDS  # noqa: E402
-from tests.support.services import throwaway_postgres  # noqa: E402
 
 RESULTS_FILE = "soak.json"
 # What the admin posts: one distinct configuration per change, so each one is a version.
@@ -743,18 +742,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     run_started = time.time()
     with ExitStack() as stack:
         workdir = S.tmpfs_workdir(stack, "fleetconf-soak-", keep=args.keep)
-        redis_proc, redis_url = S.start_redis(workdir)
-        stack.callback(S.stop_process, redis_proc)
-        database_url = stack.enter_context(throwaway_postgres())
-        controllers, bases = S.start_controllers(
+        services = S.start_fleet_services(
             stack,
             workdir,
+            hints=True,
             replicas=args.replicas,
-            database_url=database_url,
-            redis_url=redis_url,
             poll_interval_seconds=max(1, math.ceil(args.interval)),
         )
-        print(f"controllers: {', '.join(bases)}; redis: {redis_url}", flush=True)
+        controllers, bases, redis_pid = services.controllers, services.bases, services.redis_pid
+        assert redis_pid is not None  # started with hints
+        print(f"controllers: {', '.join(bases)}; redis: {services.redis_url}", flush=True)
 
         hosts = await start_hosts(args, bases, workdir, procs)
         records: list[dict[str, Any]] = []
@@ -763,7 +760,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS)
             ) as http:
                 result = await soak(
-                    args, n, procs, bases, controllers, redis_proc.pid, hosts, http, database_url
+                    args,
+                    n,
+                    procs,
+                    bases,
+                    controllers,
+                    redis_pid,
+                    hosts,
+                    http,
+                    services.database_url,
                 )
         finally:
             stopped = await asyncio.gather(*(h.stop() for h in hosts), return_exceptions=True)
