@@ -9,7 +9,11 @@ registers as the real agent does: ``POST /register`` with its own ``Idempotency-
 (kept across its retries); a 429 is retried after Retry-After x (1 + 0.5 x random), as
 the agent waits; anything else but 201 (a 503, no answer) is an error, counted, and
 retried the same way with the agent's backoff. ``--connections 0`` gives every agent its
-own connection, as a real fleet has; a number caps the client's connections.
+own keep-alive connection, as a real fleet has; a number caps the client's connections.
+
+The agents speak HTTP/1.1 through a lean client (``_lean_http.py``, on uvloop), not
+aiohttp's: the client shares the machine with the controller it measures, and aiohttp's
+client spent a core for the first 7 s of a storm opening connections.
 
 Then it checks, in the database, that every agent was registered exactly once: as many
 rows as agents, each the agent id its agent was answered, and no row for a key twice.
@@ -24,12 +28,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import random
 import subprocess
 import sys
 import time
+import urllib.parse
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,11 +46,12 @@ from typing import Any
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
 
 import _support as S  # noqa: E402
-import aiohttp  # noqa: E402
 import psycopg  # noqa: E402
+from _lean_http import LeanConnection, LeanHttpError, request_bytes  # noqa: E402
 
 from common.backoff import Backoff  # noqa: E402
 from common.constants import HEADER_IDEMPOTENCY_KEY  # noqa: E402
+from common.event_loop import DEFAULT_EVENT_LOOP, loop_factory  # noqa: E402
 from tests.support.services import throwaway_postgres  # noqa: E402
 
 RESULTS_FILE = "registration_storm.json"
@@ -74,21 +83,26 @@ class Storm:
     # the client saw them answered.
     started_at: float = 0.0
     written_at: list[float] = field(default_factory=list)
+    connections_opened: int = 0
 
-    async def agent(self, index: int, session: aiohttp.ClientSession, start: float) -> None:
+    async def agent(self, index: int, connections: _Connections, start: float) -> None:
         """One agent's registration, retried as the agent retries it."""
         headers = {
             "Authorization": f"Bearer {S.REGISTRATION_TOKEN}",
             HEADER_IDEMPOTENCY_KEY: str(uuid.uuid4()),
+            "Content-Type": "application/json",
         }
-        body = {"hostname": f"storm-{index}", "labels": {"bench": "storm"}}
+        body = json.dumps({"hostname": f"storm-{index}", "labels": {"bench": "storm"}})
+        request = request_bytes(
+            "POST", "/register", connections.host_header, headers, body.encode()
+        )
         rng = random.Random(index)
         backoff = Backoff(
             base_seconds=BACKOFF_BASE_SECONDS, max_seconds=BACKOFF_MAX_SECONDS, rng=rng
         )
         for _attempt in range(MAX_ATTEMPTS):
             t0 = time.perf_counter()
-            status, retry_after, agent_id = await self._attempt(session, headers, body)
+            status, retry_after, agent_id = await self._attempt(connections, index, request)
             self.attempt_seconds.append(time.perf_counter() - t0)
             if agent_id is not None:
                 self.answered[index] = agent_id
@@ -108,19 +122,58 @@ class Storm:
         self.failed_agents += 1
 
     async def _attempt(
-        self, session: aiohttp.ClientSession, headers: dict[str, str], body: dict[str, Any]
+        self, connections: _Connections, index: int, request: bytes
     ) -> tuple[str, float | None, str | None]:
         """(status or exception name, Retry-After seconds, the agent id of a 201)."""
-        try:
-            async with session.post(self.url, json=body, headers=headers) as resp:
-                payload = await resp.json(content_type=None)
-                header = resp.headers.get("Retry-After", "")
+        async with connections.one(index) as connection:
+            try:
+                answer = await connection.exchange(request, REQUEST_TIMEOUT_SECONDS)
+                header = answer.headers.get("retry-after", "")
                 retry_after = float(header) if header.isdigit() else None
-                if resp.status == 201:
-                    return "201", None, str(payload["agent_id"])
-                return str(resp.status), retry_after, None
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            return type(exc).__name__, None, None
+                if answer.status == 201:
+                    return "201", None, str(json.loads(answer.body)["agent_id"])
+                return str(answer.status), retry_after, None
+            except (LeanHttpError, ValueError, KeyError) as exc:
+                return (
+                    str(exc) if isinstance(exc, LeanHttpError) else type(exc).__name__,
+                    None,
+                    None,
+                )
+
+
+class _Connections:
+    """The client's connections: one per agent (``limit`` 0), or a pool of ``limit``
+    shared by all agents."""
+
+    def __init__(self, base: str, agents: int, limit: int) -> None:
+        url = urllib.parse.urlsplit(base)
+        assert url.hostname is not None and url.port is not None
+        self.host_header = url.netloc
+        count = limit or agents
+        self._pool = [LeanConnection(url.hostname, url.port) for _ in range(count)]
+        self._shared = limit > 0
+        self._free: asyncio.Queue[LeanConnection] = asyncio.Queue()
+        for connection in self._pool:
+            self._free.put_nowait(connection)
+
+    @contextlib.asynccontextmanager
+    async def one(self, index: int) -> AsyncIterator[LeanConnection]:
+        if not self._shared:
+            yield self._pool[index]
+            return
+        connection = await self._free.get()
+        try:
+            yield connection
+        finally:
+            self._free.put_nowait(connection)
+
+    @property
+    def opened(self) -> int:
+        return sum(connection.opened for connection in self._pool)
+
+    def close(self) -> None:
+        for connection in self._pool:
+            connection.close()
 
 
 async def storm(
@@ -129,18 +182,22 @@ async def storm(
     """Every agent at once; (what they saw, seconds until the last one registered). Agents
     not registered after ``give_up_seconds`` are stopped and count as failed."""
     result = Storm(url=f"{base}/register")
-    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS)
-    connector = aiohttp.TCPConnector(limit=connections, force_close=False)
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+    pool = _Connections(base, agents, connections)
+    try:
         start = time.perf_counter()
         result.started_at = time.time()
-        tasks = [asyncio.create_task(result.agent(i, session, start)) for i in range(agents)]
-        _, pending = await asyncio.wait(tasks, timeout=give_up_seconds)
+        tasks = [asyncio.create_task(result.agent(i, pool, start)) for i in range(agents)]
+        done, pending = await asyncio.wait(tasks, timeout=give_up_seconds)
+        for task in done:
+            task.result()
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         result.failed_agents += len(pending)
         elapsed = time.perf_counter() - start
+        result.connections_opened = pool.opened
+    finally:
+        pool.close()
     return result, elapsed
 
 
@@ -197,6 +254,7 @@ def summarise(
         "rows_without_an_answer": len(database_ids - answered_ids),
         "registrations_per_second": round(args.agents / elapsed, 1),
         "attempts": len(attempts),
+        "client_connections_opened": fleet.connections_opened,
         "retried_429": fleet.retried_429,
         "errors": dict(fleet.errors),
         "failed_agents": fleet.failed_agents,
@@ -288,6 +346,7 @@ def report(result: dict[str, Any]) -> None:
         ["seconds until all registered", result["seconds"]],
         ["registrations / s", result["registrations_per_second"]],
         ["attempts (429 retried)", f"{result['attempts']} ({result['retried_429']})"],
+        ["client connections opened", result["client_connections_opened"]],
         ["errors other than 429", f"{sum(result['errors'].values())} {result['errors']}"],
         [
             "attempt latency p50 / p99 ms",
@@ -346,7 +405,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    result = asyncio.run(run(args))
+    with asyncio.Runner(loop_factory=loop_factory(DEFAULT_EVENT_LOOP)) as runner:
+        result = runner.run(run(args))
     report(result)
     if not args.no_save:
         name = RESULTS_FILE if not args.code else RESULTS_FILE.replace(".json", "_other_code.json")
