@@ -52,10 +52,15 @@ def apply(spec: str) -> None:
     if pool_kwargs:
         original = db.create_engine
 
-        def create_engine(url: str) -> AsyncEngine:
+        def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> AsyncEngine:
             if db.is_sqlite(url):
                 return original(url)
-            kwargs = {"pool_size": 10, "max_overflow": 10, "pool_pre_ping": True, **pool_kwargs}
+            kwargs = {
+                "pool_size": pool_size,
+                "max_overflow": max_overflow,
+                "pool_pre_ping": True,
+                **pool_kwargs,
+            }
             return create_async_engine(url, **kwargs)
 
         # controller.app calls the name it imported from controller.db.

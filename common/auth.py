@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -50,6 +51,18 @@ def token_digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
+# The bytes of randomness in a secret (256 bits).
+SECRET_BYTES = 32
+
+
 def new_secret() -> str:
     """A fresh random secret, 256 bits, URL-safe."""
-    return secrets.token_urlsafe(32)
+    return secrets.token_urlsafe(SECRET_BYTES)
+
+
+def secret_of(random_bytes: bytes) -> str:
+    """The secret ``new_secret`` would make of these SECRET_BYTES random bytes (drawn
+    from ``secrets``/``os.urandom``), for callers that draw many at once."""
+    if len(random_bytes) != SECRET_BYTES:
+        raise ValueError(f"a secret takes {SECRET_BYTES} random bytes")
+    return base64.urlsafe_b64encode(random_bytes).rstrip(b"=").decode("ascii")

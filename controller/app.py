@@ -40,6 +40,7 @@ from controller.named_credentials import NamedCredentials
 from controller.ratelimit import RateLimiter
 from controller.registration import write_registrations
 from controller.registration_batch import RegistrationBatcher
+from controller.registration_writer import WriterThread
 from controller.routes import setup_routes
 from controller.settings import ControllerSettings, available_cores
 from controller.staged_driver import Announcer, StagedDriver
@@ -127,27 +128,36 @@ async def ledger_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def registrations_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Registrations, written in groups by one supervised loop; those still queued when
-    the replica stops are answered 503."""
-    database = app[keys.DATABASE]
+    """Registrations, written in groups by one supervised loop on a thread of its own
+    (:mod:`controller.registration_writer`); those still queued when the replica stops
+    are answered 503."""
+    settings = app[keys.SETTINGS]
+    writer = WriterThread(
+        settings.database_url.get_secret_value(),
+        event_loop=settings.event_loop,
+        name=REGISTRATION_LOOP,
+    )
+    writer.start()
     batcher = RegistrationBatcher(
-        write_group=lambda requests: database.transaction(
+        write_group=lambda requests: writer.database.transaction(
             lambda conn: write_registrations(conn, requests)
         ),
-        limit=app[keys.SETTINGS].registration_queue_limit,
+        limit=settings.registration_queue_limit,
         # A new agent's first poll on this replica needs no token lookup: a group's
         # agents poll together, and their lookups would crowd the pool.
         on_written=lambda written: app[keys.AGENT_TOKENS].remember(
             written.agent_id, written.token_hash
         ),
+        runner_loop=writer.loop,
     )
     app[keys.REGISTRATIONS] = batcher
-    task = app[keys.SUPERVISOR].start(REGISTRATION_LOOP, batcher.run)
+    task = app[keys.SUPERVISOR].start(REGISTRATION_LOOP, lambda: writer.run(batcher.run()))
     try:
         yield
     finally:
         await cancel_and_wait(task)
         batcher.fail_queued()
+        await writer.stop(CANCEL_GRACE_SECONDS)
 
 
 async def fleet_counts_ctx(app: web.Application) -> AsyncIterator[None]:

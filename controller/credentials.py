@@ -95,8 +95,9 @@ _BOOTSTRAP_ADMIN = Principal(role=Role.ADMIN, name=BOOTSTRAP_ADMIN_NAME)
 _REGISTRATION = Principal(role=Role.REGISTRATION)
 
 
-def issue_agent_token(agent_id: uuid.UUID) -> str:
-    return f"{agent_id}.{new_secret()}"
+def issue_agent_token(agent_id: uuid.UUID, secret: str | None = None) -> str:
+    """``agent_id.secret``: a fresh secret unless one (from ``secret_of``) is given."""
+    return f"{agent_id}.{secret or new_secret()}"
 
 
 def _agent_id_of(token: str) -> uuid.UUID | None:

@@ -278,8 +278,9 @@ def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """An async engine for ``url``; SQLite gets WAL, a busy timeout, BEGIN IMMEDIATE."""
+def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> AsyncEngine:
+    """An async engine for ``url``; SQLite gets WAL, a busy timeout, BEGIN IMMEDIATE.
+    PostgreSQL holds ``pool_size`` connections and opens up to ``max_overflow`` more."""
     if is_sqlite(url):
         prepare_sqlite_file(url)
         engine = create_async_engine(url)
@@ -288,8 +289,8 @@ def create_engine(url: str) -> AsyncEngine:
         return engine
     return create_async_engine(
         url,
-        pool_size=10,
-        max_overflow=10,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
         pool_pre_ping=True,
         pool_timeout=DATABASE_TIMEOUT_SECONDS,
         connect_args={

@@ -174,7 +174,7 @@ def _registration_groups(counts: BatchCounts) -> Iterator[Metric]:
     yield CounterMetricFamily(
         "fleetconf_controller_registration_queue_full",
         "Registrations refused with 429 because this replica held its limit of "
-        "unanswered ones (CONTROLLER_REGISTRATION_QUEUE_LIMIT).",
+        "unwritten ones (CONTROLLER_REGISTRATION_QUEUE_LIMIT), or was 1 s behind.",
         value=counts.queue_full,
     )
     yield CounterMetricFamily(

@@ -9,18 +9,29 @@ registrations``) takes the queue in groups and writes each group in one transact
        ▲                                    take up to REGISTRATION_BATCH_MAX_AGENTS,
        └──── its own Registration ◀──────── one transaction, then answer each
 
-- **Bounded.** At most ``limit`` registrations are held unanswered (queued or being
+- **Its own loop.** The batcher's loop may run on another event loop than the handlers
+  (the replica runs it on a thread of its own, :mod:`.registration_writer`, so a storm
+  of requests does not hold its transactions back). Only the queue crosses: handlers
+  append to it and wake the loop thread-safely; the loop hands each group's outcomes
+  back to the handlers' loop, which answers them and keeps the counts (the pace, shared,
+  locks).
+- **Bounded.** At most ``limit`` registrations are held unwritten (queued or being
   written), and none is queued behind one that has waited
-  REGISTRATION_QUEUE_MAX_WAIT_SECONDS already (the replica or its database is slower
-  than the arrivals); such a one is refused at once with 429 and a ``Retry-After`` that
-  paces the refused back at the rate this replica writes (:mod:`.registration_pace`).
+  REGISTRATION_QUEUE_MAX_WAIT_SECONDS already (the database is slower than the
+  arrivals); such a one is refused at once with 429 and a ``Retry-After`` that paces the
+  refused back at the rate this replica writes (:mod:`.registration_pace`). Written
+  registrations still on their way to their handlers do not count: refusing is for a
+  database that falls behind, not for a busy event loop, which a refused registration
+  would only cost again when it came back.
 - **All or nothing.** A group's transaction commits every agent in it or none; when it
   fails, each of its requests is answered 503 (409 for a key another replica took
   meanwhile: the group is tried once more first, and the key then found).
 - **Bounded wait.** A request waits at most the database bound (3 s) for its answer,
   queueing included, then gets 503; if it was still queued it is never written. One
   already in a transaction may still be committed: its agent retries with the same
-  idempotency key and gets that agent, not a second one.
+  idempotency key and gets that agent, not a second one. One whose transaction had
+  committed by then, its answer still on the way to the handlers' loop, is answered
+  201 with its agent.
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from common.errors import Conflict, FleetconfError, TooManyRequests, Unavailable
 from controller.constants import (
@@ -53,6 +65,9 @@ class _Waiting:
     request: RegistrationRequest
     answer: asyncio.Future[Registration]
     queued_at: float
+    # Set by the batcher's loop as soon as the group's transaction ended, before the
+    # answer is handed to the handlers' loop (read across threads).
+    outcome: Outcome | None = None
 
 
 @dataclass
@@ -75,6 +90,8 @@ class RegistrationBatcher:
     limit: int
     # Told of each agent written (the replica trusts its new token at once).
     on_written: Callable[[Registration], None] = lambda _registration: None
+    # The loop run() runs on, when not the handlers' own.
+    runner_loop: asyncio.AbstractEventLoop | None = None
     window_seconds: float = REGISTRATION_BATCH_WINDOW_SECONDS
     max_group: int = REGISTRATION_BATCH_MAX_AGENTS
     timeout_seconds: float = DATABASE_TIMEOUT_SECONDS
@@ -82,13 +99,21 @@ class RegistrationBatcher:
     clock: Callable[[], float] = time.monotonic
     counts: BatchCounts = field(default_factory=BatchCounts)
     pace: RetryPace = field(default_factory=RetryPace)
+    # Shared by both loops: appended by register(), taken by run() (deque is thread-safe).
     _queue: deque[_Waiting] = field(default_factory=deque)
-    _writing: int = 0
+    # The runner's: set (thread-safely) when a registration was queued.
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    # The runner's: how many it is writing (read by the handlers' loop).
+    _writing: int = 0
+    # The loop that answers (the handlers').
+    _home: asyncio.AbstractEventLoop | None = None
 
     @property
     def unanswered(self) -> int:
-        """Registrations queued or being written."""
+        """Registrations queued or being written: the writer's backlog. Those written and
+        on their way to their handlers are not counted: a storm that keeps the handlers'
+        loop busy is no reason to refuse what the database keeps up with (refused, they
+        would come back and cost that loop again)."""
         return len(self._queue) + self._writing
 
     async def register(self, request: RegistrationRequest) -> Registration:
@@ -103,13 +128,17 @@ class RegistrationBatcher:
                 f"{retry_after} s.",
                 retry_after_seconds=retry_after,
             )
-        waiting = _Waiting(request, asyncio.get_running_loop().create_future(), now)
+        self._home = asyncio.get_running_loop()
+        waiting = _Waiting(request, self._home.create_future(), now)
         self._queue.append(waiting)
-        self._arrived.set()
+        self._wake()
         try:
             async with asyncio.timeout(self.timeout_seconds):
                 return await asyncio.shield(waiting.answer)
         except TimeoutError:
+            written = self._written_meanwhile(waiting)
+            if written is not None:
+                return written
             raise Unavailable(
                 "The registration was not written in time; retry shortly with the same "
                 "Idempotency-Key."
@@ -119,9 +148,32 @@ class RegistrationBatcher:
             if not waiting.answer.done():
                 waiting.answer.cancel()
 
+    @staticmethod
+    def _written_meanwhile(waiting: _Waiting) -> Registration | None:
+        """The agent of a registration whose transaction committed before its wait ran
+        out, its answer still on the way to this loop (a storm keeps it busy): the agent
+        gets it now, not a 503 and a retry."""
+        if waiting.answer.done():
+            # Answered between the timeout and this (the same turn of the loop).
+            return None if waiting.answer.exception() else waiting.answer.result()
+        if isinstance(waiting.outcome, Registration):
+            waiting.answer.set_result(waiting.outcome)
+            return waiting.outcome
+        return None
+
+    def _wake(self) -> None:
+        if self.runner_loop is None or self.runner_loop is self._home:
+            self._arrived.set()
+        else:
+            self.runner_loop.call_soon_threadsafe(self._arrived.set)
+
     def _behind(self, now: float) -> bool:
         """The oldest queued registration has waited too long already."""
-        return bool(self._queue) and now - self._queue[0].queued_at >= self.max_wait_seconds
+        try:
+            oldest = self._queue[0]
+        except IndexError:  # empty, or just taken by the runner
+            return False
+        return now - oldest.queued_at >= self.max_wait_seconds
 
     async def run(self) -> None:
         """Write groups until cancelled (supervised: a failure restarts it)."""
@@ -139,12 +191,16 @@ class RegistrationBatcher:
 
     def _take(self) -> list[_Waiting]:
         group: list[_Waiting] = []
+        # Clear first: a registration queued from now on sets it again.
+        self._arrived.clear()
         while self._queue and len(group) < self.max_group:
             waiting = self._queue.popleft()
+            # Read across threads: one abandoned meanwhile is written, and its retry
+            # finds it by its key (as when it is abandoned during the transaction).
             if not waiting.answer.done():
                 group.append(waiting)
-        if not self._queue:
-            self._arrived.clear()
+        if self._queue:
+            self._arrived.set()
         return group
 
     async def _write(self, group: list[_Waiting]) -> None:
@@ -153,16 +209,25 @@ class RegistrationBatcher:
             outcomes = await self._outcomes([waiting.request for waiting in group])
         except BaseException:
             # Cancelled (a shutdown) or a bug: nobody is left without an answer.
-            _answer_all(group, Unavailable("The registration failed; retry shortly."))
+            self._hand_back(
+                _answer_all, group, Unavailable("The registration failed; retry shortly.")
+            )
             raise
         finally:
             self._writing = 0
-        self.counts.groups += 1
-        self.counts.agents += len(group)
+        # Counted as written now, not when the busy handlers' loop gets to the answers:
+        # the refused of a storm are paced by what the database takes meanwhile.
         self.pace.written(len(group))
-        self.counts.largest_group = max(self.counts.largest_group, len(group))
         for waiting, outcome in zip(group, outcomes, strict=True):
-            self._answer(waiting, outcome)
+            waiting.outcome = outcome
+        self._hand_back(self._deliver, group, outcomes)
+
+    def _hand_back(self, answer: Callable[..., None], *args: Any) -> None:
+        """Call ``answer`` on the handlers' loop (later, even when it is this one)."""
+        assert self._home is not None  # a group came from register()
+        if self._home.is_closed():
+            return
+        self._home.call_soon_threadsafe(answer, *args)
 
     async def _outcomes(self, requests: list[RegistrationRequest]) -> list[Outcome]:
         """The group's outcomes; a failed transaction fails each request alike."""
@@ -179,6 +244,14 @@ class RegistrationBatcher:
             )
             return [exc] * len(requests)
 
+    def _deliver(self, group: list[_Waiting], outcomes: list[Outcome]) -> None:
+        """On the handlers' loop: count the group and answer each of its requests."""
+        self.counts.groups += 1
+        self.counts.agents += len(group)
+        self.counts.largest_group = max(self.counts.largest_group, len(group))
+        for waiting, outcome in zip(group, outcomes, strict=True):
+            self._answer(waiting, outcome)
+
     def _answer(self, waiting: _Waiting, outcome: Outcome) -> None:
         if isinstance(outcome, Registration):
             self.on_written(outcome)
@@ -189,7 +262,9 @@ class RegistrationBatcher:
                 outcome.replayed,
             )
         if waiting.answer.done():
-            self.counts.answered_late += isinstance(outcome, Registration)
+            # Given up on by its handler (a timeout): the retry finds it by its key.
+            if waiting.answer.cancelled():
+                self.counts.answered_late += isinstance(outcome, Registration)
             return
         if isinstance(outcome, Registration):
             waiting.answer.set_result(outcome)
@@ -197,7 +272,7 @@ class RegistrationBatcher:
             waiting.answer.set_exception(outcome)
 
     def fail_queued(self) -> None:
-        """Answer everything still queued 503 (the replica is stopping)."""
+        """Answer everything still queued 503 (the replica is stopping; run() stopped)."""
         _answer_all(list(self._queue), Unavailable("The controller is stopping; retry shortly."))
         self._queue.clear()
 

@@ -9,6 +9,9 @@ registrations::
     Retry-After = ceil((unanswered + ahead + 1) / rate), between 1 and
                   REGISTRATION_MAX_RETRY_AFTER_SECONDS; then ahead += 1
 
+The runner of the group writes (another thread) reports what it wrote as it writes it,
+and the handlers ask for places: the state is kept under a lock.
+
 The queue is counted in registrations, not seconds, so a better estimate of the rate
 moves every place still ahead forward (or back) at once.
 
@@ -24,6 +27,7 @@ comes back spread at about the rate it can be written.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -54,14 +58,20 @@ class RetryPace:
         self._windows: deque[tuple[float, int]] = deque()
         self._ahead = 0.0
         self._ahead_at = self._window_start
+        self._lock = threading.Lock()
 
     def written(self, agents: int) -> None:
         """``agents`` registrations were just written."""
-        self._roll(self._clock())
-        self._written_now += agents
+        with self._lock:
+            self._roll(self._clock())
+            self._written_now += agents
 
     def rate_per_second(self) -> float:
         """Registrations per second this replica showed it can write (at least the floor)."""
+        with self._lock:
+            return self._rate()
+
+    def _rate(self) -> float:
         now = self._clock()
         self._roll(now)
         while self._windows and now - self._windows[0][0] > PACE_MEMORY_SECONDS:
@@ -73,12 +83,13 @@ class RetryPace:
 
     def retry_after_seconds(self, unanswered: int) -> int:
         """The Retry-After of one more refused registration (it takes the next place)."""
-        now = self._clock()
-        rate = self.rate_per_second()
-        self._ahead = max(0.0, self._ahead - rate * (now - self._ahead_at))
-        self._ahead_at = now
-        wait = math.ceil((unanswered + self._ahead + 1) / rate)
-        self._ahead += 1
+        with self._lock:
+            now = self._clock()
+            rate = self._rate()
+            self._ahead = max(0.0, self._ahead - rate * (now - self._ahead_at))
+            self._ahead_at = now
+            wait = math.ceil((unanswered + self._ahead + 1) / rate)
+            self._ahead += 1
         return min(max(wait, 1), REGISTRATION_MAX_RETRY_AFTER_SECONDS)
 
     def _roll(self, now: float) -> None:

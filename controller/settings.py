@@ -108,7 +108,7 @@ class ControllerSettings(BaseSettings):
     # POST /register per client address: a burst, then this many per second (429 beyond).
     registration_rate_per_second: float = Field(default=20.0, gt=0)
     registration_burst: int = Field(default=200, ge=1)
-    # Registrations held unanswered (queued for the next group commit, or being written)
+    # Registrations held unwritten (queued for the next group commit, or being written)
     # before further ones get 429 with Retry-After: bounds the memory a storm can take.
     registration_queue_limit: int = Field(default=REGISTRATION_QUEUE_LIMIT, ge=1, le=100_000)
     # Failed authentications per client address in a window; beyond them 429.
