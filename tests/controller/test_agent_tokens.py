@@ -1,9 +1,12 @@
 """Agent tokens, without HTTP: verified against the stored hash, trusted from memory for a
-while, refused once revoked, and looked up once however many ask at the same time."""
+while, refused once revoked, and looked up once however many ask at the same time; a
+group's new agents draw their ids and secrets from one call to the CSPRNG."""
 
 from __future__ import annotations
 
 import asyncio
+import re
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -14,6 +17,7 @@ from aiohttp.test_utils import make_mocked_request
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from common.auth import SECRET_BYTES, new_secret, secret_of
 from common.errors import Forbidden, TooManyRequests, Unauthorized
 from controller import migrations
 from controller.audit import Change
@@ -218,3 +222,48 @@ async def test_a_valid_token_of_another_role_is_refused_naming_both(
         Forbidden, match="for the admin or viewer role; this token has the registration role"
     ):
         await authenticator.require("reg-0123456789abcdef", (Role.ADMIN, Role.VIEWER), request)
+
+
+_SECRET = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+async def test_a_group_draws_its_randomness_once(
+    database: CountingDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    draws: list[int] = []
+    draw = secrets.token_bytes
+
+    def token_bytes(count: int) -> bytes:
+        draws.append(count)
+        return draw(count)
+
+    monkeypatch.setattr(secrets, "token_bytes", token_bytes)
+    requests = [
+        RegistrationRequest(hostname=f"edge-{i}", labels={}, assigned_version=0) for i in range(300)
+    ]
+
+    async def write(conn: AsyncConnection) -> list[Registration]:
+        outcomes = await write_registrations(conn, requests)
+        assert all(isinstance(outcome, Registration) for outcome in outcomes)
+        return [outcome for outcome in outcomes if isinstance(outcome, Registration)]
+
+    written = await database.transaction(write)
+    assert draws == [300 * (16 + SECRET_BYTES)]
+    ids = [agent.agent_id for agent in written]
+    assert len(set(ids)) == 300
+    assert all(agent_id.version == 4 for agent_id in ids)
+    assert all(agent_id.variant == uuid.RFC_4122 for agent_id in ids)
+    for agent in written:
+        agent_id, _, secret = agent.agent_token.partition(".")
+        assert agent_id == str(agent.agent_id)
+        assert _SECRET.fullmatch(secret)
+    assert len({agent.agent_token for agent in written}) == 300
+
+
+def test_a_secret_from_drawn_bytes_has_new_secrets_form() -> None:
+    assert _SECRET.fullmatch(new_secret())
+    drawn = secrets.token_bytes(SECRET_BYTES)
+    assert _SECRET.fullmatch(secret_of(drawn))
+    assert secret_of(drawn) == secret_of(drawn)
+    with pytest.raises(ValueError, match="32 random bytes"):
+        secret_of(drawn[:-1])
