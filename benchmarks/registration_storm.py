@@ -247,6 +247,7 @@ def summarise(
         "code": args.code or "this checkout",
         "connections": args.connections or "one per agent",
         "queue_limit": args.queue_limit,
+        "controller_workers": args.workers,
         "seconds": round(elapsed, 2),
         "answered": len(fleet.answered),
         # Agent rows whose id no agent was answered with: orphans (a second agent for one
@@ -309,6 +310,7 @@ def start_controller(
         database_url=database_url, port=S.free_port(), redis_url=None, poll_interval_seconds=30
     )
     env["CONTROLLER_REGISTRATION_QUEUE_LIMIT"] = str(args.queue_limit)
+    env["CONTROLLER_WORKERS"] = str(args.workers)
     tree = Path(args.code).resolve() if args.code else S.REPO
     env["PYTHONPATH"] = str(tree)
     python = tree / ".venv" / "bin" / "python" if args.code else Path(S.PYTHON)
@@ -327,11 +329,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         proc, base = start_controller(args, database_url, workdir)
         stack.callback(S.stop_process, proc)
         bases, pid = [base], proc.pid
-        cpu_before = (S.proc_cpu_seconds(pid), S.postgres_cpu_seconds(), time.process_time())
+        # A controller's workers (CONTROLLER_WORKERS) are its children.
+        cpu_before = (
+            S.cpu_seconds_with_children(pid),
+            S.postgres_cpu_seconds(),
+            time.process_time(),
+        )
         print(f"{args.agents} agents register at once ...", flush=True)
         fleet, elapsed = await storm(bases[0], args.agents, args.connections, args.give_up)
         cpu = {
-            "controller": S.proc_cpu_seconds(pid) - cpu_before[0],
+            "controller": S.cpu_seconds_with_children(pid) - cpu_before[0],
             "postgres": S.postgres_cpu_seconds() - cpu_before[1],
             "client": time.process_time() - cpu_before[2],
         }
@@ -391,6 +398,9 @@ def parse_args() -> argparse.Namespace:
         "--connections", type=int, default=0, help="client connections (0: one per agent)"
     )
     parser.add_argument("--queue-limit", type=int, default=2_000)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="CONTROLLER_WORKERS of the one controller"
+    )
     parser.add_argument("--deadline", type=float, default=15.0)
     parser.add_argument(
         "--give-up", type=float, default=180.0, help="stop the agents still trying after this"
@@ -410,7 +420,8 @@ def main() -> None:
     report(result)
     if not args.no_save:
         name = RESULTS_FILE if not args.code else RESULTS_FILE.replace(".json", "_other_code.json")
-        print(f"wrote {S.upsert_results(name, result, key=('agents', 'connections'))}")
+        key = ("agents", "connections", "controller_workers")
+        print(f"wrote {S.upsert_results(name, result, key=key)}")
     if not result["passed"]:
         raise SystemExit(1)
 
