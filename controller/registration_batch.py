@@ -152,10 +152,10 @@ class RegistrationBatcher:
     def _written_meanwhile(waiting: _Waiting) -> Registration | None:
         """The agent of a registration whose transaction committed before its wait ran
         out, its answer still on the way to this loop (a storm keeps it busy): the agent
-        gets it now, not a 503 and a retry."""
+        gets it now, not a 503 and a retry. One answered between the timeout and this
+        (the same turn of the loop) gets that answer, a refusal raised as it came."""
         if waiting.answer.done():
-            # Answered between the timeout and this (the same turn of the loop).
-            return None if waiting.answer.exception() else waiting.answer.result()
+            return waiting.answer.result()
         if isinstance(waiting.outcome, Registration):
             waiting.answer.set_result(waiting.outcome)
             return waiting.outcome

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from common.errors import TooManyRequests, Unavailable
+from common.errors import Conflict, TooManyRequests, Unavailable
 from controller.registration import Outcome, Registration, RegistrationRequest
 from controller.registration_batch import RegistrationBatcher, _Waiting
 from controller.registration_writer import WriterThread
@@ -169,3 +169,17 @@ async def _until(condition: Callable[[], bool], timeout_seconds: float = 5.0) ->
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.01)
+
+
+async def test_an_answer_that_arrived_with_the_timeout_is_the_one_given() -> None:
+    """Answered in the same turn as the timeout: a registration is returned, a refusal
+    (a key taken meanwhile, 409) raised as it came, not turned into a 503."""
+    loop = asyncio.get_running_loop()
+    registration = _registration()
+    answered = _Waiting(_request("answered"), loop.create_future(), queued_at=0.0)
+    answered.answer.set_result(registration)
+    assert RegistrationBatcher._written_meanwhile(answered) is registration
+    refused = _Waiting(_request("refused"), loop.create_future(), queued_at=0.0)
+    refused.answer.set_exception(Conflict("This Idempotency-Key was used."))
+    with pytest.raises(Conflict):
+        RegistrationBatcher._written_meanwhile(refused)
