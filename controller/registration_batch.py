@@ -107,6 +107,8 @@ class RegistrationBatcher:
     _writing: int = 0
     # The loop that answers (the handlers').
     _home: asyncio.AbstractEventLoop | None = None
+    # The handlers' loop has asked the runner's to wake and it has not taken the queue yet.
+    _wake_pending: bool = False
 
     @property
     def unanswered(self) -> int:
@@ -164,7 +166,12 @@ class RegistrationBatcher:
     def _wake(self) -> None:
         if self.runner_loop is None or self.runner_loop is self._home:
             self._arrived.set()
-        else:
+        elif not self._wake_pending:
+            # Once per group, not per registration: each wake takes the GIL from this
+            # loop on the runner's thread (10,000 of them cost a storm over 1,000
+            # connections about 1 CPU-s). The runner clears the flag when it takes the
+            # queue, before it reads it, so none is left queued without a wake.
+            self._wake_pending = True
             self.runner_loop.call_soon_threadsafe(self._arrived.set)
 
     def _behind(self, now: float) -> bool:
@@ -191,8 +198,9 @@ class RegistrationBatcher:
 
     def _take(self) -> list[_Waiting]:
         group: list[_Waiting] = []
-        # Clear first: a registration queued from now on sets it again.
+        # Clear first: a registration queued from now on wakes it again.
         self._arrived.clear()
+        self._wake_pending = False
         while self._queue and len(group) < self.max_group:
             waiting = self._queue.popleft()
             # Read across threads: one abandoned meanwhile is written, and its retry
