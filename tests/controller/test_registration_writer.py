@@ -183,3 +183,32 @@ async def test_an_answer_that_arrived_with_the_timeout_is_the_one_given() -> Non
     refused.answer.set_exception(Conflict("This Idempotency-Key was used."))
     with pytest.raises(Conflict):
         RegistrationBatcher._written_meanwhile(refused)
+
+
+async def test_a_stream_of_registrations_loses_no_wake(writer: WriterThread) -> None:
+    """Registrations queued while the runner writes, takes the queue or sleeps its window
+    are all written: the runner is woken once per group, and none waits for a wake that
+    never comes."""
+
+    async def write_group(requests: Sequence[RegistrationRequest]) -> list[Outcome]:
+        await asyncio.sleep(0.001)
+        return [_registration() for _ in requests]
+
+    batcher = RegistrationBatcher(
+        write_group=write_group, limit=10_000, runner_loop=writer.loop, max_group=50
+    )
+    runner = asyncio.create_task(writer.run(batcher.run()))
+    try:
+        handlers = []
+        for wave in range(40):
+            handlers += [
+                asyncio.create_task(batcher.register(_request(f"w{wave}-{i}")))
+                for i in range(wave % 7 + 1)
+            ]
+            await asyncio.sleep(0.002 * (wave % 3))
+        answers = await asyncio.wait_for(asyncio.gather(*handlers), timeout=10)
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    assert len({answer.agent_id for answer in answers}) == len(handlers)
+    assert batcher.counts.agents == len(handlers)
