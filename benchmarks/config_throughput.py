@@ -101,14 +101,12 @@ def run_wrk(
     argv = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--latency"]
     for name, value in headers.items():
         argv += ["-H", f"{name}: {value}"]
+    if pipeline == 1:
+        return _wrk([*argv, url])
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
-        if pipeline > 1:
-            script.write(PIPELINE_SCRIPT)
-            script.flush()
-            argv += ["-s", script.name, url, "--", str(pipeline)]
-        else:
-            argv.append(url)
-        return _wrk(argv)
+        script.write(PIPELINE_SCRIPT)
+        script.flush()
+        return _wrk([*argv, "-s", script.name, url, "--", str(pipeline)])
 
 
 def _wrk(argv: list[str]) -> str:

@@ -68,7 +68,6 @@ MS_PER_SECOND = 1000.0
 class Storm:
     """What the simulated fleet saw."""
 
-    url: str
     answered: dict[int, str] = field(default_factory=dict)  # agent index -> agent id
     attempt_seconds: list[float] = field(default_factory=list)
     agent_seconds: list[float] = field(default_factory=list)
@@ -133,12 +132,10 @@ class Storm:
                 if answer.status == 201:
                     return "201", None, str(json.loads(answer.body)["agent_id"])
                 return str(answer.status), retry_after, None
-            except (LeanHttpError, ValueError, KeyError) as exc:
-                return (
-                    str(exc) if isinstance(exc, LeanHttpError) else type(exc).__name__,
-                    None,
-                    None,
-                )
+            except LeanHttpError as exc:  # its text names the failure (TimeoutError, ...)
+                return str(exc), None, None
+            except (ValueError, KeyError) as exc:  # a 201 without a readable agent id
+                return type(exc).__name__, None, None
 
 
 class _Connections:
@@ -181,7 +178,7 @@ async def storm(
 ) -> tuple[Storm, float]:
     """Every agent at once; (what they saw, seconds until the last one registered). Agents
     not registered after ``give_up_seconds`` are stopped and count as failed."""
-    result = Storm(url=f"{base}/register")
+    result = Storm()
     pool = _Connections(base, agents, connections)
     try:
         start = time.perf_counter()
