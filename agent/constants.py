@@ -43,7 +43,6 @@ ATTEMPT_HISTORY_LENGTH: Final = 100
 
 # Answers from the controller and the worker are small JSON documents.
 MAX_ANSWER_BYTES: Final = 64 * 1024
-READ_CHUNK_BYTES: Final = 16 * 1024
 # A peer's problem detail is quoted in log lines up to this many characters.
 MAX_PROBLEM_DETAIL_CHARS: Final = 300
 # Reading the worker's GET /hits before a poll waits at most this long: a slow worker

@@ -1,6 +1,6 @@
 """Talking to the controller: ``POST /register`` and the conditional ``GET /config``.
 
-Everything goes over one ``aiohttp.ClientSession``; failures are ``agent.errors``.
+Everything goes over one :class:`~agent.peer_http.PeerSession`; failures are ``agent.errors``.
 """
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 from yarl import URL
 
 from agent.errors import BadAnswer, KeyRefused
-from agent.http import Answer, exchange, parse_body, problem_detail, raise_for_shared_statuses
+from agent.http import exchange, parse_body, problem_detail, raise_for_shared_statuses
+from agent.peer_http import Answer, PeerSession
 from common.constants import (
     HEADER_AGENT_ID,
     HEADER_APPLIED_VERSION,
@@ -92,7 +92,7 @@ class PollAnswer:
 class ControllerClient:
     """The controller at ``base_url``, over one session this client owns."""
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+    def __init__(self, session: PeerSession, base_url: str) -> None:
         self._session = session
         self._base_url = base_url.rstrip("/")
         self._register_url = URL(f"{self._base_url}/register")

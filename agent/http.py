@@ -1,6 +1,7 @@
 """One HTTP exchange with a peer, and the answers every peer shares (5xx, 401/403, 429).
 
-aiohttp's exceptions stop here: callers see only ``agent.errors``.
+The exchange goes over :class:`agent.peer_http.PeerSession`; callers see only
+``agent.errors``.
 """
 
 from __future__ import annotations
@@ -9,37 +10,21 @@ import datetime as dt
 import email.utils
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import aiohttp
 from pydantic import BaseModel, ValidationError
 from yarl import URL
 
-from agent.constants import (
-    MAX_ANSWER_BYTES,
-    MAX_PROBLEM_DETAIL_CHARS,
-    MAX_RETRY_AFTER_SECONDS,
-    READ_CHUNK_BYTES,
-)
+from agent.constants import MAX_PROBLEM_DETAIL_CHARS, MAX_RETRY_AFTER_SECONDS
 from agent.errors import BadAnswer, RateLimited, Rejected, Unreachable
+from agent.peer_http import Answer, PeerSession
 from common.constants import JSON_MEDIA_TYPE
-from common.streams import BodyTooLarge, read_bounded
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-@dataclass(frozen=True, kw_only=True)
-class Answer:
-    """A peer's answer, read in full (it is small)."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-
-
 async def exchange(
-    session: aiohttp.ClientSession,
+    session: PeerSession,
     method: str,
     url: URL,
     *,
@@ -52,29 +37,15 @@ async def exchange(
     if data is not None:
         sent["Content-Type"] = JSON_MEDIA_TYPE
     try:
-        async with session.request(
-            method, url, headers=sent, data=data, allow_redirects=False
-        ) as response:
-            content = await _read_answer(response.content)
-            return Answer(status=response.status, headers=response.headers, body=content)
+        return await session.request(method, url, headers=sent, body=data)
     except TimeoutError as exc:
-        raise Unreachable(f"no answer within {session.timeout.total} seconds") from exc
-    except aiohttp.ClientError as exc:
-        raise Unreachable(f"{type(exc).__name__}: {exc}") from exc
+        raise Unreachable(f"no answer within {session.timeout_seconds} seconds") from exc
 
 
 def _encode(body: BaseModel | Mapping[str, Any]) -> bytes:
     if isinstance(body, BaseModel):
         return body.model_dump_json().encode("utf-8")
     return json.dumps(body).encode("utf-8")
-
-
-async def _read_answer(content: aiohttp.StreamReader) -> bytes:
-    """The whole answer, refused as soon as it grows past ``MAX_ANSWER_BYTES``."""
-    try:
-        return await read_bounded(content, MAX_ANSWER_BYTES, chunk_bytes=READ_CHUNK_BYTES)
-    except BodyTooLarge as exc:
-        raise BadAnswer(f"the answer is larger than {MAX_ANSWER_BYTES} bytes") from exc
 
 
 def raise_for_shared_statuses(answer: Answer) -> None:

@@ -30,13 +30,10 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from types import TracebackType
 
-import aiohttp
-
 from agent.constants import (
     CONTROLLER_LOOP,
     HINTS_LOOP,
     HIT_REPORT_LOOP,
-    PEER_KEEPALIVE_SECONDS,
     STOP_GRACE_SECONDS,
     WORKER_LOOP,
 )
@@ -46,6 +43,7 @@ from agent.hint_schedule import HintSchedule
 from agent.hints import HintListener, HintsState, HintSubscriber, hints_state
 from agent.metrics import AgentMetrics, BackoffState
 from agent.outcomes import ControllerStep, WorkerStep
+from agent.peer_http import PeerSession
 from agent.reconciler import Reconciler
 from agent.settings import AgentSettings
 from agent.storage import CachedConfig, Identity, Storage, StorageWriter
@@ -87,13 +85,9 @@ class _Clients:
         await self.worker.close()
 
 
-def _session(settings: AgentSettings) -> aiohttp.ClientSession:
-    """A session for one peer. Peers set no cookies the agent should keep or send back."""
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(keepalive_timeout=PEER_KEEPALIVE_SECONDS),
-        timeout=aiohttp.ClientTimeout(total=settings.request_timeout_seconds),
-        cookie_jar=aiohttp.DummyCookieJar(),
-    )
+def _session(settings: AgentSettings) -> PeerSession:
+    """A session for one peer: its connections kept between requests."""
+    return PeerSession(timeout_seconds=settings.request_timeout_seconds)
 
 
 class Agent:

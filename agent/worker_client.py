@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import uuid
 
-import aiohttp
 from aiohttp import hdrs
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from yarl import URL
 
 from agent.errors import ApplyRefused, BadAnswer, StaleTag, VersionConflict
-from agent.http import Answer, exchange, parse_body, problem_detail, raise_for_shared_statuses
+from agent.http import exchange, parse_body, problem_detail, raise_for_shared_statuses
+from agent.peer_http import Answer, PeerSession
 from common.constants import HEADER_CONFIG_VERSION, HITS_PATH, MAX_CONFIG_VERSION
 from common.models import WorkerConfig
 
@@ -75,9 +75,7 @@ class WorkerHits(BaseModel):
 class WorkerClient:
     """The worker at ``base_url``, over one session this client owns."""
 
-    def __init__(
-        self, session: aiohttp.ClientSession, base_url: str, *, token: SecretStr | None
-    ) -> None:
+    def __init__(self, session: PeerSession, base_url: str, *, token: SecretStr | None) -> None:
         self._session = session
         self._url = URL(base_url.rstrip("/") + "/config")
         self._hits_url = URL(base_url.rstrip("/") + HITS_PATH)

@@ -4,7 +4,11 @@ Started by propagation.py with a JSON spec as argv[1]::
 
     {"first": 0, "count": 2500, "controllers": ["http://127.0.0.1:P", ...],
      "registration_token": "...", "state_root": "/dev/shm/...", "register_rate": 75.0,
-     "event_loop": "uvloop", "confirm_at_once": true, "redis_parser": "hiredis"}
+     "event_loop": "uvloop", "confirm_at_once": true, "redis_parser": "hiredis",
+     "agent_code": null}
+
+With ``agent_code`` (another checkout's root), its ``agent`` and ``common`` packages are
+the ones run: an older agent measured beside this one in the same sitting.
 
 The loop is the agent's own setting (``AGENT_EVENT_LOOP``): uvloop as shipped, or
 Python's own.
@@ -35,7 +39,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
+_AGENT_CODE = json.loads(sys.argv[1]).get("agent_code") if len(sys.argv) > 1 else None
+sys.path[:0] = [
+    str(Path(__file__).resolve().parent),
+    _AGENT_CODE or str(Path(__file__).resolve().parent.parent),
+]
 
 import _support as S  # noqa: E402
 

@@ -248,6 +248,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "event_loop": args.loop,
                 "confirm_at_once": args.confirm_at_once,
                 "redis_parser": args.redis_parser,
+                "agent_code": args.agent_code,
             }
             hosts = [
                 Host(proc, log, applies)
@@ -502,6 +503,7 @@ async def measure(
             "agent_host_event_loop": args.loop,
             "agents_confirm_at_once": args.confirm_at_once,
             "agents_redis_parser": args.redis_parser,
+            "agent_code": args.agent_code or "this checkout",
             "register_rate_per_second": args.register_rate,
             "registration_ramp_seconds": round(ramp_seconds, 1),
             "pause_between_changes_seconds": args.pause,
@@ -732,6 +734,7 @@ SITTING_VARIANTS = {
     "asyncio": "agents on Python's own event loop (AGENT_EVENT_LOOP=asyncio)",
     "no_hiredis": "agents parse Redis replies in Python (redis-py without hiredis)",
     "previous_agent": "agents on Python's loop, Redis replies parsed in Python (as before)",
+    "before": "the agents of the checkout named by --agent-code (same controller, same hosts)",
     "etcd": "etcd 3.4, the watcher hosts on --loop",
     "etcd_asyncio": "etcd 3.4, the watcher hosts on Python's own event loop",
 }
@@ -756,6 +759,10 @@ def variant_args(args: argparse.Namespace, variant: str) -> argparse.Namespace:
         out.loop = "asyncio"
     if variant in ("no_hiredis", "previous_agent"):
         out.redis_parser = "python"
+    if variant != "before":
+        out.agent_code = None
+    elif not args.agent_code:
+        raise SystemExit("the 'before' variant needs --agent-code DIR")
     return out
 
 
@@ -965,6 +972,12 @@ def _parser() -> argparse.ArgumentParser:
         default=0,
         metavar="K",
         help="K interleaved rounds of the --variants; medians and ratios to results/propagation_sitting.json",
+    )
+    parser.add_argument(
+        "--agent-code",
+        metavar="DIR",
+        help="another checkout whose agent/ and common/ the agent hosts run (the 'before' "
+        "variant of --sitting; alone: every run): an older agent, same sitting",
     )
     parser.add_argument(
         "--variants",

@@ -17,6 +17,7 @@ from pytest_aiohttp import AiohttpServer
 from agent.constants import HIT_READ_TIMEOUT_SECONDS
 from agent.hit_report import HitNote, HitReport
 from agent.metrics import AgentMetrics
+from agent.peer_http import PeerSession
 from agent.runner import Agent
 from agent.worker_client import VersionHitCounts, WorkerClient, WorkerHits
 from common.constants import (
@@ -151,9 +152,10 @@ async def test_an_unreachable_or_nonsense_worker_is_counted_not_fatal(
     metrics = AgentMetrics()
     for url in (closed_port_url, base_url(server)):
         report = HitReport(metrics)
-        async with aiohttp.ClientSession() as session:
-            report.connect(WorkerClient(session, url, token=None))
-            assert await report.read() is False
+        session = PeerSession(timeout_seconds=5)
+        report.connect(WorkerClient(session, url, token=None))
+        assert await report.read() is False
+        await session.close()
     assert metrics.hit_reads == {"ok": 0, "failed": 2}
 
 
