@@ -115,11 +115,10 @@ class _Connection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is None or waiter.done():
             return
-        if self._headers_done and self._delimited_by_close():
-            self._complete()
-            return
         if not self._received_any:
             waiter.set_exception(_Closed("the connection closed before the answer"))
+        elif self._headers_done and self._delimited_by_close():
+            self._complete()
         else:
             waiter.set_exception(Unreachable("the connection closed in the middle of the answer"))
 
@@ -157,20 +156,28 @@ class _Connection(asyncio.Protocol):
 
     # the client's side
 
-    async def send(self, request: bytes) -> Answer:
-        """Write ``request`` and wait for its whole answer."""
+    async def send(self, request: bytes, deadline: float) -> Answer:
+        """Write ``request`` and wait for its whole answer until ``deadline`` (the loop's
+        clock): one timer, where ``asyncio.timeout`` cost a tenth of an apply's CPU."""
         loop = asyncio.get_running_loop()
         self._waiter = waiter = loop.create_future()
+        # Nothing of the previous answer may stand in for this one's.
+        self.on_message_begin()
         self._received_any = False
         self._head_bytes = 0
         self.reusable = False
         assert self._transport is not None
         self._transport.write(request)
+        timer = loop.call_at(deadline, self._expire)
         try:
             answer: Answer = await waiter
         finally:
+            timer.cancel()
             self._waiter = None
         return answer
+
+    def _expire(self) -> None:
+        self._fail(TimeoutError())
 
     def abort(self) -> None:
         self.closed = True
@@ -233,17 +240,16 @@ class PeerSession:
         if self._closed:
             raise Unreachable("the session is closed")
         data = _request_bytes(method, url, headers, body)
-        async with asyncio.timeout(self.timeout_seconds):
-            conn = await self._take(url)
-            try:
-                answer = await self._send(conn, data)
-            except _Closed:
-                if method not in _IDEMPOTENT or not conn.idle_since:
-                    raise
-                # A kept connection the peer had closed: once more on a new one.
-                conn = await self._take(url, fresh=True)
-                answer = await self._send(conn, data)
-        return answer
+        deadline = asyncio.get_running_loop().time() + self.timeout_seconds
+        conn = await self._take(url, deadline)
+        try:
+            return await self._send(conn, data, deadline)
+        except _Closed:
+            if method not in _IDEMPOTENT or not conn.idle_since:
+                raise
+        # A kept connection the peer had closed: once more on a new one.
+        conn = await self._take(url, deadline, fresh=True)
+        return await self._send(conn, data, deadline)
 
     async def close(self) -> None:
         self._closed = True
@@ -255,10 +261,10 @@ class PeerSession:
             conn.abort()
         self._busy.clear()
 
-    async def _send(self, conn: _Connection, data: bytes) -> Answer:
+    async def _send(self, conn: _Connection, data: bytes, deadline: float) -> Answer:
         self._busy.add(conn)
         try:
-            answer = await conn.send(data)
+            answer = await conn.send(data, deadline)
         except BaseException:
             # Cancelled, timed out or failed mid-way: the connection's state is unknown.
             conn.abort()
@@ -268,7 +274,7 @@ class PeerSession:
         self._release(conn)
         return answer
 
-    async def _take(self, url: URL, *, fresh: bool = False) -> _Connection:
+    async def _take(self, url: URL, deadline: float, *, fresh: bool = False) -> _Connection:
         key = _host_key(url)
         idle = self._idle.get(key)
         now = time.monotonic()
@@ -277,20 +283,23 @@ class PeerSession:
             if not conn.closed and now - conn.idle_since <= self._keepalive_seconds:
                 return conn
             conn.abort()
-        return await self._connect(key)
+        return await self._connect(key, deadline)
 
-    async def _connect(self, key: tuple[str, str, int]) -> _Connection:
+    async def _connect(self, key: tuple[str, str, int], deadline: float) -> _Connection:
         scheme, host, port = key
         context = self._ssl_context() if scheme == "https" else None
         loop = asyncio.get_running_loop()
         try:
-            _, conn = await loop.create_connection(
-                lambda: _Connection(self._max_answer_bytes),
-                host,
-                port,
-                ssl=context,
-                server_hostname=host if context is not None else None,
-            )
+            async with asyncio.timeout_at(deadline):
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(self._max_answer_bytes),
+                    host,
+                    port,
+                    ssl=context,
+                    server_hostname=host if context is not None else None,
+                )
+        except TimeoutError:
+            raise
         except OSError as exc:
             raise Unreachable(f"cannot connect to {host}:{port}: {exc}") from exc
         conn.key = key

@@ -236,6 +236,28 @@ async def test_a_get_the_peer_closed_on_unanswered_goes_out_once_more(
     assert peer.connections == 2
 
 
+async def test_a_closed_connection_never_answers_with_the_previous_answer(
+    peer: Peer, session: PeerSession
+) -> None:
+    """After a 304 with no length (it has no body), the peer closes the kept connection
+    on the next GET: that GET gets its own answer, never the 304 again."""
+
+    def answers(request: bytes, p: Peer) -> bytes | None:
+        if len(p.requests) == 1:
+            return b'HTTP/1.1 304 Not Modified\r\nETag: "1-a"\r\n\r\n'
+        if len(p.requests) == 2:
+            p.close_after_answer = True
+            return None
+        p.close_after_answer = False
+        return b'HTTP/1.1 200 OK\r\nETag: "2-b"\r\nContent-Length: 2\r\n\r\n{}'
+
+    peer.script = answers
+    assert (await session.request("GET", peer.url, headers={})).status == 304
+    second = await session.request("GET", peer.url, headers={})
+    assert (second.status, second.headers["ETag"], second.body) == (200, '"2-b"', b"{}")
+    assert len(peer.requests) == 3
+
+
 async def test_a_post_is_never_sent_twice(peer: Peer, session: PeerSession) -> None:
     """A POST on a kept connection that the peer closed unanswered is Unreachable: the
     caller decides whether to send it again, never the client."""
