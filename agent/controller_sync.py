@@ -284,15 +284,14 @@ class ControllerSync:
         if held == previous:
             return ControllerStep(outcome=ControllerOutcome.UNCHANGED)
         self._held = held
-        changed = previous is None or (previous.version, previous.config) != (
-            held.version,
-            held.config,
-        )
+        before = None if previous is None else (previous.version, previous.config)
+        changed = before != (held.version, held.config)
         if changed:
             _log_received(previous, held)
             self._metrics.config_received(held.version)
             self._reconciler.offer(held)
-        await self._writer.write(self._storage.save_config, held)
+        # Saved in order, not awaited: the apply's confirmation must not queue behind it.
+        self._writer.submit(self._storage.save_config, held)
         outcome = ControllerOutcome.UPDATED if changed else ControllerOutcome.UNCHANGED
         return ControllerStep(outcome=outcome)
 

@@ -331,14 +331,21 @@ class StorageWriter:
     async def write(self, write: Callable[..., None], *args: Any) -> None:
         """Run ``write(*args)``; it finishes even if the caller is cancelled. An OSError
         is logged (``state.write_failed``), not raised."""
+        task = self.submit(write, *args)
+        with contextlib.suppress(OSError):
+            await asyncio.shield(task)
+
+    def submit(self, write: Callable[..., None], *args: Any) -> asyncio.Future[None]:
+        """Queue ``write(*args)`` behind the writes in hand and return at once, for a
+        caller whose next step must not wait for the disk: it runs in order all the same,
+        and :meth:`close` waits for it. An OSError is logged, not raised."""
         if self._executor is None:
             raise RuntimeError("the storage writer is not open")
         loop = asyncio.get_running_loop()
         task = asyncio.ensure_future(loop.run_in_executor(self._executor, write, *args))
         self._writes.add(task)
         task.add_done_callback(self._write_done)
-        with contextlib.suppress(OSError):
-            await asyncio.shield(task)
+        return task
 
     def _write_done(self, task: asyncio.Future[None]) -> None:
         self._writes.discard(task)

@@ -4,7 +4,10 @@ controller (SQLite) and a real worker (or a stand-in aiohttp worker that refuses
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,6 +19,7 @@ from agent.apply_report import ApplyFailure, failure_reason
 from agent.errors import ApplyRefused, BadAnswer, Rejected, Unreachable, VersionConflict
 from agent.runner import Agent
 from agent.status import agent_status
+from agent.storage import Storage
 from common.constants import (
     APPLY_FAILURE_REASONS,
     HEADER_APPLIED_VERSION,
@@ -80,6 +84,41 @@ async def test_running_agent_confirms_each_apply_at_once(
     finally:
         await agent.stop()
         await task
+
+
+async def test_a_slow_disk_does_not_hold_back_the_confirmation(
+    make_settings: MakeSettings,
+    start_controller: StartController,
+    worker: TestServer,
+    state_dir: Path,
+) -> None:
+    """The fetched configuration is saved in order, but the confirming poll does not wait
+    for the file: with the storage thread held, a new version is applied and confirmed,
+    and config.json holds it once the disk is back."""
+    controller = await start_controller(poll_interval_seconds=30)
+    first = await controller.publish("https://one.example/")
+    disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slow-disk")
+    settings = make_settings(controller_url=controller.url, worker_url=base_url(worker))
+    agent = Agent(settings, storage_executor=disk)
+    task = asyncio.create_task(agent.run())
+    held = threading.Event()
+    try:
+        await eventually(lambda: bool(_confirming(controller, first)))
+        disk.submit(held.wait, 30)  # every write from here on queues behind this one
+        second = await controller.publish("https://two.example/")
+        agent.controller_sync.poll_soon()
+        await eventually(lambda: bool(_confirming(controller, second)), timeout_seconds=2.0)
+        assert not held.is_set()
+        assert Storage(state_dir).load_config().version == first  # type: ignore[union-attr]
+        held.set()
+        await eventually(
+            lambda: getattr(Storage(state_dir).load_config(), "version", None) == second
+        )
+    finally:
+        held.set()
+        await agent.stop()
+        await task
+        disk.shutdown(wait=True)
 
 
 def _refusing_worker(state: dict[str, Any]) -> web.Application:
