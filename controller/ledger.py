@@ -72,6 +72,9 @@ class Ledger:
         # the flush. Keyed by the id's integer, which hashes in C where a UUID hashes in
         # Python (twice per poll, a third of what recording cost).
         self._pending: dict[int, _Poll] = {}
+        # One flush at a time (the loop's, and those GET /fleet and the rollout view ask
+        # for): two at once could commit out of order, the older batch last.
+        self._flushing = asyncio.Lock()
         # The agents that reported drift in the pending batch (ids' integers).
         self._drifting: set[int] = set()
         # The highest version reported above the version then served, not yet written: a
@@ -130,13 +133,15 @@ class Ledger:
         """Write what was recorded since the last flush: the hit counts in a transaction of
         their own, then the polls in chunks of LEDGER_CHUNK_ROWS; what a failure leaves
         unwritten is kept for the next flush (newer polls win). Raises the first failure
-        once both were tried."""
-        try:
-            await self._flush_hits()
-        except FleetconfError:
-            await self._flush_polls()
-            raise
-        return await self._flush_polls()
+        once both were tried. A flush asked while another runs waits for it, then writes what
+        came meanwhile."""
+        async with self._flushing:
+            try:
+                await self._flush_hits()
+            except FleetconfError:
+                await self._flush_polls()
+                raise
+            return await self._flush_polls()
 
     async def _flush_polls(self) -> int:
         batch, self._pending = self._pending, {}

@@ -1,4 +1,12 @@
-"""Writing the ledger's batch: many agents' latest polls in one UPDATE round trip."""
+"""Writing the ledger's batch: many agents' latest polls in one UPDATE round trip.
+
+A sighting older than the one a row holds changes nothing. Two batches can commit out of
+order: two replicas the same agent polled one after the other (behind a load balancer),
+each flushing on its own. Written last, the older batch would have put back the version
+the agent had before its confirming poll, and the fleet would show it behind until its
+next poll. Replicas' clocks need only agree to well within an agent's time between two
+polls.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Boolean, DateTime, Integer, String, bindparam, case, func, update
+from sqlalchemy import Boolean, DateTime, Integer, String, bindparam, case, func, or_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from controller.db import agents
@@ -43,11 +51,13 @@ async def write_sightings(conn: AsyncConnection, sightings: Mapping[uuid.UUID, S
     if not params:
         return
     applied = func.coalesce(bindparam("applied", type_=Integer), agents.c.applied_version)
+    seen = bindparam("seen", type_=DateTime(timezone=True))
     statement = (
         update(agents)
         .where(agents.c.id == bindparam("agent_id"))
+        .where(or_(agents.c.last_seen_at.is_(None), agents.c.last_seen_at <= seen))
         .values(
-            last_seen_at=bindparam("seen"),
+            last_seen_at=seen,
             applied_version=applied,
             # Moved only when the applied version does: when it was first confirmed.
             applied_at=case(
