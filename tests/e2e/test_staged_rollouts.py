@@ -26,6 +26,10 @@ pytestmark = pytest.mark.e2e
 EDGES = 10
 POLL_INTERVAL_SECONDS = 2
 SETTLE_TIMEOUT_SECONDS = 30.0
+# Starting the fleet (two replicas, ten workers, ten agents: 22 processes on two cores)
+# takes about 13 s alone, and more beside another test's processes in the suite: a set-up
+# bound, not part of any behaviour under test.
+START_TIMEOUT_SECONDS = 90.0
 # The driver judges every 0.5 s; the rollback's hint reaches every agent within the
 # replicas' staleness bound (1 s); 3 s more leave a machine twice as slow room.
 ROLLED_BACK_WITHIN_SECONDS = 5.0
@@ -185,7 +189,7 @@ async def staged(
         )
         fleet.edges.append(Edge(worker=worker, agent=agent))
     await asyncio.gather(*(s.start() for e in fleet.edges for s in (e.worker, e.agent)))
-    await fleet.wait_all_hold(1, timeout_seconds=SETTLE_TIMEOUT_SECONDS)
+    await fleet.wait_all_hold(1, timeout_seconds=START_TIMEOUT_SECONDS)
     return fleet
 
 
