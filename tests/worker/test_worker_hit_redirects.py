@@ -8,7 +8,6 @@ import asyncio
 import ipaddress
 import logging
 import ssl
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -374,22 +373,6 @@ async def test_the_configured_class_comes_from_the_configured_host(
     reply = await hit(session, config, max_bytes=1000, rules=RedirectRules(resolve=resolve))
     assert reply.body == b"landed"
     assert lookups == ["127.0.0.1", "127.0.0.1"]
-
-
-@pytest.fixture(scope="module")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A throwaway self-signed certificate for 127.0.0.1 and its key."""
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subject = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
-    key_type = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    files = ["-keyout", str(key), "-out", str(cert)]
-    subprocess.run(
-        ["openssl", "req", "-x509", "-days", "1", *key_type, *subject, *files],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
 
 
 async def test_https_is_never_downgraded_to_http(
