@@ -201,6 +201,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         extra_env = {"CONTROLLER_WORKERS": str(args.controller_workers)}
         if args.hint_rate:
             extra_env["CONTROLLER_HINT_FETCH_RATE_PER_SECOND"] = str(args.hint_rate)
+        if args.controller_code:
+            # Another checkout's controller/ and common/ come first on the path.
+            extra_env["PYTHONPATH"] = str(Path(args.controller_code).resolve())
         services = S.start_fleet_services(
             stack,
             workdir,
@@ -504,6 +507,7 @@ async def measure(
             "agents_confirm_at_once": args.confirm_at_once,
             "agents_redis_parser": args.redis_parser,
             "agent_code": args.agent_code or "this checkout",
+            "controller_code": args.controller_code or "this checkout",
             "register_rate_per_second": args.register_rate,
             "registration_ramp_seconds": round(ramp_seconds, 1),
             "pause_between_changes_seconds": args.pause,
@@ -735,6 +739,7 @@ SITTING_VARIANTS = {
     "no_hiredis": "agents parse Redis replies in Python (redis-py without hiredis)",
     "previous_agent": "agents on Python's loop, Redis replies parsed in Python (as before)",
     "before": "the agents of the checkout named by --agent-code (same controller, same hosts)",
+    "before_controller": "the controllers of the checkout named by --controller-code (same agents)",
     "etcd": "etcd 3.4, the watcher hosts on --loop",
     "etcd_asyncio": "etcd 3.4, the watcher hosts on Python's own event loop",
 }
@@ -763,6 +768,10 @@ def variant_args(args: argparse.Namespace, variant: str) -> argparse.Namespace:
         out.agent_code = None
     elif not args.agent_code:
         raise SystemExit("the 'before' variant needs --agent-code DIR")
+    if variant != "before_controller":
+        out.controller_code = None
+    elif not args.controller_code:
+        raise SystemExit("the 'before_controller' variant needs --controller-code DIR")
     return out
 
 
@@ -978,6 +987,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="another checkout whose agent/ and common/ the agent hosts run (the 'before' "
         "variant of --sitting; alone: every run): an older agent, same sitting",
+    )
+    parser.add_argument(
+        "--controller-code",
+        metavar="DIR",
+        help="another checkout whose controller/ and common/ the controllers run (the "
+        "'before_controller' variant of --sitting; alone: every run): same sitting",
     )
     parser.add_argument(
         "--variants",

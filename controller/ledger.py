@@ -20,7 +20,6 @@ of its own; sums it could not write are kept for the next flush.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import functools
 import logging
 import time
@@ -211,16 +210,12 @@ class Ledger:
             failures = 0
 
 
-def _utc(posix_seconds: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(posix_seconds, dt.UTC)
-
-
 def _sighting(poll: _Poll, *, drift: bool) -> Sighting:
     failed = poll.failed
     return Sighting(
-        last_seen_at=_utc(poll.seen),
+        seen=poll.seen,
         applied_version=poll.applied,
-        applied_since=_utc(poll.applied_since),
+        applied_since=poll.applied_since,
         worker_drift=drift,
         apply_failed_version=None if failed is None else failed.version,
         apply_failed_reason=None if failed is None else failed.reason,

@@ -6,6 +6,12 @@ each flushing on its own. Written last, the older batch would have put back the 
 the agent had before its confirming poll, and the fleet would show it behind until its
 next poll. Replicas' clocks need only agree to well within an agent's time between two
 polls.
+
+On PostgreSQL a batch is one ``UPDATE … FROM unnest(arrays)`` statement, its rows locked
+first in id order by one ``SELECT … FOR UPDATE``: two statements whatever the batch size,
+where a statement per row (what SQLite gets, executed many times in one round trip) cost
+the controller about 60 µs of CPU each. The id order keeps two replicas flushing
+overlapping agents from deadlocking.
 """
 
 from __future__ import annotations
@@ -15,7 +21,18 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Boolean, DateTime, Integer, String, bindparam, case, func, or_, update
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Integer,
+    String,
+    bindparam,
+    case,
+    func,
+    or_,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from controller.db import agents
@@ -23,33 +40,104 @@ from controller.db import agents
 
 @dataclass(frozen=True, kw_only=True)
 class Sighting:
-    """What one agent's latest poll told us: when, which version its worker holds (and
-    since when), whether it reported drift, and the version it failed to apply."""
+    """What one agent's latest poll told us: when (POSIX seconds, as the ledger clocks
+    it), which version its worker holds (and since when), whether it reported drift, and
+    the version it failed to apply."""
 
-    last_seen_at: dt.datetime
+    seen: float
     applied_version: int | None
     worker_drift: bool
-    applied_since: dt.datetime | None = None
+    applied_since: float | None = None
     apply_failed_version: int | None = None
     apply_failed_reason: str | None = None
 
 
+# PostgreSQL: lock the batch's rows in one order (ORDER BY runs before the row locks),
+# then update them all from parallel arrays, each sent as one comma-separated text
+# (psycopg's per-element array dumping cost more than the statements it replaced). Ids
+# are UUIDs, times POSIX seconds and numbers digits, so no element holds a comma; ``n``
+# is NULL. Same rules as the SQLite statement below.
+_NULL = "n"
+_LOCK_ROWS_POSTGRES = text(
+    "SELECT count(*) FROM (SELECT 1 FROM agents WHERE id = ANY(string_to_array(:ids, ',')) "
+    "ORDER BY id FOR UPDATE) AS locked"
+)
+_UPDATE_POSTGRES = text(
+    """
+    UPDATE agents AS a SET
+        last_seen_at = to_timestamp(v.seen),
+        applied_version = coalesce(v.applied, a.applied_version),
+        applied_at = CASE
+            WHEN coalesce(v.applied, a.applied_version) IS DISTINCT FROM a.applied_version
+            THEN to_timestamp(v.since) ELSE a.applied_at END,
+        worker_drift = v.drift,
+        apply_failed_version = v.failed_version,
+        apply_failed_reason = v.failed_reason
+    FROM unnest(
+        string_to_array(:ids, ','),
+        CAST(string_to_array(:seen, ',') AS float8[]),
+        CAST(string_to_array(:applied, ',', 'n') AS integer[]),
+        CAST(string_to_array(:since, ',') AS float8[]),
+        CAST(string_to_array(:drift, ',') AS boolean[]),
+        CAST(string_to_array(:failed_version, ',', 'n') AS integer[]),
+        CAST(:failed_reason AS varchar[])
+    ) AS v(id, seen, applied, since, drift, failed_version, failed_reason)
+    WHERE a.id = v.id AND (a.last_seen_at IS NULL OR a.last_seen_at <= to_timestamp(v.seen))
+    """
+)
+
+
+def _utc(posix_seconds: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(posix_seconds, dt.UTC)
+
+
+def _number(value: int | None) -> str:
+    return _NULL if value is None else str(value)
+
+
 async def write_sightings(conn: AsyncConnection, sightings: Mapping[uuid.UUID, Sighting]) -> None:
     """Record many agents' last contact in one round trip; unknown ids change nothing."""
+    if not sightings:
+        return
+    if conn.dialect.name == "postgresql":
+        await _write_postgres(conn, sightings)
+    else:
+        await _write_each(conn, sightings)
+
+
+async def _write_postgres(conn: AsyncConnection, sightings: Mapping[uuid.UUID, Sighting]) -> None:
+    rows = sightings.values()
+    ids = ",".join(map(str, sightings))
+    await conn.execute(_LOCK_ROWS_POSTGRES, {"ids": ids})
+    await conn.execute(
+        _UPDATE_POSTGRES,
+        {
+            "ids": ids,
+            "seen": ",".join(repr(s.seen) for s in rows),
+            "applied": ",".join(_number(s.applied_version) for s in rows),
+            "since": ",".join(repr(s.applied_since or s.seen) for s in rows),
+            "drift": ",".join("t" if s.worker_drift else "f" for s in rows),
+            "failed_version": ",".join(_number(s.apply_failed_version) for s in rows),
+            # Mostly NULL; a reason is a slug (APPLY_FAILURE_REASON_PATTERN).
+            "failed_reason": [s.apply_failed_reason for s in rows],
+        },
+    )
+
+
+async def _write_each(conn: AsyncConnection, sightings: Mapping[uuid.UUID, Sighting]) -> None:
+    """SQLite: one UPDATE per row, executed many times in one call."""
     params: Sequence[dict[str, object]] = [
         {
             "agent_id": str(agent_id),
-            "seen": s.last_seen_at,
+            "seen": _utc(s.seen),
             "applied": s.applied_version,
-            "since": s.applied_since or s.last_seen_at,
+            "since": _utc(s.applied_since or s.seen),
             "drift": s.worker_drift,
             "failed_version": s.apply_failed_version,
             "failed_reason": s.apply_failed_reason,
         }
         for agent_id, s in sightings.items()
     ]
-    if not params:
-        return
     applied = func.coalesce(bindparam("applied", type_=Integer), agents.c.applied_version)
     seen = bindparam("seen", type_=DateTime(timezone=True))
     statement = (

@@ -15,7 +15,7 @@ import asyncio
 import datetime as dt
 import uuid
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import func, insert, select, text
 
 from controller import migrations
 from controller.db import Database, agents, create_engine
@@ -58,10 +58,8 @@ async def test_an_older_sighting_never_overwrites_a_newer_one(database_url: str)
     database = Database(create_engine(database_url))
     try:
         late, other = await _agent(database), await _agent(database)
-        confirm = Sighting(last_seen_at=NOW, applied_version=4, worker_drift=False)
-        fetch = Sighting(
-            last_seen_at=NOW - dt.timedelta(seconds=0.2), applied_version=3, worker_drift=False
-        )
+        confirm = Sighting(seen=NOW.timestamp(), applied_version=4, worker_drift=False)
+        fetch = Sighting(seen=NOW.timestamp() - 0.2, applied_version=3, worker_drift=False)
         async with database.engine.begin() as conn:
             await write_sightings(conn, {late: confirm})
         # The older batch commits last: its row for `late` changes nothing, the rest is
@@ -69,7 +67,7 @@ async def test_an_older_sighting_never_overwrites_a_newer_one(database_url: str)
         async with database.engine.begin() as conn:
             await write_sightings(conn, {late: fetch, other: fetch})
         assert await _applied(database, late) == (4, NOW)
-        assert await _applied(database, other) == (3, fetch.last_seen_at)
+        assert await _applied(database, other) == (3, NOW - dt.timedelta(seconds=0.2))
     finally:
         await database.close(1.0)
 
@@ -102,4 +100,99 @@ async def test_a_flush_asked_while_another_runs_waits_for_it(postgres_url: str) 
         assert ledger.pending == 0
     finally:
         await blocker.dispose()
+        await database.close(1.0)
+
+
+async def _row(database: Database, agent_id: uuid.UUID) -> dict[str, object]:
+    async with database.engine.connect() as conn:
+        row = (await conn.execute(select(agents).where(agents.c.id == str(agent_id)))).one()
+    values = dict(row._mapping)
+    for name in ("last_seen_at", "applied_at"):
+        moment = values[name]
+        if isinstance(moment, dt.datetime) and moment.tzinfo is None:
+            values[name] = moment.replace(tzinfo=dt.UTC)
+    return values
+
+
+async def test_a_batch_writes_every_field_of_every_row(database_url: str) -> None:
+    """One batch, rows of every kind: the applied version moves (and with it applied_at),
+    stays (applied_at kept), is not reported (the held one kept); drift and a failed
+    apply are written and cleared; an unknown agent changes nothing."""
+    database = Database(create_engine(database_url))
+    t0 = NOW.timestamp()
+    try:
+        moved, kept, silent = await _agent(database), await _agent(database), await _agent(database)
+        first = Sighting(seen=t0, applied_version=3, worker_drift=False, applied_since=t0)
+        failing = Sighting(
+            seen=t0,
+            applied_version=3,
+            worker_drift=True,
+            applied_since=t0,
+            apply_failed_version=4,
+            apply_failed_reason="worker-refused",
+        )
+        async with database.engine.begin() as conn:
+            await write_sightings(conn, {moved: first, kept: failing, silent: first})
+        kept_row = await _row(database, kept)
+        assert kept_row["worker_drift"] is True
+        assert (kept_row["apply_failed_version"], kept_row["apply_failed_reason"]) == (
+            4,
+            "worker-refused",
+        )
+        later = t0 + 1.5
+        batch = {
+            moved: Sighting(
+                seen=later, applied_version=4, worker_drift=False, applied_since=t0 + 1
+            ),
+            kept: Sighting(seen=later, applied_version=3, worker_drift=False, applied_since=later),
+            silent: Sighting(seen=later, applied_version=None, worker_drift=True),
+            uuid.uuid4(): Sighting(seen=later, applied_version=9, worker_drift=False),
+        }
+        async with database.engine.begin() as conn:
+            await write_sightings(conn, batch)
+        at = NOW + dt.timedelta(seconds=1.5)
+        row = await _row(database, moved)
+        assert (row["applied_version"], row["applied_at"], row["last_seen_at"]) == (
+            4,
+            NOW + dt.timedelta(seconds=1),
+            at,
+        )
+        row = await _row(database, kept)
+        assert (row["applied_version"], row["applied_at"], row["worker_drift"]) == (3, NOW, False)
+        assert (row["apply_failed_version"], row["apply_failed_reason"]) == (None, None)
+        row = await _row(database, silent)
+        assert (row["applied_version"], row["applied_at"], row["worker_drift"]) == (3, NOW, True)
+        async with database.engine.connect() as conn:
+            count = (await conn.execute(select(func.count()).select_from(agents))).scalar_one()
+        assert count == 3
+    finally:
+        await database.close(1.0)
+
+
+async def test_replicas_flushing_the_same_agents_in_any_order_do_not_deadlock(
+    postgres_url: str,
+) -> None:
+    """Two replicas' batches name the same agents, handed over in opposite orders: each
+    locks its rows in id order, so both commit (PostgreSQL would abort one of them as a
+    deadlock if each locked in the order it was given)."""
+    await asyncio.to_thread(migrations.upgrade, postgres_url)
+    database = Database(create_engine(postgres_url))
+    try:
+        ids = [await _agent(database) for _ in range(200)]
+        t0 = NOW.timestamp()
+        for round_ in range(5):
+            seen = t0 + round_
+            forward = {
+                agent_id: Sighting(seen=seen, applied_version=round_, worker_drift=False)
+                for agent_id in ids
+            }
+            backward = dict(reversed(list(forward.items())))
+
+            async def write(batch: dict[uuid.UUID, Sighting]) -> None:
+                async with database.engine.begin() as conn:
+                    await write_sightings(conn, batch)
+
+            await asyncio.gather(write(forward), write(backward))
+        assert (await _applied(database, ids[0]))[0] == 4
+    finally:
         await database.close(1.0)
