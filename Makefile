@@ -22,7 +22,7 @@ demo: $(STAMP)
 # Two processes (pytest-xdist), each test file on one of them: most of the suite waits on
 # real services and processes, so two halves take about half the time on two cores.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=30
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -61,11 +61,14 @@ class SmallFleet:
         return True
 
 
-def controller(processes: ProcessGroup, tmp_path: Path) -> ServiceProcess:
+def controller(
+    processes: ProcessGroup, tmp_path: Path, *, poll_interval_seconds: int = 1
+) -> ServiceProcess:
     return processes.controller(
         database_url=f"sqlite+aiosqlite:///{tmp_path}/controller.db",
         admin_token=ADMIN_TOKEN,
         registration_token=REGISTRATION_TOKEN,
+        poll_interval_seconds=poll_interval_seconds,
     )
 
 
