@@ -10,9 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from controller import migrations
+from tests.support.migrated import ReusablePostgres, migrated_sqlite_file, sqlite_copy
 from tests.support.redis_server import PrivateRedis
-from tests.support.services import REDIS_URL, port_open, service_missing, throwaway_postgres
+from tests.support.services import (
+    POSTGRES_ADMIN_URL,
+    REDIS_URL,
+    port_open,
+    service_missing,
+    throwaway_postgres,
+)
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -35,11 +41,33 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-async def database_url(empty_database_url: str) -> str:
-    """A migrated database of each backend."""
-    await asyncio.to_thread(migrations.upgrade, empty_database_url)
-    return empty_database_url
+@pytest.fixture(scope="session")
+def reusable_postgres() -> Iterator[ReusablePostgres]:
+    """This test process's migrated PostgreSQL database (reset by ``database_url``)."""
+    if not port_open(POSTGRES_ADMIN_URL):
+        service_missing(f"PostgreSQL at {POSTGRES_ADMIN_URL}")
+    database = ReusablePostgres()
+    try:
+        yield database
+    finally:
+        database.close()
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated once per test process (``database_url`` copies it)."""
+    return migrated_sqlite_file(tmp_path_factory.mktemp("migrated"))
+
+
+@pytest.fixture(params=BACKENDS)
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated database of each backend, as the migrations left it, of the test's
+    own: a copy of a migrated SQLite file, or the process's PostgreSQL database reset
+    (tests/support/migrated.py)."""
+    if request.param == "sqlite":
+        return sqlite_copy(request.getfixturevalue("migrated_sqlite"), tmp_path)
+    database: ReusablePostgres = request.getfixturevalue("reusable_postgres")
+    return await asyncio.to_thread(database.reset)
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ CONSOLE_FILES = (
 
 
 # The console's files come from the package, not the database: one backend is enough.
-SQLITE_ONLY = pytest.mark.parametrize("empty_database_url", ["sqlite"], indirect=True)
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 def bearer(token: str) -> dict[str, str]:
