@@ -21,8 +21,11 @@ demo: $(STAMP)
 
 # Two processes (pytest-xdist), each test file on one of them: most of the suite waits on
 # real services and processes, so two halves take about half the time on two cores.
+# Files go out in collection order, the slow folders first (tests/conftest.py), not
+# xdist's default of the files with the most tests first, which left the few long
+# end-to-end tests for last, on one process.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=30
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=30
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

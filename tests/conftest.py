@@ -22,6 +22,29 @@ from tests.support.services import (
 
 BACKENDS = ["sqlite", "postgresql"]
 
+# The folders whose files take longest (real processes, fleets, browsers), run first:
+# `make test` hands whole files to its two processes in collection order
+# (--dist loadfile --no-loadscope-reorder), so the short files fill in at the end and
+# both processes finish together, rather than one running a long file alone.
+SLOW_FOLDERS_FIRST = (
+    "tests/e2e/",
+    "tests/security/",
+    "tests/cli/",
+    "tests/faults/",
+    "tests/multihost/",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        for n, folder in enumerate(SLOW_FOLDERS_FIRST):
+            if item.nodeid.startswith(folder):
+                return n
+        return len(SLOW_FOLDERS_FIRST)
+
+    # Stable: the order within a folder (and a file) is kept.
+    items.sort(key=rank)
+
 
 @pytest.fixture(params=BACKENDS)
 def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
