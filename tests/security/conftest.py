@@ -3,9 +3,7 @@ that are easy to search for, on a throwaway database."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -15,12 +13,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
-from controller import migrations
 from controller.app import create_app as create_controller_app
 from controller.settings import ControllerSettings
 
 # The HTTP client of the tests that start the services as processes.
 from tests.support.fixtures import http
+from tests.support.migrated import sqlite_copy
 from worker.app import create_app as create_worker_app
 from worker.settings import WorkerSettings
 
@@ -67,20 +65,11 @@ def controller_settings(database_url: str, **overrides: Any) -> ControllerSettin
     return ControllerSettings(**values)
 
 
-@pytest.fixture(scope="session")
-def migrated_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One migrated SQLite file; each test gets a copy instead of migrating again."""
-    path = tmp_path_factory.mktemp("template") / "controller.db"
-    migrations.upgrade(f"sqlite+aiosqlite:///{path}")
-    return path
-
-
 @pytest.fixture
-def sqlite_url(migrated_sqlite_template: Path, tmp_path: Path) -> str:
-    """A migrated SQLite database of the test's own."""
-    target = tmp_path / "controller.db"
-    shutil.copyfile(migrated_sqlite_template, target)
-    return f"sqlite+aiosqlite:///{target}"
+def sqlite_url(migrated_sqlite: Path, tmp_path: Path) -> str:
+    """A migrated SQLite database of the test's own (a copy of the process's migrated
+    file, tests/conftest.py)."""
+    return sqlite_copy(migrated_sqlite, tmp_path)
 
 
 @pytest.fixture
@@ -124,13 +113,6 @@ async def upstream(aiohttp_server: AiohttpServer) -> TestServer:
     app.router.add_get("/", hello)
     server: TestServer = await aiohttp_server(app)
     return server
-
-
-@pytest.fixture
-async def migrated_database_url(empty_database_url: str) -> str:
-    """A migrated database of each backend (SQLite and PostgreSQL)."""
-    await asyncio.to_thread(migrations.upgrade, empty_database_url)
-    return empty_database_url
 
 
 async def register(client: Client, hostname: str = "edge-01") -> dict[str, Any]:

@@ -164,12 +164,12 @@ async def test_controller_hostile_headers_never_5xx(
     ],
 )
 async def test_applied_version_edges_reach_the_database_safely(
-    make_controller: MakeController, migrated_database_url: str, applied: str, recorded: int | None
+    make_controller: MakeController, database_url: str, applied: str, recorded: int | None
 ) -> None:
     """On SQLite and PostgreSQL: an agent's X-Applied-Version is recorded only when it is a
     version number that fits the column; anything else is ignored, and the fleet views
     that write the recorded polls keep answering."""
-    client = await make_controller(database_url=migrated_database_url)
+    client = await make_controller(database_url=database_url)
     agent = await register(client)
     headers = {
         "Authorization": f"Bearer {agent['agent_token']}",

@@ -298,10 +298,10 @@ async def test_named_token_near_misses_are_401(controller: Client) -> None:
 
 
 async def test_revoked_and_forged_tokens_on_each_backend(
-    make_controller: MakeController, migrated_database_url: str
+    make_controller: MakeController, database_url: str
 ) -> None:
     """Both backends: revoked/forged agent or named tokens 401; agent, viewer 403 by role."""
-    client = await make_controller(database_url=migrated_database_url)
+    client = await make_controller(database_url=database_url)
     fleet = await _fleet(client)
     checked = (
         Credential.REVOKED_AGENT,
