@@ -76,10 +76,10 @@ _UPDATE_POSTGRES = text(
     FROM unnest(
         string_to_array(:ids, ','),
         CAST(string_to_array(:seen, ',') AS float8[]),
-        CAST(string_to_array(:applied, ',', 'n') AS integer[]),
+        CAST(string_to_array(:applied, ',', :null) AS integer[]),
         CAST(string_to_array(:since, ',') AS float8[]),
         CAST(string_to_array(:drift, ',') AS boolean[]),
-        CAST(string_to_array(:failed_version, ',', 'n') AS integer[]),
+        CAST(string_to_array(:failed_version, ',', :null) AS integer[]),
         CAST(:failed_reason AS varchar[])
     ) AS v(id, seen, applied, since, drift, failed_version, failed_reason)
     WHERE a.id = v.id AND (a.last_seen_at IS NULL OR a.last_seen_at <= to_timestamp(v.seen))
@@ -112,6 +112,7 @@ async def _write_postgres(conn: AsyncConnection, sightings: Mapping[uuid.UUID, S
     await conn.execute(
         _UPDATE_POSTGRES,
         {
+            "null": _NULL,
             "ids": ids,
             "seen": ",".join(repr(s.seen) for s in rows),
             "applied": ",".join(_number(s.applied_version) for s in rows),

@@ -12,13 +12,7 @@ import pytest
 
 from tests.support.migrated import ReusablePostgres, migrated_sqlite_file, sqlite_copy
 from tests.support.redis_server import PrivateRedis
-from tests.support.services import (
-    POSTGRES_ADMIN_URL,
-    REDIS_URL,
-    port_open,
-    service_missing,
-    throwaway_postgres,
-)
+from tests.support.services import REDIS_URL, port_open, service_missing, throwaway_postgres
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -67,10 +61,9 @@ def postgres_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def reusable_postgres() -> Iterator[ReusablePostgres]:
     """This test process's migrated PostgreSQL database (reset by ``database_url``)."""
-    if not port_open(POSTGRES_ADMIN_URL):
-        service_missing(f"PostgreSQL at {POSTGRES_ADMIN_URL}")
     database = ReusablePostgres()
     try:
+        database.open()
         yield database
     finally:
         database.close()

@@ -41,17 +41,20 @@ async def _agent(database: Database) -> uuid.UUID:
     return agent_id
 
 
-async def _applied(database: Database, agent_id: uuid.UUID) -> tuple[int | None, dt.datetime]:
+async def _row(database: Database, agent_id: uuid.UUID) -> dict[str, object]:
     async with database.engine.connect() as conn:
-        row = (
-            await conn.execute(
-                select(agents.c.applied_version, agents.c.last_seen_at).where(
-                    agents.c.id == str(agent_id)
-                )
-            )
-        ).one()
-    seen = row.last_seen_at if row.last_seen_at.tzinfo else row.last_seen_at.replace(tzinfo=dt.UTC)
-    return row.applied_version, seen
+        row = (await conn.execute(select(agents).where(agents.c.id == str(agent_id)))).one()
+    values = dict(row._mapping)
+    for name in ("last_seen_at", "applied_at"):
+        moment = values[name]
+        if isinstance(moment, dt.datetime) and moment.tzinfo is None:
+            values[name] = moment.replace(tzinfo=dt.UTC)
+    return values
+
+
+async def _applied(database: Database, agent_id: uuid.UUID) -> tuple[object, object]:
+    row = await _row(database, agent_id)
+    return row["applied_version"], row["last_seen_at"]
 
 
 async def test_an_older_sighting_never_overwrites_a_newer_one(database_url: str) -> None:
@@ -101,17 +104,6 @@ async def test_a_flush_asked_while_another_runs_waits_for_it(postgres_url: str) 
     finally:
         await blocker.dispose()
         await database.close(1.0)
-
-
-async def _row(database: Database, agent_id: uuid.UUID) -> dict[str, object]:
-    async with database.engine.connect() as conn:
-        row = (await conn.execute(select(agents).where(agents.c.id == str(agent_id)))).one()
-    values = dict(row._mapping)
-    for name in ("last_seen_at", "applied_at"):
-        moment = values[name]
-        if isinstance(moment, dt.datetime) and moment.tzinfo is None:
-            values[name] = moment.replace(tzinfo=dt.UTC)
-    return values
 
 
 async def test_a_batch_writes_every_field_of_every_row(database_url: str) -> None:

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, ExitStack
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import sql
 
 from controller import migrations
-from tests.support.services import throwaway_postgres
+from tests.support.services import plain_postgres_url, throwaway_postgres
 
 _VERSION_TABLE = "alembic_version"
 
@@ -50,10 +49,6 @@ def sqlite_copy(migrated: Path, folder: Path) -> str:
     return f"sqlite+aiosqlite:///{target}"
 
 
-def _plain(url: str) -> str:
-    return urlsplit(url)._replace(scheme="postgresql").geturl()
-
-
 @dataclass
 class ReusablePostgres:
     """One migrated PostgreSQL database, reset for each test (see the module)."""
@@ -64,12 +59,12 @@ class ReusablePostgres:
     _rows: dict[str, bytes] = field(default_factory=dict)
 
     def open(self) -> None:
+        """A new database, migrated (the one held before, if any, is dropped)."""
         self.stack.close()
         self.stack = ExitStack()
-        database: AbstractContextManager[str] = throwaway_postgres()
-        self.url = self.stack.enter_context(database)
+        self.url = self.stack.enter_context(throwaway_postgres())
         _upgrade(self.url)
-        with psycopg.connect(_plain(self.url)) as conn:
+        with psycopg.connect(plain_postgres_url(self.url)) as conn:
             self._revision = self._current_revision(conn)
             self._rows = {table: self._copy_out(conn, table) for table in self._tables(conn)}
 
@@ -78,11 +73,8 @@ class ReusablePostgres:
 
     def reset(self) -> str:
         """The database as the migrations left it; its URL."""
-        if not self.url:
-            self.open()
-            return self.url
         try:
-            with psycopg.connect(_plain(self.url), autocommit=True) as conn:
+            with psycopg.connect(plain_postgres_url(self.url), autocommit=True) as conn:
                 conn.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE datname = current_database() AND pid <> pg_backend_pid()"

@@ -70,11 +70,15 @@ def throwaway_postgres() -> Iterator[str]:
             )
 
 
+def plain_postgres_url(database_url: str) -> str:
+    """A ``postgresql+psycopg://`` URL as psycopg itself takes it (``postgresql://``)."""
+    return database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
 def stored_versions(database_url: str) -> tuple[int, dict[int, str | None]]:
     """fleet_state.current_version, and every stored version's URL, read straight from a
     PostgreSQL database with psycopg (blocking: call it in a thread from a test)."""
-    plain_url = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
-    with psycopg.connect(plain_url) as conn:
+    with psycopg.connect(plain_postgres_url(database_url)) as conn:
         row = conn.execute("SELECT current_version FROM fleet_state").fetchone()
         assert row is not None
         rows = conn.execute("SELECT version, body FROM config_versions").fetchall()
