@@ -57,4 +57,9 @@ def if_none_match_hits(header: str | None, etag: str) -> bool:
     ``*``."""
     if header is None:
         return False
+    # A tag that matches stands whole in the header, so a header holding neither the tag
+    # nor ``*`` (an agent fetching after a change sends the one tag it holds) matches
+    # nothing: answered without splitting it.
+    if etag not in header and ANY not in header:
+        return False
     return any(tag == ANY or _strong_form(tag, weak_ok=True) == etag for tag in _tags(header))

@@ -60,6 +60,13 @@ def test_if_match_tags(header: str | None, expected: frozenset[str] | None) -> N
         ('"7"', False),
         ("7", False),
         ('"', False),
+        (f" {TAG} ", True),
+        (f"{OTHER}, *", True),
+        (" * ", True),
+        ('"a*b"', False),
+        (f"{TAG}junk", False),
+        (f'"x{TAG}"', False),
+        (f"{OTHER}, W/{TAG}x", False),
     ],
 )
 def test_if_none_match_hits(header: str | None, hit: bool) -> None:
