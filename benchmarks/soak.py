@@ -9,10 +9,11 @@ agent-host processes (this script again, ``--agent-host``) that run N simulated 
 lightweight asyncio pollers, each with its own HTTP connections. Every agent registers
 for real (``POST /register``) and then polls ``GET /config`` every ``--interval`` seconds
 from a random phase, alternating between the replicas (``--pinned``: always the same
-one), with its agent token, ``X-Agent-ID``, ``If-None-Match`` and ``X-Applied-Version``
-(the newest version it got in a 200, as its worker would hold it). Every poll's outcome
-is recorded: status, latency; anything but 200/304, and any exception, is a failed
-request, kept with its reason.
+one), with its agent token, ``X-Agent-ID``, ``If-None-Match`` (the ETag of that 200, so
+an unchanged configuration is answered 304, as for a real agent) and
+``X-Applied-Version`` (the newest version it got in a 200, as its worker would hold
+it). Every poll's outcome is recorded: status, latency; anything but 200/304, and any
+exception, is a failed request, kept with its reason.
 
 Once every agent has polled, an admin posts a new configuration every ``--post-every``
 seconds for ``--duration`` seconds (rotating over the replicas). Then the script waits
@@ -40,7 +41,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +84,22 @@ MS_PER_SECOND = 1000.0
 # -- the agent-host process ---------------------------------------------------------------
 
 
+def read_poll_answer(
+    status: int, headers: Mapping[str, str], raw: bytes
+) -> tuple[int, str | None, str]:
+    """(version, ETag of a 200, reason it failed or "") of one GET /config answer; a body
+    that is not JSON raises."""
+    if status not in (200, 304):
+        return -1, None, f"HTTP {status}: {raw[:200].decode(errors='replace')}"
+    header = headers.get(HEADER_CONFIG_VERSION, "")
+    if not header.isdigit():
+        return -1, None, f"HTTP {status} without a valid {HEADER_CONFIG_VERSION}"
+    if status == 304:
+        return int(header), None, ""
+    json.loads(raw)  # a body that is not JSON is a failure too
+    return int(header), headers.get("ETag"), ""
+
+
 @dataclass(frozen=True, kw_only=True)
 class HostSpec:
     first: int
@@ -103,6 +120,7 @@ class SimAgent:
     agent_id: str = ""
     token: str = ""
     applied: int | None = None
+    etag: str | None = None  # the ETag of the 200 that brought `applied`, sent back
     applied_at: float = math.nan  # time.time() of the 200 that brought `applied`
     polls: int = 0
     older_answers: int = 0  # 200s with a version older than `applied` (a lagging replica)
@@ -243,26 +261,19 @@ class AgentHost:
         headers = {"Authorization": f"Bearer {agent.token}", HEADER_AGENT_ID: agent.agent_id}
         if agent.applied is not None:
             headers[HEADER_APPLIED_VERSION] = str(agent.applied)
-            headers["If-None-Match"] = f'"{agent.applied}"'
+        if agent.etag is not None:
+            headers["If-None-Match"] = agent.etag
         started = time.time()
         t0 = time.perf_counter()
         status = 0
         version = -1
+        etag = None
         reason = ""
         try:
             async with session.get(f"{self.spec.bases[replica]}/config", headers=headers) as resp:
                 raw = await resp.read()
                 status = resp.status
-                header = resp.headers.get(HEADER_CONFIG_VERSION, "")
-                if status in (200, 304):
-                    if not header.isdigit():
-                        reason = f"HTTP {status} without a valid {HEADER_CONFIG_VERSION}"
-                    else:
-                        version = int(header)
-                    if status == 200:
-                        json.loads(raw)  # a body that is not JSON is a failure too
-                else:
-                    reason = f"HTTP {status}: {raw[:200].decode(errors='replace')}"
+                version, etag, reason = read_poll_answer(status, resp.headers, raw)
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
         latency = time.perf_counter() - t0
@@ -283,6 +294,7 @@ class AgentHost:
         elif status == 200:
             if agent.applied is None or version > agent.applied:
                 agent.applied = version
+                agent.etag = etag
                 agent.applied_at = time.time()
             elif version < agent.applied:
                 agent.older_answers += 1
