@@ -32,6 +32,7 @@ from sqlalchemy import (
     Text,
     event,
     false,
+    text,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -304,6 +305,18 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> A
             "tcp_user_timeout": 15_000,
         },
     )
+
+
+async def plan_for_these_values(conn: AsyncConnection) -> None:
+    """Have PostgreSQL plan this transaction's statements for their own parameters, even
+    those the driver prepared (a no-op on SQLite).
+
+    For lookups by lists of keys in the agents table: a generic plan, made while a new
+    deployment's table was nearly empty, kept scanning the whole table once a storm had
+    filled it (a registration group's key lookup took 0.4 ms at 300 agents and 27 ms at
+    19,000, and group commit slowed as the fleet grew)."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
 
 
 @contextlib.contextmanager

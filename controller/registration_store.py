@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from controller.db import agents, as_utc
+from controller.db import agents, as_utc, plan_for_these_values
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,6 +32,7 @@ async def read_keyed_agents(
     conn: AsyncConnection, key_hashes: Collection[str]
 ) -> dict[str, KeyedAgent]:
     """The agents registered with these keys (hashed), by key hash."""
+    await plan_for_these_values(conn)
     query = select(
         agents.c.registration_key,
         agents.c.id,

@@ -22,7 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.models import AgentState
 from controller.constants import FLEET_ROW_ID, MAX_VERSIONS_AHEAD
-from controller.db import agents, as_utc, config_versions, fleet_table, utcnow
+from controller.db import (
+    agents,
+    as_utc,
+    config_versions,
+    fleet_table,
+    plan_for_these_values,
+    utcnow,
+)
 from controller.fleet import StateRule, VersionGroup
 from controller.fleet_target import is_member, target_version
 
@@ -213,6 +220,7 @@ async def read_agent_credentials(
     conn: AsyncConnection, agent_ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, AgentCredential]:
     """The credentials of those of ``agent_ids`` that are registered, in one query."""
+    await plan_for_these_values(conn)
     query = select(agents.c.id, agents.c.token_hash, agents.c.revoked_at).where(
         agents.c.id.in_([str(agent_id) for agent_id in agent_ids])
     )
