@@ -34,9 +34,6 @@ DEFAULT_POLL_INTERVAL_SECONDS: Final = 30
 POLL_JITTER_FRACTION: Final = 0.1
 # A Retry-After longer than this is not believed; the agent waits this long instead.
 MAX_RETRY_AFTER_SECONDS: Final = 3_600.0
-# An agent told Retry-After: s waits s * (1 + fraction * random()): never sooner than
-# asked, and a fleet told the same s does not come back in the same instant.
-RETRY_AFTER_JITTER_FRACTION: Final = 0.5
 
 # How many controller attempt start times (time.monotonic()) the agent remembers.
 ATTEMPT_HISTORY_LENGTH: Final = 100

@@ -22,7 +22,6 @@ from agent.constants import (
     DEFAULT_POLL_INTERVAL_SECONDS,
     ENV_PREFIX,
     POLL_JITTER_FRACTION,
-    RETRY_AFTER_JITTER_FRACTION,
 )
 from agent.controller_client import ControllerClient, PollAnswer, PollRequest, Registration
 from agent.drift_report import DriftReport
@@ -38,7 +37,7 @@ from agent.storage import CachedConfig, Identity, Storage, StorageWriter
 from agent.wake import sleep_or_wake
 from common.backoff import Backoff
 from common.cohorts import in_cohort
-from common.constants import POLL_URL
+from common.constants import POLL_URL, RETRY_AFTER_JITTER_FRACTION
 from common.hints import HintCohort
 from common.models import WorkerConfig
 

@@ -68,3 +68,8 @@ MAX_CONFIG_VERSION: Final = 2**31 - 1
 DEFAULT_PAGE_LIMIT: Final = 100
 MAX_PAGE_LIMIT: Final = 500
 MAX_PAGE_OFFSET: Final = 2**31 - 1
+
+# A client told Retry-After: s waits s * (1 + fraction * random()): never sooner than
+# asked, and a fleet told the same s does not come back in the same instant. The agent
+# waits so; a controller pacing a refused fleet counts on the mean, half the fraction.
+RETRY_AFTER_JITTER_FRACTION: Final = 0.5

@@ -11,10 +11,9 @@ from pathlib import Path
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
-from agent.constants import RETRY_AFTER_JITTER_FRACTION
 from agent.outcomes import ControllerOutcome
 from agent.runner import Agent
-from common.constants import HEADER_IDEMPOTENCY_KEY
+from common.constants import HEADER_IDEMPOTENCY_KEY, RETRY_AFTER_JITTER_FRACTION
 from tests.agent.conftest import MakeSettings, base_url
 from tests.agent.test_controller_loop import run_until
 

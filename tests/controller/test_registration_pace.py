@@ -4,6 +4,7 @@ at most 60 s."""
 
 from __future__ import annotations
 
+from common.constants import RETRY_AFTER_JITTER_FRACTION
 from controller.registration_pace import (
     PACE_MEMORY_SECONDS,
     REGISTRATION_MAX_RETRY_AFTER_SECONDS,
@@ -20,11 +21,24 @@ class Clock:
 
 
 def test_refused_ones_are_spread_at_the_floor_rate_before_anything_was_written() -> None:
-    """Unmeasured, 2,000 refused at once are told 1 s to 4 s, in order, at 500 per second."""
+    """Unmeasured, 2,000 refused at once are told 1 s to 4 s, in order, 625 a second: the
+    floor of 500 a second, told a quarter sooner, as agents come back a quarter later on
+    average."""
     pace = RetryPace(floor_per_second=500, clock=Clock())
     waits = [pace.retry_after_seconds(unanswered=0) for _ in range(2000)]
     assert waits == sorted(waits)
-    assert (waits[0], waits[499], waits[500], waits[-1]) == (1, 1, 2, 4)
+    assert (waits[0], waits[624], waits[625], waits[-1]) == (1, 1, 2, 4)
+
+
+def test_the_refused_come_back_at_the_rate_on_average() -> None:
+    """5,000 refused at 1,000 a second, each waiting what it was told plus the agents'
+    mean jitter: on average each comes back when its place is due (place / rate), not a
+    quarter later."""
+    pace = RetryPace(floor_per_second=1000, clock=Clock())
+    waits = [pace.retry_after_seconds(unanswered=0) for _ in range(5000)]
+    back = sum(w * (1 + RETRY_AFTER_JITTER_FRACTION / 2) for w in waits) / len(waits)
+    due = sum((place + 1) / 1000 for place in range(5000)) / 5000
+    assert due <= back <= due + 1.0  # whole seconds told: up to one later, never sooner
 
 
 def test_the_measured_rate_shortens_the_waits() -> None:
@@ -36,7 +50,7 @@ def test_the_measured_rate_shortens_the_waits() -> None:
     clock.now += 1.0
     waits = [pace.retry_after_seconds(unanswered=0) for _ in range(4000)]
     assert set(waits) == {1}
-    assert RetryPace(floor_per_second=500, clock=clock).retry_after_seconds(5000) == 11
+    assert RetryPace(floor_per_second=500, clock=clock).retry_after_seconds(5000) == 9
 
 
 def test_the_wait_is_capped() -> None:
@@ -74,7 +88,7 @@ def test_paced_arrivals_do_not_lower_the_rate() -> None:
     clock.now += 1.0
     assert pace.rate_per_second() == 2000
     waits = [pace.retry_after_seconds(unanswered=2000) for _ in range(4000)]
-    assert (waits[0], waits[-1]) == (2, 3)
+    assert (waits[0], waits[-1]) == (1, 3)
 
 
 def test_a_better_estimate_moves_every_place_ahead_forward() -> None:
