@@ -88,8 +88,10 @@ class Host(S.HostProcess):
 class ConfirmWatch:
     """When the controller KNOWS every worker applied a version: GET /fleet (admin) every
     CONFIRM_POLL_SECONDS while a change waits, until the agents that reported that version
-    or a newer one are all of them (with one change at a time: ``in_sync == agents``).
-    Works whether agents confirm at their next poll or at once."""
+    or a newer one are all of them (with one change at a time: ``in_sync == agents``);
+    also when they were half of them and 99 % of them (the confirmed p50 and p99, as the
+    controller's view showed them). Works whether agents confirm at their next poll or at
+    once."""
 
     def __init__(self, http: aiohttp.ClientSession, base: str, agents: int) -> None:
         self.http = http
@@ -101,7 +103,10 @@ class ConfirmWatch:
 
     def track(self, version: int, t_post: float) -> dict[str, Any]:
         """Start watching ``version`` (posted at ``t_post``); the dict gets its figures."""
-        figures: dict[str, Any] = {"confirmed_p50_seconds": None, "confirmed_all_seconds": None}
+        figures: dict[str, Any] = dict.fromkeys(
+            ("confirmed_p50_seconds", "confirmed_p99_seconds", "confirmed_all_seconds")
+        )
+        figures.update(dict.fromkeys(("rollout_p50_seconds", "rollout_p99_seconds")))
         self.pending[version] = (t_post, figures)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._poll())
@@ -116,23 +121,31 @@ class ConfirmWatch:
                     body = await resp.json()
                     now = time.time()
                 self.requests += 1
-                self._note(body.get("by_applied_version") or [], now)
+                for version, figures in self._note(body.get("by_applied_version") or [], now):
+                    # Read while the agents hold exactly this version (the view's
+                    # percentiles count those only), before a later change moves them on.
+                    figures.update(await rollout_view(self, version))
             except (aiohttp.ClientError, TimeoutError, ValueError):
                 pass
             await asyncio.sleep(CONFIRM_POLL_SECONDS)
 
-    def _note(self, rows: list[dict[str, Any]], now: float) -> None:
+    def _note(self, rows: list[dict[str, Any]], now: float) -> list[tuple[int, dict[str, Any]]]:
+        """Note the shares reached; the versions every agent now confirmed."""
+        done = []
         for version, (t_post, figures) in list(self.pending.items()):
             confirmed = sum(
                 r["agents"]
                 for r in rows
                 if r.get("applied_version") is not None and r["applied_version"] >= version
             )
-            if figures["confirmed_p50_seconds"] is None and 2 * confirmed >= self.agents:
-                figures["confirmed_p50_seconds"] = round(now - t_post, 3)
+            for key, share in (("confirmed_p50_seconds", 0.50), ("confirmed_p99_seconds", 0.99)):
+                if figures[key] is None and confirmed >= math.ceil(share * self.agents):
+                    figures[key] = round(now - t_post, 3)
             if confirmed >= self.agents:
                 figures["confirmed_all_seconds"] = round(now - t_post, 3)
                 del self.pending[version]
+                done.append((version, figures))
+        return done
 
     async def finish(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for every tracked version; the rest stay None."""
@@ -142,6 +155,36 @@ class ConfirmWatch:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         self.pending.clear()
+
+
+async def settle_confirmations(
+    confirm: ConfirmWatch, changes: list[dict[str, Any]], timeout: float
+) -> None:
+    """Wait up to ``timeout`` for the controller to know of every apply, then put the
+    watch's figures on each change."""
+    await confirm.finish(timeout)
+    for ch in changes:
+        ch.update(ch.pop("confirmed", {}))
+    note_later_confirmations(changes)
+
+
+async def rollout_view(confirm: ConfirmWatch, version: int) -> dict[str, Any]:
+    """The controller's own figures for ``version`` (GET /config/versions/{n}/rollout):
+    seconds from its publish to each agent's confirming poll, p50 and p99, and whether
+    every live agent confirmed it."""
+    url = f"{confirm.base}/config/versions/{version}/rollout"
+    try:
+        async with confirm.http.get(
+            url, headers={"Authorization": f"Bearer {S.ADMIN_TOKEN}"}
+        ) as resp:
+            body = await resp.json()
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return {}
+    return {
+        "rollout_p50_seconds": body.get("p50_seconds"),
+        "rollout_p99_seconds": body.get("p99_seconds"),
+        "rollout_complete": body.get("complete"),
+    }
 
 
 class HintLog:
@@ -430,10 +473,7 @@ async def measure(
         await asyncio.sleep(args.pause)
 
     print("waiting for the controller to know of every apply (GET /fleet) ...", flush=True)
-    await confirm.finish(args.confirm_timeout or 0.0)
-    for ch in changes:
-        ch.update(ch.pop("confirmed", {}))
-    note_later_confirmations(changes)
+    await settle_confirmations(confirm, changes, args.confirm_timeout or 0.0)
     stop_profilers(profilers)
     all_latencies.sort()
     target, target_text = target_seconds(n, hints, interval)
@@ -475,6 +515,11 @@ async def measure(
         if measured
         else None,
         "confirmed_p50_seconds_median": _median_of(measured, "confirmed_p50_seconds"),
+        "confirmed_p99_seconds_median": _median_of(measured, "confirmed_p99_seconds"),
+        "confirmed_p99_seconds_last_change": measured[-1].get("confirmed_p99_seconds")
+        if measured
+        else None,
+        "rollout_p99_seconds_median": _median_of(measured, "rollout_p99_seconds"),
         "changes_not_confirmed": sum(
             1 for ch in measured if ch.get("confirmed_all_seconds") is None
         ),
@@ -614,7 +659,7 @@ def report(result: dict[str, Any]) -> None:
     rows = []
     for ch in result["changes"]:
         if "error" in ch:
-            rows.append([ch["change"], ch["error"][:40]] + ["-"] * 15)
+            rows.append([ch["change"], ch["error"][:40]] + ["-"] * 17)
             continue
         cpu = ch["cpu"]
         rows.append(
@@ -626,7 +671,9 @@ def report(result: dict[str, Any]) -> None:
                 ch["p99_seconds"],
                 ch["max_seconds"],
                 ch.get("confirmed_p50_seconds") or "-",
+                ch.get("confirmed_p99_seconds") or "-",
                 ch.get("confirmed_all_seconds") or "-",
+                ch.get("rollout_p99_seconds") or "-",
                 ch["controller_requests_per_agent"],
                 ch["controller_cpu_seconds"],
                 cpu["controllers_cpu_percent"],
@@ -643,7 +690,8 @@ def report(result: dict[str, Any]) -> None:
         f"poll_interval={result['poll_interval_seconds']} s spread={result['spread']}"
     )
     headers = ["change", "applied", "spread s", "p50 s", "p99 s", "max s"]
-    headers += ["known p50 s", "known all s", "GET/agent", "ctrl CPU-s", "ctrl CPU%"]
+    headers += ["known p50 s", "known p99 s", "known all s", "rollout p99 s"]
+    headers += ["GET/agent", "ctrl CPU-s", "ctrl CPU%"]
     headers += ["agents CPU%", "redis CPU%", "pg CPU%", "other CPU%", "machine %"]
     print(S.table(headers, rows))
     print(
@@ -659,8 +707,10 @@ def report(result: dict[str, Any]) -> None:
         "cores, shared by everything); 'other' is CPU used by processes outside this benchmark.",
     )
     print(
-        "'known' = seconds from the POST's answer until GET /fleet shows half / all of the "
-        "agents on that version (or newer): when the controller KNOWS the change landed."
+        "'known' = seconds from the POST's answer until GET /fleet shows half / 99 % / all "
+        "of the agents on that version (or newer): when the controller KNOWS the change "
+        "landed. 'rollout p99' = the controller's own figure (GET /config/versions/{n}/rollout): "
+        "seconds from its publish to the confirming poll, 99th percentile."
     )
     if result.get("peer"):
         report_side_by_side(result, result["peer"])
@@ -833,6 +883,11 @@ def summarize_sitting(
                 rows, "confirmed_all_seconds_last_change"
             ),
             "confirmed_p50_seconds_median": med(rows, "confirmed_p50_seconds_median"),
+            "confirmed_p99_seconds_median": med(rows, "confirmed_p99_seconds_median"),
+            "confirmed_p99_seconds_last_change_median": med(
+                rows, "confirmed_p99_seconds_last_change"
+            ),
+            "rollout_p99_seconds_median": med(rows, "rollout_p99_seconds_median"),
             "controller_cpu_seconds_per_change_median": med(
                 rows, "controller_cpu_seconds_per_change_median"
             ),
@@ -872,6 +927,8 @@ def report_sitting(result: dict[str, Any]) -> None:
                 x["apply_p99_seconds_median"],
                 " / ".join(f"{p:.3f}" for p in x["apply_p99_seconds_per_run"] if p is not None),
                 x.get("p99_ratio_to_etcd", "-"),
+                x.get("confirmed_p99_seconds_median") or "-",
+                x.get("rollout_p99_seconds_median") or "-",
                 x.get("confirmed_all_seconds_last_change_median") or "-",
                 x.get("controller_cpu_seconds_per_change_median") or "-",
                 x.get("agent_host_cpu_ms_per_apply_median") or "-",
@@ -885,7 +942,8 @@ def report_sitting(result: dict[str, Any]) -> None:
     for v, meaning in result["variants"].items():
         print(f"  {v}: {meaning}")
     headers = ["", "runs", "apply p50 s", "apply p99 s", "p99 per run", "p99 / etcd"]
-    headers += ["known all s (last change)", "ctrl CPU-s/change", "host CPU ms/apply"]
+    headers += ["known p99 s", "rollout p99 s", "known all s (last change)"]
+    headers += ["ctrl CPU-s/change", "host CPU ms/apply"]
     headers += ["GET/agent", "other CPU%"]
     print(S.table(headers, rows))
 
