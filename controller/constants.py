@@ -88,3 +88,7 @@ REGISTRATION_QUEUE_MAX_WAIT_SECONDS: Final = 1.0
 # gets the same agent (with a fresh token) as long as that agent never polled; later, the
 # key is refused (409) and the agent registers with a new one.
 REGISTRATION_KEY_TTL_SECONDS: Final = 86_400.0
+
+# How long a thread holding the GIL keeps it while another waits (the interpreter's
+# default: 5 ms). See controller.serving.share_the_gil_quickly.
+GIL_SWITCH_INTERVAL_SECONDS: Final = 0.0005
