@@ -112,7 +112,8 @@ async def test_config_history_and_show(cli: Cli) -> None:
     """`config history` pages newest first and marks the current version; `config show N`
     shows one version; an unknown N is the controller's 404."""
     for name in ("a", "b", "c"):
-        await cli("config", "set", f"https://example.org/{name}")
+        stored = await cli("config", "set", f"https://example.org/{name}")
+        assert stored.exit_code == 0, stored.stderr
     text = await cli("config", "history", "--limit", "2")
     lines = text.stdout.splitlines()
     assert lines[0].split() == [
