@@ -58,30 +58,59 @@ logger = logging.getLogger(__name__)
 # A database that stops answering fails many requests at once: one warning per this many
 # seconds, saying how many more timed out meanwhile.
 TIMEOUT_WARNING_EVERY_SECONDS = 10.0
+# How much of a failed transaction's error message the warning quotes.
+FAILURE_DETAIL_CHARACTERS = 200
 
 
-class TimeoutReport:
-    """Logs database timeouts (each answered 503) at most once per
-    TIMEOUT_WARNING_EVERY_SECONDS, so an operator sees them without a flood."""
+class OutageReport:
+    """Logs the transactions answered 503, timed out or failed, at most once per
+    TIMEOUT_WARNING_EVERY_SECONDS for each kind, so an operator sees them, and why,
+    without a flood."""
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._last_warning = -math.inf
-        self._since_warning = 0
+        self._last_warning = {"timeout": -math.inf, "failure": -math.inf}
+        self._since_warning = {"timeout": 0, "failure": 0}
+
+    def _quiet_ones(self, kind: str) -> int | None:
+        """None while the last warning of ``kind`` is recent (this one is counted); else
+        how many were not logged since it."""
+        now = self._clock()
+        if now - self._last_warning[kind] < TIMEOUT_WARNING_EVERY_SECONDS:
+            self._since_warning[kind] += 1
+            return None
+        quiet = self._since_warning[kind]
+        self._last_warning[kind] = now
+        self._since_warning[kind] = 0
+        return quiet
 
     def note(self, timeout_seconds: float) -> None:
-        now = self._clock()
-        if now - self._last_warning < TIMEOUT_WARNING_EVERY_SECONDS:
-            self._since_warning += 1
+        """A transaction's caller stopped waiting after ``timeout_seconds``."""
+        quiet = self._quiet_ones("timeout")
+        if quiet is None:
             return
         logger.warning(
             "database.timeout after_seconds=%.1f more_since_last_warning=%d: the request is "
             "answered 503",
             timeout_seconds,
-            self._since_warning,
+            quiet,
         )
-        self._last_warning = now
-        self._since_warning = 0
+
+    def note_failure(self, error: BaseException) -> None:
+        """A transaction failed on ``error`` (the driver's, the pool's or the network's)."""
+        quiet = self._quiet_ones("failure")
+        if quiet is None:
+            return
+        # The driver's own error: SQLAlchemy's wrapper adds the statement and parameters.
+        cause = getattr(error, "orig", None) or error
+        text = (str(cause).strip().splitlines() or [""])[0][:FAILURE_DETAIL_CHARACTERS]
+        logger.warning(
+            "database.failed error=%s detail=%r more_since_last_warning=%d: the request is "
+            "answered 503",
+            type(cause).__name__,
+            text,
+            quiet,
+        )
 
 
 metadata = MetaData(
@@ -337,11 +366,12 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
 
 class Database:
     """One application's database: its engine, the transactions still running, and the
-    report of those that timed out. Built when the app starts, disposed when it stops."""
+    report of those that timed out or failed. Built when the app starts, disposed when it
+    stops."""
 
-    def __init__(self, engine: AsyncEngine, *, timeouts: TimeoutReport | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, *, timeouts: OutageReport | None = None) -> None:
         self.engine = engine
-        self.timeouts = timeouts or TimeoutReport()
+        self.timeouts = timeouts or OutageReport()
         # Transactions still running, including those whose caller stopped waiting (a
         # timeout, a shutdown): the engine is disposed only once they ended.
         self._running: set[asyncio.Future[Any]] = set()
@@ -377,9 +407,15 @@ class Database:
             raise
 
     async def _run(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        with database_errors():
-            async with self.engine.begin() as conn:
-                return await work(conn)
+        try:
+            with database_errors():
+                async with self.engine.begin() as conn:
+                    return await work(conn)
+        except Unavailable as exc:
+            # A 503 the log should explain (a busy SQLite file, a lost connection, ...).
+            if exc.__cause__ is not None:
+                self.timeouts.note_failure(exc.__cause__)
+            raise
 
     async def close(self, timeout_seconds: float) -> None:
         """Give the transactions still running up to ``timeout_seconds`` to end, then

@@ -21,7 +21,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from common.event_loop import EventLoopName, loop_factory
-from controller.db import Database, TimeoutReport, create_engine
+from controller.db import Database, OutageReport, create_engine
 
 T = TypeVar("T")
 
@@ -74,7 +74,7 @@ class WriterThread:
             # One group is written at a time; the second connection serves a group
             # while a timed-out one still ends.
             engine = create_engine(self._url, pool_size=1, max_overflow=1)
-            self._database = Database(engine, timeouts=TimeoutReport())
+            self._database = Database(engine, timeouts=OutageReport())
             loop.call_soon(ready.set)
             try:
                 loop.run_forever()

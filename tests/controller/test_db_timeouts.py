@@ -1,5 +1,5 @@
-"""A database that does not answer in time: 503 for the caller, and a warning for the
-operator that does not flood the log."""
+"""A database that does not answer in time, or fails: 503 for the caller, and a warning
+for the operator, saying why, that does not flood the log."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.errors import Unavailable
@@ -44,7 +45,7 @@ async def test_timeouts_are_503_and_warned_once_per_period(
 def test_the_next_warning_counts_the_quiet_ones(caplog: pytest.LogCaptureFixture) -> None:
     """After the quiet period, the warning says how many timeouts it did not log."""
     ticks = iter([100.0, 101.0, 102.0, 100.0 + db.TIMEOUT_WARNING_EVERY_SECONDS + 1])
-    report = db.TimeoutReport(clock=lambda: next(ticks))
+    report = db.OutageReport(clock=lambda: next(ticks))
     caplog.set_level(logging.WARNING, logger="controller.db")
     for _ in range(4):
         report.note(3.0)
@@ -52,3 +53,24 @@ def test_the_next_warning_counts_the_quiet_ones(caplog: pytest.LogCaptureFixture
     assert len(warnings) == 2
     assert "more_since_last_warning=0" in warnings[0]
     assert "more_since_last_warning=2" in warnings[1]
+
+
+async def _broken(conn: AsyncConnection) -> None:
+    await conn.execute(text("SELECT * FROM no_such_table"))
+
+
+async def test_failures_are_503_and_warned_with_the_drivers_reason(
+    database: db.Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A transaction the database refuses is Unavailable; three in a row log one warning
+    that names the driver's error and its first line, without the statement."""
+    caplog.set_level(logging.WARNING, logger="controller.db")
+    for _ in range(3):
+        with pytest.raises(Unavailable, match="unavailable"):
+            await database.transaction(_broken)
+    warnings = [r.getMessage() for r in caplog.records if "database.failed" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "error=OperationalError" in warnings[0]
+    assert "no such table: no_such_table" in warnings[0]
+    assert "SELECT" not in warnings[0]
+    assert "answered 503" in warnings[0]
