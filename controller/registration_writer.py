@@ -21,7 +21,8 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from common.event_loop import EventLoopName, loop_factory
-from controller.db import Database, OutageReport, create_engine
+from controller.db import Database, create_engine
+from controller.db_outages import OutageReport
 
 T = TypeVar("T")
 

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.errors import Unavailable
-from controller import db
+from controller import db, db_outages
 
 
 @pytest.fixture
@@ -44,8 +44,8 @@ async def test_timeouts_are_503_and_warned_once_per_period(
 
 def test_the_next_warning_counts_the_quiet_ones(caplog: pytest.LogCaptureFixture) -> None:
     """After the quiet period, the warning says how many timeouts it did not log."""
-    ticks = iter([100.0, 101.0, 102.0, 100.0 + db.TIMEOUT_WARNING_EVERY_SECONDS + 1])
-    report = db.OutageReport(clock=lambda: next(ticks))
+    ticks = iter([100.0, 101.0, 102.0, 100.0 + db_outages.TIMEOUT_WARNING_EVERY_SECONDS + 1])
+    report = db_outages.OutageReport(clock=lambda: next(ticks))
     caplog.set_level(logging.WARNING, logger="controller.db")
     for _ in range(4):
         report.note(3.0)
