@@ -39,6 +39,8 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 
 import _support as S  # noqa: E402
 
+from tests.support.services import plain_postgres_url, throwaway_postgres  # noqa: E402
+
 WRK_CONNECTIONS = 8
 LUA_COMMON = """
 local threads = {}
@@ -178,7 +180,7 @@ class Legit:
 
 
 def _transactions(database_url: str) -> int:
-    plain = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    plain = plain_postgres_url(database_url)
     name = plain.rsplit("/", 1)[1]
     with psycopg.connect(plain) as conn:
         row = conn.execute(
@@ -304,8 +306,6 @@ def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install -y wrk)")
     S.raise_nofile()
-    from tests.support.services import throwaway_postgres
-
     with ExitStack() as stack:
         workdir = S.tmpfs_workdir(stack, "fleetconf-abuse-", keep=args.keep)
         database_url = stack.enter_context(throwaway_postgres())

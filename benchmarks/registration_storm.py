@@ -52,7 +52,7 @@ from _lean_http import LeanConnection, LeanHttpError, request_bytes  # noqa: E40
 from common.backoff import Backoff  # noqa: E402
 from common.constants import HEADER_IDEMPOTENCY_KEY  # noqa: E402
 from common.event_loop import DEFAULT_EVENT_LOOP, loop_factory  # noqa: E402
-from tests.support.services import throwaway_postgres  # noqa: E402
+from tests.support.services import plain_postgres_url, throwaway_postgres  # noqa: E402
 
 RESULTS_FILE = "registration_storm.json"
 REQUEST_TIMEOUT_SECONDS = 30.0
@@ -200,10 +200,9 @@ async def storm(
 
 def rows_in_database(database_url: str, *, keyed: bool) -> tuple[dict[str, int], set[str]]:
     """Counts of the agents table (with the idempotency keys when ``keyed``), and its ids."""
-    plain = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
     keys = "count(registration_key), count(DISTINCT registration_key)" if keyed else "0, 0"
     query = f"SELECT count(*), count(DISTINCT id), {keys} FROM agents"  # noqa: S608 (constants)
-    with psycopg.connect(plain) as conn:
+    with psycopg.connect(plain_postgres_url(database_url)) as conn:
         row = conn.execute(query).fetchone()
         assert row is not None
         ids = {str(r[0]) for r in conn.execute("SELECT id FROM agents")}
@@ -213,8 +212,7 @@ def rows_in_database(database_url: str, *, keyed: bool) -> tuple[dict[str, int],
 
 def written_seconds(database_url: str, started_at: float) -> list[float]:
     """Seconds from ``started_at`` (time.time()) to each agent row's registered_at."""
-    plain = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
-    with psycopg.connect(plain) as conn:
+    with psycopg.connect(plain_postgres_url(database_url)) as conn:
         rows = conn.execute("SELECT extract(epoch FROM registered_at) FROM agents").fetchall()
     return [float(row[0]) - started_at for row in rows]
 

@@ -29,15 +29,14 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 import _support as S  # noqa: E402
 import psycopg  # noqa: E402
 
-from tests.support.services import throwaway_postgres  # noqa: E402
+from tests.support.services import plain_postgres_url, throwaway_postgres  # noqa: E402
 
 RESULTS_FILE = "registration_wrk.json"
 LUA_SCRIPT = S.BENCH_DIR / "register.lua"
 
 
 def count_rows(database_url: str) -> int:
-    plain = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
-    with psycopg.connect(plain) as conn:
+    with psycopg.connect(plain_postgres_url(database_url)) as conn:
         row = conn.execute("SELECT count(*) FROM agents").fetchone()
     assert row is not None
     return int(row[0])

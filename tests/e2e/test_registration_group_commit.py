@@ -21,6 +21,7 @@ from tests.e2e.conftest import ADMIN, ADMIN_TOKEN, REGISTRATION_TOKEN
 from tests.support.fleet import bearer
 from tests.support.metrics import scrape_url, value
 from tests.support.processes import ProcessGroup, ServiceProcess
+from tests.support.services import plain_postgres_url
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import eventually
 
@@ -64,8 +65,7 @@ def start_controller(
 
 def agent_rows(postgres_url: str) -> dict[str, str]:
     """Every agent row straight from PostgreSQL: id -> hostname."""
-    plain = postgres_url.replace("postgresql+psycopg://", "postgresql://", 1)
-    with psycopg.connect(plain) as conn:
+    with psycopg.connect(plain_postgres_url(postgres_url)) as conn:
         return {
             str(id_): str(host) for id_, host in conn.execute("SELECT id, hostname FROM agents")
         }

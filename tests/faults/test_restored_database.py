@@ -25,6 +25,7 @@ from tests.faults.fleet import ADMIN, ADMIN_TOKEN, REGISTRATION_TOKEN, Fleet
 from tests.support.fleet import SETTLE_TIMEOUT_SECONDS
 from tests.support.metrics import scrape_url, value
 from tests.support.processes import ProcessGroup, ServiceProcess, Upstream, wait_until
+from tests.support.services import plain_postgres_url
 
 pytestmark = pytest.mark.e2e
 
@@ -143,12 +144,8 @@ async def test_sqlite_restored_from_an_older_copy(
     await _charlie_lands(fleet, fleet.controller, charlie)
 
 
-def _plain(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
-
-
 def _backup_postgres(url: str) -> None:
-    with psycopg.connect(_plain(url), autocommit=True) as conn:
+    with psycopg.connect(plain_postgres_url(url), autocommit=True) as conn:
         for table in TABLES:
             conn.execute(
                 sql.SQL("CREATE TABLE {} AS SELECT * FROM {}").format(
@@ -159,7 +156,7 @@ def _backup_postgres(url: str) -> None:
 
 def _put_back_postgres(url: str) -> None:
     """Every table as the backup had it, in one transaction."""
-    with psycopg.connect(_plain(url)) as conn:
+    with psycopg.connect(plain_postgres_url(url)) as conn:
         for table in TABLES:
             conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
             conn.execute(
