@@ -310,9 +310,9 @@ class Database:
     report of those that timed out or failed. Built when the app starts, disposed when it
     stops."""
 
-    def __init__(self, engine: AsyncEngine, *, timeouts: OutageReport | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, *, outages: OutageReport | None = None) -> None:
         self.engine = engine
-        self.timeouts = timeouts or OutageReport()
+        self.outages = outages or OutageReport()
         # Transactions still running, including those whose caller stopped waiting (a
         # timeout, a shutdown): the engine is disposed only once they ended.
         self._running: set[asyncio.Future[Any]] = set()
@@ -339,7 +339,7 @@ class Database:
         except TimeoutError:
             task.cancel()
             task.add_done_callback(_retrieve)
-            self.timeouts.note(timeout_seconds)
+            self.outages.note(timeout_seconds)
             raise Unavailable("The database did not answer in time; retry shortly.") from None
         except asyncio.CancelledError:
             # The caller is being stopped (a shutdown): the transaction in hand is let
@@ -355,7 +355,7 @@ class Database:
         except Unavailable as exc:
             # A 503 the log should explain (a busy SQLite file, a lost connection, ...).
             if exc.__cause__ is not None:
-                self.timeouts.note_failure(exc.__cause__)
+                self.outages.note_failure(exc.__cause__)
             raise
 
     async def close(self, timeout_seconds: float) -> None:

@@ -10,16 +10,16 @@ from collections.abc import Callable
 
 logger = logging.getLogger("controller.db")
 
-# A database that stops answering fails many requests at once: one warning per this many
-# seconds, saying how many more timed out meanwhile.
-TIMEOUT_WARNING_EVERY_SECONDS = 10.0
+# A database that stops answering, or refuses, fails many requests at once: one warning of
+# each kind per this many seconds, saying how many more there were meanwhile.
+WARNING_EVERY_SECONDS = 10.0
 # How much of a failed transaction's error message the warning quotes.
 FAILURE_DETAIL_CHARACTERS = 200
 
 
 class OutageReport:
     """Logs the transactions answered 503, timed out or failed, at most once per
-    TIMEOUT_WARNING_EVERY_SECONDS for each kind, so an operator sees them, and why,
+    WARNING_EVERY_SECONDS for each kind, so an operator sees them, and why,
     without a flood."""
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -31,7 +31,7 @@ class OutageReport:
         """None while the last warning of ``kind`` is recent (this one is counted); else
         how many were not logged since it."""
         now = self._clock()
-        if now - self._last_warning[kind] < TIMEOUT_WARNING_EVERY_SECONDS:
+        if now - self._last_warning[kind] < WARNING_EVERY_SECONDS:
             self._since_warning[kind] += 1
             return None
         quiet = self._since_warning[kind]

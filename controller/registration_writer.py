@@ -75,7 +75,7 @@ class WriterThread:
             # One group is written at a time; the second connection serves a group
             # while a timed-out one still ends.
             engine = create_engine(self._url, pool_size=1, max_overflow=1)
-            self._database = Database(engine, timeouts=OutageReport())
+            self._database = Database(engine, outages=OutageReport())
             loop.call_soon(ready.set)
             try:
                 loop.run_forever()

@@ -44,7 +44,7 @@ async def test_timeouts_are_503_and_warned_once_per_period(
 
 def test_the_next_warning_counts_the_quiet_ones(caplog: pytest.LogCaptureFixture) -> None:
     """After the quiet period, the warning says how many timeouts it did not log."""
-    ticks = iter([100.0, 101.0, 102.0, 100.0 + db_outages.TIMEOUT_WARNING_EVERY_SECONDS + 1])
+    ticks = iter([100.0, 101.0, 102.0, 100.0 + db_outages.WARNING_EVERY_SECONDS + 1])
     report = db_outages.OutageReport(clock=lambda: next(ticks))
     caplog.set_level(logging.WARNING, logger="controller.db")
     for _ in range(4):
