@@ -124,10 +124,28 @@ class ConfirmWatch:
                 for version, figures in self._note(body.get("by_applied_version") or [], now):
                     # Read while the agents hold exactly this version (the view's
                     # percentiles count those only), before a later change moves them on.
-                    figures.update(await rollout_view(self, version))
+                    figures.update(await self._rollout_view(version))
             except (aiohttp.ClientError, TimeoutError, ValueError):
                 pass
             await asyncio.sleep(CONFIRM_POLL_SECONDS)
+
+    async def _rollout_view(self, version: int) -> dict[str, Any]:
+        """The controller's own figures for ``version`` (GET /config/versions/{n}/rollout):
+        seconds from its publish to each agent's confirming poll, p50 and p99, and whether
+        every live agent confirmed it."""
+        url = f"{self.base}/config/versions/{version}/rollout"
+        try:
+            async with self.http.get(
+                url, headers={"Authorization": f"Bearer {S.ADMIN_TOKEN}"}
+            ) as resp:
+                body = await resp.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return {}
+        return {
+            "rollout_p50_seconds": body.get("p50_seconds"),
+            "rollout_p99_seconds": body.get("p99_seconds"),
+            "rollout_complete": body.get("complete"),
+        }
 
     def _note(self, rows: list[dict[str, Any]], now: float) -> list[tuple[int, dict[str, Any]]]:
         """Note the shares reached; the versions every agent now confirmed."""
@@ -166,25 +184,6 @@ async def settle_confirmations(
     for ch in changes:
         ch.update(ch.pop("confirmed", {}))
     note_later_confirmations(changes)
-
-
-async def rollout_view(confirm: ConfirmWatch, version: int) -> dict[str, Any]:
-    """The controller's own figures for ``version`` (GET /config/versions/{n}/rollout):
-    seconds from its publish to each agent's confirming poll, p50 and p99, and whether
-    every live agent confirmed it."""
-    url = f"{confirm.base}/config/versions/{version}/rollout"
-    try:
-        async with confirm.http.get(
-            url, headers={"Authorization": f"Bearer {S.ADMIN_TOKEN}"}
-        ) as resp:
-            body = await resp.json()
-    except (aiohttp.ClientError, TimeoutError, ValueError):
-        return {}
-    return {
-        "rollout_p50_seconds": body.get("p50_seconds"),
-        "rollout_p99_seconds": body.get("p99_seconds"),
-        "rollout_complete": body.get("complete"),
-    }
 
 
 class HintLog:
