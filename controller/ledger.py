@@ -79,6 +79,11 @@ class Ledger:
         # The highest version reported above the version then served, not yet written: a
         # later poll of the same agent (back on the database's version) must not erase it.
         self._ahead_unwritten = 0
+        # The batch a flush is writing, and its ``ahead``, until its last chunk commits: a
+        # version allocated meanwhile must still count its reports, which are then neither
+        # pending nor readable in the database (not committed yet).
+        self._writing: dict[int, _Poll] = {}
+        self._writing_ahead = 0
         # The /hit counts reported since the last flush, per version.
         self.hits = HitSums()
 
@@ -122,11 +127,13 @@ class Ledger:
         return len(self._pending)
 
     def highest_pending(self, *, at_most: int) -> int:
-        """The highest applied version up to ``at_most`` recorded and not yet written; 0
-        when none. Computed on demand (a configuration write asks), so a poll costs no
-        more."""
-        versions = [poll.applied or 0 for poll in self._pending.values()]
-        return max(v for v in [0, self._ahead_unwritten, *versions] if v <= at_most)
+        """The highest applied version up to ``at_most`` recorded and not yet committed
+        (pending, or in a flush's transaction); 0 when none. Computed on demand (a
+        configuration write asks), so a poll costs no more."""
+        polls = [*self._pending.values(), *self._writing.values()]
+        unwritten = [self._ahead_unwritten, self._writing_ahead]
+        versions = [*unwritten, *(poll.applied or 0 for poll in polls)]
+        return max(v for v in [0, *versions] if v <= at_most)
 
     async def flush(self) -> int:
         """Write what was recorded since the last flush: the hit counts in a transaction of
@@ -146,6 +153,13 @@ class Ledger:
         batch, self._pending = self._pending, {}
         drifting, self._drifting = self._drifting, set()
         ahead, self._ahead_unwritten = self._ahead_unwritten, 0
+        self._writing, self._writing_ahead = batch, ahead
+        try:
+            return await self._write_batch(batch, drifting, ahead)
+        finally:
+            self._writing, self._writing_ahead = {}, 0
+
+    async def _write_batch(self, batch: dict[int, _Poll], drifting: set[int], ahead: int) -> int:
         # One order for every replica: two replicas writing overlapping agents lock
         # their rows in the same order, so their flushes cannot deadlock.
         ordered = sorted(batch.items(), key=lambda item: item[0])

@@ -3,7 +3,9 @@ so, serves what the database holds, and numbers the next version above the fleet
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -95,6 +97,43 @@ async def test_a_report_still_in_the_ledger_moves_the_next_version_up(
     client, agent = restored
     assert await _poll(client, agent, applied=2) == 200
     assert await _published(client, "https://charlie.test/") == 3
+
+
+class _HeldTransactions:
+    """The ledger's database, whose transactions wait for ``release`` before they start:
+    a flush held after it took its batch and before that batch commits."""
+
+    def __init__(self, database: Any) -> None:
+        self._database = database
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def transaction(self, work: Callable[[Any], Awaitable[Any]]) -> Any:
+        self.entered.set()
+        await self.release.wait()
+        return await self._database.transaction(work)
+
+
+async def test_a_report_being_written_still_moves_the_next_version_up(
+    restored: tuple[Client, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A version written while a flush is writing the report of 2 (no longer pending, not
+    yet committed) is still numbered 3, not 2 again."""
+    client, agent = restored
+    await _poll(client, agent, applied=2)
+    ledger = client.app[keys.LEDGER]
+    held = _HeldTransactions(ledger._database)
+    monkeypatch.setattr(ledger, "_database", held)
+    flushing = asyncio.create_task(ledger.flush())
+    try:
+        await asyncio.wait_for(held.entered.wait(), 5)
+        assert ledger.pending == 0
+        assert await _published(client, "https://charlie.test/") == 3
+    finally:
+        held.release.set()
+        await flushing
+    fleet = await _fleet(client)
+    assert (fleet["current_version"], fleet["highest_reported_version"]) == (3, 2)
 
 
 async def test_a_report_overwritten_before_the_flush_still_counts(
