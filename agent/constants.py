@@ -32,6 +32,10 @@ HINT_MEMORY_LENGTH: Final = 256
 DEFAULT_POLL_INTERVAL_SECONDS: Final = 30
 # A poll sleeps interval * (1 - fraction * random()): never longer than one interval.
 POLL_JITTER_FRACTION: Final = 0.1
+# The least time between the starts of two polls after a held one (AGENT_LONG_POLL): the
+# controller holds a poll until a change, so the next one goes out at once, but never in
+# a tight loop. A report (drift, a failed apply) or a hint wakes the agent sooner.
+HELD_POLL_MIN_GAP_SECONDS: Final = 1.0
 # A Retry-After longer than this is not believed; the agent waits this long instead.
 MAX_RETRY_AFTER_SECONDS: Final = 3_600.0
 

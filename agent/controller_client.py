@@ -6,7 +6,7 @@ Everything goes over one :class:`~agent.peer_http.PeerSession`; failures are ``a
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,6 +23,8 @@ from common.constants import (
     HEADER_HIT_COUNTS,
     HEADER_IDEMPOTENCY_KEY,
     HEADER_POLL_INTERVAL_SECONDS,
+    HEADER_PREFER,
+    HEADER_PREFERENCE_APPLIED,
     HEADER_REPORT_INTERVAL_SECONDS,
     HEADER_WORKER_DRIFT,
     MAX_POLL_INTERVAL_SECONDS,
@@ -75,6 +77,8 @@ class PollRequest:
     apply_failed: str | None = None
     # "<version>:<requests>:<errors>,..." not reported yet (agent.hit_report).
     hit_counts: str | None = None
+    # Ask the controller to hold the poll until a change, at most this long (Prefer: wait).
+    wait_seconds: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,6 +91,8 @@ class PollAnswer:
     poll_interval_seconds: int | None
     # How often to report the worker's hit counts, when the controller names it.
     report_interval_seconds: int | None = None
+    # The controller held the poll (Preference-Applied: wait=N): it waited for a change.
+    held: bool = False
 
 
 class ControllerClient:
@@ -136,10 +142,18 @@ class ControllerClient:
             hint_source=body.hints,
         )
 
-    async def fetch_config(self, request: PollRequest) -> PollAnswer:
-        """The conditional ``GET`` of the configuration."""
+    async def fetch_config(
+        self, request: PollRequest, on_written: Callable[[], None] | None = None
+    ) -> PollAnswer:
+        """The conditional ``GET`` of the configuration (held by the controller up to
+        ``request.wait_seconds`` when it names some)."""
         answer = await exchange(
-            self._session, "GET", self._poll_url(request.poll_url), headers=_poll_headers(request)
+            self._session,
+            "GET",
+            self._poll_url(request.poll_url),
+            headers=_poll_headers(request),
+            wait_seconds=request.wait_seconds or 0,
+            on_written=on_written,
         )
         raise_for_shared_statuses(answer)
         if answer.status not in (200, 304):
@@ -154,6 +168,7 @@ class ControllerClient:
             etag=answer.headers.get("ETag"),
             poll_interval_seconds=_poll_interval(answer),
             report_interval_seconds=_interval(answer, HEADER_REPORT_INTERVAL_SECONDS),
+            held=answer.headers.get(HEADER_PREFERENCE_APPLIED, "").startswith("wait="),
         )
 
     def _poll_url(self, path: str) -> URL:
@@ -178,6 +193,8 @@ def _poll_headers(request: PollRequest) -> dict[str, str]:
         headers[HEADER_HIT_COUNTS] = request.hit_counts
     if request.etag is not None:
         headers["If-None-Match"] = request.etag
+    if request.wait_seconds is not None:
+        headers[HEADER_PREFER] = f"wait={request.wait_seconds}"
     return headers
 
 

@@ -20,12 +20,13 @@ from collections.abc import Callable
 from agent.constants import (
     ATTEMPT_HISTORY_LENGTH,
     DEFAULT_POLL_INTERVAL_SECONDS,
-    ENV_PREFIX,
+    HELD_POLL_MIN_GAP_SECONDS,
     POLL_JITTER_FRACTION,
 )
 from agent.controller_client import ControllerClient, PollAnswer, PollRequest, Registration
 from agent.drift_report import DriftReport
 from agent.errors import BadAnswer, RateLimited, Rejected, Unreachable
+from agent.held_poll import HeldPoll
 from agent.hint_schedule import HintSchedule
 from agent.hit_report import HitReport
 from agent.metrics import AgentMetrics, BackoffState
@@ -34,6 +35,13 @@ from agent.reconciler import Reconciler
 from agent.registrar import Registrar
 from agent.settings import AgentSettings
 from agent.storage import CachedConfig, Identity, Storage, StorageWriter
+from agent.sync_log import (
+    contact_failed,
+    log_identity_rejected,
+    log_received,
+    log_registration_rejected,
+    log_retry,
+)
 from agent.wake import sleep_or_wake
 from common.backoff import Backoff
 from common.cohorts import in_cohort
@@ -80,12 +88,13 @@ class ControllerSync:
         self.attempts: deque[float] = deque(maxlen=ATTEMPT_HISTORY_LENGTH)
         self.retry_delays: deque[float] = deque(maxlen=ATTEMPT_HISTORY_LENGTH)
         self.hint_schedule = HintSchedule(self, rng=rng, metrics=metrics, in_cohort=member_of(self))
-        # Drift the reconciler sees is reported at once, by a poll of its own.
-        self.drift_report = DriftReport(reconciler)
-        reconciler.on_drift(self.poll_soon)
-        # So are a changed applied version and a failed apply (agent.apply_report): the
+        # Drift the reconciler sees is reported at once, by a poll of its own; so are a
+        # changed applied version and a failed apply (agent.apply_report): the
         # controller's view shows them within a round trip, not a poll interval.
-        reconciler.on_news(self.poll_soon)
+        self.drift_report = DriftReport(reconciler)
+        reconciler.on_drift(self.report_soon)
+        reconciler.on_news(self.report_soon)
+        self._held_poll = HeldPoll()  # AGENT_LONG_POLL: a report cuts it short.
         # /hit counts ride on every request; the worker is read before regular polls (run).
         self.hit_report = HitReport(metrics)
         self.next_contact_at = 0.0  # time.monotonic() of the next contact, as planned
@@ -129,7 +138,14 @@ class ControllerSync:
             self._poll_interval_seconds = held.poll_interval_seconds
 
     def poll_soon(self) -> None:
+        """Poll at once; nothing while a poll is held (it hears of a change itself)."""
+        if not self._held_poll.in_flight:
+            self._wake.set()
+
+    def report_soon(self) -> None:
+        """Poll at once with a report, cutting a held poll short."""
         self._wake.set()
+        self._held_poll.interrupt()
 
     async def run(self, running: Callable[[], bool]) -> None:
         """Contact the controller until ``running()`` is false; an unexpected error fails
@@ -157,24 +173,8 @@ class ControllerSync:
             if self._identity is None:
                 return await self._register(controller)
             return await self._poll(controller, self._identity)
-        except Unreachable as exc:
-            return ControllerStep(
-                outcome=ControllerOutcome.UNREACHABLE,
-                detail=str(exc),
-                retry_after_seconds=exc.retry_after_seconds,
-            )
-        except RateLimited as exc:
-            logger.warning(
-                "controller.rate_limited retry_after_seconds=%s", exc.retry_after_seconds
-            )
-            return ControllerStep(
-                outcome=ControllerOutcome.RATE_LIMITED,
-                detail=str(exc),
-                retry_after_seconds=exc.retry_after_seconds,
-            )
-        except BadAnswer as exc:
-            logger.warning("controller.bad_answer reason=%s", exc)
-            return ControllerStep(outcome=ControllerOutcome.BAD_ANSWER, detail=str(exc))
+        except (Unreachable, RateLimited, BadAnswer) as exc:
+            return contact_failed(exc)
 
     async def _step(self) -> ControllerStep:
         """``run_once()``; an unexpected error is logged and counts as failed."""
@@ -190,22 +190,25 @@ class ControllerSync:
         """How long to wait before the next contact; logs a failure with its retry delay."""
         if step.outcome.succeeded:
             self._backoff.reset()
+            recheck = self.hint_schedule.recheck_seconds()
+            if step.held:  # The controller held it for up to an interval: ask again.
+                return min(_after_held(self.attempts[-1]), recheck)
             jitter = 1.0 - POLL_JITTER_FRACTION * self._rng.random()
-            return min(self._poll_interval_seconds * jitter, self.hint_schedule.recheck_seconds())
+            return min(self._poll_interval_seconds * jitter, recheck)
         delay = self._backoff.next_delay_seconds()
         if step.retry_after_seconds is not None:
             # Never sooner than asked; spread, so a fleet told the same comes back apart.
             spread = 1.0 + RETRY_AFTER_JITTER_FRACTION * self._rng.random()
             delay = max(delay, step.retry_after_seconds * spread)
         self.retry_delays.append(delay)
-        _log_retry(step, self._backoff.failures, delay)
+        log_retry(step, self._backoff.failures, delay)
         return delay
 
     async def _register(self, controller: ControllerClient) -> ControllerStep:
         try:
             registration = await self.registrar.register(controller)
         except Rejected as exc:
-            _log_registration_rejected(exc)
+            log_registration_rejected(exc)
             return ControllerStep(outcome=ControllerOutcome.REGISTRATION_REJECTED, detail=str(exc))
         identity = _identity(self._settings.controller_url, registration)
         self._identity = identity
@@ -231,28 +234,36 @@ class ControllerSync:
             apply_failed=None if failure is None else failure.header,
             hit_counts=None if hits is None else hits.header,
             etag=self._etag,
+            wait_seconds=poll_wait_seconds(
+                self._settings.long_poll and self._etag is not None,
+                self._poll_interval_seconds,
+                self.hit_report.interval_seconds,
+            ),
         )
         try:
-            answer = await controller.fetch_config(request)
+            answer = await self._held_poll.fetch(controller, request)
         except Rejected as exc:
             self._metrics.poll_failed()
             return await self._identity_rejected(identity, exc)
         except Exception:
             self._metrics.poll_failed()
             raise
-        self.drift_report.told(drift)
-        self.hit_report.told(hits)
+        if answer is not None or self._held_poll.written:
+            self.drift_report.told(drift)
+            self.hit_report.told(hits)
+        if answer is None:  # A report cut the held poll short: poll again with it.
+            return ControllerStep(outcome=ControllerOutcome.UNCHANGED, held=True)
         self.hit_report.set_interval(answer.report_interval_seconds)
         self._metrics.poll_answered(modified=answer.config is not None)
         if answer.poll_interval_seconds is not None:
             self._poll_interval_seconds = answer.poll_interval_seconds
         if answer.config is None:
             await self._keep_poll_interval()
-            return ControllerStep(outcome=ControllerOutcome.UNCHANGED)
+            return ControllerStep(outcome=ControllerOutcome.UNCHANGED, held=answer.held)
         return await self._accept(answer, answer.config)
 
     async def _identity_rejected(self, identity: Identity, exc: Rejected) -> ControllerStep:
-        _log_identity_rejected(identity, exc)
+        log_identity_rejected(identity, exc)
         if exc.status != 401:
             return ControllerStep(outcome=ControllerOutcome.FORBIDDEN, detail=str(exc))
         self._identity = None
@@ -263,12 +274,10 @@ class ControllerSync:
 
     async def _keep_poll_interval(self) -> None:
         """After a 304: save a changed poll interval with the held configuration."""
-        held = self._held
-        if held is None or held.poll_interval_seconds == self._poll_interval_seconds:
-            return
-        held = dataclasses.replace(held, poll_interval_seconds=self._poll_interval_seconds)
-        self._held = held
-        await self._writer.write(self._storage.save_config, held)
+        held = _with_interval(self._held, self._poll_interval_seconds)
+        if held is not None:
+            self._held = held
+            await self._writer.write(self._storage.save_config, held)
 
     async def _accept(self, answer: PollAnswer, config: WorkerConfig) -> ControllerStep:
         """A 200: hold and save what changed; offer a new configuration to the reconciler."""
@@ -286,13 +295,36 @@ class ControllerSync:
         before = None if previous is None else (previous.version, previous.config)
         changed = before != (held.version, held.config)
         if changed:
-            _log_received(previous, held)
+            log_received(previous, held)
             self._metrics.config_received(held.version)
             self._reconciler.offer(held)
         # Saved in order, not awaited: the apply's confirmation must not queue behind it.
         self._writer.submit(self._storage.save_config, held)
         outcome = ControllerOutcome.UPDATED if changed else ControllerOutcome.UNCHANGED
         return ControllerStep(outcome=outcome)
+
+
+def _with_interval(held: CachedConfig | None, interval: int) -> CachedConfig | None:
+    """``held`` with poll interval ``interval``; None when there is nothing to change."""
+    if held is None or held.poll_interval_seconds == interval:
+        return None
+    return dataclasses.replace(held, poll_interval_seconds=interval)
+
+
+def _after_held(started: float) -> float:
+    """The wait after a held poll that started at ``started`` (time.monotonic()): none,
+    unless it came back within HELD_POLL_MIN_GAP_SECONDS (a controller or a proxy that
+    says it held polls and does not cannot make the agent poll in a tight loop)."""
+    return max(0.0, HELD_POLL_MIN_GAP_SECONDS - (time.monotonic() - started))
+
+
+def poll_wait_seconds(long_poll: bool, interval: int, report_interval: int | None) -> int | None:
+    """How long the controller may hold a poll: the poll interval, or the /hit report
+    interval when the controller names a shorter one. None without AGENT_LONG_POLL, or
+    before the first configuration (that poll is answered at once anyway)."""
+    if not long_poll:
+        return None
+    return interval if report_interval is None else min(interval, report_interval)
 
 
 def _identity(controller_url: str, registration: Registration) -> Identity:
@@ -304,55 +336,6 @@ def _identity(controller_url: str, registration: Registration) -> Identity:
         hints_redis_url=source.redis_url if source else None,
         hints_channel=source.channel if source else None,
     )
-
-
-def _log_registration_rejected(exc: Rejected) -> None:
-    logger.error(
-        "agent.registration_rejected status=%d: the controller does not accept "
-        "%sREGISTRATION_TOKEN",
-        exc.status,
-        ENV_PREFIX,
-    )
-
-
-def _log_identity_rejected(identity: Identity, exc: Rejected) -> None:
-    if exc.status != 401:
-        logger.error("controller.forbidden status=%d agent_id=%s", exc.status, identity.agent_id)
-        return
-    logger.error(
-        "agent.identity_rejected agent_id=%s: the controller does not know this agent's "
-        "token; registering again",
-        identity.agent_id,
-    )
-
-
-def _log_retry(step: ControllerStep, attempt: int, delay: float) -> None:
-    if step.outcome is ControllerOutcome.UNREACHABLE:
-        logger.warning(
-            "controller.unreachable attempt=%d retry_in_seconds=%.2f error=%s",
-            attempt,
-            delay,
-            step.detail,
-        )
-        return
-    logger.warning(
-        "controller.retry attempt=%d retry_in_seconds=%.2f outcome=%s",
-        attempt,
-        delay,
-        step.outcome.value,
-    )
-
-
-def _log_received(previous: CachedConfig | None, held: CachedConfig) -> None:
-    logger.info("config.received version=%d", held.version)
-    if previous is not None and held.version < previous.version:
-        logger.warning(
-            "config.version_went_back previous_version=%d version=%d: the controller's "
-            "database is older than what this agent held (restored from a backup?); the "
-            "worker is given the controller's version",
-            previous.version,
-            held.version,
-        )
 
 
 def member_of(sync: ControllerSync) -> Callable[[HintCohort], bool]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -30,16 +30,23 @@ async def exchange(
     *,
     headers: Mapping[str, str],
     body: BaseModel | Mapping[str, Any] | None = None,
+    wait_seconds: float = 0.0,
+    on_written: Callable[[], None] | None = None,
 ) -> Answer:
-    """Send one request and read the answer; Unreachable when there is none."""
+    """Send one request and read the answer; Unreachable when there is none.
+    ``wait_seconds``: the peer was asked to hold the request that long (added to the
+    deadline)."""
     sent = dict(headers)
     data = None if body is None else _encode(body)
     if data is not None:
         sent["Content-Type"] = JSON_MEDIA_TYPE
     try:
-        return await session.request(method, url, headers=sent, body=data)
+        return await session.request(
+            method, url, headers=sent, body=data, wait_seconds=wait_seconds, on_written=on_written
+        )
     except TimeoutError as exc:
-        raise Unreachable(f"no answer within {session.timeout_seconds} seconds") from exc
+        within = session.timeout_seconds + wait_seconds
+        raise Unreachable(f"no answer within {within:g} seconds") from exc
 
 
 def _encode(body: BaseModel | Mapping[str, Any]) -> bytes:

@@ -37,6 +37,8 @@ class ControllerStep:
     outcome: ControllerOutcome
     detail: str = ""
     retry_after_seconds: float | None = None
+    # The controller held the poll (or a report cut it short): poll again at once.
+    held: bool = False
 
 
 class WorkerOutcome(enum.Enum):

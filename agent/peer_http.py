@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import cast
 
@@ -235,21 +235,25 @@ class PeerSession:
         *,
         headers: Mapping[str, str],
         body: bytes | None = None,
+        wait_seconds: float = 0.0,
+        on_written: Callable[[], None] | None = None,
     ) -> Answer:
-        """One request and its whole answer, within ``timeout_seconds``."""
+        """One request and its whole answer, within ``timeout_seconds`` plus
+        ``wait_seconds`` (a request the peer was asked to hold). ``on_written`` is called
+        once the request was handed to the connection."""
         if self._closed:
             raise Unreachable("the session is closed")
         data = _request_bytes(method, url, headers, body)
-        deadline = asyncio.get_running_loop().time() + self.timeout_seconds
+        deadline = asyncio.get_running_loop().time() + self.timeout_seconds + wait_seconds
         conn = await self._take(url, deadline)
         try:
-            return await self._send(conn, data, deadline)
+            return await self._send(conn, data, deadline, on_written)
         except _Closed:
             if method not in _IDEMPOTENT or not conn.idle_since:
                 raise
         # A kept connection the peer had closed: once more on a new one.
         conn = await self._take(url, deadline, fresh=True)
-        return await self._send(conn, data, deadline)
+        return await self._send(conn, data, deadline, on_written)
 
     async def close(self) -> None:
         self._closed = True
@@ -261,10 +265,21 @@ class PeerSession:
             conn.abort()
         self._busy.clear()
 
-    async def _send(self, conn: _Connection, data: bytes, deadline: float) -> Answer:
+    async def _send(
+        self,
+        conn: _Connection,
+        data: bytes,
+        deadline: float,
+        on_written: Callable[[], None] | None,
+    ) -> Answer:
         self._busy.add(conn)
         try:
-            answer = await conn.send(data, deadline)
+            sending = conn.send(data, deadline)
+            if on_written is not None:
+                # The coroutine writes in its first step, run by the await below with
+                # nothing in between that could cancel it.
+                on_written()
+            answer = await sending
         except BaseException:
             # Cancelled, timed out or failed mid-way: the connection's state is unknown.
             conn.abort()

@@ -52,6 +52,10 @@ class AgentSettings(BaseSettings):
     hostname: str = Field(default_factory=socket.gethostname, min_length=1)
     labels: dict[str, str] = Field(default_factory=dict)
     request_timeout_seconds: float = Field(default=DEFAULT_REQUEST_TIMEOUT_SECONDS, gt=0)
+    # Ask the controller to hold each poll until a change (Prefer: wait, long polling):
+    # a change arrives on a connection already open, and the next poll confirms it.
+    # false: plain polls every interval, cut short by hints.
+    long_poll: bool = True
     # The status server (/healthz, /status, /metrics); AGENT_STATUS_PORT= (empty) turns it off.
     status_host: str = Field(default=DEFAULT_STATUS_HOST, min_length=1)
     status_port: int | None = Field(default=DEFAULT_STATUS_PORT, ge=1, le=65535)

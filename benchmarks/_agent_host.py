@@ -64,10 +64,12 @@ def count_polls() -> None:
     """Count the agents' GET /config calls (benchmark instrumentation, this process only)."""
     original = controller_client.ControllerClient.fetch_config
 
-    async def fetch_config(self: Any, request: Any) -> Any:
+    async def fetch_config(self: Any, request: Any, on_written: Any = None) -> Any:
         Counters.polls += 1
         try:
-            answer = await original(self, request)
+            # An older checkout's agents (--agent-code) pass no on_written.
+            extra = () if on_written is None else (on_written,)
+            answer = await original(self, request, *extra)
         except Exception:
             Counters.poll_errors += 1
             raise
@@ -129,6 +131,7 @@ async def answer_driver(workers: S.StandInWorkers, agents: list[Agent]) -> None:
 SPEC_DEFAULTS: dict[str, Any] = {
     "event_loop": DEFAULT_EVENT_LOOP,
     "confirm_at_once": True,
+    "long_poll": True,
     "redis_parser": "hiredis",
     "switch_interval": 0.0,
 }
@@ -177,6 +180,7 @@ async def main(spec: dict[str, Any]) -> None:
                 hostname=f"bench-{i}",
                 log_level="WARNING",
                 event_loop=spec["event_loop"],
+                long_poll=spec["long_poll"],
                 _env_file=None,
             )
             agent = Agent(settings, storage_executor=storage_thread)

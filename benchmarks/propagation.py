@@ -292,6 +292,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "switch_interval": args.host_switch_interval,
                 "event_loop": args.loop,
                 "confirm_at_once": args.confirm_at_once,
+                "long_poll": args.long_poll,
                 "redis_parser": args.redis_parser,
                 "agent_code": args.agent_code,
             }
@@ -549,6 +550,7 @@ async def measure(
             "agent_host_switch_interval_seconds": args.host_switch_interval or 0.005,
             "agent_host_event_loop": args.loop,
             "agents_confirm_at_once": args.confirm_at_once,
+            "agents_long_poll": args.long_poll,
             "agents_redis_parser": args.redis_parser,
             "agent_code": args.agent_code or "this checkout",
             "controller_code": args.controller_code or "this checkout",
@@ -781,7 +783,8 @@ async def run_with_peer(args: argparse.Namespace) -> dict[str, Any]:
 
 # --sitting's variants: what each changes from fleetconf as committed (or etcd's run).
 SITTING_VARIANTS = {
-    "adaptive": "fleetconf as committed (agents on uvloop, confirming at once)",
+    "adaptive": "fleetconf as committed (agents on uvloop, held polls, confirming at once)",
+    "hinted": "agents without held polls (AGENT_LONG_POLL=false): a hint, then a fetch",
     "fixed": "the hint spread before it followed the measured service rate",
     "unconfirmed": "agents report an apply on their next poll only (before confirmation)",
     "asyncio": "agents on Python's own event loop (AGENT_EVENT_LOOP=asyncio)",
@@ -809,6 +812,7 @@ def variant_args(args: argparse.Namespace, variant: str) -> argparse.Namespace:
     out = copy.copy(args)
     out.controller_whatif = "fixed_spread" if variant == "fixed" else ""
     out.confirm_at_once = variant != "unconfirmed"
+    out.long_poll = args.long_poll and variant != "hinted"
     if variant in ("asyncio", "etcd_asyncio", "previous_agent"):
         out.loop = "asyncio"
     if variant in ("no_hiredis", "previous_agent"):
@@ -962,6 +966,12 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="CONTROLLER_WORKERS of each controller (its CPU is then the parent's only)",
+    )
+    parser.add_argument(
+        "--no-long-poll",
+        dest="long_poll",
+        action="store_false",
+        help="agents do not ask the controller to hold their polls (AGENT_LONG_POLL=false)",
     )
     parser.add_argument(
         "--no-hints", action="store_true", help="no Redis: agents converge by polling"

@@ -45,6 +45,10 @@ MAX_HIT_COUNTS_HEADER_CHARS: Final = 512
 # On every GET /config answer while the controller wants health reports more often than
 # polls (a staged rollout runs): the agent reads its worker's counters this often.
 HEADER_REPORT_INTERVAL_SECONDS: Final = "X-Report-Interval-Seconds"
+# An agent's poll asks to be held until a change (RFC 7240: "wait=N"); the controller
+# says it held it in the answer ("wait=N").
+HEADER_PREFER: Final = "Prefer"
+HEADER_PREFERENCE_APPLIED: Final = "Preference-Applied"
 # The worker's GET /hit counters, as the agent reads them.
 HITS_PATH: Final = "/hits"
 

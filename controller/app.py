@@ -32,6 +32,7 @@ from controller.credentials import AgentTokens, Authenticator
 from controller.db import Database, create_engine
 from controller.fleet_counts import FleetCountsCache
 from controller.fleet_queries import FleetQueries
+from controller.held_polls import HeldPolls
 from controller.hints import PUBLISH_TIMEOUT_SECONDS, HintPublisher, warn_if_agents_get_no_hints
 from controller.ledger import Ledger
 from controller.metrics import ControllerMetrics
@@ -84,6 +85,10 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
         default_poll_interval_seconds=app[keys.SETTINGS].poll_interval_seconds,
         on_revocation=app[keys.AGENT_TOKENS].forget_all,
         on_fleet_row=on_fleet_row,
+        held=HeldPolls(
+            max_wait_seconds=app[keys.SETTINGS].poll_wait_max_seconds,
+            max_held=app[keys.SETTINGS].max_held_polls,
+        ),
     )
     # Installs the running staged rollout's cohort view on the cache at each refresh.
     follower = StagedFollower(
@@ -285,5 +290,13 @@ def create_app(settings: ControllerSettings, *, worker_index: int = 0) -> web.Ap
             staged_ctx,
         ]
     )
+    app.on_shutdown.append(_answer_held_polls)
     setup_routes(app)
     return app
+
+
+async def _answer_held_polls(app: web.Application) -> None:
+    """Stopping: every held poll is answered now (304), so the shutdown does not wait
+    for them, and no more are held."""
+    if keys.CACHE in app:
+        app[keys.CACHE].held.close()

@@ -26,6 +26,7 @@ from common.errors import FleetconfError
 from controller import store
 from controller.db import Database
 from controller.fleet_position import FleetPosition
+from controller.held_polls import HeldPolls
 from controller.snapshot import Snapshot
 
 if TYPE_CHECKING:
@@ -56,8 +57,11 @@ class ConfigCache:
         default_poll_interval_seconds: int,
         on_revocation: Callable[[], None] | None = None,
         on_fleet_row: Callable[[store.FleetRow], Awaitable[None]] | None = None,
+        held: HeldPolls | None = None,
     ) -> None:
         self._database = database
+        # The polls waiting for a change (Prefer: wait): every change below releases them.
+        self.held = held if held is not None else HeldPolls(max_wait_seconds=0, max_held=0)
         self._on_revocation = on_revocation
         # Runs at each refresh with the fleet row read: the named credentials follow its
         # counts. It handles its own failures.
@@ -77,6 +81,7 @@ class ConfigCache:
         # Counted here because every GET /config already holds the cache.
         self.polls = PollCounts()
         # The staged rollout's cohort while one runs (controller.staged_view); None else.
+        # Read on every poll, so a plain attribute; changed through set_cohort.
         self.cohort: CohortView | None = None
 
     @property
@@ -84,6 +89,13 @@ class ConfigCache:
         if self._snapshot is None:
             raise RuntimeError("the configuration cache was read before it was loaded")
         return self._snapshot
+
+    def set_cohort(self, view: CohortView | None) -> None:
+        """Serve a staged rollout's step (None: no rollout runs)."""
+        changed = view is not self.cohort
+        self.cohort = view
+        if changed:
+            self.held.changed()
 
     def replace(self, record: store.VersionRecord, poll_interval_seconds: int | None) -> None:
         """Serve ``record`` from now on, unless a newer version is already held."""
@@ -101,6 +113,7 @@ class ConfigCache:
             poll_interval_seconds=poll_interval_seconds or self._default_poll_interval_seconds,
             report_interval_seconds=self._report_interval_seconds,
         )
+        self.held.changed()
 
     def set_poll_interval(self, seconds: int | None) -> None:
         snap = self.snapshot
@@ -108,6 +121,7 @@ class ConfigCache:
         if interval != snap.poll_interval_seconds:
             # A new Snapshot, not a copy: its cached headers carry the interval.
             self._snapshot = dataclasses.replace(snap, poll_interval_seconds=interval)
+            self.held.changed()
 
     def set_report_interval(self, seconds: int | None) -> None:
         """Ask agents to report their workers' /hit counts every ``seconds`` (None: with
@@ -119,6 +133,7 @@ class ConfigCache:
         if snap is not None and snap.report_interval_seconds != seconds:
             # A new Snapshot, not a copy: its cached headers carry the interval.
             self._snapshot = dataclasses.replace(snap, report_interval_seconds=seconds)
+            self.held.changed()
 
     async def refresh(self) -> bool:
         """Re-read the fleet row; load the version only when it moved (its number, or the

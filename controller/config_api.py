@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import re
-
 from aiohttp import web
 from multidict import istr
 
 from common.constants import (
-    APPLY_FAILURE_REASON_PATTERN,
     HEADER_AGENT_ID,
     HEADER_APPLIED_VERSION,
     HEADER_APPLY_FAILED,
     HEADER_HIT_COUNTS,
+    HEADER_PREFER,
     HEADER_WORKER_DRIFT,
-    MAX_CONFIG_VERSION,
     MAX_HIT_COUNT_ENTRIES,
     MAX_HIT_COUNTS_HEADER_CHARS,
     MAX_HITS_PER_REPORT,
@@ -25,11 +22,11 @@ from common.models import WorkerConfig
 from common.openapi import Operation, Parameter, Response, problem
 from controller import audit, keys
 from controller.comments import COMMENT_PARAMETER, change_by
+from controller.config_wait import answer_when_changed
 from controller.constants import MAX_VERSIONS_AHEAD
 from controller.credentials import ADMIN, CONFIG_READERS, Principal
 from controller.etags import etag_for, if_match_tags, if_none_match_hits
-from controller.hit_totals import parse_hit_counts
-from controller.ledger import ApplyFailed, Ledger
+from controller.held_polls import requested_wait
 from controller.models import (
     EXAMPLE_AGENT_ID,
     EXAMPLE_ETAG,
@@ -47,6 +44,7 @@ from controller.openapi_parts import (
     WRONG_ROLE,
     body_problems,
 )
+from controller.poll_reports import record_sighting
 from controller.versions import (
     Committed,
     Writer,
@@ -55,6 +53,8 @@ from controller.versions import (
 )
 
 VERSION_PARAMETER = "version"
+# Looked up as istr: a case-insensitive lookup then skips folding the name.
+_PREFER = istr(HEADER_PREFER)
 IF_MATCH = Parameter(
     name="If-Match",
     location="header",
@@ -63,22 +63,6 @@ IF_MATCH = Parameter(
     schema={"type": "string"},
     example=EXAMPLE_ETAG,
 )
-_MAX_VERSION_DIGITS = len(str(MAX_CONFIG_VERSION))
-# The poll's headers as istr: a case-insensitive lookup then skips folding the name.
-_AGENT_ID = istr(HEADER_AGENT_ID)
-_APPLIED_VERSION = istr(HEADER_APPLIED_VERSION)
-_WORKER_DRIFT = istr(HEADER_WORKER_DRIFT)
-_APPLY_FAILED = istr(HEADER_APPLY_FAILED)
-_FAILURE_REASON = re.compile(APPLY_FAILURE_REASON_PATTERN)
-
-
-def parse_version(raw: str) -> int | None:
-    """A version number: ASCII digits up to MAX_CONFIG_VERSION; None for anything else."""
-    if raw.isascii() and raw.isdigit() and len(raw) <= _MAX_VERSION_DIGITS:
-        number = int(raw)
-        if number <= MAX_CONFIG_VERSION:
-            return number
-    return None
 
 
 def writer(app: web.Application) -> Writer:
@@ -90,52 +74,6 @@ def writer(app: web.Application) -> Writer:
     )
 
 
-def _record_sighting(request: web.Request, principal: Principal, served: int) -> int | None:
-    """Note an agent's poll: its applied version, its drift report and its worker's hit
-    counts; the applied version it reported. Only an agent token says which agent polled:
-    X-Agent-ID sent with a shared token could name any agent, so none of it is believed.
-    ``served`` is the version this replica serves: hit counts for versions far above it
-    are not believed either (see _record_hits)."""
-    if principal.agent_id is None:
-        return None
-    headers = request.headers
-    claimed = headers.get(_AGENT_ID)
-    if (
-        claimed is not None
-        and claimed != principal.agent_key
-        and claimed.lower() != str(principal.agent_id)
-    ):
-        return None
-    applied = parse_version(headers.get(_APPLIED_VERSION, "").strip())
-    drift = headers.get(_WORKER_DRIFT) == "1"
-    failed = headers.get(_APPLY_FAILED)
-    report = None if failed is None else parse_apply_failed(failed)
-    ledger = request.app[keys.LEDGER]
-    ledger.record(principal.agent_id, applied, drift, report)
-    hits = headers.get(HEADER_HIT_COUNTS)
-    if hits is not None:
-        _record_hits(ledger, hits, served)
-    return applied
-
-
-def _record_hits(ledger: Ledger, raw: str, served: int) -> None:
-    """Sum a well-formed X-Hit-Counts report. One that names a version more than
-    MAX_VERSIONS_AHEAD above the version served is ignored whole, as a malformed one is:
-    no agent can make the controller keep counts for versions that cannot exist."""
-    counts = parse_hit_counts(raw)
-    if counts and max(counts) <= served + MAX_VERSIONS_AHEAD:
-        ledger.record_hits(counts)
-
-
-def parse_apply_failed(raw: str) -> ApplyFailed | None:
-    """``X-Apply-Failed: <version> <reason>``; None for anything else (ignored)."""
-    version_text, _, reason = raw.strip().partition(" ")
-    version = parse_version(version_text)
-    if version is None or not _FAILURE_REASON.match(reason):
-        return None
-    return ApplyFailed(version=version, reason=reason)
-
-
 async def get_config(request: web.Request, principal: Principal) -> web.Response:
     cache = request.app[keys.CACHE]
     snap = cache.snapshot
@@ -143,10 +81,15 @@ async def get_config(request: web.Request, principal: Principal) -> web.Response
     if cohort is not None and principal.agent_id is not None:
         # A staged rollout runs: its members get the candidate (shared tokens never do).
         snap = cohort.serve(principal.agent_id, snap)
-    applied = _record_sighting(request, principal, snap.version)
+    applied = record_sighting(request, principal, snap.version)
     if_none_match = request.headers.get("If-None-Match")
     # The common case, an agent sending back the ETag it holds, skips the parsing.
     if if_none_match == snap.etag or if_none_match_hits(if_none_match, snap.etag):
+        prefer = request.headers.get(_PREFER)
+        if prefer is not None and principal.agent_id is not None:
+            asked = requested_wait(prefer)
+            if asked is not None:
+                return await answer_when_changed(request, principal.agent_id, snap, asked)
         cache.polls.not_modified += 1
         return web.Response(status=304, headers=snap.headers)
     # An agent on a newer version than this one holds another ETag, so it is answered
@@ -206,7 +149,9 @@ GET_CONFIG = Operation(
     operation_id="getConfig",
     summary="The current worker configuration",
     description="Served from memory. Agents send If-None-Match with their last ETag and get "
-    "304 while nothing changed; the poll interval rides on every answer.",
+    "304 while nothing changed; the poll interval rides on every answer. With Prefer: "
+    "wait=N an agent's poll whose ETag is current is held until what it is served changes "
+    "(200) or N seconds pass (304), capped by CONTROLLER_POLL_WAIT_MAX_SECONDS.",
     tags=("config",),
     roles=CONFIG_READERS,
     on_refused=_count_refused_poll,
@@ -218,6 +163,17 @@ GET_CONFIG = Operation(
             "number with another digest does not match.",
             schema={"type": "string"},
             example=EXAMPLE_ETAG,
+        ),
+        Parameter(
+            name=HEADER_PREFER,
+            location="header",
+            description="wait=<seconds> (RFC 7240): when the ETag sent is current, hold the "
+            "poll until a change or that long (capped by the controller, less a random "
+            "tenth); Preference-Applied says it was held. Only an agent token's poll is "
+            "held, one per agent; a held poll's token is checked again before a new "
+            "configuration is answered.",
+            schema={"type": "string"},
+            example="wait=30",
         ),
         Parameter(
             name=HEADER_AGENT_ID,

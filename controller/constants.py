@@ -40,6 +40,11 @@ READINESS_TIMEOUT_SECONDS: Final = 2.0
 DATABASE_TIMEOUT_SECONDS: Final = 3.0
 DATABASE_CONNECT_TIMEOUT_SECONDS: Final = 3
 SHUTDOWN_TIMEOUT_SECONDS: Final = 10.0
+# CONTROLLER_POLL_WAIT_MAX_SECONDS: below the common 60 s idle timeout of load balancers
+# and reverse proxies, so a held poll is answered before one between cuts it.
+DEFAULT_POLL_WAIT_MAX_SECONDS: Final = 30
+# CONTROLLER_MAX_HELD_POLLS: a held poll costs a process a few kilobytes.
+DEFAULT_MAX_HELD_POLLS: Final = 20_000
 # The most controller processes CONTROLLER_WORKERS may ask for.
 MAX_WORKERS: Final = 64
 # How long the parent of several controller processes waits for them all to exit after

@@ -12,7 +12,7 @@ from common.http import json_response, read_query
 from common.models import WorkerConfig
 from common.openapi import Operation, Parameter, Response, problem
 from controller import keys, store
-from controller.config_api import VERSION_PARAMETER, parse_version
+from controller.config_api import VERSION_PARAMETER
 from controller.credentials import ADMIN_READERS, Principal
 from controller.etags import etag_for
 from controller.models import (
@@ -28,6 +28,7 @@ from controller.openapi_parts import (
     WRONG_ROLE,
     page_parameters,
 )
+from controller.poll_reports import parse_version
 from controller.versions import (
     read_version,
     read_version_page,

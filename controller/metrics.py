@@ -96,6 +96,18 @@ class ControllerMetrics:
             "result",
             {"200": polls.ok, "304": polls.not_modified, "error": polls.errors},
         )
+        held = cache.held
+        yield GaugeMetricFamily(
+            "fleetconf_controller_held_polls",
+            "GET /config polls this process holds (Prefer: wait), waiting for a change.",
+            value=len(held),
+        )
+        yield CounterMetricFamily(
+            "fleetconf_controller_held_polls_refused",
+            "Polls that asked to wait and were answered at once: CONTROLLER_MAX_HELD_POLLS "
+            "were held.",
+            value=held.refused,
+        )
         publisher = self._publisher
         yield CounterMetricFamily(
             "fleetconf_controller_hints_published",

@@ -7,6 +7,7 @@ from common.constants import (
     DEFAULT_PAGE_LIMIT,
     HEADER_CONFIG_VERSION,
     HEADER_POLL_INTERVAL_SECONDS,
+    HEADER_PREFERENCE_APPLIED,
     HEADER_REPORT_INTERVAL_SECONDS,
     MAX_PAGE_LIMIT,
     MAX_PAGE_OFFSET,
@@ -41,6 +42,13 @@ CONFIG_HEADERS = (
         "often, in seconds, and reports new ones at once (X-Hit-Counts).",
         schema={"type": "integer", "minimum": 1},
         example=5,
+    ),
+    Header(
+        name=HEADER_PREFERENCE_APPLIED,
+        description="wait=<seconds> when the poll was held (Prefer: wait): it waited for a "
+        "change, up to that long (less a random tenth). The agent polls again at once.",
+        schema={"type": "string"},
+        example="wait=30",
     ),
 )
 NO_TOKEN = problem(

@@ -26,6 +26,8 @@ from controller.constants import (
     AGENT_TOKEN_CACHE_SECONDS,
     AUTH_FAILURE_WINDOW_SECONDS,
     AUTH_FAILURES_PER_WINDOW,
+    DEFAULT_MAX_HELD_POLLS,
+    DEFAULT_POLL_WAIT_MAX_SECONDS,
     MAX_WORKERS,
     REGISTRATION_QUEUE_LIMIT,
 )
@@ -105,6 +107,11 @@ class ControllerSettings(BaseSettings):
     poll_interval_seconds: int = Field(
         default=30, ge=MIN_POLL_INTERVAL_SECONDS, le=MAX_POLL_INTERVAL_SECONDS
     )
+    # The longest a poll is held (Prefer: wait) waiting for a change; 0: never held.
+    # Keep it below the idle timeout of any proxy between agents and controllers.
+    poll_wait_max_seconds: int = Field(default=DEFAULT_POLL_WAIT_MAX_SECONDS, ge=0, le=3600)
+    # Polls held at once by one process (one per agent); beyond, answered at once.
+    max_held_polls: int = Field(default=DEFAULT_MAX_HELD_POLLS, ge=0, le=1_000_000)
     # POST /register per client address: a burst, then this many per second (429 beyond).
     registration_rate_per_second: float = Field(default=20.0, gt=0)
     registration_burst: int = Field(default=200, ge=1)

@@ -81,7 +81,7 @@ class StagedFollower:
         )
         view = self._cache.cohort
         if view is None or (view.rollout_id, view.threshold) != (record.id, record.threshold):
-            self._cache.cohort = CohortView(record.id, record.threshold, candidate)
+            self._cache.set_cohort(CohortView(record.id, record.threshold, candidate))
             logger.info(
                 "staged.cohort rollout=%s step=%d threshold=%d candidate_version=%d",
                 record.id,
@@ -96,7 +96,7 @@ class StagedFollower:
     def _drop(self) -> None:
         if self._cache.cohort is not None:
             logger.info("staged.cohort_dropped rollout=%s", self._cache.cohort.rollout_id)
-        self._cache.cohort = None
+        self._cache.set_cohort(None)
         self._cache.set_report_interval(None)
         self._seen = None
 

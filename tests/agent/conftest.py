@@ -134,11 +134,12 @@ async def worker_version(server: TestServer) -> int:
 
 @dataclass
 class Seen:
-    """One request the controller answered: what the agent sent, and the status."""
+    """One request the controller received: what the agent sent, and the status it was
+    answered (None while the controller holds it: a poll waiting for a change)."""
 
     method: str
     path: str
-    status: int
+    status: int | None
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -181,10 +182,15 @@ class Controller:
             return body
 
     def polls(self) -> list[Seen]:
+        """The GET /config requests received, answered or held."""
         return [s for s in self.seen if s.method == "GET" and s.path == "/config"]
+
+    def answered_polls(self) -> list[Seen]:
+        return [s for s in self.polls() if s.status is not None]
 
 
 StartController = Callable[..., Awaitable[Controller]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @pytest.fixture
@@ -206,10 +212,20 @@ def start_controller(aiohttp_server: AiohttpServer, tmp_path: Path) -> StartCont
         app = create_controller_app(ControllerSettings(**values))
         seen: list[Seen] = []
 
-        async def record(request: web.Request, response: web.StreamResponse) -> None:
-            seen.append(Seen(request.method, request.path, response.status, dict(request.headers)))
+        @web.middleware
+        async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
+            # Recorded as it arrives: a held poll has reported what it carries.
+            entry = Seen(request.method, request.path, None, dict(request.headers))
+            seen.append(entry)
+            try:
+                response = await handler(request)
+            except web.HTTPException as exc:
+                entry.status = exc.status
+                raise
+            entry.status = response.status
+            return response
 
-        app.on_response_prepare.append(record)
+        app.middlewares.insert(0, record)
         kwargs: dict[str, Any] = {} if port is None else {"port": port}
         return Controller(server=await aiohttp_server(app, **kwargs), seen=seen)
 

@@ -56,13 +56,48 @@ async def _agent_body(controller: Controller, agent: Agent) -> dict[str, Any]:
         return body
 
 
-async def test_running_agent_confirms_each_apply_at_once(
+async def test_held_polls_confirm_each_apply_at_once_at_no_extra_request(
     make_settings: MakeSettings, start_controller: StartController, worker: TestServer
 ) -> None:
-    """With a 30 s interval, each apply is confirmed by one extra poll within a second."""
+    """With long polls (the default) and a 30 s interval, the held poll brings each new
+    version and the next held poll confirms it within a second: one request per change."""
     controller = await start_controller(poll_interval_seconds=30)
     first = await controller.publish("https://one.example/")
     agent = Agent(make_settings(controller_url=controller.url, worker_url=base_url(worker)))
+    task = asyncio.create_task(agent.run())
+    try:
+        await eventually(lambda: agent.applied_version == first)
+        applied = time.monotonic()
+        await eventually(lambda: bool(_confirming(controller, first)), timeout_seconds=1.0)
+        assert time.monotonic() - applied <= 1.0
+        # The poll that fetched the version, then the held one confirming it.
+        assert [s.status for s in controller.polls()] == [200, None]
+        second = await controller.publish("https://two.example/")
+        await eventually(lambda: agent.applied_version == second)
+        applied = time.monotonic()
+        await eventually(lambda: bool(_confirming(controller, second)), timeout_seconds=1.0)
+        assert time.monotonic() - applied <= 1.0
+        await asyncio.sleep(0.5)  # the behaviour under test: no further poll meanwhile
+        # The held poll was answered with the second version; the next one confirms it.
+        assert [s.status for s in controller.polls()] == [200, 200, None]
+        assert controller.polls()[-1].headers["Prefer"] == "wait=30"
+        assert (await _agent_body(controller, agent))["applied_version"] == second
+    finally:
+        await agent.stop()
+        await task
+
+
+async def test_running_agent_confirms_each_apply_at_once(
+    make_settings: MakeSettings, start_controller: StartController, worker: TestServer
+) -> None:
+    """Without long polls, with a 30 s interval, each apply is confirmed by one extra poll
+    within a second."""
+    controller = await start_controller(poll_interval_seconds=30)
+    first = await controller.publish("https://one.example/")
+    settings = make_settings(
+        controller_url=controller.url, worker_url=base_url(worker), long_poll=False
+    )
+    agent = Agent(settings)
     task = asyncio.create_task(agent.run())
     try:
         await eventually(lambda: agent.applied_version == first)

@@ -49,10 +49,13 @@ async def test_null_subscriber_waits_until_cancelled() -> None:
 async def test_hint_wakes_the_controller_loop(
     make_settings: MakeSettings, controller: Controller, worker: TestServer
 ) -> None:
-    """With an hour-long poll interval, a hint brings a new version to the worker at once."""
+    """Without long polls, with an hour-long poll interval, a hint brings a new version to
+    the worker at once."""
     await controller.set_poll_interval(3600)
     hints = QueuedHints()
-    settings = make_settings(controller_url=controller.url, worker_url=base_url(worker))
+    settings = make_settings(
+        controller_url=controller.url, worker_url=base_url(worker), long_poll=False
+    )
     agent = Agent(settings, hints=hints)
     task = asyncio.create_task(agent.run())
     try:
@@ -151,12 +154,14 @@ async def test_forged_hints_on_real_redis_cost_a_bounded_few_polls(
     redis_url: str,
     hint_channel: str,
 ) -> None:
-    """Forged messages published on Redis (a never-coming version, junk, bad ranges) cost
-    the agent at most three extra polls, leave its poll interval alone and its loops
-    running: a real change still arrives by hint afterwards."""
+    """Without long polls, forged messages published on Redis (a never-coming version,
+    junk, bad ranges) cost the agent at most three extra polls, leave its poll interval
+    alone and its loops running: a real change still arrives by hint afterwards."""
     controller = await start_controller(redis_url=redis_url, hint_channel=hint_channel)
     await controller.set_poll_interval(30)
-    settings = make_settings(controller_url=controller.url, worker_url=base_url(worker))
+    settings = make_settings(
+        controller_url=controller.url, worker_url=base_url(worker), long_poll=False
+    )
     agent = Agent(settings)
     task = asyncio.create_task(agent.run())
     publisher = redis.Redis.from_url(redis_url)
@@ -180,6 +185,46 @@ async def test_forged_hints_on_real_redis_cost_a_bounded_few_polls(
             return await worker_version(worker) == version
 
         await eventually(forwarded, timeout_seconds=5)
+    finally:
+        await publisher.aclose()
+        await agent.stop()
+        await task
+
+
+async def test_forged_hints_cost_a_held_poll_nothing(
+    make_settings: MakeSettings,
+    start_controller: StartController,
+    worker: TestServer,
+    redis_url: str,
+    hint_channel: str,
+) -> None:
+    """With long polls (the default), forged hints do not cut the held poll short: past
+    the hinted fetch and both re-checks (1 s) they cost no poll at all, and a real change
+    still arrives at once on the held poll."""
+    controller = await start_controller(redis_url=redis_url, hint_channel=hint_channel)
+    await controller.set_poll_interval(30)
+    await controller.publish("https://example.org/first")
+    settings = make_settings(controller_url=controller.url, worker_url=base_url(worker))
+    agent = Agent(settings)
+    task = asyncio.create_task(agent.run())
+    publisher = redis.Redis.from_url(redis_url)
+    try:
+        await eventually(lambda: agent.hints_state is HintsState.CONNECTED, timeout_seconds=10)
+        # The first poll fetches the configuration; the second confirms it and is held.
+        await eventually(lambda: len(controller.polls()) == 2, timeout_seconds=10)
+        for _ in range(3):
+            for message in FORGED_HINTS:
+                await publisher.publish(hint_channel, message)
+        await asyncio.sleep(1.5)
+        assert [s.status for s in controller.polls()] == [200, None]
+        assert agent.hints_state is HintsState.CONNECTED
+        version = await controller.publish("https://example.org/after-forgeries")
+
+        async def forwarded() -> bool:
+            return await worker_version(worker) == version
+
+        await eventually(forwarded, timeout_seconds=5)
+        assert [s.status for s in controller.polls()][:2] == [200, 200]
     finally:
         await publisher.aclose()
         await agent.stop()

@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestServer
 from pytest_aiohttp import AiohttpServer
 
 from agent.constants import HIT_READ_TIMEOUT_SECONDS
+from agent.controller_sync import poll_wait_seconds
 from agent.hit_report import HitNote, HitReport
 from agent.metrics import AgentMetrics
 from agent.peer_http import PeerSession
@@ -252,13 +253,16 @@ async def test_the_report_interval_timer_sends_a_report(
     worker: TestServer,
     upstream: TestServer,
 ) -> None:
-    """With a 30 s poll interval and a 1 s report interval, new hits reach the controller
-    within a few seconds, by a poll of the timer's own."""
+    """Without long polls, with a 30 s poll interval and a 1 s report interval, new hits
+    reach the controller within a few seconds, by a poll of the timer's own."""
     controller = await start_controller(poll_interval_seconds=30)
     assert controller.server.app is not None
     controller.server.app[keys.CACHE].set_report_interval(1)
     version = await controller.publish(str(upstream.make_url("/mixed")))
-    agent = Agent(make_settings(controller_url=controller.url, worker_url=base_url(worker)))
+    settings = make_settings(
+        controller_url=controller.url, worker_url=base_url(worker), long_poll=False
+    )
+    agent = Agent(settings)
     task = asyncio.create_task(agent.run())
     try:
         await eventually(lambda: agent.applied_version == version)
@@ -275,6 +279,39 @@ async def test_the_report_interval_timer_sends_a_report(
     finally:
         await agent.stop()
         await task
+
+
+async def test_held_polls_carry_hits_once(
+    make_settings: MakeSettings,
+    start_controller: StartController,
+    worker: TestServer,
+    upstream: TestServer,
+) -> None:
+    """With long polls and a 2 s interval, new hits ride on the next held poll, read
+    before it: they reach the controller within a few seconds, and only once."""
+    controller = await start_controller(poll_interval_seconds=2)
+    version = await controller.publish(str(upstream.make_url("/mixed")))
+    agent = Agent(make_settings(controller_url=controller.url, worker_url=base_url(worker)))
+    task = asyncio.create_task(agent.run())
+    try:
+        await eventually(lambda: agent.applied_version == version)
+        await _hit_worker(worker, 3)
+        await eventually(lambda: f"{version}:3:1" in _reports(controller), timeout_seconds=6)
+        assert all(p.headers.get("Prefer") == "wait=2" for p in controller.polls()[1:])
+        await asyncio.sleep(2.5)
+        assert _reports(controller).count(f"{version}:3:1") == 1
+    finally:
+        await agent.stop()
+        await task
+
+
+def test_a_held_poll_waits_no_longer_than_the_report_interval() -> None:
+    """While the controller wants /hit reports more often than polls (a staged rollout),
+    a held poll asks to wait the report interval, so reports ride on held polls."""
+    assert poll_wait_seconds(True, 30, None) == 30
+    assert poll_wait_seconds(True, 30, 5) == 5
+    assert poll_wait_seconds(True, 3, 5) == 3
+    assert poll_wait_seconds(False, 30, 5) is None
 
 
 @pytest.fixture

@@ -123,3 +123,57 @@ async def test_sigterm_under_load_finishes_in_flight_requests_and_writes_whole_v
     assert {url for version, url in stored.items() if version > 0} <= posted
     assert len(set(stored.values())) == len(stored)
     assert "request.failed" not in controller.log_text()
+
+
+HELD_AGENTS = 20
+# Well under SHUTDOWN_TIMEOUT_SECONDS: held polls must not make the shutdown wait for them.
+HELD_EXIT_SECONDS = 3.0
+
+
+async def _registered(session: aiohttp.ClientSession, controller_url: str) -> dict[str, str]:
+    """An agent's poll headers, holding the current ETag."""
+    registration = {"Authorization": f"Bearer {REGISTRATION_TOKEN}"}
+    async with session.post(
+        f"{controller_url}/register", json={"hostname": "edge"}, headers=registration
+    ) as r:
+        assert r.status == 201, await r.text()
+        agent = await r.json()
+    headers = {"Authorization": f"Bearer {agent['agent_token']}", "X-Agent-ID": agent["agent_id"]}
+    async with session.get(f"{controller_url}/config", headers=headers) as r:
+        assert r.status == 200
+        return {**headers, "If-None-Match": r.headers["ETag"], "Prefer": "wait=30"}
+
+
+async def test_sigterm_answers_held_polls_at_once_and_exits_promptly(
+    processes: ProcessGroup, postgres_url: str
+) -> None:
+    """Agents' polls held for up to 30 s do not hold a stopping controller back: SIGTERM
+    answers each 304 at once and the process exits 0 within a few seconds."""
+    controller = processes.controller(
+        database_url=postgres_url, admin_token=ADMIN_TOKEN, registration_token=REGISTRATION_TOKEN
+    )
+    await controller.start()
+    controller_url = str(controller.url)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            f"{controller_url}/config", json={"url": "https://held.example/"}, headers=ADMIN
+        ) as r:
+            assert r.status == 201
+        agents = [await _registered(session, controller_url) for _ in range(HELD_AGENTS)]
+
+        async def poll(headers: dict[str, str]) -> tuple[int, float]:
+            async with session.get(f"{controller_url}/config", headers=headers) as r:
+                return r.status, time.monotonic()
+
+        polls = [asyncio.create_task(poll(headers)) for headers in agents]
+        await asyncio.sleep(1.0)
+        assert not any(p.done() for p in polls), "the polls were not held"
+        controller.send_signal(signal.SIGTERM)
+        sigterm_at = time.monotonic()
+        answers = await asyncio.gather(*polls)
+        exit_status = await controller.wait_exit(HELD_EXIT_SECONDS)
+        exited_after = time.monotonic() - sigterm_at
+    assert exit_status == 0, controller.log_tail()
+    assert {status for status, _ in answers} == {304}
+    assert max(at for _, at in answers) - sigterm_at < HELD_EXIT_SECONDS
+    assert exited_after < HELD_EXIT_SECONDS

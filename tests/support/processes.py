@@ -536,13 +536,16 @@ _HOP_HEADERS: Final = frozenset(
 
 @dataclass(frozen=True, kw_only=True)
 class Exchange:
-    """One request the proxy forwarded, and the answer it passed back (headers case-blind)."""
+    """One request the proxy forwarded, and the answer it passed back (headers case-blind):
+    ``received_monotonic`` when the request came, ``at_monotonic`` when it was answered
+    (later by the wait of a held poll)."""
 
     method: str
     path: str
     request_headers: Mapping[str, str]
     status: int
     response_headers: Mapping[str, str]
+    received_monotonic: float
     at_monotonic: float = field(default_factory=time.monotonic)
 
 
@@ -575,6 +578,7 @@ class RecordingProxy(_LocalServer):
 
     async def _forward(self, request: web.Request) -> web.Response:
         assert self._session is not None
+        received = time.monotonic()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
         body = await request.read()
         try:
@@ -596,6 +600,7 @@ class RecordingProxy(_LocalServer):
                 request_headers=CIMultiDictProxy(CIMultiDict(request.headers)),
                 status=status,
                 response_headers=CIMultiDictProxy(answer_headers),
+                received_monotonic=received,
             )
         )
         passed = {k: v for k, v in answer_headers.items() if k.lower() not in _HOP_HEADERS}

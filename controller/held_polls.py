@@ -1,0 +1,109 @@
+"""Held polls: ``GET /config`` with ``Prefer: wait=N`` waits for a change (long polling).
+
+An agent whose ETag is still current may ask, with ``Prefer: wait=N`` (RFC 7240), to be
+answered when something changes instead of at once. The replica then holds the request
+until what that agent would be served changes (a new version, a staged rollout's step
+that takes it in, another poll interval) or N seconds pass, capped by
+``CONTROLLER_POLL_WAIT_MAX_SECONDS`` and shortened by up to a tenth at random so a fleet
+that started together does not come back together. The answer says
+``Preference-Applied: wait=N``; the agent asks again at once. A change then costs one
+answer per agent on a connection already open, and the agent's next held poll carries
+its confirmation: no Redis hop and no extra request, where a hint costs a message and a
+fetch.
+
+What a held poll may cost is bounded:
+
+- Only an agent token's poll is held, one per agent: a second held poll of the same
+  agent answers the first (304). Shared tokens are answered at once.
+- At most ``CONTROLLER_MAX_HELD_POLLS`` per process; beyond, polls are answered at once
+  (the agent then waits its interval and hints, as without holding).
+- The configuration is answered only to a token still valid when the change comes: a
+  revoked agent's held poll is refused (401), never handed the new version.
+- At shutdown every held poll is answered 304 at once and no more are held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+
+# ``Prefer: wait=N``: the first "wait" preference, among others, any case.
+_WAIT = re.compile(r"(?:^|[,;])\s*wait\s*=\s*\"?(\d{1,6})\"?\s*(?:[,;]|$)", re.IGNORECASE)
+# A held poll is answered after the wait asked (capped) times 1 - this * random().
+HELD_POLL_JITTER_FRACTION = 0.1
+
+
+def requested_wait(prefer: str | None) -> int | None:
+    """The seconds a ``Prefer`` header asks to wait (``wait=N``, N ≥ 1); None if none."""
+    if prefer is None or len(prefer) > 256:
+        return None
+    found = _WAIT.search(prefer)
+    if found is None:
+        return None
+    seconds = int(found.group(1))
+    return seconds if seconds >= 1 else None
+
+
+class HeldPolls:
+    """The polls this process holds, one per agent (keyed by its id's integer)."""
+
+    def __init__(
+        self, *, max_wait_seconds: int, max_held: int, rng: random.Random | None = None
+    ) -> None:
+        self.max_wait_seconds = max_wait_seconds
+        self.max_held = max_held
+        self._rng = rng or random.Random()
+        self._held: dict[int, asyncio.Future[bool]] = {}
+        self._closed = False
+        # Polls answered at once because max_held were held: read by the metrics.
+        self.refused = 0
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def hold_seconds(self, asked: int) -> float:
+        """How long to hold a poll that asked ``asked`` seconds: 0 when it is not held."""
+        if self._closed or self.max_wait_seconds <= 0:
+            return 0.0
+        if len(self._held) >= self.max_held:
+            self.refused += 1
+            return 0.0
+        seconds = min(asked, self.max_wait_seconds)
+        return seconds * (1.0 - HELD_POLL_JITTER_FRACTION * self._rng.random())
+
+    async def wait(self, agent_key: int, seconds: float) -> bool:
+        """Wait until a change (True) or ``seconds`` passed, another poll of the same
+        agent came or the process stops (False)."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        earlier = self._held.get(agent_key)
+        if earlier is not None and not earlier.done():
+            earlier.set_result(False)
+        self._held[agent_key] = waiter
+        timer = loop.call_later(seconds, _resolve, waiter, False)
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
+            if self._held.get(agent_key) is waiter:
+                del self._held[agent_key]
+
+    def changed(self) -> None:
+        """What some agents are served changed: every held poll looks again."""
+        self._release(True)
+
+    def close(self) -> None:
+        """The process stops: answer every held poll now, hold no more."""
+        self._closed = True
+        self._release(False)
+
+    def _release(self, changed: bool) -> None:
+        held, self._held = self._held, {}
+        for waiter in held.values():
+            _resolve(waiter, changed)
+
+
+def _resolve(waiter: asyncio.Future[bool], changed: bool) -> None:
+    if not waiter.done():
+        waiter.set_result(changed)

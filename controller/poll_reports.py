@@ -1,0 +1,87 @@
+"""What an agent's poll reports: its applied version, drift, a failed apply and its
+worker's /hit counts, read from the ``GET /config`` headers into the ledger."""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+from multidict import istr
+
+from common.constants import (
+    APPLY_FAILURE_REASON_PATTERN,
+    HEADER_AGENT_ID,
+    HEADER_APPLIED_VERSION,
+    HEADER_APPLY_FAILED,
+    HEADER_HIT_COUNTS,
+    HEADER_WORKER_DRIFT,
+    MAX_CONFIG_VERSION,
+)
+from controller import keys
+from controller.constants import MAX_VERSIONS_AHEAD
+from controller.credentials import Principal
+from controller.hit_totals import parse_hit_counts
+from controller.ledger import ApplyFailed, Ledger
+
+_MAX_VERSION_DIGITS = len(str(MAX_CONFIG_VERSION))
+# The poll's headers as istr: a case-insensitive lookup then skips folding the name.
+_AGENT_ID = istr(HEADER_AGENT_ID)
+_APPLIED_VERSION = istr(HEADER_APPLIED_VERSION)
+_WORKER_DRIFT = istr(HEADER_WORKER_DRIFT)
+_APPLY_FAILED = istr(HEADER_APPLY_FAILED)
+_FAILURE_REASON = re.compile(APPLY_FAILURE_REASON_PATTERN)
+
+
+def parse_version(raw: str) -> int | None:
+    """A version number: ASCII digits up to MAX_CONFIG_VERSION; None for anything else."""
+    if raw.isascii() and raw.isdigit() and len(raw) <= _MAX_VERSION_DIGITS:
+        number = int(raw)
+        if number <= MAX_CONFIG_VERSION:
+            return number
+    return None
+
+
+def record_sighting(request: web.Request, principal: Principal, served: int) -> int | None:
+    """Note an agent's poll: its applied version, its drift report and its worker's hit
+    counts; the applied version it reported. Only an agent token says which agent polled:
+    X-Agent-ID sent with a shared token could name any agent, so none of it is believed.
+    ``served`` is the version this replica serves: hit counts for versions far above it
+    are not believed either (see _record_hits)."""
+    if principal.agent_id is None:
+        return None
+    headers = request.headers
+    claimed = headers.get(_AGENT_ID)
+    if (
+        claimed is not None
+        and claimed != principal.agent_key
+        and claimed.lower() != str(principal.agent_id)
+    ):
+        return None
+    applied = parse_version(headers.get(_APPLIED_VERSION, "").strip())
+    drift = headers.get(_WORKER_DRIFT) == "1"
+    failed = headers.get(_APPLY_FAILED)
+    report = None if failed is None else parse_apply_failed(failed)
+    ledger = request.app[keys.LEDGER]
+    ledger.record(principal.agent_id, applied, drift, report)
+    hits = headers.get(HEADER_HIT_COUNTS)
+    if hits is not None:
+        _record_hits(ledger, hits, served)
+    return applied
+
+
+def _record_hits(ledger: Ledger, raw: str, served: int) -> None:
+    """Sum a well-formed X-Hit-Counts report. One that names a version more than
+    MAX_VERSIONS_AHEAD above the version served is ignored whole, as a malformed one is:
+    no agent can make the controller keep counts for versions that cannot exist."""
+    counts = parse_hit_counts(raw)
+    if counts and max(counts) <= served + MAX_VERSIONS_AHEAD:
+        ledger.record_hits(counts)
+
+
+def parse_apply_failed(raw: str) -> ApplyFailed | None:
+    """``X-Apply-Failed: <version> <reason>``; None for anything else (ignored)."""
+    version_text, _, reason = raw.strip().partition(" ")
+    version = parse_version(version_text)
+    if version is None or not _FAILURE_REASON.match(reason):
+        return None
+    return ApplyFailed(version=version, reason=reason)
