@@ -8,7 +8,6 @@ configuration is saved and offered to the :class:`~agent.reconciler.Reconciler`.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import random
@@ -42,7 +41,7 @@ from agent.sync_log import (
     log_registration_rejected,
     log_retry,
 )
-from agent.wake import sleep_or_wake
+from agent.wake import Wake
 from common.backoff import Backoff
 from common.cohorts import in_cohort
 from common.constants import POLL_URL, RETRY_AFTER_JITTER_FRACTION
@@ -83,7 +82,7 @@ class ControllerSync:
         self._etag: str | None = None
         self._poll_url = POLL_URL
         self._poll_interval_seconds = DEFAULT_POLL_INTERVAL_SECONDS
-        self._wake = asyncio.Event()
+        self._wake = Wake()
         # Start times (time.monotonic()) of the attempts, and the retry delays chosen.
         self.attempts: deque[float] = deque(maxlen=ATTEMPT_HISTORY_LENGTH)
         self.retry_delays: deque[float] = deque(maxlen=ATTEMPT_HISTORY_LENGTH)
@@ -92,9 +91,9 @@ class ControllerSync:
         # changed applied version and a failed apply (agent.apply_report): the
         # controller's view shows them within a round trip, not a poll interval.
         self.drift_report = DriftReport(reconciler)
-        reconciler.on_drift(self.report_soon)
-        reconciler.on_news(self.report_soon)
-        self._held_poll = HeldPoll()  # AGENT_LONG_POLL: a report cuts it short.
+        reconciler.on_drift(self.poll_now)
+        reconciler.on_news(self.poll_now)
+        self.held_poll = HeldPoll()  # AGENT_LONG_POLL: a report cuts it short.
         # /hit counts ride on every request; the worker is read before regular polls (run).
         self.hit_report = HitReport(metrics)
         self.next_contact_at = 0.0  # time.monotonic() of the next contact, as planned
@@ -139,13 +138,13 @@ class ControllerSync:
 
     def poll_soon(self) -> None:
         """Poll at once; nothing while a poll is held (it hears of a change itself)."""
-        if not self._held_poll.in_flight:
+        if not self.held_poll.in_flight:
             self._wake.set()
 
-    def report_soon(self) -> None:
-        """Poll at once with a report, cutting a held poll short."""
+    def poll_now(self) -> None:
+        """Poll at once, cutting a held poll short (a report, or the agent stops)."""
         self._wake.set()
-        self._held_poll.interrupt()
+        self.held_poll.interrupt()
 
     async def run(self, running: Callable[[], bool]) -> None:
         """Contact the controller until ``running()`` is false; an unexpected error fails
@@ -160,7 +159,7 @@ class ControllerSync:
                 continue
             delay = self._after_step(step)
             self.next_contact_at = time.monotonic() + delay
-            woken = await sleep_or_wake(self._wake, delay)
+            woken = await self._wake.sleep(delay)
             regular = not woken and step.outcome.succeeded and self.hint_schedule.idle
 
     async def run_once(self) -> ControllerStep:
@@ -241,14 +240,14 @@ class ControllerSync:
             ),
         )
         try:
-            answer = await self._held_poll.fetch(controller, request)
+            answer = await self.held_poll.fetch(controller, request)
         except Rejected as exc:
             self._metrics.poll_failed()
             return await self._identity_rejected(identity, exc)
         except Exception:
             self._metrics.poll_failed()
             raise
-        if answer is not None or self._held_poll.written:
+        if answer is not None or self.held_poll.written:
             self.drift_report.told(drift)
             self.hit_report.told(hits)
         if answer is None:  # A report cut the held poll short: poll again with it.
@@ -301,7 +300,7 @@ class ControllerSync:
         # Saved in order, not awaited: the apply's confirmation must not queue behind it.
         self._writer.submit(self._storage.save_config, held)
         outcome = ControllerOutcome.UPDATED if changed else ControllerOutcome.UNCHANGED
-        return ControllerStep(outcome=outcome)
+        return ControllerStep(outcome=outcome, held=self._settings.long_poll)
 
 
 def _with_interval(held: CachedConfig | None, interval: int) -> CachedConfig | None:

@@ -11,6 +11,7 @@ reports are then taken as told (the /hit counts are not sent twice).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from agent.controller_client import ControllerClient, PollAnswer, PollRequest
 
@@ -22,6 +23,15 @@ class HeldPoll:
         self._task: asyncio.Future[PollAnswer] | None = None
         # Whether the latest held poll was handed to its connection.
         self.written = False
+        self._not_held: list[Callable[[], None]] = []
+        # A poll that asked to wait was answered at once: this controller does not hold
+        # polls (or holds its maximum).
+        self.refused = False
+
+    def on_not_held(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` the first time a poll that asked to wait is answered 304 at
+        once, unheld."""
+        self._not_held.append(callback)
 
     async def fetch(self, controller: ControllerClient, request: PollRequest) -> PollAnswer | None:
         """``request``'s answer; None when :meth:`interrupt` cut it short (only a poll
@@ -40,7 +50,13 @@ class HeldPoll:
                 task.cancel()
         if task.cancelled():
             return None
-        return task.result()
+        answer = task.result()
+        # A 304 at once (a 200 is answered at once whenever there is news).
+        if answer.config is None and not answer.held and not self.refused:
+            self.refused = True
+            for callback in self._not_held:
+                callback()
+        return answer
 
     @property
     def in_flight(self) -> bool:

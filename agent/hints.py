@@ -64,11 +64,18 @@ class HintListener:
     """The hint task: the subscriber it was given, else Redis from ``AGENT_REDIS_URL`` or
     from where the controller said at registration (it waits for the identity)."""
 
-    def __init__(self, given: HintSubscriber | None, redis_url: SecretStr | None) -> None:
+    def __init__(
+        self, given: HintSubscriber | None, redis_url: SecretStr | None, *, wanted: bool = True
+    ) -> None:
         self._given = given
         self._redis_url = redis_url
         self._identity: Identity | None = None
         self._identity_known = asyncio.Event()
+        # Whether the agent needs hints: not while the controller holds its polls.
+        self._wanted = asyncio.Event()
+        if wanted:
+            self._wanted.set()
+        self.waiting_for_unheld_poll = not wanted
         # What the task listens with, once it has something (None: not yet, or no Redis).
         self.subscriber: HintSubscriber | None = None
 
@@ -77,11 +84,18 @@ class HintListener:
         self._identity = identity
         self._identity_known.set()
 
+    def want(self) -> None:
+        """The controller answered a poll that asked to wait at once: hints are needed."""
+        self.waiting_for_unheld_poll = False
+        self._wanted.set()
+
     async def run(self, on_hint: Callable[[Hint], None], on_connected: Callable[[], None]) -> None:
-        """Listen until cancelled; returns at once when no Redis is known.
+        """Listen until cancelled, once hints are wanted; returns at once when no Redis is
+        known.
 
         A subscriber that fails raises: the agent's supervisor logs it (``loop.crashed``)
         and runs the listener again after a delay; polling goes on meanwhile."""
+        await self._wanted.wait()
         subscriber = self._given or await self._redis_subscriber()
         self.subscriber = subscriber
         if subscriber is not None:
@@ -103,6 +117,7 @@ class HintsState(enum.StrEnum):
     """The hint subscription, as the status server reports it."""
 
     OFF = "off"  # the agent is not running
+    HELD = "held"  # the controller holds the agent's polls: no subscription is needed
     WAITING = "waiting"  # for the registration answer, which says where hints are
     NONE = "none"  # no Redis known: the agent converges by polling alone
     CONNECTING = "connecting"  # to Redis, or reconnecting after losing it
@@ -111,10 +126,15 @@ class HintsState(enum.StrEnum):
     FAILED = "failed"  # the listener ended on an error (logged as loop.aborted): polling only
 
 
-def hints_state(task: asyncio.Task[None] | None, subscriber: HintSubscriber | None) -> HintsState:
-    """Where the hint ``task``, listening with ``subscriber``, stands."""
+def hints_state(
+    task: asyncio.Task[None] | None, subscriber: HintSubscriber | None, *, held: bool = False
+) -> HintsState:
+    """Where the hint ``task``, listening with ``subscriber``, stands (``held``: it waits
+    because the controller holds the agent's polls)."""
     if task is None:
         return HintsState.OFF
+    if held and not task.done():
+        return HintsState.HELD
     if task.done():
         if task.cancelled():
             return HintsState.OFF

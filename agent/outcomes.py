@@ -37,7 +37,8 @@ class ControllerStep:
     outcome: ControllerOutcome
     detail: str = ""
     retry_after_seconds: float | None = None
-    # The controller held the poll (or a report cut it short): poll again at once.
+    # Poll again within HELD_POLL_MIN_GAP_SECONDS: the controller held the poll, a report
+    # cut it short, or (long polls) a configuration came, whose apply usually asks sooner.
     held: bool = False
 
 

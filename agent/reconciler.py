@@ -20,7 +20,6 @@ see :mod:`agent.apply_report`).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections import deque
@@ -40,7 +39,7 @@ from agent.errors import (
 from agent.metrics import PUSH_APPLIED, PUSH_ERROR, PUSH_REFUSED, AgentMetrics, BackoffState
 from agent.outcomes import WorkerOutcome, WorkerStep
 from agent.storage import CachedConfig
-from agent.wake import sleep_or_wake
+from agent.wake import Wake
 from agent.worker_client import WorkerClient, WorkerStatus
 from common.backoff import Backoff
 from common.models import DEFAULT_WORKER_CONFIG
@@ -73,7 +72,7 @@ class Reconciler:
         # The last version verified, kept through drift: replacing drift is no news.
         self._confirmed_version: int | None = None
         self._on_news: Callable[[], None] = _nothing
-        self._wake = asyncio.Event()
+        self._wake = Wake()
         # The retry delays chosen after failures, newest last.
         self.retry_delays: deque[float] = deque(maxlen=ATTEMPT_HISTORY_LENGTH)
 
@@ -137,7 +136,7 @@ class Reconciler:
         """Reconcile until ``running()`` is false; an unexpected error fails one step only."""
         while running():
             step = await self._step()
-            await sleep_or_wake(self._wake, self._after_step(step))
+            await self._wake.sleep(self._after_step(step))
 
     async def run_once(self) -> WorkerStep:
         """Compare the worker with the held configuration; hand it over if they differ."""

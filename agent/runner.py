@@ -114,8 +114,9 @@ class Agent:
         self.supervisor = Supervisor(rng=rng)
         for loop in (CONTROLLER_LOOP, WORKER_LOOP, HINTS_LOOP, HIT_REPORT_LOOP):
             self.supervisor.register(loop)
-        # None: Redis hints from the settings or the registration answer, if any.
-        self._hint_listener = HintListener(hints, settings.redis_url)
+        # None: Redis hints from the settings or the registration answer, if any. With
+        # long polls, hints are listened to only once a poll that asked to wait is not held.
+        self._hint_listener = HintListener(hints, settings.redis_url, wanted=not settings.long_poll)
         self.reconciler = Reconciler(
             backoff=_backoff(settings, rng),
             metrics=self.metrics,
@@ -131,6 +132,7 @@ class Agent:
             rng=rng,
             on_registered=self._hint_listener.identity_known,
         )
+        self.controller_sync.held_poll.on_not_held(self._hint_listener.want)
         self._lifecycle = Lifecycle.NEW
         self._clients: _Clients | None = None
         self._stop_requested = asyncio.Event()
@@ -179,7 +181,10 @@ class Agent:
 
     @property
     def hints_state(self) -> HintsState:
-        return hints_state(self._hint_task, self._hint_listener.subscriber)
+        listener = self._hint_listener
+        return hints_state(
+            self._hint_task, listener.subscriber, held=listener.waiting_for_unheld_poll
+        )
 
     @property
     def ended_loops(self) -> list[str]:
@@ -258,7 +263,7 @@ class Agent:
     def request_stop(self) -> None:
         """Ask the agent to stop; safe from a signal handler. ``run()`` then shuts down."""
         self._stop_requested.set()
-        self.controller_sync.poll_soon()
+        self.controller_sync.poll_now()
         self.reconciler.wake()
 
     async def stop(self) -> None:

@@ -52,7 +52,10 @@ class HintsStatus(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    state: HintsState = Field(description="off, waiting, none, connecting, connected, ...")
+    state: HintsState = Field(
+        description="held (the controller holds this agent's polls: no subscription is "
+        "needed), off, waiting, none, connecting, connected, listening, failed"
+    )
     received: int = Field(ge=0, description="Hints received since the start.")
 
 

@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import copy
+import datetime as dt
 import itertools
 import json
 import math
@@ -275,7 +276,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     done = time.time()
                     if resp.status != 201:
                         raise RuntimeError(f"POST /config answered {resp.status}: {answer}")
-                    return int(answer["version"]), done
+                    # The clock starts at the commit (created_at, this machine's clock)
+                    # when the answer came later: the replica answers the POST once it
+                    # handed the change to the polls it holds, which apply meanwhile.
+                    committed = dt.datetime.fromisoformat(answer["created_at"]).timestamp()
+                    return int(answer["version"]), min(done, committed)
 
             first_version, _ = await post_config(0, 0)
             confirm = ConfirmWatch(http, bases[0], n)

@@ -56,6 +56,8 @@ class HeldPolls:
         self._rng = rng or random.Random()
         self._held: dict[int, asyncio.Future[bool]] = {}
         self._closed = False
+        # A release is scheduled for the next turn of the event loop.
+        self._releasing = False
         # Polls answered at once because max_held were held: read by the metrics.
         self.refused = 0
 
@@ -90,8 +92,12 @@ class HeldPolls:
                 del self._held[agent_key]
 
     def changed(self) -> None:
-        """What some agents are served changed: every held poll looks again."""
-        self._release(True)
+        """What some agents are served changed: every held poll looks again, at the next
+        turn of the event loop. The change's own handler goes on first: a POST /config
+        sends its hint to the other replicas before this one answers its held polls."""
+        if not self._releasing and self._held:
+            self._releasing = True
+            asyncio.get_running_loop().call_soon(self._release, True)
 
     def close(self) -> None:
         """The process stops: answer every held poll now, hold no more."""
@@ -99,6 +105,7 @@ class HeldPolls:
         self._release(False)
 
     def _release(self, changed: bool) -> None:
+        self._releasing = False
         held, self._held = self._held, {}
         for waiter in held.values():
             _resolve(waiter, changed)

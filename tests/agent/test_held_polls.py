@@ -207,3 +207,23 @@ async def test_a_peer_that_only_claims_to_hold_polls_gets_one_a_second(
     finally:
         await agent.stop()
         await task
+
+
+async def test_a_change_soon_after_start_arrives_on_a_held_poll(
+    make_settings: MakeSettings, start_controller: StartController, worker: TestServer
+) -> None:
+    """Before any version (nothing to apply, so no confirmation to send), the agent still
+    asks again within a second and is held: the first change arrives at once, with a
+    30 s interval and no hints."""
+    controller = await start_controller(poll_interval_seconds=30)
+    agent = Agent(make_settings(controller_url=controller.url, worker_url=base_url(worker)))
+    task = asyncio.create_task(agent.run())
+    try:
+        await eventually(lambda: len(controller.polls()) == 2, timeout_seconds=5)
+        assert [s.status for s in controller.polls()] == [200, None]
+        assert controller.polls()[1].headers["Prefer"] == "wait=30"
+        version = await controller.publish(MINE)
+        await eventually(lambda: agent.applied_version == version, timeout_seconds=2)
+    finally:
+        await agent.stop()
+        await task

@@ -83,10 +83,13 @@ async def test_redis_hint_from_the_registration_answer(
     redis_url: str,
     hint_channel: str,
 ) -> None:
-    """An agent told of Redis at registration gets a change at once, not after an hour."""
+    """Without long polls, an agent told of Redis at registration gets a change at once,
+    not after an hour."""
     controller = await start_controller(redis_url=redis_url, hint_channel=hint_channel)
     await controller.set_poll_interval(3600)
-    settings = make_settings(controller_url=controller.url, worker_url=base_url(worker))
+    settings = make_settings(
+        controller_url=controller.url, worker_url=base_url(worker), long_poll=False
+    )
     agent = Agent(settings)
     task = asyncio.create_task(agent.run())
     try:
@@ -108,10 +111,13 @@ async def test_redis_hint_from_the_registration_answer(
 async def test_duplicate_hints_coalesce_into_one_fetch(
     make_settings: MakeSettings, controller: Controller, worker: TestServer
 ) -> None:
-    """A burst of hints for one version, within the spread, costs one extra poll."""
+    """Without long polls, a burst of hints for one version, within the spread, costs one
+    extra poll."""
     await controller.set_poll_interval(3600)
     hints = QueuedHints()
-    settings = make_settings(controller_url=controller.url, worker_url=base_url(worker))
+    settings = make_settings(
+        controller_url=controller.url, worker_url=base_url(worker), long_poll=False
+    )
     agent = Agent(settings, hints=hints)
     task = asyncio.create_task(agent.run())
     try:
@@ -191,16 +197,16 @@ async def test_forged_hints_on_real_redis_cost_a_bounded_few_polls(
         await task
 
 
-async def test_forged_hints_cost_a_held_poll_nothing(
+async def test_an_agent_whose_polls_are_held_does_not_subscribe(
     make_settings: MakeSettings,
     start_controller: StartController,
     worker: TestServer,
     redis_url: str,
     hint_channel: str,
 ) -> None:
-    """With long polls (the default), forged hints do not cut the held poll short: past
-    the hinted fetch and both re-checks (1 s) they cost no poll at all, and a real change
-    still arrives at once on the held poll."""
+    """With long polls (the default) against a controller that holds them, the agent
+    needs no hints: it does not subscribe (hints state "held"), so forged messages on
+    Redis reach nothing, and a real change arrives at once on the held poll."""
     controller = await start_controller(redis_url=redis_url, hint_channel=hint_channel)
     await controller.set_poll_interval(30)
     await controller.publish("https://example.org/first")
@@ -209,15 +215,16 @@ async def test_forged_hints_cost_a_held_poll_nothing(
     task = asyncio.create_task(agent.run())
     publisher = redis.Redis.from_url(redis_url)
     try:
-        await eventually(lambda: agent.hints_state is HintsState.CONNECTED, timeout_seconds=10)
         # The first poll fetches the configuration; the second confirms it and is held.
         await eventually(lambda: len(controller.polls()) == 2, timeout_seconds=10)
+        assert agent.hints_state is HintsState.HELD
+        # The controller's own subscription is the channel's only one.
+        assert await publisher.pubsub_numsub(hint_channel) == [(hint_channel.encode(), 1)]
         for _ in range(3):
             for message in FORGED_HINTS:
                 await publisher.publish(hint_channel, message)
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1.0)
         assert [s.status for s in controller.polls()] == [200, None]
-        assert agent.hints_state is HintsState.CONNECTED
         version = await controller.publish("https://example.org/after-forgeries")
 
         async def forwarded() -> bool:
@@ -225,7 +232,40 @@ async def test_forged_hints_cost_a_held_poll_nothing(
 
         await eventually(forwarded, timeout_seconds=5)
         assert [s.status for s in controller.polls()][:2] == [200, 200]
+        assert agent.hints_state is HintsState.HELD
     finally:
         await publisher.aclose()
+        await agent.stop()
+        await task
+
+
+async def test_an_agent_subscribes_once_a_poll_is_not_held(
+    make_settings: MakeSettings,
+    start_controller: StartController,
+    worker: TestServer,
+    redis_url: str,
+    hint_channel: str,
+) -> None:
+    """A controller that holds no polls (CONTROLLER_POLL_WAIT_MAX_SECONDS=0) answers the
+    first poll that asks to wait at once: the agent then subscribes, and a change arrives
+    by hint, not after an hour."""
+    controller = await start_controller(
+        redis_url=redis_url, hint_channel=hint_channel, poll_wait_max_seconds=0
+    )
+    await controller.set_poll_interval(3600)
+    await controller.publish("https://example.org/first")
+    settings = make_settings(controller_url=controller.url, worker_url=base_url(worker))
+    agent = Agent(settings)
+    task = asyncio.create_task(agent.run())
+    try:
+        await eventually(lambda: agent.hints_state is HintsState.CONNECTED, timeout_seconds=10)
+        assert controller.polls()[-1].headers["Prefer"] == "wait=3600"
+        version = await controller.publish("https://example.org/by-hint")
+
+        async def forwarded() -> bool:
+            return await worker_version(worker) == version
+
+        await eventually(forwarded, timeout_seconds=5)
+    finally:
         await agent.stop()
         await task

@@ -102,7 +102,8 @@ async def test_status_and_metrics_follow_a_change(
     assert status["last_contact_at"] is not None
     assert status["last_success_at"] is not None
     assert status["controller_backoff"] == {"consecutive_failures": 0, "retry_delay_seconds": None}
-    assert status["hints"] == {"state": "none", "received": 0}
+    # The controller holds its polls: no subscription is needed.
+    assert status["hints"] == {"state": "held", "received": 0}
     assert agent.identity.agent_token.partition(".")[2] not in text
 
     samples = await scrape(client)

@@ -19,7 +19,7 @@ from agent.constants import CONTROLLER_LOOP, HINTS_LOOP, WORKER_LOOP
 from agent.hints import HintsState, HintSubscriber, RedisHintSubscriber
 from agent.runner import Agent
 from agent.status import create_status_app
-from agent.wake import sleep_or_wake
+from agent.wake import Wake
 from common.hints import Hint
 from tests.agent.conftest import (
     Controller,
@@ -61,9 +61,11 @@ def run_agent(
 
     @contextlib.asynccontextmanager
     async def run(
-        controller: Controller, hints: HintSubscriber | None = None
+        controller: Controller, hints: HintSubscriber | None = None, *, long_poll: bool = True
     ) -> AsyncIterator[Running]:
-        settings = make_settings(controller_url=controller.url, worker_url=base_url(worker))
+        settings = make_settings(
+            controller_url=controller.url, worker_url=base_url(worker), long_poll=long_poll
+        )
         agent = Agent(settings, hints=hints)
         status: Client = await aiohttp_client(create_status_app(agent, settings))
         task = asyncio.create_task(agent.run())
@@ -114,8 +116,17 @@ async def test_worker_loop_restarts_after_an_unexpected_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """An error between reconciler steps restarts the worker loop once; changes still arrive."""
-    flaky = failing_once(sleep_or_wake, RuntimeError("injected"))
-    monkeypatch.setattr(reconciler_module, "sleep_or_wake", flaky)
+
+    class FailsOnce(Wake):
+        failed = False
+
+        async def sleep(self, seconds: float) -> bool:
+            if not FailsOnce.failed:
+                FailsOnce.failed = True
+                raise RuntimeError("injected")
+            return await super().sleep(seconds)
+
+    monkeypatch.setattr(reconciler_module, "Wake", FailsOnce)
     async with run_agent(controller) as running:
         agent = running.agent
         await eventually(lambda: agent.supervisor.restarts().get(WORKER_LOOP) == 1)
@@ -144,11 +155,12 @@ async def test_hint_listener_restarts_after_an_unexpected_error(
     redis_url: str,
     hint_channel: str,
 ) -> None:
-    """A hint listener failing on real Redis restarts once; the next change arrives by hint."""
+    """Without long polls, a hint listener failing on real Redis restarts once; the next
+    change arrives by hint."""
     controller = await start_controller(redis_url=redis_url, hint_channel=hint_channel)
     await controller.set_poll_interval(3600)
     hints = FailsOnFirstConnection(redis_url, hint_channel)
-    async with run_agent(controller, hints) as running:
+    async with run_agent(controller, hints, long_poll=False) as running:
         agent = running.agent
         await eventually(lambda: agent.supervisor.restarts().get(HINTS_LOOP) == 1)
         await eventually(lambda: agent.hints_state is HintsState.CONNECTED)

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import ClientResponse
 
 from controller import keys
-from controller.held_polls import requested_wait
+from controller.held_polls import HeldPolls, requested_wait
 from tests.controller.conftest import (
     ADMIN,
     REGISTRATION,
@@ -229,3 +229,24 @@ async def test_shutdown_answers_held_polls_at_once(
     again = await client.get("/config", headers={**headers, "Prefer": "wait=30"})
     assert again.status == 304
     assert "Preference-Applied" not in again.headers
+
+
+async def test_a_change_releases_every_held_poll_at_the_next_turn_of_the_loop() -> None:
+    """The handler that made the change goes on first (a POST /config publishes its hint
+    to the other replicas); then every held poll looks again, all in one turn."""
+    held = HeldPolls(max_wait_seconds=30, max_held=10_000)
+    waits = [asyncio.create_task(held.wait(key, 30)) for key in range(300)]
+    await asyncio.sleep(0)
+    held.changed()
+    assert len(held) == 300
+    assert await asyncio.gather(*waits) == [True] * len(waits)
+    assert len(held) == 0
+
+
+async def test_shutdown_before_the_release_answers_them_unchanged() -> None:
+    held = HeldPolls(max_wait_seconds=30, max_held=10_000)
+    waits = [asyncio.create_task(held.wait(key, 30)) for key in range(300)]
+    await asyncio.sleep(0)
+    held.changed()
+    held.close()
+    assert await asyncio.gather(*waits) == [False] * len(waits)

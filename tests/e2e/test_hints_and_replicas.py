@@ -1,7 +1,9 @@
 """Two controller replicas, Redis hints and two agents, as real processes, with faults.
 
 Redis is a private redis-server that the test kills and restarts; PostgreSQL is a
-throwaway database. Each agent talks to its own replica.
+throwaway database. Each agent talks to its own replica. Each test runs twice: with the
+agents' polls held (the default: the replicas hear hints, the agents do not subscribe)
+and with AGENT_LONG_POLL=false (the agents subscribe and fetch on a hint).
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ class Fleet:
     replicas: list[ServiceProcess]
     edges: list[Edge]
     http: aiohttp.ClientSession
+    # Who subscribes to the hint channel: the replicas, and the agents unless they
+    # long-poll (their polls held, they need no hints).
+    listening: list[ServiceProcess]
 
     async def publish(self, replica: ServiceProcess, url: str) -> tuple[int, float]:
         async with self.http.post(f"{replica.url}/config", json={"url": url}, headers=ADMIN) as r:
@@ -77,6 +82,12 @@ class Fleet:
             ignoring=ConnectionTrouble,
         )
 
+    async def holds_a_poll(self, replica: ServiceProcess) -> bool:
+        """The replica holds its agent's poll (fleetconf_controller_held_polls is 1)."""
+        async with self.http.get(f"{replica.url}/metrics") as r:
+            text = await r.text()
+        return "\nfleetconf_controller_held_polls 1.0\n" in text
+
     async def serves(self, replica: ServiceProcess, version: int) -> bool:
         async with self.http.get(f"{replica.url}/config", headers=ADMIN) as r:
             return r.headers.get("X-Config-Version") == str(version)
@@ -86,15 +97,18 @@ def _subscriptions(service: ServiceProcess) -> int:
     return service.log_text().count("hints.subscribed")
 
 
-@pytest.fixture
+@pytest.fixture(params=["long_poll", "hints"])
 async def fleet(
+    request: pytest.FixtureRequest,
     processes: ProcessGroup,
     http: aiohttp.ClientSession,
     postgres_url: str,
     private_redis: PrivateRedis,
     tmp_path: Path,
 ) -> Fleet:
-    """Two replicas with hints, two agents (one per replica), everyone subscribed."""
+    """Two replicas with hints, two agents (one per replica): every replica subscribed,
+    and every agent too (AGENT_LONG_POLL=false) or its poll held by its replica."""
+    long_poll = request.param == "long_poll"
     redis_env = {"CONTROLLER_REDIS_URL": private_redis.url}
     replicas = [
         processes.controller(
@@ -120,17 +134,30 @@ async def fleet(
             worker_token=WORKER_TOKEN,
             state_dir=tmp_path / f"agent-{n}",
             name=f"agent-{n}",
-            env={"AGENT_LOG_LEVEL": "INFO"},
+            env={"AGENT_LOG_LEVEL": "INFO", "AGENT_LONG_POLL": str(long_poll).lower()},
         )
         edges.append(Edge(worker=worker, agent=agent))
     await asyncio.gather(*(s.start() for e in edges for s in (e.worker, e.agent)))
-    every = [*replicas, *(e.agent for e in edges)]
+    listening = [*replicas] if long_poll else [*replicas, *(e.agent for e in edges)]
+    fleet = Fleet(replicas=replicas, edges=edges, http=http, listening=listening)
     await wait_until(
-        lambda: all(_subscriptions(s) >= 1 for s in every),
+        lambda: all(_subscriptions(s) >= 1 for s in listening),
         timeout_seconds=SETTLE_TIMEOUT_SECONDS,
-        what="replicas and agents subscribed to the hint channel",
+        what="replicas (and agents without long polls) subscribed to the hint channel",
     )
-    return Fleet(replicas=replicas, edges=edges, http=http)
+    if long_poll:
+        await fleet.publish(replicas[0], "https://example.org/0")
+
+        async def every_poll_held() -> bool:
+            return all(await asyncio.gather(*(fleet.holds_a_poll(r) for r in replicas)))
+
+        await wait_until(
+            every_poll_held,
+            timeout_seconds=SETTLE_TIMEOUT_SECONDS,
+            what="each replica holds its agent's poll",
+        )
+        assert all(_subscriptions(e.agent) == 0 for e in edges)
+    return fleet
 
 
 async def test_redis_down_then_back(fleet: Fleet, private_redis: PrivateRedis) -> None:
@@ -140,7 +167,8 @@ async def test_redis_down_then_back(fleet: Fleet, private_redis: PrivateRedis) -
     version, _ = await fleet.publish(a, "https://example.org/1")
     took = await fleet.wait_all_workers(version, timeout_seconds=SETTLE_TIMEOUT_SECONDS)
     assert took <= HINTED_WITHIN_SECONDS, f"every worker held it after {took:.3f} s"
-    assert "receivers=4" in a.log_text()  # two replicas and two agents heard the hint
+    # The replicas heard the hint, and the agents that subscribe.
+    assert f"receivers={len(fleet.listening)}" in a.log_text()
 
     private_redis.kill()
     version, _ = await fleet.publish(a, "https://example.org/2")
@@ -150,9 +178,8 @@ async def test_redis_down_then_back(fleet: Fleet, private_redis: PrivateRedis) -
     assert await fleet.serves(b, version)
 
     private_redis.start()
-    every = [*fleet.replicas, *(e.agent for e in fleet.edges)]
     await wait_until(
-        lambda: all(_subscriptions(s) >= 2 for s in every),
+        lambda: all(_subscriptions(s) >= 2 for s in fleet.listening),
         timeout_seconds=SETTLE_TIMEOUT_SECONDS,
         what="every subscription resumed",
     )

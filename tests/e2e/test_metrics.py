@@ -73,9 +73,9 @@ async def test_a_hinted_change_shows_in_every_services_metrics(
     hint_channel: str,
 ) -> None:
     """After one hinted change and one /hit: the controller counts the post, the hint and
-    the agent in sync; the worker holds the version and counts the hit; the agent holds
-    and applied it, received the hint and observed one propagation; on SIGTERM the agent
-    and its status server stop cleanly."""
+    the agent in sync; the worker holds the version and counts the hit; the agent (which
+    does not long-poll, so it subscribes) holds and applied it, received the hint and
+    observed one propagation; on SIGTERM the agent and its status server stop cleanly."""
     controller = processes.controller(
         database_url=f"sqlite+aiosqlite:///{tmp_path}/controller.db",
         admin_token=ADMIN_TOKEN,
@@ -91,6 +91,7 @@ async def test_a_hinted_change_shows_in_every_services_metrics(
         worker_url=worker.url,
         worker_token=WORKER_TOKEN,
         state_dir=tmp_path / "agent-state",
+        env={"AGENT_LONG_POLL": "false"},
     )
     await controller.start()
     await worker.start()

@@ -344,7 +344,8 @@ class MultiHostBuilder:
     async def start(
         self, *, poll_interval_seconds: int, agent_extra: Mapping[str, str]
     ) -> AsyncIterator[MultiHost]:
-        """Every host and service started, the agents registered and listening for hints.
+        """Every host and service started, the agents registered and their polls held by
+        the controller (they long-poll; they would listen for hints otherwise).
 
         ``agent_extra``: settings given to every agent beyond what .env.edge.example and
         docker-compose.edge.yml give it (docs/configuration.md documents every one).
@@ -400,19 +401,20 @@ class MultiHostBuilder:
 
 
 async def _start(fleet: MultiHost) -> None:
-    """Redis and the controller, then every worker and agent at once; wait until each
-    agent registered and subscribed to the hints."""
+    """Redis and the controller, then every worker and agent at once; wait until the
+    controller holds every agent's poll (each registered, fetched and asked again)."""
     await fleet.redis.start()
     await fleet.controller.start()
     await asyncio.gather(*(edge.worker.start() for edge in fleet.edges))
     await asyncio.gather(*(edge.agent.start() for edge in fleet.edges))
-    for edge in fleet.edges:
-        await wait_until(
-            partial(_subscribed, edge),
-            timeout_seconds=SETTLE_TIMEOUT_SECONDS,
-            what=f"{edge.hostname}'s agent subscribed to the hints",
-        )
+    await wait_until(
+        partial(_holds_every_poll, fleet),
+        timeout_seconds=SETTLE_TIMEOUT_SECONDS,
+        what="the controller holds every edge agent's poll",
+    )
 
 
-def _subscribed(edge: Edge) -> bool:
-    return "hints.subscribed" in edge.agent.log_text()
+async def _holds_every_poll(fleet: MultiHost) -> bool:
+    async with fleet.admin.get(f"{fleet.controller_url}/metrics") as resp:
+        text = await resp.text()
+    return f"\nfleetconf_controller_held_polls {float(len(fleet.edges))}\n" in text

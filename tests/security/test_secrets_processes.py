@@ -105,6 +105,8 @@ def _agent(
         "AGENT_BACKOFF_MAX_SECONDS": "0.5",
         "AGENT_HOSTNAME": name,
         "AGENT_LOG_LEVEL": "DEBUG",
+        # Subscribed to Redis (with its password) from the start: its logs are under test.
+        "AGENT_LONG_POLL": "false",
         "AGENT_STATUS_HOST": LOOPBACK,
         "AGENT_STATUS_PORT": str(status_port := free_port()),
     }
