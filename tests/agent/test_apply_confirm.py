@@ -72,6 +72,9 @@ async def test_held_polls_confirm_each_apply_at_once_at_no_extra_request(
         assert time.monotonic() - applied <= 1.0
         # The poll that fetched the version, then the held one confirming it.
         assert [s.status for s in controller.polls()] == [200, None]
+        # Held longer than HELD_POLL_MIN_GAP_SECONDS: after its answer the agent still
+        # waits for the apply, so that no poll goes out with the old applied version.
+        await asyncio.sleep(1.5)
         second = await controller.publish("https://two.example/")
         await eventually(lambda: agent.applied_version == second)
         applied = time.monotonic()
@@ -80,6 +83,7 @@ async def test_held_polls_confirm_each_apply_at_once_at_no_extra_request(
         await asyncio.sleep(0.5)  # the behaviour under test: no further poll meanwhile
         # The held poll was answered with the second version; the next one confirms it.
         assert [s.status for s in controller.polls()] == [200, 200, None]
+        assert controller.polls()[-1].headers[HEADER_APPLIED_VERSION] == str(second)
         assert controller.polls()[-1].headers["Prefer"] == "wait=30"
         assert (await _agent_body(controller, agent))["applied_version"] == second
     finally:
