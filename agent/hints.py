@@ -75,7 +75,6 @@ class HintListener:
         self._wanted = asyncio.Event()
         if wanted:
             self._wanted.set()
-        self.waiting_for_unheld_poll = not wanted
         # What the task listens with, once it has something (None: not yet, or no Redis).
         self.subscriber: HintSubscriber | None = None
 
@@ -84,9 +83,13 @@ class HintListener:
         self._identity = identity
         self._identity_known.set()
 
+    @property
+    def waiting_for_unheld_poll(self) -> bool:
+        """Not listening yet: the controller holds the agent's polls."""
+        return not self._wanted.is_set()
+
     def want(self) -> None:
         """The controller answered a poll that asked to wait at once: hints are needed."""
-        self.waiting_for_unheld_poll = False
         self._wanted.set()
 
     async def run(self, on_hint: Callable[[Hint], None], on_connected: Callable[[], None]) -> None:

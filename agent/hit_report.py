@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -35,7 +36,7 @@ from typing import Protocol
 from agent.constants import HIT_READ_TIMEOUT_SECONDS
 from agent.errors import AgentError
 from agent.metrics import AgentMetrics, BackoffState
-from agent.wake import sleep_or_wake
+from agent.wake import Wake
 from agent.worker_client import WorkerClient, WorkerHits
 from common.constants import MAX_HIT_COUNT_ENTRIES, MAX_HITS_PER_REPORT
 
@@ -87,7 +88,7 @@ class HitReport:
         self._unreported: dict[int, Counts] = {}
         self._lock = asyncio.Lock()
         self._interval_seconds: int | None = None
-        self._interval_changed = asyncio.Event()
+        self._interval_changed = Wake()
 
     def connect(self, worker: WorkerClient) -> None:
         self._worker = worker
@@ -198,12 +199,9 @@ class HitReport:
         await self.read()
         while running():
             interval = self._interval_seconds
-            if interval is None:
-                await self._interval_changed.wait()
-                self._interval_changed.clear()
-                continue
-            await sleep_or_wake(self._interval_changed, interval)
-            if self._interval_seconds != interval or not running():
+            # Without an interval, until the controller names one.
+            await self._interval_changed.sleep(math.inf if interval is None else interval)
+            if interval is None or self._interval_seconds != interval or not running():
                 continue
             if await self.read() and _may_poll(pacing, interval):
                 pacing.poll_soon()

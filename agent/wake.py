@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 
 
@@ -50,14 +49,3 @@ class Wake:
 def _expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
-
-
-async def sleep_or_wake(event: asyncio.Event, seconds: float) -> bool:
-    """Sleep ``seconds``, or less if ``event`` is set; then clear it. True if it was set."""
-    woken = False
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await event.wait()
-            woken = True
-    event.clear()
-    return woken
