@@ -132,6 +132,15 @@ async def worker_version(server: TestServer) -> int:
     return version
 
 
+async def worker_reaches(server: TestServer, version: int, *, timeout_seconds: float) -> None:
+    """Wait until the worker holds ``version``; fail the test if it does not in time."""
+
+    async def holds() -> bool:
+        return await worker_version(server) == version
+
+    await eventually(holds, timeout_seconds=timeout_seconds)
+
+
 @dataclass
 class Seen:
     """One request the controller received: what the agent sent, and the status it was

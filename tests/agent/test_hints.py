@@ -17,7 +17,7 @@ from tests.agent.conftest import (
     StartController,
     base_url,
     eventually,
-    worker_version,
+    worker_reaches,
 )
 
 
@@ -64,10 +64,7 @@ async def test_hint_wakes_the_controller_loop(
         version = await controller.publish("https://example.org/hinted")
         hints.queue.put_nowait(version)
 
-        async def forwarded() -> bool:
-            return await worker_version(worker) == version
-
-        await eventually(forwarded, timeout_seconds=10)
+        await worker_reaches(worker, version, timeout_seconds=10)
         # The apply is then confirmed at once: one conditional poll, answered 304.
         await eventually(lambda: len(controller.polls()) == 3, timeout_seconds=1.0)
     finally:
@@ -99,10 +96,7 @@ async def test_redis_hint_from_the_registration_answer(
         await eventually(lambda: agent.hints_state is HintsState.CONNECTED, timeout_seconds=10)
         version = await controller.publish("https://example.org/via-redis")
 
-        async def forwarded() -> bool:
-            return await worker_version(worker) == version
-
-        await eventually(forwarded, timeout_seconds=5)
+        await worker_reaches(worker, version, timeout_seconds=5)
     finally:
         await agent.stop()
         await task
@@ -126,10 +120,7 @@ async def test_duplicate_hints_coalesce_into_one_fetch(
         for _ in range(20):
             hints.queue.put_nowait(version)
 
-        async def forwarded() -> bool:
-            return await worker_version(worker) == version
-
-        await eventually(forwarded, timeout_seconds=10)
+        await worker_reaches(worker, version, timeout_seconds=10)
         # The behaviour under test is that no further fetch follows: a quiet window in
         # which any of the other 19 hints would have cost a poll.
         await asyncio.sleep(0.3)
@@ -187,10 +178,7 @@ async def test_forged_hints_on_real_redis_cost_a_bounded_few_polls(
         assert agent.hints_state is HintsState.CONNECTED
         version = await controller.publish("https://example.org/after-forgeries")
 
-        async def forwarded() -> bool:
-            return await worker_version(worker) == version
-
-        await eventually(forwarded, timeout_seconds=5)
+        await worker_reaches(worker, version, timeout_seconds=5)
     finally:
         await publisher.aclose()
         await agent.stop()
@@ -227,10 +215,7 @@ async def test_an_agent_whose_polls_are_held_does_not_subscribe(
         assert [s.status for s in controller.polls()] == [200, None]
         version = await controller.publish("https://example.org/after-forgeries")
 
-        async def forwarded() -> bool:
-            return await worker_version(worker) == version
-
-        await eventually(forwarded, timeout_seconds=5)
+        await worker_reaches(worker, version, timeout_seconds=5)
         assert [s.status for s in controller.polls()][:2] == [200, 200]
         assert agent.hints_state is HintsState.HELD
     finally:
@@ -262,10 +247,7 @@ async def test_an_agent_subscribes_once_a_poll_is_not_held(
         assert controller.polls()[-1].headers["Prefer"] == "wait=3600"
         version = await controller.publish("https://example.org/by-hint")
 
-        async def forwarded() -> bool:
-            return await worker_version(worker) == version
-
-        await eventually(forwarded, timeout_seconds=5)
+        await worker_reaches(worker, version, timeout_seconds=5)
     finally:
         await agent.stop()
         await task

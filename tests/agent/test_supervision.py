@@ -27,7 +27,7 @@ from tests.agent.conftest import (
     StartController,
     base_url,
     eventually,
-    worker_version,
+    worker_reaches,
 )
 from tests.support.injection import failing_once
 from tests.support.metrics import scrape, value
@@ -79,12 +79,7 @@ def run_agent(
 
 
 async def _reaches_worker(controller: Controller, worker: TestServer, url: str) -> None:
-    version = await controller.publish(url)
-
-    async def arrived() -> bool:
-        return await worker_version(worker) == version
-
-    await eventually(arrived, timeout_seconds=10)
+    await worker_reaches(worker, await controller.publish(url), timeout_seconds=10)
 
 
 async def test_controller_loop_restarts_after_an_unexpected_error(

@@ -73,11 +73,15 @@ async def _answer(task: asyncio.Task[ClientResponse]) -> tuple[int, dict[str, st
     return resp.status, dict(resp.headers), await resp.read()
 
 
+async def _polling(client: Client) -> tuple[Client, dict[str, str]]:
+    """``client``, holding version 1, and the poll headers of an agent that fetched it."""
+    assert (await post_config(client, "https://alpha.test/")).status == 201
+    return client, await _current(client, await register(client))
+
+
 @pytest.fixture
 async def polling(client: Client) -> tuple[Client, dict[str, str]]:
-    assert (await post_config(client, "https://alpha.test/")).status == 201
-    agent = await register(client)
-    return client, await _current(client, agent)
+    return await _polling(client)
 
 
 async def test_a_held_poll_is_answered_with_a_new_version_at_once(
@@ -109,9 +113,7 @@ async def test_an_unchanged_poll_waits_about_as_long_as_asked_then_304(
 
 
 async def test_the_wait_is_capped_by_the_setting(make_client: ClientFactory) -> None:
-    client = await make_client(poll_wait_max_seconds=1)
-    assert (await post_config(client, "https://alpha.test/")).status == 201
-    headers = await _current(client, await register(client))
+    client, headers = await _polling(await make_client(poll_wait_max_seconds=1))
     started = time.monotonic()
     resp = await client.get("/config", headers={**headers, "Prefer": "wait=600"})
     assert (resp.status, resp.headers["Preference-Applied"]) == (304, "wait=1")
@@ -119,9 +121,7 @@ async def test_the_wait_is_capped_by_the_setting(make_client: ClientFactory) -> 
 
 
 async def test_a_zero_cap_holds_nothing(make_client: ClientFactory) -> None:
-    client = await make_client(poll_wait_max_seconds=0)
-    assert (await post_config(client, "https://alpha.test/")).status == 201
-    headers = await _current(client, await register(client))
+    client, headers = await _polling(await make_client(poll_wait_max_seconds=0))
     resp = await client.get("/config", headers={**headers, "Prefer": "wait=30"})
     assert resp.status == 304
     assert "Preference-Applied" not in resp.headers
@@ -160,9 +160,7 @@ async def test_a_second_held_poll_of_the_same_agent_answers_the_first(
 async def test_beyond_the_limit_polls_are_answered_at_once_and_counted(
     make_client: ClientFactory,
 ) -> None:
-    client = await make_client(max_held_polls=1)
-    assert (await post_config(client, "https://alpha.test/")).status == 201
-    one = await _current(client, await register(client, "edge-01"))
+    client, one = await _polling(await make_client(max_held_polls=1))
     two = await _current(client, await register(client, "edge-02"))
     held = await _held(client, one)
     resp = await client.get("/config", headers={**two, "Prefer": "wait=10"})
