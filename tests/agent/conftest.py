@@ -132,6 +132,18 @@ async def worker_version(server: TestServer) -> int:
     return version
 
 
+async def post_as_third_party(server: TestServer, version: int, url: str) -> None:
+    """POST /config straight to the worker, replacing whatever it holds."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(server.make_url("/config")) as held:
+            etag = held.headers["ETag"]
+        headers = {"X-Config-Version": str(version), "If-Match": etag}
+        async with session.post(
+            server.make_url("/config"), json={"url": url}, headers=headers
+        ) as resp:
+            assert resp.status == 200
+
+
 async def worker_reaches(server: TestServer, version: int, *, timeout_seconds: float) -> None:
     """Wait until the worker holds ``version``; fail the test if it does not in time."""
 

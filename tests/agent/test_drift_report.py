@@ -25,6 +25,7 @@ from tests.agent.conftest import (
     StartController,
     base_url,
     eventually,
+    post_as_third_party,
     worker_holds,
 )
 from tests.support.metrics import scrape, value
@@ -33,18 +34,6 @@ from worker.keys import CONFIG_STORE_KEY
 from worker.settings import WorkerSettings
 
 MINE = "https://mine.example/"
-
-
-async def _post_as_third_party(server: TestServer, version: int, url: str) -> None:
-    """POST /config straight to the worker, replacing whatever it holds."""
-    async with aiohttp.ClientSession() as session:
-        async with session.get(server.make_url("/config")) as held:
-            etag = held.headers["ETag"]
-        headers = {"X-Config-Version": str(version), "If-Match": etag}
-        async with session.post(
-            server.make_url("/config"), json={"url": url}, headers=headers
-        ) as resp:
-            assert resp.status == 200
 
 
 async def _state(controller: Controller, agent: Agent) -> str:
@@ -84,7 +73,7 @@ async def test_replaced_drift_is_reported_once_then_cleared(
     async with Agent(settings) as agent:
         await _applied_and_reported(agent)
         assert (agent.worker_drift, await _state(controller, agent)) == (False, "in_sync")
-        await _post_as_third_party(worker, 9, "https://theirs.example/")
+        await post_as_third_party(worker, 9, "https://theirs.example/")
         assert (await agent.reconcile_worker_once()).outcome is WorkerOutcome.DRIFT_REPLACED
         assert (agent.reconciler.drift, agent.worker_drift) == (False, True)
         await agent.sync_controller_once()
@@ -154,7 +143,7 @@ async def test_running_agent_polls_at_once_after_seeing_drift(
         await eventually(lambda: agent.applied_version == version)
         samples = await scrape(status)
         assert value(samples, "fleetconf_agent_worker_drift") == 0
-        await _post_as_third_party(worker, 9, "https://theirs.example/")
+        await post_as_third_party(worker, 9, "https://theirs.example/")
         agent.reconciler.wake()
         await eventually(lambda: bool(_drift_polls(controller)), timeout_seconds=1.0)
         assert await _state(controller, agent) == "drift"

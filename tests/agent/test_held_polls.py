@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -25,6 +24,7 @@ from tests.agent.conftest import (
     StartController,
     base_url,
     eventually,
+    post_as_third_party,
 )
 
 MINE = "https://mine.example/"
@@ -102,18 +102,6 @@ async def test_stopping_the_agent_cancels_its_held_poll() -> None:
     assert held.interrupt() is False
 
 
-async def _post_as_third_party(server: TestServer, version: int, url: str) -> None:
-    """POST /config straight to the worker, replacing whatever it holds."""
-    async with aiohttp.ClientSession() as session:
-        async with session.get(server.make_url("/config")) as current:
-            etag = current.headers["ETag"]
-        headers = {"X-Config-Version": str(version), "If-Match": etag}
-        async with session.post(
-            server.make_url("/config"), json={"url": url}, headers=headers
-        ) as resp:
-            assert resp.status == 200
-
-
 async def test_drift_cuts_the_held_poll_short(
     make_settings: MakeSettings, start_controller: StartController, worker: TestServer
 ) -> None:
@@ -126,7 +114,7 @@ async def test_drift_cuts_the_held_poll_short(
     try:
         await eventually(lambda: agent.applied_version == version)
         await eventually(lambda: [s.status for s in controller.polls()] == [200, None])
-        await _post_as_third_party(worker, 9, "https://theirs.example/")
+        await post_as_third_party(worker, 9, "https://theirs.example/")
         agent.reconciler.wake()
         await eventually(
             lambda: any(s.headers.get("X-Worker-Drift") == "1" for s in controller.polls()),

@@ -25,6 +25,7 @@ from tests.agent.conftest import (
     StartWorker,
     base_url,
     eventually,
+    post_as_third_party,
     worker_holds,
     worker_version,
 )
@@ -302,7 +303,7 @@ async def test_running_agent_puts_its_configuration_back_within_an_interval(
     try:
         await eventually(lambda: _holds(worker, 5), timeout_seconds=10)
         started = asyncio.get_running_loop().time()
-        await _post_as_third_party(worker, their_version, their_url)
+        await post_as_third_party(worker, their_version, their_url)
         await eventually(lambda: _holds_exactly(worker, mine), timeout_seconds=5)
         took = asyncio.get_running_loop().time() - started
     finally:
@@ -310,18 +311,6 @@ async def test_running_agent_puts_its_configuration_back_within_an_interval(
         await task
     assert took <= INTERVAL_SECONDS + PUSH_SLACK_SECONDS, f"put back after {took:.3f} s"
     assert agent.applied_version == 5
-
-
-async def _post_as_third_party(server: TestServer, version: int, url: str) -> None:
-    """POST /config straight to the worker, replacing whatever it holds."""
-    async with aiohttp.ClientSession() as session:
-        async with session.get(server.make_url("/config")) as held:
-            etag = held.headers["ETag"]
-        headers = {"X-Config-Version": str(version), "If-Match": etag}
-        async with session.post(
-            server.make_url("/config"), json={"url": url}, headers=headers
-        ) as resp:
-            assert resp.status == 200
 
 
 async def _holds_exactly(server: TestServer, expected: dict[str, Any]) -> bool:
