@@ -26,7 +26,6 @@ import enum
 import logging
 import random
 import uuid
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -46,7 +45,7 @@ from agent.outcomes import ControllerStep, WorkerStep
 from agent.peer_http import PeerSession
 from agent.reconciler import Reconciler
 from agent.settings import AgentSettings
-from agent.storage import CachedConfig, Identity, Storage, StorageWriter
+from agent.storage import CachedConfig, Identity, Storage, StorageThread, StorageWriter
 from agent.worker_client import WorkerClient
 from common.backoff import Backoff
 from common.event_loop import running_loop_name
@@ -100,13 +99,13 @@ class Agent:
         hints: HintSubscriber | None = None,
         rng: random.Random | None = None,
         storage: Storage | None = None,
-        storage_executor: Executor | None = None,
+        storage_thread: StorageThread | None = None,
     ) -> None:
-        """``storage_executor``: a thread shared by many agents in one process (a
+        """``storage_thread``: a thread shared by many agents in one process (a
         benchmark's agent host); by default the agent starts and stops a thread of its own."""
         self._settings = settings
         self._storage = storage or Storage(settings.state_dir)
-        self._writer = StorageWriter(storage_executor)
+        self._writer = StorageWriter(storage_thread)
         rng = rng or random.Random()
         # What the status server reports: plain counters, fed by the loops.
         self.metrics = AgentMetrics()

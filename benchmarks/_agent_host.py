@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import json
 import logging
 import os
@@ -127,6 +128,25 @@ async def answer_driver(workers: S.StandInWorkers, agents: list[Agent]) -> None:
             return
 
 
+def shared_storage_thread() -> dict[str, Any]:
+    """The ``Agent`` keyword for one storage thread shared by all of this host's agents:
+    ``storage_thread`` (agent.storage.StorageThread), or ``storage_executor`` (a
+    one-thread executor) for an older checkout's agents (--agent-code)."""
+    if "storage_thread" in inspect.signature(Agent).parameters:
+        from agent.storage import StorageThread
+
+        return {"storage_thread": StorageThread()}
+    return {"storage_executor": ThreadPoolExecutor(1, thread_name_prefix="agent-storage")}
+
+
+def stop_shared_storage_thread(storage: dict[str, Any]) -> None:
+    for shared in storage.values():
+        if isinstance(shared, ThreadPoolExecutor):
+            shared.shutdown(wait=True)
+        else:
+            shared.stop()
+
+
 # What a spec may leave out: the agent as shipped.
 SPEC_DEFAULTS: dict[str, Any] = {
     "event_loop": DEFAULT_EVENT_LOOP,
@@ -164,7 +184,7 @@ async def main(spec: dict[str, Any]) -> None:
     stopping = asyncio.Event()
     # One storage thread for all the agents of this host, as a real agent has one of its
     # own: thousands of agents in one process need not start thousands of threads.
-    storage_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-storage")
+    storage = shared_storage_thread()
 
     async def launch() -> None:
         gap = 1.0 / spec["register_rate"]
@@ -183,7 +203,7 @@ async def main(spec: dict[str, Any]) -> None:
                 long_poll=spec["long_poll"],
                 _env_file=None,
             )
-            agent = Agent(settings, storage_executor=storage_thread)
+            agent = Agent(settings, **storage)
             if not spec["confirm_at_once"]:
                 # Benchmark-only: the agent reports an apply on its next poll only, as
                 # before it confirmed at once (the controller's cost of confirmation).
@@ -213,7 +233,7 @@ async def main(spec: dict[str, Any]) -> None:
     if workers.events:
         S.emit({"type": "applied", "events": workers.events})
     await runner.cleanup()
-    storage_thread.shutdown(wait=True)
+    stop_shared_storage_thread(storage)
     S.emit({"type": "stopped"})
 
 

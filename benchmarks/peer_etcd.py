@@ -392,6 +392,8 @@ async def measure_changes(
         before = await sum_stats(hosts)
         meter = S.CpuMeter(groups)
         meter.start()
+        whole = S.CpuMeter(groups)  # the change and its pause (propagation.py's figure)
+        whole.start()
         revision, t_put = await put(c + 1)
         complete = await times.applied.wait_for(revision, opts.change_timeout)
         cpu = meter.stop()
@@ -427,6 +429,12 @@ async def measure_changes(
             flush=True,
         )
         await asyncio.sleep(opts.pause)
+        cycle = whole.stop()
+        row["whole_change_cpu"] = cycle
+        row["host_cpu_ms_per_agent_whole_change"] = round(
+            1000 * cycle["watcher_hosts_cpu_seconds"] / n, 3
+        )
+        row["server_cpu_seconds_whole_change"] = cycle["etcd_cpu_seconds"]
     return changes
 
 

@@ -413,6 +413,8 @@ async def measure(
         before = await gather_stats(hosts)
         meter = S.CpuMeter(groups)
         meter.start()
+        whole = S.CpuMeter(groups)  # the change and its pause: deferred work included
+        whole.start()
         try:
             version, t_post = await post_config(c + 1, replica)
         except (RuntimeError, aiohttp.ClientError, TimeoutError) as exc:
@@ -476,6 +478,7 @@ async def measure(
             flush=True,
         )
         await asyncio.sleep(args.pause)
+        note_whole_change(row, whole.stop(), "agent_hosts", "controllers", n)
 
     print("waiting for the controller to know of every apply (GET /fleet) ...", flush=True)
     await settle_confirmations(confirm, changes, args.confirm_timeout or 0.0)
@@ -532,6 +535,12 @@ async def measure(
         "fleet_requests_for_confirmation": confirm.requests,
         "controller_cpu_seconds_per_change_median": _median_of(measured, "controller_cpu_seconds"),
         "agent_host_cpu_ms_per_apply_median": _median_of(measured, "agent_host_cpu_ms_per_apply"),
+        "host_cpu_ms_per_agent_whole_change_median": _median_of(
+            measured, "host_cpu_ms_per_agent_whole_change"
+        ),
+        "controller_cpu_seconds_whole_change_median": _median_of(
+            measured, "server_cpu_seconds_whole_change"
+        ),
         "controller_requests_per_agent_median": _median_of(
             measured, "controller_requests_per_agent"
         ),
@@ -577,6 +586,19 @@ async def measure(
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(run_started)),
         "duration_seconds": round(time.time() - run_started, 1),
     }
+
+
+def note_whole_change(
+    row: dict[str, Any], cpu: dict[str, Any], hosts: str, server: str, agents: int
+) -> None:
+    """CPU from the POST to the end of the pause after it: what the change cost, saves
+    and confirmations made after the last apply included (the apply window's figure
+    leaves out whatever ran after it, and so moves with how work was ordered)."""
+    row["whole_change_cpu"] = cpu
+    row["host_cpu_ms_per_agent_whole_change"] = round(
+        1000 * cpu[f"{hosts}_cpu_seconds"] / agents, 3
+    )
+    row["server_cpu_seconds_whole_change"] = cpu[f"{server}_cpu_seconds"]
 
 
 def note_later_confirmations(changes: list[dict[str, Any]]) -> None:
@@ -875,6 +897,18 @@ def summarize_sitting(
                 ),
                 3,
             ),
+            "host_cpu_ms_per_agent_whole_change_median": round(
+                S.median(
+                    [ch["host_cpu_ms_per_agent_whole_change"] for r in etcd for ch in r["changes"]]
+                ),
+                3,
+            ),
+            "server_cpu_seconds_whole_change_median": round(
+                S.median(
+                    [ch["server_cpu_seconds_whole_change"] for r in etcd for ch in r["changes"]]
+                ),
+                3,
+            ),
             "other_cpu_percent_median": med(etcd, "other_cpu_percent_median"),
         }
     etcd_p99 = summary.get("etcd", {}).get("apply_p99_seconds_median")
@@ -900,6 +934,12 @@ def summarize_sitting(
                 rows, "controller_cpu_seconds_per_change_median"
             ),
             "agent_host_cpu_ms_per_apply_median": med(rows, "agent_host_cpu_ms_per_apply_median"),
+            "host_cpu_ms_per_agent_whole_change_median": med(
+                rows, "host_cpu_ms_per_agent_whole_change_median"
+            ),
+            "server_cpu_seconds_whole_change_median": med(
+                rows, "controller_cpu_seconds_whole_change_median"
+            ),
             "controller_requests_per_agent_median": med(
                 rows, "controller_requests_per_agent_median"
             ),
@@ -940,6 +980,8 @@ def report_sitting(result: dict[str, Any]) -> None:
                 x.get("confirmed_all_seconds_last_change_median") or "-",
                 x.get("controller_cpu_seconds_per_change_median") or "-",
                 x.get("agent_host_cpu_ms_per_apply_median") or "-",
+                x.get("host_cpu_ms_per_agent_whole_change_median") or "-",
+                x.get("server_cpu_seconds_whole_change_median") or "-",
                 x.get("controller_requests_per_agent_median") or "-",
                 x["other_cpu_percent_median"],
             ]
@@ -952,6 +994,7 @@ def report_sitting(result: dict[str, Any]) -> None:
     headers = ["", "runs", "apply p50 s", "apply p99 s", "p99 per run", "p99 / etcd"]
     headers += ["known p99 s", "rollout p99 s", "known all s (last change)"]
     headers += ["ctrl CPU-s/change", "host CPU ms/apply"]
+    headers += ["host CPU ms/agent (whole change)", "server CPU-s (whole change)"]
     headers += ["GET/agent", "other CPU%"]
     print(S.table(headers, rows))
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from agent.apply_report import ApplyFailure, failure_reason
 from agent.errors import ApplyRefused, BadAnswer, Rejected, Unreachable, VersionConflict
 from agent.runner import Agent
 from agent.status import agent_status
-from agent.storage import Storage
+from agent.storage import Storage, StorageThread, StorageWriter
 from common.constants import (
     APPLY_FAILURE_REASONS,
     HEADER_APPLIED_VERSION,
@@ -136,14 +135,16 @@ async def test_a_slow_disk_does_not_hold_back_the_confirmation(
     and config.json holds it once the disk is back."""
     controller = await start_controller(poll_interval_seconds=30)
     first = await controller.publish("https://one.example/")
-    disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slow-disk")
+    disk = StorageThread(name="slow-disk")
     settings = make_settings(controller_url=controller.url, worker_url=base_url(worker))
-    agent = Agent(settings, storage_executor=disk)
+    agent = Agent(settings, storage_thread=disk)
     task = asyncio.create_task(agent.run())
     held = threading.Event()
     try:
         await eventually(lambda: bool(_confirming(controller, first)))
-        disk.submit(held.wait, 30)  # every write from here on queues behind this one
+        blocker = StorageWriter(disk)
+        blocker.open()
+        blocker.submit(held.wait, 30)  # every write from here on queues behind this one
         second = await controller.publish("https://two.example/")
         agent.controller_sync.poll_soon()
         await eventually(lambda: bool(_confirming(controller, second)), timeout_seconds=2.0)
@@ -157,7 +158,7 @@ async def test_a_slow_disk_does_not_hold_back_the_confirmation(
         held.set()
         await agent.stop()
         await task
-        disk.shutdown(wait=True)
+        disk.stop()
 
 
 def _refusing_worker(state: dict[str, Any]) -> web.Application:

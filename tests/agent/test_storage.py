@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import stat
 import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from agent.storage import (
     Identity,
     StateDirNotPrivate,
     Storage,
+    StorageThread,
     StorageWriter,
     checksum,
     write_atomically,
@@ -307,8 +308,8 @@ async def test_writer_finishes_its_writes_and_lets_its_thread_go(store: Storage)
 
 
 async def test_shared_storage_thread_is_used_and_left_running(tmp_path: Path) -> None:
-    """A writer given a shared executor writes on it and does not shut it down on close."""
-    shared = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shared-storage")
+    """A writer given a shared thread writes on it and does not stop it on close."""
+    shared = StorageThread(name="shared-storage")
     try:
         writer = StorageWriter(shared)
         writer.open()
@@ -316,8 +317,66 @@ async def test_shared_storage_thread_is_used_and_left_running(tmp_path: Path) ->
         await writer.write(lambda: names.append(threading.current_thread().name))
         await writer.close()
         assert names[0].startswith("shared-storage")
-        assert shared.submit(lambda: 42).result(timeout=5) == 42
+        other = StorageWriter(shared)
+        other.open()
+        await other.write(lambda: names.append("still running"))
+        assert names[-1] == "still running"
         with pytest.raises(RuntimeError):
             await writer.write(lambda: None)
     finally:
-        shared.shutdown(wait=True)
+        shared.stop()
+
+
+async def test_writes_nobody_awaits_run_in_order_and_close_waits_for_them(store: Storage) -> None:
+    """submit() returns before the disk is touched; the writes run in the order asked,
+    and close() returns only once the last is on disk."""
+    writer = StorageWriter()
+    writer.open()
+    gate = threading.Event()
+    order: list[int] = []
+    writer.submit(gate.wait, 30)
+    for version in (4, 5, 6):
+        writer.submit(store.save_config, cached(version))
+        writer.submit(order.append, version)
+    assert order == []  # nothing ran: the first write still holds the thread
+    gate.set()
+    await writer.close()
+    assert order == [4, 5, 6]
+    assert store.load_config() == cached(6)
+
+
+async def test_a_failed_write_is_logged_and_the_next_ones_still_run(
+    store: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A write that fails (submitted or awaited) is logged as state.write_failed; an
+    OSError does not reach whoever awaits it, and the writes behind it go on."""
+
+    def full_disk() -> None:
+        raise OSError(28, "No space left on device")
+
+    writer = StorageWriter()
+    writer.open()
+    with caplog.at_level(logging.ERROR, logger="agent.storage"):
+        writer.submit(full_disk)
+        await writer.write(full_disk)
+        await writer.write(store.save_config, cached(8))
+        await writer.close()
+    failures = [r for r in caplog.records if "state.write_failed" in r.getMessage()]
+    assert len(failures) == 2
+    assert "No space left on device" in failures[0].getMessage()
+    assert store.load_config() == cached(8)
+
+
+async def test_an_awaited_write_finishes_even_if_its_caller_is_cancelled(store: Storage) -> None:
+    """Cancelling the caller of write() does not cancel the write: it lands on disk."""
+    writer = StorageWriter()
+    writer.open()
+    gate = threading.Event()
+    writer.submit(gate.wait, 30)
+    caller = asyncio.ensure_future(writer.write(store.save_config, cached(9)))
+    await asyncio.sleep(0)
+    caller.cancel()
+    gate.set()
+    await writer.close()
+    assert caller.cancelled()
+    assert store.load_config() == cached(9)
