@@ -814,6 +814,7 @@ SITTING_VARIANTS = {
     "hinted": "agents without held polls (AGENT_LONG_POLL=false): a hint, then a fetch",
     "fixed": "the hint spread before it followed the measured service rate",
     "unconfirmed": "agents report an apply on their next poll only (before confirmation)",
+    "unwatched": "no GET /fleet while changes run (the driver's watch of confirmation off)",
     "asyncio": "agents on Python's own event loop (AGENT_EVENT_LOOP=asyncio)",
     "no_hiredis": "agents parse Redis replies in Python (redis-py without hiredis)",
     "previous_agent": "agents on Python's loop, Redis replies parsed in Python (as before)",
@@ -839,6 +840,8 @@ def variant_args(args: argparse.Namespace, variant: str) -> argparse.Namespace:
     out = copy.copy(args)
     out.controller_whatif = "fixed_spread" if variant == "fixed" else ""
     out.confirm_at_once = variant != "unconfirmed"
+    if variant == "unwatched":
+        out.confirm_timeout = 0.0
     out.long_poll = args.long_poll and variant != "hinted"
     if variant in ("asyncio", "etcd_asyncio", "previous_agent"):
         out.loop = "asyncio"
