@@ -33,7 +33,8 @@ from agent.outcomes import ControllerOutcome, ControllerStep
 from agent.reconciler import Reconciler
 from agent.registrar import Registrar
 from agent.settings import AgentSettings
-from agent.storage import CachedConfig, Identity, Storage, StorageWriter
+from agent.storage import CachedConfig, Identity, Storage
+from agent.storage_writer import StorageWriter
 from agent.sync_log import (
     contact_failed,
     log_identity_rejected,

@@ -15,7 +15,8 @@ import uuid
 from agent.controller_client import ControllerClient, Registration
 from agent.errors import KeyRefused
 from agent.settings import AgentSettings
-from agent.storage import Storage, StorageWriter
+from agent.storage import Storage
+from agent.storage_writer import StorageWriter
 
 logger = logging.getLogger(__name__)
 

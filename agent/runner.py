@@ -45,7 +45,8 @@ from agent.outcomes import ControllerStep, WorkerStep
 from agent.peer_http import PeerSession
 from agent.reconciler import Reconciler
 from agent.settings import AgentSettings
-from agent.storage import CachedConfig, Identity, Storage, StorageThread, StorageWriter
+from agent.storage import CachedConfig, Identity, Storage
+from agent.storage_writer import StorageThread, StorageWriter
 from agent.worker_client import WorkerClient
 from common.backoff import Backoff
 from common.event_loop import running_loop_name

@@ -130,10 +130,10 @@ async def answer_driver(workers: S.StandInWorkers, agents: list[Agent]) -> None:
 
 def shared_storage_thread() -> dict[str, Any]:
     """The ``Agent`` keyword for one storage thread shared by all of this host's agents:
-    ``storage_thread`` (agent.storage.StorageThread), or ``storage_executor`` (a
+    ``storage_thread`` (agent.storage_writer.StorageThread), or ``storage_executor`` (a
     one-thread executor) for an older checkout's agents (--agent-code)."""
     if "storage_thread" in inspect.signature(Agent).parameters:
-        from agent.storage import StorageThread
+        from agent.storage_writer import StorageThread
 
         return {"storage_thread": StorageThread()}
     return {"storage_executor": ThreadPoolExecutor(1, thread_name_prefix="agent-storage")}

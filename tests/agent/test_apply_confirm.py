@@ -18,7 +18,8 @@ from agent.apply_report import ApplyFailure, failure_reason
 from agent.errors import ApplyRefused, BadAnswer, Rejected, Unreachable, VersionConflict
 from agent.runner import Agent
 from agent.status import agent_status
-from agent.storage import Storage, StorageThread, StorageWriter
+from agent.storage import Storage
+from agent.storage_writer import StorageThread, StorageWriter
 from common.constants import (
     APPLY_FAILURE_REASONS,
     HEADER_APPLIED_VERSION,

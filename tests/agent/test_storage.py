@@ -18,11 +18,10 @@ from agent.storage import (
     Identity,
     StateDirNotPrivate,
     Storage,
-    StorageThread,
-    StorageWriter,
     checksum,
     write_atomically,
 )
+from agent.storage_writer import StorageThread, StorageWriter
 from common.models import WorkerConfig
 
 CONTROLLER = "http://controller.test:8000"
@@ -356,7 +355,7 @@ async def test_a_failed_write_is_logged_and_the_next_ones_still_run(
 
     writer = StorageWriter()
     writer.open()
-    with caplog.at_level(logging.ERROR, logger="agent.storage"):
+    with caplog.at_level(logging.ERROR, logger="agent.storage_writer"):
         writer.submit(full_disk)
         await writer.write(full_disk)
         await writer.write(store.save_config, cached(8))
