@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Final, NoReturn
@@ -85,10 +86,29 @@ def stored_versions(database_url: str) -> tuple[int, dict[int, str | None]]:
     return int(row[0]), {int(version): json.loads(body)["url"] for version, body in rows}
 
 
+# Ports free_port() handed out lately, oldest first: not handed out again while recent.
+_RECENT_PORTS: OrderedDict[int, None] = OrderedDict()
+_RECENT_PORTS_KEPT: Final = 4096
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on now, and not one this process handed out lately.
+
+    The port is chosen before the service that will listen on it starts, so the kernel
+    may offer a port it already gave to another test service not yet started (a worker
+    and an agent's status server chosen one after the other, then started together: the
+    second one's bind fails). Within one process that cannot happen.
+    """
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _RECENT_PORTS:
+            _RECENT_PORTS[port] = None
+            if len(_RECENT_PORTS) > _RECENT_PORTS_KEPT:
+                _RECENT_PORTS.popitem(last=False)
+            return port
+    raise RuntimeError("no loopback port that was not handed out lately")
 
 
 # A database no connection can be made to, refused at once and without the network: its
