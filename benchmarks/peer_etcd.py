@@ -308,8 +308,10 @@ async def measure_etcd(opts: EtcdOptions) -> dict[str, Any]:
         times = Times(n)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
 
-            async def put(c: int) -> tuple[int, float]:
+            async def put(c: int) -> tuple[int, float, float]:
+                """(revision, time.time() the answer was read, time.time() it was sent)."""
                 value = json.dumps({"url": f"https://example.com/bench/{c}"})
+                sent = time.time()
                 async with http.post(
                     f"{url}/v3/kv/put", json={"key": b64(KEY), "value": b64(value)}
                 ) as resp:
@@ -317,9 +319,9 @@ async def measure_etcd(opts: EtcdOptions) -> dict[str, Any]:
                     done = time.time()
                     if resp.status != 200:
                         raise RuntimeError(f"etcd put answered {resp.status}: {answer}")
-                    return int(answer["header"]["revision"]), done
+                    return int(answer["header"]["revision"]), done, sent
 
-            first_revision, _ = await put(0)
+            first_revision, _, _ = await put(0)
             hosts: list[Host] = []
             first = 0
             for k, count in enumerate(S.shares(n, procs)):
@@ -394,7 +396,7 @@ async def measure_changes(
         meter.start()
         whole = S.CpuMeter(groups)  # the change and its pause (propagation.py's figure)
         whole.start()
-        revision, t_put = await put(c + 1)
+        revision, t_put, t_sent = await put(c + 1)
         complete = await times.applied.wait_for(revision, opts.change_timeout)
         cpu = meter.stop()
         got = times.applied.by_key.get(revision, {})
@@ -409,10 +411,14 @@ async def measure_changes(
             "complete": complete,
             "figures_are_lower_bounds": not complete,
             "apply": stats_of([t - t_put for t in got.values()] + missing),
+            # From the PUT's send, a lower bound of its commit: the answer can be read
+            # after watchers applied (negative latencies), which flatters etcd.
+            "apply_from_put_sent": stats_of([t - t_sent for t in got.values()] + missing),
             "notify": stats_of(
                 [t - t_put for t in notes.values()] + [opts.change_timeout] * (n - len(notes))
             ),
             "apply_latencies": sorted(round(t - t_put, 4) for t in got.values()),
+            "apply_latencies_from_put_sent": sorted(round(t - t_sent, 4) for t in got.values()),
             "watch_errors": after["watch_errors"] - before["watch_errors"],
             "worker_errors": after["worker_errors"] - before["worker_errors"],
             "cpu": cpu,
@@ -449,14 +455,17 @@ def summarize(
 ) -> dict[str, Any]:
     n = opts.watchers
     latencies: list[float] = []
+    from_sent: list[float] = []
     for ch in changes:
         latencies += ch.pop("apply_latencies") + [opts.change_timeout] * ch["missing"]
+        from_sent += ch.pop("apply_latencies_from_put_sent") + [opts.change_timeout] * ch["missing"]
     missing = sum(ch["missing"] for ch in changes)
     return {
         "system": "etcd",
         "watchers": n,
         "etcd_version": version,
         "apply": stats_of(latencies),
+        "apply_from_put_sent": stats_of(from_sent),
         "worst_change_p99_seconds": max(
             (ch["apply"]["p99_seconds"] for ch in changes), default=math.nan
         ),
@@ -492,6 +501,7 @@ def report(result: dict[str, Any]) -> None:
             ch["apply"]["p95_seconds"],
             ch["apply"]["p99_seconds"],
             ch["apply"]["max_seconds"],
+            ch["apply_from_put_sent"]["p99_seconds"],
             ch["cpu"]["etcd_cpu_percent"],
             ch["cpu"]["watcher_hosts_cpu_percent"],
             ch["cpu"]["other_cpu_percent"],
@@ -510,13 +520,26 @@ def report(result: dict[str, Any]) -> None:
         "apply p95",
         "apply p99",
     ]
-    headers += ["apply max", "etcd CPU%", "hosts CPU%", "other CPU%", "machine %", "host ms/apply"]
+    headers += [
+        "apply max",
+        "p99 from PUT sent",
+        "etcd CPU%",
+        "hosts CPU%",
+        "other CPU%",
+        "machine %",
+        "host ms/apply",
+    ]
     print(S.table(headers, rows))
     a = result["apply"]
     print(
         f"all changes: apply p50 {a['p50_seconds']:.3f} p95 {a['p95_seconds']:.3f} p99 {a['p99_seconds']:.3f} "
         f"max {a['max_seconds']:.3f} s"
         + ("  (LOWER BOUNDS: missing applies)" if result["missing_applies"] else "")
+    )
+    sent = result["apply_from_put_sent"]
+    print(
+        f"from the PUT's send instead of its answer: apply p50 {sent['p50_seconds']:.3f} "
+        f"p99 {sent['p99_seconds']:.3f} s"
     )
 
 
