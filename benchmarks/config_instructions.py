@@ -48,7 +48,7 @@ READY_TIMEOUT_SECONDS = 180.0
 # otherwise outweigh the few hundred requests a window gets through.
 QUIET_CONTROLLER = (
     "import controller.app as app; "
-    "app.CACHE_REFRESH_SECONDS = app.LEDGER_FLUSH_SECONDS = "
+    "app.CACHE_REFRESH_PERIOD_SECONDS = app.LEDGER_FLUSH_SECONDS = "
     "app.FLEET_COUNTS_REFRESH_SECONDS = 3600.0; "
     "from controller.main import main; main([])"
 )

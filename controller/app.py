@@ -19,7 +19,7 @@ from controller.cache import ConfigCache
 from controller.confirmations import Confirmations
 from controller.constants import (
     CACHE_LOOP,
-    CACHE_REFRESH_SECONDS,
+    CACHE_REFRESH_PERIOD_SECONDS,
     FLEET_COUNTS_LOOP,
     FLEET_COUNTS_REFRESH_SECONDS,
     HINTS_LOOP,
@@ -100,7 +100,7 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
     await cache.refresh()
     app[keys.CACHE] = cache
     task = app[keys.SUPERVISOR].start(
-        CACHE_LOOP, lambda: cache.refresh_forever(CACHE_REFRESH_SECONDS)
+        CACHE_LOOP, lambda: cache.refresh_forever(CACHE_REFRESH_PERIOD_SECONDS)
     )
     try:
         yield

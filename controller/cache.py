@@ -1,7 +1,7 @@
 """The current configuration, held in memory so that serving it touches no database.
 
 Each replica keeps one :class:`Snapshot`. A write through this replica replaces it at
-once; a hint from another replica, or the refresh loop (every
+once; a hint from another replica, or the refresh loop (twice per
 ``CACHE_REFRESH_SECONDS``), picks up what other replicas wrote. With the database down
 the last snapshot keeps being served.
 

@@ -20,13 +20,12 @@ from tests.support.processes import ProcessGroup, ServiceProcess, wait_until
 
 pytestmark = pytest.mark.e2e
 
-# The docs' promise: another replica refuses a revoked token within about a second. With
-# no Redis (as here) that is its periodic refresh, every CACHE_REFRESH_SECONDS (1.0 s).
+# The docs' promise: another replica refuses a revoked token within a second. With no
+# Redis (as here) that is its periodic refresh, every CACHE_REFRESH_PERIOD_SECONDS (0.5 s):
+# the other half of the second is for the refresh itself (one PostgreSQL transaction of
+# two small reads), the request that sees the 401, the polling step (0.05 s) and a busy
+# machine's lag.
 DOCUMENTED_BOUND_SECONDS = 1.0
-# On top of the period: the refresh itself (one PostgreSQL transaction of two small reads),
-# the request that sees the 401 and the polling step (0.05 s). A few tens of milliseconds
-# here; 0.25 s leaves a machine twice as slow room, and a 1.25 s period fails.
-REFRESH_SLACK_SECONDS = 0.25
 # How long to keep looking for the 401, so a miss reports its real delay.
 GIVE_UP_AFTER_SECONDS = 10.0
 # Checks after the revocation that it holds, and that the other agent is still served.
@@ -112,7 +111,7 @@ async def test_revocation_reaches_the_other_replica_within_a_second(
         step_seconds=0.05,
     )
     elapsed = loop.time() - answered_at
-    assert elapsed <= DOCUMENTED_BOUND_SECONDS + REFRESH_SLACK_SECONDS, f"{elapsed:.3f} s"
+    assert elapsed <= DOCUMENTED_BOUND_SECONDS, f"{elapsed:.3f} s"
     for _ in range(CONFIRMATIONS):
         for url in (a, b):
             assert await _statuses(http, url, revoked, kept) == [401, 200], url
