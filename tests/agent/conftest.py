@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from pytest_aiohttp import AiohttpServer
 
+from agent.runner import Agent
 from agent.settings import AgentSettings
 from controller import migrations
 from controller.app import create_app as create_controller_app
@@ -142,6 +144,17 @@ async def post_as_third_party(server: TestServer, version: int, url: str) -> Non
             server.make_url("/config"), json={"url": url}, headers=headers
         ) as resp:
             assert resp.status == 200
+
+
+@contextlib.asynccontextmanager
+async def running_agent(agent: Agent) -> AsyncIterator[Agent]:
+    """Run ``agent`` for the block; stop it and wait for its run to end afterwards."""
+    task = asyncio.create_task(agent.run())
+    try:
+        yield agent
+    finally:
+        await agent.stop()
+        await task
 
 
 async def worker_reaches(server: TestServer, version: int, *, timeout_seconds: float) -> None:

@@ -32,6 +32,7 @@ from tests.agent.conftest import (
     StartController,
     base_url,
     eventually,
+    running_agent,
     worker_holds,
 )
 
@@ -64,8 +65,7 @@ async def test_held_polls_confirm_each_apply_at_once_at_no_extra_request(
     controller = await start_controller(poll_interval_seconds=30)
     first = await controller.publish("https://one.example/")
     agent = Agent(make_settings(controller_url=controller.url, worker_url=base_url(worker)))
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running_agent(agent):
         await eventually(lambda: agent.applied_version == first)
         applied = time.monotonic()
         await eventually(lambda: bool(_confirming(controller, first)), timeout_seconds=1.0)
@@ -86,9 +86,6 @@ async def test_held_polls_confirm_each_apply_at_once_at_no_extra_request(
         assert controller.polls()[-1].headers[HEADER_APPLIED_VERSION] == str(second)
         assert controller.polls()[-1].headers["Prefer"] == "wait=30"
         assert (await _agent_body(controller, agent))["applied_version"] == second
-    finally:
-        await agent.stop()
-        await task
 
 
 async def test_running_agent_confirms_each_apply_at_once(
@@ -102,8 +99,7 @@ async def test_running_agent_confirms_each_apply_at_once(
         controller_url=controller.url, worker_url=base_url(worker), long_poll=False
     )
     agent = Agent(settings)
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running_agent(agent):
         await eventually(lambda: agent.applied_version == first)
         applied = time.monotonic()
         await eventually(lambda: bool(_confirming(controller, first)), timeout_seconds=1.0)
@@ -120,9 +116,6 @@ async def test_running_agent_confirms_each_apply_at_once(
         assert len(controller.polls()) == 4
         assert controller.polls()[-1].status == 304
         assert (await _agent_body(controller, agent))["applied_version"] == second
-    finally:
-        await agent.stop()
-        await task
 
 
 async def test_a_slow_disk_does_not_hold_back_the_confirmation(
@@ -193,8 +186,7 @@ async def test_refused_apply_is_reported_failed_until_an_apply_succeeds(
     state: dict[str, Any] = {"version": 0, "config": {"url": None}, "accept": False}
     worker = await aiohttp_server(_refusing_worker(state))
     agent = Agent(make_settings(controller_url=controller.url, worker_url=base_url(worker)))
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running_agent(agent):
         expected = f"{version} invalid"
         await eventually(
             lambda: any(p.headers.get(HEADER_APPLY_FAILED) == expected for p in controller.polls()),
@@ -209,9 +201,6 @@ async def test_refused_apply_is_reported_failed_until_an_apply_succeeds(
         body = await _agent_body(controller, agent)
         assert body["apply_failed_version"] is None
         assert body["applied_version"] == version
-    finally:
-        await agent.stop()
-        await task
 
 
 async def test_worker_token_mismatch_is_reported_as_rejected(
@@ -227,8 +216,7 @@ async def test_worker_token_mismatch_is_reported_as_rejected(
         worker_token="another-token-entirely-0123",
     )
     agent = Agent(settings)
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running_agent(agent):
         expected = f"{version} rejected"
         await eventually(
             lambda: any(p.headers.get(HEADER_APPLY_FAILED) == expected for p in controller.polls()),
@@ -236,9 +224,6 @@ async def test_worker_token_mismatch_is_reported_as_rejected(
         )
         status = agent_status(agent, settings)
         assert status.apply_failed == expected
-    finally:
-        await agent.stop()
-        await task
     assert (await worker_holds(worker, token=WORKER_TOKEN))["version"] == 0
 
 

@@ -22,6 +22,7 @@ from tests.agent.conftest import (
     MakeSettings,
     base_url,
     eventually,
+    running_agent,
 )
 
 RETRY_LINE = re.compile(r"^controller\.unreachable attempt=(\d+) retry_in_seconds=(\d+\.\d\d) ")
@@ -29,14 +30,10 @@ RETRY_LINE = re.compile(r"^controller\.unreachable attempt=(\d+) retry_in_second
 
 async def run_until(agent: Agent, *, failures: int) -> None:
     """Run the agent until it has recorded ``failures`` retry delays, then stop it."""
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running_agent(agent):
         await eventually(
             lambda: len(agent.controller_sync.retry_delays) >= failures, timeout_seconds=20
         )
-    finally:
-        await agent.stop()
-        await task
 
 
 async def test_delays_grow_exponentially_to_the_cap(

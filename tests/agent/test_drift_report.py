@@ -3,7 +3,6 @@ real worker, on loopback."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import Iterator
 from typing import Any
@@ -26,6 +25,7 @@ from tests.agent.conftest import (
     base_url,
     eventually,
     post_as_third_party,
+    running_agent,
     worker_holds,
 )
 from tests.support.metrics import scrape, value
@@ -135,8 +135,7 @@ async def test_running_agent_polls_at_once_after_seeing_drift(
     version = await controller.publish(MINE)
     settings = make_settings(controller_url=controller.url, worker_url=base_url(worker))
     agent = Agent(settings)
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running_agent(agent):
         status: TestClient[web.Request, web.Application] = await aiohttp_client(
             create_status_app(agent, settings)
         )
@@ -150,6 +149,3 @@ async def test_running_agent_polls_at_once_after_seeing_drift(
         await eventually(lambda: _holds_mine(worker), timeout_seconds=1.0)
         assert (await (await status.get("/status")).json())["worker_drift"] is True
         assert value(await scrape(status), "fleetconf_agent_worker_drift") == 1
-    finally:
-        await agent.stop()
-        await task

@@ -25,6 +25,7 @@ from tests.agent.conftest import (
     base_url,
     eventually,
     post_as_third_party,
+    running_agent,
 )
 
 MINE = "https://mine.example/"
@@ -110,8 +111,7 @@ async def test_drift_cuts_the_held_poll_short(
     controller = await start_controller(poll_interval_seconds=30)
     version = await controller.publish(MINE)
     agent = Agent(make_settings(controller_url=controller.url, worker_url=base_url(worker)))
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running_agent(agent):
         await eventually(lambda: agent.applied_version == version)
         await eventually(lambda: [s.status for s in controller.polls()] == [200, None])
         await post_as_third_party(worker, 9, "https://theirs.example/")
@@ -125,9 +125,6 @@ async def test_drift_cuts_the_held_poll_short(
         # The abandoned poll is no longer held: the controller holds the new one only.
         held = controller.server.app[keys.CACHE].held
         await eventually(lambda: len(held) == 1, timeout_seconds=1.0)
-    finally:
-        await agent.stop()
-        await task
 
 
 async def test_a_controller_that_holds_nothing_is_polled_at_the_interval(
@@ -138,8 +135,7 @@ async def test_a_controller_that_holds_nothing_is_polled_at_the_interval(
     controller = await start_controller(poll_interval_seconds=1, poll_wait_max_seconds=0)
     await controller.publish(MINE)
     agent = Agent(make_settings(controller_url=controller.url, worker_url=base_url(worker)))
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running_agent(agent):
         await eventually(lambda: len(controller.polls()) >= 2)
         first = len(controller.polls())
         await asyncio.sleep(2.5)
@@ -147,9 +143,6 @@ async def test_a_controller_that_holds_nothing_is_polled_at_the_interval(
         # have made hundreds.
         assert len(controller.polls()) - first <= 4
         assert all(s.status is not None for s in controller.polls())
-    finally:
-        await agent.stop()
-        await task
 
 
 async def test_a_peer_that_only_claims_to_hold_polls_gets_one_a_second(
@@ -187,14 +180,10 @@ async def test_a_peer_that_only_claims_to_hold_polls_gets_one_a_second(
     app.router.add_get("/config", config)
     peer = await aiohttp_server(app)
     agent = Agent(make_settings(controller_url=base_url(peer), worker_url=base_url(worker)))
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running_agent(agent):
         await eventually(lambda: len(polls) >= 2)
         await asyncio.sleep(2.5)
         assert len(polls) <= 6
-    finally:
-        await agent.stop()
-        await task
 
 
 async def test_a_change_soon_after_start_arrives_on_a_held_poll(
@@ -205,13 +194,9 @@ async def test_a_change_soon_after_start_arrives_on_a_held_poll(
     30 s interval and no hints."""
     controller = await start_controller(poll_interval_seconds=30)
     agent = Agent(make_settings(controller_url=controller.url, worker_url=base_url(worker)))
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running_agent(agent):
         await eventually(lambda: len(controller.polls()) == 2, timeout_seconds=5)
         assert [s.status for s in controller.polls()] == [200, None]
         assert controller.polls()[1].headers["Prefer"] == "wait=30"
         version = await controller.publish(MINE)
         await eventually(lambda: agent.applied_version == version, timeout_seconds=2)
-    finally:
-        await agent.stop()
-        await task

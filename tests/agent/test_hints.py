@@ -17,6 +17,7 @@ from tests.agent.conftest import (
     StartController,
     base_url,
     eventually,
+    running_agent,
     worker_reaches,
 )
 
@@ -57,8 +58,7 @@ async def test_hint_wakes_the_controller_loop(
         controller_url=controller.url, worker_url=base_url(worker), long_poll=False
     )
     agent = Agent(settings, hints=hints)
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running_agent(agent):
         await eventually(lambda: len(controller.polls()) == 1, timeout_seconds=10)
         assert agent.poll_interval_seconds == 3600
         version = await controller.publish("https://example.org/hinted")
@@ -67,9 +67,6 @@ async def test_hint_wakes_the_controller_loop(
         await worker_reaches(worker, version, timeout_seconds=10)
         # The apply is then confirmed at once: one conditional poll, answered 304.
         await eventually(lambda: len(controller.polls()) == 3, timeout_seconds=1.0)
-    finally:
-        await agent.stop()
-        await task
     assert [s.status for s in controller.polls()] == [200, 200, 304]
 
 
@@ -88,8 +85,7 @@ async def test_redis_hint_from_the_registration_answer(
         controller_url=controller.url, worker_url=base_url(worker), long_poll=False
     )
     agent = Agent(settings)
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running_agent(agent):
         await eventually(lambda: agent.identity is not None, timeout_seconds=10)
         assert agent.identity is not None
         assert agent.identity.hints_channel == hint_channel
@@ -97,9 +93,6 @@ async def test_redis_hint_from_the_registration_answer(
         version = await controller.publish("https://example.org/via-redis")
 
         await worker_reaches(worker, version, timeout_seconds=5)
-    finally:
-        await agent.stop()
-        await task
 
 
 async def test_duplicate_hints_coalesce_into_one_fetch(
@@ -113,8 +106,7 @@ async def test_duplicate_hints_coalesce_into_one_fetch(
         controller_url=controller.url, worker_url=base_url(worker), long_poll=False
     )
     agent = Agent(settings, hints=hints)
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running_agent(agent):
         await eventually(lambda: len(controller.polls()) == 1, timeout_seconds=10)
         version = await controller.publish("https://example.org/burst")
         for _ in range(20):
@@ -124,9 +116,6 @@ async def test_duplicate_hints_coalesce_into_one_fetch(
         # The behaviour under test is that no further fetch follows: a quiet window in
         # which any of the other 19 hints would have cost a poll.
         await asyncio.sleep(0.3)
-    finally:
-        await agent.stop()
-        await task
     assert len(controller.polls()) <= 3
 
 
@@ -241,13 +230,9 @@ async def test_an_agent_subscribes_once_a_poll_is_not_held(
     await controller.publish("https://example.org/first")
     settings = make_settings(controller_url=controller.url, worker_url=base_url(worker))
     agent = Agent(settings)
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running_agent(agent):
         await eventually(lambda: agent.hints_state is HintsState.CONNECTED, timeout_seconds=10)
         assert controller.polls()[-1].headers["Prefer"] == "wait=3600"
         version = await controller.publish("https://example.org/by-hint")
 
         await worker_reaches(worker, version, timeout_seconds=5)
-    finally:
-        await agent.stop()
-        await task

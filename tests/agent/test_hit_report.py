@@ -36,6 +36,7 @@ from tests.agent.conftest import (
     StartWorker,
     base_url,
     eventually,
+    running_agent,
 )
 
 BOOT = uuid.uuid4()
@@ -197,17 +198,13 @@ async def test_a_regular_poll_reports_the_workers_hits(
     controller = await start_controller(poll_interval_seconds=1)
     version = await controller.publish(str(upstream.make_url("/mixed")))
     agent = Agent(make_settings(controller_url=controller.url, worker_url=base_url(worker)))
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running_agent(agent):
         await eventually(lambda: agent.applied_version == version)
         await _hit_worker(worker, 6)
         await eventually(lambda: f"{version}:6:2" in _reports(controller), timeout_seconds=5)
         # Cleared once the agent has the controller's answer (just after the controller
         # recorded the request).
         await eventually(lambda: agent.controller_sync.hit_report.unreported == {})
-    finally:
-        await agent.stop()
-        await task
     rollout = await controller.rollout(version)
     assert rollout["health"] == {"requests": 6, "errors": 2, "error_rate": 2 / 6}
 
@@ -263,8 +260,7 @@ async def test_the_report_interval_timer_sends_a_report(
         controller_url=controller.url, worker_url=base_url(worker), long_poll=False
     )
     agent = Agent(settings)
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running_agent(agent):
         await eventually(lambda: agent.applied_version == version)
         await eventually(lambda: agent.controller_sync.hit_report.interval_seconds == 1)
         confirmed = str(version)
@@ -276,9 +272,6 @@ async def test_the_report_interval_timer_sends_a_report(
         await _hit_worker(worker, 3)
         await eventually(lambda: f"{version}:3:1" in _reports(controller), timeout_seconds=5)
         assert len(controller.polls()) == polls_before + 1
-    finally:
-        await agent.stop()
-        await task
 
 
 async def test_held_polls_carry_hits_once(
@@ -292,17 +285,13 @@ async def test_held_polls_carry_hits_once(
     controller = await start_controller(poll_interval_seconds=2)
     version = await controller.publish(str(upstream.make_url("/mixed")))
     agent = Agent(make_settings(controller_url=controller.url, worker_url=base_url(worker)))
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running_agent(agent):
         await eventually(lambda: agent.applied_version == version)
         await _hit_worker(worker, 3)
         await eventually(lambda: f"{version}:3:1" in _reports(controller), timeout_seconds=6)
         assert all(p.headers.get("Prefer") == "wait=2" for p in controller.polls()[1:])
         await asyncio.sleep(2.5)
         assert _reports(controller).count(f"{version}:3:1") == 1
-    finally:
-        await agent.stop()
-        await task
 
 
 def test_a_held_poll_waits_no_longer_than_the_report_interval() -> None:
@@ -364,8 +353,7 @@ async def test_a_hanging_worker_delays_no_hinted_fetch_nor_confirmation(
     first = await controller.publish(str(upstream.make_url("/mixed")))
     settings = make_settings(controller_url=controller.url, worker_url=base_url(hanging_hits))
     agent = Agent(settings)
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running_agent(agent):
         await eventually(lambda: agent.applied_version == first)
         assert hanging_hits.app is not None
         reads_before = len(hanging_hits.app[HITS_STARTED])  # the start's baseline read
@@ -378,9 +366,6 @@ async def test_a_hanging_worker_delays_no_hinted_fetch_nor_confirmation(
             timeout_seconds=2.0,
         )
         assert len(hanging_hits.app[HITS_STARTED]) == reads_before
-    finally:
-        await agent.stop()
-        await task
 
 
 async def test_a_hanging_worker_costs_a_regular_poll_the_read_bound_only(
@@ -399,13 +384,9 @@ async def test_a_hanging_worker_costs_a_regular_poll_the_read_bound_only(
         # At least the bound; the margin is for a machine twice as slow as this one.
         assert HIT_READ_TIMEOUT_SECONDS <= took < 2 * HIT_READ_TIMEOUT_SECONDS + 1
     agent = Agent(settings)
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running_agent(agent):
         await eventually(lambda: agent.metrics.hit_reads["failed"] >= 2, timeout_seconds=15)
         assert len(controller.polls()) >= 2
-    finally:
-        await agent.stop()
-        await task
     assert agent.metrics.hit_reads["ok"] == 0
 
 

@@ -26,6 +26,7 @@ from tests.agent.conftest import (
     base_url,
     eventually,
     post_as_third_party,
+    running_agent,
     worker_holds,
     worker_version,
 )
@@ -137,8 +138,7 @@ async def test_worker_restarted_empty_is_restored_within_an_interval(
     first = await start_worker()
     port = first.port
     agent = Agent(make_settings(worker_url=base_url(first), backoff_base_seconds=0.05))
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running_agent(agent):
         await eventually(lambda: _holds(first, 5), timeout_seconds=10)
         await first.close()
         second = await start_worker(port=port)
@@ -146,9 +146,6 @@ async def test_worker_restarted_empty_is_restored_within_an_interval(
         assert (await worker_holds(second))["version"] == 0
         await eventually(lambda: _holds(second, 5), timeout_seconds=10)
         took = asyncio.get_running_loop().time() - started
-    finally:
-        await agent.stop()
-        await task
     assert took <= INTERVAL_SECONDS + PUSH_SLACK_SECONDS, f"restored after {took:.3f} s"
     assert all(delay <= INTERVAL_SECONDS for delay in agent.reconciler.retry_delays)
 
@@ -299,16 +296,12 @@ async def test_running_agent_puts_its_configuration_back_within_an_interval(
     mine = {"version": 5, "config": {"url": "https://mine.example/"}}
     cache_config(state_dir, 5, "https://mine.example/", interval=INTERVAL_SECONDS)
     agent = Agent(make_settings(worker_url=base_url(worker)))
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running_agent(agent):
         await eventually(lambda: _holds(worker, 5), timeout_seconds=10)
         started = asyncio.get_running_loop().time()
         await post_as_third_party(worker, their_version, their_url)
         await eventually(lambda: _holds_exactly(worker, mine), timeout_seconds=5)
         took = asyncio.get_running_loop().time() - started
-    finally:
-        await agent.stop()
-        await task
     assert took <= INTERVAL_SECONDS + PUSH_SLACK_SECONDS, f"put back after {took:.3f} s"
     assert agent.applied_version == 5
 
@@ -325,12 +318,8 @@ async def test_unreachable_worker_backoff_is_capped_at_the_interval(
     agent = Agent(
         make_settings(backoff_base_seconds=0.1, backoff_max_seconds=60), rng=CeilingRandom()
     )
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running_agent(agent):
         await eventually(lambda: len(agent.reconciler.retry_delays) >= 5, timeout_seconds=20)
-    finally:
-        await agent.stop()
-        await task
     assert list(agent.reconciler.retry_delays)[:5] == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0])
     assert "worker.unreachable attempt=1 retry_in_seconds=0.10" in caplog.text
 

@@ -24,6 +24,7 @@ from tests.agent.conftest import (
     MakeSettings,
     base_url,
     eventually,
+    running_agent,
     unused_port,
     worker_holds,
 )
@@ -39,12 +40,8 @@ async def running(
     """A running agent between the real controller and the real worker."""
     settings = make_settings(controller_url=controller.url, worker_url=base_url(worker))
     agent = Agent(settings)
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running_agent(agent):
         yield agent, settings
-    finally:
-        await agent.stop()
-        await task
 
 
 async def _problem(resp: aiohttp.ClientResponse, status: int) -> str:
@@ -149,8 +146,7 @@ async def test_controller_backoff_shows_in_status(
     settings = make_settings(backoff_base_seconds=0.5, backoff_max_seconds=0.5)
     agent = Agent(settings)
     client: Client = await aiohttp_client(create_status_app(agent, settings))
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running_agent(agent):
         await eventually(lambda: agent.controller_backoff.consecutive_failures >= 1)
         status = await (await client.get("/status")).json()
         assert status["controller_backoff"]["consecutive_failures"] >= 1
@@ -160,9 +156,6 @@ async def test_controller_backoff_shows_in_status(
         samples = await scrape(client)
         assert value(samples, "fleetconf_agent_consecutive_failures", peer="controller") >= 1
         assert value(samples, "fleetconf_agent_polls_total", result="200") == 0
-    finally:
-        await agent.stop()
-        await task
 
 
 async def test_status_server_serves_on_its_port_and_closes(make_settings: MakeSettings) -> None:

@@ -3,7 +3,6 @@ started again, /healthz stays 200, and changes still reach the worker."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -27,6 +26,7 @@ from tests.agent.conftest import (
     StartController,
     base_url,
     eventually,
+    running_agent,
     worker_reaches,
 )
 from tests.support.injection import failing_once
@@ -68,12 +68,8 @@ def run_agent(
         )
         agent = Agent(settings, hints=hints)
         status: Client = await aiohttp_client(create_status_app(agent, settings))
-        task = asyncio.create_task(agent.run())
-        try:
+        async with running_agent(agent):
             yield Running(agent, status)
-        finally:
-            await agent.stop()
-            await task
 
     return run
 

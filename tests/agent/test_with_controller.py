@@ -24,6 +24,7 @@ from tests.agent.conftest import (
     StartController,
     base_url,
     eventually,
+    running_agent,
     worker_holds,
     worker_version,
 )
@@ -223,8 +224,7 @@ async def test_running_agent_converges_on_each_new_version(
     """End to end: the running agent forwards each published version to the worker."""
     settings = make_settings(controller_url=controller.url, worker_url=base_url(worker))
     agent = Agent(settings)
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running_agent(agent):
         for url in ("https://example.org/one", "https://example.org/two"):
             version = await controller.publish(url)
 
@@ -232,9 +232,6 @@ async def test_running_agent_converges_on_each_new_version(
                 return await worker_version(worker) == version
 
             await eventually(converged, timeout_seconds=10)
-    finally:
-        await agent.stop()
-        await task
     assert (await worker_holds(worker))["config"] == {"url": "https://example.org/two"}
 
 
@@ -286,12 +283,8 @@ async def test_registration_rate_limit_is_honoured(
     async with Agent(first) as one:
         assert (await one.sync_controller_once()).outcome is ControllerOutcome.REGISTERED
     agent = Agent(second)
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running_agent(agent):
         await eventually(lambda: agent.identity is not None, timeout_seconds=10)
-    finally:
-        await agent.stop()
-        await task
     statuses = [s.status for s in controller.seen if s.path == "/register"]
     assert statuses[:2] == [201, 429]
     assert statuses[-1] == 201
