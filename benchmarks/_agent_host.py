@@ -22,6 +22,7 @@ stdout carries JSON lines for the driver:
     {"type": "ready", "worker_port": p}
     {"type": "started", "count": n}                       all agents were launched
     {"type": "applied", "events": [[agent, version, t], ...]}  batched every 20 ms
+    {"type": "received", "events": [[agent, version, t], ...]} each 200 read, batched
     {"type": "stats", ...}                                 answer to "stats" on stdin
 stdin takes commands, one per line: "stats", "stop".
 """
@@ -61,6 +62,11 @@ class Counters:
     poll_errors = 0
 
 
+# [agent, version, time.time()] of each 200 an agent read (the change delivered to it),
+# sent to the driver as "received" lines: the apply latency is delivery plus reaction.
+RECEIVED: list[list[Any]] = []
+
+
 def count_polls() -> None:
     """Count the agents' GET /config calls (benchmark instrumentation, this process only)."""
     original = controller_client.ControllerClient.fetch_config
@@ -78,6 +84,8 @@ def count_polls() -> None:
             Counters.polls_304 += 1
         else:
             Counters.polls_200 += 1
+            # After the answer was read and its body parsed: when the agent has the change.
+            RECEIVED.append([id(self), answer.version, time.time()])
         return answer
 
     controller_client.ControllerClient.fetch_config = fetch_config  # type: ignore[method-assign]
@@ -101,6 +109,15 @@ def parse_redis_in_python() -> None:
 
 def _no_news() -> None:
     """The reconciler's news is not passed on (see ``confirm_at_once``)."""
+
+
+async def flush_received() -> None:
+    """Every S.FLUSH_SECONDS, the deliveries recorded meanwhile as one "received" line."""
+    while True:
+        await asyncio.sleep(S.FLUSH_SECONDS)
+        if RECEIVED:
+            S.emit({"type": "received", "events": RECEIVED[:]})
+            RECEIVED.clear()
 
 
 async def answer_driver(workers: S.StandInWorkers, agents: list[Agent]) -> None:
@@ -177,6 +194,7 @@ async def main(spec: dict[str, Any]) -> None:
     runner, port = await workers.serve()
     S.emit({"type": "ready", "worker_port": port, "pid": os.getpid()})
     flusher = asyncio.create_task(S.flush_events(workers))
+    received = asyncio.create_task(flush_received())
 
     controllers: list[str] = spec["controllers"]
     agents: list[Agent] = []
@@ -230,6 +248,7 @@ async def main(spec: dict[str, Any]) -> None:
     await asyncio.gather(*(a.stop() for a in agents), return_exceptions=True)
     await asyncio.gather(*tasks, return_exceptions=True)
     flusher.cancel()
+    received.cancel()
     if workers.events:
         S.emit({"type": "applied", "events": workers.events})
     await runner.cleanup()

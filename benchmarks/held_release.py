@@ -34,6 +34,7 @@ import aiohttp
 
 RESULTS = "held_release.json"
 WAIT_SECONDS = 60
+HOLD_CHECK_SECONDS = 0.05
 
 
 class HeldAgent:
@@ -49,11 +50,15 @@ class HeldAgent:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
 
     def hold(self, etag: str) -> None:
+        """Poll with ``etag``, confirming its version as applied (as an agent's poll
+        right after an apply does), and ask to be held."""
         assert self.writer is not None
+        version = etag.strip('"').partition("-")[0]
         self.writer.write(
             (
                 f"GET /config HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
                 f"Authorization: Bearer {self.token}\r\nX-Agent-ID: {self.agent_id}\r\n"
+                f"X-Applied-Version: {version}\r\n"
                 f"If-None-Match: {etag}\r\nPrefer: wait={WAIT_SECONDS}\r\n\r\n"
             ).encode()
         )
@@ -117,17 +122,21 @@ class Fleet:
         self.name, self.pid, self.base, self.agents = name, pid, base, agents
         self.etag = ""
 
-    async def hold_all(self, http: aiohttp.ClientSession) -> None:
+    async def hold_all(self, http: aiohttp.ClientSession) -> float:
+        """Every agent polls again, confirming the version it holds; the controller's CPU
+        until it holds them all (its /metrics read every HOLD_CHECK_SECONDS included)."""
+        cpu0 = S.proc_cpu_seconds(self.pid)
         for agent in self.agents:
             agent.hold(self.etag)
         deadline = time.monotonic() + 30
         while await held_count(http, self.base) < len(self.agents):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.name}: the controller did not hold every poll")
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(HOLD_CHECK_SECONDS)
+        return S.proc_cpu_seconds(self.pid) - cpu0
 
     async def release(self, http: aiohttp.ClientSession, i: int) -> dict[str, Any]:
-        await self.hold_all(http)
+        intake = await self.hold_all(http)
         await asyncio.sleep(0.5)
         cpu0 = S.proc_cpu_seconds(self.pid)
         t0 = time.monotonic()
@@ -139,7 +148,7 @@ class Fleet:
         fresh = sum(1 for status, etag in got if status == 200 and etag == self.etag)
         if fresh != len(self.agents):
             raise RuntimeError(f"{self.name}: {fresh} of {len(self.agents)} got the new version")
-        return {"cpu_seconds": cpu, "wall_seconds": wall}
+        return {"cpu_seconds": cpu, "wall_seconds": wall, "intake_cpu_seconds": intake}
 
 
 async def post_alone(http: aiohttp.ClientSession, fleet: Fleet, i: int) -> float:
@@ -194,11 +203,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 row = await fleet.release(http, 1001 + 2 * r)
                 row["post_alone_cpu_seconds"] = post_cpu
                 row["us_per_answer"] = 1e6 * max(0.0, row["cpu_seconds"] - post_cpu) / args.agents
+                row["us_per_confirmation"] = 1e6 * row["intake_cpu_seconds"] / args.agents
                 results[fleet.name].append(row)
                 print(
                     f"  round {r + 1} {fleet.name}: {args.agents} answers, controller CPU "
                     f"{row['cpu_seconds']:.3f} s (POST alone {post_cpu:.3f} s), "
-                    f"{row['us_per_answer']:.1f} us per answer, burst {row['wall_seconds']:.3f} s",
+                    f"{row['us_per_answer']:.1f} us per answer, burst {row['wall_seconds']:.3f} s; "
+                    f"{row['us_per_confirmation']:.1f} us per confirming poll held",
                     flush=True,
                 )
         for _, http in fleets:
@@ -206,6 +217,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     summary = {
         name: {
             "us_per_answer_median": round(S.median([r["us_per_answer"] for r in rows]), 1),
+            "us_per_confirmation_median": round(
+                S.median([r["us_per_confirmation"] for r in rows]), 1
+            ),
             "burst_seconds_median": round(S.median([r["wall_seconds"] for r in rows]), 3),
             "rounds": len(rows),
         }
@@ -233,10 +247,17 @@ def main() -> None:
     args = parser.parse_args()
     result = asyncio.run(run(args))
     rows = [
-        [name, s["rounds"], s["us_per_answer_median"], s["burst_seconds_median"]]
+        [
+            name,
+            s["rounds"],
+            s["us_per_answer_median"],
+            s["burst_seconds_median"],
+            s["us_per_confirmation_median"],
+        ]
         for name, s in result["summary"].items()
     ]
-    print(S.table(["controller", "rounds", "CPU us per answer", "burst s"], rows))
+    headers = ["controller", "rounds", "CPU us per answer", "burst s"]
+    print(S.table([*headers, "CPU us per confirming poll held"], rows))
     if not args.no_save:
         print(f"wrote {S.upsert_results(RESULTS, result, key='agents')}")
 

@@ -430,7 +430,10 @@ async def measure_changes(
         a = row["apply"]
         print(
             f"  etcd change {c + 1}: rev {revision} applied {len(got)}/{n}  apply p50 {a['p50_seconds']:.3f} "
-            f"p99 {a['p99_seconds']:.3f} max {a['max_seconds']:.3f} s  etcd CPU {cpu['etcd_cpu_percent']} %  "
+            f"p99 {a['p99_seconds']:.3f} max {a['max_seconds']:.3f} s  (from send p99 "
+            f"{row['apply_from_put_sent']['p99_seconds']:.3f}; notified p50 "
+            f"{row['notify']['p50_seconds']:.3f} p99 {row['notify']['p99_seconds']:.3f})  "
+            f"etcd CPU {cpu['etcd_cpu_percent']} %  "
             f"hosts {row['watcher_host_cpu_ms_per_apply']} ms CPU per apply  other CPU {cpu['other_cpu_percent']} %",
             flush=True,
         )

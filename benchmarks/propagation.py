@@ -55,7 +55,8 @@ SITTING_FILE = "propagation_sitting.json"
 CONFIRM_POLL_SECONDS = 0.05
 
 # POST /config through one replica: (change number, replica) -> (version, time answered).
-PostConfig = Callable[[int, int], Awaitable[tuple[int, float]]]
+# (version, when the clock starts, when the POST was sent), all time.time().
+PostConfig = Callable[[int, int], Awaitable[tuple[int, float, float]]]
 
 
 def target_seconds(agents: int, hints: bool, interval: int) -> tuple[float, str]:
@@ -68,17 +69,26 @@ def target_seconds(agents: int, hints: bool, interval: int) -> tuple[float, str]
 
 class Host(S.HostProcess):
     """One agent-host process (benchmarks/_agent_host.py); its workers' applies go to
-    ``applies``."""
+    ``applies``, its agents' receipts of a new version (a 200) to ``received``."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, log: Path, applies: S.Arrivals) -> None:
+    def __init__(
+        self,
+        proc: asyncio.subprocess.Process,
+        log: Path,
+        applies: S.Arrivals,
+        received: S.Arrivals,
+    ) -> None:
         self.log = log
         self.applies = applies
+        self.received = received
         self.started = asyncio.Event()
         super().__init__(proc)
 
     def on_message(self, kind: str | None, msg: dict[str, Any]) -> None:
         if kind == "applied":
             self.applies.add(msg["events"])
+        elif kind == "received":
+            self.received.add(msg["events"])
         elif kind == "started":
             self.started.set()
 
@@ -265,8 +275,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
         async with aiohttp.ClientSession() as http:
 
-            async def post_config(version_hint: int, replica: int) -> tuple[int, float]:
+            async def post_config(version_hint: int, replica: int) -> tuple[int, float, float]:
                 body = {"url": f"https://example.com/bench/{version_hint}"}
+                sent = time.time()
                 async with http.post(
                     f"{bases[replica]}/config",
                     json=body,
@@ -280,15 +291,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     # when the answer came later: the replica answers the POST once it
                     # handed the change to the polls it holds, which apply meanwhile.
                     committed = dt.datetime.fromisoformat(answer["created_at"]).timestamp()
-                    return int(answer["version"]), min(done, committed)
+                    return int(answer["version"]), min(done, committed), sent
 
-            first_version, _ = await post_config(0, 0)
+            first_version, _, _ = await post_config(0, 0)
             confirm = ConfirmWatch(http, bases[0], n)
             hint_log = HintLog(redis_url) if redis_url else None
             if hint_log is not None:
                 await hint_log.start()
 
             applies = S.Arrivals(n)
+            received = S.Arrivals(n)
             spec = {
                 "controllers": bases,
                 "registration_token": S.REGISTRATION_TOKEN,
@@ -302,7 +314,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "agent_code": args.agent_code,
             }
             hosts = [
-                Host(proc, log, applies)
+                Host(proc, log, applies, received)
                 for proc, log in await S.spawn_agent_hosts(workdir, n, procs, spec)
             ]
             try:
@@ -408,6 +420,7 @@ async def measure(
     change_timeout = args.change_timeout or (interval + 15 if hints else 2 * interval + 15)
     changes: list[dict[str, Any]] = []  # JSON rows: a measured change, or one that failed
     all_latencies: list[float] = []
+    all_from_sent: list[float] = []  # the same, from the POST's send
     for c in range(args.changes):
         replica = c % len(bases)
         before = await gather_stats(hosts)
@@ -416,7 +429,7 @@ async def measure(
         whole = S.CpuMeter(groups)  # the change and its pause: deferred work included
         whole.start()
         try:
-            version, t_post = await post_config(c + 1, replica)
+            version, t_post, t_sent = await post_config(c + 1, replica)
         except (RuntimeError, aiohttp.ClientError, TimeoutError) as exc:
             # Recorded, not hidden: an overloaded controller may fail the admin's POST too.
             meter.stop()
@@ -429,13 +442,10 @@ async def measure(
         last = max(got.values()) if got else t_post
         cpu = meter.stop()
         after = await gather_stats(hosts)
-        latencies = [t - t_post for t in got.values()]
-        if len(got) < n:
-            # Workers that never applied within the timeout count as the timeout: the
-            # percentiles are then lower bounds (flagged below).
-            latencies += [change_timeout] * (n - len(got))
-        latencies.sort()
+        latencies, from_sent = latencies_of(got, n, change_timeout, t_post, t_sent)
         all_latencies.extend(latencies)
+        all_from_sent.extend(from_sent)
+        delivered = hosts[0].received.by_key.get(version, {}) if hosts else {}
         window = max(last - t_post, 1e-6)
         polls = after["polls"] - before["polls"]
         row = {
@@ -451,6 +461,12 @@ async def measure(
             "p95_seconds": round(S.percentile(latencies, 95), 4),
             "p99_seconds": round(S.percentile(latencies, 99), 4),
             "max_seconds": round(latencies[-1], 4) if latencies else math.nan,
+            # From the POST's send: the admin's view, and the same clock as etcd's
+            # apply_from_put_sent (each commit then lies inside the figure).
+            "apply_from_post_sent": spread_of(from_sent),
+            # When each agent had the change (read its 200), from the same start as the
+            # apply: how much of the apply latency is delivery, how much the reaction.
+            "delivery": spread_of(sorted(t - t_post for t in delivered.values())),
             "window_seconds": round(window, 3),
             "controller_requests": polls,
             "controller_requests_200": after["polls_200"] - before["polls_200"],
@@ -472,6 +488,8 @@ async def measure(
         print(
             f"  change {c + 1}: v{version} applied {len(got)}/{n}  p50 {row['p50_seconds']:.3f}  "
             f"p95 {row['p95_seconds']:.3f}  p99 {row['p99_seconds']:.3f}  max {row['max_seconds']:.3f} s  "
+            f"(from send p99 {row['apply_from_post_sent']['p99_seconds']:.3f}; delivered p50 "
+            f"{row['delivery']['p50_seconds']:.3f} p99 {row['delivery']['p99_seconds']:.3f})  "
             f"{polls} GET /config ({row['controller_requests_per_second']:.0f}/s)  "
             f"controller CPU {cpu['controllers_cpu_percent']} %  "
             f"agent hosts {row['agent_host_cpu_ms_per_apply']} ms CPU per apply",
@@ -503,6 +521,7 @@ async def measure(
         "p95_seconds": round(S.percentile(all_latencies, 95), 4),
         "p99_seconds": round(p99, 4),
         "max_seconds": round(worst, 4),
+        "from_post_sent": spread_of(sorted(all_from_sent)),
         "worst_change_p99_seconds": max((ch["p99_seconds"] for ch in measured), default=math.nan),
         "changes_measured": len(measured),
         "changes_failed": len(changes) - len(measured),
@@ -585,6 +604,28 @@ async def measure(
         "packages": S.package_versions(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(run_started)),
         "duration_seconds": round(time.time() - run_started, 1),
+    }
+
+
+def latencies_of(
+    got: dict[int, float], n: int, timeout: float, t_post: float, t_sent: float
+) -> tuple[list[float], list[float]]:
+    """Sorted apply latencies from ``t_post`` and from ``t_sent``. Workers that never
+    applied within the timeout count as the timeout: the percentiles are then lower
+    bounds (flagged in the change's row)."""
+    unapplied = [float(timeout)] * (n - len(got))
+    return (
+        sorted([t - t_post for t in got.values()] + unapplied),
+        sorted([t - t_sent for t in got.values()] + unapplied),
+    )
+
+
+def spread_of(latencies: list[float]) -> dict[str, float]:
+    """p50, p99 and max of sorted ``latencies`` (NaN when there are none)."""
+    return {
+        "p50_seconds": round(S.percentile(latencies, 50), 4) if latencies else math.nan,
+        "p99_seconds": round(S.percentile(latencies, 99), 4) if latencies else math.nan,
+        "max_seconds": round(latencies[-1], 4) if latencies else math.nan,
     }
 
 
@@ -771,17 +812,17 @@ def report_side_by_side(fleetconf: dict[str, Any], etcd: dict[str, Any]) -> None
         ],
     ]
     sent = etcd.get("apply_from_put_sent")
-    if sent:
-        # etcd's commit lies between the PUT's send and its answer; fleetconf's figures
-        # run from the version's commit (created_at) when the POST's answer came later.
-        row = ["etcd, from the PUT's send", sent["p50_seconds"], sent["p99_seconds"]]
-        rows.insert(2, [*row, sent["max_seconds"], "-"])
+    ours = fleetconf.get("from_post_sent")
+    if sent and ours:
+        # From each write's send: both commits (PostgreSQL's, etcd's) lie inside the
+        # figures. From the answer, fleetconf's clock starts at created_at (taken before
+        # its commit) and etcd's after its commit.
+        rows.insert(1, ["fleetconf, from the POST's send", *_spread_cells(ours), "-"])
+        rows.insert(3, ["etcd, from the PUT's send", *_spread_cells(sent), "-"])
         rows.append(
             [
                 "fleetconf / etcd (from send)",
-                _ratio(fleetconf["p50_seconds"], sent["p50_seconds"]),
-                _ratio(fleetconf["p99_seconds"], sent["p99_seconds"]),
-                _ratio(fleetconf["max_seconds"], sent["max_seconds"]),
+                *(_ratio(ours[k], sent[k]) for k in ("p50_seconds", "p99_seconds", "max_seconds")),
                 "-",
             ]
         )
@@ -789,6 +830,10 @@ def report_side_by_side(fleetconf: dict[str, Any], etcd: dict[str, Any]) -> None
         f"\nsame sitting, {fleetconf['agents']} agents / watchers (apply: seconds from the change's answer)"
     )
     print(S.table(["", "apply p50 s", "apply p99 s", "apply max s", "other CPU% (median)"], rows))
+
+
+def _spread_cells(spread: dict[str, float]) -> list[float]:
+    return [spread["p50_seconds"], spread["p99_seconds"], spread["max_seconds"]]
 
 
 def _ratio(a: float | None, b: float | None) -> float:
@@ -933,8 +978,18 @@ def summarize_sitting(
                 3,
             ),
             "other_cpu_percent_median": med(etcd, "other_cpu_percent_median"),
+            # When each watcher read the event, from the PUT's answer (fleetconf: delivery).
+            "delivery_p50_seconds_median": med(
+                [ch["notify"] for r in etcd for ch in r["changes"] if "notify" in ch],
+                "p50_seconds",
+            ),
+            "delivery_p99_seconds_median": med(
+                [ch["notify"] for r in etcd for ch in r["changes"] if "notify" in ch],
+                "p99_seconds",
+            ),
         }
     etcd_p99 = summary.get("etcd", {}).get("apply_p99_seconds_median")
+    etcd_sent_p99 = summary.get("etcd", {}).get("apply_p99_from_put_sent_seconds_median")
     for v in (v for v in runs if v not in ETCD_VARIANTS):
         rows = runs[v]
         p99 = med(rows, "p99_seconds")
@@ -970,9 +1025,24 @@ def summarize_sitting(
                 {x for r in rows for x in r.get("hint_spread_seconds_published", [])}
             ),
             "other_cpu_percent_median": med(rows, "other_cpu_percent_median"),
+            # From the POST's send: the same clock as etcd's from the PUT's send.
+            "apply_p99_from_post_sent_seconds_median": med(
+                [r["from_post_sent"] for r in rows if "from_post_sent" in r], "p99_seconds"
+            ),
+            "delivery_p50_seconds_median": med(
+                [ch["delivery"] for r in rows for ch in r["changes"] if "delivery" in ch],
+                "p50_seconds",
+            ),
+            "delivery_p99_seconds_median": med(
+                [ch["delivery"] for r in rows for ch in r["changes"] if "delivery" in ch],
+                "p99_seconds",
+            ),
         }
         if etcd_p99 is not None:
             summary[v]["p99_ratio_to_etcd"] = _ratio(p99, etcd_p99)
+        sent_p99 = summary[v]["apply_p99_from_post_sent_seconds_median"]
+        if etcd_sent_p99 is not None and sent_p99 is not None:
+            summary[v]["p99_ratio_to_etcd_from_send"] = _ratio(sent_p99, etcd_sent_p99)
     return {
         "agents": args.agents,
         "rounds": args.sitting,
@@ -1021,9 +1091,16 @@ def report_sitting(result: dict[str, Any]) -> None:
     headers += ["GET/agent", "other CPU%"]
     print(S.table(headers, rows))
     for v, x in s.items():
-        sent = x.get("apply_p99_from_put_sent_seconds_median")
-        if sent:
-            print(f"  {v}: apply p99 {sent:.3f} s from the PUT's send instead of its answer")
+        sent = x.get("apply_p99_from_put_sent_seconds_median") or x.get(
+            "apply_p99_from_post_sent_seconds_median"
+        )
+        ratio = x.get("p99_ratio_to_etcd_from_send")
+        print(
+            f"  {v}: apply p99 {sent or math.nan:.3f} s from the write's send"
+            + (f" ({ratio} x etcd's from the PUT's send)" if ratio else "")
+            + f"; delivered p50 {x.get('delivery_p50_seconds_median') or math.nan:.3f} s,"
+            f" p99 {x.get('delivery_p99_seconds_median') or math.nan:.3f} s"
+        )
 
 
 def save_sitting(result: dict[str, Any]) -> Path:
