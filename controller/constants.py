@@ -102,3 +102,8 @@ REGISTRATION_KEY_TTL_SECONDS: Final = 86_400.0
 # How long a thread holding the GIL keeps it while another waits (the interpreter's
 # default: 5 ms). See controller.serving.share_the_gil_quickly.
 GIL_SWITCH_INTERVAL_SECONDS: Final = 0.0005
+
+# The cyclic garbage collector's first-generation threshold once the controller serves
+# (the interpreter's default: 700 new container objects). See
+# controller.serving.settle_heap.
+GC_YOUNG_THRESHOLD: Final = 20_000
