@@ -60,8 +60,8 @@ def settle_heap() -> None:
     tables, the cache) lives as long as the process, yet each full collection walked it
     again: about 330,000 objects, 0.1 s per pass. With 5,000 polls held, the
     collector took 2.6 s of the controller's CPU over ``benchmarks/held_release.py``'s
-    eight rounds, and taking in a confirming poll cost 97 us of CPU. Frozen after
-    start-up, with the higher threshold: 0.65 s in all, and 57 us per confirming poll
+    eight rounds. Frozen after start-up, with the higher threshold: 0.65 s in all, and
+    a confirming poll costs 64 us of CPU instead of 94 us, same sitting
     (``benchmarks/README.md``). Reference counting still frees almost everything at
     once; the collector still finds the cycles, less often."""
     gc.collect()
