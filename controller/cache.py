@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -89,6 +90,16 @@ class ConfigCache:
         if self._snapshot is None:
             raise RuntimeError("the configuration cache was read before it was loaded")
         return self._snapshot
+
+    def served_to(self, agent_id: uuid.UUID | None) -> Snapshot:
+        """What a poll of ``agent_id`` is served: the current version, or a running staged
+        rollout's candidate for its cohort's members (a shared token, no agent id, never
+        gets the candidate)."""
+        snap = self.snapshot
+        cohort = self.cohort
+        if cohort is None or agent_id is None:
+            return snap
+        return cohort.serve(agent_id, snap)
 
     def set_cohort(self, view: CohortView | None) -> None:
         """Serve a staged rollout's step (None: no rollout runs)."""

@@ -76,11 +76,7 @@ def writer(app: web.Application) -> Writer:
 
 async def get_config(request: web.Request, principal: Principal) -> web.Response:
     cache = request.app[keys.CACHE]
-    snap = cache.snapshot
-    cohort = cache.cohort
-    if cohort is not None and principal.agent_id is not None:
-        # A staged rollout runs: its members get the candidate (shared tokens never do).
-        snap = cohort.serve(principal.agent_id, snap)
+    snap = cache.served_to(principal.agent_id)
     applied = record_sighting(request, principal, snap.version)
     if_none_match = request.headers.get("If-None-Match")
     # The common case, an agent sending back the ETag it holds, skips the parsing.

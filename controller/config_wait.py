@@ -11,7 +11,6 @@ from multidict import CIMultiDict
 from common.auth import bearer_token
 from common.constants import HEADER_PREFERENCE_APPLIED
 from controller import keys
-from controller.cache import ConfigCache
 from controller.credentials import CONFIG_READERS
 from controller.snapshot import Snapshot
 
@@ -36,7 +35,7 @@ async def answer_when_changed(
         remaining = deadline - loop.time()
         if remaining <= 0 or not await held.wait(agent_id.int, remaining):
             break
-        snap = _served(cache, agent_id)
+        snap = cache.served_to(agent_id)
         if snap.etag != first.etag:
             await _still_admitted(request)
             cache.polls.ok += 1
@@ -49,12 +48,6 @@ async def answer_when_changed(
             break
     cache.polls.not_modified += 1
     return web.Response(status=304, headers=_with(snap, applied))
-
-
-def _served(cache: ConfigCache, agent_id: uuid.UUID) -> Snapshot:
-    snap = cache.snapshot
-    cohort = cache.cohort
-    return snap if cohort is None else cohort.serve(agent_id, snap)
 
 
 async def _still_admitted(request: web.Request) -> None:
