@@ -29,7 +29,7 @@ from agent.held_poll import HeldPoll
 from agent.hint_schedule import HintSchedule
 from agent.hit_report import HitReport
 from agent.metrics import AgentMetrics, BackoffState
-from agent.outcomes import ControllerOutcome, ControllerStep
+from agent.outcomes import ControllerOutcome, ControllerStep, log_retry
 from agent.reconciler import Reconciler
 from agent.registrar import Registrar
 from agent.settings import AgentSettings
@@ -40,7 +40,6 @@ from agent.sync_log import (
     log_identity_rejected,
     log_received,
     log_registration_rejected,
-    log_retry,
 )
 from agent.wake import Wake
 from common.backoff import Backoff
@@ -201,7 +200,7 @@ class ControllerSync:
             spread = 1.0 + RETRY_AFTER_JITTER_FRACTION * self._rng.random()
             delay = max(delay, step.retry_after_seconds * spread)
         self.retry_delays.append(delay)
-        log_retry(step, self._backoff.failures, delay)
+        log_retry(logger, "controller", step, self._backoff.failures, delay)
         return delay
 
     async def _register(self, controller: ControllerClient) -> ControllerStep:

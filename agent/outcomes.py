@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import enum
+import logging
 from dataclasses import dataclass
 
 
@@ -79,3 +80,30 @@ class WorkerStep:
     outcome: WorkerOutcome
     worker_version: int | None = None
     detail: str = ""
+
+
+def log_retry(
+    log: logging.Logger,
+    side: str,
+    step: ControllerStep | WorkerStep,
+    attempt: int,
+    delay: float,
+) -> None:
+    """One WARNING per failed attempt of a loop (``side``: "controller" or "worker"):
+    ``<side>.unreachable`` with the error, or ``<side>.retry`` with the outcome."""
+    if step.outcome.value == "unreachable":
+        log.warning(
+            "%s.unreachable attempt=%d retry_in_seconds=%.2f error=%s",
+            side,
+            attempt,
+            delay,
+            step.detail,
+        )
+        return
+    log.warning(
+        "%s.retry attempt=%d retry_in_seconds=%.2f outcome=%s",
+        side,
+        attempt,
+        delay,
+        step.outcome.value,
+    )

@@ -37,7 +37,7 @@ from agent.errors import (
     VersionConflict,
 )
 from agent.metrics import PUSH_APPLIED, PUSH_ERROR, PUSH_REFUSED, AgentMetrics, BackoffState
-from agent.outcomes import WorkerOutcome, WorkerStep
+from agent.outcomes import WorkerOutcome, WorkerStep, log_retry
 from agent.storage import CachedConfig
 from agent.wake import Wake
 from agent.worker_client import WorkerClient, WorkerStatus
@@ -185,7 +185,7 @@ class Reconciler:
             return interval
         delay = min(self._backoff.next_delay_seconds(), interval)
         self.retry_delays.append(delay)
-        _log_retry(step, self._backoff.failures, delay)
+        log_retry(logger, "worker", step, self._backoff.failures, delay)
         return delay
 
     async def _reconcile(self, worker: WorkerClient) -> WorkerStep:
@@ -290,21 +290,4 @@ def _log_drift_replaced(worker_version: int, config_version: int) -> None:
         "held a configuration the agent did not send",
         worker_version,
         config_version,
-    )
-
-
-def _log_retry(step: WorkerStep, attempt: int, delay: float) -> None:
-    if step.outcome is WorkerOutcome.UNREACHABLE:
-        logger.warning(
-            "worker.unreachable attempt=%d retry_in_seconds=%.2f error=%s",
-            attempt,
-            delay,
-            step.detail,
-        )
-        return
-    logger.warning(
-        "worker.retry attempt=%d retry_in_seconds=%.2f outcome=%s",
-        attempt,
-        delay,
-        step.outcome.value,
     )

@@ -51,23 +51,6 @@ def log_identity_rejected(identity: Identity, exc: Rejected) -> None:
     )
 
 
-def log_retry(step: ControllerStep, attempt: int, delay: float) -> None:
-    if step.outcome is ControllerOutcome.UNREACHABLE:
-        logger.warning(
-            "controller.unreachable attempt=%d retry_in_seconds=%.2f error=%s",
-            attempt,
-            delay,
-            step.detail,
-        )
-        return
-    logger.warning(
-        "controller.retry attempt=%d retry_in_seconds=%.2f outcome=%s",
-        attempt,
-        delay,
-        step.outcome.value,
-    )
-
-
 def log_received(previous: CachedConfig | None, held: CachedConfig) -> None:
     logger.info("config.received version=%d", held.version)
     if previous is not None and held.version < previous.version:
