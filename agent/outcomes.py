@@ -82,6 +82,9 @@ class WorkerStep:
     detail: str = ""
 
 
+_UNREACHABLE = frozenset({ControllerOutcome.UNREACHABLE, WorkerOutcome.UNREACHABLE})
+
+
 def log_retry(
     log: logging.Logger,
     side: str,
@@ -91,7 +94,7 @@ def log_retry(
 ) -> None:
     """One WARNING per failed attempt of a loop (``side``: "controller" or "worker"):
     ``<side>.unreachable`` with the error, or ``<side>.retry`` with the outcome."""
-    if step.outcome.value == "unreachable":
+    if step.outcome in _UNREACHABLE:
         log.warning(
             "%s.unreachable attempt=%d retry_in_seconds=%.2f error=%s",
             side,
