@@ -42,7 +42,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 import _support as S  # noqa: E402
 import aiohttp  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
-from peer_etcd import EtcdOptions, measure_etcd  # noqa: E402
+from peer_etcd import EtcdOptions, measure_etcd, stats_of  # noqa: E402
 
 from common.constants import DEFAULT_HINT_CHANNEL  # noqa: E402
 from common.event_loop import DEFAULT_EVENT_LOOP  # noqa: E402
@@ -463,10 +463,10 @@ async def measure(
             "max_seconds": round(latencies[-1], 4) if latencies else math.nan,
             # From the POST's send: the admin's view, and the same clock as etcd's
             # apply_from_put_sent (each commit then lies inside the figure).
-            "apply_from_post_sent": spread_of(from_sent),
+            "apply_from_post_sent": stats_of(from_sent),
             # When each agent had the change (read its 200), from the same start as the
             # apply: how much of the apply latency is delivery, how much the reaction.
-            "delivery": spread_of(sorted(t - t_post for t in delivered.values())),
+            "delivery": stats_of([t - t_post for t in delivered.values()]),
             "window_seconds": round(window, 3),
             "controller_requests": polls,
             "controller_requests_200": after["polls_200"] - before["polls_200"],
@@ -521,7 +521,7 @@ async def measure(
         "p95_seconds": round(S.percentile(all_latencies, 95), 4),
         "p99_seconds": round(p99, 4),
         "max_seconds": round(worst, 4),
-        "from_post_sent": spread_of(sorted(all_from_sent)),
+        "from_post_sent": stats_of(all_from_sent),
         "worst_change_p99_seconds": max((ch["p99_seconds"] for ch in measured), default=math.nan),
         "changes_measured": len(measured),
         "changes_failed": len(changes) - len(measured),
@@ -618,15 +618,6 @@ def latencies_of(
         sorted([t - t_post for t in got.values()] + unapplied),
         sorted([t - t_sent for t in got.values()] + unapplied),
     )
-
-
-def spread_of(latencies: list[float]) -> dict[str, float]:
-    """p50, p99 and max of sorted ``latencies`` (NaN when there are none)."""
-    return {
-        "p50_seconds": round(S.percentile(latencies, 50), 4) if latencies else math.nan,
-        "p99_seconds": round(S.percentile(latencies, 99), 4) if latencies else math.nan,
-        "max_seconds": round(latencies[-1], 4) if latencies else math.nan,
-    }
 
 
 def note_whole_change(
@@ -935,13 +926,19 @@ async def sitting(args: argparse.Namespace) -> dict[str, Any]:
     return summarize_sitting(args, runs)
 
 
+def delivery_medians(runs: list[dict[str, Any]], key: str) -> dict[str, float | None]:
+    """The medians, over every change of ``runs``, of the p50 and p99 of ``key`` (each
+    change's delivery figures: fleetconf's "delivery", etcd's "notify")."""
+    figures = [ch[key] for r in runs for ch in r["changes"] if key in ch]
+    return {
+        "delivery_p50_seconds_median": _median_of(figures, "p50_seconds"),
+        "delivery_p99_seconds_median": _median_of(figures, "p99_seconds"),
+    }
+
+
 def summarize_sitting(
     args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]]
 ) -> dict[str, Any]:
-    def med(rows: list[dict[str, Any]], key: str) -> float | None:
-        values = [r[key] for r in rows if r.get(key) is not None]
-        return round(S.median(values), 4) if values else None
-
     summary: dict[str, Any] = {}
     for v in (v for v in runs if v in ETCD_VARIANTS):
         etcd = runs[v]
@@ -955,7 +952,7 @@ def summarize_sitting(
             ),
             "apply_p99_seconds_per_run": [r["apply"]["p99_seconds"] for r in etcd],
             # From the PUT's send (a lower bound of etcd's commit) instead of its answer.
-            "apply_p99_from_put_sent_seconds_median": med(
+            "apply_p99_from_put_sent_seconds_median": _median_of(
                 [r["apply_from_put_sent"] for r in etcd if "apply_from_put_sent" in r],
                 "p99_seconds",
             ),
@@ -977,66 +974,54 @@ def summarize_sitting(
                 ),
                 3,
             ),
-            "other_cpu_percent_median": med(etcd, "other_cpu_percent_median"),
+            "other_cpu_percent_median": _median_of(etcd, "other_cpu_percent_median"),
             # When each watcher read the event, from the PUT's answer (fleetconf: delivery).
-            "delivery_p50_seconds_median": med(
-                [ch["notify"] for r in etcd for ch in r["changes"] if "notify" in ch],
-                "p50_seconds",
-            ),
-            "delivery_p99_seconds_median": med(
-                [ch["notify"] for r in etcd for ch in r["changes"] if "notify" in ch],
-                "p99_seconds",
-            ),
+            **delivery_medians(etcd, "notify"),
         }
     etcd_p99 = summary.get("etcd", {}).get("apply_p99_seconds_median")
     etcd_sent_p99 = summary.get("etcd", {}).get("apply_p99_from_put_sent_seconds_median")
     for v in (v for v in runs if v not in ETCD_VARIANTS):
         rows = runs[v]
-        p99 = med(rows, "p99_seconds")
+        p99 = _median_of(rows, "p99_seconds")
         summary[v] = {
             "runs": len(rows),
-            "apply_p50_seconds_median": med(rows, "p50_seconds"),
+            "apply_p50_seconds_median": _median_of(rows, "p50_seconds"),
             "apply_p99_seconds_median": p99,
             "apply_p99_seconds_per_run": [r.get("p99_seconds") for r in rows],
-            "confirmed_all_seconds_median": med(rows, "confirmed_all_seconds_median"),
-            "confirmed_all_seconds_last_change_median": med(
+            "confirmed_all_seconds_median": _median_of(rows, "confirmed_all_seconds_median"),
+            "confirmed_all_seconds_last_change_median": _median_of(
                 rows, "confirmed_all_seconds_last_change"
             ),
-            "confirmed_p50_seconds_median": med(rows, "confirmed_p50_seconds_median"),
-            "confirmed_p99_seconds_median": med(rows, "confirmed_p99_seconds_median"),
-            "confirmed_p99_seconds_last_change_median": med(
+            "confirmed_p50_seconds_median": _median_of(rows, "confirmed_p50_seconds_median"),
+            "confirmed_p99_seconds_median": _median_of(rows, "confirmed_p99_seconds_median"),
+            "confirmed_p99_seconds_last_change_median": _median_of(
                 rows, "confirmed_p99_seconds_last_change"
             ),
-            "rollout_p99_seconds_median": med(rows, "rollout_p99_seconds_median"),
-            "controller_cpu_seconds_per_change_median": med(
+            "rollout_p99_seconds_median": _median_of(rows, "rollout_p99_seconds_median"),
+            "controller_cpu_seconds_per_change_median": _median_of(
                 rows, "controller_cpu_seconds_per_change_median"
             ),
-            "agent_host_cpu_ms_per_apply_median": med(rows, "agent_host_cpu_ms_per_apply_median"),
-            "host_cpu_ms_per_agent_whole_change_median": med(
+            "agent_host_cpu_ms_per_apply_median": _median_of(
+                rows, "agent_host_cpu_ms_per_apply_median"
+            ),
+            "host_cpu_ms_per_agent_whole_change_median": _median_of(
                 rows, "host_cpu_ms_per_agent_whole_change_median"
             ),
-            "server_cpu_seconds_whole_change_median": med(
+            "server_cpu_seconds_whole_change_median": _median_of(
                 rows, "controller_cpu_seconds_whole_change_median"
             ),
-            "controller_requests_per_agent_median": med(
+            "controller_requests_per_agent_median": _median_of(
                 rows, "controller_requests_per_agent_median"
             ),
             "hint_spread_seconds_published": sorted(
                 {x for r in rows for x in r.get("hint_spread_seconds_published", [])}
             ),
-            "other_cpu_percent_median": med(rows, "other_cpu_percent_median"),
+            "other_cpu_percent_median": _median_of(rows, "other_cpu_percent_median"),
             # From the POST's send: the same clock as etcd's from the PUT's send.
-            "apply_p99_from_post_sent_seconds_median": med(
+            "apply_p99_from_post_sent_seconds_median": _median_of(
                 [r["from_post_sent"] for r in rows if "from_post_sent" in r], "p99_seconds"
             ),
-            "delivery_p50_seconds_median": med(
-                [ch["delivery"] for r in rows for ch in r["changes"] if "delivery" in ch],
-                "p50_seconds",
-            ),
-            "delivery_p99_seconds_median": med(
-                [ch["delivery"] for r in rows for ch in r["changes"] if "delivery" in ch],
-                "p99_seconds",
-            ),
+            **delivery_medians(rows, "delivery"),
         }
         if etcd_p99 is not None:
             summary[v]["p99_ratio_to_etcd"] = _ratio(p99, etcd_p99)
