@@ -277,6 +277,7 @@ class Agent:
         self._lifecycle = Lifecycle.STOPPING
         await self._end_tasks()
         await self._writer.close()
+        self._storage.close()
         if self._clients is not None:
             await self._clients.close()
         self._lifecycle = Lifecycle.STOPPED

@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,69 +117,106 @@ class StateDirNotPrivate(PermissionError):
 
 def checksum(fields: dict[str, Any]) -> str:
     """SHA-256 hex of the canonical JSON (sorted keys, compact) of ``fields``."""
-    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return _digest(_canonical(fields))
+
+
+def _canonical(fields: dict[str, Any]) -> str:
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"))
+
+
+def _digest(canonical: str) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def write_atomically(path: Path, data: bytes, *, mode: int = STORAGE_FILE_MODE) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves the old file or the new one.
+def encode_document(fields: dict[str, Any]) -> bytes:
+    """The file's bytes: ``fields`` and their checksum, serialised once. The checksum
+    comes first, then the fields exactly as they were hashed (readers parse the JSON, so
+    the order of its keys does not matter)."""
+    canonical = _canonical(fields)
+    if not canonical.startswith("{") or canonical == "{}":
+        raise ValueError("a storage document has at least one field")
+    return f'{{"checksum":"{_digest(canonical)}",{canonical[1:]}\n'.encode()
+
+
+def write_atomically(
+    directory: int, name: str, data: bytes, *, mode: int = STORAGE_FILE_MODE
+) -> None:
+    """Replace the file ``name`` in the open ``directory`` with ``data`` so that a crash
+    leaves the old file or the new one.
 
     The temporary file has a fixed name beside the target (one agent owns its state
     directory) and is always created anew: whatever a crash (or anyone else) left at
-    that name, a symlink included, is unlinked first, never opened.
+    that name, a symlink included, is unlinked first, never opened. Names are resolved
+    in the directory's descriptor, not through its path, once per write.
     """
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = f".{name}.tmp"
     try:
-        fd = _create_new(tmp, mode)
+        fd = _create_new(directory, tmp, mode)
         try:
-            os.fchmod(fd, mode)  # a left-over temporary file keeps its old mode otherwise
+            os.fchmod(fd, mode)  # the umask may have taken bits off the mode asked
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        os.replace(tmp, name, src_dir_fd=directory, dst_dir_fd=directory)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=directory)
         raise
-    _fsync_directory(path.parent)
+    os.fsync(directory)  # the rename itself made durable
 
 
-def _create_new(path: Path, mode: int) -> int:
-    """A new file at ``path``, open for writing; what was at that name is removed."""
+def _create_new(directory: int, name: str, mode: int) -> int:
+    """A new file ``name`` in ``directory``, open for writing; what was at that name is
+    removed."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        return os.open(path, flags, mode)
+        return os.open(name, flags, mode, dir_fd=directory)
     except FileExistsError:
-        os.unlink(path)  # a stale temporary file, or a symlink: the link itself goes
-        return os.open(path, flags, mode)
+        os.unlink(name, dir_fd=directory)  # a stale temporary file, or a symlink: the link goes
+        return os.open(name, flags, mode, dir_fd=directory)
 
 
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def open_directory(path: Path) -> int:
+    """A descriptor of the directory at ``path`` (close it with ``os.close``)."""
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
 class Storage:
-    """The two files in the state directory; every method is blocking file I/O."""
+    """The files in the state directory; every method is blocking file I/O.
+
+    Writes go through one descriptor of the directory, opened by :meth:`prepare` (or by
+    the first write) and kept until :meth:`close`: each write resolves its names there,
+    and the directory checked is the one written to.
+    """
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
         self.identity_path = state_dir / IDENTITY_FILE_NAME
         self.config_path = state_dir / CONFIG_FILE_NAME
         self.registration_key_path = state_dir / REGISTRATION_KEY_FILE_NAME
+        self._dir_fd: int | None = None
+        self._dir_lock = threading.Lock()
 
     def prepare(self) -> None:
         """Create the state directory, private to this user; tighten it if it is ours
         and open to others; refuse it (StateDirNotPrivate) if it is another user's."""
         self.state_dir.mkdir(mode=STORAGE_DIR_MODE, parents=True, exist_ok=True)
-        status = self.state_dir.stat()
+        directory = open_directory(self.state_dir)
+        try:
+            self._make_private(directory)
+        except BaseException:
+            os.close(directory)
+            raise
+        with self._dir_lock:
+            earlier, self._dir_fd = self._dir_fd, directory
+        if earlier is not None:
+            os.close(earlier)
+
+    def _make_private(self, directory: int) -> None:
+        status = os.fstat(directory)
         if status.st_uid != os.geteuid():
             raise StateDirNotPrivate(
                 f"the state directory {self.state_dir} belongs to uid {status.st_uid}, not "
@@ -189,7 +227,7 @@ class Storage:
         if status.st_mode & 0o777 == STORAGE_DIR_MODE:
             return
         try:
-            self.state_dir.chmod(STORAGE_DIR_MODE)
+            os.fchmod(directory, STORAGE_DIR_MODE)
         except OSError as exc:
             raise StateDirNotPrivate(
                 f"the state directory {self.state_dir} is open to other users "
@@ -198,6 +236,19 @@ class Storage:
         logger.warning(
             "state.dir_tightened path=%s mode_was=%o", self.state_dir, status.st_mode & 0o777
         )
+
+    def close(self) -> None:
+        """Let the directory's descriptor go (a later write opens it again)."""
+        with self._dir_lock:
+            directory, self._dir_fd = self._dir_fd, None
+        if directory is not None:
+            os.close(directory)
+
+    def _directory(self) -> int:
+        with self._dir_lock:
+            if self._dir_fd is None:
+                self._dir_fd = open_directory(self.state_dir)
+            return self._dir_fd
 
     def load_identity(self, controller_url: str) -> Identity | None:
         """The saved identity for ``controller_url``; None if absent, damaged or another's."""
@@ -236,9 +287,7 @@ class Storage:
         )
 
     def clear_identity(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.identity_path.unlink()
-        _fsync_directory(self.state_dir)
+        self._remove(IDENTITY_FILE_NAME)
 
     def load_registration_key(self, controller_url: str) -> uuid.UUID | None:
         """The Idempotency-Key of a registration to ``controller_url`` not yet answered."""
@@ -258,9 +307,7 @@ class Storage:
         )
 
     def clear_registration_key(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.registration_key_path.unlink()
-        _fsync_directory(self.state_dir)
+        self._remove(REGISTRATION_KEY_FILE_NAME)
 
     def load_config(self) -> CachedConfig | None:
         """The saved configuration; None if absent or damaged."""
@@ -292,9 +339,13 @@ class Storage:
         )
 
     def _save(self, path: Path, fields: dict[str, Any]) -> None:
-        document = {**fields, "checksum": checksum(fields)}
-        data = json.dumps(document, sort_keys=True, separators=(",", ":")).encode("utf-8") + b"\n"
-        write_atomically(path, data)
+        write_atomically(self._directory(), path.name, encode_document(fields))
+
+    def _remove(self, name: str) -> None:
+        directory = self._directory()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=directory)
+        os.fsync(directory)
 
     def _load(self, path: Path, model: type[DocumentT]) -> DocumentT | None:
         try:

@@ -19,6 +19,7 @@ from agent.storage import (
     StateDirNotPrivate,
     Storage,
     checksum,
+    open_directory,
     write_atomically,
 )
 from agent.storage_writer import StorageThread, StorageWriter
@@ -49,6 +50,14 @@ def store(tmp_path: Path) -> Storage:
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
+
+
+def write_in(directory: Path, name: str, data: bytes) -> None:
+    fd = open_directory(directory)
+    try:
+        write_atomically(fd, name, data)
+    finally:
+        os.close(fd)
 
 
 def test_identity_round_trip(store: Storage) -> None:
@@ -142,7 +151,7 @@ def test_stale_temporary_file_is_replaced(tmp_path: Path) -> None:
     stale = tmp_path / ".config.json.tmp"
     stale.write_bytes(b"stale and longer than the new content")
     stale.chmod(0o644)
-    write_atomically(target, b"{}")
+    write_in(tmp_path, "config.json", b"{}")
     assert target.read_bytes() == b"{}"
     assert mode(target) == 0o600
     assert not stale.exists()
@@ -155,7 +164,7 @@ def test_symlink_at_the_temporary_name_is_not_followed(tmp_path: Path) -> None:
     directory = tmp_path / "state"
     directory.mkdir()
     (directory / ".config.json.tmp").symlink_to(outside)
-    write_atomically(directory / "config.json", b"{}")
+    write_in(directory, "config.json", b"{}")
     assert outside.read_bytes() == b"precious"
     assert (directory / "config.json").read_bytes() == b"{}"
     assert not (directory / "config.json").is_symlink()
@@ -171,12 +180,50 @@ def test_writes_leave_no_temporary_files(store: Storage) -> None:
     assert store.load_config() == cached(5)
 
 
+def test_writes_go_to_the_directory_that_was_checked(tmp_path: Path) -> None:
+    """The directory prepare() checked is the one written to: one put in its place at
+    the same path afterwards (by whoever can write the parent) gets nothing."""
+    store = Storage(tmp_path / "state")
+    store.prepare()
+    (tmp_path / "state").rename(tmp_path / "moved")
+    (tmp_path / "state").mkdir(mode=0o777)
+    store.save_config(cached())
+    store.save_identity(identity())
+    assert list((tmp_path / "state").iterdir()) == []
+    assert sorted(p.name for p in (tmp_path / "moved").iterdir()) == [
+        "config.json",
+        "identity.json",
+    ]
+    store.close()
+
+
+def test_a_closed_store_opens_its_directory_again(store: Storage) -> None:
+    """close() lets the directory's descriptor go; a later write opens it again."""
+    store.save_config(cached(1))
+    store.close()
+    store.close()
+    store.save_config(cached(2))
+    assert store.load_config() == cached(2)
+    store.clear_identity()
+    store.close()
+
+
+def test_the_file_is_the_checksum_then_the_fields_as_hashed(store: Storage) -> None:
+    """One serialisation: the checksum, then the canonical JSON of the fields it covers."""
+    store.save_config(cached())
+    text = store.config_path.read_text()
+    head, _, rest = text.partition(",")
+    fields = {k: v for k, v in json.loads(text).items() if k != "checksum"}
+    assert head == f'{{"checksum":"{checksum(fields)}"'
+    assert "{" + rest == json.dumps(fields, sort_keys=True, separators=(",", ":")) + "\n"
+
+
 def test_failed_write_leaves_old_file_and_no_temporary(tmp_path: Path) -> None:
     """A write whose rename fails removes its temporary file and raises."""
     target = tmp_path / "config.json"
     target.mkdir()  # os.replace cannot put a file over a directory
     with pytest.raises(OSError, match="directory"):
-        write_atomically(target, b"{}")
+        write_in(tmp_path, "config.json", b"{}")
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
     assert target.is_dir()
 
