@@ -191,7 +191,7 @@ class ControllerSync:
             self._backoff.reset()
             recheck = self.hint_schedule.recheck_seconds()
             if step.held:  # The controller held it for up to an interval: ask again.
-                return min(_after_held(self.attempts[-1], step.outcome), recheck)
+                return min(_after_held(self, step.outcome), recheck)
             jitter = 1.0 - POLL_JITTER_FRACTION * self._rng.random()
             return min(self._poll_interval_seconds * jitter, recheck)
         delay = self._backoff.next_delay_seconds()
@@ -310,15 +310,20 @@ def _with_interval(held: CachedConfig | None, interval: int) -> CachedConfig | N
     return dataclasses.replace(held, poll_interval_seconds=interval)
 
 
-def _after_held(started: float, outcome: ControllerOutcome) -> float:
-    """The wait after a held poll that started at ``started`` (time.monotonic()): none,
-    unless it came back within HELD_POLL_MIN_GAP_SECONDS (a controller or a proxy that
-    says it held polls and does not cannot make the agent poll in a tight loop). After
-    a new configuration, that gap from now: the apply's confirmation usually asks first,
-    and a poll before it would carry the old applied version and be cut short."""
+def _after_held(sync: ControllerSync, outcome: ControllerOutcome) -> float:
+    """The wait after a held poll: none, unless it came back within
+    HELD_POLL_MIN_GAP_SECONDS of its start (a controller or a proxy that says it held
+    polls and does not cannot make the agent poll in a tight loop). After a version to
+    apply, until the worker has taken it or refused it (the reconciler's news wakes the
+    agent, and the poll confirms it), at most one worker exchange's timeout
+    (AGENT_REQUEST_TIMEOUT_SECONDS): a poll before the apply would carry the old applied
+    version, and the confirmation would cut it short: a second request and a dropped
+    connection. After version 0 (nothing to apply, nothing to confirm), the gap from now.
+    """
     if outcome is ControllerOutcome.UPDATED:
-        return HELD_POLL_MIN_GAP_SECONDS
-    return max(0.0, HELD_POLL_MIN_GAP_SECONDS - (time.monotonic() - started))
+        apply_wait = sync._settings.request_timeout_seconds if sync.held_version else 0.0
+        return max(apply_wait, HELD_POLL_MIN_GAP_SECONDS)
+    return max(0.0, HELD_POLL_MIN_GAP_SECONDS - (time.monotonic() - sync.attempts[-1]))
 
 
 def poll_wait_seconds(long_poll: bool, interval: int, report_interval: int | None) -> int | None:

@@ -102,8 +102,9 @@ class Reconciler:
         self._on_drift = callback
 
     def on_news(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` when the controller has news: the applied version changed, or
-        the worker newly failed to take a version (see :mod:`agent.apply_report`)."""
+        """Call ``callback`` when the controller has news: the applied version changed, the
+        worker newly failed to take a version (see :mod:`agent.apply_report`), or an
+        offered configuration was handed over, however that went."""
         self._on_news = callback
 
     @property
@@ -143,6 +144,7 @@ class Reconciler:
         worker = self._worker
         if worker is None:
             raise RuntimeError("the reconciler has no worker: the agent is not open")
+        offered = self._fresh and self._config is not None and self._config.version > 0
         try:
             return await self._reconcile(worker)
         except Unreachable as exc:
@@ -168,6 +170,12 @@ class Reconciler:
                 self._failed(exc)
             logger.warning("worker.bad_answer reason=%s", exc)
             return WorkerStep(outcome=WorkerOutcome.BAD_ANSWER, detail=str(exc))
+        finally:
+            if offered:
+                # However the hand-over went, the controller side is waiting to tell it
+                # (ControllerSync holds no poll until then): news even in the odd cases
+                # above that change neither the applied version nor the failure.
+                self._on_news()
 
     async def _step(self) -> WorkerStep:
         """``run_once()``; an unexpected error is logged and counts as failed."""

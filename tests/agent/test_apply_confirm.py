@@ -157,13 +157,15 @@ async def test_a_slow_disk_does_not_hold_back_the_confirmation(
 
 def _refusing_worker(state: dict[str, Any]) -> web.Application:
     """A worker stand-in: holds version 0, refuses every POST /config with 422 until told
-    to accept, then holds what it was given."""
+    to accept, then holds what it was given; each POST answered after
+    ``state["delay_seconds"]`` (if set)."""
 
     async def get_config(_request: web.Request) -> web.Response:
         held = {"version": state["version"], "config": state["config"]}
         return web.json_response(held, headers={"ETag": f'"{state["version"]}"'})
 
     async def post_config(request: web.Request) -> web.Response:
+        await asyncio.sleep(state.get("delay_seconds", 0.0))
         if not state["accept"]:
             problem = {"type": "about:blank", "title": "Invalid", "status": 422, "detail": "no"}
             return web.json_response(problem, status=422, content_type="application/problem+json")
@@ -175,6 +177,33 @@ def _refusing_worker(state: dict[str, Any]) -> web.Application:
     app.router.add_get("/config", get_config)
     app.router.add_post("/config", post_config)
     return app
+
+
+async def test_a_slow_apply_is_confirmed_by_the_one_poll_after_it(
+    make_settings: MakeSettings, start_controller: StartController, aiohttp_server: AiohttpServer
+) -> None:
+    """A worker that takes 2.5 s to take a version (longer than HELD_POLL_MIN_GAP_SECONDS):
+    the agent holds no poll meanwhile, so none goes out with the old applied version to
+    be cut short by the confirmation; the one poll after the apply confirms it and is
+    held. One request per change, whatever the worker's pace."""
+    controller = await start_controller(poll_interval_seconds=30)
+    first = await controller.publish("https://one.example/")
+    state: dict[str, Any] = {"version": 0, "config": {"url": None}, "accept": True}
+    state["delay_seconds"] = 2.5
+    worker = await aiohttp_server(_refusing_worker(state))
+    agent = Agent(make_settings(controller_url=controller.url, worker_url=base_url(worker)))
+    async with running_agent(agent):
+        await eventually(lambda: agent.applied_version == first, timeout_seconds=5.0)
+        await eventually(lambda: bool(_confirming(controller, first)), timeout_seconds=1.0)
+        assert [s.status for s in controller.polls()] == [200, None]
+        second = await controller.publish("https://two.example/")
+        await eventually(lambda: agent.applied_version == second, timeout_seconds=5.0)
+        await eventually(lambda: bool(_confirming(controller, second)), timeout_seconds=1.0)
+        await asyncio.sleep(0.5)  # the behaviour under test: no further poll meanwhile
+        # The held poll brought the second version; the one after its apply confirms it.
+        assert [s.status for s in controller.polls()] == [200, 200, None]
+        assert controller.polls()[-1].headers[HEADER_APPLIED_VERSION] == str(second)
+        assert (await _agent_body(controller, agent))["applied_version"] == second
 
 
 async def test_refused_apply_is_reported_failed_until_an_apply_succeeds(
