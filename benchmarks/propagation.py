@@ -352,8 +352,12 @@ async def wait_registered(
     applies: S.Arrivals,
     first_version: int,
     workdir: Path,
+    *,
+    bases: list[str],
+    interval: int,
 ) -> float:
-    """Seconds until every worker holds the first version, then a pause to settle."""
+    """Seconds until every worker holds the first version, then a pause to settle and,
+    with held polls, until every agent's poll is held."""
     await asyncio.wait_for(asyncio.gather(*(h.ready.wait() for h in hosts)), 60)
     reg_started = time.monotonic()
     reg_timeout = n / args.register_rate * 3 + 120
@@ -384,7 +388,42 @@ async def wait_registered(
         flush=True,
     )
     await asyncio.sleep(args.pause)
+    if args.long_poll and args.controller_workers == 1:
+        await wait_held(bases, n, timeout_seconds=interval + 30)
     return ramp_seconds
+
+
+async def held_polls(bases: list[str]) -> int:
+    """The polls the controllers hold (their fleetconf_controller_held_polls, summed)."""
+    total = 0
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        for base in bases:
+            async with http.get(f"{base}/metrics") as resp:
+                text = await resp.text()
+            for line in text.splitlines():
+                if line.startswith("fleetconf_controller_held_polls "):
+                    total += int(float(line.split()[1]))
+    return total
+
+
+async def wait_held(bases: list[str], n: int, *, timeout_seconds: float) -> None:
+    """Wait until the controllers hold every agent's poll: the steady state a change is
+    measured from (etcd's side waits until every watcher watches). Agents still backing
+    off from a registration storm on a slow machine hold none, and a change would reach
+    them only after their retry (seconds to tens of seconds): that measures the storm,
+    not the change. A held poll that ran out is asked again at once, so a tenth of a
+    percent may be between two at any moment. Measured anyway after ``timeout_seconds``,
+    saying so."""
+    started = time.monotonic()
+    held = 0
+    while time.monotonic() - started < timeout_seconds:
+        held = await held_polls(bases)
+        if held >= n - n // 1000:
+            waited = time.monotonic() - started
+            print(f"{held} of {n} polls held after {waited:.1f} s more", flush=True)
+            return
+        await asyncio.sleep(1.0)
+    print(f"only {held} of {n} polls held after {timeout_seconds:.0f} s; measuring", flush=True)
 
 
 async def measure(
@@ -406,7 +445,9 @@ async def measure(
     confirm: ConfirmWatch,
     hint_log: HintLog | None,
 ) -> dict[str, Any]:
-    ramp_seconds = await wait_registered(args, n, procs, hosts, applies, first_version, workdir)
+    ramp_seconds = await wait_registered(
+        args, n, procs, hosts, applies, first_version, workdir, bases=bases, interval=interval
+    )
 
     groups: dict[str, Any] = {
         # With CONTROLLER_WORKERS=N, the workers are the parent's children.
