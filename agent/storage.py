@@ -204,19 +204,23 @@ class Storage:
         """Create the state directory, private to this user; tighten it if it is ours
         and open to others; refuse it (StateDirNotPrivate) if it is another user's."""
         self.state_dir.mkdir(mode=STORAGE_DIR_MODE, parents=True, exist_ok=True)
+        checked = self._make_private()
         directory = open_directory(self.state_dir)
-        try:
-            self._make_private(directory)
-        except BaseException:
+        opened = os.fstat(directory)
+        if (opened.st_dev, opened.st_ino) != (checked.st_dev, checked.st_ino):
             os.close(directory)
-            raise
+            raise StateDirNotPrivate(
+                f"the state directory {self.state_dir} was replaced while it was checked"
+            )
         with self._dir_lock:
             earlier, self._dir_fd = self._dir_fd, directory
         if earlier is not None:
             os.close(earlier)
 
-    def _make_private(self, directory: int) -> None:
-        status = os.fstat(directory)
+    def _make_private(self) -> os.stat_result:
+        """The directory's status once it is private (by its path: one closed even to
+        its owner, mode 0300 say, is opened only after)."""
+        status = self.state_dir.stat()
         if status.st_uid != os.geteuid():
             raise StateDirNotPrivate(
                 f"the state directory {self.state_dir} belongs to uid {status.st_uid}, not "
@@ -225,9 +229,9 @@ class Storage:
                 "AGENT_STATE_DIR to a directory of its own"
             )
         if status.st_mode & 0o777 == STORAGE_DIR_MODE:
-            return
+            return status
         try:
-            os.fchmod(directory, STORAGE_DIR_MODE)
+            self.state_dir.chmod(STORAGE_DIR_MODE)
         except OSError as exc:
             raise StateDirNotPrivate(
                 f"the state directory {self.state_dir} is open to other users "
@@ -236,6 +240,7 @@ class Storage:
         logger.warning(
             "state.dir_tightened path=%s mode_was=%o", self.state_dir, status.st_mode & 0o777
         )
+        return status
 
     def close(self) -> None:
         """Let the directory's descriptor go (a later write opens it again)."""

@@ -131,6 +131,20 @@ def test_created_directory_is_private_whatever_the_umask(tmp_path: Path) -> None
     assert mode(tmp_path / "state") == 0o700
 
 
+def test_own_directory_closed_even_to_its_owner_is_made_private(tmp_path: Path) -> None:
+    """A state directory of the agent's user that it cannot even read (mode 0300) is
+    tightened to 0700 before it is opened, as one open to others is."""
+    directory = tmp_path / "state"
+    directory.mkdir()
+    directory.chmod(0o300)
+    store = Storage(directory)
+    store.prepare()
+    assert mode(directory) == 0o700
+    store.save_config(cached())
+    assert store.load_config() == cached()
+    store.close()
+
+
 def test_directory_of_another_user_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
