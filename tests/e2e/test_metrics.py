@@ -98,11 +98,18 @@ async def test_a_hinted_change_shows_in_every_services_metrics(
     await agent.start()
     status_url = f"{agent.url}/status"
 
-    async def subscribed() -> bool:
-        state: str = (await _json(http, status_url))["hints"]["state"]
-        return state == "connected"
+    async def subscribed_and_polled() -> bool:
+        # Both, before the change: the subscription may connect before the first poll is
+        # answered, and a first poll after the POST would bring the version itself (one
+        # 200 in all, the hint then naming what it holds).
+        status = await _json(http, status_url)
+        return status["hints"]["state"] == "connected" and status["held_version"] is not None
 
-    await wait_until(subscribed, timeout_seconds=WAIT_SECONDS, what="the agent subscribed")
+    await wait_until(
+        subscribed_and_polled,
+        timeout_seconds=WAIT_SECONDS,
+        what="the agent subscribed and its first poll answered",
+    )
     async with http.post(
         f"{controller.url}/config", json={"url": upstream.respond("/a", "alpha")}, headers=ADMIN
     ) as resp:
