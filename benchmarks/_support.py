@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
 
+import aiohttp
 from aiohttp import web
 
 from common.event_loop import DEFAULT_EVENT_LOOP, EventLoopName, loop_factory
@@ -529,6 +530,17 @@ def http_json(
 
 
 # -- agent-host processes -----------------------------------------------------------------
+
+
+async def held_polls(http: aiohttp.ClientSession, base: str) -> int:
+    """The polls the controller at ``base`` holds (its fleetconf_controller_held_polls;
+    -1 when /metrics does not show it)."""
+    async with http.get(f"{base}/metrics") as resp:
+        text = await resp.text()
+    for line in text.splitlines():
+        if line.startswith("fleetconf_controller_held_polls "):
+            return int(float(line.split()[1]))
+    return -1
 
 
 def shares(total: int, parts: int) -> list[int]:

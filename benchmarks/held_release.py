@@ -106,15 +106,6 @@ async def post_config(http: aiohttp.ClientSession, base: str, i: int) -> str:
         return str((await resp.json())["etag"])
 
 
-async def held_count(http: aiohttp.ClientSession, base: str) -> int:
-    async with http.get(f"{base}/metrics") as resp:
-        text = await resp.text()
-    for line in text.splitlines():
-        if line.startswith("fleetconf_controller_held_polls "):
-            return int(float(line.split()[1]))
-    return -1
-
-
 class Fleet:
     """N held agents on one controller."""
 
@@ -129,7 +120,7 @@ class Fleet:
         for agent in self.agents:
             agent.hold(self.etag)
         deadline = time.monotonic() + 30
-        while await held_count(http, self.base) < len(self.agents):
+        while await S.held_polls(http, self.base) < len(self.agents):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.name}: the controller did not hold every poll")
             await asyncio.sleep(HOLD_CHECK_SECONDS)

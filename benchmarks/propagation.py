@@ -393,19 +393,6 @@ async def wait_registered(
     return ramp_seconds
 
 
-async def held_polls(bases: list[str]) -> int:
-    """The polls the controllers hold (their fleetconf_controller_held_polls, summed)."""
-    total = 0
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-        for base in bases:
-            async with http.get(f"{base}/metrics") as resp:
-                text = await resp.text()
-            for line in text.splitlines():
-                if line.startswith("fleetconf_controller_held_polls "):
-                    total += int(float(line.split()[1]))
-    return total
-
-
 async def wait_held(bases: list[str], n: int, *, timeout_seconds: float) -> None:
     """Wait until the controllers hold every agent's poll: the steady state a change is
     measured from (etcd's side waits until every watcher watches). Agents still backing
@@ -417,13 +404,14 @@ async def wait_held(bases: list[str], n: int, *, timeout_seconds: float) -> None
     ``timeout_seconds``, saying so."""
     started = time.monotonic()
     held = 0
-    while time.monotonic() - started < timeout_seconds:
-        held = await held_polls(bases)
-        if held >= n:
-            waited = time.monotonic() - started
-            print(f"{held} of {n} polls held after {waited:.1f} s more", flush=True)
-            return
-        await asyncio.sleep(1.0)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        while time.monotonic() - started < timeout_seconds:
+            held = sum([await S.held_polls(http, base) for base in bases])
+            if held >= n:
+                waited = time.monotonic() - started
+                print(f"{held} of {n} polls held after {waited:.1f} s more", flush=True)
+                return
+            await asyncio.sleep(1.0)
     print(f"only {held} of {n} polls held after {timeout_seconds:.0f} s; measuring", flush=True)
 
 
