@@ -144,7 +144,7 @@ class Reconciler:
         worker = self._worker
         if worker is None:
             raise RuntimeError("the reconciler has no worker: the agent is not open")
-        offered = self._fresh and self._config is not None and self._config.version > 0
+        offered = self._offered() is not None
         try:
             return await self._reconcile(worker)
         except Unreachable as exc:
@@ -196,9 +196,17 @@ class Reconciler:
         log_retry(logger, "worker", step, self._backoff.failures, delay)
         return delay
 
-    async def _reconcile(self, worker: WorkerClient) -> WorkerStep:
+    def _offered(self) -> CachedConfig | None:
+        """The configuration offered and not handed over yet, when there is one to push
+        (version 0 has nothing in it)."""
         config = self._config
         if self._fresh and config is not None and config.version > 0:
+            return config
+        return None
+
+    async def _reconcile(self, worker: WorkerClient) -> WorkerStep:
+        config = self._offered()
+        if config is not None:
             # A configuration just arrived: hand it over without asking first. If the
             # worker refuses (409: it holds a newer or different one), read what it holds
             # and replace it at once, below.

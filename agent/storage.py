@@ -132,9 +132,9 @@ def encode_document(fields: dict[str, Any]) -> bytes:
     """The file's bytes: ``fields`` and their checksum, serialised once. The checksum
     comes first, then the fields exactly as they were hashed (readers parse the JSON, so
     the order of its keys does not matter)."""
-    canonical = _canonical(fields)
-    if not canonical.startswith("{") or canonical == "{}":
+    if not fields:
         raise ValueError("a storage document has at least one field")
+    canonical = _canonical(fields)
     return f'{{"checksum":"{_digest(canonical)}",{canonical[1:]}\n'.encode()
 
 
