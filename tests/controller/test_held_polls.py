@@ -188,6 +188,39 @@ async def test_an_agent_revoked_while_held_gets_401_not_the_new_version(
     assert b"secret.test" not in body
 
 
+async def test_a_held_poll_whose_token_left_the_cache_is_checked_in_full(
+    polling: tuple[Client, dict[str, str]],
+) -> None:
+    """The check before the hand-over answers from memory only while the token's
+    credential is still verified there; once it is not (a revocation elsewhere empties
+    the cache), the credential is read again, and an agent still valid gets the version."""
+    client, headers = polling
+    task = await _held(client, headers)
+    client.app[keys.AGENT_TOKENS].forget_all()
+    assert (await post_config(client, "https://bravo.test/")).status == 201
+    status, answer, _ = await _answer(task)
+    assert (status, answer["X-Config-Version"]) == (200, "2")
+
+
+async def test_each_held_poll_is_told_its_own_wait_and_a_plain_poll_none(
+    polling: tuple[Client, dict[str, str]],
+) -> None:
+    client, one = polling
+    two = await _current(client, await register(client, "edge-02"))
+    first = await _held(client, one, wait=10)
+    second = await _held(client, two, wait=20)
+    assert (await post_config(client, "https://bravo.test/")).status == 201
+    answers = [await _answer(first), await _answer(second)]
+    assert [(s, a["Preference-Applied"]) for s, a, _ in answers] == [
+        (200, "wait=10"),
+        (200, "wait=20"),
+    ]
+    etag = next(v for k, v in answers[0][1].items() if k.lower() == "etag")
+    plain = await client.get("/config", headers={**one, "If-None-Match": etag})
+    assert plain.status == 304
+    assert "Preference-Applied" not in plain.headers
+
+
 async def test_a_new_poll_interval_answers_a_held_poll_304_with_it(
     polling: tuple[Client, dict[str, str]],
 ) -> None:
