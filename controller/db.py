@@ -335,7 +335,11 @@ class Database:
         self._running.add(task)
         task.add_done_callback(self._running.discard)
         try:
-            return await asyncio.wait_for(asyncio.shield(task), timeout_seconds)
+            # Not asyncio.wait_for: on Python 3.11 a caller cancelled in the same turn of
+            # the loop as the transaction ended got the transaction's outcome instead of
+            # its cancellation, and a loop retrying on Unavailable then ran on.
+            async with asyncio.timeout(timeout_seconds):
+                return await asyncio.shield(task)
         except TimeoutError:
             task.cancel()
             task.add_done_callback(_retrieve)

@@ -131,7 +131,8 @@ async def _serve_shared(settings: ControllerSettings, index: int) -> None:
         )
         while not stop.is_set():
             try:
-                await asyncio.wait_for(stop.wait(), PARENT_CHECK_SECONDS)
+                async with asyncio.timeout(PARENT_CHECK_SECONDS):
+                    await stop.wait()
             except TimeoutError:
                 if os.getppid() != parent:
                     logger.warning("controller.parent_gone worker=%d: stopping", index)

@@ -74,3 +74,35 @@ async def test_failures_are_503_and_warned_with_the_drivers_reason(
     assert "no such table: no_such_table" in warnings[0]
     assert "SELECT" not in warnings[0]
     assert "answered 503" in warnings[0]
+
+
+async def test_a_caller_cancelled_as_its_transaction_fails_is_cancelled(
+    database: db.Database,
+) -> None:
+    """The caller's cancellation wins even when the transaction failed in the same turn of
+    the loop: a loop that retries on Unavailable (the ledger's flush, every 10 ms, against
+    a database that is down) must stop when it is cancelled, not take the failure as one
+    more to retry and run on."""
+    loop = asyncio.get_running_loop()
+    for _ in range(20):
+        gate: asyncio.Future[None] = loop.create_future()
+        started: asyncio.Future[None] = loop.create_future()
+
+        async def fails(
+            conn: AsyncConnection,
+            gate: asyncio.Future[None] = gate,
+            started: asyncio.Future[None] = started,
+        ) -> None:
+            started.set_result(None)
+            await gate
+
+        caller = asyncio.ensure_future(database.transaction(fails, timeout_seconds=5.0))
+        await started
+        gate.set_exception(OSError("the database went away"))
+        # One turn of the loop at a time: the caller is cancelled in the turn its
+        # transaction is seen to have ended (rolled back, Unavailable), before it resumed.
+        while database._running:  # noqa: ASYNC110
+            await asyncio.sleep(0)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
