@@ -341,6 +341,10 @@ class Database:
             async with asyncio.timeout(timeout_seconds):
                 return await asyncio.shield(task)
         except TimeoutError:
+            if task.done():
+                # It ended as the time ran out: its own outcome, not a 503 for a write
+                # that was committed.
+                return task.result()
             task.cancel()
             task.add_done_callback(_retrieve)
             self.outages.note(timeout_seconds)

@@ -106,3 +106,19 @@ async def test_a_caller_cancelled_as_its_transaction_fails_is_cancelled(
         caller.cancel()
         with pytest.raises(asyncio.CancelledError):
             await caller
+
+
+async def test_a_transaction_that_ended_as_the_time_ran_out_keeps_its_outcome(
+    database: db.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transaction that ended in the turn its caller's time ran out answers what it did
+    (here: committed), not a 503 for a write that happened."""
+
+    async def committed_at_once(work: object) -> str:
+        return "committed"
+
+    async def write(conn: AsyncConnection) -> str:
+        raise AssertionError("replaced by committed_at_once")
+
+    monkeypatch.setattr(database, "_run", committed_at_once)
+    assert await database.transaction(write, timeout_seconds=0) == "committed"
