@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -68,9 +69,10 @@ async def _held(client: Client, headers: dict[str, str], wait: int = 10) -> asyn
     raise AssertionError("the poll was not held")
 
 
-async def _answer(task: asyncio.Task[ClientResponse]) -> tuple[int, dict[str, str], bytes]:
+async def _answer(task: asyncio.Task[ClientResponse]) -> tuple[int, Mapping[str, str], bytes]:
+    """The answer's status, headers (looked up in any case, as HTTP names them) and body."""
     resp = await asyncio.wait_for(task, 5)
-    return resp.status, dict(resp.headers), await resp.read()
+    return resp.status, resp.headers, await resp.read()
 
 
 async def _polling(client: Client) -> tuple[Client, dict[str, str]]:
@@ -215,8 +217,7 @@ async def test_each_held_poll_is_told_its_own_wait_and_a_plain_poll_none(
         (200, "wait=10"),
         (200, "wait=20"),
     ]
-    etag = next(v for k, v in answers[0][1].items() if k.lower() == "etag")
-    plain = await client.get("/config", headers={**one, "If-None-Match": etag})
+    plain = await client.get("/config", headers={**one, "If-None-Match": answers[0][1]["ETag"]})
     assert plain.status == 304
     assert "Preference-Applied" not in plain.headers
 
