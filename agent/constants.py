@@ -36,6 +36,9 @@ POLL_JITTER_FRACTION: Final = 0.1
 # controller holds a poll until a change, so the next one goes out at once, but never in
 # a tight loop. A report (drift, a failed apply) or a hint wakes the agent sooner.
 HELD_POLL_MIN_GAP_SECONDS: Final = 1.0
+# After the controller refused the watch stream (AGENT_WATCH; 404, 426, 503...), the
+# agent polls this long before it asks for the stream again.
+WATCH_RETRY_SECONDS: Final = 300.0
 # A Retry-After longer than this is not believed; the agent waits this long instead.
 MAX_RETRY_AFTER_SECONDS: Final = 3_600.0
 

@@ -93,6 +93,8 @@ class PollAnswer:
     report_interval_seconds: int | None = None
     # The controller held the poll (Preference-Applied: wait=N): it waited for a change.
     held: bool = False
+    # A watch stream's frame (agent.watch_stream), not a poll's answer.
+    watched: bool = False
 
 
 class ControllerClient:

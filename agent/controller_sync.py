@@ -8,7 +8,6 @@ configuration is saved and offered to the :class:`~agent.reconciler.Reconciler`.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import random
 import time
@@ -18,35 +17,35 @@ from collections.abc import Callable
 
 from agent.constants import (
     ATTEMPT_HISTORY_LENGTH,
-    DEFAULT_POLL_INTERVAL_SECONDS,
     HELD_POLL_MIN_GAP_SECONDS,
     POLL_JITTER_FRACTION,
 )
-from agent.controller_client import ControllerClient, PollAnswer, PollRequest, Registration
+from agent.controller_client import ControllerClient, PollRequest, Registration
 from agent.drift_report import DriftReport
-from agent.errors import BadAnswer, RateLimited, Rejected, Unreachable
+from agent.errors import BadAnswer, RateLimited, Rejected, Unreachable, WatchRefused
 from agent.held_poll import HeldPoll
 from agent.hint_schedule import HintSchedule
 from agent.hit_report import HitReport
+from agent.holding import Holding
 from agent.metrics import AgentMetrics, BackoffState
 from agent.outcomes import ControllerOutcome, ControllerStep, log_retry
 from agent.reconciler import Reconciler
 from agent.registrar import Registrar
+from agent.reports import Reports
 from agent.settings import AgentSettings
 from agent.storage import CachedConfig, Identity, Storage
 from agent.storage_writer import StorageWriter
 from agent.sync_log import (
     contact_failed,
     log_identity_rejected,
-    log_received,
     log_registration_rejected,
 )
 from agent.wake import Wake
+from agent.watch_stream import WatchStream
 from common.backoff import Backoff
 from common.cohorts import in_cohort
 from common.constants import POLL_URL, RETRY_AFTER_JITTER_FRACTION
 from common.hints import HintCohort
-from common.models import WorkerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +68,6 @@ class ControllerSync:
         self._settings = settings
         self._storage = storage
         self._writer = writer
-        self._reconciler = reconciler
         self._metrics = metrics
         self._backoff = backoff
         self._rng = rng
@@ -78,10 +76,7 @@ class ControllerSync:
         self._identity: Identity | None = None
         # Registers under an Idempotency-Key kept until the identity is saved.
         self.registrar = Registrar(settings, storage=storage, writer=writer)
-        self._held: CachedConfig | None = None
-        self._etag: str | None = None
         self._poll_url = POLL_URL
-        self._poll_interval_seconds = DEFAULT_POLL_INTERVAL_SECONDS
         self._wake = Wake()
         # Start times (time.monotonic()) of the attempts, and the retry delays chosen.
         self.attempts: deque[float] = deque(maxlen=ATTEMPT_HISTORY_LENGTH)
@@ -96,6 +91,17 @@ class ControllerSync:
         self.held_poll = HeldPoll()  # AGENT_LONG_POLL: a report cuts it short.
         # /hit counts ride on every request; the worker is read before regular polls (run).
         self.hit_report = HitReport(metrics)
+        self.reports = Reports(reconciler, self.drift_report, self.hit_report)
+        self.holding = Holding(
+            storage=storage,
+            writer=writer,
+            reconciler=reconciler,
+            metrics=metrics,
+            hit_report=self.hit_report,
+            long_poll=settings.long_poll,
+        )
+        # AGENT_WATCH: a watch stream in place of polls, while the controller serves one.
+        self.watch = WatchStream(settings, self.reports, self._wake, metrics)
         self.next_contact_at = 0.0  # time.monotonic() of the next contact, as planned
 
     @property
@@ -105,15 +111,16 @@ class ControllerSync:
     @property
     def held(self) -> CachedConfig | None:
         """The last configuration received (and kept in storage)."""
-        return self._held
+        return self.holding.held
 
     @property
     def held_version(self) -> int | None:
-        return None if self._held is None else self._held.version
+        held = self.holding.held
+        return None if held is None else held.version
 
     @property
     def poll_interval_seconds(self) -> int:
-        return self._poll_interval_seconds
+        return self.holding.poll_interval_seconds
 
     @property
     def backoff(self) -> BackoffState:
@@ -131,10 +138,7 @@ class ControllerSync:
         """What storage kept from an earlier run."""
         self._identity = identity
         self.registrar.key = None if identity is not None else registration_key
-        self._held = held
-        if held is not None:
-            self._etag = held.etag
-            self._poll_interval_seconds = held.poll_interval_seconds
+        self.holding.restore(held)
 
     def poll_soon(self) -> None:
         """Poll at once; nothing while a poll is held (it hears of a change itself)."""
@@ -154,7 +158,7 @@ class ControllerSync:
         while running():
             if regular:
                 await self.hit_report.read()
-            step = await self._step()
+            step = await self._step(running)
             if step.outcome is ControllerOutcome.REGISTERED:
                 continue
             delay = self._after_step(step)
@@ -162,8 +166,9 @@ class ControllerSync:
             woken = await self._wake.sleep(delay)
             regular = not woken and step.outcome.succeeded and self.hint_schedule.idle
 
-    async def run_once(self) -> ControllerStep:
-        """One contact with the controller: register if the agent has no identity, else poll."""
+    async def run_once(self, running: Callable[[], bool] | None = None) -> ControllerStep:
+        """One contact with the controller: register if the agent has no identity, else
+        poll; given ``running`` (the loop), watch while ``AGENT_WATCH`` and it is served."""
         controller = self._client
         if controller is None:
             raise RuntimeError("the controller side has no client: the agent is not open")
@@ -171,14 +176,16 @@ class ControllerSync:
         try:
             if self._identity is None:
                 return await self._register(controller)
+            if running is not None and self.watch.wanted():
+                return await self._watch(controller, self._identity, running)
             return await self._poll(controller, self._identity)
         except (Unreachable, RateLimited, BadAnswer) as exc:
             return contact_failed(exc)
 
-    async def _step(self) -> ControllerStep:
-        """``run_once()``; an unexpected error is logged and counts as failed."""
+    async def _step(self, running: Callable[[], bool]) -> ControllerStep:
+        """``run_once(running)``; an unexpected error is logged and counts as failed."""
         try:
-            step = await self.run_once()
+            step = await self.run_once(running)
         except Exception:
             logger.exception("controller.step_failed")
             step = ControllerStep(outcome=ControllerOutcome.FAILED, detail="unexpected error")
@@ -193,7 +200,7 @@ class ControllerSync:
             if step.held:  # The controller held it for up to an interval: ask again.
                 return min(_after_held(self, step.outcome), recheck)
             jitter = 1.0 - POLL_JITTER_FRACTION * self._rng.random()
-            return min(self._poll_interval_seconds * jitter, recheck)
+            return min(self.holding.poll_interval_seconds * jitter, recheck)
         delay = self._backoff.next_delay_seconds()
         if step.retry_after_seconds is not None:
             # Never sooner than asked; spread, so a fleet told the same comes back apart.
@@ -212,7 +219,7 @@ class ControllerSync:
         identity = _identity(self._settings.controller_url, registration)
         self._identity = identity
         self._poll_url = registration.poll_url
-        self._poll_interval_seconds = registration.poll_interval_seconds
+        self.holding.poll_interval_seconds = registration.poll_interval_seconds
         logger.info("agent.registered agent_id=%s", identity.agent_id)
         self._on_registered(identity)
         await self._writer.write(self._storage.save_identity, identity)
@@ -220,22 +227,19 @@ class ControllerSync:
         return ControllerStep(outcome=ControllerOutcome.REGISTERED)
 
     async def _poll(self, controller: ControllerClient, identity: Identity) -> ControllerStep:
-        drift = self.drift_report.next_note()
-        failure = self._reconciler.apply_failure
-        hits = self.hit_report.next_note()
+        notes = self.reports.next_notes()
         request = PollRequest(
             poll_url=self._poll_url,
             agent_id=identity.agent_id,
             agent_token=identity.agent_token,
-            # While drifting, no version counts as applied.
-            applied_version=None if drift.drift else self._reconciler.applied_version,
-            worker_drift=drift.drift,
-            apply_failed=None if failure is None else failure.header,
-            hit_counts=None if hits is None else hits.header,
-            etag=self._etag,
+            applied_version=notes.applied_version,
+            worker_drift=notes.drift.drift,
+            apply_failed=notes.apply_failed,
+            hit_counts=notes.hit_counts,
+            etag=self.holding.etag,
             wait_seconds=poll_wait_seconds(
-                self._settings.long_poll and self._etag is not None,
-                self._poll_interval_seconds,
+                self._settings.long_poll and self.holding.etag is not None,
+                self.holding.poll_interval_seconds,
                 self.hit_report.interval_seconds,
             ),
         )
@@ -248,18 +252,25 @@ class ControllerSync:
             self._metrics.poll_failed()
             raise
         if answer is not None or self.held_poll.written:
-            self.drift_report.told(drift)
-            self.hit_report.told(hits)
+            self.reports.told(notes)
         if answer is None:  # A report cut the held poll short: poll again with it.
             return ControllerStep(outcome=ControllerOutcome.UNCHANGED, held=True)
-        self.hit_report.set_interval(answer.report_interval_seconds)
         self._metrics.poll_answered(modified=answer.config is not None)
-        if answer.poll_interval_seconds is not None:
-            self._poll_interval_seconds = answer.poll_interval_seconds
-        if answer.config is None:
-            await self._keep_poll_interval()
-            return ControllerStep(outcome=ControllerOutcome.UNCHANGED, held=answer.held)
-        return await self._accept(answer, answer.config)
+        return await self.holding.take(answer)
+
+    async def _watch(
+        self, controller: ControllerClient, identity: Identity, running: Callable[[], bool]
+    ) -> ControllerStep:
+        """The watch stream until it ends; a controller that refuses it is polled."""
+        try:
+            holding = self.holding
+            return await self.watch.run(
+                identity, holding.etag, holding.poll_interval_seconds, holding.take, running
+            )
+        except Rejected as exc:
+            return await self._identity_rejected(identity, exc)
+        except WatchRefused:
+            return await self._poll(controller, identity)
 
     async def _identity_rejected(self, identity: Identity, exc: Rejected) -> ControllerStep:
         log_identity_rejected(identity, exc)
@@ -267,47 +278,9 @@ class ControllerSync:
             return ControllerStep(outcome=ControllerOutcome.FORBIDDEN, detail=str(exc))
         self._identity = None
         # The ETag named a version of the controller that knew us; ask for the full answer.
-        self._etag = None
+        self.holding.etag = None
         await self._writer.write(self._storage.clear_identity)
         return ControllerStep(outcome=ControllerOutcome.IDENTITY_REJECTED, detail=str(exc))
-
-    async def _keep_poll_interval(self) -> None:
-        """After a 304: save a changed poll interval with the held configuration."""
-        held = _with_interval(self._held, self._poll_interval_seconds)
-        if held is not None:
-            self._held = held
-            await self._writer.write(self._storage.save_config, held)
-
-    async def _accept(self, answer: PollAnswer, config: WorkerConfig) -> ControllerStep:
-        """A 200: hold and save what changed; offer a new configuration to the reconciler."""
-        previous = self._held
-        held = CachedConfig(
-            version=answer.version,
-            etag=answer.etag,
-            config=config,
-            poll_interval_seconds=self._poll_interval_seconds,
-        )
-        self._etag = answer.etag
-        if held == previous:
-            return ControllerStep(outcome=ControllerOutcome.UNCHANGED)
-        self._held = held
-        before = None if previous is None else (previous.version, previous.config)
-        changed = before != (held.version, held.config)
-        if changed:
-            log_received(previous, held)
-            self._metrics.config_received(held.version)
-            self._reconciler.offer(held)
-        # Saved in order, not awaited: the apply's confirmation must not queue behind it.
-        self._writer.submit(self._storage.save_config, held)
-        outcome = ControllerOutcome.UPDATED if changed else ControllerOutcome.UNCHANGED
-        return ControllerStep(outcome=outcome, held=self._settings.long_poll)
-
-
-def _with_interval(held: CachedConfig | None, interval: int) -> CachedConfig | None:
-    """``held`` with poll interval ``interval``; None when there is nothing to change."""
-    if held is None or held.poll_interval_seconds == interval:
-        return None
-    return dataclasses.replace(held, poll_interval_seconds=interval)
 
 
 def _after_held(sync: ControllerSync, outcome: ControllerOutcome) -> float:

@@ -7,6 +7,7 @@
     ├── RateLimited         429: carries how long the peer asked the agent to wait
     ├── VersionConflict     409 from the worker: it holds a newer or different version
     ├── StaleTag            412 from the worker: what it holds changed since it was read
+    ├── WatchRefused        the controller does not serve GET /config/watch (or not now)
     └── BadAnswer           an answer the agent cannot use: another 4xx, or an invalid body
         ├── ApplyRefused    the worker refused a configuration it was handed (400, 413, 422)
         └── KeyRefused      409 on POST /register: its Idempotency-Key may not be used again
@@ -53,6 +54,11 @@ class VersionConflict(AgentError):
 
 class StaleTag(AgentError):
     """The worker refused If-Match: it no longer holds what the agent read from it."""
+
+
+class WatchRefused(AgentError):
+    """The controller answered the watch stream's upgrade with 404, 405, 426, 501 or 503:
+    the agent polls instead for a while."""
 
 
 class BadAnswer(AgentError):

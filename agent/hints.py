@@ -121,6 +121,7 @@ class HintsState(enum.StrEnum):
 
     OFF = "off"  # the agent is not running
     HELD = "held"  # the controller holds the agent's polls: no subscription is needed
+    WATCHING = "watching"  # the agent's watch stream is open: no subscription is needed
     WAITING = "waiting"  # for the registration answer, which says where hints are
     NONE = "none"  # no Redis known: the agent converges by polling alone
     CONNECTING = "connecting"  # to Redis, or reconnecting after losing it
@@ -130,14 +131,19 @@ class HintsState(enum.StrEnum):
 
 
 def hints_state(
-    task: asyncio.Task[None] | None, subscriber: HintSubscriber | None, *, held: bool = False
+    task: asyncio.Task[None] | None,
+    subscriber: HintSubscriber | None,
+    *,
+    held: bool = False,
+    watching: bool = False,
 ) -> HintsState:
     """Where the hint ``task``, listening with ``subscriber``, stands (``held``: it waits
-    because the controller holds the agent's polls)."""
+    because the controller holds the agent's polls, or ``watching``: the agent's watch
+    stream is open)."""
     if task is None:
         return HintsState.OFF
     if held and not task.done():
-        return HintsState.HELD
+        return HintsState.WATCHING if watching else HintsState.HELD
     if task.done():
         if task.cancelled():
             return HintsState.OFF

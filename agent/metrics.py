@@ -38,6 +38,7 @@ from common.supervision import Supervisor, restarts_metric
 
 TRIGGER_HINT: Final = "hint"
 TRIGGER_POLL: Final = "poll"
+TRIGGER_WATCH: Final = "watch"
 PUSH_APPLIED: Final = "applied"
 PUSH_REFUSED: Final = "refused"
 PUSH_ERROR: Final = "error"
@@ -123,6 +124,9 @@ class AgentMetrics:
         self.polls_not_modified = 0
         self.poll_errors = 0
         self.hints_received = 0
+        # The watch stream (agent.watch_stream): open or not, and the frames it brought.
+        self.watch_open = False
+        self.watch_frames = 0
         self.worker_pushes = {PUSH_APPLIED: 0, PUSH_REFUSED: 0, PUSH_ERROR: 0}
         # Reads of the worker's GET /hits (agent.hit_report): answered, or failed.
         self.hit_reads = {"ok": 0, "failed": 0}
@@ -136,7 +140,8 @@ class AgentMetrics:
         # version -> (when the agent first learned of it, how)
         self._learned: dict[int, tuple[float, str]] = {}
         self.propagation = {
-            trigger: Buckets(LATENCY_BUCKETS_SECONDS) for trigger in (TRIGGER_HINT, TRIGGER_POLL)
+            trigger: Buckets(LATENCY_BUCKETS_SECONDS)
+            for trigger in (TRIGGER_HINT, TRIGGER_POLL, TRIGGER_WATCH)
         }
 
     def controller_contacted(self, outcome: ControllerOutcome) -> None:
@@ -155,16 +160,19 @@ class AgentMetrics:
     def poll_failed(self) -> None:
         self.poll_errors += 1
 
+    def watching(self, open_: bool) -> None:
+        self.watch_open = open_
+
     def hint_received(self, version: int, *, new: bool) -> None:
         """A hint arrived; ``new`` when it announces a version newer than the one held."""
         self.hints_received += 1
         if new:
             self._learn(version, TRIGGER_HINT)
 
-    def config_received(self, version: int) -> None:
-        """A poll brought a configuration the agent did not hold."""
+    def config_received(self, version: int, *, watched: bool = False) -> None:
+        """A poll (or the watch stream) brought a configuration the agent did not hold."""
         self.config_since = self._clock()
-        self._learn(version, TRIGGER_POLL)
+        self._learn(version, TRIGGER_WATCH if watched else TRIGGER_POLL)
 
     def worker_pushed(self, result: str) -> None:
         self.worker_pushes[result] += 1
@@ -230,6 +238,16 @@ class AgentCollector:
                 "304": metrics.polls_not_modified,
                 "error": metrics.poll_errors,
             },
+        )
+        yield _gauge(
+            "fleetconf_agent_watch_connected",
+            "1 while the watch stream (GET /config/watch) is open, else 0.",
+            1 if metrics.watch_open else 0,
+        )
+        yield CounterMetricFamily(
+            "fleetconf_agent_watch_frames",
+            "Frames the watch stream brought (a version, or an interval).",
+            value=metrics.watch_frames,
         )
         yield CounterMetricFamily(
             "fleetconf_agent_hints_received",

@@ -115,8 +115,12 @@ class Agent:
         for loop in (CONTROLLER_LOOP, WORKER_LOOP, HINTS_LOOP, HIT_REPORT_LOOP):
             self.supervisor.register(loop)
         # None: Redis hints from the settings or the registration answer, if any. With
-        # long polls, hints are listened to only once a poll that asked to wait is not held.
-        self._hint_listener = HintListener(hints, settings.redis_url, wanted=not settings.long_poll)
+        # long polls, hints are listened to only once a poll that asked to wait is not held;
+        # with a watch stream, only once the controller refused it (and polls are not held).
+        watching = settings.watch
+        self._hint_listener = HintListener(
+            hints, settings.redis_url, wanted=not (settings.long_poll or watching)
+        )
         self.reconciler = Reconciler(
             backoff=_backoff(settings, rng),
             metrics=self.metrics,
@@ -133,6 +137,8 @@ class Agent:
             on_registered=self._hint_listener.identity_known,
         )
         self.controller_sync.held_poll.on_not_held(self._hint_listener.want)
+        if watching and not settings.long_poll:
+            self.controller_sync.watch.on_refused(self._hint_listener.want)
         self._lifecycle = Lifecycle.NEW
         self._clients: _Clients | None = None
         self._stop_requested = asyncio.Event()
@@ -183,7 +189,10 @@ class Agent:
     def hints_state(self) -> HintsState:
         listener = self._hint_listener
         return hints_state(
-            self._hint_task, listener.subscriber, held=listener.waiting_for_unheld_poll
+            self._hint_task,
+            listener.subscriber,
+            held=listener.waiting_for_unheld_poll,
+            watching=self.metrics.watch_open,
         )
 
     @property
@@ -278,6 +287,7 @@ class Agent:
         await self._end_tasks()
         await self._writer.close()
         self._storage.close()
+        await self.controller_sync.watch.close()
         if self._clients is not None:
             await self._clients.close()
         self._lifecycle = Lifecycle.STOPPED

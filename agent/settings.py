@@ -56,6 +56,10 @@ class AgentSettings(BaseSettings):
     # a change arrives on a connection already open, and the next poll confirms it.
     # false: plain polls every interval, cut short by hints.
     long_poll: bool = True
+    # Keep a watch stream open (GET /config/watch, a WebSocket): a change arrives as one
+    # frame and its confirmation goes back as one. false, or a controller that does not
+    # serve it: polls, held as AGENT_LONG_POLL says.
+    watch: bool = True
     # The status server (/healthz, /status, /metrics); AGENT_STATUS_PORT= (empty) turns it off.
     status_host: str = Field(default=DEFAULT_STATUS_HOST, min_length=1)
     status_port: int | None = Field(default=DEFAULT_STATUS_PORT, ge=1, le=65535)

@@ -60,6 +60,9 @@ class Counters:
     polls_200 = 0
     polls_304 = 0
     poll_errors = 0
+    # The watch streams' frames received and report frames sent (AGENT_WATCH).
+    frames = 0
+    reports = 0
 
 
 # [agent, version, time.time()] of each 200 an agent read (the change delivered to it),
@@ -89,6 +92,32 @@ def count_polls() -> None:
         return answer
 
     controller_client.ControllerClient.fetch_config = fetch_config  # type: ignore[method-assign]
+
+
+def count_watch_frames() -> None:
+    """Count the watch streams' frames and reports, and record a frame with a new
+    configuration as a delivery (benchmark instrumentation; a checkout whose agents have
+    no watch stream, --agent-code, is left as it is)."""
+    try:
+        from agent.holding import Holding
+        from agent.watch_stream import WatchStream
+    except ImportError:
+        return
+    take, send_report = Holding.take, WatchStream._send_report
+
+    async def counted_take(self: Any, answer: Any) -> Any:
+        if answer.watched:
+            Counters.frames += 1
+            if answer.config is not None:
+                RECEIVED.append([id(self), answer.version, time.time()])
+        return await take(self, answer)
+
+    async def counted_report(self: Any, ws: Any) -> None:
+        Counters.reports += 1
+        await send_report(self, ws)
+
+    Holding.take = counted_take  # type: ignore[method-assign]
+    WatchStream._send_report = counted_report  # type: ignore[method-assign]
 
 
 def parse_redis_in_python() -> None:
@@ -136,6 +165,8 @@ async def answer_driver(workers: S.StandInWorkers, agents: list[Agent]) -> None:
                     "polls_200": Counters.polls_200,
                     "polls_304": Counters.polls_304,
                     "poll_errors": Counters.poll_errors,
+                    "frames": Counters.frames,
+                    "reports": Counters.reports,
                     "applies": workers.applies,
                     "agents": len(agents),
                     "registered": sum(1 for a in agents if a.identity is not None),
@@ -169,6 +200,7 @@ SPEC_DEFAULTS: dict[str, Any] = {
     "event_loop": DEFAULT_EVENT_LOOP,
     "confirm_at_once": True,
     "long_poll": True,
+    "watch": True,
     "redis_parser": "hiredis",
     "switch_interval": 0.0,
 }
@@ -188,6 +220,7 @@ async def main(spec: dict[str, Any]) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     count_polls()
+    count_watch_frames()
     if spec["redis_parser"] == "python":
         parse_redis_in_python()
     workers = S.StandInWorkers()
@@ -210,7 +243,10 @@ async def main(spec: dict[str, Any]) -> None:
         for i in range(spec["first"], spec["first"] + spec["count"]):
             if stopping.is_set():
                 return
+            # An older checkout's agents (--agent-code) have no AGENT_WATCH.
+            watch = {"watch": spec["watch"]} if "watch" in AgentSettings.model_fields else {}
             settings = AgentSettings(
+                **watch,
                 controller_url=controllers[i % len(controllers)],
                 registration_token=spec["registration_token"],
                 worker_url=f"http://{S.LOOPBACK}:{port}/w/{i}",

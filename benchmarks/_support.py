@@ -533,14 +533,19 @@ def http_json(
 
 
 async def held_polls(http: aiohttp.ClientSession, base: str) -> int:
-    """The polls the controller at ``base`` holds (its fleetconf_controller_held_polls;
-    -1 when /metrics does not show it)."""
+    """The polls the controller at ``base`` holds and the watch streams it serves (its
+    fleetconf_controller_held_polls and fleetconf_controller_watch_streams; -1 when
+    /metrics shows neither)."""
     async with http.get(f"{base}/metrics") as resp:
         text = await resp.text()
-    for line in text.splitlines():
-        if line.startswith("fleetconf_controller_held_polls "):
-            return int(float(line.split()[1]))
-    return -1
+    found = [
+        int(float(line.split()[1]))
+        for line in text.splitlines()
+        if line.startswith(
+            ("fleetconf_controller_held_polls ", "fleetconf_controller_watch_streams ")
+        )
+    ]
+    return sum(found) if found else -1
 
 
 def shares(total: int, parts: int) -> list[int]:

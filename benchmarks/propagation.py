@@ -10,7 +10,8 @@ loop, with in-process stand-in workers that record ``time.time()`` of each apply
 i talks to replica i % R. Agents register gradually; once every worker holds version 1,
 the script publishes ``--changes`` new versions (POST /config, rotating over the
 replicas) and, per change, measures apply time - the time the POST's response was read,
-for every worker: p50/p95/p99/max, the agents' GET /config requests/s and the CPU used by
+for every worker: p50/p95/p99/max, the agents' GET /config requests/s (and watch stream
+frames) and the CPU used by
 each group of processes, and when GET /fleet shows every agent on the version. Appends
 the run to benchmarks/results/propagation.json (replacing an earlier run with the same
 agents/replicas/hints). ``--peer etcd`` measures etcd's fan-out right after
@@ -236,7 +237,12 @@ def count_log_lines(path: Path) -> dict[str, int]:
 async def gather_stats(hosts: list[Host]) -> dict[str, int]:
     answers = await asyncio.gather(*(h.stats() for h in hosts))
     keys = ("polls", "polls_200", "polls_304", "poll_errors", "applies", "agents", "registered")
-    return {k: sum(a[k] for a in answers) for k in keys}
+    # An older checkout's hosts (--agent-code) count no watch frames.
+    optional = ("frames", "reports")
+    return {
+        **{k: sum(a[k] for a in answers) for k in keys},
+        **{k: sum(a.get(k, 0) for a in answers) for k in optional},
+    }
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -310,6 +316,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "event_loop": args.loop,
                 "confirm_at_once": args.confirm_at_once,
                 "long_poll": args.long_poll,
+                "watch": args.watch,
                 "redis_parser": args.redis_parser,
                 "agent_code": args.agent_code,
             }
@@ -388,7 +395,7 @@ async def wait_registered(
         flush=True,
     )
     await asyncio.sleep(args.pause)
-    if args.long_poll and args.controller_workers == 1:
+    if (args.long_poll or args.watch) and args.controller_workers == 1:
         await wait_held(bases, n, timeout_seconds=interval + 30)
     return ramp_seconds
 
@@ -409,10 +416,16 @@ async def wait_held(bases: list[str], n: int, *, timeout_seconds: float) -> None
             held = sum([await S.held_polls(http, base) for base in bases])
             if held >= n:
                 waited = time.monotonic() - started
-                print(f"{held} of {n} polls held after {waited:.1f} s more", flush=True)
+                print(
+                    f"{held} of {n} polls held or streams open after {waited:.1f} s more",
+                    flush=True,
+                )
                 return
             await asyncio.sleep(1.0)
-    print(f"only {held} of {n} polls held after {timeout_seconds:.0f} s; measuring", flush=True)
+    print(
+        f"only {held} of {n} polls held or streams open after {timeout_seconds:.0f} s; measuring",
+        flush=True,
+    )
 
 
 async def measure(
@@ -504,6 +517,10 @@ async def measure(
             "poll_errors": after["poll_errors"] - before["poll_errors"],
             "controller_requests_per_second": round(polls / window, 1),
             "controller_requests_per_agent": round(polls / n, 3),
+            # The watch streams: frames the agents received, reports they sent.
+            "watch_frames": after["frames"] - before["frames"],
+            "watch_reports": after["reports"] - before["reports"],
+            "watch_reports_per_agent": round((after["reports"] - before["reports"]) / n, 3),
             "controller_cpu_seconds": cpu["controllers_cpu_seconds"],
             "hint_spread_seconds": hint_log.spreads.get(version) if hint_log else None,
             # Filled in while later changes run: GET /fleet shows every agent on it.
@@ -521,6 +538,7 @@ async def measure(
             f"(from send p99 {row['apply_from_post_sent']['p99_seconds']:.3f}; delivered p50 "
             f"{row['delivery']['p50_seconds']:.3f} p99 {row['delivery']['p99_seconds']:.3f})  "
             f"{polls} GET /config ({row['controller_requests_per_second']:.0f}/s)  "
+            f"{row['watch_frames']} frames, {row['watch_reports']} reports  "
             f"controller CPU {cpu['controllers_cpu_percent']} %  "
             f"agent hosts {row['agent_host_cpu_ms_per_apply']} ms CPU per apply",
             flush=True,
@@ -593,6 +611,7 @@ async def measure(
         "controller_requests_per_agent_median": _median_of(
             measured, "controller_requests_per_agent"
         ),
+        "watch_reports_per_agent_median": _median_of(measured, "watch_reports_per_agent"),
         "other_cpu_percent_median": S.median([ch["cpu"]["other_cpu_percent"] for ch in measured]),
         "spread": "fixed (fleet / rate)"
         if "fixed_spread" in (args.controller_whatif or "")
@@ -614,6 +633,7 @@ async def measure(
             "agent_host_event_loop": args.loop,
             "agents_confirm_at_once": args.confirm_at_once,
             "agents_long_poll": args.long_poll,
+            "agents_watch": args.watch,
             "agents_redis_parser": args.redis_parser,
             "agent_code": args.agent_code or "this checkout",
             "controller_code": args.controller_code or "this checkout",
@@ -891,8 +911,10 @@ async def run_with_peer(args: argparse.Namespace) -> dict[str, Any]:
 
 # --sitting's variants: what each changes from fleetconf as committed (or etcd's run).
 SITTING_VARIANTS = {
-    "adaptive": "fleetconf as committed (agents on uvloop, held polls, confirming at once)",
-    "hinted": "agents without held polls (AGENT_LONG_POLL=false): a hint, then a fetch",
+    "adaptive": "fleetconf as committed (agents on uvloop, watch streams, confirming at once)",
+    "held": "agents polling instead of watching (AGENT_WATCH=false): held polls",
+    "hinted": "agents polling without holding (AGENT_WATCH=false, AGENT_LONG_POLL=false): "
+    "a hint, then a fetch",
     "fixed": "the hint spread before it followed the measured service rate",
     "unconfirmed": "agents report an apply on their next poll only (before confirmation)",
     "unwatched": "no GET /fleet while changes run (the driver's watch of confirmation off)",
@@ -924,6 +946,7 @@ def variant_args(args: argparse.Namespace, variant: str) -> argparse.Namespace:
     if variant == "unwatched":
         out.confirm_timeout = 0.0
     out.long_poll = args.long_poll and variant != "hinted"
+    out.watch = args.watch and variant not in ("held", "hinted")
     if variant in ("asyncio", "etcd_asyncio", "previous_agent"):
         out.loop = "asyncio"
     if variant in ("no_hiredis", "previous_agent"):
@@ -1139,6 +1162,12 @@ def _parser() -> argparse.ArgumentParser:
         dest="long_poll",
         action="store_false",
         help="agents do not ask the controller to hold their polls (AGENT_LONG_POLL=false)",
+    )
+    parser.add_argument(
+        "--no-watch",
+        dest="watch",
+        action="store_false",
+        help="agents poll instead of keeping a watch stream open (AGENT_WATCH=false)",
     )
     parser.add_argument(
         "--no-hints", action="store_true", help="no Redis: agents converge by polling"

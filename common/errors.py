@@ -11,6 +11,7 @@
     ├── PayloadTooLarge             413
     ├── UnsupportedMediaType        415
     ├── ValidationFailed            422  well-formed but invalid; lists the errors
+    ├── UpgradeRequired             426  a WebSocket endpoint asked without the upgrade
     ├── TooManyRequests             429  carries Retry-After
     ├── UpstreamError               502  the worker's configured URL failed
     ├── Unavailable                 503  a part we depend on is down, or nothing is configured
@@ -94,6 +95,10 @@ class UnsupportedMediaType(FleetconfError):
 
 class ValidationFailed(FleetconfError):
     status, title, slug = 422, "Unprocessable Content", "validation-failed"
+
+
+class UpgradeRequired(FleetconfError):
+    status, title, slug = 426, "Upgrade Required", "upgrade-required"
 
 
 class TooManyRequests(FleetconfError):

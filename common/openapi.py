@@ -9,11 +9,9 @@ served from the ``swagger-ui-py`` package, so ``/docs`` works without a network.
 
 from __future__ import annotations
 
-import importlib.util
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Protocol, cast
 
 from aiohttp import web
@@ -22,7 +20,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from common.constants import JSON_MEDIA_TYPE, PROBLEM_MEDIA_TYPE
-from common.errors import PROBLEM_TYPE_BASE, FleetconfError, NotFound
+from common.errors import PROBLEM_TYPE_BASE, FleetconfError
 from common.models import ProblemDetails
 from common.problem import problem_handler
 
@@ -126,6 +124,9 @@ class Operation:
     request_model: type[BaseModel] | None = None
     parameters: tuple[Parameter, ...] = ()
     responses: tuple[Response, ...] = ()
+    # A WebSocket's messages after the upgrade, by direction ("server" sends, "client"
+    # sends): documented as x-websocket-messages, their schemas as components.
+    messages: tuple[tuple[Literal["server", "client"], type[BaseModel]], ...] = ()
 
     def __post_init__(self) -> None:
         if self.roles and self.security:
@@ -205,12 +206,20 @@ def _model_example(model: type[BaseModel]) -> Any:
     return None
 
 
+# A message the server sends is documented as serialized, one it reads as validated.
+_MESSAGE_MODES: Mapping[str, Literal["validation", "serialization"]] = {
+    "server": "serialization",
+    "client": "validation",
+}
+
+
 def _schemas(operations: Sequence[Operation]) -> tuple[dict[Any, Any], dict[str, Any]]:
     pairs: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = []
     for op in operations:
         if op.request_model is not None:
             pairs.append((op.request_model, "validation"))
         pairs.extend((r.model, "serialization") for r in op.responses if r.model is not None)
+        pairs.extend((model, _MESSAGE_MODES[side]) for side, model in op.messages)
     unique = list(dict.fromkeys(pairs))
     refs, top = models_json_schema(unique, ref_template=REF_TEMPLATE)
     defs: dict[str, Any] = top.get("$defs", {})
@@ -300,6 +309,14 @@ def _operation_doc(op: Operation, refs: Mapping[Any, Any]) -> dict[str, Any]:
             }
             for p in op.parameters
         ]
+    if op.messages:
+        doc["x-websocket-messages"] = {
+            side: {
+                "schema": refs[(model, _MESSAGE_MODES[side])],
+                "example": _model_example(model),
+            }
+            for side, model in op.messages
+        }
     if op.request_model is not None:
         doc["requestBody"] = {
             "required": True,
@@ -348,52 +365,3 @@ def build_openapi(
             "securitySchemes": {k: dict(v) for k, v in security_schemes.items()},
         },
     }
-
-
-def swagger_ui_static_dir() -> Path:
-    spec = importlib.util.find_spec("swagger_ui")
-    if spec is None or spec.origin is None:
-        raise RuntimeError("the swagger-ui-py package is not installed")
-    return Path(spec.origin).parent / "static"
-
-
-DOCS_HTML = """<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <title>{title}</title>
-  <link rel="stylesheet" href="/docs/static/swagger-ui.css">
-  <link rel="icon" type="image/png" href="/docs/static/favicon-32x32.png">
-</head>
-<body>
-  <div id="swagger-ui"></div>
-  <script src="/docs/static/swagger-ui-bundle.js"></script>
-  <script>
-    window.ui = SwaggerUIBundle({{url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true}});
-  </script>
-</body>
-</html>
-"""
-
-
-def add_docs_routes(app: web.Application, document: Mapping[str, Any]) -> None:
-    """Serve ``/openapi.json`` and Swagger UI at ``/docs`` from the packaged assets."""
-    page = DOCS_HTML.format(title=f"{document['info']['title']} API")
-
-    async def openapi_json(request: web.Request) -> web.Response:
-        return web.json_response(document)
-
-    async def docs(request: web.Request) -> web.Response:
-        return web.Response(text=page, content_type="text/html")
-
-    assets = {path.name: path for path in swagger_ui_static_dir().iterdir() if path.is_file()}
-
-    async def asset(request: web.Request) -> web.StreamResponse:
-        path = assets.get(request.match_info["name"])
-        if path is None:
-            raise NotFound(f"No asset {request.match_info['name']!r} in Swagger UI.")
-        return web.FileResponse(path)
-
-    app.router.add_get("/openapi.json", problem_handler(openapi_json), name="openapi")
-    app.router.add_get("/docs", problem_handler(docs), name="docs")
-    app.router.add_get("/docs/static/{name}", problem_handler(asset), name="docs-static")

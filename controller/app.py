@@ -48,6 +48,7 @@ from controller.staged_driver import Announcer, StagedDriver
 from controller.staged_view import StagedFollower
 from controller.store import FleetRow
 from controller.throttle import FailureThrottle
+from controller.watches import Watches
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -97,6 +98,11 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
         default_poll_interval_seconds=app[keys.SETTINGS].poll_interval_seconds,
     )
     app[keys.STAGED_FOLLOWER] = follower
+    # A revoked agent's watch stream checks its token at once, and closes.
+    held = cache.held
+    app[keys.AGENT_TOKENS].on_forget(
+        lambda agent_id: held.wake_streams() if agent_id is None else held.wake_stream(agent_id.int)
+    )
     await cache.refresh()
     app[keys.CACHE] = cache
     task = app[keys.SUPERVISOR].start(
@@ -227,6 +233,7 @@ async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
         throttle=app[keys.AUTH_THROTTLE],
         confirmations=app[keys.LEDGER].confirmations,
         registration_counts=app[keys.REGISTRATIONS].counts,
+        watches=app[keys.WATCHES],
         worker_index=app[keys.WORKER_INDEX],
         workers=app[keys.SETTINGS].workers,
     )
@@ -277,6 +284,7 @@ def create_app(settings: ControllerSettings, *, worker_index: int = 0) -> web.Ap
         window_seconds=settings.auth_failure_window_seconds,
     )
     app[keys.CLIENT_ADDRESSES] = ClientAddresses(settings.trusted_proxy_networks)
+    app[keys.WATCHES] = Watches()
     app.cleanup_ctx.extend(
         [
             database_ctx,
@@ -296,7 +304,7 @@ def create_app(settings: ControllerSettings, *, worker_index: int = 0) -> web.Ap
 
 
 async def _answer_held_polls(app: web.Application) -> None:
-    """Stopping: every held poll is answered now (304), so the shutdown does not wait
-    for them, and no more are held."""
+    """Stopping: every held poll is answered now (304) and every watch stream closed
+    (1001), so the shutdown does not wait for them, and no more are held."""
     if keys.CACHE in app:
         app[keys.CACHE].held.close()

@@ -71,6 +71,7 @@ ADMIN = (Role.ADMIN,)
 ADMIN_READERS = (Role.ADMIN, Role.VIEWER)
 REGISTRARS = (Role.REGISTRATION, Role.ADMIN)
 CONFIG_READERS = (Role.AGENT, Role.REGISTRATION, Role.ADMIN)
+AGENTS = (Role.AGENT,)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -167,6 +168,12 @@ class AgentTokens:
         self.unknown = UnknownAgents()
         # One read per agent id at a time, whoever asks meanwhile; ids read in groups.
         self._reads = CredentialLookups(database)
+        # Called with an agent id when this replica revoked it, None when one was revoked
+        # elsewhere (its verification is forgotten: streams check their tokens again).
+        self._on_forget: list[Callable[[uuid.UUID | None], None]] = []
+
+    def on_forget(self, callback: Callable[[uuid.UUID | None], None]) -> None:
+        self._on_forget.append(callback)
 
     def verify_cached(self, token: str) -> Principal | None:
         """The agent's principal if the token matches a credential verified recently;
@@ -229,11 +236,15 @@ class AgentTokens:
         self._verified.pop(agent_id, None)
         self.unknown.add(agent_id)
         self._by_prefix = {k: v for k, v in self._by_prefix.items() if v[0].agent_id != agent_id}
+        for callback in self._on_forget:
+            callback(agent_id)
 
     def forget_all(self) -> None:
         """Stop trusting every cached credential (an agent was revoked elsewhere)."""
         self._verified.clear()
         self._by_prefix.clear()
+        for callback in self._on_forget:
+            callback(None)
 
 
 AddressOf = Callable[["web.Request"], str]

@@ -20,6 +20,10 @@ What a held poll may cost is bounded:
 - The configuration is answered only to a token still valid when the change comes: a
   revoked agent's held poll is refused (401), never handed the new version.
 - At shutdown every held poll is answered 304 at once and no more are held.
+
+Watch streams (:mod:`controller.watch_api`) wait here too, in a table of their own:
+a change wakes them like held polls, and together they count against
+``CONTROLLER_MAX_HELD_POLLS``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+from collections.abc import Coroutine
+from typing import Any
 
 # ``Prefer: wait=N``: the first "wait" preference, among others, any case.
 _WAIT = re.compile(r"(?:^|[,;])\s*wait\s*=\s*\"?(\d{1,6})\"?\s*(?:[,;]|$)", re.IGNORECASE)
@@ -55,6 +61,8 @@ class HeldPolls:
         self.max_held = max_held
         self._rng = rng or random.Random()
         self._held: dict[int, asyncio.Future[bool]] = {}
+        # The watch streams' waits, one per agent.
+        self._streams: dict[int, asyncio.Future[bool]] = {}
         self._closed = False
         # A release is scheduled for the next turn of the event loop.
         self._releasing = False
@@ -64,38 +72,58 @@ class HeldPolls:
     def __len__(self) -> int:
         return len(self._held)
 
+    @property
+    def streams(self) -> int:
+        """Watch streams waiting for a change."""
+        return len(self._streams)
+
+    @property
+    def closed(self) -> bool:
+        """The process stops: nothing more is held."""
+        return self._closed
+
+    def admit_stream(self) -> bool:
+        """Whether one more watch stream may wait here (False counts a refusal)."""
+        if self._closed or len(self._held) + len(self._streams) >= self.max_held:
+            self.refused += 1
+            return False
+        return True
+
     def hold_seconds(self, asked: int) -> float:
         """How long to hold a poll that asked ``asked`` seconds: 0 when it is not held."""
         if self._closed or self.max_wait_seconds <= 0:
             return 0.0
-        if len(self._held) >= self.max_held:
+        if len(self._held) + len(self._streams) >= self.max_held:
             self.refused += 1
             return 0.0
         seconds = min(asked, self.max_wait_seconds)
         return seconds * (1.0 - HELD_POLL_JITTER_FRACTION * self._rng.random())
 
-    async def wait(self, agent_key: int, seconds: float) -> bool:
+    def wait(self, agent_key: int, seconds: float) -> Coroutine[Any, Any, bool]:
         """Wait until a change (True) or ``seconds`` passed, another poll of the same
         agent came or the process stops (False)."""
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[bool] = loop.create_future()
-        earlier = self._held.get(agent_key)
-        if earlier is not None and not earlier.done():
-            earlier.set_result(False)
-        self._held[agent_key] = waiter
-        timer = loop.call_later(seconds, _resolve, waiter, False)
-        try:
-            return await waiter
-        finally:
-            timer.cancel()
-            if self._held.get(agent_key) is waiter:
-                del self._held[agent_key]
+        return _wait(self._held, agent_key, seconds)
+
+    def wait_stream(self, agent_key: int, seconds: float) -> Coroutine[Any, Any, bool]:
+        """A watch stream's wait: as :meth:`wait`, and :meth:`wake_stream` ends it too."""
+        return _wait(self._streams, agent_key, seconds)
+
+    def wake_stream(self, agent_key: int) -> None:
+        """Wake one agent's watch stream (to check its token again, say)."""
+        waiter = self._streams.get(agent_key)
+        if waiter is not None:
+            _resolve(waiter, False)
+
+    def wake_streams(self) -> None:
+        """Wake every watch stream."""
+        for waiter in list(self._streams.values()):
+            _resolve(waiter, False)
 
     def changed(self) -> None:
         """What some agents are served changed: every held poll looks again, at the next
         turn of the event loop. The change's own handler goes on first: a POST /config
         sends its hint to the other replicas before this one answers its held polls."""
-        if not self._releasing and self._held:
+        if not self._releasing and (self._held or self._streams):
             self._releasing = True
             asyncio.get_running_loop().call_soon(self._release, True)
 
@@ -107,8 +135,27 @@ class HeldPolls:
     def _release(self, changed: bool) -> None:
         self._releasing = False
         held, self._held = self._held, {}
+        streams, self._streams = self._streams, {}
         for waiter in held.values():
             _resolve(waiter, changed)
+        for waiter in streams.values():
+            _resolve(waiter, changed)
+
+
+async def _wait(table: dict[int, asyncio.Future[bool]], agent_key: int, seconds: float) -> bool:
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[bool] = loop.create_future()
+    earlier = table.get(agent_key)
+    if earlier is not None and not earlier.done():
+        earlier.set_result(False)
+    table[agent_key] = waiter
+    timer = loop.call_later(seconds, _resolve, waiter, False)
+    try:
+        return await waiter
+    finally:
+        timer.cancel()
+        if table.get(agent_key) is waiter:
+            del table[agent_key]
 
 
 def _resolve(waiter: asyncio.Future[bool], changed: bool) -> None:

@@ -25,6 +25,7 @@ from controller.settings import ControllerSettings
 from controller.staged_driver import StagedDriver
 from controller.staged_view import StagedFollower
 from controller.throttle import FailureThrottle
+from controller.watches import Watches
 
 SETTINGS: Final = web.AppKey("settings", ControllerSettings)
 DATABASE: Final = web.AppKey("database", Database)
@@ -48,3 +49,4 @@ FLEET_COUNTS: Final = web.AppKey("fleet_counts", FleetCountsCache)
 WORKER_INDEX: Final = web.AppKey("worker_index", int)
 STAGED_DRIVER: Final = web.AppKey("staged_driver", StagedDriver)
 STAGED_FOLLOWER: Final = web.AppKey("staged_follower", StagedFollower)
+WATCHES: Final = web.AppKey("watches", Watches)

@@ -28,6 +28,7 @@ from controller.fleet_counts import FleetCountsCache
 from controller.hints import HintPublisher
 from controller.registration_batch import BatchCounts
 from controller.throttle import FailureThrottle
+from controller.watches import Watches
 
 
 class ControllerMetrics:
@@ -43,6 +44,7 @@ class ControllerMetrics:
         throttle: FailureThrottle,
         confirmations: Confirmations | None = None,
         registration_counts: BatchCounts | None = None,
+        watches: Watches | None = None,
         worker_index: int = 0,
         workers: int = 1,
     ) -> None:
@@ -54,6 +56,7 @@ class ControllerMetrics:
         self._throttle = throttle
         self._confirmations = confirmations
         self._registration_counts = registration_counts or BatchCounts()
+        self._watches = Watches() if watches is None else watches
         # Answers by HTTP status; the success statuses are there from the start.
         self.registrations: Counter[int] = Counter({201: 0})
         self.config_posts: Counter[int] = Counter({200: 0, 201: 0})
@@ -104,10 +107,11 @@ class ControllerMetrics:
         )
         yield CounterMetricFamily(
             "fleetconf_controller_held_polls_refused",
-            "Polls that asked to wait and were answered at once: CONTROLLER_MAX_HELD_POLLS "
-            "were held.",
+            "Polls that asked to wait and were answered at once, and watch streams refused "
+            "(503): CONTROLLER_MAX_HELD_POLLS were held.",
             value=held.refused,
         )
+        yield from _watch_metrics(self._watches)
         publisher = self._publisher
         yield CounterMetricFamily(
             "fleetconf_controller_hints_published",
@@ -209,3 +213,26 @@ def _agents(fleet: FleetCounts) -> GaugeMetricFamily:
     family.add_metric([AgentState.STALE.value], fleet.stale)
     family.add_metric([AgentState.AHEAD.value], fleet.ahead)
     return family
+
+
+def _watch_metrics(watches: Watches) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "fleetconf_controller_watch_streams",
+        "GET /config/watch streams this process serves.",
+        value=len(watches),
+    )
+    yield CounterMetricFamily(
+        "fleetconf_controller_watch_frames_sent",
+        "Frames this process sent on watch streams (a change, or an interval).",
+        value=watches.frames_sent,
+    )
+    yield CounterMetricFamily(
+        "fleetconf_controller_watch_reports",
+        "Agents' reports read on watch streams and recorded.",
+        value=watches.reports,
+    )
+    yield CounterMetricFamily(
+        "fleetconf_controller_watch_reports_refused",
+        "Watch streams closed for a report that could not be read or came too fast.",
+        value=watches.refused_reports,
+    )

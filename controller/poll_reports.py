@@ -4,6 +4,7 @@ worker's /hit counts, read from the ``GET /config`` headers into the ledger."""
 from __future__ import annotations
 
 import re
+import uuid
 
 from aiohttp import web
 from multidict import istr
@@ -67,6 +68,26 @@ def record_sighting(request: web.Request, principal: Principal, served: int) -> 
     if hits is not None:
         _record_hits(ledger, hits, served)
     return applied
+
+
+def note_report(
+    ledger: Ledger,
+    agent_id: uuid.UUID,
+    served: int,
+    *,
+    applied: int | None,
+    drift: bool,
+    failed: str | None,
+    hits: str | None,
+) -> None:
+    """Record what an agent's watch stream reported (record_sighting's work, for a
+    frame): an apply failure or hit counts that cannot be read are ignored."""
+    report = None if failed is None else parse_apply_failed(failed)
+    ledger.record(agent_id, applied, drift, report)
+    if applied is not None and served < applied <= served + MAX_VERSIONS_AHEAD:
+        ledger.note_ahead(applied)
+    if hits is not None:
+        _record_hits(ledger, hits, served)
 
 
 def _record_hits(ledger: Ledger, raw: str, served: int) -> None:

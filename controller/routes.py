@@ -11,7 +11,8 @@ from aiohttp import hdrs, web
 from common.auth import bearer_token
 from common.errors import Unauthorized
 from common.metadata import package_version
-from common.openapi import Operation, add_docs_routes, add_operations, build_openapi
+from common.openapi import Operation, add_operations, build_openapi
+from common.openapi_docs import add_docs_routes
 from common.problem import add_problem_fallbacks
 from controller import (
     agents_api,
@@ -24,6 +25,7 @@ from controller import (
     rollout_api,
     settings_api,
     staged_api,
+    watch_api,
     whoami_api,
 )
 from controller.console import add_console_routes
@@ -33,6 +35,7 @@ from controller.credentials import Principal, Role
 OPERATIONS: Final[tuple[Operation, ...]] = (
     agents_api.REGISTER,
     *config_api.OPERATIONS,
+    *watch_api.OPERATIONS,
     *history_api.OPERATIONS,
     *rollout_api.OPERATIONS,
     *staged_api.OPERATIONS,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -50,3 +51,19 @@ class Snapshot:
         if self.report_interval_seconds is not None:
             pairs.append((istr(HEADER_REPORT_INTERVAL_SECONDS), str(self.report_interval_seconds)))
         return CIMultiDictProxy(CIMultiDict(pairs))
+
+    def watch_frame(self, *, with_config: bool) -> bytes:
+        """This snapshot as a watch stream's frame (common.watch.ServedFrame), encoded
+        once per snapshot however many agents watch: with the configuration, or without
+        it (an interval changed, or the agent holds this ETag already)."""
+        return self._watch_frames[0 if with_config else 1]
+
+    @functools.cached_property
+    def _watch_frames(self) -> tuple[bytes, bytes]:
+        report = "null" if self.report_interval_seconds is None else self.report_interval_seconds
+        head = (
+            f'{{"version":{self.version},"etag":{json.dumps(self.etag)},'
+            f'"poll_interval_seconds":{self.poll_interval_seconds},'
+            f'"report_interval_seconds":{report},"config":'
+        ).encode()
+        return head + self.body + b"}", head + b"null}"

@@ -16,11 +16,11 @@ from common.openapi import (
     Operation,
     Parameter,
     Response,
-    add_docs_routes,
     add_operations,
     build_openapi,
     problem,
 )
+from common.openapi_docs import add_docs_routes
 from common.problem import add_problem_fallbacks
 from worker.constants import (
     DEFAULT_UPSTREAM_CONTENT_TYPE,

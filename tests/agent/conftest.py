@@ -73,7 +73,10 @@ def state_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def make_settings(state_dir: Path, closed_port_url: str) -> MakeSettings:
-    """Agent settings for tests: nothing reachable unless overridden, small backoff."""
+    """Agent settings for tests: nothing reachable unless overridden, small backoff.
+    Polls, not the watch stream (AGENT_WATCH), unless asked: most tests here pin down
+    the poll path, which agents take when the stream is off or refused; the stream's own
+    tests (test_watch_stream.py) ask for it."""
 
     def make(**overrides: Any) -> AgentSettings:
         values: dict[str, Any] = {
@@ -85,6 +88,7 @@ def make_settings(state_dir: Path, closed_port_url: str) -> MakeSettings:
             "backoff_max_seconds": 0.08,
             "request_timeout_seconds": 5,
             "hostname": "edge-test-01",
+            "watch": False,
             "_env_file": None,
         }
         values.update(overrides)

@@ -1,9 +1,10 @@
 """Two controller replicas, Redis hints and two agents, as real processes, with faults.
 
 Redis is a private redis-server that the test kills and restarts; PostgreSQL is a
-throwaway database. Each agent talks to its own replica. Each test runs twice: with the
-agents' polls held (the default: the replicas hear hints, the agents do not subscribe)
-and with AGENT_LONG_POLL=false (the agents subscribe and fetch on a hint).
+throwaway database. Each agent talks to its own replica. Each test runs three times:
+with the agents' watch streams (the default: the replicas hear hints, the agents do not
+subscribe), with their polls held instead (AGENT_WATCH=false: likewise), and with
+AGENT_WATCH=false and AGENT_LONG_POLL=false (the agents subscribe and fetch on a hint).
 """
 
 from __future__ import annotations
@@ -82,11 +83,12 @@ class Fleet:
             ignoring=ConnectionTrouble,
         )
 
-    async def holds_a_poll(self, replica: ServiceProcess) -> bool:
-        """The replica holds its agent's poll (fleetconf_controller_held_polls is 1)."""
+    async def holds_its_agent(self, replica: ServiceProcess, gauge: str) -> bool:
+        """The replica holds its agent's poll or serves its watch stream (``gauge``, the
+        held polls' or the streams', is 1)."""
         async with self.http.get(f"{replica.url}/metrics") as r:
             text = await r.text()
-        return "\nfleetconf_controller_held_polls 1.0\n" in text
+        return f"\n{gauge} 1.0\n" in text
 
     async def serves(self, replica: ServiceProcess, version: int) -> bool:
         async with self.http.get(f"{replica.url}/config", headers=ADMIN) as r:
@@ -97,7 +99,16 @@ def _subscriptions(service: ServiceProcess) -> int:
     return service.log_text().count("hints.subscribed")
 
 
-@pytest.fixture(params=["long_poll", "hints"])
+# How each run's agents follow the controller: their settings, and the gauge of the
+# replica that counts them once they wait for a change (None: they subscribe to hints).
+AGENT_MODES = {
+    "watch": ({}, "fleetconf_controller_watch_streams"),
+    "long_poll": ({"AGENT_WATCH": "false"}, "fleetconf_controller_held_polls"),
+    "hints": ({"AGENT_WATCH": "false", "AGENT_LONG_POLL": "false"}, None),
+}
+
+
+@pytest.fixture(params=list(AGENT_MODES))
 async def fleet(
     request: pytest.FixtureRequest,
     processes: ProcessGroup,
@@ -107,8 +118,9 @@ async def fleet(
     tmp_path: Path,
 ) -> Fleet:
     """Two replicas with hints, two agents (one per replica): every replica subscribed,
-    and every agent too (AGENT_LONG_POLL=false) or its poll held by its replica."""
-    long_poll = request.param == "long_poll"
+    and every agent too (hints) or its stream served or poll held by its replica."""
+    agent_env, gauge = AGENT_MODES[request.param]
+    subscribing = gauge is None
     redis_env = {"CONTROLLER_REDIS_URL": private_redis.url}
     replicas = [
         processes.controller(
@@ -134,27 +146,28 @@ async def fleet(
             worker_token=WORKER_TOKEN,
             state_dir=tmp_path / f"agent-{n}",
             name=f"agent-{n}",
-            env={"AGENT_LOG_LEVEL": "INFO", "AGENT_LONG_POLL": str(long_poll).lower()},
+            env={"AGENT_LOG_LEVEL": "INFO", **agent_env},
         )
         edges.append(Edge(worker=worker, agent=agent))
     await asyncio.gather(*(s.start() for e in edges for s in (e.worker, e.agent)))
-    listening = [*replicas] if long_poll else [*replicas, *(e.agent for e in edges)]
+    listening = [*replicas, *(e.agent for e in edges)] if subscribing else [*replicas]
     fleet = Fleet(replicas=replicas, edges=edges, http=http, listening=listening)
     await wait_until(
         lambda: all(_subscriptions(s) >= 1 for s in listening),
         timeout_seconds=SETTLE_TIMEOUT_SECONDS,
         what="replicas (and agents without long polls) subscribed to the hint channel",
     )
-    if long_poll:
+    if gauge is not None:
         await fleet.publish(replicas[0], "https://example.org/0")
 
-        async def every_poll_held() -> bool:
-            return all(await asyncio.gather(*(fleet.holds_a_poll(r) for r in replicas)))
+        async def every_agent_held() -> bool:
+            held = await asyncio.gather(*(fleet.holds_its_agent(r, gauge) for r in replicas))
+            return all(held)
 
         await wait_until(
-            every_poll_held,
+            every_agent_held,
             timeout_seconds=SETTLE_TIMEOUT_SECONDS,
-            what="each replica holds its agent's poll",
+            what=f"each replica holds its agent ({gauge} is 1)",
         )
         assert all(_subscriptions(e.agent) == 0 for e in edges)
     return fleet

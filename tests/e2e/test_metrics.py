@@ -91,7 +91,7 @@ async def test_a_hinted_change_shows_in_every_services_metrics(
         worker_url=worker.url,
         worker_token=WORKER_TOKEN,
         state_dir=tmp_path / "agent-state",
-        env={"AGENT_LONG_POLL": "false"},
+        env={"AGENT_WATCH": "false", "AGENT_LONG_POLL": "false"},
     )
     await controller.start()
     await worker.start()

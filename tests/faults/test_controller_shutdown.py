@@ -177,3 +177,49 @@ async def test_sigterm_answers_held_polls_at_once_and_exits_promptly(
     assert {status for status, _ in answers} == {304}
     assert max(at for _, at in answers) - sigterm_at < HELD_EXIT_SECONDS
     assert exited_after < HELD_EXIT_SECONDS
+
+
+async def test_sigterm_closes_watch_streams_at_once_and_exits_promptly(
+    processes: ProcessGroup, postgres_url: str
+) -> None:
+    """Agents' watch streams do not hold a stopping controller back: SIGTERM closes each
+    with 1001 (going away) at once and the process exits 0 within a few seconds."""
+    controller = processes.controller(
+        database_url=postgres_url, admin_token=ADMIN_TOKEN, registration_token=REGISTRATION_TOKEN
+    )
+    await controller.start()
+    controller_url = str(controller.url)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            f"{controller_url}/config", json={"url": "https://watched.example/"}, headers=ADMIN
+        ) as r:
+            assert r.status == 201
+        agents = [await _registered(session, controller_url) for _ in range(HELD_AGENTS)]
+        streams = [
+            await session.ws_connect(
+                f"{controller_url}/config/watch",
+                headers={"Authorization": headers["Authorization"]},
+            )
+            for headers in agents
+        ]
+        for ws in streams:
+            first = await ws.receive(timeout=5)
+            assert first.type is aiohttp.WSMsgType.TEXT
+
+        async def closing_code(ws: aiohttp.ClientWebSocketResponse) -> tuple[int, float]:
+            message = await ws.receive(timeout=SHUTDOWN_TIMEOUT_SECONDS + 5)
+            assert message.type is aiohttp.WSMsgType.CLOSE, message
+            return int(message.data), time.monotonic()
+
+        closed = [asyncio.create_task(closing_code(ws)) for ws in streams]
+        controller.send_signal(signal.SIGTERM)
+        sigterm_at = time.monotonic()
+        codes = await asyncio.gather(*closed)
+        exit_status = await controller.wait_exit(HELD_EXIT_SECONDS)
+        exited_after = time.monotonic() - sigterm_at
+        for ws in streams:
+            await ws.close()
+    assert exit_status == 0, controller.log_tail()
+    assert {code for code, _ in codes} == {1001}
+    assert max(at for _, at in codes) - sigterm_at < HELD_EXIT_SECONDS
+    assert exited_after < HELD_EXIT_SECONDS

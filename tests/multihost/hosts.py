@@ -344,8 +344,8 @@ class MultiHostBuilder:
     async def start(
         self, *, poll_interval_seconds: int, agent_extra: Mapping[str, str]
     ) -> AsyncIterator[MultiHost]:
-        """Every host and service started, the agents registered and their polls held by
-        the controller (they long-poll; they would listen for hints otherwise).
+        """Every host and service started, the agents registered and their watch streams
+        open on the controller (they would poll, then listen for hints, otherwise).
 
         ``agent_extra``: settings given to every agent beyond what .env.edge.example and
         docker-compose.edge.yml give it (docs/configuration.md documents every one).
@@ -402,19 +402,19 @@ class MultiHostBuilder:
 
 async def _start(fleet: MultiHost) -> None:
     """Redis and the controller, then every worker and agent at once; wait until the
-    controller holds every agent's poll (each registered, fetched and asked again)."""
+    controller serves every agent's watch stream (each registered and watching)."""
     await fleet.redis.start()
     await fleet.controller.start()
     await asyncio.gather(*(edge.worker.start() for edge in fleet.edges))
     await asyncio.gather(*(edge.agent.start() for edge in fleet.edges))
     await wait_until(
-        partial(_holds_every_poll, fleet),
+        partial(_watches_every_agent, fleet),
         timeout_seconds=SETTLE_TIMEOUT_SECONDS,
-        what="the controller holds every edge agent's poll",
+        what="the controller serves every edge agent's watch stream",
     )
 
 
-async def _holds_every_poll(fleet: MultiHost) -> bool:
+async def _watches_every_agent(fleet: MultiHost) -> bool:
     async with fleet.admin.get(f"{fleet.controller_url}/metrics") as resp:
         text = await resp.text()
-    return f"\nfleetconf_controller_held_polls {float(len(fleet.edges))}\n" in text
+    return f"\nfleetconf_controller_watch_streams {float(len(fleet.edges))}\n" in text

@@ -147,8 +147,9 @@ def _agent_settings(controller: Client, worker: Client, state_dir: Path, **kw: A
         "backoff_max_seconds": 0.1,
         "hostname": "edge-secret-01",
         "log_level": "DEBUG",
-        # Subscribed to Redis (with its password) from the start, not only once a poll
-        # is not held: the subscription's logs are under test too.
+        # Subscribed to Redis (with its password) from the start, not only once a stream
+        # or a poll is refused: the subscription's logs are under test too.
+        "watch": False,
         "long_poll": False,
         "_env_file": None,
     }

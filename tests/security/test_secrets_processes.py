@@ -72,7 +72,7 @@ def _controller(
     return group.add("controller", "controller", env=env, url=f"http://{LOOPBACK}:{port}")
 
 
-def _worker(group: ProcessGroup, secrets: Path) -> ServiceProcess:
+def _worker(group: ProcessGroup, secrets: Path, name: str = "worker") -> ServiceProcess:
     port = free_port()
     env = {
         "WORKER_HOST": LOOPBACK,
@@ -80,7 +80,7 @@ def _worker(group: ProcessGroup, secrets: Path) -> ServiceProcess:
         "WORKER_TOKEN_FILE": _secret_file(secrets, "worker", WORKER_TOKEN),
         "WORKER_LOG_LEVEL": "DEBUG",
     }
-    return group.add("worker", "worker", env=env, url=f"http://{LOOPBACK}:{port}")
+    return group.add(name, "worker", env=env, url=f"http://{LOOPBACK}:{port}")
 
 
 def _agent(
@@ -92,6 +92,7 @@ def _agent(
     registration_token: str,
     worker_token: str,
     directory: Path,
+    watch: bool = False,
 ) -> ServiceProcess:
     env = {
         "AGENT_CONTROLLER_URL": str(controller.url),
@@ -105,7 +106,9 @@ def _agent(
         "AGENT_BACKOFF_MAX_SECONDS": "0.5",
         "AGENT_HOSTNAME": name,
         "AGENT_LOG_LEVEL": "DEBUG",
-        # Subscribed to Redis (with its password) from the start: its logs are under test.
+        # Without a watch stream, subscribed to Redis (with its password) from the start:
+        # its logs are under test. With one, the stream's are.
+        "AGENT_WATCH": str(watch).lower(),
         "AGENT_LONG_POLL": "false",
         "AGENT_STATUS_HOST": LOOPBACK,
         "AGENT_STATUS_PORT": str(status_port := free_port()),
@@ -145,9 +148,10 @@ async def _send_wrong_tokens(
 async def test_secrets_from_files_never_reach_the_logs(
     tmp_path: Path, private_redis: PrivateRedis, http: aiohttp.ClientSession
 ) -> None:
-    """Controller, worker, agent and an intruder agent with wrong tokens, all at DEBUG, a
-    Redis with a password that then dies: the fleet converges through the *_FILE
-    secrets, and no secret appears in any log, nor in the agents' /status and /metrics."""
+    """Controller, worker, agent (subscribed to hints), a watching agent (its own worker)
+    and an intruder agent with wrong tokens, all at DEBUG, a Redis with a password that
+    then dies: the fleet converges through the *_FILE secrets, and no secret appears in
+    any log, nor in the agents' /status and /metrics."""
     admin = redis.Redis.from_url(private_redis.url)
     await admin.config_set("requirepass", REDIS_PASSWORD)
     await admin.aclose()
@@ -165,6 +169,17 @@ async def test_secrets_from_files_never_reach_the_logs(
             worker_token=WORKER_TOKEN,
             directory=tmp_path / "agent-files",
         )
+        watcher_worker = _worker(group, secrets_dir, "watcher-worker")
+        watcher = _agent(
+            group,
+            "watcher",
+            controller=controller,
+            worker=watcher_worker,
+            registration_token=REGISTRATION_TOKEN,
+            worker_token=WORKER_TOKEN,
+            directory=tmp_path / "watcher-files",
+            watch=True,
+        )
         intruder = _agent(
             group,
             "intruder",
@@ -175,7 +190,7 @@ async def test_secrets_from_files_never_reach_the_logs(
             directory=tmp_path / "intruder-files",
         )
         try:
-            for service in (controller, worker, agent, intruder):
+            for service in (controller, worker, watcher_worker, agent, watcher, intruder):
                 await service.start()
             posted = await _status(
                 http,
@@ -187,7 +202,8 @@ async def test_secrets_from_files_never_reach_the_logs(
             assert posted == 201
 
             async def holds(version: int) -> bool:
-                return await _worker_version(http, worker) == version
+                versions = [await _worker_version(http, w) for w in (worker, watcher_worker)]
+                return versions == [version, version]
 
             await wait_until(lambda: holds(1), timeout_seconds=WAIT_SECONDS, what="version 1")
             await wait_until(
@@ -213,14 +229,19 @@ async def test_secrets_from_files_never_reach_the_logs(
             )
             answers = {
                 f"{service.name}{path}": await _text(http, f"{service.url}{path}")
-                for service in (agent, intruder)
+                for service in (agent, watcher, intruder)
                 for path in ("/status", "/metrics")
             }
+            # The watcher's logs cover a stream: it was open as the fleet converged.
+            assert "\nfleetconf_agent_watch_connected 1.0\n" in answers["watcher/metrics"]
         finally:
             await group.stop_all()
-        identity = Storage(tmp_path / "agent-files" / "state").load_identity(str(controller.url))
-        assert identity is not None
-        secrets = {**SECRETS, "agent token secret": identity.agent_token.partition(".")[2]}
+        secrets = dict(SECRETS)
+        for owner in ("agent", "watcher"):
+            state = tmp_path / f"{owner}-files" / "state"
+            identity = Storage(state).load_identity(str(controller.url))
+            assert identity is not None
+            secrets[f"{owner} token secret"] = identity.agent_token.partition(".")[2]
         leaks = {s.name: names for s in group.services if (names := found(s.log_text(), secrets))}
         assert leaks == {}, group.log_report()
         answered = {
