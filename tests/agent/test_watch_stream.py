@@ -50,6 +50,11 @@ def _watch_requests(controller: Controller) -> list[Any]:
     return [s for s in controller.seen if s.path == "/config/watch"]
 
 
+def _watching(make_settings: MakeSettings, controller: Controller, worker_url: str) -> Agent:
+    """An agent of ``controller`` and the worker at ``worker_url``, with AGENT_WATCH."""
+    return Agent(make_settings(controller_url=controller.url, worker_url=worker_url, watch=True))
+
+
 async def _confirmed(controller: Controller, agent: Agent, version: int) -> bool:
     return (await _agent_body(controller, agent)).get("applied_version") == version
 
@@ -61,8 +66,7 @@ async def test_each_change_arrives_on_the_stream_and_is_confirmed_at_once(
     controller knows it applied within a second; no GET /config goes out at all."""
     controller = await start_controller(poll_interval_seconds=30)
     first = await controller.publish("https://one.example/")
-    settings = make_settings(controller_url=controller.url, worker_url=base_url(worker), watch=True)
-    agent = Agent(settings)
+    agent = _watching(make_settings, controller, base_url(worker))
     async with running_agent(agent):
         await eventually(lambda: agent.applied_version == first)
         await eventually(lambda: _confirmed(controller, agent, first), timeout_seconds=1.0)
@@ -88,8 +92,7 @@ async def test_a_refused_apply_is_reported_failed_over_the_stream(
     version = await controller.publish("https://one.example/")
     state: dict[str, Any] = {"version": 0, "config": {"url": None}, "accept": False}
     worker = await aiohttp_server(_refusing_worker(state))
-    settings = make_settings(controller_url=controller.url, worker_url=base_url(worker), watch=True)
-    agent = Agent(settings)
+    agent = _watching(make_settings, controller, base_url(worker))
     async with running_agent(agent):
 
         async def failed() -> bool:
@@ -113,8 +116,7 @@ async def test_drift_is_reported_over_the_stream_at_once(
     """A configuration the agent did not send shows as drift within a second."""
     controller = await start_controller(poll_interval_seconds=30)
     version = await controller.publish("https://mine.example/")
-    settings = make_settings(controller_url=controller.url, worker_url=base_url(worker), watch=True)
-    agent = Agent(settings)
+    agent = _watching(make_settings, controller, base_url(worker))
     async with running_agent(agent):
         await eventually(lambda: _confirmed(controller, agent, version))
         await post_as_third_party(worker, 9, "https://theirs.example/")
@@ -133,8 +135,7 @@ async def test_a_new_poll_interval_arrives_on_the_stream(
     """PUT /settings reaches a watching agent as a frame; it is kept with the config."""
     controller = await start_controller(poll_interval_seconds=30)
     await controller.publish("https://one.example/")
-    settings = make_settings(controller_url=controller.url, worker_url=base_url(worker), watch=True)
-    agent = Agent(settings)
+    agent = _watching(make_settings, controller, base_url(worker))
     async with running_agent(agent):
         await eventually(lambda: _streams(controller) == 1)
         await controller.set_poll_interval(45)
@@ -154,8 +155,7 @@ async def test_the_stream_reports_at_least_every_poll_interval(
     controller keeps seeing the agent."""
     controller = await start_controller(poll_interval_seconds=1)
     await controller.publish("https://one.example/")
-    settings = make_settings(controller_url=controller.url, worker_url=base_url(worker), watch=True)
-    agent = Agent(settings)
+    agent = _watching(make_settings, controller, base_url(worker))
     async with running_agent(agent):
         await eventually(lambda: _streams(controller) == 1)
         watches = controller.server.app[keys.WATCHES]
@@ -171,8 +171,7 @@ async def test_a_controller_that_refuses_the_stream_is_polled(
     instead, and a change still reaches the worker."""
     controller = await start_controller(poll_interval_seconds=1, max_held_polls=0)
     first = await controller.publish("https://one.example/")
-    settings = make_settings(controller_url=controller.url, worker_url=base_url(worker), watch=True)
-    agent = Agent(settings)
+    agent = _watching(make_settings, controller, base_url(worker))
     async with running_agent(agent):
         await eventually(lambda: agent.applied_version == first)
         second = await controller.publish("https://two.example/")
@@ -188,8 +187,7 @@ async def test_a_revoked_agent_registers_again(
     registers anew, as after a poll's 401."""
     controller = await start_controller(poll_interval_seconds=30)
     await controller.publish("https://one.example/")
-    settings = make_settings(controller_url=controller.url, worker_url=base_url(worker), watch=True)
-    agent = Agent(settings)
+    agent = _watching(make_settings, controller, base_url(worker))
     async with running_agent(agent):
         await eventually(lambda: _streams(controller) == 1)
         assert agent.identity is not None
@@ -212,8 +210,7 @@ async def test_a_restarted_controller_is_watched_again(
     port = unused_port()
     controller = await start_controller(port=port, poll_interval_seconds=30)
     await controller.publish("https://one.example/")
-    settings = make_settings(controller_url=controller.url, worker_url=base_url(worker), watch=True)
-    agent = Agent(settings)
+    agent = _watching(make_settings, controller, base_url(worker))
     async with running_agent(agent):
         await eventually(lambda: _streams(controller) == 1)
         await controller.server.close()
@@ -229,8 +226,7 @@ async def test_a_watching_agent_stops_at_once(
     """Stopping does not wait for the stream: the agent closes it and ends."""
     controller = await start_controller(poll_interval_seconds=30)
     await controller.publish("https://one.example/")
-    settings = make_settings(controller_url=controller.url, worker_url=base_url(worker), watch=True)
-    agent = Agent(settings)
+    agent = _watching(make_settings, controller, base_url(worker))
     task = asyncio.create_task(agent.run())
     await eventually(lambda: _streams(controller) == 1)
     started = time.monotonic()

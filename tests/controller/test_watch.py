@@ -101,30 +101,34 @@ async def test_a_current_etag_opens_with_a_frame_without_the_configuration(
         )
 
 
-async def test_a_report_is_recorded_like_a_poll(client: Client) -> None:
-    """The agent's report frame sets its applied version, as X-Applied-Version would."""
+async def _shown_after_report(client: Client, report: dict[str, Any]) -> dict[str, Any]:
+    """GET /agents/{id} of an agent on version 1, once its stream sent ``report`` and the
+    ledger wrote it."""
     agent = await _agent_on_version_1(client)
     async with client.ws_connect(WATCH_URL, headers=_auth(agent)) as ws:
         await _frame(ws)
-        await ws.send_str(json.dumps({"applied_version": 1}))
+        await ws.send_str(json.dumps(report))
         ledger = client.app[keys.LEDGER]
         await _wait_for(lambda: ledger.pending >= 1, "the report reached the ledger")
         await ledger.flush()
-        shown = await (await client.get(f"/agents/{agent['agent_id']}", headers=ADMIN)).json()
-        assert shown["applied_version"] == 1
+        shown: dict[str, Any] = await (
+            await client.get(f"/agents/{agent['agent_id']}", headers=ADMIN)
+        ).json()
+        return shown
+
+
+async def test_a_report_is_recorded_like_a_poll(client: Client) -> None:
+    """The agent's report frame sets its applied version, as X-Applied-Version would."""
+    shown = await _shown_after_report(client, {"applied_version": 1})
+    assert shown["applied_version"] == 1
 
 
 async def test_a_failed_apply_is_reported(client: Client) -> None:
     """apply_failed in a report shows in the agent's view, as X-Apply-Failed would."""
-    agent = await _agent_on_version_1(client)
-    async with client.ws_connect(WATCH_URL, headers=_auth(agent)) as ws:
-        await _frame(ws)
-        await ws.send_str(json.dumps({"applied_version": None, "apply_failed": "1 invalid"}))
-        ledger = client.app[keys.LEDGER]
-        await _wait_for(lambda: ledger.pending >= 1, "the report reached the ledger")
-        await ledger.flush()
-        shown = await (await client.get(f"/agents/{agent['agent_id']}", headers=ADMIN)).json()
-        assert (shown["apply_failed_version"], shown["apply_failed_reason"]) == (1, "invalid")
+    shown = await _shown_after_report(
+        client, {"applied_version": None, "apply_failed": "1 invalid"}
+    )
+    assert (shown["apply_failed_version"], shown["apply_failed_reason"]) == (1, "invalid")
 
 
 @pytest.mark.parametrize(

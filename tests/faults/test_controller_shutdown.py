@@ -14,7 +14,7 @@ import pytest
 
 from controller.constants import SHUTDOWN_TIMEOUT_SECONDS
 from tests.faults.fleet import ADMIN, ADMIN_TOKEN, REGISTRATION_TOKEN
-from tests.support.processes import ProcessGroup, wait_until
+from tests.support.processes import ProcessGroup, ServiceProcess, wait_until
 from tests.support.services import stored_versions
 
 pytestmark = pytest.mark.e2e
@@ -144,22 +144,35 @@ async def _registered(session: aiohttp.ClientSession, controller_url: str) -> di
         return {**headers, "If-None-Match": r.headers["ETag"], "Prefer": "wait=30"}
 
 
+async def _started_controller(processes: ProcessGroup, postgres_url: str) -> ServiceProcess:
+    controller = processes.controller(
+        database_url=postgres_url, admin_token=ADMIN_TOKEN, registration_token=REGISTRATION_TOKEN
+    )
+    await controller.start()
+    return controller
+
+
+async def _agents_on_version_1(
+    session: aiohttp.ClientSession, controller_url: str
+) -> list[dict[str, str]]:
+    """Version 1 published, then HELD_AGENTS agents registered and holding it (their poll
+    headers)."""
+    async with session.post(
+        f"{controller_url}/config", json={"url": "https://held.example/"}, headers=ADMIN
+    ) as r:
+        assert r.status == 201
+    return [await _registered(session, controller_url) for _ in range(HELD_AGENTS)]
+
+
 async def test_sigterm_answers_held_polls_at_once_and_exits_promptly(
     processes: ProcessGroup, postgres_url: str
 ) -> None:
     """Agents' polls held for up to 30 s do not hold a stopping controller back: SIGTERM
     answers each 304 at once and the process exits 0 within a few seconds."""
-    controller = processes.controller(
-        database_url=postgres_url, admin_token=ADMIN_TOKEN, registration_token=REGISTRATION_TOKEN
-    )
-    await controller.start()
+    controller = await _started_controller(processes, postgres_url)
     controller_url = str(controller.url)
     async with aiohttp.ClientSession() as session:
-        async with session.post(
-            f"{controller_url}/config", json={"url": "https://held.example/"}, headers=ADMIN
-        ) as r:
-            assert r.status == 201
-        agents = [await _registered(session, controller_url) for _ in range(HELD_AGENTS)]
+        agents = await _agents_on_version_1(session, controller_url)
 
         async def poll(headers: dict[str, str]) -> tuple[int, float]:
             async with session.get(f"{controller_url}/config", headers=headers) as r:
@@ -184,17 +197,10 @@ async def test_sigterm_closes_watch_streams_at_once_and_exits_promptly(
 ) -> None:
     """Agents' watch streams do not hold a stopping controller back: SIGTERM closes each
     with 1001 (going away) at once and the process exits 0 within a few seconds."""
-    controller = processes.controller(
-        database_url=postgres_url, admin_token=ADMIN_TOKEN, registration_token=REGISTRATION_TOKEN
-    )
-    await controller.start()
+    controller = await _started_controller(processes, postgres_url)
     controller_url = str(controller.url)
     async with aiohttp.ClientSession() as session:
-        async with session.post(
-            f"{controller_url}/config", json={"url": "https://watched.example/"}, headers=ADMIN
-        ) as r:
-            assert r.status == 201
-        agents = [await _registered(session, controller_url) for _ in range(HELD_AGENTS)]
+        agents = await _agents_on_version_1(session, controller_url)
         streams = [
             await session.ws_connect(
                 f"{controller_url}/config/watch",
