@@ -82,9 +82,10 @@ class HeldPolls:
         """The process stops: nothing more is held."""
         return self._closed
 
-    def admit_stream(self) -> bool:
-        """Whether one more watch stream may wait here (False counts a refusal)."""
-        if self._closed or len(self._held) + len(self._streams) >= self.max_held:
+    def admit_stream(self, open_streams: int) -> bool:
+        """Whether one more watch stream may open beside ``open_streams`` (False counts a
+        refusal)."""
+        if self._closed or len(self._held) + open_streams >= self.max_held:
             self.refused += 1
             return False
         return True

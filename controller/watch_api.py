@@ -90,7 +90,8 @@ class WatchStream:
         self._closing = False
 
     async def run(self) -> None:
-        self._watches.open(self)  # An older stream of this agent sees it and closes.
+        """Serve the stream, open in ``Watches`` already (an older stream of this agent
+        sees it there, and closes)."""
         sender = asyncio.create_task(self._send_changes())
         try:
             await self._read_reports()
@@ -220,14 +221,24 @@ async def watch_config(request: web.Request, principal: Principal) -> web.Stream
             f"{WATCH_URL} is a WebSocket: send 'Connection: Upgrade' and 'Upgrade: websocket'.",
             headers={"Upgrade": "websocket", "Connection": "Upgrade"},
         )
-    if not request.app[keys.CACHE].held.admit_stream():
+    watches = request.app[keys.WATCHES]
+    # A stream that replaces this agent's older one adds none.
+    others = len(watches) - (watches.current(agent_id.int) is not None)
+    if not request.app[keys.CACHE].held.admit_stream(others):
         raise Unavailable(
             "This replica serves as many watch streams and held polls as it may "
             "(CONTROLLER_MAX_HELD_POLLS); poll instead.",
             headers={"Retry-After": "60"},
         )
-    await ws.prepare(request)
-    await WatchStream(request, ws, agent_id).run()
+    stream = WatchStream(request, ws, agent_id)
+    # Open from the handshake on: streams still in their handshake count against the cap.
+    watches.open(stream)
+    try:
+        await ws.prepare(request)
+    except BaseException:
+        watches.done(stream)
+        raise
+    await stream.run()
     return ws
 
 

@@ -267,6 +267,21 @@ async def test_streams_count_against_the_held_poll_cap(make_client: ClientFactor
         assert refused.value.status == 503
 
 
+async def test_at_the_cap_an_agent_may_still_replace_its_own_stream(
+    make_client: ClientFactory,
+) -> None:
+    """A reconnecting agent whose old stream the replica still serves is not refused at
+    the cap: its new stream takes the old one's place (4000), the count stays."""
+    client = await make_client(max_held_polls=1)
+    agent = await _agent_on_version_1(client)
+    async with client.ws_connect(WATCH_URL, headers=_auth(agent)) as old:
+        await _frame(old)
+        async with client.ws_connect(WATCH_URL, headers=_auth(agent)) as new:
+            await _frame(new)
+            assert await _closed(old) == CLOSE_REPLACED
+            assert len(client.app[keys.WATCHES]) == 1
+
+
 async def test_shutdown_closes_streams_with_1001(make_client: ClientFactory) -> None:
     """A stopping replica closes every stream as going away."""
     client = await make_client()
