@@ -25,7 +25,7 @@ from agent.drift_report import DriftReport
 from agent.errors import BadAnswer, RateLimited, Rejected, Unreachable, WatchRefused
 from agent.held_poll import HeldPoll
 from agent.hint_schedule import HintSchedule
-from agent.hit_report import HitReport
+from agent.hit_report import HitReport, reporting_period
 from agent.holding import Holding
 from agent.metrics import AgentMetrics, BackoffState
 from agent.outcomes import ControllerOutcome, ControllerStep, log_retry
@@ -101,7 +101,7 @@ class ControllerSync:
             long_poll=settings.long_poll,
         )
         # AGENT_WATCH: a watch stream in place of polls, while the controller serves one.
-        self.watch = WatchStream(settings, self.reports, self._wake, metrics)
+        self.watch = WatchStream(settings, self.reports, self.holding, self._wake, metrics)
         self.next_contact_at = 0.0  # time.monotonic() of the next contact, as planned
 
     @property
@@ -263,10 +263,7 @@ class ControllerSync:
     ) -> ControllerStep:
         """The watch stream until it ends; a controller that refuses it is polled."""
         try:
-            holding = self.holding
-            return await self.watch.run(
-                identity, holding.etag, holding.poll_interval_seconds, holding.take, running
-            )
+            return await self.watch.run(identity, running)
         except Rejected as exc:
             return await self._identity_rejected(identity, exc)
         except WatchRefused:
@@ -305,7 +302,7 @@ def poll_wait_seconds(long_poll: bool, interval: int, report_interval: int | Non
     before the first configuration (that poll is answered at once anyway)."""
     if not long_poll:
         return None
-    return interval if report_interval is None else min(interval, report_interval)
+    return reporting_period(interval, report_interval)
 
 
 def _identity(controller_url: str, registration: Registration) -> Identity:

@@ -54,6 +54,12 @@ class Pacing(Protocol):
     def poll_soon(self) -> None: ...
 
 
+def reporting_period(poll_interval: int, report_interval: int | None) -> int:
+    """The longest the controller goes without hearing from the agent: the poll interval,
+    or the /hit report interval when the controller names a shorter one."""
+    return poll_interval if report_interval is None else min(poll_interval, report_interval)
+
+
 def _may_poll(pacing: Pacing, interval_seconds: float) -> bool:
     """No contact is due within the interval, and none is being retried."""
     due_in = pacing.next_contact_at - time.monotonic()

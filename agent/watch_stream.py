@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import aiohttp
 from pydantic import ValidationError
@@ -29,6 +29,8 @@ from pydantic import ValidationError
 from agent.constants import MAX_ANSWER_BYTES, WATCH_RETRY_SECONDS
 from agent.controller_client import PollAnswer
 from agent.errors import BadAnswer, RateLimited, Rejected, Unreachable, WatchRefused
+from agent.hit_report import reporting_period
+from agent.holding import Holding
 from agent.http import retry_after_seconds
 from agent.metrics import AgentMetrics
 from agent.outcomes import ControllerOutcome, ControllerStep
@@ -49,25 +51,30 @@ logger = logging.getLogger(__name__)
 
 # Answers to the upgrade that say this controller does not serve the stream, or not now.
 _NOT_SERVED = frozenset({404, 405, 426, 501, 503})
-OnServed = Callable[[PollAnswer], Awaitable[object]]
 
 
 class WatchStream:
     """At most one watch stream open; what it reports comes from the agent's reports."""
 
     def __init__(
-        self, settings: AgentSettings, reports: Reports, wake: Wake, metrics: AgentMetrics
+        self,
+        settings: AgentSettings,
+        reports: Reports,
+        holding: Holding,
+        wake: Wake,
+        metrics: AgentMetrics,
     ) -> None:
         self._settings = settings
         self._url = settings.controller_url.rstrip("/") + WATCH_URL
         self._reports = reports
+        # Where every frame goes, as a poll's answer would; it keeps the poll interval.
+        self._holding = holding
         self._wake = wake
         self._metrics = metrics
         self._session: aiohttp.ClientSession | None = None
         self._refused_until = 0.0
         self._on_refused: list[Callable[[], None]] = []
         self._pace = ReportPace()
-        self._poll_interval_seconds = 0
         # The code of the controller's closing frame, once the stream ended with one.
         self._close_code: int | None = None
 
@@ -79,21 +86,13 @@ class WatchStream:
         """Whether to watch rather than poll: AGENT_WATCH, and no recent refusal."""
         return self._settings.watch and time.monotonic() >= self._refused_until
 
-    async def run(
-        self,
-        identity: Identity,
-        etag: str | None,
-        poll_interval_seconds: int,
-        on_served: OnServed,
-        running: Callable[[], bool],
-    ) -> ControllerStep:
+    async def run(self, identity: Identity, running: Callable[[], bool]) -> ControllerStep:
         """Watch until the stream ends (a failure: Unreachable, Rejected, BadAnswer) or
         ``running()`` turns false after a wake-up (UNCHANGED). WatchRefused: poll."""
-        self._poll_interval_seconds = poll_interval_seconds
-        ws = await self._connect(identity, etag, poll_interval_seconds)
+        ws = await self._connect(identity)
         self._metrics.watching(True)
         self._close_code = None
-        reader = asyncio.create_task(self._read(ws, on_served))
+        reader = asyncio.create_task(self._read(ws))
         try:
             await self._report_until_done(ws, reader, running)
             if not reader.done():
@@ -112,12 +111,11 @@ class WatchStream:
             await self._session.close()
             self._session = None
 
-    async def _connect(
-        self, identity: Identity, etag: str | None, heartbeat_seconds: int
-    ) -> aiohttp.ClientWebSocketResponse:
+    async def _connect(self, identity: Identity) -> aiohttp.ClientWebSocketResponse:
         if self._session is None:
             self._session = aiohttp.ClientSession()
         headers = {"Authorization": f"Bearer {identity.agent_token}"}
+        etag = self._holding.etag
         if etag is not None:
             headers["If-None-Match"] = etag
         try:
@@ -125,7 +123,7 @@ class WatchStream:
                 return await self._session.ws_connect(
                     self._url,
                     headers=headers,
-                    heartbeat=float(heartbeat_seconds),
+                    heartbeat=float(self._holding.poll_interval_seconds),
                     timeout=aiohttp.ClientWSTimeout(
                         ws_close=self._settings.request_timeout_seconds
                     ),
@@ -159,7 +157,7 @@ class WatchStream:
             return Unreachable(f"GET {WATCH_URL} answered {status}")
         return BadAnswer(f"GET {WATCH_URL} answered {status}")
 
-    async def _read(self, ws: aiohttp.ClientWebSocketResponse, on_served: OnServed) -> None:
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """Hand each frame on until the stream ends; wake the reports loop then."""
         try:
             while True:
@@ -173,9 +171,8 @@ class WatchStream:
                 except ValidationError:
                     await ws.close(code=CLOSE_POLICY, message=b"a frame that cannot be read")
                     raise BadAnswer(f"GET {WATCH_URL} sent a frame that cannot be read") from None
-                self._poll_interval_seconds = frame.poll_interval_seconds
                 self._metrics.watch_frames += 1
-                await on_served(_answer(frame))
+                await self._holding.take(_answer(frame))
         finally:
             self._wake.set()
 
@@ -225,9 +222,8 @@ class WatchStream:
         raise Unreachable(f"GET {WATCH_URL} ended (close code {code})")
 
     def _period_seconds(self) -> float:
-        report = self._reports.hits.interval_seconds
-        interval = self._poll_interval_seconds
-        return float(interval if report is None else min(interval, report))
+        poll_interval = self._holding.poll_interval_seconds
+        return float(reporting_period(poll_interval, self._reports.hits.interval_seconds))
 
 
 def _answer(frame: ServedFrame) -> PollAnswer:
