@@ -48,18 +48,23 @@ class FleetQueries:
     async def _rule(self, conn: AsyncConnection) -> StateRule:
         """The state rule now: with a staged rollout running or paused, its cohort's
         members are judged against its candidate."""
+        return (await self._rule_and_fleet(conn))[0]
+
+    async def _rule_and_fleet(self, conn: AsyncConnection) -> tuple[StateRule, store.FleetRow]:
+        """The state rule and the fleet row it was made from (one read of the row)."""
         fleet = await store.read_fleet_row(conn)
         interval = fleet.poll_interval_seconds or self._default_poll_interval_seconds
         rollout = None
         if fleet.active_rollout is not None:
             rollout = await staged_store.read_rollout(conn, fleet.active_rollout)
-        return state_rule(
+        rule = state_rule(
             current_version=fleet.current_version,
             poll_interval_seconds=interval,
             now=utcnow(),
             rollout_id=None if rollout is None else rollout.id,
             candidate_version=None if rollout is None else rollout.candidate_version,
         )
+        return rule, fleet
 
     async def read_agent_page(
         self,
@@ -101,9 +106,9 @@ class FleetQueries:
         """The fleet's convergence as the database has it: one GROUP BY, no flush."""
 
         async def read(conn: AsyncConnection) -> tuple[StateRule, list[VersionGroup], int]:
-            rule = await self._rule(conn)
-            highest = (await store.read_fleet_row(conn)).highest_reported_version
-            return rule, await store.count_agents_by_applied_version(conn, rule), highest
+            rule, fleet = await self._rule_and_fleet(conn)
+            groups = await store.count_agents_by_applied_version(conn, rule)
+            return rule, groups, fleet.highest_reported_version
 
         rule, groups, highest = await self._database.transaction(read)
         counts = summarize(

@@ -297,7 +297,8 @@ async def test_fleet_summary_counts_states_and_versions(client: Client) -> None:
 
 
 async def test_fleet_summary_is_one_aggregate_query(client: Client) -> None:
-    """The summary groups in SQL; it never loads the agents' rows into Python."""
+    """The summary groups in SQL; it never loads the agents' rows into Python, and reads
+    the fleet row once (the state rule and the highest reported version come from it)."""
     for n in range(3):
         await register(client, f"edge-{n}")
     statements: list[str] = []
@@ -315,6 +316,7 @@ async def test_fleet_summary_is_one_aggregate_query(client: Client) -> None:
     assert len(on_agents) == 1
     assert "group by" in on_agents[0]
     assert "hostname" not in on_agents[0]
+    assert len([s for s in statements if "from fleet" in s]) == 1
 
 
 async def test_delete_revokes_the_agent_and_only_it(client: Client) -> None:
