@@ -59,14 +59,15 @@ def record_sighting(request: web.Request, principal: Principal, served: int) -> 
     ):
         return None
     applied = parse_version(headers.get(_APPLIED_VERSION, "").strip())
-    _record(
+    note_report(
         request.app[keys.LEDGER],
         principal.agent_id,
         served,
-        applied,
-        headers.get(_WORKER_DRIFT) == "1",
-        headers.get(_APPLY_FAILED),
-        headers.get(HEADER_HIT_COUNTS),
+        applied=applied,
+        drift=headers.get(_WORKER_DRIFT) == "1",
+        failed=headers.get(_APPLY_FAILED),
+        hits=headers.get(HEADER_HIT_COUNTS),
+        ahead=False,
     )
     return applied
 
@@ -80,29 +81,18 @@ def note_report(
     drift: bool,
     failed: str | None,
     hits: str | None,
+    ahead: bool = True,
 ) -> None:
-    """Record what an agent's watch stream reported: what a poll's headers would say,
-    and a version above the one served (a poll's 200 notes that where it reads it)."""
-    _record(ledger, agent_id, served, applied, drift, failed, hits)
-    if applied is not None and served < applied <= served + MAX_VERSIONS_AHEAD:
-        ledger.note_ahead(applied)
-
-
-def _record(
-    ledger: Ledger,
-    agent_id: uuid.UUID,
-    served: int,
-    applied: int | None,
-    drift: bool,
-    failed: str | None,
-    hits: str | None,
-) -> None:
-    """An agent's report, from a poll's headers or a stream's frame, into the ledger: an
-    apply failure or hit counts that cannot be read are ignored."""
+    """Record an agent's report, from a poll's headers or a watch stream's frame: an
+    apply failure or hit counts that cannot be read are ignored. With ``ahead``, an
+    applied version above the one served is noted too (a poll notes it only where it
+    reads a 200)."""
     report = None if failed is None else parse_apply_failed(failed)
     ledger.record(agent_id, applied, drift, report)
     if hits is not None:
         _record_hits(ledger, hits, served)
+    if ahead and applied is not None and served < applied <= served + MAX_VERSIONS_AHEAD:
+        ledger.note_ahead(applied)
 
 
 def _record_hits(ledger: Ledger, raw: str, served: int) -> None:
