@@ -7,7 +7,7 @@ import contextlib
 import os
 import random
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from agent.settings import AgentSettings
 from controller import migrations
 from controller.app import create_app as create_controller_app
 from controller.settings import ControllerSettings
+from tests.support.services import refused_port
 from tests.support.waiting import eventually
 from worker.app import create_app as create_worker_app
 from worker.settings import WorkerSettings
@@ -60,9 +61,11 @@ def unused_port() -> int:
 
 
 @pytest.fixture
-def closed_port_url() -> str:
-    """A loopback URL nothing listens on."""
-    return f"http://127.0.0.1:{unused_port()}"
+def closed_port_url() -> Iterator[str]:
+    """A loopback URL that refuses connections, and no other test can take, for the
+    whole test."""
+    with refused_port() as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture

@@ -112,6 +112,20 @@ def free_port() -> int:
     raise RuntimeError("no loopback port that was not handed out lately")
 
 
+@contextmanager
+def refused_port() -> Iterator[int]:
+    """A loopback port that refuses every connection while the block runs.
+
+    The port stays bound (never listening, and without SO_REUSEADDR), so no other test's
+    server can take it meanwhile. A port merely found free could be: once an agent told
+    to poll a dead controller's URL found another test's controller there, registered
+    with the tests' shared token and applied that controller's configuration.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
+
+
 # A database no connection can be made to, refused at once and without the network: its
 # directory does not exist.
 UNREACHABLE_DATABASE_URL: Final = "sqlite+aiosqlite:////nonexistent-fleetconf-directory/none.db"

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -14,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from common.constants import HEADER_CONFIG_VERSION
+from tests.support.services import refused_port
 from worker.app import create_app
 from worker.settings import WorkerSettings
 
@@ -189,9 +189,8 @@ async def garbage_url() -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def closed_port_url() -> str:
-    """A loopback URL nothing listens on."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/"
+def closed_port_url() -> Iterator[str]:
+    """A loopback URL that refuses connections, and no other test can take, for the
+    whole test."""
+    with refused_port() as port:
+        yield f"http://127.0.0.1:{port}/"
