@@ -26,7 +26,7 @@ from tests.cli.conftest import (
     register,
 )
 from tests.support.processes import LOOPBACK, ServiceProcess
-from tests.support.services import free_port
+from tests.support.services import refused_port
 
 pytestmark = pytest.mark.e2e
 
@@ -294,9 +294,11 @@ async def test_unusable_controller_url_is_a_usage_error(cli: Cli, url: str) -> N
 
 async def test_unreachable_controller_is_exit_4() -> None:
     """Nothing listening: one line saying the connection was refused, exit 4."""
-    port = free_port()
-    cli = Cli({"CONTROLLER_URL": f"http://{LOOPBACK}:{port}", "FLEETCONF_ADMIN_TOKEN": ADMIN_TOKEN})
-    result = await cli("config", "get")
+    with refused_port() as port:  # no other test's controller can take it meanwhile
+        cli = Cli(
+            {"CONTROLLER_URL": f"http://{LOOPBACK}:{port}", "FLEETCONF_ADMIN_TOKEN": ADMIN_TOKEN}
+        )
+        result = await cli("config", "get")
     assert result.exit_code == EXIT_UNREACHABLE
     assert result.stdout == ""
     assert result.error_line() == (
