@@ -89,6 +89,7 @@ async def cache_ctx(app: web.Application) -> AsyncIterator[None]:
         held=HeldPolls(
             max_wait_seconds=app[keys.SETTINGS].poll_wait_max_seconds,
             max_held=app[keys.SETTINGS].max_held_polls,
+            open_streams=app[keys.WATCHES],
         ),
     )
     # Installs the running staged rollout's cohort view on the cache at each refresh.

@@ -23,7 +23,8 @@ What a held poll may cost is bounded:
 
 Watch streams (:mod:`controller.watch_api`) wait here too, in a table of their own:
 a change wakes them like held polls, and together they count against
-``CONTROLLER_MAX_HELD_POLLS``.
+``CONTROLLER_MAX_HELD_POLLS``: every open stream counts, from its handshake on, whether
+it waits here at that moment or not (``open_streams``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sized
 from typing import Any
 
 # ``Prefer: wait=N``: the first "wait" preference, among others, any case.
@@ -55,7 +56,12 @@ class HeldPolls:
     """The polls this process holds, one per agent (keyed by its id's integer)."""
 
     def __init__(
-        self, *, max_wait_seconds: int, max_held: int, rng: random.Random | None = None
+        self,
+        *,
+        max_wait_seconds: int,
+        max_held: int,
+        rng: random.Random | None = None,
+        open_streams: Sized | None = None,
     ) -> None:
         self.max_wait_seconds = max_wait_seconds
         self.max_held = max_held
@@ -63,6 +69,9 @@ class HeldPolls:
         self._held: dict[int, asyncio.Future[bool]] = {}
         # The watch streams' waits, one per agent.
         self._streams: dict[int, asyncio.Future[bool]] = {}
+        # The watch streams open in this process (the app's Watches), counted against
+        # max_held; without them, the streams waiting here.
+        self._open_streams: Sized = self._streams if open_streams is None else open_streams
         self._closed = False
         # A release is scheduled for the next turn of the event loop.
         self._releasing = False
@@ -82,10 +91,10 @@ class HeldPolls:
         """The process stops: nothing more is held."""
         return self._closed
 
-    def admit_stream(self, open_streams: int) -> bool:
-        """Whether one more watch stream may open beside ``open_streams`` (False counts a
-        refusal)."""
-        if self._closed or len(self._held) + open_streams >= self.max_held:
+    def admit_stream(self, *, replacing: bool) -> bool:
+        """Whether one more watch stream may open (False counts a refusal). One
+        ``replacing`` its agent's older stream adds none."""
+        if self._closed or self._taken() - replacing >= self.max_held:
             self.refused += 1
             return False
         return True
@@ -94,11 +103,15 @@ class HeldPolls:
         """How long to hold a poll that asked ``asked`` seconds: 0 when it is not held."""
         if self._closed or self.max_wait_seconds <= 0:
             return 0.0
-        if len(self._held) + len(self._streams) >= self.max_held:
+        if self._taken() >= self.max_held:
             self.refused += 1
             return 0.0
         seconds = min(asked, self.max_wait_seconds)
         return seconds * (1.0 - HELD_POLL_JITTER_FRACTION * self._rng.random())
+
+    def _taken(self) -> int:
+        """Held polls and open watch streams: what counts against max_held."""
+        return len(self._held) + len(self._open_streams)
 
     def wait(self, agent_key: int, seconds: float) -> Coroutine[Any, Any, bool]:
         """Wait until a change (True) or ``seconds`` passed, another poll of the same

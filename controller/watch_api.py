@@ -222,9 +222,8 @@ async def watch_config(request: web.Request, principal: Principal) -> web.Stream
             headers={"Upgrade": "websocket", "Connection": "Upgrade"},
         )
     watches = request.app[keys.WATCHES]
-    # A stream that replaces this agent's older one adds none.
-    others = len(watches) - (watches.current(agent_id.int) is not None)
-    if not request.app[keys.CACHE].held.admit_stream(others):
+    replacing = watches.current(agent_id.int) is not None
+    if not request.app[keys.CACHE].held.admit_stream(replacing=replacing):
         raise Unavailable(
             "This replica serves as many watch streams and held polls as it may "
             "(CONTROLLER_MAX_HELD_POLLS); poll instead.",

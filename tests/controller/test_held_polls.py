@@ -12,6 +12,7 @@ from aiohttp import ClientResponse
 
 from controller import keys
 from controller.held_polls import HeldPolls, requested_wait
+from controller.watches import Watches
 from tests.controller.conftest import (
     ADMIN,
     REGISTRATION,
@@ -282,3 +283,24 @@ async def test_shutdown_before_the_release_answers_them_unchanged() -> None:
     held.changed()
     held.close()
     assert await asyncio.gather(*waits) == [False] * len(waits)
+
+
+def test_every_open_watch_stream_counts_against_the_cap_not_only_waiting_ones() -> None:
+    """A stream in its handshake, or sending a frame, waits nowhere in HeldPolls: it
+    counts all the same, for held polls as for another stream (one that replaces its
+    agent's own older stream adds none)."""
+    watches = Watches()
+    held = HeldPolls(max_wait_seconds=30, max_held=2, open_streams=watches)
+    watches.open(_Stream(1))
+    assert held.streams == 0  # open, not waiting
+    assert held.hold_seconds(30) > 0
+    watches.open(_Stream(2))
+    assert held.hold_seconds(30) == 0.0
+    assert not held.admit_stream(replacing=False)
+    assert held.admit_stream(replacing=True)
+    assert held.refused == 2
+
+
+class _Stream:
+    def __init__(self, agent_key: int) -> None:
+        self.agent_key = agent_key
