@@ -67,9 +67,12 @@ STORAGE_FORMAT: Final = 1
 IDENTITY_FILE_NAME: Final = "identity.json"
 # The Idempotency-Key of the registration under way, kept until an identity is.
 REGISTRATION_KEY_FILE_NAME: Final = "registration.json"
-CONFIG_FILE_NAME: Final = "config.json"
+# The last configuration: two slots, each written in place (agent/config_slots.py).
+CONFIG_SLOT_NAMES: Final = ("config.a.json", "config.b.json")
+# Where earlier releases kept it: read when no slot exists, removed once one is written.
+LEGACY_CONFIG_FILE_NAME: Final = "config.json"
 STORAGE_DIR_MODE: Final = 0o700
-# Both files are private: identity.json holds the agent token, and a configured URL may
+# The files are private: identity.json holds the agent token, and a configured URL may
 # carry a password.
 STORAGE_FILE_MODE: Final = 0o600
 # How long an idle connection to a peer is kept for the next request: longer than the

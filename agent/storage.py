@@ -4,17 +4,23 @@ Files in the state directory (``AGENT_STATE_DIR``), so that a damaged configurat
 does not cost the identity (and the other way round):
 
     identity.json      {"format": 1, "controller_url", "agent_id", "agent_token", "checksum"}
-    config.json        {"format": 1, "version", "etag", "config", "poll_interval_seconds",
-                        "checksum"}
+    config.a.json,     {"format": 1, "write", "version", "etag", "config",
+    config.b.json       "poll_interval_seconds", "checksum"}: two slots, the newer whole
+                       one is the configuration (:mod:`agent.config_slots`)
     registration.json  {"format": 1, "controller_url", "key", "checksum"}: only while the
                        agent registers: the Idempotency-Key it sends on every attempt,
                        written before the first, removed once identity.json is
 
-``checksum`` is the SHA-256 (hex) of the canonical JSON of the other fields. Files are
-replaced atomically (temporary file, fsync, rename, fsync of the directory), so a crash
-leaves the old file or the new one. The temporary file is always created afresh
-(``O_CREAT | O_EXCL | O_NOFOLLOW``): one left by a crash, or a symlink planted at its
-name, is unlinked, never followed.
+``checksum`` is the SHA-256 (hex) of the canonical JSON of the other fields
+(:mod:`agent.state_files`). identity.json and registration.json are replaced atomically
+(temporary file, fsync, rename, fsync of the directory), so a crash leaves the old file
+or the new one. The temporary file is always created afresh (``O_CREAT | O_EXCL |
+O_NOFOLLOW``): one left by a crash, or a symlink planted at its name, is unlinked, never
+followed. The configuration is written in place into the older of its two slots, so a
+crash leaves the newer one whole.
+
+A ``config.json`` (one file, replaced atomically: how earlier releases kept the
+configuration) is read when neither slot exists, and removed once a slot is written.
 
 The state directory is private (0700). The agent creates it so; one that exists with
 group or other permissions is tightened if the agent's user owns it. One owned by
@@ -26,31 +32,37 @@ shape, is logged as ``state.corrupt`` and treated as absent: it is never applied
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
 import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agent.config_slots import SlotDocument, SlotPair
 from agent.constants import (
-    CONFIG_FILE_NAME,
+    CONFIG_SLOT_NAMES,
     IDENTITY_FILE_NAME,
+    LEGACY_CONFIG_FILE_NAME,
     REGISTRATION_KEY_FILE_NAME,
     STORAGE_DIR_MODE,
-    STORAGE_FILE_MODE,
     STORAGE_FORMAT,
+)
+from agent.state_files import (
+    CorruptStorage,
+    DocumentT,
+    encode_document,
+    log_corrupt,
+    open_directory,
+    read_document,
+    write_atomically,
 )
 from common.models import WorkerConfig
 
 logger = logging.getLogger(__name__)
-
-DocumentT = TypeVar("DocumentT", bound=BaseModel)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,7 +108,9 @@ class _RegistrationKeyDocument(BaseModel):
     checksum: str
 
 
-class _ConfigDocument(BaseModel):
+class _LegacyConfigDocument(BaseModel):
+    """config.json, as earlier releases wrote it."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
 
     format: Literal[1]
@@ -107,81 +121,12 @@ class _ConfigDocument(BaseModel):
     checksum: str
 
 
-class CorruptStorage(Exception):
-    """A storage file exists but must not be used; the message says why."""
+class _ConfigDocument(_LegacyConfigDocument, SlotDocument):
+    """A configuration slot: config.json's fields and the write count."""
 
 
 class StateDirNotPrivate(PermissionError):
     """The state directory is another user's, or cannot be made private: refused."""
-
-
-def checksum(fields: dict[str, Any]) -> str:
-    """SHA-256 hex of the canonical JSON (sorted keys, compact) of ``fields``."""
-    return _digest(_canonical(fields))
-
-
-def _canonical(fields: dict[str, Any]) -> str:
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"))
-
-
-def _digest(canonical: str) -> str:
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def encode_document(fields: dict[str, Any]) -> bytes:
-    """The file's bytes: ``fields`` and their checksum, serialised once. The checksum
-    comes first, then the fields exactly as they were hashed (readers parse the JSON, so
-    the order of its keys does not matter)."""
-    if not fields:
-        raise ValueError("a storage document has at least one field")
-    canonical = _canonical(fields)
-    return f'{{"checksum":"{_digest(canonical)}",{canonical[1:]}\n'.encode()
-
-
-def write_atomically(
-    directory: int, name: str, data: bytes, *, mode: int = STORAGE_FILE_MODE
-) -> None:
-    """Replace the file ``name`` in the open ``directory`` with ``data`` so that a crash
-    leaves the old file or the new one.
-
-    The temporary file has a fixed name beside the target (one agent owns its state
-    directory) and is always created anew: whatever a crash (or anyone else) left at
-    that name, a symlink included, is unlinked first, never opened. Names are resolved
-    in the directory's descriptor, not through its path, once per write.
-    """
-    tmp = f".{name}.tmp"
-    try:
-        fd = _create_new(directory, tmp, mode)
-        try:
-            os.fchmod(fd, mode)  # the umask may have taken bits off the mode asked
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, name, src_dir_fd=directory, dst_dir_fd=directory)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp, dir_fd=directory)
-        raise
-    os.fsync(directory)  # the rename itself made durable
-
-
-def _create_new(directory: int, name: str, mode: int) -> int:
-    """A new file ``name`` in ``directory``, open for writing; what was at that name is
-    removed."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        return os.open(name, flags, mode, dir_fd=directory)
-    except FileExistsError:
-        os.unlink(name, dir_fd=directory)  # a stale temporary file, or a symlink: the link goes
-        return os.open(name, flags, mode, dir_fd=directory)
-
-
-def open_directory(path: Path) -> int:
-    """A descriptor of the directory at ``path`` (close it with ``os.close``)."""
-    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
 class Storage:
@@ -195,10 +140,22 @@ class Storage:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
         self.identity_path = state_dir / IDENTITY_FILE_NAME
-        self.config_path = state_dir / CONFIG_FILE_NAME
         self.registration_key_path = state_dir / REGISTRATION_KEY_FILE_NAME
+        self.legacy_config_path = state_dir / LEGACY_CONFIG_FILE_NAME
         self._dir_fd: int | None = None
         self._dir_lock = threading.Lock()
+        self._config = SlotPair(
+            self._directory,
+            (state_dir / CONFIG_SLOT_NAMES[0], state_dir / CONFIG_SLOT_NAMES[1]),
+            _ConfigDocument,
+        )
+        # Whether a config.json may still be there to remove after a slot is written.
+        self._legacy_config_checked = False
+
+    @property
+    def config_paths(self) -> tuple[Path, Path]:
+        """The configuration's two slots."""
+        return self._config.paths
 
     def prepare(self) -> None:
         """Create the state directory, private to this user; tighten it if it is ours
@@ -215,6 +172,7 @@ class Storage:
         with self._dir_lock:
             earlier, self._dir_fd = self._dir_fd, directory
         if earlier is not None:
+            self._config.close()  # its slots were opened in the earlier descriptor
             os.close(earlier)
 
     def _make_private(self) -> os.stat_result:
@@ -243,7 +201,8 @@ class Storage:
         return status
 
     def close(self) -> None:
-        """Let the directory's descriptor go (a later write opens it again)."""
+        """Let the descriptors go (a later write opens them again)."""
+        self._config.close()
         with self._dir_lock:
             directory, self._dir_fd = self._dir_fd, None
         if directory is not None:
@@ -263,7 +222,7 @@ class Storage:
         try:
             agent_id = uuid.UUID(doc.agent_id)
         except ValueError:
-            _log_corrupt(self.identity_path, "agent_id is not a UUID")
+            log_corrupt(self.identity_path, "agent_id is not a UUID")
             return None
         if doc.controller_url != controller_url:
             logger.info(
@@ -302,7 +261,7 @@ class Storage:
         try:
             return uuid.UUID(doc.key)
         except ValueError:
-            _log_corrupt(self.registration_key_path, "key is not a UUID")
+            log_corrupt(self.registration_key_path, "key is not a UUID")
             return None
 
     def save_registration_key(self, controller_url: str, key: uuid.UUID) -> None:
@@ -315,14 +274,20 @@ class Storage:
         self._remove(REGISTRATION_KEY_FILE_NAME)
 
     def load_config(self) -> CachedConfig | None:
-        """The saved configuration; None if absent or damaged."""
-        doc = self._load(self.config_path, _ConfigDocument)
+        """The saved configuration: the newer whole slot, or config.json when there is
+        no slot yet; None if absent or damaged."""
+        doc: _LegacyConfigDocument | None
+        if self._config.exists():
+            doc, path = self._config.load() or (None, self.config_paths[0])
+        else:
+            doc = self._load(self.legacy_config_path, _LegacyConfigDocument)
+            path = self.legacy_config_path
         if doc is None:
             return None
         try:
             config = WorkerConfig.model_validate(doc.config)
         except ValidationError:
-            _log_corrupt(self.config_path, "config is not a valid worker configuration")
+            log_corrupt(path, "config is not a valid worker configuration")
             return None
         return CachedConfig(
             version=doc.version,
@@ -332,16 +297,19 @@ class Storage:
         )
 
     def save_config(self, cached: CachedConfig) -> None:
-        self._save(
-            self.config_path,
+        """Write ``cached`` over the older slot (and remove a config.json once one is)."""
+        self._config.save(
             {
                 "format": STORAGE_FORMAT,
                 "version": cached.version,
                 "etag": cached.etag,
                 "config": cached.config.model_dump(mode="json"),
                 "poll_interval_seconds": cached.poll_interval_seconds,
-            },
+            }
         )
+        if not self._legacy_config_checked:
+            self._legacy_config_checked = True
+            self._remove(LEGACY_CONFIG_FILE_NAME)
 
     def _save(self, path: Path, fields: dict[str, Any]) -> None:
         write_atomically(self._directory(), path.name, encode_document(fields))
@@ -354,38 +322,9 @@ class Storage:
 
     def _load(self, path: Path, model: type[DocumentT]) -> DocumentT | None:
         try:
-            return _read_document(path, model)
+            return read_document(path, model)
         except FileNotFoundError:
             return None
         except CorruptStorage as exc:
-            _log_corrupt(path, str(exc))
+            log_corrupt(path, str(exc))
             return None
-
-
-def _read_document(path: Path, model: type[DocumentT]) -> DocumentT:
-    """The checked document at ``path``; FileNotFoundError, or CorruptStorage saying why."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        raise CorruptStorage(f"unreadable ({exc.strerror})") from exc
-    try:
-        value = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise CorruptStorage("not valid JSON") from exc
-    if not isinstance(value, dict):
-        raise CorruptStorage("not a JSON object")
-    try:
-        doc = model.model_validate(value)
-    except ValidationError as exc:
-        names = sorted({str(err["loc"][0]) for err in exc.errors() if err["loc"]})
-        raise CorruptStorage(f"unexpected shape ({', '.join(names) or 'document'})") from exc
-    fields = {key: item for key, item in value.items() if key != "checksum"}
-    if value["checksum"] != checksum(fields):
-        raise CorruptStorage("checksum mismatch")
-    return doc
-
-
-def _log_corrupt(path: Path, reason: str) -> None:
-    logger.warning("state.corrupt path=%s reason=%s", path, reason)

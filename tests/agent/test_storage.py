@@ -1,4 +1,7 @@
-"""The agent's storage: identity.json and config.json."""
+"""The agent's storage: identity.json, the configuration's slots, the atomic writes.
+
+The slots themselves (in place, two of them, the newer whole one): test_config_slots.py.
+"""
 
 from __future__ import annotations
 
@@ -13,17 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.storage import (
-    CachedConfig,
-    Identity,
-    StateDirNotPrivate,
-    Storage,
-    checksum,
-    open_directory,
-    write_atomically,
-)
+from agent.state_files import checksum, open_directory, write_atomically
+from agent.storage import CachedConfig, Identity, StateDirNotPrivate, Storage
 from agent.storage_writer import StorageThread, StorageWriter
 from common.models import WorkerConfig
+from tests.support.state import newest_config_slot
 
 CONTROLLER = "http://controller.test:8000"
 
@@ -84,10 +81,10 @@ def test_missing_files_load_as_none(store: Storage, caplog: pytest.LogCaptureFix
 def test_file_format_and_checksum(store: Storage) -> None:
     """The files carry format 1 and the SHA-256 of the canonical JSON of the other fields."""
     store.save_config(cached())
-    document = json.loads(store.config_path.read_text())
+    document = json.loads(newest_config_slot(store.state_dir).read_text())
     fields = {k: v for k, v in document.items() if k != "checksum"}
     assert document["format"] == 1
-    assert set(fields) == {"format", "version", "etag", "config", "poll_interval_seconds"}
+    assert set(fields) == {"format", "write", "version", "etag", "config", "poll_interval_seconds"}
     assert document["checksum"] == checksum(fields)
     store.save_identity(identity())
     assert set(json.loads(store.identity_path.read_text())) == {
@@ -109,7 +106,7 @@ def test_modes_are_private(tmp_path: Path) -> None:
     store.save_config(cached())
     assert mode(store.state_dir) == 0o700
     assert mode(store.identity_path) == 0o600
-    assert mode(store.config_path) == 0o600
+    assert mode(newest_config_slot(store.state_dir)) == 0o600
 
 
 def test_existing_open_directory_is_made_private(tmp_path: Path) -> None:
@@ -161,11 +158,11 @@ def test_directory_of_another_user_is_refused(
 
 def test_stale_temporary_file_is_replaced(tmp_path: Path) -> None:
     """A temporary file left by a crash (another mode, other content) is replaced anew."""
-    target = tmp_path / "config.json"
-    stale = tmp_path / ".config.json.tmp"
+    target = tmp_path / "identity.json"
+    stale = tmp_path / ".identity.json.tmp"
     stale.write_bytes(b"stale and longer than the new content")
     stale.chmod(0o644)
-    write_in(tmp_path, "config.json", b"{}")
+    write_in(tmp_path, "identity.json", b"{}")
     assert target.read_bytes() == b"{}"
     assert mode(target) == 0o600
     assert not stale.exists()
@@ -177,20 +174,24 @@ def test_symlink_at_the_temporary_name_is_not_followed(tmp_path: Path) -> None:
     outside.write_bytes(b"precious")
     directory = tmp_path / "state"
     directory.mkdir()
-    (directory / ".config.json.tmp").symlink_to(outside)
-    write_in(directory, "config.json", b"{}")
+    (directory / ".identity.json.tmp").symlink_to(outside)
+    write_in(directory, "identity.json", b"{}")
     assert outside.read_bytes() == b"precious"
-    assert (directory / "config.json").read_bytes() == b"{}"
-    assert not (directory / "config.json").is_symlink()
-    assert [p.name for p in directory.iterdir()] == ["config.json"]
+    assert (directory / "identity.json").read_bytes() == b"{}"
+    assert not (directory / "identity.json").is_symlink()
+    assert [p.name for p in directory.iterdir()] == ["identity.json"]
 
 
 def test_writes_leave_no_temporary_files(store: Storage) -> None:
-    """Repeated atomic writes leave exactly the two state files behind."""
+    """Repeated writes leave exactly the state files behind: the identity, two slots."""
     for version in range(1, 6):
         store.save_config(cached(version))
         store.save_identity(identity())
-    assert sorted(p.name for p in store.state_dir.iterdir()) == ["config.json", "identity.json"]
+    assert sorted(p.name for p in store.state_dir.iterdir()) == [
+        "config.a.json",
+        "config.b.json",
+        "identity.json",
+    ]
     assert store.load_config() == cached(5)
 
 
@@ -205,7 +206,7 @@ def test_writes_go_to_the_directory_that_was_checked(tmp_path: Path) -> None:
     store.save_identity(identity())
     assert list((tmp_path / "state").iterdir()) == []
     assert sorted(p.name for p in (tmp_path / "moved").iterdir()) == [
-        "config.json",
+        "config.a.json",
         "identity.json",
     ]
     store.close()
@@ -223,10 +224,11 @@ def test_a_closed_store_opens_its_directory_again(store: Storage) -> None:
 
 
 def test_the_file_is_the_checksum_then_the_fields_as_hashed(store: Storage) -> None:
-    """One serialisation: the checksum, then the canonical JSON of the fields it covers."""
+    """One serialisation: the checksum, then the canonical JSON of the fields it covers
+    (then spaces to the slot's size)."""
     store.save_config(cached())
-    text = store.config_path.read_text()
-    head, _, rest = text.partition(",")
+    text = newest_config_slot(store.state_dir).read_text()
+    head, _, rest = text.rstrip(" ").partition(",")
     fields = {k: v for k, v in json.loads(text).items() if k != "checksum"}
     assert head == f'{{"checksum":"{checksum(fields)}"'
     assert "{" + rest == json.dumps(fields, sort_keys=True, separators=(",", ":")) + "\n"
@@ -234,11 +236,11 @@ def test_the_file_is_the_checksum_then_the_fields_as_hashed(store: Storage) -> N
 
 def test_failed_write_leaves_old_file_and_no_temporary(tmp_path: Path) -> None:
     """A write whose rename fails removes its temporary file and raises."""
-    target = tmp_path / "config.json"
+    target = tmp_path / "identity.json"
     target.mkdir()  # os.replace cannot put a file over a directory
     with pytest.raises(OSError, match="directory"):
-        write_in(tmp_path, "config.json", b"{}")
-    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
+        write_in(tmp_path, "identity.json", b"{}")
+    assert [p.name for p in tmp_path.iterdir()] == ["identity.json"]
     assert target.is_dir()
 
 
@@ -253,20 +255,22 @@ def _assert_corrupt(caplog: pytest.LogCaptureFixture, path: Path, reason: str) -
 def test_checksum_mismatch_is_not_applied(store: Storage, caplog: pytest.LogCaptureFixture) -> None:
     """A field edited without its checksum makes the file corrupt: logged, not loaded."""
     store.save_config(cached(3))
-    document = json.loads(store.config_path.read_text())
+    slot = newest_config_slot(store.state_dir)
+    document = json.loads(slot.read_text())
     document["version"] = 4
-    store.config_path.write_text(json.dumps(document))
+    slot.write_text(json.dumps(document))
     assert store.load_config() is None
-    _assert_corrupt(caplog, store.config_path, "checksum mismatch")
+    _assert_corrupt(caplog, slot, "checksum mismatch")
 
 
 def test_truncated_file_is_not_applied(store: Storage, caplog: pytest.LogCaptureFixture) -> None:
     """A file cut short (a torn write on another file system) is corrupt."""
     store.save_config(cached())
-    data = store.config_path.read_bytes()
-    store.config_path.write_bytes(data[: len(data) // 2])
+    slot = newest_config_slot(store.state_dir)
+    data = slot.read_bytes().rstrip(b" ")
+    slot.write_bytes(data[: len(data) // 2])
     assert store.load_config() is None
-    _assert_corrupt(caplog, store.config_path, "not valid JSON")
+    _assert_corrupt(caplog, slot, "not valid JSON")
 
 
 def test_garbage_file_is_not_applied(store: Storage, caplog: pytest.LogCaptureFixture) -> None:
@@ -282,7 +286,7 @@ def test_garbage_file_is_not_applied(store: Storage, caplog: pytest.LogCaptureFi
         ("[1, 2, 3]", "not a JSON object"),
         ('{"format": 1}', "unexpected shape"),
         (
-            '{"format": 2, "version": 1, "etag": null, "config": {"url": null}, '
+            '{"format": 2, "write": 1, "version": 1, "etag": null, "config": {"url": null}, '
             '"poll_interval_seconds": 5, "checksum": "x"}',
             "unexpected shape (format)",
         ),
@@ -292,9 +296,10 @@ def test_wrong_shape_is_not_applied(
     store: Storage, caplog: pytest.LogCaptureFixture, content: str, reason: str
 ) -> None:
     """Valid JSON of the wrong shape or format is corrupt."""
-    store.config_path.write_text(content)
+    slot = store.config_paths[0]
+    slot.write_text(content)
     assert store.load_config() is None
-    _assert_corrupt(caplog, store.config_path, reason)
+    _assert_corrupt(caplog, slot, reason)
 
 
 def test_invalid_configuration_with_valid_checksum_is_not_applied(
@@ -303,22 +308,24 @@ def test_invalid_configuration_with_valid_checksum_is_not_applied(
     """A checksummed file whose configuration is not a valid WorkerConfig is not applied."""
     fields = {
         "format": 1,
+        "write": 1,
         "version": 2,
         "etag": '"2"',
         "config": {"url": "ftp://example.org/"},
         "poll_interval_seconds": 5,
     }
-    store.config_path.write_text(json.dumps({**fields, "checksum": checksum(fields)}))
+    slot = store.config_paths[0]
+    slot.write_text(json.dumps({**fields, "checksum": checksum(fields)}))
     assert store.load_config() is None
-    _assert_corrupt(caplog, store.config_path, "config is not a valid worker configuration")
+    _assert_corrupt(caplog, slot, "config is not a valid worker configuration")
 
 
 def test_damaged_config_keeps_identity(store: Storage) -> None:
-    """A damaged config.json does not cost the identity."""
+    """A damaged configuration does not cost the identity."""
     saved = identity()
     store.save_identity(saved)
     store.save_config(cached())
-    store.config_path.write_text("{")
+    newest_config_slot(store.state_dir).write_text("{")
     assert store.load_config() is None
     assert store.load_identity(CONTROLLER) == saved
 

@@ -28,6 +28,7 @@ from tests.agent.conftest import (
     worker_holds,
     worker_version,
 )
+from tests.support.state import newest_config_slot
 
 
 async def test_register_saves_a_private_identity(
@@ -184,14 +185,17 @@ async def test_a_stored_bare_etag_costs_one_full_answer(
 async def test_corrupt_config_is_refetched_in_full(
     make_settings: MakeSettings, controller: Controller, worker: TestServer, state_dir: Path
 ) -> None:
-    """A damaged config.json is not applied; the next poll asks without an ETag and gets a 200."""
+    """A damaged configuration is not applied; the next poll asks without an ETag and gets
+    a 200."""
     await controller.publish("https://ip.me")
     settings = make_settings(controller_url=controller.url, worker_url=base_url(worker))
     async with Agent(settings) as agent:
         await agent.sync_controller_once()
         await agent.sync_controller_once()
     store = Storage(state_dir)
-    store.config_path.write_text(store.config_path.read_text()[:-20])
+    slot = newest_config_slot(state_dir)  # the only one: one configuration was received
+    assert not (set(store.config_paths) - {slot}).pop().exists()
+    slot.write_text(slot.read_text().rstrip(" ")[:-20])
     async with Agent(settings) as agent:
         assert agent.cached_config is None
         assert (await agent.reconcile_worker_once()).outcome is WorkerOutcome.NOTHING_TO_APPLY

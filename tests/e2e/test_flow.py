@@ -23,6 +23,7 @@ from tests.e2e.conftest import ADMIN_TOKEN, REGISTRATION_TOKEN, WORKER_TOKEN
 from tests.support import fleet as shared
 from tests.support.fleet import SETTLE_TIMEOUT_SECONDS, FleetSetup, Hit
 from tests.support.processes import Exchange, ProcessGroup, RecordingProxy, Upstream, wait_until
+from tests.support.state import slot_holds
 
 pytestmark = pytest.mark.e2e
 
@@ -166,7 +167,7 @@ async def test_config_flows_to_the_worker_and_unchanged_polls_get_304(
     worker_log = fleet.worker.log_text()
     assert worker_log.count(f"config.applied version={version_a} url={url_a}") == 1
     assert worker_log.count(f"config.applied version={version_b} url={url_b}") == 1
-    assert (fleet.state_dir / "config.json").is_file()
+    assert slot_holds(fleet.newest_config_slot) == {"version": version_b, "config": {"url": url_b}}
     assert REGISTRATION_TOKEN not in agent_log
     assert ADMIN_TOKEN not in fleet.controller.log_text()
 

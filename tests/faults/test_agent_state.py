@@ -1,5 +1,7 @@
 """The agent's state files damaged on disk: detected by their checksum, never applied,
 logged as ``state.corrupt``, and replaced by what the controller answers once it can.
+A damaged configuration slot gives way to the other slot, the write before it (what a
+crash in the middle of a write leaves), never to what the damaged one held.
 
 Each damage is done with the agent stopped and its worker restarted empty (a power cut),
 and the agent's path to the controller cut: the agent starts with the controller
@@ -26,6 +28,7 @@ from tests.faults.fleet import (
 )
 from tests.support.fleet import SETTLE_TIMEOUT_SECONDS
 from tests.support.processes import Upstream, wait_until
+from tests.support.state import config_slots, slot_holds
 
 pytestmark = pytest.mark.e2e
 
@@ -37,19 +40,19 @@ CONVERGED_WITHIN_SECONDS = BACKOFF_MAX_SECONDS + POLL_INTERVAL_SECONDS + MARGIN_
 DAMAGED_URL = "https://damaged.example/"
 # A field changed without fixing the checksum: a plausible file, but not the one written.
 EDITS: dict[str, dict[str, Any]] = {
-    "identity.json": {"agent_token": "forged-agent-token"},
-    "config.json": {"version": 99, "config": {"url": DAMAGED_URL}},
+    "identity": {"agent_token": "forged-agent-token"},
+    "config": {"version": 99, "config": {"url": DAMAGED_URL}},
 }
 
 
 def _truncate(path: Path) -> None:
-    data = path.read_bytes()
+    data = path.read_bytes().rstrip()  # the document, not the spaces after it
     path.write_bytes(data[: len(data) // 2])
 
 
 def _flip_bytes(path: Path) -> None:
     data = bytearray(path.read_bytes())
-    middle = len(data) // 2
+    middle = len(data.rstrip()) // 2  # in the document, not in the spaces after it
     for index in range(middle, middle + 4):
         data[index] ^= 0xFF
     path.write_bytes(bytes(data))
@@ -57,7 +60,7 @@ def _flip_bytes(path: Path) -> None:
 
 def _edit_a_field(path: Path) -> None:
     document = json.loads(path.read_bytes())
-    document.update(EDITS[path.name])
+    document.update(EDITS[path.name.split(".")[0]])
     path.write_text(json.dumps(document))
 
 
@@ -109,21 +112,38 @@ async def _wait_state_saved(fleet: Fleet, version: int) -> None:
     await wait_until(saved, timeout_seconds=SETTLE_TIMEOUT_SECONDS, what="the state saved again")
 
 
-async def test_damaged_config_file_is_not_applied_and_is_fetched_again(
+async def test_damaged_config_slot_is_not_applied_and_is_fetched_again(
     make_fleet: MakeFleet, upstream: Upstream
 ) -> None:
-    """A truncated, bit-flipped or edited config.json is logged and never handed to the
-    worker, which stays empty until the controller answers and brings the current version."""
+    """A truncated, bit-flipped or edited configuration slot is logged and never handed to
+    the worker. The worker gets what the other slot holds (the write before), or stays
+    empty if it holds nothing whole, until the controller answers with the current
+    version."""
     fleet = await make_fleet(cuttable=True)
     await fleet.start_holding(upstream.respond("/start", "start"))
     assert fleet.link is not None
+    # A second version, so that both slots hold one before the first damage.
+    await fleet.wait_worker_version(
+        await fleet.publish(upstream.respond("/second", "second")),
+        timeout_seconds=SETTLE_TIMEOUT_SECONDS,
+    )
+    await _wait_state_saved(fleet, 2)
+    restored_from_older_slot = 0
 
     for damage in DAMAGES:
-        await _restart_damaged(fleet, fleet.config_path, damage)
+        damaged = fleet.newest_config_slot
+        (older,) = set(config_slots(fleet.state_dir)) - {damaged}
+        expected = slot_holds(older) or {"version": 0, "config": {"url": None}}
+        await _restart_damaged(fleet, damaged, damage)
         url = upstream.respond(f"/{damage.replace(' ', '-')}", damage)
         version = await fleet.publish(url)
-        _assert_logged_corrupt(fleet, fleet.config_path, damage)
-        assert await fleet.worker_holds() == {"version": 0, "config": {"url": None}}, damage
+        _assert_logged_corrupt(fleet, damaged, damage)
+        if expected["version"]:
+            await fleet.wait_worker_version(
+                int(str(expected["version"])), timeout_seconds=SETTLE_TIMEOUT_SECONDS
+            )
+            restored_from_older_slot += 1
+        assert await fleet.worker_holds() == expected, damage
 
         fleet.link.restore()
         await fleet.wait_worker_version(version, timeout_seconds=CONVERGED_WITHIN_SECONDS)
@@ -131,15 +151,44 @@ async def test_damaged_config_file_is_not_applied_and_is_fetched_again(
         await _wait_state_saved(fleet, version)
         assert "agent.registered" not in _this_run(fleet), damage  # the identity was intact
 
+    assert restored_from_older_slot >= 1
     assert DAMAGED_URL not in fleet.worker.log_text()
     assert "version=99" not in fleet.worker.log_text()
+
+
+async def test_both_config_slots_damaged_leave_the_worker_empty(
+    make_fleet: MakeFleet, upstream: Upstream
+) -> None:
+    """Both slots damaged: nothing is applied from disk; the worker stays empty until the
+    controller answers."""
+    fleet = await make_fleet(cuttable=True)
+    await fleet.start_holding(upstream.respond("/start", "start"))
+    assert fleet.link is not None
+    await fleet.wait_worker_version(
+        await fleet.publish(upstream.respond("/second", "second")),
+        timeout_seconds=SETTLE_TIMEOUT_SECONDS,
+    )
+    await _wait_state_saved(fleet, 2)
+    first, second = config_slots(fleet.state_dir)
+    _flip_bytes(first)
+    await _restart_damaged(fleet, second, "field edited")
+    url = upstream.respond("/after", "after")
+    version = await fleet.publish(url)
+    _assert_logged_corrupt(fleet, first, "flipped bytes")
+    _assert_logged_corrupt(fleet, second, "field edited")
+    assert await fleet.worker_holds() == {"version": 0, "config": {"url": None}}
+
+    fleet.link.restore()
+    await fleet.wait_worker_version(version, timeout_seconds=CONVERGED_WITHIN_SECONDS)
+    assert await fleet.worker_holds() == {"version": version, "config": {"url": url}}
+    assert DAMAGED_URL not in fleet.worker.log_text()
 
 
 async def test_damaged_identity_file_is_not_used_and_the_agent_registers_again(
     make_fleet: MakeFleet, upstream: Upstream
 ) -> None:
     """A truncated, bit-flipped or edited identity.json is logged and never used: the worker
-    is restored from the intact config.json, and the agent registers anew once it can."""
+    is restored from the intact configuration, and the agent registers anew once it can."""
     fleet = await make_fleet(cuttable=True)
     url = upstream.respond("/start", "start")
     version = await fleet.start_holding(url)

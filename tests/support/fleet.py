@@ -16,6 +16,7 @@ from typing import Any, Final
 import aiohttp
 
 from tests.support.processes import ProcessGroup, ServiceProcess, wait_until
+from tests.support.state import newest_config_slot
 
 # Waits for what has no promised bound (a process start, a registration, a restarted
 # controller's backoff).
@@ -93,8 +94,9 @@ class Fleet:
         return self.state_dir / "identity.json"
 
     @property
-    def config_path(self) -> Path:
-        return self.state_dir / "config.json"
+    def newest_config_slot(self) -> Path:
+        """The configuration slot the agent wrote last."""
+        return newest_config_slot(self.state_dir)
 
     async def start(self) -> None:
         """Start all three at once (the agent retries until the controller is up)."""

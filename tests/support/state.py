@@ -1,0 +1,36 @@
+"""The agent's state directory seen from a test: which configuration slot is the newest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from agent.constants import CONFIG_SLOT_NAMES
+
+
+def config_slots(state_dir: Path) -> tuple[Path, Path]:
+    return (state_dir / CONFIG_SLOT_NAMES[0], state_dir / CONFIG_SLOT_NAMES[1])
+
+
+def newest_config_slot(state_dir: Path) -> Path:
+    """The slot with the highest write count among those that parse: where the agent
+    wrote its configuration last."""
+    counts: dict[Path, int] = {}
+    for path in config_slots(state_dir):
+        try:
+            counts[path] = int(json.loads(path.read_bytes())["write"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    if not counts:
+        raise AssertionError(f"no configuration slot in {state_dir} holds a document")
+    return max(counts, key=counts.__getitem__)
+
+
+def slot_holds(path: Path) -> dict[str, object] | None:
+    """What a whole slot holds, as the worker's GET /config shows it (``{"version",
+    "config"}``); None if the slot is absent or does not parse."""
+    try:
+        document = json.loads(path.read_bytes())
+        return {"version": document["version"], "config": document["config"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
