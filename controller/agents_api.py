@@ -196,9 +196,9 @@ _STATE_NOTE = (
     "polled) for 3 poll intervals; otherwise drift when its latest poll said X-Worker-Drift: "
     "1 (its worker held a configuration the agent did not send), in_sync when its worker "
     "holds the current version, ahead when it holds a higher one (the database is older "
-    "than the fleet: restored from a backup), behind when not. This replica's pending "
-    "polls are written "
-    "first."
+    "than the fleet: restored from a backup), behind when not. Every poll this replica took "
+    "before the request counts: the answer waits for the replica's next batched write of "
+    "them (every 0.25 s), and the read itself writes nothing."
 )
 _IDEMPOTENCY_KEY = Parameter(
     name=HEADER_IDEMPOTENCY_KEY,

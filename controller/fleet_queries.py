@@ -1,5 +1,6 @@
 """The fleet as the admin API and the metrics read it: agents judged by one state rule,
-with this replica's pending polls written first. Nothing here knows about HTTP."""
+after this replica's pending polls are written (by the ledger's loop, not by the read).
+Nothing here knows about HTTP."""
 
 from __future__ import annotations
 
@@ -39,9 +40,10 @@ class FleetQueries:
         self._default_poll_interval_seconds = default_poll_interval_seconds
 
     async def _flush_ledger(self) -> None:
-        """Write this replica's pending polls first, so the admin sees the latest ones."""
+        """Wait until this replica's pending polls are written (by the ledger's loop), so
+        the admin sees the latest ones."""
         try:
-            await self._ledger.flush()
+            await self._ledger.caught_up()
         except FleetconfError:
             logger.warning("fleet.ledger_flush_failed pending=%d", self._ledger.pending)
 

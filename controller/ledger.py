@@ -15,6 +15,11 @@ poll said about a failed apply (``X-Apply-Failed``; none clears it).
 The same flush adds the ``/hit`` counts agents reported (``X-Hit-Counts``, summed per
 version in :class:`~controller.hit_totals.HitSums`) to ``version_hits``, in a transaction
 of its own; sums it could not write are kept for the next flush.
+
+The admin's reads (``/fleet``, ``/agents``, the rollout view) see what this replica
+recorded before them: :meth:`Ledger.caught_up` waits for the loop's next flush, which
+writes it, instead of writing it themselves, so a read never costs a write however often
+it comes (a terminal polling ``/fleet`` 20 times a second made 20 writes a second).
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ from controller.db import Database
 from controller.hit_totals import Counts, HitSums, add_hits
 from controller.sightings import Sighting, write_sightings
 
+# How long a read waits for the loop's flush before it flushes itself (the loop is not
+# running, or is stuck): well above one period (LEDGER_FLUSH_SECONDS) and one flush.
+CAUGHT_UP_WAIT_SECONDS = 2.0
 # While the database fails, a warning at the first failed flush and then this often.
 FLUSH_WARNING_EVERY_SECONDS = 10.0
 # Rows per UPDATE batch: small enough that one batch fits well inside the database timeout.
@@ -71,8 +79,9 @@ class Ledger:
         # the flush. Keyed by the id's integer, which hashes in C where a UUID hashes in
         # Python (twice per poll, a third of what recording cost).
         self._pending: dict[int, _Poll] = {}
-        # One flush at a time (the loop's, and those GET /fleet and the rollout view ask
-        # for): two at once could commit out of order, the older batch last.
+        # One flush at a time (the loop's, the last one at shutdown, and a read's that
+        # waited in vain for the loop's): two at once could commit out of order, the
+        # older batch last.
         self._flushing = asyncio.Lock()
         # The agents that reported drift in the pending batch (ids' integers).
         self._drifting: set[int] = set()
@@ -86,6 +95,11 @@ class Ledger:
         self._writing_ahead = 0
         # The /hit counts reported since the last flush, per version.
         self.hits = HitSums()
+        # Flushes begun and ended (failed ones too), and what the next end sets: a read
+        # waits for the first flush to begin after it, which writes what it must see.
+        self._flushes_begun = 0
+        self._flushes_ended = 0
+        self._flush_ended = asyncio.Event()
 
     def record_hits(self, counts: dict[int, Counts]) -> None:
         """Add one agent's ``X-Hit-Counts`` report to the next flush."""
@@ -142,12 +156,38 @@ class Ledger:
         once both were tried. A flush asked while another runs waits for it, then writes what
         came meanwhile."""
         async with self._flushing:
+            self._flushes_begun += 1
             try:
-                await self._flush_hits()
-            except FleetconfError:
-                await self._flush_polls()
-                raise
-            return await self._flush_polls()
+                try:
+                    await self._flush_hits()
+                except FleetconfError:
+                    await self._flush_polls()
+                    raise
+                return await self._flush_polls()
+            finally:
+                self._flushes_ended += 1
+                ended, self._flush_ended = self._flush_ended, asyncio.Event()
+                ended.set()
+
+    async def caught_up(self, *, timeout_seconds: float = CAUGHT_UP_WAIT_SECONDS) -> None:
+        """Return once what was recorded before the call was written (or a flush tried):
+        by the loop's next flush, not by one of this call's own (a read must not cost a
+        write), unless none ends within ``timeout_seconds``. At once when nothing is
+        pending or being written."""
+        if self._pending or self._ahead_unwritten or len(self.hits) or self._drifting:
+            target = self._flushes_begun + 1  # a flush under way may have taken its batch
+        elif self._writing or self._writing_ahead:
+            target = self._flushes_begun
+        else:
+            return
+        deadline = asyncio.get_running_loop().time() + timeout_seconds
+        while self._flushes_ended < target:
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                await asyncio.wait_for(self._flush_ended.wait(), max(left, 0.0))
+            except TimeoutError:
+                await self.flush()
+                return
 
     async def _flush_polls(self) -> int:
         batch, self._pending = self._pending, {}

@@ -4,9 +4,10 @@ An agent fetches a new version (its poll still names the old one as applied), ap
 it, and confirms it at once with a second poll. Both polls end up in the database, in two
 batches if a flush fell between them. Those batches must not commit out of order: then
 the fleet would show the agent on the old version until its next poll, a minute later.
-Two flushes of one replica never overlap (GET /fleet and the rollout view ask for one
-while the loop's may run). A batch older than what a row holds changes nothing, so two
-replicas flushing the same agent's polls cannot reorder them either.
+Two flushes of one replica never overlap (a read that waited in vain for the loop's
+asks for one while the loop's may run, and so does the final one at shutdown). A batch
+older than what a row holds changes nothing, so two replicas flushing the same agent's
+polls cannot reorder them either.
 """
 
 from __future__ import annotations
