@@ -20,6 +20,7 @@ from pytest_aiohttp import AiohttpServer
 
 from agent.runner import Agent
 from agent.settings import AgentSettings
+from agent.storage import Storage
 from controller import migrations
 from controller.app import create_app as create_controller_app
 from controller.settings import ControllerSettings
@@ -66,6 +67,14 @@ def closed_port_url() -> Iterator[str]:
     whole test."""
     with refused_port() as port:
         yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Storage:
+    """A prepared state store in a fresh directory."""
+    state = Storage(tmp_path / "state")
+    state.prepare()
+    return state
 
 
 @pytest.fixture

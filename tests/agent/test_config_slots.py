@@ -16,21 +16,8 @@ import pytest
 from agent.config_slots import MAX_SLOT_BYTES, SLOT_BLOCK_BYTES
 from agent.state_files import encode_document, open_directory, write_atomically
 from agent.storage import CachedConfig, Storage
-from common.models import WorkerConfig
+from tests.support.state import cached_config as cached
 from tests.support.state import newest_config_slot
-
-
-def cached(version: int, url: str | None = "https://ip.me") -> CachedConfig:
-    return CachedConfig(
-        version=version, etag=f'"{version}"', config=WorkerConfig(url=url), poll_interval_seconds=7
-    )
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Storage:
-    state = Storage(tmp_path / "state")
-    state.prepare()
-    return state
 
 
 def _write_count(slot: Path) -> int:

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from agent.state_files import checksum, open_directory, write_atomically
-from agent.storage import CachedConfig, Identity, StateDirNotPrivate, Storage
+from agent.storage import Identity, StateDirNotPrivate, Storage
 from agent.storage_writer import StorageThread, StorageWriter
-from common.models import WorkerConfig
+from tests.support.state import cached_config as cached
 from tests.support.state import newest_config_slot
 
 CONTROLLER = "http://controller.test:8000"
@@ -29,20 +29,6 @@ def identity(controller_url: str = CONTROLLER) -> Identity:
     return Identity(
         controller_url=controller_url, agent_id=uuid.uuid4(), agent_token="agent-secret-token"
     )
-
-
-def cached(version: int = 3, url: str | None = "https://ip.me") -> CachedConfig:
-    return CachedConfig(
-        version=version, etag=f'"{version}"', config=WorkerConfig(url=url), poll_interval_seconds=7
-    )
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Storage:
-    """A prepared state store in a fresh directory."""
-    state = Storage(tmp_path / "state")
-    state.prepare()
-    return state
 
 
 def mode(path: Path) -> int:

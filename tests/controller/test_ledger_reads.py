@@ -4,34 +4,16 @@ loop: a read waits for the loop's next flush and writes nothing itself."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import event, insert, select
+from sqlalchemy import event, select
 
 from controller import keys
 from controller.db import Database, agents, create_engine
 from controller.ledger import Ledger
 from tests.controller.conftest import ADMIN, Client, post_config, register
-
-NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
-
-
-async def _agent(database: Database) -> uuid.UUID:
-    agent_id = uuid.uuid4()
-    async with database.engine.begin() as conn:
-        await conn.execute(
-            insert(agents).values(
-                id=str(agent_id),
-                hostname="host",
-                labels={},
-                token_hash="0" * 64,
-                registered_at=NOW,
-                assigned_version=0,
-            )
-        )
-    return agent_id
+from tests.controller.queries import insert_agent
 
 
 async def _applied(database: Database, agent_id: uuid.UUID) -> object:
@@ -58,7 +40,7 @@ async def test_a_read_waits_for_the_next_flush_and_writes_nothing_itself(
     (the loop's) has written the poll."""
     database = Database(create_engine(database_url))
     try:
-        agent_id = await _agent(database)
+        agent_id = await insert_agent(database)
         ledger = Ledger(database)
         ledger.record(agent_id, 3)
         writes, listener = _count_writes(database)
@@ -90,7 +72,7 @@ async def test_a_read_flushes_itself_only_when_no_flush_comes(database_url: str)
     timeout it writes the pending polls itself."""
     database = Database(create_engine(database_url))
     try:
-        agent_id = await _agent(database)
+        agent_id = await insert_agent(database)
         ledger = Ledger(database)
         ledger.record(agent_id, 5)
         await asyncio.wait_for(ledger.caught_up(timeout_seconds=0.05), timeout=1.0)

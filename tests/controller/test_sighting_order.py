@@ -16,30 +16,15 @@ import asyncio
 import datetime as dt
 import uuid
 
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import func, select, text
 
 from controller import migrations
 from controller.db import Database, agents, create_engine
 from controller.ledger import Ledger
 from controller.sightings import Sighting, write_sightings
+from tests.controller.queries import insert_agent
 
 NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
-
-
-async def _agent(database: Database) -> uuid.UUID:
-    agent_id = uuid.uuid4()
-    async with database.engine.begin() as conn:
-        await conn.execute(
-            insert(agents).values(
-                id=str(agent_id),
-                hostname="host",
-                labels={},
-                token_hash="0" * 64,
-                registered_at=NOW,
-                assigned_version=0,
-            )
-        )
-    return agent_id
 
 
 async def _row(database: Database, agent_id: uuid.UUID) -> dict[str, object]:
@@ -61,7 +46,7 @@ async def _applied(database: Database, agent_id: uuid.UUID) -> tuple[object, obj
 async def test_an_older_sighting_never_overwrites_a_newer_one(database_url: str) -> None:
     database = Database(create_engine(database_url))
     try:
-        late, other = await _agent(database), await _agent(database)
+        late, other = await insert_agent(database), await insert_agent(database)
         confirm = Sighting(seen=NOW.timestamp(), applied_version=4, worker_drift=False)
         fetch = Sighting(seen=NOW.timestamp() - 0.2, applied_version=3, worker_drift=False)
         async with database.engine.begin() as conn:
@@ -83,7 +68,7 @@ async def test_a_flush_asked_while_another_runs_waits_for_it(postgres_url: str) 
     database = Database(create_engine(postgres_url))
     blocker = create_engine(postgres_url)
     try:
-        agent_id = await _agent(database)
+        agent_id = await insert_agent(database)
         ledger = Ledger(database)
         ledger.record(agent_id, 3)
         async with blocker.connect() as held:
@@ -114,7 +99,11 @@ async def test_a_batch_writes_every_field_of_every_row(database_url: str) -> Non
     database = Database(create_engine(database_url))
     t0 = NOW.timestamp()
     try:
-        moved, kept, silent = await _agent(database), await _agent(database), await _agent(database)
+        moved, kept, silent = (
+            await insert_agent(database),
+            await insert_agent(database),
+            await insert_agent(database),
+        )
         first = Sighting(seen=t0, applied_version=3, worker_drift=False, applied_since=t0)
         failing = Sighting(
             seen=t0,
@@ -171,7 +160,7 @@ async def test_replicas_flushing_the_same_agents_in_any_order_do_not_deadlock(
     await asyncio.to_thread(migrations.upgrade, postgres_url)
     database = Database(create_engine(postgres_url))
     try:
-        ids = [await _agent(database) for _ in range(200)]
+        ids = [await insert_agent(database) for _ in range(200)]
         t0 = NOW.timestamp()
         for round_ in range(5):
             seen = t0 + round_

@@ -112,6 +112,19 @@ async def _wait_state_saved(fleet: Fleet, version: int) -> None:
     await wait_until(saved, timeout_seconds=SETTLE_TIMEOUT_SECONDS, what="the state saved again")
 
 
+async def _holding_two_versions(make_fleet: MakeFleet, upstream: Upstream) -> Fleet:
+    """A fleet whose worker holds version 2 and whose agent saved both versions: each
+    slot holds one."""
+    fleet = await make_fleet(cuttable=True)
+    await fleet.start_holding(upstream.respond("/start", "start"))
+    await fleet.wait_worker_version(
+        await fleet.publish(upstream.respond("/second", "second")),
+        timeout_seconds=SETTLE_TIMEOUT_SECONDS,
+    )
+    await _wait_state_saved(fleet, 2)
+    return fleet
+
+
 async def test_damaged_config_slot_is_not_applied_and_is_fetched_again(
     make_fleet: MakeFleet, upstream: Upstream
 ) -> None:
@@ -119,15 +132,8 @@ async def test_damaged_config_slot_is_not_applied_and_is_fetched_again(
     the worker. The worker gets what the other slot holds (the write before), or stays
     empty if it holds nothing whole, until the controller answers with the current
     version."""
-    fleet = await make_fleet(cuttable=True)
-    await fleet.start_holding(upstream.respond("/start", "start"))
+    fleet = await _holding_two_versions(make_fleet, upstream)
     assert fleet.link is not None
-    # A second version, so that both slots hold one before the first damage.
-    await fleet.wait_worker_version(
-        await fleet.publish(upstream.respond("/second", "second")),
-        timeout_seconds=SETTLE_TIMEOUT_SECONDS,
-    )
-    await _wait_state_saved(fleet, 2)
     restored_from_older_slot = 0
 
     for damage in DAMAGES:
@@ -161,14 +167,8 @@ async def test_both_config_slots_damaged_leave_the_worker_empty(
 ) -> None:
     """Both slots damaged: nothing is applied from disk; the worker stays empty until the
     controller answers."""
-    fleet = await make_fleet(cuttable=True)
-    await fleet.start_holding(upstream.respond("/start", "start"))
+    fleet = await _holding_two_versions(make_fleet, upstream)
     assert fleet.link is not None
-    await fleet.wait_worker_version(
-        await fleet.publish(upstream.respond("/second", "second")),
-        timeout_seconds=SETTLE_TIMEOUT_SECONDS,
-    )
-    await _wait_state_saved(fleet, 2)
     first, second = config_slots(fleet.state_dir)
     _flip_bytes(first)
     await _restart_damaged(fleet, second, "field edited")

@@ -6,6 +6,15 @@ import json
 from pathlib import Path
 
 from agent.constants import CONFIG_SLOT_NAMES
+from agent.storage import CachedConfig
+from common.models import WorkerConfig
+
+
+def cached_config(version: int = 3, url: str | None = "https://ip.me") -> CachedConfig:
+    """A configuration as the agent holds it: ETag "<version>", poll interval 7 s."""
+    return CachedConfig(
+        version=version, etag=f'"{version}"', config=WorkerConfig(url=url), poll_interval_seconds=7
+    )
 
 
 def config_slots(state_dir: Path) -> tuple[Path, Path]:
