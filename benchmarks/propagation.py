@@ -234,6 +234,18 @@ def count_log_lines(path: Path) -> dict[str, int]:
     }
 
 
+async def count_reports_after(
+    pause: float, hosts: list[Host], before: dict[str, int], row: dict[str, Any]
+) -> int:
+    """Wait ``pause`` seconds, then put the watch reports sent since ``before`` into
+    ``row``: at a change's last apply some are still on their way."""
+    await asyncio.sleep(pause)
+    reports = (await gather_stats(hosts))["reports"] - before["reports"]
+    row["watch_reports"] = reports
+    row["watch_reports_per_agent"] = round(reports / max(row["applied"] + row["missing"], 1), 3)
+    return reports
+
+
 async def gather_stats(hosts: list[Host]) -> dict[str, int]:
     answers = await asyncio.gather(*(h.stats() for h in hosts))
     keys = ("polls", "polls_200", "polls_304", "poll_errors", "applies", "agents", "registered")
@@ -517,10 +529,9 @@ async def measure(
             "poll_errors": after["poll_errors"] - before["poll_errors"],
             "controller_requests_per_second": round(polls / window, 1),
             "controller_requests_per_agent": round(polls / n, 3),
-            # The watch streams: frames the agents received, reports they sent.
+            # The watch streams: frames the agents received; reports they sent, counted
+            # after the pause below (at the last apply some are still on their way).
             "watch_frames": after["frames"] - before["frames"],
-            "watch_reports": after["reports"] - before["reports"],
-            "watch_reports_per_agent": round((after["reports"] - before["reports"]) / n, 3),
             "controller_cpu_seconds": cpu["controllers_cpu_seconds"],
             "hint_spread_seconds": hint_log.spreads.get(version) if hint_log else None,
             # Filled in while later changes run: GET /fleet shows every agent on it.
@@ -532,18 +543,18 @@ async def measure(
             ),
         }
         changes.append(row)
+        reports = await count_reports_after(args.pause, hosts, before, row)
         print(
             f"  change {c + 1}: v{version} applied {len(got)}/{n}  p50 {row['p50_seconds']:.3f}  "
             f"p95 {row['p95_seconds']:.3f}  p99 {row['p99_seconds']:.3f}  max {row['max_seconds']:.3f} s  "
             f"(from send p99 {row['apply_from_post_sent']['p99_seconds']:.3f}; delivered p50 "
             f"{row['delivery']['p50_seconds']:.3f} p99 {row['delivery']['p99_seconds']:.3f})  "
             f"{polls} GET /config ({row['controller_requests_per_second']:.0f}/s)  "
-            f"{row['watch_frames']} frames, {row['watch_reports']} reports  "
+            f"{row['watch_frames']} frames, {reports} reports (by the end of the pause)  "
             f"controller CPU {cpu['controllers_cpu_percent']} %  "
             f"agent hosts {row['agent_host_cpu_ms_per_apply']} ms CPU per apply",
             flush=True,
         )
-        await asyncio.sleep(args.pause)
         note_whole_change(row, whole.stop(), "agent_hosts", "controllers", n)
 
     print("waiting for the controller to know of every apply (GET /fleet) ...", flush=True)
