@@ -235,14 +235,14 @@ def count_log_lines(path: Path) -> dict[str, int]:
 
 
 async def count_reports_after(
-    pause: float, hosts: list[Host], before: dict[str, int], row: dict[str, Any]
+    pause: float, hosts: list[Host], before: dict[str, int], row: dict[str, Any], n: int
 ) -> int:
-    """Wait ``pause`` seconds, then put the watch reports sent since ``before`` into
-    ``row``: at a change's last apply some are still on their way."""
+    """Wait ``pause`` seconds, then put the watch reports the ``n`` agents sent since
+    ``before`` into ``row``: at a change's last apply some are still on their way."""
     await asyncio.sleep(pause)
     reports = (await gather_stats(hosts))["reports"] - before["reports"]
     row["watch_reports"] = reports
-    row["watch_reports_per_agent"] = round(reports / max(row["applied"] + row["missing"], 1), 3)
+    row["watch_reports_per_agent"] = round(reports / n, 3)
     return reports
 
 
@@ -543,7 +543,7 @@ async def measure(
             ),
         }
         changes.append(row)
-        reports = await count_reports_after(args.pause, hosts, before, row)
+        reports = await count_reports_after(args.pause, hosts, before, row, n)
         print(
             f"  change {c + 1}: v{version} applied {len(got)}/{n}  p50 {row['p50_seconds']:.3f}  "
             f"p95 {row['p95_seconds']:.3f}  p99 {row['p99_seconds']:.3f}  max {row['max_seconds']:.3f} s  "

@@ -39,7 +39,7 @@ class FleetQueries:
         self._ledger = ledger
         self._default_poll_interval_seconds = default_poll_interval_seconds
 
-    async def _flush_ledger(self) -> None:
+    async def _ledger_caught_up(self) -> None:
         """Wait until this replica's pending polls are written (by the ledger's loop), so
         the admin sees the latest ones."""
         try:
@@ -78,7 +78,7 @@ class FleetQueries:
     ) -> tuple[StateRule, store.AgentPage]:
         """One page of unrevoked agents (in ``state`` only, with the ``label`` (key, value)
         only, if given), and the rule that judges them."""
-        await self._flush_ledger()
+        await self._ledger_caught_up()
 
         async def read(conn: AsyncConnection) -> tuple[StateRule, store.AgentPage]:
             rule = await self._rule(conn)
@@ -91,7 +91,7 @@ class FleetQueries:
 
     async def read_agent(self, agent_id: uuid.UUID) -> tuple[StateRule, store.AgentRecord | None]:
         """One unrevoked agent (None if there is none), and the rule that judges it."""
-        await self._flush_ledger()
+        await self._ledger_caught_up()
 
         async def read(conn: AsyncConnection) -> tuple[StateRule, store.AgentRecord | None]:
             rule = await self._rule(conn)
@@ -101,7 +101,7 @@ class FleetQueries:
 
     async def read_fleet(self) -> tuple[StateRule, FleetCounts]:
         """The fleet's convergence: one GROUP BY, after this replica's pending polls."""
-        await self._flush_ledger()
+        await self._ledger_caught_up()
         return await self.count_fleet()
 
     async def count_fleet(self) -> tuple[StateRule, FleetCounts]:
@@ -124,7 +124,7 @@ class FleetQueries:
     async def read_rollout(self, version: int, *, limit: int, offset: int) -> RolloutRead | None:
         """``version``'s rollout after this replica's pending polls (and hit counts); None if
         no such version."""
-        await self._flush_ledger()
+        await self._ledger_caught_up()
 
         async def read(conn: AsyncConnection) -> RolloutRead | None:
             record = await store.read_version(conn, version)

@@ -174,7 +174,7 @@ class Ledger:
         by the loop's next flush, not by one of this call's own (a read must not cost a
         write), unless none ends within ``timeout_seconds``. At once when nothing is
         pending or being written."""
-        if self._pending or self._ahead_unwritten or len(self.hits) or self._drifting:
+        if self._pending or self._ahead_unwritten or len(self.hits):  # drift is in _pending
             target = self._flushes_begun + 1  # a flush under way may have taken its batch
         elif self._writing or self._writing_ahead:
             target = self._flushes_begun

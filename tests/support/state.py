@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from agent.constants import CONFIG_SLOT_NAMES
-from agent.storage import CachedConfig
+from agent.storage import CachedConfig, Storage
 from common.models import WorkerConfig
 
 
@@ -18,7 +17,8 @@ def cached_config(version: int = 3, url: str | None = "https://ip.me") -> Cached
 
 
 def config_slots(state_dir: Path) -> tuple[Path, Path]:
-    return (state_dir / CONFIG_SLOT_NAMES[0], state_dir / CONFIG_SLOT_NAMES[1])
+    """The agent's two configuration slots in ``state_dir`` (nothing is opened)."""
+    return Storage(state_dir).config_paths
 
 
 def newest_config_slot(state_dir: Path) -> Path:
