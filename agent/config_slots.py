@@ -98,16 +98,19 @@ class SlotPair(Generic[SlotDocumentT]):
     def paths(self) -> tuple[Path, Path]:
         return (self._slots[0].path, self._slots[1].path)
 
-    def exists(self) -> bool:
-        """Whether either slot file exists, whole or not."""
+    def last_modified_ns(self) -> int | None:
+        """When a slot file was last written (the later of the two, whole or not, in
+        nanoseconds since the epoch); None when neither exists."""
         directory = self._directory()
+        times = []
         for slot in self._slots:
             try:
-                os.stat(slot.path.name, dir_fd=directory, follow_symlinks=False)
+                times.append(
+                    os.stat(slot.path.name, dir_fd=directory, follow_symlinks=False).st_mtime_ns
+                )
             except FileNotFoundError:
                 continue
-            return True
-        return False
+        return max(times, default=None)
 
     def load(self) -> tuple[SlotDocumentT, Path] | None:
         """The newest document that passes its checks, and its slot; None if neither does."""

@@ -20,7 +20,8 @@ followed. The configuration is written in place into the older of its two slots,
 crash leaves the newer one whole.
 
 A ``config.json`` (one file, replaced atomically: how earlier releases kept the
-configuration) is read when neither slot exists, and removed once a slot is written.
+configuration) is read when no slot exists or every slot is older than it (an earlier
+release wrote it after a downgrade), and removed once a slot is written.
 
 The state directory is private (0700). The agent creates it so; one that exists with
 group or other permissions is tightened if the agent's user owns it. One owned by
@@ -274,14 +275,15 @@ class Storage:
         self._remove(REGISTRATION_KEY_FILE_NAME)
 
     def load_config(self) -> CachedConfig | None:
-        """The saved configuration: the newer whole slot, or config.json when there is
-        no slot yet; None if absent or damaged."""
+        """The saved configuration: the newer whole slot, or config.json when an earlier
+        release wrote it after every slot (or there is no slot); None if what is read is
+        absent or damaged."""
         doc: _LegacyConfigDocument | None
-        if self._config.exists():
-            doc, path = self._config.load() or (None, self.config_paths[0])
-        else:
+        if self._legacy_config_is_newer():
             doc = self._load(self.legacy_config_path, _LegacyConfigDocument)
             path = self.legacy_config_path
+        else:
+            doc, path = self._config.load() or (None, self.config_paths[0])
         if doc is None:
             return None
         try:
@@ -295,6 +297,22 @@ class Storage:
             config=config,
             poll_interval_seconds=doc.poll_interval_seconds,
         )
+
+    def _legacy_config_is_newer(self) -> bool:
+        """Whether config.json is the last configuration written: it exists, and no slot
+        does or every slot was written before it. This release removes config.json once
+        it wrote a slot, so one written later comes from an earlier release the agent was
+        downgraded to (and has since been upgraded from again): the slots are older than
+        what that release applied. A config.json from before the slots (a crash before it
+        was removed) or as old as them is not read."""
+        try:
+            legacy = os.stat(
+                LEGACY_CONFIG_FILE_NAME, dir_fd=self._directory(), follow_symlinks=False
+            ).st_mtime_ns
+        except FileNotFoundError:
+            return False
+        slots = self._config.last_modified_ns()
+        return slots is None or legacy > slots
 
     def save_config(self, cached: CachedConfig) -> None:
         """Write ``cached`` over the older slot (and remove a config.json once one is)."""

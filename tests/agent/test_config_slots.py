@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 
 from agent.config_slots import MAX_SLOT_BYTES, SLOT_BLOCK_BYTES
-from agent.state_files import encode_document, open_directory, write_atomically
-from agent.storage import CachedConfig, Storage
+from agent.storage import Storage
 from tests.support.state import cached_config as cached
-from tests.support.state import newest_config_slot
+from tests.support.state import newest_config_slot, write_legacy_config, written_at
 
 
 def _write_count(slot: Path) -> int:
@@ -172,41 +171,76 @@ def test_an_open_slot_is_made_private(store: Storage) -> None:
     assert first.stat().st_mode & 0o777 == 0o600
 
 
-def _write_legacy(state_dir: Path, cached_config: CachedConfig) -> None:
-    fields = {
-        "format": 1,
-        "version": cached_config.version,
-        "etag": cached_config.etag,
-        "config": cached_config.config.model_dump(mode="json"),
-        "poll_interval_seconds": cached_config.poll_interval_seconds,
-    }
-    directory = open_directory(state_dir)
-    try:
-        write_atomically(directory, "config.json", encode_document(fields))
-    finally:
-        os.close(directory)
-
-
 def test_config_json_of_an_earlier_release_is_read_then_removed(store: Storage) -> None:
     """Without slots, config.json (how earlier releases kept the configuration) is the
     configuration; once a slot is written it is removed."""
-    _write_legacy(store.state_dir, cached(5))
+    write_legacy_config(store.state_dir, cached(5))
     assert store.load_config() == cached(5)
     store.save_config(cached(6))
     assert not store.legacy_config_path.exists()
     assert Storage(store.state_dir).load_config() == cached(6)
 
 
-def test_config_json_beside_slots_is_not_read(
+def test_config_json_older_than_the_slots_is_not_read(
     store: Storage, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Once a slot exists config.json is never read, even if every slot is damaged."""
+    """A config.json written before the slots (a crash before it was removed) is never
+    read, even if every slot is damaged."""
     caplog.set_level(logging.WARNING)
     store.save_config(cached(1))
-    _write_legacy(store.state_dir, cached(7))
+    write_legacy_config(store.state_dir, cached(7))
+    written_at(store.legacy_config_path, 1_000)
+    written_at(store.config_paths[0], 2_000)
+    assert Storage(store.state_dir).load_config() == cached(1)
     store.config_paths[0].write_text("{")
+    written_at(store.config_paths[0], 2_000)
     assert Storage(store.state_dir).load_config() is None
     assert len(_corrupt_lines(caplog)) == 1
+
+
+def test_config_json_as_old_as_a_slot_is_not_read(store: Storage) -> None:
+    """Written in the same instant as the newer slot: the slot is the configuration."""
+    store.save_config(cached(1))
+    store.save_config(cached(2))
+    write_legacy_config(store.state_dir, cached(7))
+    written_at(store.config_paths[0], 1_000)
+    written_at(store.config_paths[1], 2_000)
+    written_at(store.legacy_config_path, 2_000)
+    assert Storage(store.state_dir).load_config() == cached(2)
+
+
+def test_config_json_written_after_the_slots_is_the_configuration(store: Storage) -> None:
+    """Downgraded to a release that keeps config.json, then upgraded again: the slots
+    hold what this release saved before the downgrade, config.json what the earlier
+    release applied since, so config.json is read. The next write goes to a slot and
+    removes it."""
+    store.save_config(cached(1))
+    store.save_config(cached(2))
+    write_legacy_config(store.state_dir, cached(9))
+    written_at(store.config_paths[0], 1_000)
+    written_at(store.config_paths[1], 2_000)
+    written_at(store.legacy_config_path, 3_000)
+    upgraded = Storage(store.state_dir)
+    assert upgraded.load_config() == cached(9)
+    upgraded.save_config(cached(10))
+    assert not store.legacy_config_path.exists()
+    assert Storage(store.state_dir).load_config() == cached(10)
+
+
+def test_a_damaged_config_json_written_after_the_slots_gives_no_configuration(
+    store: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    """config.json is newer than the slots but damaged: nothing is applied from disk,
+    not the older slots (they may be far older than what the worker runs)."""
+    caplog.set_level(logging.WARNING)
+    store.save_config(cached(1))
+    store.legacy_config_path.write_text("{")
+    written_at(store.config_paths[0], 1_000)
+    written_at(store.legacy_config_path, 2_000)
+    assert Storage(store.state_dir).load_config() is None
+    assert _corrupt_lines(caplog) == [
+        f"state.corrupt path={store.legacy_config_path} reason=not valid JSON"
+    ]
 
 
 def test_a_fifo_or_huge_file_at_a_slot_is_not_used(

@@ -30,6 +30,7 @@ from tests.agent.conftest import (
     worker_holds,
     worker_version,
 )
+from tests.support.state import cached_config, write_legacy_config, written_at
 from worker.app import create_app as create_worker_app
 from worker.keys import CONFIG_STORE_KEY
 from worker.settings import WorkerSettings
@@ -204,6 +205,26 @@ async def test_worker_holding_a_newer_version_is_replaced(
     assert "worker.conflict worker_version=9 cached_version=3: drift replaced" in caplog.text
     assert "theirs.example" not in caplog.text
     assert await worker_holds(worker) == {"version": 3, "config": {"url": "https://mine.example/"}}
+
+
+async def test_worker_keeps_what_a_downgraded_agent_applied_after_an_upgrade_again(
+    make_settings: MakeSettings, worker: TestServer, state_dir: Path
+) -> None:
+    """Downgraded to a release that keeps config.json, the agent applied version 9; upgraded
+    again, with the controller down, it reads that config.json (newer than its slots,
+    which hold version 3 from before the downgrade): the worker keeps version 9."""
+    cache_config(state_dir, 3, "https://before-the-downgrade.example/")
+    write_legacy_config(state_dir, cached_config(9, "https://applied-since.example/"))
+    written_at(Storage(state_dir).config_paths[0], 1_000)
+    written_at(state_dir / "config.json", 2_000)
+    await post_to_worker(worker, 9, "https://applied-since.example/")
+    async with Agent(make_settings(worker_url=base_url(worker))) as agent:
+        step = await agent.reconcile_worker_once()
+        assert (step.outcome, agent.applied_version) == (WorkerOutcome.IN_STEP, 9)
+    assert await worker_holds(worker) == {
+        "version": 9,
+        "config": {"url": "https://applied-since.example/"},
+    }
 
 
 async def test_same_version_other_config_is_replaced(

@@ -1,10 +1,13 @@
-"""The agent's state directory seen from a test: which configuration slot is the newest."""
+"""The agent's state directory seen from a test: which configuration slot is the newest,
+and the config.json earlier releases wrote."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+from agent.state_files import encode_document, open_directory, write_atomically
 from agent.storage import CachedConfig, Storage
 from common.models import WorkerConfig
 
@@ -43,3 +46,24 @@ def slot_holds(path: Path) -> dict[str, object] | None:
         return {"version": document["version"], "config": document["config"]}
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def write_legacy_config(state_dir: Path, cached: CachedConfig) -> None:
+    """Leave ``cached`` in config.json, as releases before the slots kept it."""
+    fields = {
+        "format": 1,
+        "version": cached.version,
+        "etag": cached.etag,
+        "config": cached.config.model_dump(mode="json"),
+        "poll_interval_seconds": cached.poll_interval_seconds,
+    }
+    directory = open_directory(state_dir)
+    try:
+        write_atomically(directory, "config.json", encode_document(fields))
+    finally:
+        os.close(directory)
+
+
+def written_at(path: Path, seconds: int) -> None:
+    """Set ``path``'s modification time (seconds since the epoch)."""
+    os.utime(path, ns=(seconds * 10**9, seconds * 10**9))
