@@ -1000,6 +1000,26 @@ def delivery_medians(runs: list[dict[str, Any]], key: str) -> dict[str, float | 
     }
 
 
+def per_change_p99(runs: list[dict[str, Any]]) -> dict[str, float | None]:
+    """The median, over every change of ``runs``, of that change's apply p99, from the
+    write's answer and from its send: a run's p99 pools its changes, so one slow change
+    sets it; this figure is the typical change's."""
+    answer, sent = [], []
+    for r in runs:
+        for ch in r["changes"]:
+            # etcd's changes keep their figures under "apply"; fleetconf's at the top.
+            answer.append((ch.get("apply") or ch).get("p99_seconds"))
+            sent.append(
+                (ch.get("apply_from_put_sent") or ch.get("apply_from_post_sent") or {}).get(
+                    "p99_seconds"
+                )
+            )
+    return {
+        "per_change_apply_p99_seconds_median": _median_of([{"p": x} for x in answer], "p"),
+        "per_change_apply_p99_from_send_seconds_median": _median_of([{"p": x} for x in sent], "p"),
+    }
+
+
 def summarize_sitting(
     args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]]
 ) -> dict[str, Any]:
@@ -1041,6 +1061,7 @@ def summarize_sitting(
             "other_cpu_percent_median": _median_of(etcd, "other_cpu_percent_median"),
             # When each watcher read the event, from the PUT's answer (fleetconf: delivery).
             **delivery_medians(etcd, "notify"),
+            **per_change_p99(etcd),
         }
     etcd_p99 = summary.get("etcd", {}).get("apply_p99_seconds_median")
     etcd_sent_p99 = summary.get("etcd", {}).get("apply_p99_from_put_sent_seconds_median")
@@ -1086,9 +1107,20 @@ def summarize_sitting(
                 [r["from_post_sent"] for r in rows if "from_post_sent" in r], "p99_seconds"
             ),
             **delivery_medians(rows, "delivery"),
+            **per_change_p99(rows),
         }
         if etcd_p99 is not None:
             summary[v]["p99_ratio_to_etcd"] = _ratio(p99, etcd_p99)
+        etcd_changes = summary.get("etcd", {})
+        for key, ratio_key in (
+            ("per_change_apply_p99_seconds_median", "per_change_p99_ratio_to_etcd"),
+            (
+                "per_change_apply_p99_from_send_seconds_median",
+                "per_change_p99_ratio_to_etcd_from_send",
+            ),
+        ):
+            if etcd_changes.get(key) is not None:
+                summary[v][ratio_key] = _ratio(summary[v][key], etcd_changes[key])
         sent_p99 = summary[v]["apply_p99_from_post_sent_seconds_median"]
         if etcd_sent_p99 is not None and sent_p99 is not None:
             summary[v]["p99_ratio_to_etcd_from_send"] = _ratio(sent_p99, etcd_sent_p99)
@@ -1149,6 +1181,17 @@ def report_sitting(result: dict[str, Any]) -> None:
             + (f" ({ratio} x etcd's from the PUT's send)" if ratio else "")
             + f"; delivered p50 {x.get('delivery_p50_seconds_median') or math.nan:.3f} s,"
             f" p99 {x.get('delivery_p99_seconds_median') or math.nan:.3f} s"
+        )
+        per_change = x.get("per_change_apply_p99_seconds_median")
+        per_change_sent = x.get("per_change_apply_p99_from_send_seconds_median")
+        ratios = [
+            x.get("per_change_p99_ratio_to_etcd"),
+            x.get("per_change_p99_ratio_to_etcd_from_send"),
+        ]
+        print(
+            f"  {v}: per change, median p99 {per_change or math.nan:.3f} s"
+            f" ({per_change_sent or math.nan:.3f} s from the send)"
+            + (f": {ratios[0]} x etcd's ({ratios[1]} x from the send)" if ratios[0] else "")
         )
 
 
