@@ -176,9 +176,14 @@ def test_config_json_of_an_earlier_release_is_read_then_removed(store: Storage) 
     configuration; once a slot is written it is removed."""
     write_legacy_config(store.state_dir, cached(5))
     assert store.load_config() == cached(5)
-    store.save_config(cached(6))
-    assert not store.legacy_config_path.exists()
-    assert Storage(store.state_dir).load_config() == cached(6)
+    _next_write_replaces_config_json(store, 6)
+
+
+def _next_write_replaces_config_json(storage: Storage, version: int) -> None:
+    """``storage`` writes ``version``: into a slot, config.json removed, read at start."""
+    storage.save_config(cached(version))
+    assert not storage.legacy_config_path.exists()
+    assert Storage(storage.state_dir).load_config() == cached(version)
 
 
 def test_config_json_older_than_the_slots_is_not_read(
@@ -198,14 +203,20 @@ def test_config_json_older_than_the_slots_is_not_read(
     assert len(_corrupt_lines(caplog)) == 1
 
 
-def test_config_json_as_old_as_a_slot_is_not_read(store: Storage) -> None:
-    """Written in the same instant as the newer slot: the slot is the configuration."""
+def _two_slots_then_config_json(store: Storage, config_json_written_at: int) -> None:
+    """Versions 1 and 2 in the slots (written at 1,000 and 2,000 s), then version 9 in
+    config.json, written at ``config_json_written_at``."""
     store.save_config(cached(1))
     store.save_config(cached(2))
-    write_legacy_config(store.state_dir, cached(7))
+    write_legacy_config(store.state_dir, cached(9))
     written_at(store.config_paths[0], 1_000)
     written_at(store.config_paths[1], 2_000)
-    written_at(store.legacy_config_path, 2_000)
+    written_at(store.legacy_config_path, config_json_written_at)
+
+
+def test_config_json_as_old_as_a_slot_is_not_read(store: Storage) -> None:
+    """Written in the same instant as the newer slot: the slot is the configuration."""
+    _two_slots_then_config_json(store, 2_000)
     assert Storage(store.state_dir).load_config() == cached(2)
 
 
@@ -214,17 +225,10 @@ def test_config_json_written_after_the_slots_is_the_configuration(store: Storage
     hold what this release saved before the downgrade, config.json what the earlier
     release applied since, so config.json is read. The next write goes to a slot and
     removes it."""
-    store.save_config(cached(1))
-    store.save_config(cached(2))
-    write_legacy_config(store.state_dir, cached(9))
-    written_at(store.config_paths[0], 1_000)
-    written_at(store.config_paths[1], 2_000)
-    written_at(store.legacy_config_path, 3_000)
+    _two_slots_then_config_json(store, 3_000)
     upgraded = Storage(store.state_dir)
     assert upgraded.load_config() == cached(9)
-    upgraded.save_config(cached(10))
-    assert not store.legacy_config_path.exists()
-    assert Storage(store.state_dir).load_config() == cached(10)
+    _next_write_replaces_config_json(upgraded, 10)
 
 
 def test_a_damaged_config_json_written_after_the_slots_gives_no_configuration(
