@@ -35,11 +35,12 @@ from pydantic import BaseModel, Field
 
 from agent.constants import STORAGE_FILE_MODE
 from agent.state_files import (
+    MAX_DOCUMENT_BYTES,
     CorruptStorage,
     create_new,
     encode_document,
     log_corrupt,
-    parse_document,
+    read_document,
     write_all,
 )
 
@@ -47,9 +48,8 @@ logger = logging.getLogger(__name__)
 
 # Slots grow in whole blocks, so a longer configuration rarely changes a file's size.
 SLOT_BLOCK_BYTES = 4096
-# Far above any configuration (a URL); a larger slot is damaged, not read whole.
-MAX_SLOT_BYTES = 1 << 20
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# A larger slot is damaged, not read whole (nor written).
+MAX_SLOT_BYTES = MAX_DOCUMENT_BYTES
 _WRITE_FLAGS = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
@@ -160,33 +160,12 @@ class SlotPair(Generic[SlotDocumentT]):
 
     def _read(self, slot: _Slot) -> SlotDocumentT | None:
         try:
-            return parse_document(self._read_bytes(slot.path.name), self._model)
+            return read_document(self._directory(), slot.path.name, self._model)
         except FileNotFoundError:
             return None
         except CorruptStorage as exc:
             log_corrupt(slot.path, str(exc))
             return None
-
-    def _read_bytes(self, name: str) -> bytes:
-        try:
-            fd = os.open(name, _READ_FLAGS, dir_fd=self._directory())
-        except FileNotFoundError:
-            raise
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise CorruptStorage("a symlink") from exc
-            raise CorruptStorage(f"unreadable ({exc.strerror})") from exc
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise CorruptStorage("not a regular file")
-            raw = _read_at_most(fd, MAX_SLOT_BYTES + 1)
-        except OSError as exc:
-            raise CorruptStorage(f"unreadable ({exc.strerror})") from exc
-        finally:
-            os.close(fd)
-        if len(raw) > MAX_SLOT_BYTES:
-            raise CorruptStorage(f"larger than {MAX_SLOT_BYTES} bytes")
-        return raw
 
     def _open_for_writing(self, slot: _Slot) -> int:
         """The slot's descriptor: kept open; opened (or created) and checked once."""
@@ -234,13 +213,3 @@ def _open_own_file(directory: int, name: str) -> int | None:
         "state.slot_replaced name=%s reason=not a private regular file of a slot's size", name
     )
     return None
-
-
-def _read_at_most(fd: int, limit: int) -> bytes:
-    """What ``fd`` holds from its position to its end, or its first ``limit`` bytes."""
-    chunks: list[bytes] = []
-    left = limit
-    while left > 0 and (chunk := os.read(fd, left)):
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)

@@ -1,18 +1,22 @@
-"""The state directory's documents: their format, their checks, and atomic replacement.
+"""The state directory's documents: their format, their checks, how they are read, and
+atomic replacement.
 
 A document is one JSON object: its fields and ``checksum``, the SHA-256 (hex) of the
 canonical JSON (sorted keys, compact) of the other fields. A document that cannot be
 parsed, has the wrong shape or fails its checksum is :class:`CorruptStorage`: it is
-never used.
+never used; so is whatever is planted at its name that is not a regular file of at most
+``MAX_DOCUMENT_BYTES`` (:func:`read_bytes`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +27,11 @@ from agent.constants import STORAGE_FILE_MODE
 logger = logging.getLogger(__name__)
 
 DocumentT = TypeVar("DocumentT", bound=BaseModel)
+
+# Far above any document the agent writes (a URL, a token); a larger file is damaged,
+# not read whole.
+MAX_DOCUMENT_BYTES = 1 << 20
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 class CorruptStorage(Exception):
@@ -74,15 +83,49 @@ def parse_document(raw: bytes, model: type[DocumentT]) -> DocumentT:
     return doc
 
 
-def read_document(path: Path, model: type[DocumentT]) -> DocumentT:
-    """The checked document at ``path``; FileNotFoundError, or CorruptStorage saying why."""
+def read_document(directory: int, name: str, model: type[DocumentT]) -> DocumentT:
+    """The checked document ``name`` in the open ``directory``; FileNotFoundError, or
+    CorruptStorage saying why."""
+    return parse_document(read_bytes(directory, name), model)
+
+
+def read_bytes(directory: int, name: str) -> bytes:
+    """What the file ``name`` in the open ``directory`` holds; FileNotFoundError, or
+    CorruptStorage when it cannot be a document.
+
+    Whatever is planted at the name is read without harm: a symlink is not followed, a
+    FIFO or device not opened for a blocking read (a FIFO with no writer would stop the
+    agent's start for good), and a file larger than ``MAX_DOCUMENT_BYTES`` not read
+    whole."""
     try:
-        raw = path.read_bytes()
+        fd = os.open(name, _READ_FLAGS, dir_fd=directory)
     except FileNotFoundError:
         raise
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise CorruptStorage("a symlink") from exc
         raise CorruptStorage(f"unreadable ({exc.strerror})") from exc
-    return parse_document(raw, model)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CorruptStorage("not a regular file")
+        raw = _read_at_most(fd, MAX_DOCUMENT_BYTES + 1)
+    except OSError as exc:
+        raise CorruptStorage(f"unreadable ({exc.strerror})") from exc
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise CorruptStorage(f"larger than {MAX_DOCUMENT_BYTES} bytes")
+    return raw
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    """What ``fd`` holds from its position to its end, or its first ``limit`` bytes."""
+    chunks: list[bytes] = []
+    left = limit
+    while left > 0 and (chunk := os.read(fd, left)):
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
 
 
 def log_corrupt(path: Path, reason: str) -> None:

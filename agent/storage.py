@@ -27,7 +27,10 @@ The state directory is private (0700). The agent creates it so; one that exists 
 group or other permissions is tightened if the agent's user owns it. One owned by
 another user, or that cannot be tightened, is refused (:class:`StateDirNotPrivate`):
 the agent does not start. A file that cannot be read, or fails its checksum or
-shape, is logged as ``state.corrupt`` and treated as absent: it is never applied.
+shape, is logged as ``state.corrupt`` and treated as absent: it is never applied. What
+is planted at a file's name is read without harm (:func:`agent.state_files.read_bytes`):
+a symlink is not followed, a FIFO does not stop the agent's start, a huge file is not
+read whole.
 """
 
 from __future__ import annotations
@@ -340,7 +343,7 @@ class Storage:
 
     def _load(self, path: Path, model: type[DocumentT]) -> DocumentT | None:
         try:
-            return read_document(path, model)
+            return read_document(self._directory(), path.name, model)
         except FileNotFoundError:
             return None
         except CorruptStorage as exc:

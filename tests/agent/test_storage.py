@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.state_files import checksum, open_directory, write_atomically
+from agent.state_files import MAX_DOCUMENT_BYTES, checksum, open_directory, write_atomically
 from agent.storage import Identity, StateDirNotPrivate, Storage
 from agent.storage_writer import StorageThread, StorageWriter
 from tests.support.state import cached_config as cached
@@ -304,6 +304,54 @@ def test_invalid_configuration_with_valid_checksum_is_not_applied(
     slot.write_text(json.dumps({**fields, "checksum": checksum(fields)}))
     assert store.load_config() is None
     _assert_corrupt(caplog, slot, "config is not a valid worker configuration")
+
+
+def _load_each_document(store: Storage) -> dict[str, object]:
+    """identity.json, registration.json and config.json (no slot exists), each loaded."""
+    return {
+        "identity.json": store.load_identity(CONTROLLER),
+        "registration.json": store.load_registration_key(CONTROLLER),
+        "config.json": store.load_config(),
+    }
+
+
+def _plant(store: Storage, name: str, kind: str, tmp_path: Path) -> str:
+    """Put a FIFO, a symlink to a whole document or a huge file at ``name``; the reason
+    the agent is expected to give."""
+    path = store.state_dir / name
+    if kind == "fifo":
+        os.mkfifo(path, 0o600)
+        return "not a regular file"
+    if kind == "symlink":
+        elsewhere = Storage(tmp_path / "elsewhere")
+        elsewhere.prepare()
+        elsewhere.save_identity(identity())
+        elsewhere.save_registration_key(CONTROLLER, uuid.uuid4())
+        elsewhere.save_config(cached())
+        target = {"config.json": elsewhere.config_paths[0]}.get(name, elsewhere.state_dir / name)
+        path.symlink_to(target)
+        return "a symlink"
+    path.write_bytes(b" " * (MAX_DOCUMENT_BYTES + 1))
+    return f"larger than {MAX_DOCUMENT_BYTES} bytes"
+
+
+@pytest.mark.parametrize("name", ["identity.json", "registration.json", "config.json"])
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "huge"])
+def test_what_is_planted_at_a_document_is_read_without_harm(
+    store: Storage, tmp_path: Path, caplog: pytest.LogCaptureFixture, name: str, kind: str
+) -> None:
+    """A FIFO at identity.json, registration.json or config.json does not stop the
+    agent's start (a blocking read of a FIFO with no writer never returns), a symlink is
+    not followed, a huge file is not read whole: each is damaged, and nothing is loaded."""
+    reason = _plant(store, name, kind, tmp_path)
+    loaded: list[dict[str, object]] = []
+    loading = threading.Thread(target=lambda: loaded.append(_load_each_document(store)))
+    loading.daemon = True  # left blocked on the FIFO if the read blocks: the test fails
+    loading.start()
+    loading.join(timeout=10)
+    assert loaded, f"loading the state directory with a {kind} at {name} did not return"
+    assert loaded[0] == {"identity.json": None, "registration.json": None, "config.json": None}
+    _assert_corrupt(caplog, store.state_dir / name, reason)
 
 
 def test_damaged_config_keeps_identity(store: Storage) -> None:
