@@ -36,11 +36,10 @@ from pydantic import BaseModel, Field
 from agent.constants import STORAGE_FILE_MODE
 from agent.state_files import (
     MAX_DOCUMENT_BYTES,
-    CorruptStorage,
     create_new,
     encode_document,
-    log_corrupt,
-    read_document,
+    load_document,
+    modified_ns,
     write_all,
 )
 
@@ -102,15 +101,8 @@ class SlotPair(Generic[SlotDocumentT]):
         """When a slot file was last written (the later of the two, whole or not, in
         nanoseconds since the epoch); None when neither exists."""
         directory = self._directory()
-        times = []
-        for slot in self._slots:
-            try:
-                times.append(
-                    os.stat(slot.path.name, dir_fd=directory, follow_symlinks=False).st_mtime_ns
-                )
-            except FileNotFoundError:
-                continue
-        return max(times, default=None)
+        times = [modified_ns(directory, slot.path.name) for slot in self._slots]
+        return max((t for t in times if t is not None), default=None)
 
     def load(self) -> tuple[SlotDocumentT, Path] | None:
         """The newest document that passes its checks, and its slot; None if neither does."""
@@ -148,7 +140,7 @@ class SlotPair(Generic[SlotDocumentT]):
         found = [
             (doc, index)
             for index, slot in enumerate(self._slots)
-            if (doc := self._read(slot)) is not None
+            if (doc := load_document(self._directory(), slot.path, self._model)) is not None
         ]
         self._known = True
         if not found:
@@ -157,15 +149,6 @@ class SlotPair(Generic[SlotDocumentT]):
         newest, self._newest = max(found, key=lambda pair: pair[0].write)
         self._writes = max(self._writes, newest.write)
         return newest, self._slots[self._newest].path
-
-    def _read(self, slot: _Slot) -> SlotDocumentT | None:
-        try:
-            return read_document(self._directory(), slot.path.name, self._model)
-        except FileNotFoundError:
-            return None
-        except CorruptStorage as exc:
-            log_corrupt(slot.path, str(exc))
-            return None
 
     def _open_for_writing(self, slot: _Slot) -> int:
         """The slot's descriptor: kept open; opened (or created) and checked once."""

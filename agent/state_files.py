@@ -83,10 +83,25 @@ def parse_document(raw: bytes, model: type[DocumentT]) -> DocumentT:
     return doc
 
 
-def read_document(directory: int, name: str, model: type[DocumentT]) -> DocumentT:
-    """The checked document ``name`` in the open ``directory``; FileNotFoundError, or
-    CorruptStorage saying why."""
-    return parse_document(read_bytes(directory, name), model)
+def load_document(directory: int, path: Path, model: type[DocumentT]) -> DocumentT | None:
+    """The checked document at ``path`` (its name resolved in the open ``directory``);
+    None when it is absent, or damaged (logged as ``state.corrupt``)."""
+    try:
+        return parse_document(read_bytes(directory, path.name), model)
+    except FileNotFoundError:
+        return None
+    except CorruptStorage as exc:
+        log_corrupt(path, str(exc))
+        return None
+
+
+def modified_ns(directory: int, name: str) -> int | None:
+    """When ``name`` in the open ``directory`` was last written (nanoseconds since the
+    epoch; a symlink's own time); None when nothing is there."""
+    try:
+        return os.stat(name, dir_fd=directory, follow_symlinks=False).st_mtime_ns
+    except FileNotFoundError:
+        return None
 
 
 def read_bytes(directory: int, name: str) -> bytes:

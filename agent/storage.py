@@ -56,12 +56,12 @@ from agent.constants import (
     STORAGE_FORMAT,
 )
 from agent.state_files import (
-    CorruptStorage,
     DocumentT,
     encode_document,
+    load_document,
     log_corrupt,
+    modified_ns,
     open_directory,
-    read_document,
     write_atomically,
 )
 from common.models import WorkerConfig
@@ -308,11 +308,10 @@ class Storage:
         downgraded to (and has since been upgraded from again): the slots are older than
         what that release applied. A config.json from before the slots (a crash before it
         was removed) or as old as them is not read."""
-        try:
-            legacy = os.stat(
-                LEGACY_CONFIG_FILE_NAME, dir_fd=self._directory(), follow_symlinks=False
-            ).st_mtime_ns
-        except FileNotFoundError:
+        legacy = modified_ns(self._directory(), LEGACY_CONFIG_FILE_NAME)
+        if legacy is None:
+            # None to remove at the first write either: this release writes no config.json.
+            self._legacy_config_checked = True
             return False
         slots = self._config.last_modified_ns()
         return slots is None or legacy > slots
@@ -342,10 +341,4 @@ class Storage:
         os.fsync(directory)
 
     def _load(self, path: Path, model: type[DocumentT]) -> DocumentT | None:
-        try:
-            return read_document(self._directory(), path.name, model)
-        except FileNotFoundError:
-            return None
-        except CorruptStorage as exc:
-            log_corrupt(path, str(exc))
-            return None
+        return load_document(self._directory(), path, model)

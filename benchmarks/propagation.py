@@ -1004,19 +1004,13 @@ def per_change_p99(runs: list[dict[str, Any]]) -> dict[str, float | None]:
     """The median, over every change of ``runs``, of that change's apply p99, from the
     write's answer and from its send: a run's p99 pools its changes, so one slow change
     sets it; this figure is the typical change's."""
-    answer, sent = [], []
-    for r in runs:
-        for ch in r["changes"]:
-            # etcd's changes keep their figures under "apply"; fleetconf's at the top.
-            answer.append((ch.get("apply") or ch).get("p99_seconds"))
-            sent.append(
-                (ch.get("apply_from_put_sent") or ch.get("apply_from_post_sent") or {}).get(
-                    "p99_seconds"
-                )
-            )
+    changes = [ch for r in runs for ch in r["changes"]]
+    # etcd's changes keep their figures under "apply"; fleetconf's at the top.
+    answer = [ch.get("apply") or ch for ch in changes]
+    sent = [ch.get("apply_from_put_sent") or ch.get("apply_from_post_sent") or {} for ch in changes]
     return {
-        "per_change_apply_p99_seconds_median": _median_of([{"p": x} for x in answer], "p"),
-        "per_change_apply_p99_from_send_seconds_median": _median_of([{"p": x} for x in sent], "p"),
+        "per_change_apply_p99_seconds_median": _median_of(answer, "p99_seconds"),
+        "per_change_apply_p99_from_send_seconds_median": _median_of(sent, "p99_seconds"),
     }
 
 
