@@ -72,6 +72,11 @@ CONFIG_SLOT_NAMES: Final = ("config.a.json", "config.b.json")
 # Where earlier releases kept it: read when no slot exists, removed once one is written.
 LEGACY_CONFIG_FILE_NAME: Final = "config.json"
 STORAGE_DIR_MODE: Final = 0o700
+# What the storage writer tracks as on disk or not (agent/storage_writer.py): each state
+# is one whole document, so its latest write is the one to try again after a failure.
+CONFIG_STATE: Final = "config"
+IDENTITY_STATE: Final = "identity"
+REGISTRATION_STATE: Final = "registration"
 # The files are private: identity.json holds the agent token, and a configured URL may
 # carry a password.
 STORAGE_FILE_MODE: Final = 0o600

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from agent.constants import (
     ATTEMPT_HISTORY_LENGTH,
     HELD_POLL_MIN_GAP_SECONDS,
+    IDENTITY_STATE,
     POLL_JITTER_FRACTION,
 )
 from agent.controller_client import ControllerClient, PollRequest, Registration
@@ -222,7 +223,7 @@ class ControllerSync:
         self.holding.poll_interval_seconds = registration.poll_interval_seconds
         logger.info("agent.registered agent_id=%s", identity.agent_id)
         self._on_registered(identity)
-        await self._writer.write(self._storage.save_identity, identity)
+        await self._writer.write(self._storage.save_identity, identity, state=IDENTITY_STATE)
         await self.registrar.done()
         return ControllerStep(outcome=ControllerOutcome.REGISTERED)
 
@@ -276,7 +277,7 @@ class ControllerSync:
         self._identity = None
         # The ETag named a version of the controller that knew us; ask for the full answer.
         self.holding.etag = None
-        await self._writer.write(self._storage.clear_identity)
+        await self._writer.write(self._storage.clear_identity, state=IDENTITY_STATE)
         return ControllerStep(outcome=ControllerOutcome.IDENTITY_REJECTED, detail=str(exc))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from agent.constants import DEFAULT_POLL_INTERVAL_SECONDS
+from agent.constants import CONFIG_STATE, DEFAULT_POLL_INTERVAL_SECONDS
 from agent.controller_client import PollAnswer
 from agent.hit_report import HitReport
 from agent.metrics import AgentMetrics
@@ -67,7 +67,7 @@ class Holding:
         held = _with_interval(self.held, self.poll_interval_seconds)
         if held is not None:
             self.held = held
-            await self._writer.write(self._storage.save_config, held)
+            await self._writer.write(self._storage.save_config, held, state=CONFIG_STATE)
 
     async def _accept(self, answer: PollAnswer, config: WorkerConfig) -> ControllerStep:
         """A 200: hold and save what changed; offer a new configuration to the reconciler."""
@@ -89,7 +89,7 @@ class Holding:
             self._metrics.config_received(held.version, watched=answer.watched)
             self._reconciler.offer(held)
         # Saved in order, not awaited: the apply's confirmation must not queue behind it.
-        self._writer.submit(self._storage.save_config, held)
+        self._writer.submit(self._storage.save_config, held, state=CONFIG_STATE)
         outcome = ControllerOutcome.UPDATED if changed else ControllerOutcome.UNCHANGED
         return ControllerStep(outcome=outcome, held=self._long_poll)
 

@@ -33,6 +33,7 @@ from prometheus_client.metrics_core import (
 from agent.hints import HintsState
 from agent.outcomes import ControllerOutcome
 from agent.storage import CachedConfig
+from agent.storage_writer import StorageWriter
 from common.metrics import LATENCY_BUCKETS_SECONDS, counter_by
 from common.supervision import Supervisor, restarts_metric
 
@@ -85,6 +86,9 @@ class AgentView(Protocol):
 
     @property
     def supervisor(self) -> Supervisor: ...
+
+    @property
+    def writer(self) -> StorageWriter: ...
 
 
 class Buckets:
@@ -207,7 +211,8 @@ class AgentCollector:
         if cached is not None:
             yield _gauge(
                 "fleetconf_agent_held_config_version",
-                "The configuration version the agent holds (and keeps on disk).",
+                "The configuration version the agent holds (and keeps on disk, unless "
+                "fleetconf_agent_state_unsaved says otherwise).",
                 cached.version,
             )
             yield _gauge(
@@ -271,6 +276,18 @@ class AgentCollector:
             "or one the agent cannot use).",
             "result",
             metrics.hit_reads,
+        )
+        yield _gauge(
+            "fleetconf_agent_state_unsaved",
+            "States (config, identity, registration) whose latest write to the state "
+            "directory failed: not on disk as the agent holds them, tried again with "
+            "backoff (0: everything is on disk).",
+            len(agent.writer.unsaved),
+        )
+        yield CounterMetricFamily(
+            "fleetconf_agent_state_write_failures",
+            "Writes to the state directory that failed (retries included).",
+            value=agent.writer.failures,
         )
         yield from self._backoff(agent)
         yield from self._contacts(metrics)

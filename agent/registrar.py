@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 
+from agent.constants import REGISTRATION_STATE
 from agent.controller_client import ControllerClient, Registration
 from agent.errors import KeyRefused
 from agent.settings import AgentSettings
@@ -49,14 +50,17 @@ class Registrar:
     async def done(self) -> None:
         """The registration ended (the identity is saved, or the key was refused)."""
         self.key = None
-        await self._writer.write(self._storage.clear_registration_key)
+        await self._writer.write(self._storage.clear_registration_key, state=REGISTRATION_STATE)
 
     async def _key(self) -> uuid.UUID:
         """The key kept, or a new one, saved before it is sent."""
         if self.key is None:
             key = uuid.uuid4()
             await self._writer.write(
-                self._storage.save_registration_key, self._settings.controller_url, key
+                self._storage.save_registration_key,
+                self._settings.controller_url,
+                key,
+                state=REGISTRATION_STATE,
             )
             self.key = key
         return self.key

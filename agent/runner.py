@@ -106,8 +106,10 @@ class Agent:
         benchmark's agent host); by default the agent starts and stops a thread of its own."""
         self._settings = settings
         self._storage = storage or Storage(settings.state_dir)
-        self._writer = StorageWriter(storage_thread)
         rng = rng or random.Random()
+        # The state directory's writes; a failed one is tried again at the pace of a
+        # failed contact (what is not on disk: ``writer.unsaved``).
+        self.writer = StorageWriter(storage_thread, backoff=_backoff(settings, rng))
         # What the status server reports: plain counters, fed by the loops.
         self.metrics = AgentMetrics()
         # Runs the loops and starts again one that fails (counted per loop, from 0).
@@ -129,7 +131,7 @@ class Agent:
         self.controller_sync = ControllerSync(
             settings,
             storage=self._storage,
-            writer=self._writer,
+            writer=self.writer,
             reconciler=self.reconciler,
             metrics=self.metrics,
             backoff=_backoff(settings, rng),
@@ -227,7 +229,7 @@ class Agent:
         self.reconciler.restore(held)
         if identity is not None:
             self._hint_listener.identity_known(identity)
-        self._writer.open()
+        self.writer.open()
         self._clients = _Clients.connect(self._settings)
         self.controller_sync.connect(self._clients.controller)
         self.reconciler.connect(self._clients.worker)
@@ -285,7 +287,7 @@ class Agent:
     async def _shut_down(self) -> None:
         self._lifecycle = Lifecycle.STOPPING
         await self._end_tasks()
-        await self._writer.close()
+        await self.writer.close()
         self._storage.close()
         await self.controller_sync.watch.close()
         if self._clients is not None:

@@ -73,6 +73,7 @@ def agent_status(agent: Agent, settings: AgentSettings) -> AgentStatus:
         applied_version=agent.applied_version,
         worker_drift=agent.worker_drift,
         apply_failed=None if failure is None else failure.header,
+        unsaved_state=dict(agent.writer.unsaved),
         poll_interval_seconds=agent.poll_interval_seconds,
         last_contact_at=_utc(metrics.last_contact_at),
         last_success_at=_utc(metrics.last_success_at),

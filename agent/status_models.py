@@ -18,6 +18,7 @@ EXAMPLE_STATUS: dict[str, JsonValue] = {
     "applied_version": 7,
     "worker_drift": False,
     "apply_failed": None,
+    "unsaved_state": {},
     "poll_interval_seconds": 30,
     "last_contact_at": "2026-11-26T12:00:03.120000Z",
     "last_success_at": "2026-11-26T12:00:03.120000Z",
@@ -67,7 +68,9 @@ class AgentStatus(BaseModel):
     agent_id: uuid.UUID | None = Field(description="null until the agent has registered.")
     controller_url: str = Field(description="AGENT_CONTROLLER_URL, without any credentials.")
     lifecycle: Literal["new", "open", "running", "stopping", "stopped"]
-    held_version: int | None = Field(description="The version held (and kept on disk).")
+    held_version: int | None = Field(
+        description="The version held (and kept on disk, unless unsaved_state names config)."
+    )
     applied_version: int | None = Field(description="The version the worker last confirmed.")
     worker_drift: bool = Field(
         description="The worker held a configuration the agent did not send: true from the "
@@ -78,6 +81,13 @@ class AgentStatus(BaseModel):
         default=None,
         description="While the worker refuses, or cannot be handed, a version: "
         '"<version> <reason>", as each poll tells the controller (X-Apply-Failed).',
+    )
+    unsaved_state: dict[Literal["config", "identity", "registration"], str] = Field(
+        default_factory=dict,
+        description="What the agent holds that is not on disk as it holds it, because the "
+        "latest write to AGENT_STATE_DIR failed (full, read-only or failing): the state and "
+        "the error. Each is written again, backing off, until a write succeeds. Empty when "
+        "everything is on disk.",
     )
     poll_interval_seconds: int
     last_contact_at: dt.datetime | None = Field(

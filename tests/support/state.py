@@ -1,15 +1,20 @@
 """The agent's state directory seen from a test: which configuration slot is the newest,
-and the config.json earlier releases wrote."""
+the config.json earlier releases wrote, and a small filesystem to fill."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 from agent.state_files import encode_document, open_directory, write_atomically
 from agent.storage import CachedConfig, Storage
 from common.models import WorkerConfig
+from tests.support.services import unavailable
 
 
 def cached_config(version: int = 3, url: str | None = "https://ip.me") -> CachedConfig:
@@ -67,3 +72,41 @@ def write_legacy_config(state_dir: Path, cached: CachedConfig) -> None:
 def written_at(path: Path, seconds: int) -> None:
     """Set ``path``'s modification time (seconds since the epoch)."""
     os.utime(path, ns=(seconds * 10**9, seconds * 10**9))
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, *, size: str = "256k") -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``path`` (created, private) for the block: a disk
+    that :func:`fill` can fill. Unmounted lazily after, so that a process still holding a
+    file in it does not keep it mounted. Needs root (as the suite has in CI)."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        unavailable(
+            f"cannot mount a tmpfs at {path}: {mounted.stderr.strip()}",
+            ci_detail=" (the fault tests run as root in CI)",
+        )
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "--lazy", str(path)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    """Write a file in ``directory`` until its filesystem has no space left; the file."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+    finally:
+        os.close(fd)
+    return filler
