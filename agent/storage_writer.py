@@ -120,6 +120,8 @@ class StorageWriter:
         self._latest: dict[str, _Job] = {}
         self._backoff = backoff or Backoff(base_seconds=1.0, max_seconds=60.0)
         self._retry: asyncio.TimerHandle | None = None
+        # Once closing, a failure is not tried again later: close() tried it last.
+        self._closing = False
 
     def open(self) -> None:
         """Start writing (from the event loop that will await the writes)."""
@@ -165,12 +167,14 @@ class StorageWriter:
                 self._backoff.reset()
 
     async def close(self) -> None:
-        """Wait for the writes in hand, then let the thread go (unless it is shared)."""
+        """Try once more what is unsaved, wait for the writes in hand, then let the thread
+        go (unless it is shared)."""
         if self._thread is None:
             return
+        self._closing = True
         if self._retry is not None:
             self._retry.cancel()
-            self._retry = None
+        self._try_again()
         # Queued last, it runs once every earlier write of this writer has.
         await self.write(_nothing)
         if self._thread is not self._shared:
@@ -185,7 +189,7 @@ class StorageWriter:
         self._thread.put(job)
 
     def _retry_later(self) -> None:
-        if self._retry is not None or self.loop is None or self._thread is None:
+        if self._retry is not None or self._closing or self.loop is None:
             return
         delay = self._backoff.next_delay_seconds()
         self._retry = self.loop.call_later(delay, self._try_again)

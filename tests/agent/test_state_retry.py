@@ -92,13 +92,24 @@ async def test_each_state_is_tracked_on_its_own() -> None:
     assert identity_disk.written == ["agent 1"]
 
 
-async def test_no_retry_runs_once_the_writer_closed() -> None:
-    """close() ends the retries: a disk that comes back after it is not written."""
+async def test_close_tries_once_more_then_no_retry_runs() -> None:
+    """close() writes what is unsaved once more (a disk back before the stop is caught
+    up), and no retry runs after it: a disk that comes back later is not written."""
+    disk = Disk()
+    writer = StorageWriter(backoff=Backoff(base_seconds=60.0, max_seconds=60.0))
+    writer.open()
+    await writer.write(disk.save, "version 4", state=CONFIG_STATE)
+    disk.full = False
+    await writer.close()
+    assert disk.written == ["version 4"]
+    assert writer.unsaved == {}
+
     disk = Disk()
     writer = quick_writer()
     writer.open()
-    await writer.write(disk.save, "version 4", state=CONFIG_STATE)
+    await writer.write(disk.save, "version 5", state=CONFIG_STATE)
     await writer.close()
+    assert writer.unsaved == {CONFIG_STATE: NO_SPACE}
     disk.full = False
     failures = writer.failures
     await asyncio.sleep(0.2)  # four times the longest retry delay
