@@ -1021,16 +1021,57 @@ def delivery_medians(runs: list[dict[str, Any]], key: str) -> dict[str, float | 
 
 def per_change_p99(runs: list[dict[str, Any]]) -> dict[str, float | None]:
     """The median, over every change of ``runs``, of that change's apply p99, from the
-    write's answer and from its send: a run's p99 pools its changes, so one slow change
-    sets it; this figure is the typical change's."""
+    write's answer and from its send (and, for etcd, from its latest possible commit): a
+    run's p99 pools its changes, so one slow change sets it; this figure is the typical
+    change's."""
     changes = [ch for r in runs for ch in r["changes"]]
     # etcd's changes keep their figures under "apply"; fleetconf's at the top.
     answer = [ch.get("apply") or ch for ch in changes]
     sent = [ch.get("apply_from_put_sent") or ch.get("apply_from_post_sent") or {} for ch in changes]
-    return {
+    medians = {
         "per_change_apply_p99_seconds_median": _median_of(answer, "p99_seconds"),
         "per_change_apply_p99_from_send_seconds_median": _median_of(sent, "p99_seconds"),
     }
+    commit = [ch["apply_from_latest_commit"] for ch in changes if "apply_from_latest_commit" in ch]
+    if commit:
+        medians["per_change_apply_p99_from_latest_commit_seconds_median"] = _median_of(
+            commit, "p99_seconds"
+        )
+    return medians
+
+
+# fleetconf's figure, etcd's it is set against, and the ratio's key in the sitting's
+# summary. fleetconf's answer clock is an upper bound of its latency and etcd's latest
+# possible commit a lower bound of etcd's: at most 1 there means no worse whatever the
+# commits' true moments.
+_RATIOS_TO_ETCD = (
+    ("apply_p99_seconds_median", "apply_p99_seconds_median", "p99_ratio_to_etcd"),
+    (
+        "per_change_apply_p99_seconds_median",
+        "per_change_apply_p99_seconds_median",
+        "per_change_p99_ratio_to_etcd",
+    ),
+    (
+        "per_change_apply_p99_from_send_seconds_median",
+        "per_change_apply_p99_from_send_seconds_median",
+        "per_change_p99_ratio_to_etcd_from_send",
+    ),
+    (
+        "apply_p99_seconds_median",
+        "apply_p99_from_latest_commit_seconds_median",
+        "p99_ratio_to_etcd_from_latest_commit",
+    ),
+    (
+        "per_change_apply_p99_seconds_median",
+        "per_change_apply_p99_from_latest_commit_seconds_median",
+        "per_change_p99_ratio_to_etcd_from_latest_commit",
+    ),
+    (
+        "apply_p99_from_post_sent_seconds_median",
+        "apply_p99_from_put_sent_seconds_median",
+        "p99_ratio_to_etcd_from_send",
+    ),
+)
 
 
 def summarize_sitting(
@@ -1078,21 +1119,11 @@ def summarize_sitting(
                 [r["apply_from_latest_commit"] for r in etcd if "apply_from_latest_commit" in r],
                 "p99_seconds",
             ),
-            "per_change_apply_p99_from_latest_commit_seconds_median": _median_of(
-                [
-                    ch["apply_from_latest_commit"]
-                    for r in etcd
-                    for ch in r["changes"]
-                    if "apply_from_latest_commit" in ch
-                ],
-                "p99_seconds",
-            ),
             # When each watcher read the event, from the PUT's answer (fleetconf: delivery).
             **delivery_medians(etcd, "notify"),
             **per_change_p99(etcd),
         }
-    etcd_p99 = summary.get("etcd", {}).get("apply_p99_seconds_median")
-    etcd_sent_p99 = summary.get("etcd", {}).get("apply_p99_from_put_sent_seconds_median")
+    etcd_figures = summary.get("etcd", {})
     for v in (v for v in runs if v not in ETCD_VARIANTS):
         rows = runs[v]
         p99 = _median_of(rows, "p99_seconds")
@@ -1137,38 +1168,9 @@ def summarize_sitting(
             **delivery_medians(rows, "delivery"),
             **per_change_p99(rows),
         }
-        if etcd_p99 is not None:
-            summary[v]["p99_ratio_to_etcd"] = _ratio(p99, etcd_p99)
-        etcd_changes = summary.get("etcd", {})
-        for key, ratio_key in (
-            ("per_change_apply_p99_seconds_median", "per_change_p99_ratio_to_etcd"),
-            (
-                "per_change_apply_p99_from_send_seconds_median",
-                "per_change_p99_ratio_to_etcd_from_send",
-            ),
-        ):
-            if etcd_changes.get(key) is not None:
-                summary[v][ratio_key] = _ratio(summary[v][key], etcd_changes[key])
-        # fleetconf's answer clock (an upper bound of its latency) against etcd's latest
-        # possible commit (a lower bound of etcd's): at most 1 means no worse whatever
-        # the commits' true moments.
-        for key, etcd_key, ratio_key in (
-            (
-                "apply_p99_seconds_median",
-                "apply_p99_from_latest_commit_seconds_median",
-                "p99_ratio_to_etcd_from_latest_commit",
-            ),
-            (
-                "per_change_apply_p99_seconds_median",
-                "per_change_apply_p99_from_latest_commit_seconds_median",
-                "per_change_p99_ratio_to_etcd_from_latest_commit",
-            ),
-        ):
-            if etcd_changes.get(etcd_key) is not None and summary[v][key] is not None:
-                summary[v][ratio_key] = _ratio(summary[v][key], etcd_changes[etcd_key])
-        sent_p99 = summary[v]["apply_p99_from_post_sent_seconds_median"]
-        if etcd_sent_p99 is not None and sent_p99 is not None:
-            summary[v]["p99_ratio_to_etcd_from_send"] = _ratio(sent_p99, etcd_sent_p99)
+        for key, etcd_key, ratio_key in _RATIOS_TO_ETCD:
+            if etcd_figures.get(etcd_key) is not None and summary[v][key] is not None:
+                summary[v][ratio_key] = _ratio(summary[v][key], etcd_figures[etcd_key])
     return {
         "agents": args.agents,
         "rounds": args.sitting,
