@@ -29,6 +29,7 @@ from agent.apply_report import ApplyFailure, failure_reason
 from agent.constants import ATTEMPT_HISTORY_LENGTH, ENV_PREFIX
 from agent.errors import (
     AgentError,
+    ApplyRefused,
     BadAnswer,
     RateLimited,
     Rejected,
@@ -42,7 +43,7 @@ from agent.storage import CachedConfig
 from agent.wake import Wake
 from agent.worker_client import WorkerClient, WorkerStatus
 from common.backoff import Backoff
-from common.models import DEFAULT_WORKER_CONFIG
+from common.models import DEFAULT_WORKER_CONFIG, WorkerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,8 @@ class Reconciler:
         self._config: CachedConfig | None = None
         # Offered and not yet handed to the worker: push without asking first.
         self._fresh = False
-        self._applied_version: int | None = None
+        # (version, content) last seen on the worker as the agent held them: applied_version.
+        self._applied: tuple[int, WorkerConfig] | None = None
         self._drift = False
         self._drift_sightings = 0
         self._on_drift: Callable[[], None] = _nothing
@@ -78,12 +80,10 @@ class Reconciler:
 
     @property
     def applied_version(self) -> int | None:
-        """The version the worker was last seen holding exactly as the agent holds it.
-
-        None before the first answer, and while the worker holds something else (drift, or
-        a configuration the agent has not handed over yet): what the controller is told.
-        """
-        return self._applied_version
+        """The version the worker was last seen holding exactly as the agent held it; None
+        before, and once the worker is seen holding anything else or cannot be read (drift,
+        a restart, a refused token): what the controller is told."""
+        return None if self._applied is None else self._applied[0]
 
     @property
     def drift(self) -> bool:
@@ -127,6 +127,9 @@ class Reconciler:
     def offer(self, config: CachedConfig) -> None:
         """A configuration the worker has not been handed yet: push it at once."""
         self._config = config
+        if self.applied_version == config.version and self._applied != _pair(config):
+            # Another configuration under the worker's number (a restored database): not it.
+            self._applied = None
         self._fresh = True
         self._wake.set()
 
@@ -148,15 +151,11 @@ class Reconciler:
         try:
             return await self._reconcile(worker)
         except Unreachable as exc:
-            self._failed(exc)
+            self._failed(exc, unread=True)
             return WorkerStep(outcome=WorkerOutcome.UNREACHABLE, detail=str(exc))
         except Rejected as exc:
-            self._failed(exc)
-            logger.error(
-                "worker.token_rejected status=%d: the worker does not accept %sWORKER_TOKEN",
-                exc.status,
-                ENV_PREFIX,
-            )
+            self._failed(exc, unread=True)
+            _log_rejected(exc)
             return WorkerStep(outcome=WorkerOutcome.REJECTED, detail=str(exc))
         except (StaleTag, VersionConflict) as exc:
             # The worker changed between the read and the compare-and-set (or, without an
@@ -166,8 +165,8 @@ class Reconciler:
             logger.warning("worker.changed_meanwhile: %s; read again on the next step", exc)
             return WorkerStep(outcome=WorkerOutcome.CHANGED_MEANWHILE, detail=str(exc))
         except (BadAnswer, RateLimited) as exc:
-            if isinstance(exc, BadAnswer):
-                self._failed(exc)
+            if isinstance(exc, BadAnswer):  # A refusal (ApplyRefused) still read the worker.
+                self._failed(exc, unread=not isinstance(exc, ApplyRefused))
             logger.warning("worker.bad_answer reason=%s", exc)
             return WorkerStep(outcome=WorkerOutcome.BAD_ANSWER, detail=str(exc))
         finally:
@@ -218,10 +217,10 @@ class Reconciler:
         if config is None or config.version == 0:
             return self._nothing_to_apply(held)
         if held.version == config.version and held.config == config.config:
-            self._verified(held.version)
+            self._verified(held)
             return WorkerStep(outcome=WorkerOutcome.IN_STEP, worker_version=held.version)
         drift = held.version >= config.version
-        self._seen_other(drift=drift)
+        self._seen_other(drift=drift, held=held)
         now = await self._push(worker, config, if_match=held.etag or None)
         if not drift:
             return self._updated(now, config)
@@ -232,9 +231,9 @@ class Reconciler:
     def _nothing_to_apply(self, held: WorkerStatus) -> WorkerStep:
         """No configuration to hand over: only an empty worker counts as verified."""
         if held.version == 0 and held.config == DEFAULT_WORKER_CONFIG:
-            self._verified(0)
+            self._verified(held)
         else:
-            self._applied_version = None
+            self._applied = None
         return WorkerStep(outcome=WorkerOutcome.NOTHING_TO_APPLY, worker_version=held.version)
 
     async def _push(
@@ -255,30 +254,34 @@ class Reconciler:
     def _updated(self, now: WorkerStatus, config: CachedConfig) -> WorkerStep:
         """The worker's answer to a push: applied only if it holds exactly ``config``."""
         if now.version != config.version or now.config != config.config:
-            self._seen_other(drift=True)
+            self._seen_other(drift=True, held=now)
             raise BadAnswer(
                 f"the worker answered version {now.version} to a push of {config.version}"
             )
-        self._verified(now.version)
+        self._verified(now)
         self._metrics.worker_confirmed(now.version)
         logger.info("worker.updated version=%d", now.version)
         return WorkerStep(outcome=WorkerOutcome.UPDATED, worker_version=now.version)
 
-    def _verified(self, version: int) -> None:
+    def _verified(self, held: WorkerStatus) -> None:
         # An empty worker verified (version 0) applied nothing: no news.
+        version = held.version
         changed = version != self._confirmed_version and version > 0
         news = changed or self._apply_failure is not None
-        self._confirmed_version = self._applied_version = version
+        self._confirmed_version, self._applied = version, (version, held.config)
         self._drift = False
         self._apply_failure = None
         if news:
             self._on_news()
 
-    def _failed(self, exc: AgentError) -> None:
+    def _failed(self, exc: AgentError, *, unread: bool = False) -> None:
         """The worker does not hold the agent's configuration and the step failed: report
-        the version as failed (a change of failure makes the controller side poll now)."""
+        the version as failed (a change of failure makes the controller side poll now).
+        ``unread``: what the worker holds is unknown, so no version counts as applied."""
+        if unread:
+            self._applied = None
         config = self._config
-        if config is None or config.version == 0 or self._applied_version == config.version:
+        if config is None or config.version == 0 or self._applied == _pair(config):
             return
         failure = ApplyFailure(version=config.version, reason=failure_reason(exc))
         if failure == self._apply_failure:
@@ -287,8 +290,9 @@ class Reconciler:
         logger.warning("worker.apply_failed version=%d reason=%s", failure.version, failure.reason)
         self._on_news()
 
-    def _seen_other(self, *, drift: bool) -> None:
-        self._applied_version = None
+    def _seen_other(self, *, drift: bool, held: WorkerStatus) -> None:
+        if self._applied != (held.version, held.config):
+            self._applied = None  # Else still what was verified last (a push refused).
         newly = drift and not self._drift
         self._drift = drift
         if newly:
@@ -296,8 +300,20 @@ class Reconciler:
             self._on_drift()
 
 
+def _pair(config: CachedConfig) -> tuple[int, WorkerConfig]:
+    return config.version, config.config
+
+
 def _nothing() -> None:
     """No one to tell of drift."""
+
+
+def _log_rejected(exc: Rejected) -> None:
+    logger.error(
+        "worker.token_rejected status=%d: the worker does not accept %sWORKER_TOKEN",
+        exc.status,
+        ENV_PREFIX,
+    )
 
 
 def _log_drift_replaced(worker_version: int, config_version: int) -> None:

@@ -23,6 +23,7 @@ from controller.constants import MAX_VERSIONS_AHEAD
 from controller.credentials import Principal
 from controller.hit_totals import parse_hit_counts
 from controller.ledger import ApplyFailed, Ledger
+from controller.sightings import NOT_APPLIED
 
 _MAX_VERSION_DIGITS = len(str(MAX_CONFIG_VERSION))
 # The poll's headers as istr: a case-insensitive lookup then skips folding the name.
@@ -86,9 +87,17 @@ def note_report(
     """Record an agent's report, from a poll's headers or a watch stream's frame: an
     apply failure or hit counts that cannot be read are ignored. With ``ahead``, an
     applied version above the one served is noted too (a poll notes it only where it
-    reads a 200)."""
+    reads a 200).
+
+    No applied version keeps the one recorded (the agent has not looked at its worker
+    yet, or drift is reported), except beside a failure: the agent then vouches for no
+    version at all (its worker lost what it held and refuses it again, or cannot be
+    read), and none is recorded (NOT_APPLIED), so no view counts the agent applied."""
     report = None if failed is None else parse_apply_failed(failed)
-    ledger.record(agent_id, applied, drift, report)
+    if applied is None and report is not None:
+        ledger.record(agent_id, NOT_APPLIED, drift, report)
+    else:
+        ledger.record(agent_id, applied, drift, report)
     if hits is not None:
         _record_hits(ledger, hits, served)
     if ahead and applied is not None and served < applied <= served + MAX_VERSIONS_AHEAD:

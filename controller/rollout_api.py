@@ -78,10 +78,11 @@ GET_ROLLOUT = Operation(
     summary="How far one version got through the fleet",
     description="Counts every registered, unrevoked agent, registered before or after the "
     "publish: stale (no contact for 3 poll intervals), or live and exactly one of applied "
-    "(its worker holds this version or a newer one), failed (it reported failing to apply "
-    "this version or a newer one) and pending. complete: no live agent is pending or failed. "
+    "(its worker holds this version or a newer stored one, and no drift is reported), "
+    "failed (it reported failing to apply this version or a newer one) and pending. "
+    "complete: no live agent is pending or failed. "
     "The seconds run from the version's created_at to each agent's first poll confirming "
-    "it, over live agents holding exactly this version. Laggards (failed first, then by "
+    "it, over applied agents holding exactly this version. Laggards (failed first, then by "
     "registration) are paged. histogram counts the same seconds into buckets. A confirmed "
     "apply shows on every replica within a second. health sums the GET /hit outcomes agents "
     "reported under this version (X-Hit-Counts), from every replica.",

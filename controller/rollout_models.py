@@ -104,7 +104,10 @@ class Rollout(BaseModel):
 
     version: int = Field(description="The version.")
     agents: int = Field(description="Registered, unrevoked agents: applied+pending+failed+stale.")
-    applied: int = Field(description="Live agents whose worker holds this version or a newer one.")
+    applied: int = Field(
+        description="Live agents whose worker holds this version or a newer stored one, "
+        "with no drift reported."
+    )
     pending: int = Field(description="Live agents that have not confirmed it yet.")
     failed: int = Field(description="Live agents that reported failing to apply it (or newer).")
     stale: int = Field(description="Agents with no contact for 3 poll intervals: not waited for.")

@@ -5,9 +5,10 @@ Which agents count (``GET /config/versions/{n}/rollout``): every registered, unr
 agent, whether it registered before or after version n was published. Of those, an agent
 is ``stale`` when its last contact is older than the stale cutoff (3 poll intervals, as in
 the fleet view); the others are live and exactly one of ``applied`` (its worker holds n
-or a newer version), ``failed`` (not applied, and its latest poll reported failing to
-apply n or a newer version) or ``pending``. The seconds are from n's ``created_at`` to
-``applied_at`` (the first poll confirming it), over the live agents holding exactly n:
+or a newer version of this history, and its agent reports no drift), ``failed`` (not
+applied, and its latest poll reported failing to apply n or a newer version) or
+``pending``. The seconds are from n's ``created_at`` to
+``applied_at`` (the first poll confirming it), over the applied agents holding exactly n:
 an agent on a newer version counts as applied, but its time for n is unknown. The same
 seconds are also counted into ``HISTOGRAM_BOUNDS_SECONDS`` buckets (the console draws them).
 """
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, and_, case, func, not_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from controller.db import agents, as_utc
+from controller.db import agents, as_utc, config_versions
 from controller.fleet import StateRule
 
 FAILED: str = "failed"
@@ -75,7 +76,16 @@ class LaggardPage:
 def _conditions(rule: StateRule, version: int) -> dict[str, ColumnElement[bool]]:
     contact = func.coalesce(agents.c.last_seen_at, agents.c.registered_at)
     live = and_(agents.c.revoked_at.is_(None), contact >= rule.stale_before)
-    applied = and_(live, agents.c.applied_version.is_not(None), agents.c.applied_version >= version)
+    # No version above the newest stored is one of this history's: a report of one (a
+    # database restored from an older backup, or a lying agent) says nothing of n.
+    newest = select(func.max(config_versions.c.version)).scalar_subquery()
+    applied = and_(
+        live,
+        not_(agents.c.worker_drift),
+        agents.c.applied_version.is_not(None),
+        agents.c.applied_version >= version,
+        agents.c.applied_version <= newest,
+    )
     failed = and_(
         live,
         not_(applied),
@@ -108,7 +118,7 @@ async def read_counts(
     )
     row = (await conn.execute(query)).one()
     times = select(agents.c.applied_at).where(
-        where["live"], agents.c.applied_version == version, agents.c.applied_at.is_not(None)
+        where["applied"], agents.c.applied_version == version, agents.c.applied_at.is_not(None)
     )
     seconds = sorted(
         max(0.0, (as_utc(at) - published).total_seconds())

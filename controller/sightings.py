@@ -37,12 +37,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from controller.db import agents
 
+# An applied version that says the agent vouches for none: its worker lost, or cannot be
+# read, or refuses, the version it held (see :func:`controller.poll_reports.note_report`).
+# Written as NULL, where a report that names no version keeps the one the row holds.
+NOT_APPLIED = -1
+
 
 @dataclass(frozen=True, kw_only=True)
 class Sighting:
     """What one agent's latest poll told us: when (POSIX seconds, as the ledger clocks
     it), which version its worker holds (and since when), whether it reported drift, and
-    the version it failed to apply."""
+    the version it failed to apply. ``applied_version`` None keeps the row's, NOT_APPLIED
+    clears it."""
 
     seen: float
     applied_version: int | None
@@ -66,9 +72,10 @@ _UPDATE_POSTGRES = text(
     """
     UPDATE agents AS a SET
         last_seen_at = to_timestamp(v.seen),
-        applied_version = coalesce(v.applied, a.applied_version),
+        applied_version = nullif(coalesce(v.applied, a.applied_version), -1),
         applied_at = CASE
-            WHEN coalesce(v.applied, a.applied_version) IS DISTINCT FROM a.applied_version
+            WHEN nullif(coalesce(v.applied, a.applied_version), -1)
+                IS DISTINCT FROM a.applied_version
             THEN to_timestamp(v.since) ELSE a.applied_at END,
         worker_drift = v.drift,
         apply_failed_version = v.failed_version,
@@ -139,7 +146,9 @@ async def _write_each(conn: AsyncConnection, sightings: Mapping[uuid.UUID, Sight
         }
         for agent_id, s in sightings.items()
     ]
-    applied = func.coalesce(bindparam("applied", type_=Integer), agents.c.applied_version)
+    applied = func.nullif(
+        func.coalesce(bindparam("applied", type_=Integer), agents.c.applied_version), NOT_APPLIED
+    )
     seen = bindparam("seen", type_=DateTime(timezone=True))
     statement = (
         update(agents)

@@ -13,7 +13,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, not_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from controller.constants import FLEET_ROW_ID
@@ -190,12 +190,16 @@ async def insert_members(
 async def count_applied_by_step(
     conn: AsyncConnection, rollout_id: str, version: int
 ) -> dict[int, int]:
-    """Members holding ``version`` now, by the step they joined at."""
+    """Members holding ``version`` now (and reporting no drift), by the step they joined at."""
     joined = staged_members.c
     query = (
         select(joined.step, func.count())
         .select_from(staged_members.join(agents, agents.c.id == joined.agent_id))
-        .where(joined.rollout_id == rollout_id, agents.c.applied_version == version)
+        .where(
+            joined.rollout_id == rollout_id,
+            agents.c.applied_version == version,
+            not_(agents.c.worker_drift),
+        )
         .group_by(joined.step)
     )
     return {int(step): int(count) for step, count in (await conn.execute(query)).all()}

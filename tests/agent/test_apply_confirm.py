@@ -35,6 +35,7 @@ from tests.agent.conftest import (
     running_agent,
     worker_holds,
 )
+from tests.support.state import cached_config
 
 WORKER_TOKEN = "the-workers-own-token-0123"
 
@@ -269,3 +270,78 @@ def test_failure_reasons_name_what_the_worker_did() -> None:
     assert reasons == ["conflict", "invalid", "rejected", "unreachable", "bad-answer"]
     assert tuple(reasons) == APPLY_FAILURE_REASONS
     assert ApplyFailure(version=8, reason="invalid").header == "8 invalid"
+
+
+async def test_a_refused_version_leaves_the_one_the_worker_holds_applied(
+    make_settings: MakeSettings, aiohttp_server: AiohttpServer
+) -> None:
+    """The worker refuses version 4 and still holds version 3, as the agent saw it last: 3
+    stays the applied version beside the failure, read again and again."""
+    state: dict[str, Any] = {"version": 0, "config": {"url": None}, "accept": True}
+    worker = await aiohttp_server(_refusing_worker(state))
+    async with Agent(make_settings(worker_url=base_url(worker))) as agent:
+        agent.reconciler.offer(cached_config(3, "https://three.example/"))
+        await agent.reconcile_worker_once()
+        assert agent.applied_version == 3
+        state["accept"] = False
+        agent.reconciler.offer(cached_config(4, "https://four.example/"))
+        for _ in range(2):  # the push at once, then the regular read and push again
+            await agent.reconcile_worker_once()
+            assert agent.applied_version == 3
+            assert agent.reconciler.apply_failure == ApplyFailure(version=4, reason="invalid")
+
+
+async def test_another_configuration_under_the_applied_number_is_not_vouched_for(
+    make_settings: MakeSettings, aiohttp_server: AiohttpServer
+) -> None:
+    """A database restored from an older backup numbers a new configuration 3 again. The
+    worker holds the old 3: the agent stops naming 3 as applied as soon as it holds the new
+    one, and, the worker refusing it, reports 3 failed."""
+    state: dict[str, Any] = {"version": 0, "config": {"url": None}, "accept": True}
+    worker = await aiohttp_server(_refusing_worker(state))
+    async with Agent(make_settings(worker_url=base_url(worker))) as agent:
+        agent.reconciler.offer(cached_config(3, "https://bravo.example/"))
+        await agent.reconcile_worker_once()
+        assert agent.applied_version == 3
+        state["accept"] = False
+        agent.reconciler.offer(cached_config(3, "https://charlie.example/"))
+        assert agent.applied_version is None
+        await agent.reconcile_worker_once()
+        assert agent.applied_version is None
+        assert agent.reconciler.apply_failure == ApplyFailure(version=3, reason="invalid")
+        assert state["config"] == {"url": "https://bravo.example/"}
+
+
+async def test_a_worker_that_lost_the_version_is_shown_not_applied(
+    make_settings: MakeSettings, start_controller: StartController, aiohttp_server: AiohttpServer
+) -> None:
+    """The worker restarts empty and refuses the version again: the controller is told
+    no version is applied there, and /agents shows the agent behind with the failure, not
+    in sync. Once the worker takes the version, it is in sync again."""
+    controller = await start_controller(poll_interval_seconds=30)
+    version = await controller.publish("https://one.example/")
+    state: dict[str, Any] = {"version": 0, "config": {"url": None}, "accept": True}
+    worker = await aiohttp_server(_refusing_worker(state))
+    agent = Agent(make_settings(controller_url=controller.url, worker_url=base_url(worker)))
+    async with running_agent(agent):
+        await eventually(lambda: bool(_confirming(controller, version)), timeout_seconds=5.0)
+        assert (await _agent_body(controller, agent))["state"] == "in_sync"
+        state.update(version=0, config={"url": None}, accept=False)  # restarted, refusing
+        agent.reconciler.wake()
+        expected = f"{version} invalid"
+        await eventually(
+            lambda: any(p.headers.get(HEADER_APPLY_FAILED) == expected for p in controller.polls()),
+            timeout_seconds=2.0,
+        )
+        assert HEADER_APPLIED_VERSION not in controller.polls()[-1].headers
+        body = await _agent_body(controller, agent)
+        assert (body["state"], body["applied_version"]) == ("behind", None)
+        assert (body["apply_failed_version"], body["apply_failed_reason"]) == (version, "invalid")
+        state["accept"] = True
+        agent.reconciler.wake()
+        await eventually(lambda: state["version"] == version, timeout_seconds=2.0)
+        await eventually(
+            lambda: controller.polls()[-1].headers.get(HEADER_APPLIED_VERSION) == str(version),
+            timeout_seconds=2.0,
+        )
+        assert (await _agent_body(controller, agent))["state"] == "in_sync"

@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from pytest_aiohttp import AiohttpServer
 
+from agent.apply_report import ApplyFailure
 from agent.outcomes import WorkerOutcome
 from agent.runner import Agent
 from agent.storage import CachedConfig, Storage
@@ -360,3 +361,44 @@ async def test_offered_configuration_is_pushed_at_once(
         "version": 6,
         "config": {"url": "https://example.org/offered"},
     }
+
+
+async def test_a_worker_that_stops_answering_is_no_longer_vouched_for(
+    make_settings: MakeSettings, worker: TestServer, state_dir: Path
+) -> None:
+    """A worker gone after a confirmed apply: what it holds is unknown, so the agent names
+    no applied version any more and reports the version failed (unreachable)."""
+    cache_config(state_dir, 3)
+    async with Agent(make_settings(worker_url=base_url(worker))) as agent:
+        await agent.reconcile_worker_once()
+        assert agent.applied_version == 3
+        await worker.close()
+        step = await agent.reconcile_worker_once()
+        assert step.outcome is WorkerOutcome.UNREACHABLE
+        assert agent.applied_version is None
+        assert agent.reconciler.apply_failure == ApplyFailure(version=3, reason="unreachable")
+
+
+async def test_a_worker_that_refuses_the_agent_is_no_longer_vouched_for(
+    make_settings: MakeSettings, start_worker: StartWorker, state_dir: Path
+) -> None:
+    """The worker restarted with another token: it answers, but not what it holds; the
+    agent names no applied version and reports the version failed (rejected). Once the
+    worker takes the agent's token again, the version counts again."""
+    cache_config(state_dir, 3)
+    worker = await start_worker(token=WORKER_TOKEN)
+    port = worker.port
+    settings = make_settings(worker_url=base_url(worker), worker_token=WORKER_TOKEN)
+    async with Agent(settings) as agent:
+        await agent.reconcile_worker_once()
+        assert agent.applied_version == 3
+        await worker.close()
+        other = await start_worker(token="another-token-entirely-0123", port=port)
+        step = await agent.reconcile_worker_once()
+        assert step.outcome is WorkerOutcome.REJECTED
+        assert agent.applied_version is None
+        assert agent.reconciler.apply_failure == ApplyFailure(version=3, reason="rejected")
+        await other.close()
+        await start_worker(token=WORKER_TOKEN, port=port)
+        assert (await agent.reconcile_worker_once()).outcome is WorkerOutcome.UPDATED
+        assert (agent.applied_version, agent.reconciler.apply_failure) == (3, None)

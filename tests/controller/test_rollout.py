@@ -175,3 +175,87 @@ async def test_malformed_apply_failed_headers_are_ignored(client: Client) -> Non
         await _poll(client, agent, **{"X-Applied-Version": "0", "X-Apply-Failed": bad})
         body = await _rollout(client, version)
         assert (body["failed"], body["pending"]) == (0, 1), bad
+
+
+async def _agent(client: Client, agent: dict[str, Any]) -> dict[str, Any]:
+    resp = await client.get(f"/agents/{agent['agent_id']}", headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    body: dict[str, Any] = await resp.json()
+    return body
+
+
+async def _fleet(client: Client) -> dict[str, Any]:
+    resp = await client.get("/fleet", headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    body: dict[str, Any] = await resp.json()
+    return body
+
+
+async def test_a_drifting_agent_is_not_counted_applied(client: Client) -> None:
+    """Drift reported after a confirmed apply: the worker holds something the agent did not
+    send, so neither /agents nor the rollout counts the version as applied there."""
+    agent = await register(client)
+    version = await _publish(client, "https://one.example/")
+    await _poll(client, agent, **{"X-Applied-Version": str(version)})
+    assert (await _rollout(client, version))["complete"] is True
+    await _poll(client, agent, **{"X-Worker-Drift": "1"})
+    assert (await _agent(client, agent))["state"] == "drift"
+    body = await _rollout(client, version)
+    assert (body["applied"], body["pending"], body["complete"]) == (0, 1, False)
+    assert body["p50_seconds"] is None  # no confirmation left to time
+    await _poll(client, agent, **{"X-Applied-Version": str(version)})  # drift replaced
+    assert (await _rollout(client, version))["complete"] is True
+
+
+async def test_a_failure_without_an_applied_version_withdraws_the_claim(client: Client) -> None:
+    """A worker that lost the version (restarted empty, say) and refuses it again: the
+    agent names no applied version beside the failure. The version it confirmed before no
+    longer counts: /agents, /fleet and the rollout say failed, not in sync."""
+    agent = await register(client)
+    version = await _publish(client, "https://one.example/")
+    await _poll(client, agent, **{"X-Applied-Version": str(version)})
+    assert (await _fleet(client))["in_sync"] == 1
+    await _poll(client, agent, **{"X-Apply-Failed": f"{version} invalid"})
+    body = await _agent(client, agent)
+    assert (body["state"], body["applied_version"]) == ("behind", None)
+    assert (body["apply_failed_version"], body["apply_failed_reason"]) == (version, "invalid")
+    assert ((await _fleet(client))["in_sync"], (await _fleet(client))["behind"]) == (0, 1)
+    rollout = await _rollout(client, version)
+    assert (rollout["applied"], rollout["failed"], rollout["complete"]) == (0, 1, False)
+    # A report naming no version and no failure (nothing new to say) changes nothing ...
+    await _poll(client, agent)
+    assert (await _agent(client, agent))["applied_version"] is None
+    # ... and the apply confirmed again counts again.
+    await _poll(client, agent, **{"X-Applied-Version": str(version)})
+    assert (await _agent(client, agent))["state"] == "in_sync"
+    assert (await _rollout(client, version))["complete"] is True
+
+
+async def test_a_failure_beside_an_applied_version_keeps_it(client: Client) -> None:
+    """A new version refused while the worker still holds the one before: that one stays
+    applied (its rollout complete), the new one is failed."""
+    agent = await register(client)
+    first = await _publish(client, "https://one.example/")
+    await _poll(client, agent, **{"X-Applied-Version": str(first)})
+    second = await _publish(client, "https://two.example/")
+    await _poll(
+        client, agent, **{"X-Applied-Version": str(first), "X-Apply-Failed": f"{second} invalid"}
+    )
+    assert (await _agent(client, agent))["applied_version"] == first
+    assert (await _rollout(client, first))["complete"] is True
+    rollout = await _rollout(client, second)
+    assert (rollout["applied"], rollout["failed"]) == (0, 1)
+
+
+async def test_a_version_above_every_stored_one_is_applied_nowhere(client: Client) -> None:
+    """An agent reporting a version this history does not hold (a lying agent, or a
+    database restored from an older backup) shows as ahead, and counts as applied in no
+    version's rollout: whatever its worker runs, it is none of them."""
+    agent = await register(client)
+    first = await _publish(client, "https://one.example/")
+    await _poll(client, agent, **{"X-Applied-Version": "2147483647"})
+    second = await _publish(client, "https://two.example/")
+    assert (await _agent(client, agent))["state"] == "ahead"
+    for version in (first, second):
+        rollout = await _rollout(client, version)
+        assert (rollout["applied"], rollout["pending"], rollout["complete"]) == (0, 1, False)

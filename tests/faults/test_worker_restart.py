@@ -1,11 +1,14 @@
-"""The worker restarted while the controller is down (with the controller up: tests/e2e)."""
+"""The worker restarted while the controller is down (with the controller up: tests/e2e),
+and a worker that stays down."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 
 from tests.faults.conftest import MakeFleet
-from tests.faults.fleet import MARGIN_SECONDS, POLL_INTERVAL_SECONDS
+from tests.faults.fleet import ADMIN, MARGIN_SECONDS, POLL_INTERVAL_SECONDS, Fleet
 from tests.support.fleet import SETTLE_TIMEOUT_SECONDS, Hit
 from tests.support.processes import Upstream, wait_until
 
@@ -38,3 +41,60 @@ async def test_worker_crashed_while_the_controller_is_down_is_restored_within_an
     assert await fleet.hit() == Hit(status=200, content_type="text/plain", body=b"alpha")
     assert f"config.applied version={version}" in fleet.worker.log_text(current_run_only=True)
     assert not fleet.controller.running
+
+
+async def test_a_worker_that_goes_down_is_not_claimed_in_sync(
+    make_fleet: MakeFleet, upstream: Upstream
+) -> None:
+    """The worker killed and left down: within one poll interval (the agent's next look at
+    it) the controller no longer says the agent's worker runs the version. /agents shows
+    it behind, its apply failed as unreachable, /fleet counts none in sync and the
+    version's rollout is not complete. The worker started again gets the version back,
+    and the agent counts as in sync again."""
+    fleet = await make_fleet()
+    version = await fleet.start_holding(upstream.respond("/a", "alpha"))
+    agent = await _only_agent(fleet)
+    await wait_until(
+        lambda: _state_is(fleet, agent, "in_sync"),
+        timeout_seconds=SETTLE_TIMEOUT_SECONDS,
+        what="the apply confirmed",
+    )
+
+    assert await fleet.worker.kill() == -9
+    await wait_until(
+        lambda: _state_is(fleet, agent, "behind"),
+        timeout_seconds=POLL_INTERVAL_SECONDS + MARGIN_SECONDS,
+        what="the controller no longer counts the agent in sync",
+    )
+    body = await _admin_get(fleet, f"/agents/{agent}")
+    assert body["applied_version"] is None
+    assert (body["apply_failed_version"], body["apply_failed_reason"]) == (version, "unreachable")
+    assert (await _admin_get(fleet, "/fleet"))["in_sync"] == 0
+    rollout = await _admin_get(fleet, f"/config/versions/{version}/rollout")
+    assert (rollout["applied"], rollout["failed"], rollout["complete"]) == (0, 1, False)
+
+    await fleet.worker.start()
+    await fleet.wait_worker_version(version, timeout_seconds=POLL_INTERVAL_SECONDS + MARGIN_SECONDS)
+    await wait_until(
+        lambda: _state_is(fleet, agent, "in_sync"),
+        timeout_seconds=SETTLE_TIMEOUT_SECONDS,
+        what="the apply confirmed again",
+    )
+    assert (await _admin_get(fleet, f"/config/versions/{version}/rollout"))["complete"] is True
+
+
+async def _admin_get(fleet: Fleet, path: str) -> dict[str, Any]:
+    async with fleet.http.get(f"{fleet.controller.url}{path}", headers=ADMIN) as resp:
+        assert resp.status == 200, await resp.text()
+        body: dict[str, Any] = await resp.json()
+        return body
+
+
+async def _only_agent(fleet: Fleet) -> str:
+    items = (await _admin_get(fleet, "/agents"))["items"]
+    assert len(items) == 1, items
+    return str(items[0]["id"])
+
+
+async def _state_is(fleet: Fleet, agent: str, state: str) -> bool:
+    return bool((await _admin_get(fleet, f"/agents/{agent}"))["state"] == state)
