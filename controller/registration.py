@@ -10,6 +10,7 @@ within REGISTRATION_KEY_TTL_SECONDS, for the same hostname and labels, gets the 
 agent, with a fresh token that replaces the one whose answer was lost; but only while
 that agent never polled (whoever polled had the answer) and is not revoked. Any other
 reuse of a key is refused (409), so a key never yields a token for an agent in use.
+Requests of one group that share a key are answered as if they came one after another.
 """
 
 from __future__ import annotations
@@ -70,25 +71,29 @@ async def write_registrations(
     conn: AsyncConnection, requests: Sequence[RegistrationRequest]
 ) -> list[Outcome]:
     """One group's transaction: each request's outcome, in order. New agents are inserted
-    in one statement; a key seen before is answered from its agent (or refused)."""
+    in one statement; a key seen before is answered from its agent (or refused).
+
+    Requests that share a key are answered as if they came one after another: the first
+    decides, and each later one is a retry of it, refused (409) unless its hostname and
+    labels are the same (then it gets the same agent with a fresh token)."""
     now = utcnow()
     entropy = _Entropy(len(requests))
     keys = {request.key_hash for request in requests if request.key_hash is not None}
     known = await registration_store.read_keyed_agents(conn, keys) if keys else {}
-    by_key: dict[str, Outcome] = {}
+    # The rows of this group's new agents that have a key, by key: not inserted yet.
+    unwritten: dict[str, dict[str, Any]] = {}
     rows: list[dict[str, Any]] = []
     outcomes: list[Outcome] = []
     for request in requests:
         key = request.key_hash
-        outcome = by_key.get(key) if key is not None else None
-        if outcome is None:
-            earlier = known.get(key) if key is not None else None
-            if earlier is None:
-                outcome = _new_agent(request, now, rows, entropy)
-            else:
-                outcome = await _replay(conn, request, earlier, now)
+        if key is not None and key in known:
+            outcome = await _replay(conn, request, known[key], now, unwritten.get(key))
+        else:
+            outcome = _new_agent(request, now, rows, entropy)
             if key is not None:
-                by_key[key] = outcome
+                # Seen by the group's later requests with the key as a retry would see it.
+                known[key] = _keyed(request, outcome.agent_id, now)
+                unwritten[key] = rows[-1]
         outcomes.append(outcome)
     if rows:
         await registration_store.insert_agents(conn, rows)
@@ -144,10 +149,27 @@ def _new_agent(
     return Registration(agent_id=agent_id, agent_token=token, token_hash=token_hash)
 
 
+def _keyed(request: RegistrationRequest, agent_id: uuid.UUID, now: dt.datetime) -> KeyedAgent:
+    """The agent a new registration's key names, as the key's next use reads it."""
+    return KeyedAgent(
+        agent_id=agent_id,
+        hostname=request.hostname,
+        labels=dict(request.labels),
+        registered_at=now,
+        polled=False,
+        revoked=False,
+    )
+
+
 async def _replay(
-    conn: AsyncConnection, request: RegistrationRequest, earlier: KeyedAgent, now: dt.datetime
+    conn: AsyncConnection,
+    request: RegistrationRequest,
+    earlier: KeyedAgent,
+    now: dt.datetime,
+    unwritten: dict[str, Any] | None,
 ) -> Outcome:
-    """A retry of an earlier registration: its agent with a fresh token, or 409."""
+    """A retry of an earlier registration: its agent with a fresh token, or 409.
+    ``unwritten``: the earlier agent's row when it is one of this group's new agents."""
     refusal = _replay_refusal(request, earlier, now)
     if refusal is not None:
         return Conflict(
@@ -156,7 +178,10 @@ async def _replay(
         )
     token = issue_agent_token(earlier.agent_id)
     token_hash = hash_token(token)
-    await registration_store.replace_token(conn, earlier.agent_id, token_hash)
+    if unwritten is None:
+        await registration_store.replace_token(conn, earlier.agent_id, token_hash)
+    else:
+        unwritten["token_hash"] = token_hash
     return Registration(
         agent_id=earlier.agent_id, agent_token=token, token_hash=token_hash, replayed=True
     )
