@@ -54,6 +54,8 @@ HITS_PATH: Final = "/hits"
 
 # Request bodies are small JSON documents; anything larger is refused with 413.
 MAX_REQUEST_BODY_BYTES: Final = 64 * 1024
+# How long a request's body may take to arrive once its headers have (408 after).
+BODY_READ_TIMEOUT_SECONDS: Final = 30.0
 # Deeper JSON than this is refused with 422 before pydantic sees it.
 MAX_JSON_DEPTH: Final = 32
 MAX_URL_LENGTH: Final = 2048

@@ -36,6 +36,9 @@ class FleetconfError(Exception):
     status: ClassVar[int] = 500
     title: ClassVar[str] = "Internal Server Error"
     slug: ClassVar[str] = "internal"
+    # The connection is closed after the answer: what is left of the request on it
+    # cannot be read (a body that does not decode, or has not arrived).
+    closes_connection: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -75,6 +78,15 @@ class NotFound(FleetconfError):
 
 class MethodNotAllowed(FleetconfError):
     status, title, slug = 405, "Method Not Allowed", "method-not-allowed"
+
+
+class UnreadableBody(BadRequest):
+    closes_connection = True
+
+
+class RequestTimeout(FleetconfError):
+    status, title, slug = 408, "Request Timeout", "request-timeout"
+    closes_connection = True
 
 
 class Conflict(FleetconfError):

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ValidationError
 
-from common.constants import MAX_JSON_DEPTH, MAX_REQUEST_BODY_BYTES
-from common.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from common.constants import BODY_READ_TIMEOUT_SECONDS, MAX_JSON_DEPTH, MAX_REQUEST_BODY_BYTES
+from common.errors import (
+    PayloadTooLarge,
+    RequestTimeout,
+    UnreadableBody,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 from common.streams import BodyTooLarge, read_bounded
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -54,9 +62,18 @@ async def read_json(request: web.Request, *, max_bytes: int = MAX_REQUEST_BODY_B
     if request.content_length is not None and request.content_length > max_bytes:
         raise PayloadTooLarge(f"The body may be at most {max_bytes} bytes.")
     try:
-        raw = await read_bounded(request.content, max_bytes)
+        async with asyncio.timeout(BODY_READ_TIMEOUT_SECONDS):
+            raw = await read_bounded(request.content, max_bytes)
     except BodyTooLarge as exc:
         raise PayloadTooLarge(f"The body may be at most {max_bytes} bytes.") from exc
+    except web.RequestPayloadError as exc:  # e.g. a Content-Encoding that does not decode
+        raise UnreadableBody(f"The body cannot be read as sent: {_payload_error(exc)}") from None
+    except ConnectionError:  # The client went away mid-body: nothing to answer, no trace.
+        raise UnreadableBody("The body ended before it was complete.") from None
+    except TimeoutError:
+        raise RequestTimeout(
+            f"The body did not arrive within {BODY_READ_TIMEOUT_SECONDS:g} seconds."
+        ) from None
     try:
         value = json.loads(raw)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -64,6 +81,13 @@ async def read_json(request: web.Request, *, max_bytes: int = MAX_REQUEST_BODY_B
     if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise ValidationFailed(f"The JSON body is nested deeper than {MAX_JSON_DEPTH} levels.")
     return value
+
+
+def _payload_error(exc: web.RequestPayloadError) -> str:
+    cause = exc.__cause__
+    if isinstance(cause, HttpProcessingError):
+        return cause.message.strip()
+    return "it is malformed"
 
 
 def _json_error(exc: Exception) -> str:

@@ -43,7 +43,7 @@ def problem_response(
 
 
 def _from_error(exc: FleetconfError) -> web.Response:
-    return problem_response(
+    response = problem_response(
         status=exc.status,
         title=exc.title,
         detail=exc.detail,
@@ -51,6 +51,9 @@ def _from_error(exc: FleetconfError) -> web.Response:
         errors=exc.errors,
         headers=exc.headers,
     )
+    if exc.closes_connection:
+        response.force_close()
+    return response
 
 
 def _from_http_exception(exc: web.HTTPException) -> web.Response:

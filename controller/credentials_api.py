@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
 from common.errors import NotFound
@@ -77,6 +79,8 @@ async def delete_credential(request: web.Request, admin: Principal) -> web.Respo
             "the setting on every replica."
         )
     registry = app[keys.NAMED_CREDENTIALS]
+    if not _possible_name(name):  # No credential has it: not worth a database round trip.
+        raise NotFound("No named credential has this name (or it was revoked already).")
     if not await revoke_credential(app[keys.DATABASE], registry, name, change=change):
         raise NotFound("No named credential has this name (or it was revoked already).")
     app[keys.METRICS].audit_entries[audit.CREDENTIAL_REVOKE] += 1
@@ -177,3 +181,10 @@ REVOKE_CREDENTIAL = Operation(
 )
 
 OPERATIONS = (CREATE_CREDENTIAL, LIST_CREDENTIALS, REVOKE_CREDENTIAL)
+
+
+def _possible_name(name: str) -> bool:
+    """Whether a credential could have ``name`` (CredentialName's rules)."""
+    if len(name) > MAX_CREDENTIAL_NAME_LENGTH:
+        return False
+    return re.fullmatch(CREDENTIAL_NAME_PATTERN, name) is not None

@@ -26,9 +26,11 @@ Hostname = Annotated[
 ]
 LABEL_KEY_PATTERN = r"^[A-Za-z0-9._/-]+$"
 LabelKey = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=LABEL_KEY_PATTERN)]
-LabelValue = Annotated[str, StringConstraints(max_length=256)]
+# Any text but NUL, which PostgreSQL's text cannot hold (SQLite's can: both refuse it).
+LABEL_VALUE_PATTERN = r"^[^\x00]*$"
+LabelValue = Annotated[str, StringConstraints(max_length=256, pattern=LABEL_VALUE_PATTERN)]
 # GET /agents?label=KEY=VALUE: a label key, "=", and a value (which may hold "=" itself).
-LABEL_FILTER_PATTERN = r"^[A-Za-z0-9._/-]{1,63}=[\s\S]{0,256}$"
+LABEL_FILTER_PATTERN = r"^[A-Za-z0-9._/-]{1,63}=[^\x00]{0,256}$"
 
 
 def _whole_number(value: object) -> object:

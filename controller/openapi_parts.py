@@ -68,6 +68,17 @@ THROTTLED = problem(
     "pass); Retry-After says when to retry.",
     "Too many failed authentications from 192.0.2.10; retry in 7 s.",
 )
+UNREADABLE = problem(
+    400,
+    "The body cannot be read as sent: a Content-Encoding that does not decode, or a body "
+    "its client cut short.",
+    "The body cannot be read as sent: Can not decode content-encoding: gzip",
+)
+SLOW_BODY = problem(
+    408,
+    "The body did not arrive within 30 s of the headers.",
+    "The body did not arrive within 30 seconds.",
+)
 TOO_LARGE = problem(413, "The body is larger than 64 KiB.", "The body may be at most 65536 bytes.")
 NOT_JSON = problem(
     415, "The body is not application/json.", "Send the body as application/json, not text/plain."
@@ -90,8 +101,9 @@ def invalid(what: str) -> Response:
 
 
 def body_problems(what: str) -> tuple[Response, ...]:
-    """What a JSON body can get wrong: too large, not JSON, not a valid ``what``."""
-    return (TOO_LARGE, NOT_JSON, invalid(what))
+    """What a JSON body can get wrong: unreadable, late, too large, not JSON, not a valid
+    ``what``."""
+    return (UNREADABLE, SLOW_BODY, TOO_LARGE, NOT_JSON, invalid(what))
 
 
 def page_parameters(skipped: str) -> tuple[Parameter, Parameter]:

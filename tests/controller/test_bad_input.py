@@ -105,3 +105,17 @@ async def test_health_and_readiness(client: Client) -> None:
     ready = await client.get("/readyz")
     assert ready.status == 200
     assert await ready.json() == {"status": "ready"}
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_body_that_does_not_decode_is_400_and_changes_nothing(
+    client: Client, encoding: str
+) -> None:
+    """A Content-Encoding the body is not in: 400 problem+json, not a 500, and no version."""
+    before = await _current(client)
+    headers = {**ADMIN, "Content-Type": "application/json", "Content-Encoding": encoding}
+    resp = await client.post("/config", data=b'{"url": "https://example.org/"}', headers=headers)
+    assert resp.status == 400
+    assert resp.content_type == "application/problem+json"
+    assert "cannot be read as sent" in (await resp.json())["detail"]
+    assert await _current(client) == before

@@ -144,6 +144,7 @@ async def test_agents_filter_by_one_label(client: Client) -> None:
         "label=" + "k" * 64 + "%3Dx",
         "label=site%3D" + "v" * 257,
         "label=a%3Db&label=c%3Dd",
+        "label=site%3Dams%001",
     ],
 )
 async def test_agents_label_filter_refuses_what_is_no_label(client: Client, query: str) -> None:
@@ -181,3 +182,13 @@ async def test_rollout_view_carries_the_histogram(client: Client) -> None:
     assert len(body["histogram"]) == len(HISTOGRAM_BOUNDS_SECONDS) + 1
     assert sum(bucket["agents"] for bucket in body["histogram"]) == 1
     assert body["histogram"][-1]["le_seconds"] is None
+
+
+async def test_a_label_value_with_nul_is_refused_on_every_database(client: Client) -> None:
+    """NUL, which PostgreSQL's text cannot hold, is no label value: 422 at registration
+    (not a 503 on PostgreSQL and a stored agent on SQLite), and nothing registered."""
+    body = {"hostname": "edge-01", "labels": {"site": "ams\u00001"}}
+    resp = await client.post("/register", json=body, headers=REGISTRATION)
+    assert resp.status == 422, await resp.text()
+    assert resp.content_type == "application/problem+json"
+    assert await _hostnames(client, "") == []

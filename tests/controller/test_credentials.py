@@ -260,3 +260,12 @@ async def test_principal_names_who_is_calling(client: Client) -> None:
     registration = REGISTRATION["Authorization"][7:]
     assert (await authenticator.identify(registration, request)).name is None
     assert (await authenticator.identify(agent["agent_token"], request)).name is None
+
+
+@pytest.mark.parametrize("name", ["%00", "ci%00deploy", "a%20b", "x" * 65])
+async def test_revoking_a_name_no_credential_can_have_is_404(client: Client, name: str) -> None:
+    """A NUL (which PostgreSQL's text cannot hold), a space, or a name too long: 404 as for
+    any unknown name, not a database error."""
+    resp = await client.delete(f"/credentials/{name}", headers=ADMIN)
+    assert resp.status == 404, await resp.text()
+    assert resp.content_type == "application/problem+json"
