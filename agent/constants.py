@@ -28,6 +28,12 @@ HINT_MAX_SPREAD_SECONDS: Final = 30.0
 # How many given-up hinted versions (and hinted poll intervals) an agent remembers: a
 # hint for one of them costs nothing.
 HINT_MEMORY_LENGTH: Final = 256
+# Hinted fetches (a hint's fetch, a reconnection's check) come at most HINT_FETCH_BURST at
+# once, then HINT_FETCHES_PER_SECOND: a flood of hints for ever higher versions, or for
+# ever other poll intervals, would otherwise cost a poll each. One due beyond waits its
+# turn; none is dropped.
+HINT_FETCH_BURST: Final = 5
+HINT_FETCHES_PER_SECOND: Final = 1.0
 # The poll interval used until the controller has named one (registration or a poll).
 DEFAULT_POLL_INTERVAL_SECONDS: Final = 30
 # A poll sleeps interval * (1 - fraction * random()): never longer than one interval.

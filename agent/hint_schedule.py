@@ -13,6 +13,9 @@ therefore only ever cuts the controller side's wait short, within these bounds:
   hints name it. A hint for a higher version starts a new budget.
 - A hint's poll interval never changes the agent's (only ``GET /config`` does): a hint
   for the held version naming another interval costs one fetch, once.
+- Hinted fetches come at most HINT_FETCH_BURST at once, then HINT_FETCHES_PER_SECOND,
+  whatever the hints say: a flood of hints for ever higher versions costs the
+  controller one poll a second per agent, not one per hint.
 - A staged rollout's hint names its cohort (rollout id and threshold): an agent outside
   it ignores the hint, so a step costs the rest of the fleet no request. A forged cohort
   can at worst make an agent skip that hint: it still polls, and meets the real one.
@@ -30,6 +33,8 @@ from collections.abc import Callable, Hashable
 from typing import Generic, Protocol, TypeVar
 
 from agent.constants import (
+    HINT_FETCH_BURST,
+    HINT_FETCHES_PER_SECOND,
     HINT_MAX_SPREAD_SECONDS,
     HINT_MEMORY_LENGTH,
     HINT_RECHECK_DELAYS_SECONDS,
@@ -124,6 +129,11 @@ class HintSchedule:
         self._given_up: _Recent[int] = _Recent(HINT_MEMORY_LENGTH)
         self._intervals_hinted: _Recent[tuple[int, int]] = _Recent(HINT_MEMORY_LENGTH)
         self._connections = 0
+        # The hinted fetches' token bucket (HINT_FETCH_BURST, HINT_FETCHES_PER_SECOND).
+        self._tokens = float(HINT_FETCH_BURST)
+        self._tokens_at = self._timers.time()
+        # Hinted fetches that came due too soon after others and waited their turn.
+        self.paced = 0
         # Hinted versions given up after their early polls did not bring them.
         self.given_up = 0
         # Staged rollouts' hints for a cohort this agent is not in.
@@ -241,9 +251,28 @@ class HintSchedule:
 
     def _fetch_due(self) -> None:
         self._fetch = None
+        wait = self._take_token()
+        if wait > 0.0:  # Too many hinted fetches lately: this one waits its turn.
+            self.paced += 1
+            self._fetch_at = self._timers.time() + wait
+            self._fetch = self._timers.call_later(wait, self._fetch_due)
+            return
         if self._hinted_version is not None:
             self._early_polls += 1
         self._target.poll_soon()
+
+    def _take_token(self) -> float:
+        """Take a hinted fetch's token: 0 when taken, else the seconds until one is due."""
+        now = self._timers.time()
+        elapsed = now - self._tokens_at
+        self._tokens = min(
+            float(HINT_FETCH_BURST), self._tokens + elapsed * HINT_FETCHES_PER_SECOND
+        )
+        self._tokens_at = now
+        if self._tokens >= 1.0 - 1e-9:  # a token due now, give or take the float's error
+            self._tokens = max(0.0, self._tokens - 1.0)
+            return 0.0
+        return (1.0 - self._tokens) / HINT_FETCHES_PER_SECOND
 
     def _give_up(self, version: int) -> None:
         logger.info(

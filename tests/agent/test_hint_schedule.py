@@ -14,7 +14,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.constants import HINT_MAX_SPREAD_SECONDS, HINT_RECHECK_DELAYS_SECONDS
+from agent.constants import (
+    HINT_FETCH_BURST,
+    HINT_FETCHES_PER_SECOND,
+    HINT_MAX_SPREAD_SECONDS,
+    HINT_RECHECK_DELAYS_SECONDS,
+)
 from agent.hint_schedule import HINT_MAX_EARLY_POLLS, HintSchedule
 from agent.metrics import AgentMetrics
 from common.constants import MAX_CONFIG_VERSION
@@ -333,3 +338,57 @@ def test_a_cohort_hint_for_another_cohort_is_ignored_and_changes_nothing() -> No
     assert schedule.hinted_version == 4
     timers.advance(INTERVAL_SECONDS)
     assert target.early_polls
+
+
+def test_a_flood_of_hints_for_ever_higher_versions_costs_one_fetch_a_second() -> None:
+    """Redis is untrusted: 2,000 hints for ever higher versions at 200 a second (each a
+    new version, each with no spread) cost HINT_FETCH_BURST fetches at once, then one a
+    second, not one each; the last one's fetch still comes."""
+    assert (HINT_FETCH_BURST, HINT_FETCHES_PER_SECOND) == (5, 1.0)
+    target = make()
+    schedule = schedule_of(target)
+    fetches: list[float] = []
+    schedule._target = _Recording(target, fetches)  # only the fetches, not the re-checks
+    for n in range(2000):
+        last_hint_at = target.timers.now
+        schedule.on_hint(hint(100 + n))
+        target.timers.advance(0.005)
+    assert len(fetches) <= HINT_FETCH_BURST + 10 * HINT_FETCHES_PER_SECOND + 1
+    assert schedule.paced > 0
+    target.timers.advance(5.0)
+    assert fetches[-1] >= last_hint_at  # the flood's last version is still fetched
+    paced = fetches[HINT_FETCH_BURST:]
+    gaps = [b - a for a, b in itertools.pairwise(paced)]
+    assert all(gap >= 1.0 / HINT_FETCHES_PER_SECOND - 1e-9 for gap in gaps), gaps
+
+
+def test_a_few_changes_in_a_row_are_fetched_at_once() -> None:
+    """Real hints come one per change: a burst of changes is not held back."""
+    target = make()
+    schedule = schedule_of(target)
+    for n in range(HINT_FETCH_BURST):
+        schedule.on_hint(hint(4 + n))
+        target.timers.advance(0.001)
+    assert len(target.early_polls) >= HINT_FETCH_BURST
+    assert target.early_polls[HINT_FETCH_BURST - 1] < 0.01
+    assert schedule.paced == 0
+
+
+@dataclass
+class _Recording:
+    """The poll target, with the time of each hinted fetch noted."""
+
+    target: CountingTarget
+    fetches: list[float]
+
+    @property
+    def held_version(self) -> int | None:
+        return self.target.held_version
+
+    @property
+    def poll_interval_seconds(self) -> int:
+        return self.target.poll_interval_seconds
+
+    def poll_soon(self) -> None:
+        self.fetches.append(self.target.timers.now)
+        self.target.poll_soon()
