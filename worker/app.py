@@ -10,10 +10,12 @@ from common.constants import MAX_REQUEST_BODY_BYTES
 from worker.constants import HIT_NOSNIFF, HIT_NOSNIFF_HEADER
 from worker.hit import new_session
 from worker.hit_counts import HitCounts
+from worker.hit_gate import HitGate
 from worker.keys import (
     CLIENT_SESSION_KEY,
     CONFIG_STORE_KEY,
     HIT_COUNTS_KEY,
+    HIT_GATE_KEY,
     METRICS_KEY,
     SETTINGS_KEY,
 )
@@ -29,7 +31,9 @@ def create_app(settings: WorkerSettings) -> web.Application:
     app[SETTINGS_KEY] = settings
     store = ConfigStore()
     app[CONFIG_STORE_KEY] = store
-    app[METRICS_KEY] = WorkerMetrics(store)
+    gate = HitGate(limit=settings.hit_max_in_flight)
+    app[HIT_GATE_KEY] = gate
+    app[METRICS_KEY] = WorkerMetrics(store, gate)
     app[HIT_COUNTS_KEY] = HitCounts()
     app.cleanup_ctx.append(client_session)
     app.on_response_prepare.append(no_sniffing)
@@ -45,7 +49,10 @@ async def no_sniffing(request: web.Request, response: web.StreamResponse) -> Non
 
 async def client_session(app: web.Application) -> AsyncIterator[None]:
     """The one pooled HTTP client GET /hit uses, closed when the app stops."""
-    session = new_session(timeout_seconds=app[SETTINGS_KEY].hit_timeout_seconds)
+    settings = app[SETTINGS_KEY]
+    session = new_session(
+        timeout_seconds=settings.hit_timeout_seconds, max_connections=settings.hit_max_in_flight
+    )
     app[CLIENT_SESSION_KEY] = session
     try:
         yield

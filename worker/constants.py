@@ -9,6 +9,13 @@ ENV_PREFIX: Final = "WORKER_"
 DEFAULT_PORT: Final = 8080
 DEFAULT_HIT_TIMEOUT_SECONDS: Final = 10.0
 DEFAULT_HIT_MAX_BYTES: Final = 10 * 1024 * 1024
+# WORKER_HIT_MAX_IN_FLIGHT: each /hit in flight may hold a whole upstream body (twice, while
+# the transport buffers what its caller has not read), so the memory for bodies is at most
+# about 2 x this x WORKER_HIT_MAX_BYTES.
+DEFAULT_HIT_MAX_IN_FLIGHT: Final = 64
+MAX_HIT_MAX_IN_FLIGHT: Final = 10_000
+# The Retry-After of a /hit refused because WORKER_HIT_MAX_IN_FLIGHT are in flight.
+HIT_BUSY_RETRY_AFTER_SECONDS: Final = 1
 
 # The upstream body is read in pieces this large, so an oversize body is never buffered.
 HIT_READ_CHUNK_BYTES: Final = 64 * 1024
@@ -20,6 +27,9 @@ HIT_REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
 # it declares (the upstream's, for /hit), never as what its bytes look like.
 HIT_NOSNIFF_HEADER: Final = "X-Content-Type-Options"
 HIT_NOSNIFF: Final = "nosniff"
+# The upstream statuses GET /hit passes on: a final answer (no 1xx) that HTTP can carry.
+# Any other is a bad answer (502), as one that is not HTTP at all.
+HIT_PASSED_STATUSES: Final = range(200, 600)
 # What GET /hit answers as Content-Type when the upstream sent none.
 DEFAULT_UPSTREAM_CONTENT_TYPE: Final = "application/octet-stream"
 

@@ -5,14 +5,16 @@ The upstream is untrusted, so its redirects are followed here, not by aiohttp:
     _Chain               one GET /hit: at most HIT_MAX_REDIRECTS redirects, never from
                          https to http, the whole chain within the session's total timeout
 
-Where a hop may go (the address rule and the pinned lookup) is :mod:`worker.addresses`.
+Where a hop may go (the address rule and the pinned lookup) is :mod:`worker.addresses`;
+how many chains run at once (each with one upstream connection at a time) is
+:mod:`worker.hit_gate`.
 
 No session keeps cookies. aiohttp's exceptions stop here; callers see only
 ``common.errors``, whose details name no host, port or address (the log has them):
 
     Unavailable       no URL is configured
-    UpstreamError     the upstream failed, its body is larger than allowed, or it
-                      redirected where GET /hit does not follow
+    UpstreamError     the upstream failed, answered a status outside 200-599, its body is
+                      larger than allowed, or it redirected where GET /hit does not follow
     UpstreamTimeout   the upstream did not finish within the session's total timeout
 """
 
@@ -45,6 +47,7 @@ from worker.addresses import (
 from worker.constants import (
     DEFAULT_UPSTREAM_CONTENT_TYPE,
     HIT_MAX_REDIRECTS,
+    HIT_PASSED_STATUSES,
     HIT_READ_CHUNK_BYTES,
     HIT_REDIRECT_STATUSES,
 )
@@ -54,18 +57,21 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, kw_only=True)
 class UpstreamReply:
-    """What the upstream answered: passed on as is."""
+    """What the upstream answered: passed on as is (its status is in 200-599)."""
 
     status: int
     content_type: str
     body: bytes
 
 
-def new_session(*, timeout_seconds: float) -> aiohttp.ClientSession:
+def new_session(*, timeout_seconds: float, max_connections: int) -> aiohttp.ClientSession:
     """The one pooled client ``GET /hit`` uses for the configured URL: it keeps no cookies,
-    and every request is bounded in total time."""
+    every request is bounded in total time, and it opens at most ``max_connections`` at
+    once (one per /hit in flight; see :mod:`worker.hit_gate`)."""
     return aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=timeout_seconds), cookie_jar=aiohttp.DummyCookieJar()
+        connector=aiohttp.TCPConnector(limit=max_connections),
+        timeout=aiohttp.ClientTimeout(total=timeout_seconds),
+        cookie_jar=aiohttp.DummyCookieJar(),
     )
 
 
@@ -218,6 +224,8 @@ def _refused(reason: str, current: URL, detail: str) -> UpstreamError:
 
 
 async def _reply(response: aiohttp.ClientResponse, max_bytes: int) -> UpstreamReply:
+    if response.status not in HIT_PASSED_STATUSES:
+        raise _bad_status(response)
     if response.content_length is not None and response.content_length > max_bytes:
         raise _too_large(max_bytes)
     try:
@@ -242,6 +250,20 @@ def _failed(url: URL, exc: BaseException) -> UpstreamError:
         reason,
     )
     return UpstreamError(f"The upstream failed: {reason}.")
+
+
+def _bad_status(response: aiohttp.ClientResponse) -> UpstreamError:
+    """A status HTTP cannot carry (outside 100-599), or one that is not final (1xx)."""
+    logger.warning(
+        "hit.upstream_bad_status host=%s port=%s status=%d",
+        response.url.host,
+        response.url.port,
+        response.status,
+    )
+    return UpstreamError(
+        f"The upstream answered with status {response.status}, which is not a final HTTP "
+        "status (200 to 599)."
+    )
 
 
 def _too_large(max_bytes: int) -> UpstreamError:

@@ -6,7 +6,8 @@ controller (see :mod:`agent.hit_report`). Counters are cumulative since the proc
 started, named by ``boot_id``, so a reader can tell a restart from a quiet spell. Only
 the ``HIT_COUNT_VERSIONS`` newest versions are kept: an older one is dropped when a newer
 one is first counted, and a hit for a version older than all kept ones is not counted.
-A hit while version 0 is held (no configuration yet) is not counted.
+A hit while version 0 is held (no configuration yet) is not counted, nor one refused
+because too many were in flight (:mod:`worker.hit_gate`): that says nothing of the version.
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ class Outcome(enum.IntEnum):
     OK = 0  # the upstream answered 2xx or 3xx
     CLIENT_ERROR = 1  # the upstream answered 4xx
     SERVER_ERROR = 2  # the upstream answered 5xx
-    UPSTREAM_ERROR = 3  # no answer: connect, DNS, a refused redirect, too large, ...
+    # No answer to pass on: connect, DNS, a refused redirect, too large, a status outside
+    # 200-599, ...
+    UPSTREAM_ERROR = 3
     TIMEOUT = 4  # no answer within the time limit
 
 
 def outcome_of_status(status: int) -> Outcome:
-    """The outcome of an answer the upstream gave."""
+    """The outcome of an answer the upstream gave (its status is in 200-599)."""
     if status >= 500:
         return Outcome.SERVER_ERROR
     if status >= 400:

@@ -8,6 +8,7 @@ import aiohttp
 from aiohttp import web
 
 from worker.hit_counts import HitCounts
+from worker.hit_gate import HitGate
 from worker.metrics import WorkerMetrics
 from worker.settings import WorkerSettings
 from worker.store import ConfigStore
@@ -17,3 +18,4 @@ CONFIG_STORE_KEY: Final = web.AppKey("config_store", ConfigStore)
 CLIENT_SESSION_KEY: Final = web.AppKey("client_session", aiohttp.ClientSession)
 METRICS_KEY: Final = web.AppKey("metrics", WorkerMetrics)
 HIT_COUNTS_KEY: Final = web.AppKey("hit_counts", HitCounts)
+HIT_GATE_KEY: Final = web.AppKey("hit_gate", HitGate)

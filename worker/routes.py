@@ -24,6 +24,8 @@ from common.openapi_docs import add_docs_routes
 from common.problem import add_problem_fallbacks
 from worker.constants import (
     DEFAULT_UPSTREAM_CONTENT_TYPE,
+    ENV_PREFIX,
+    HIT_BUSY_RETRY_AFTER_SECONDS,
     HIT_COUNT_VERSIONS,
     HIT_MAX_REDIRECTS,
     HIT_NOSNIFF,
@@ -104,7 +106,18 @@ _POST_CONFIG = Operation(
     ),
     responses=(
         _STATUS_OK,
+        problem(
+            400,
+            "The body cannot be read as sent: a Content-Encoding that does not decode, or a "
+            "body its client cut short.",
+            "The body cannot be read as sent: Can not decode content-encoding: gzip",
+        ),
         _UNAUTHORIZED,
+        problem(
+            408,
+            "The body did not arrive within 30 s of the headers.",
+            "The body did not arrive within 30 seconds.",
+        ),
         problem(
             409,
             "Without If-Match: the version is older than the one held, or held with another "
@@ -152,9 +165,20 @@ _NOSNIFF = Header(
 )
 
 
-def _hit_problem(status: int, description: str, detail: str) -> Response:
+_RETRY_AFTER = Header(
+    name="Retry-After",
+    description=(
+        f"Seconds to wait before calling again; only when {ENV_PREFIX}HIT_MAX_IN_FLIGHT "
+        "GET /hit were in flight."
+    ),
+    schema={"type": "integer", "minimum": 0},
+    example=HIT_BUSY_RETRY_AFTER_SECONDS,
+)
+
+
+def _hit_problem(status: int, description: str, detail: str, *headers: Header) -> Response:
     """A problem answer of GET /hit, which carries the nosniff header too."""
-    return replace(problem(status, description, detail), headers=(_NOSNIFF,))
+    return replace(problem(status, description, detail), headers=(_NOSNIFF, *headers))
 
 
 _GET_HIT = Operation(
@@ -171,7 +195,9 @@ _GET_HIT = Operation(
         "followed, never from https to http, and into loopback, link-local, private, "
         "unspecified, multicast or reserved addresses only when the configured URL's host "
         "is of that class itself. No cookies are kept. Error details name no host, port or "
-        "address."
+        f"address. At most {ENV_PREFIX}HIT_MAX_IN_FLIGHT calls are answered at once, each "
+        "from before its first upstream request until its answer is written; beyond, 503 "
+        "at once, with Retry-After."
     ),
     responses=(
         Response(
@@ -183,14 +209,17 @@ _GET_HIT = Operation(
         ),
         _hit_problem(
             502,
-            "The upstream failed, its body is too large, or it redirected where GET /hit "
-            "does not follow (too often, from https to http, or to an address not allowed).",
+            "The upstream failed, answered a status outside 200-599, its body is too large, "
+            "or it redirected where GET /hit does not follow (too often, from https to http, "
+            "or to an address not allowed).",
             "The upstream failed: connection refused.",
         ),
         _hit_problem(
             503,
-            "No URL is configured yet.",
+            f"No URL is configured yet, or {ENV_PREFIX}HIT_MAX_IN_FLIGHT GET /hit are in "
+            "flight (then with Retry-After; such a call is not counted in GET /hits).",
             "No URL is configured yet; the agent has not sent a configuration.",
+            _RETRY_AFTER,
         ),
         _hit_problem(
             504,
@@ -212,7 +241,8 @@ _GET_HITS = Operation(
         "upstream answered 2xx or 3xx), client_errors (4xx), server_errors (5xx), "
         "upstream_errors (no answer to pass on: connection, DNS, a refused redirect, a body "
         "too large, no URL in the held configuration) or timeouts. A hit while nothing is "
-        "configured (version 0) is not counted. The counters are cumulative since the "
+        "configured (version 0) is not counted, nor one refused because too many were in "
+        "flight. The counters are cumulative since the "
         "worker started, named by boot_id (a new one: the counters restarted), and kept for "
         f"the {HIT_COUNT_VERSIONS} newest versions only. The agent reads them and reports "
         "them to the controller, which judges a staged rollout's health by them."
@@ -253,7 +283,7 @@ _GET_METRICS = Operation(
     summary="Prometheus metrics",
     tags=("health",),
     description="The held version and its age, configuration updates, and GET /hit "
-    "outcomes and latency. Needs no token.",
+    "outcomes and latency, those in flight and those refused. Needs no token.",
     responses=(metrics_documented(_METRICS_EXAMPLE),),
 )
 

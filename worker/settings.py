@@ -16,9 +16,11 @@ from common.settings import (
 )
 from worker.constants import (
     DEFAULT_HIT_MAX_BYTES,
+    DEFAULT_HIT_MAX_IN_FLIGHT,
     DEFAULT_HIT_TIMEOUT_SECONDS,
     DEFAULT_PORT,
     ENV_PREFIX,
+    MAX_HIT_MAX_IN_FLIGHT,
 )
 
 
@@ -33,6 +35,10 @@ class WorkerSettings(BaseSettings):
     token_file: Path | None = None
     hit_timeout_seconds: float = Field(default=DEFAULT_HIT_TIMEOUT_SECONDS, gt=0)
     hit_max_bytes: int = Field(default=DEFAULT_HIT_MAX_BYTES, gt=0)
+    # GET /hit calls answered at once; beyond, 503 with Retry-After (see worker.hit_gate).
+    hit_max_in_flight: int = Field(
+        default=DEFAULT_HIT_MAX_IN_FLIGHT, ge=1, le=MAX_HIT_MAX_IN_FLIGHT
+    )
     log_level: str = "INFO"
 
     @model_validator(mode="before")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 
@@ -19,6 +20,7 @@ from worker.keys import (
     CLIENT_SESSION_KEY,
     CONFIG_STORE_KEY,
     HIT_COUNTS_KEY,
+    HIT_GATE_KEY,
     METRICS_KEY,
     SETTINGS_KEY,
 )
@@ -44,10 +46,30 @@ async def get_config(request: web.Request) -> web.Response:
     return _status_response(request)
 
 
-async def get_hit(request: web.Request) -> web.Response:
-    """Fetch the configured URL and pass its status, content type and body on; count and
-    time the answer, errors included, and count its outcome under the version held when
-    it started."""
+async def get_hit(request: web.Request) -> web.StreamResponse:
+    """Fetch the configured URL and pass its status, content type and body on, within one
+    of the slots of GET /hit, held until the answer is written (or 503 at once when none
+    is free)."""
+    with request.app[HIT_GATE_KEY].slot():
+        response = await _fetch_counted(request)
+        # Written here, not by aiohttp after the handler, so the slot bounds the body held;
+        # and within WORKER_HIT_TIMEOUT_SECONDS, so a caller that does not read holds no
+        # slot (nor the body) for good: its connection is dropped.
+        try:
+            async with asyncio.timeout(request.app[SETTINGS_KEY].hit_timeout_seconds):
+                await response.prepare(request)
+                await response.write_eof()
+        except ConnectionError:
+            pass  # The caller left.
+        except TimeoutError:
+            if request.transport is not None:
+                request.transport.abort()
+        return response
+
+
+async def _fetch_counted(request: web.Request) -> web.Response:
+    """The upstream's answer; count and time it, errors included, and count its outcome
+    under the version held when it started."""
     metrics = request.app[METRICS_KEY]
     counts = request.app[HIT_COUNTS_KEY]
     held = request.app[CONFIG_STORE_KEY].held

@@ -156,3 +156,4 @@ def test_openapi_documents_nosniff_on_every_hit_answer() -> None:
     assert set(responses) == {"200", "502", "503", "504"}
     for response in responses.values():
         assert response["headers"]["X-Content-Type-Options"]["example"] == "nosniff"
+    assert responses["503"]["headers"]["Retry-After"]["example"] == 1

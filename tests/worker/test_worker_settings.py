@@ -18,11 +18,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_defaults_match_the_design() -> None:
-    """Without variables: 0.0.0.0:8080, no token, 10 s and 10 MiB limits for /hit."""
+    """Without variables: 0.0.0.0:8080, no token, 10 s, 10 MiB and 64 in flight for /hit."""
     settings = WorkerSettings(_env_file=None)
     assert (settings.host, settings.port, settings.token) == ("0.0.0.0", 8080, None)
     assert settings.hit_timeout_seconds == 10
     assert settings.hit_max_bytes == 10 * 1024 * 1024
+    assert settings.hit_max_in_flight == 64
 
 
 def test_reads_worker_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -31,11 +32,13 @@ def test_reads_worker_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WORKER_TOKEN", "from-env-worker-token")
     monkeypatch.setenv("WORKER_HIT_TIMEOUT_SECONDS", "2.5")
     monkeypatch.setenv("WORKER_HIT_MAX_BYTES", "100")
+    monkeypatch.setenv("WORKER_HIT_MAX_IN_FLIGHT", "3")
     settings = WorkerSettings(_env_file=None)
     assert settings.port == 9090
     assert settings.token is not None
     assert settings.token.get_secret_value() == "from-env-worker-token"
     assert (settings.hit_timeout_seconds, settings.hit_max_bytes) == (2.5, 100)
+    assert settings.hit_max_in_flight == 3
 
 
 def test_reads_token_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -81,6 +84,9 @@ def test_reads_env_file(tmp_path: Path) -> None:
         ("WORKER_PORT", "65536"),
         ("WORKER_HIT_TIMEOUT_SECONDS", "0"),
         ("WORKER_HIT_MAX_BYTES", "-1"),
+        ("WORKER_HIT_MAX_IN_FLIGHT", "0"),
+        ("WORKER_HIT_MAX_IN_FLIGHT", "10001"),
+        ("WORKER_HIT_MAX_IN_FLIGHT", "many"),
         ("WORKER_LOG_LEVEL", "LOUD"),
     ],
 )
