@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, cast
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
@@ -194,7 +194,10 @@ def add_operations(
             handler = _guarded(op, guard, fast_guard)
         if op.outer is not None:
             handler = op.outer(handler)
-        app.router.add_route(op.method, op.path, problem_handler(handler), name=op.operation_id)
+        if op.method == hdrs.METH_GET:  # HEAD with it, as HTTP asks of every GET resource
+            app.router.add_get(op.path, problem_handler(handler), name=op.operation_id)
+        else:
+            app.router.add_route(op.method, op.path, problem_handler(handler), name=op.operation_id)
 
 
 def _model_example(model: type[BaseModel]) -> Any:

@@ -85,6 +85,24 @@ async def test_unknown_route_and_method_are_problem_json(client: Client) -> None
 
 
 @pytest.mark.parametrize(
+    ("path", "admin"),
+    [("/healthz", False), ("/readyz", False), ("/fleet", True), ("/config/versions", True)],
+)
+async def test_head_is_served_wherever_get_is(client: Client, path: str, *, admin: bool) -> None:
+    """Every GET resource answers HEAD as GET, without the body, as the 405's Allow says."""
+    headers = ADMIN if admin else {}
+    get = await client.get(path, headers=headers)
+    head = await client.head(path, headers=headers)
+    assert head.status == get.status == 200
+    assert head.headers["Content-Type"] == get.headers["Content-Type"]
+    assert await head.read() == b""
+    wrong = await client.patch(path, headers=headers)
+    assert wrong.status == 405
+    assert {"GET", "HEAD"} <= {m.strip() for m in wrong.headers["Allow"].split(",")}
+    assert (await client.head(path)).status == (401 if admin else 200)
+
+
+@pytest.mark.parametrize(
     "headers",
     [
         {"X-Agent-ID": "garbage", "X-Applied-Version": "-1"},
