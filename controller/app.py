@@ -33,6 +33,7 @@ from controller.db import Database, create_engine
 from controller.fleet_counts import FleetCountsCache
 from controller.fleet_queries import FleetQueries
 from controller.held_polls import HeldPolls
+from controller.hinted_refresh import HintedRefresh
 from controller.hints import PUBLISH_TIMEOUT_SECONDS, HintPublisher, warn_if_agents_get_no_hints
 from controller.ledger import Ledger
 from controller.metrics import ControllerMetrics
@@ -208,11 +209,12 @@ async def hints_ctx(app: web.Application) -> AsyncIterator[None]:
         channel=settings.hint_channel,
         processes=processes,
     )
+    hinted = HintedRefresh(cache.refresh_quietly)
     subscription = HintSubscription(
         listener_client,
         settings.hint_channel,
-        on_hint=lambda _hint: cache.refresh_quietly(),
-        on_connected=cache.refresh_quietly,
+        on_hint=hinted,
+        on_connected=hinted,
     )
     app[keys.HINT_SUBSCRIPTION] = subscription
     task = app[keys.SUPERVISOR].start(HINTS_LOOP, subscription.run)
@@ -220,6 +222,7 @@ async def hints_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await cancel_and_wait(task)
+        await hinted.close()
         await finish_within(listener_client.aclose(), timeout_seconds=CANCEL_GRACE_SECONDS)
         await finish_within(publisher_client.aclose(), timeout_seconds=CANCEL_GRACE_SECONDS)
 

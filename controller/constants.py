@@ -13,6 +13,10 @@ CACHE_REFRESH_SECONDS: Final = 1.0
 # refresh every bound, a revocation that landed just after one was seen 1.27 s later on
 # a loaded machine).
 CACHE_REFRESH_PERIOD_SECONDS: Final = CACHE_REFRESH_SECONDS / 2
+# A hint (another replica's change) makes this one re-read at once, but not sooner than
+# this after its last hinted re-read began: Redis is untrusted, and a flood of forged
+# hints then costs 20 re-reads a second, not one per hint. A real hint waits at most this.
+HINTED_REFRESH_GAP_SECONDS: Final = 0.05
 # How often the agents' last-seen and applied versions are written, in one batch (one
 # UPDATE round trip): well inside a second, so every replica's /fleet, /agents and
 # rollout view show a confirmed apply within one.
