@@ -280,10 +280,7 @@ async def test_a_refused_version_leaves_the_one_the_worker_holds_applied(
     state: dict[str, Any] = {"version": 0, "config": {"url": None}, "accept": True}
     worker = await aiohttp_server(_refusing_worker(state))
     async with Agent(make_settings(worker_url=base_url(worker))) as agent:
-        agent.reconciler.offer(cached_config(3, "https://three.example/"))
-        await agent.reconcile_worker_once()
-        assert agent.applied_version == 3
-        state["accept"] = False
+        await _applied_then_refusing(agent, state, "https://three.example/")
         agent.reconciler.offer(cached_config(4, "https://four.example/"))
         for _ in range(2):  # the push at once, then the regular read and push again
             await agent.reconcile_worker_once()
@@ -300,16 +297,21 @@ async def test_another_configuration_under_the_applied_number_is_not_vouched_for
     state: dict[str, Any] = {"version": 0, "config": {"url": None}, "accept": True}
     worker = await aiohttp_server(_refusing_worker(state))
     async with Agent(make_settings(worker_url=base_url(worker))) as agent:
-        agent.reconciler.offer(cached_config(3, "https://bravo.example/"))
-        await agent.reconcile_worker_once()
-        assert agent.applied_version == 3
-        state["accept"] = False
+        await _applied_then_refusing(agent, state, "https://bravo.example/")
         agent.reconciler.offer(cached_config(3, "https://charlie.example/"))
         assert agent.applied_version is None
         await agent.reconcile_worker_once()
         assert agent.applied_version is None
         assert agent.reconciler.apply_failure == ApplyFailure(version=3, reason="invalid")
         assert state["config"] == {"url": "https://bravo.example/"}
+
+
+async def _applied_then_refusing(agent: Agent, state: dict[str, Any], url: str) -> None:
+    """Version 3 (``url``) handed to the stand-in worker, which then refuses every push."""
+    agent.reconciler.offer(cached_config(3, url))
+    await agent.reconcile_worker_once()
+    assert agent.applied_version == 3
+    state["accept"] = False
 
 
 async def test_a_worker_that_lost_the_version_is_shown_not_applied(
