@@ -25,7 +25,7 @@ from controller.comments import COMMENT_PARAMETER, change_by
 from controller.config_wait import answer_when_changed
 from controller.constants import MAX_VERSIONS_AHEAD
 from controller.credentials import ADMIN, CONFIG_READERS, Principal
-from controller.etags import etag_for, if_match_tags, if_none_match_hits
+from controller.etags import etag_for, if_match_tags, if_none_match_hits, tag_version
 from controller.held_polls import requested_wait
 from controller.models import (
     EXAMPLE_AGENT_ID,
@@ -89,9 +89,13 @@ async def get_config(request: web.Request, principal: Principal) -> web.Response
         cache.polls.not_modified += 1
         return web.Response(status=304, headers=snap.headers)
     # An agent on a newer version than this one holds another ETag, so it is answered
-    # here, never on the 304 path: the database is behind the fleet.
-    if applied is not None and snap.version < applied <= snap.version + MAX_VERSIONS_AHEAD:
-        request.app[keys.LEDGER].note_ahead(applied)
+    # here, never on the 304 path: the database is behind the fleet. The version it holds
+    # (its ETag's) was issued as surely as one it reports applied, whose worker may be
+    # down: both count, so that neither number is issued again.
+    if principal.agent_id is not None:
+        claimed = max(applied or 0, tag_version(if_none_match) or 0)
+        if snap.version < claimed <= snap.version + MAX_VERSIONS_AHEAD:
+            request.app[keys.LEDGER].note_ahead(claimed)
     cache.polls.ok += 1
     return web.Response(body=snap.body, content_type="application/json", headers=snap.headers)
 

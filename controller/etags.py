@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 from typing import Final
 
+from common.constants import MAX_CONFIG_VERSION
+
 ANY: Final = "*"
 WEAK_PREFIX: Final = "W/"
 # Hex digits of the body's SHA-256 kept in the ETag: 64 bits.
@@ -37,6 +39,20 @@ def _strong_form(tag: str, *, weak_ok: bool) -> str | None:
     if len(tag) < 2 or not (tag[0] == tag[-1] == '"') or '"' in tag[1:-1]:
         return None
     return tag
+
+
+def tag_version(header: str | None) -> int | None:
+    """The version an agent's If-None-Match names (one tag, ``"<version>-<digest>"``, weak
+    or strong): the version it holds. None when the header names no single version."""
+    tags = [] if header is None else _tags(header)
+    tag = _strong_form(tags[0], weak_ok=True) if len(tags) == 1 else None
+    if tag is None:
+        return None
+    number, dash, _ = tag[1:-1].partition("-")
+    if not (dash and number.isascii() and number.isdigit() and len(number) <= 10):
+        return None
+    version = int(number)
+    return version if version <= MAX_CONFIG_VERSION else None
 
 
 def if_match_tags(header: str | None) -> frozenset[str] | None:

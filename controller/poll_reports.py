@@ -86,8 +86,8 @@ def note_report(
 ) -> None:
     """Record an agent's report, from a poll's headers or a watch stream's frame: an
     apply failure or hit counts that cannot be read are ignored. With ``ahead``, an
-    applied version above the one served is noted too (a poll notes it only where it
-    reads a 200).
+    applied (or failed) version above the one served is noted too (a poll notes it only
+    where it reads a 200).
 
     No applied version keeps the one recorded (the agent has not looked at its worker
     yet, or drift is reported), except beside a failure: the agent then vouches for no
@@ -100,8 +100,10 @@ def note_report(
         ledger.record(agent_id, applied, drift, report)
     if hits is not None:
         _record_hits(ledger, hits, served)
-    if ahead and applied is not None and served < applied <= served + MAX_VERSIONS_AHEAD:
-        ledger.note_ahead(applied)
+    if ahead:  # A version the agent failed to apply was issued too: it holds it.
+        claimed = max(applied or 0, 0 if report is None else report.version)
+        if served < claimed <= served + MAX_VERSIONS_AHEAD:
+            ledger.note_ahead(claimed)
 
 
 def _record_hits(ledger: Ledger, raw: str, served: int) -> None:

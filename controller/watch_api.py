@@ -53,7 +53,9 @@ from common.watch import (
     ServedFrame,
 )
 from controller import keys
+from controller.constants import MAX_VERSIONS_AHEAD
 from controller.credentials import AGENTS, Principal
+from controller.etags import tag_version
 from controller.models import EXAMPLE_ETAG
 from controller.openapi_parts import NO_TOKEN, THROTTLED
 from controller.poll_reports import note_report
@@ -92,6 +94,11 @@ class WatchStream:
     async def run(self) -> None:
         """Serve the stream, open in ``Watches`` already (an older stream of this agent
         sees it there, and closes)."""
+        # The version the agent holds was issued: above this replica's, the database is
+        # behind the fleet (a restored backup), and that number must not be issued again.
+        held, served = tag_version(self._etag), self._cache.served_to(self.agent_id).version
+        if held is not None and served < held <= served + MAX_VERSIONS_AHEAD:
+            self._ledger.note_ahead(held)
         sender = asyncio.create_task(self._send_changes())
         try:
             await self._read_reports()

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, update
 
+from common.watch import WATCH_URL
 from controller import keys
 from controller.constants import MAX_VERSIONS_AHEAD
 from controller.db import agents, config_versions, create_engine, fleet_table
@@ -97,6 +98,55 @@ async def test_a_report_still_in_the_ledger_moves_the_next_version_up(
     client, agent = restored
     assert await _poll(client, agent, applied=2) == 200
     assert await _published(client, "https://charlie.test/") == 3
+
+
+def _agent_auth(agent: dict[str, Any], **extra: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {agent['agent_token']}", **extra}
+
+
+_BRAVO_TAG = '"2-0123456789abcdef"'
+
+
+async def test_the_version_an_agent_holds_moves_the_next_version_up(
+    restored: tuple[Client, dict[str, Any]],
+) -> None:
+    """The agent's worker is down, so it reports no applied version, only a failure; but
+    it holds bravo (its If-None-Match names version 2): charlie is numbered 3."""
+    client, agent = restored
+    headers = _agent_auth(agent, **{"If-None-Match": _BRAVO_TAG, "X-Apply-Failed": "1 unreachable"})
+    assert (await client.get("/config", headers=headers)).status == 200
+    assert await _published(client, "https://charlie.test/") == 3
+
+
+async def test_a_failed_version_reported_on_a_watch_moves_the_next_version_up(
+    restored: tuple[Client, dict[str, Any]],
+) -> None:
+    """A watching agent whose worker is down reports version 2 failed: charlie is 3."""
+    client, agent = restored
+    async with client.ws_connect(WATCH_URL, headers=_agent_auth(agent)) as ws:
+        await ws.receive_json()  # version 1, the database's
+        await ws.send_str('{"apply_failed": "2 unreachable"}')
+        await client.app[keys.LEDGER].flush()
+    assert await _published(client, "https://charlie.test/") == 3
+
+
+async def test_the_version_a_watching_agent_holds_moves_the_next_version_up(
+    restored: tuple[Client, dict[str, Any]],
+) -> None:
+    """A watch stream opened with If-None-Match naming version 2, before any report."""
+    client, agent = restored
+    headers = _agent_auth(agent, **{"If-None-Match": _BRAVO_TAG})
+    async with client.ws_connect(WATCH_URL, headers=headers) as ws:
+        assert (await ws.receive_json())["version"] == 1
+        assert await _published(client, "https://charlie.test/") == 3
+
+
+async def test_a_tag_from_no_agent_moves_nothing(restored: tuple[Client, dict[str, Any]]) -> None:
+    """The registration token's poll names what it likes: it is no agent, and charlie is 2."""
+    client, _agent = restored
+    headers = {**REGISTRATION, "If-None-Match": _BRAVO_TAG}
+    assert (await client.get("/config", headers=headers)).status == 200
+    assert await _published(client, "https://charlie.test/") == 2
 
 
 class _HeldTransactions:

@@ -184,10 +184,13 @@ async def test_postgres_restored_from_an_older_copy(
     second_replica: bool,
 ) -> None:
     """PostgreSQL rows put back from a copy taken at version 1 after version 2 reached
-    the worker (its worker down meanwhile, so the agent still reports 2): the agent shows
-    as ahead, and with a second replica that served version 2 through the restore, that
-    replica goes back to the database's version 1; charlie, posted through the replica
-    left running (or the restarted one), becomes version 3 and reaches the worker."""
+    the worker, the worker down meanwhile. The agent still holds version 2 and says so
+    (its ETag, the version it fails to hand over): the controller reports the fleet ahead.
+    The agent itself is counted neither ahead nor in sync, since its worker is down: it
+    shows the apply failed (unreachable). With a second replica that served version 2
+    through the restore, that replica goes back to the database's version 1; charlie,
+    posted through the replica left running (or the restarted one), becomes version 3
+    and reaches the worker."""
     fleet = await make_fleet(database_url=postgres_url)
     alpha, bravo, charlie = (upstream.respond(f"/{n}", n) for n in ("alpha", "bravo", "charlie"))
     assert await fleet.start_holding(alpha) == 1
@@ -205,10 +208,20 @@ async def test_postgres_restored_from_an_older_copy(
 
     await _wait_ahead_reported(fleet.http, fleet.controller, current=1, highest=2)
 
-    async def agent_ahead() -> bool:
-        return bool((await _fleet(fleet.http, fleet.controller))["ahead"] == 1)
+    async def vouched_for_nothing() -> bool:
+        summary = await _fleet(fleet.http, fleet.controller)
+        async with fleet.http.get(f"{fleet.controller.url}/agents", headers=ADMIN) as resp:
+            (agent,) = (await resp.json())["items"]
+        return bool(
+            (summary["ahead"], summary["in_sync"], agent["applied_version"]) == (0, 0, None)
+            and agent["apply_failed_reason"] == "unreachable"
+        )
 
-    await wait_until(agent_ahead, timeout_seconds=CONVERGE_TIMEOUT_SECONDS, what="ahead: 1")
+    await wait_until(
+        vouched_for_nothing,
+        timeout_seconds=CONVERGE_TIMEOUT_SECONDS,
+        what="the agent, its worker down, counted neither ahead nor in sync",
+    )
     if second_replica:
         went_back = "cache.version_went_back held_version=2 version=1"
         await wait_until(
