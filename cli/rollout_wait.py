@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from cli.client import ControllerClient
 from cli.console import Console
-from cli.errors import ControllerError, NotConverged
+from cli.errors import CliError, ControllerError, NotConverged
 from cli.render import printable, progress_bar
 
 DEFAULT_WAIT_TIMEOUT_SECONDS: Final = 120.0
@@ -105,7 +105,34 @@ async def wait_for_rollout(
         pass
     if drawn:
         out.write("\n")
-    _finish(version, rollout, args, console, time.monotonic() - started)
+    waited = _Waited(version, await _newest_version(client) if rollout is not None else None)
+    _finish(waited, rollout, args, console, time.monotonic() - started)
+
+
+class _Waited:
+    """The version waited for, as the closing line names it: a newer one published
+    meanwhile counts as applied in its rollout, so the line says so."""
+
+    def __init__(self, version: int, newest: int | None) -> None:
+        self.version = version
+        self.newest = newest
+
+    def __str__(self) -> str:
+        if self.newest is not None and self.newest > self.version:
+            return (
+                f"version {self.version} or a newer one (version {self.newest} was published since)"
+            )
+        return f"version {self.version}"
+
+
+async def _newest_version(client: ControllerClient) -> int | None:
+    """The newest version stored; None when it cannot be read (the line then names only
+    the version waited for)."""
+    try:
+        page = (await client.get("/config/versions", query={"limit": "1"})).object()
+        return int(page["items"][0]["version"])
+    except (CliError, KeyError, IndexError, TypeError, ValueError):
+        return None
 
 
 async def published(
@@ -127,25 +154,24 @@ async def published(
 
 
 def _finish(
-    version: int,
+    waited: _Waited,
     rollout: dict[str, Any] | None,
     args: argparse.Namespace,
     console: Console,
     elapsed_seconds: float,
 ) -> None:
     if rollout is None:
-        raise NotConverged(f"no rollout view of version {version} within {args.timeout:g} s")
+        raise NotConverged(f"no rollout view of version {waited.version} within {args.timeout:g} s")
     applied, live = _counts(rollout)
     if rollout.get("complete") is True:
         console.emit(
             rollout,
-            f"confirmed: {applied}/{live} live agents run version {version} "
-            f"({elapsed_seconds:.1f} s)",
+            f"confirmed: {applied}/{live} live agents run {waited} ({elapsed_seconds:.1f} s)",
         )
         return
     if console.json:
         console.emit(rollout, "")
     raise NotConverged(
-        f"not confirmed within {args.timeout:g} s: {applied}/{live} live agents run version "
-        f"{version}; waiting for {laggards_text(rollout)}"
+        f"not confirmed within {args.timeout:g} s: {applied}/{live} live agents run "
+        f"{waited}; waiting for {laggards_text(rollout)}"
     )

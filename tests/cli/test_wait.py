@@ -21,6 +21,7 @@ from tests.cli.conftest import (
 from tests.support.processes import (
     ServiceProcess,
     service_environment,
+    wait_until,
 )
 
 pytestmark = pytest.mark.e2e
@@ -64,6 +65,30 @@ async def test_set_wait_times_out_naming_the_laggards(
     assert "1/2 live agents run version 2" in result.stderr
     assert "agent-1 (failed: unreachable)" in result.stderr
     assert "agent-0" not in result.stderr
+
+
+async def test_set_wait_names_the_newer_version_published_meanwhile(
+    workers: list[ServiceProcess], cli: Cli
+) -> None:
+    """While config set --wait follows version 2 (a worker down), version 3 is published;
+    the worker comes back and both agents run 3. Version 2's rollout counts them (3
+    supersedes it), and the closing line says they run 2 or a newer one, not 2."""
+    await workers[1].stop()
+    waiting = asyncio.create_task(
+        cli("config", "set", "https://example.org/v2", "--wait", "--timeout", "30")
+    )
+
+    async def published_2() -> bool:
+        return (await cli("config", "get", "--json")).json().get("version") == 2
+
+    await wait_until(published_2, timeout_seconds=CLI_TIMEOUT_SECONDS, what="version 2")
+    assert (await cli("config", "set", "https://example.org/v3")).exit_code == 0
+    await workers[1].start()
+    result = await waiting
+    assert result.exit_code == 0, result.stderr
+    assert (
+        "confirmed: 2/2 live agents run version 2 or a newer one (version 3 was published since)"
+    ) in result.stdout
 
 
 def _drain(fd: int) -> str:
