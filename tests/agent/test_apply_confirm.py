@@ -207,15 +207,30 @@ async def test_a_slow_apply_is_confirmed_by_the_one_poll_after_it(
         assert (await _agent_body(controller, agent))["applied_version"] == second
 
 
+async def _beside_a_stand_in_worker(
+    make_settings: MakeSettings,
+    start_controller: StartController,
+    aiohttp_server: AiohttpServer,
+    *,
+    accept: bool,
+) -> tuple[Controller, int, dict[str, Any], Agent]:
+    """A controller with version 1 published, and an agent (not started) beside a
+    _refusing_worker that accepts pushes or not; its state dict steers it."""
+    controller = await start_controller(poll_interval_seconds=30)
+    version = await controller.publish("https://one.example/")
+    state: dict[str, Any] = {"version": 0, "config": {"url": None}, "accept": accept}
+    worker = await aiohttp_server(_refusing_worker(state))
+    agent = Agent(make_settings(controller_url=controller.url, worker_url=base_url(worker)))
+    return controller, version, state, agent
+
+
 async def test_refused_apply_is_reported_failed_until_an_apply_succeeds(
     make_settings: MakeSettings, start_controller: StartController, aiohttp_server: AiohttpServer
 ) -> None:
     """A 422 from the worker: X-Apply-Failed on the polls, shown by /agents; cleared later."""
-    controller = await start_controller(poll_interval_seconds=30)
-    version = await controller.publish("https://one.example/")
-    state: dict[str, Any] = {"version": 0, "config": {"url": None}, "accept": False}
-    worker = await aiohttp_server(_refusing_worker(state))
-    agent = Agent(make_settings(controller_url=controller.url, worker_url=base_url(worker)))
+    controller, version, state, agent = await _beside_a_stand_in_worker(
+        make_settings, start_controller, aiohttp_server, accept=False
+    )
     async with running_agent(agent):
         expected = f"{version} invalid"
         await eventually(
@@ -320,11 +335,9 @@ async def test_a_worker_that_lost_the_version_is_shown_not_applied(
     """The worker restarts empty and refuses the version again: the controller is told
     no version is applied there, and /agents shows the agent behind with the failure, not
     in sync. Once the worker takes the version, it is in sync again."""
-    controller = await start_controller(poll_interval_seconds=30)
-    version = await controller.publish("https://one.example/")
-    state: dict[str, Any] = {"version": 0, "config": {"url": None}, "accept": True}
-    worker = await aiohttp_server(_refusing_worker(state))
-    agent = Agent(make_settings(controller_url=controller.url, worker_url=base_url(worker)))
+    controller, version, state, agent = await _beside_a_stand_in_worker(
+        make_settings, start_controller, aiohttp_server, accept=True
+    )
     async with running_agent(agent):
         await eventually(lambda: bool(_confirming(controller, version)), timeout_seconds=5.0)
         assert (await _agent_body(controller, agent))["state"] == "in_sync"

@@ -79,7 +79,7 @@ async def test_set_wait_names_the_newer_version_published_meanwhile(
     )
 
     async def published_2() -> bool:
-        return (await cli("config", "get", "--json")).json().get("version") == 2
+        return bool((await cli("config", "get", "--json")).json().get("version") == 2)
 
     await wait_until(published_2, timeout_seconds=CLI_TIMEOUT_SECONDS, what="version 2")
     assert (await cli("config", "set", "https://example.org/v3")).exit_code == 0
