@@ -92,6 +92,7 @@ class ControllerSync:
         self.held_poll = HeldPoll()  # AGENT_LONG_POLL: a report cuts it short.
         # /hit counts ride on every request; the worker is read before regular polls (run).
         self.hit_report = HitReport(metrics)
+        self.hit_report.on_restart(reconciler.wake)
         self.reports = Reports(reconciler, self.drift_report, self.hit_report)
         self.holding = Holding(
             storage=storage,

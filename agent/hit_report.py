@@ -19,7 +19,9 @@ controller's latest answer carried that header (:meth:`HitReport.run`, the agent
 ``agent-hit-report`` loop), asking for a poll of its own when it found new counts and no
 controller request is due within the interval (nor a retry after a failed one). A worker
 that fails, or answers nonsense, is logged and counted
-(``fleetconf_agent_hit_reads_total{result="failed"}``), never fatal.
+(``fleetconf_agent_hit_reads_total{result="failed"}``), never fatal. A read that finds
+the worker restarted wakes the reconciler (:meth:`HitReport.on_restart`): a worker that
+came back empty gets its configuration at once, not at the next regular check.
 """
 
 from __future__ import annotations
@@ -95,9 +97,14 @@ class HitReport:
         self._lock = asyncio.Lock()
         self._interval_seconds: int | None = None
         self._interval_changed = Wake()
+        self._on_restart: Callable[[], None] = _nothing
 
     def connect(self, worker: WorkerClient) -> None:
         self._worker = worker
+
+    def on_restart(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when a read finds the worker restarted (it may be empty)."""
+        self._on_restart = callback
 
     @property
     def interval_seconds(self) -> int | None:
@@ -151,6 +158,7 @@ class HitReport:
         )
         if restarted:
             logger.info("worker.hits_restarted boot_id=%s", hits.boot_id)
+            self._on_restart()
         found = False
         for version, (requests, errors) in current.items():
             before = (0, 0) if restarted else self._seen.get(version, (0, 0))
@@ -211,3 +219,7 @@ class HitReport:
                 continue
             if await self.read() and _may_poll(pacing, interval):
                 pacing.poll_soon()
+
+
+def _nothing() -> None:
+    """No one to tell of a restart."""

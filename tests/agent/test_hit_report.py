@@ -37,6 +37,7 @@ from tests.agent.conftest import (
     base_url,
     eventually,
     running_agent,
+    worker_version,
 )
 
 BOOT = uuid.uuid4()
@@ -419,3 +420,32 @@ async def test_a_restarted_worker_is_counted_from_its_new_counters(
         await _hit_worker(worker, 2)
         assert await report.read()
         assert report.unreported == {version: (2, 0)}
+
+
+async def test_a_worker_found_restarted_gets_its_configuration_at_once(
+    make_settings: MakeSettings,
+    start_controller: StartController,
+    start_worker: StartWorker,
+    upstream: TestServer,
+) -> None:
+    """The worker restarted empty on its port: the hit read that finds the new boot_id
+    wakes the reconciler, which hands the version back at once, not at its next regular
+    check one poll interval (30 s here) later."""
+    worker = await start_worker()
+    controller = await start_controller(poll_interval_seconds=30)
+    version = await controller.publish(str(upstream.make_url("/mixed")))
+    settings = make_settings(controller_url=controller.url, worker_url=base_url(worker))
+    async with running_agent(Agent(settings)) as agent:
+        await eventually(lambda: agent.applied_version == version, timeout_seconds=5.0)
+        report = agent.controller_sync.hit_report
+        await report.read()  # the baseline (or nothing new)
+        port = worker.port
+        await worker.close()
+        worker = await start_worker(port=port)
+        assert await worker_version(worker) == 0
+        await report.read()
+
+        async def restored() -> bool:
+            return await worker_version(worker) == version
+
+        await eventually(restored, timeout_seconds=2.0)
