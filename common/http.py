@@ -75,11 +75,25 @@ async def read_json(request: web.Request, *, max_bytes: int = MAX_REQUEST_BODY_B
             f"The body did not arrive within {BODY_READ_TIMEOUT_SECONDS:g} seconds."
         ) from None
     try:
-        value = json.loads(raw)
+        # UTF-8 without a BOM only (RFC 8259), and each key once per object: a body two
+        # readers could read two ways is refused, not read one of them.
+        value = json.loads(raw.decode("utf-8"), object_pairs_hook=_once_each)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ValidationFailed(f"The body is not valid JSON: {_json_error(exc)}") from exc
     if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise ValidationFailed(f"The JSON body is nested deeper than {MAX_JSON_DEPTH} levels.")
+    return value
+
+
+def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different; ValueError names one that is not."""
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"the key {key[:64]!r} appears twice in one object")
+            seen.add(key)
     return value
 
 
