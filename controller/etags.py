@@ -1,4 +1,5 @@
-"""ETags of configuration versions, and the conditional headers that name them.
+"""ETags of configuration versions, the conditional headers that name them, and the
+version numbers headers and paths carry.
 
 A version's ETag is ``"<version>-<digest>"``: the number, and the first 16 hex digits of
 the SHA-256 of the canonical JSON body. Two different configurations never share an
@@ -17,6 +18,7 @@ ANY: Final = "*"
 WEAK_PREFIX: Final = "W/"
 # Hex digits of the body's SHA-256 kept in the ETag: 64 bits.
 ETAG_DIGEST_HEX_DIGITS: Final = 16
+_MAX_VERSION_DIGITS: Final = len(str(MAX_CONFIG_VERSION))
 
 
 def etag_for(version: int, body: str | bytes) -> str:
@@ -41,6 +43,15 @@ def _strong_form(tag: str, *, weak_ok: bool) -> str | None:
     return tag
 
 
+def parse_version(raw: str) -> int | None:
+    """A version number: ASCII digits up to MAX_CONFIG_VERSION; None for anything else."""
+    if raw.isascii() and raw.isdigit() and len(raw) <= _MAX_VERSION_DIGITS:
+        number = int(raw)
+        if number <= MAX_CONFIG_VERSION:
+            return number
+    return None
+
+
 def tag_version(header: str | None) -> int | None:
     """The version an agent's If-None-Match names (one tag, ``"<version>-<digest>"``, weak
     or strong): the version it holds. None when the header names no single version."""
@@ -49,10 +60,7 @@ def tag_version(header: str | None) -> int | None:
     if tag is None:
         return None
     number, dash, _ = tag[1:-1].partition("-")
-    if not (dash and number.isascii() and number.isdigit() and len(number) <= 10):
-        return None
-    version = int(number)
-    return version if version <= MAX_CONFIG_VERSION else None
+    return parse_version(number) if dash else None
 
 
 def if_match_tags(header: str | None) -> frozenset[str] | None:

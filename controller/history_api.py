@@ -14,7 +14,7 @@ from common.openapi import Operation, Parameter, Response, problem
 from controller import keys, store
 from controller.config_api import VERSION_PARAMETER
 from controller.credentials import ADMIN_READERS, Principal
-from controller.etags import etag_for
+from controller.etags import etag_for, parse_version
 from controller.models import (
     ConfigVersion,
     ConfigVersionPage,
@@ -28,7 +28,6 @@ from controller.openapi_parts import (
     WRONG_ROLE,
     page_parameters,
 )
-from controller.poll_reports import parse_version
 from controller.versions import (
     read_version,
     read_version_page,

@@ -16,31 +16,21 @@ from common.constants import (
     HEADER_APPLY_FAILED,
     HEADER_HIT_COUNTS,
     HEADER_WORKER_DRIFT,
-    MAX_CONFIG_VERSION,
 )
 from controller import keys
 from controller.constants import MAX_VERSIONS_AHEAD
 from controller.credentials import Principal
+from controller.etags import parse_version
 from controller.hit_totals import parse_hit_counts
 from controller.ledger import ApplyFailed, Ledger
 from controller.sightings import NOT_APPLIED
 
-_MAX_VERSION_DIGITS = len(str(MAX_CONFIG_VERSION))
 # The poll's headers as istr: a case-insensitive lookup then skips folding the name.
 _AGENT_ID = istr(HEADER_AGENT_ID)
 _APPLIED_VERSION = istr(HEADER_APPLIED_VERSION)
 _WORKER_DRIFT = istr(HEADER_WORKER_DRIFT)
 _APPLY_FAILED = istr(HEADER_APPLY_FAILED)
 _FAILURE_REASON = re.compile(APPLY_FAILURE_REASON_PATTERN)
-
-
-def parse_version(raw: str) -> int | None:
-    """A version number: ASCII digits up to MAX_CONFIG_VERSION; None for anything else."""
-    if raw.isascii() and raw.isdigit() and len(raw) <= _MAX_VERSION_DIGITS:
-        number = int(raw)
-        if number <= MAX_CONFIG_VERSION:
-            return number
-    return None
 
 
 def record_sighting(request: web.Request, principal: Principal, served: int) -> int | None:
