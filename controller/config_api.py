@@ -94,8 +94,7 @@ async def get_config(request: web.Request, principal: Principal) -> web.Response
     # down: both count, so that neither number is issued again.
     if principal.agent_id is not None:
         claimed = max(applied or 0, tag_version(if_none_match) or 0)
-        if snap.version < claimed <= snap.version + MAX_VERSIONS_AHEAD:
-            request.app[keys.LEDGER].note_ahead(claimed)
+        request.app[keys.LEDGER].note_ahead(claimed, served=snap.version)
     cache.polls.ok += 1
     return web.Response(body=snap.body, content_type="application/json", headers=snap.headers)
 

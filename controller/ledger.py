@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from common.errors import FleetconfError
 from controller import store
 from controller.confirmations import Confirmations
+from controller.constants import MAX_VERSIONS_AHEAD
 from controller.db import Database
 from controller.hit_totals import Counts, HitSums, add_hits
 from controller.sightings import Sighting, write_sightings
@@ -127,10 +128,13 @@ class Ledger:
         # tuple.__new__ directly: _Poll(...) would run the named tuple's __new__ in Python.
         self._pending[key] = _new_poll(_Poll, (now, applied_version, since, failed))
 
-    def note_ahead(self, applied_version: int) -> None:
-        """An agent reported ``applied_version``, above the version served: the database
-        is behind the fleet. Called on full (200) answers only, never on the 304 path."""
-        self._ahead_unwritten = max(self._ahead_unwritten, applied_version)
+    def note_ahead(self, version: int, *, served: int) -> None:
+        """An agent reported ``version`` (applied, failed, or held): above ``served``, the
+        version this replica serves, and believably so (at most MAX_VERSIONS_AHEAD above
+        it), the database is behind the fleet. Called on full (200) answers only, never on
+        the 304 path."""
+        if served < version <= served + MAX_VERSIONS_AHEAD:
+            self._ahead_unwritten = max(self._ahead_unwritten, version)
 
     @property
     def confirmations(self) -> Confirmations | None:

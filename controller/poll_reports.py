@@ -84,16 +84,13 @@ def note_report(
     version at all (its worker lost what it held and refuses it again, or cannot be
     read), and none is recorded (NOT_APPLIED), so no view counts the agent applied."""
     report = None if failed is None else parse_apply_failed(failed)
-    if applied is None and report is not None:
-        ledger.record(agent_id, NOT_APPLIED, drift, report)
-    else:
-        ledger.record(agent_id, applied, drift, report)
+    vouched = NOT_APPLIED if applied is None and report is not None else applied
+    ledger.record(agent_id, vouched, drift, report)
     if hits is not None:
         _record_hits(ledger, hits, served)
     if ahead:  # A version the agent failed to apply was issued too: it holds it.
         claimed = max(applied or 0, 0 if report is None else report.version)
-        if served < claimed <= served + MAX_VERSIONS_AHEAD:
-            ledger.note_ahead(claimed)
+        ledger.note_ahead(claimed, served=served)
 
 
 def _record_hits(ledger: Ledger, raw: str, served: int) -> None:

@@ -53,7 +53,6 @@ from common.watch import (
     ServedFrame,
 )
 from controller import keys
-from controller.constants import MAX_VERSIONS_AHEAD
 from controller.credentials import AGENTS, Principal
 from controller.etags import tag_version
 from controller.models import EXAMPLE_ETAG
@@ -96,9 +95,9 @@ class WatchStream:
         sees it there, and closes)."""
         # The version the agent holds was issued: above this replica's, the database is
         # behind the fleet (a restored backup), and that number must not be issued again.
-        held, served = tag_version(self._etag), self._cache.served_to(self.agent_id).version
-        if held is not None and served < held <= served + MAX_VERSIONS_AHEAD:
-            self._ledger.note_ahead(held)
+        held = tag_version(self._etag)
+        if held is not None:
+            self._ledger.note_ahead(held, served=self._cache.served_to(self.agent_id).version)
         sender = asyncio.create_task(self._send_changes())
         try:
             await self._read_reports()
