@@ -27,11 +27,9 @@ class HintedRefresh:
         refresh: Callable[[], Awaitable[None]],
         *,
         gap_seconds: float = HINTED_REFRESH_GAP_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._refresh = refresh
         self._gap_seconds = gap_seconds
-        self._clock = clock
         self._task: asyncio.Task[None] | None = None
         self._again = False
         self._began = -gap_seconds
@@ -57,10 +55,10 @@ class HintedRefresh:
     async def _run(self) -> None:
         while True:
             self._again = False
-            wait = self._began + self._gap_seconds - self._clock()
+            wait = self._began + self._gap_seconds - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
-            self._began = self._clock()
+            self._began = time.monotonic()
             self.refreshes += 1
             await self._refresh()
             if not self._again:
