@@ -105,24 +105,16 @@ async def wait_for_rollout(
         pass
     if drawn:
         out.write("\n")
-    waited = _Waited(version, await _newest_version(client) if rollout is not None else None)
-    _finish(waited, rollout, args, console, time.monotonic() - started)
+    newest = await _newest_version(client) if rollout is not None else None
+    _finish(version, newest, rollout, args, console, time.monotonic() - started)
 
 
-class _Waited:
+def _versions_run(version: int, newest: int | None) -> str:
     """The version waited for, as the closing line names it: a newer one published
     meanwhile counts as applied in its rollout, so the line says so."""
-
-    def __init__(self, version: int, newest: int | None) -> None:
-        self.version = version
-        self.newest = newest
-
-    def __str__(self) -> str:
-        if self.newest is not None and self.newest > self.version:
-            return (
-                f"version {self.version} or a newer one (version {self.newest} was published since)"
-            )
-        return f"version {self.version}"
+    if newest is not None and newest > version:
+        return f"version {version} or a newer one (version {newest} was published since)"
+    return f"version {version}"
 
 
 async def _newest_version(client: ControllerClient) -> int | None:
@@ -154,15 +146,17 @@ async def published(
 
 
 def _finish(
-    waited: _Waited,
+    version: int,
+    newest: int | None,
     rollout: dict[str, Any] | None,
     args: argparse.Namespace,
     console: Console,
     elapsed_seconds: float,
 ) -> None:
     if rollout is None:
-        raise NotConverged(f"no rollout view of version {waited.version} within {args.timeout:g} s")
+        raise NotConverged(f"no rollout view of version {version} within {args.timeout:g} s")
     applied, live = _counts(rollout)
+    waited = _versions_run(version, newest)
     if rollout.get("complete") is True:
         console.emit(
             rollout,
