@@ -11,7 +11,8 @@ On PostgreSQL a batch is one ``UPDATE … FROM unnest(arrays)`` statement, its r
 first in id order by one ``SELECT … FOR UPDATE``: two statements whatever the batch size,
 where a statement per row (what SQLite gets, executed many times in one round trip) cost
 the controller about 60 µs of CPU each. The id order keeps two replicas flushing
-overlapping agents from deadlocking.
+overlapping agents from deadlocking. The table leaves half of each page free (migration
+0011) so that each row's new version stays on its page, adding no index entry.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from sqlalchemy import inspect, select, text, update
 
 from controller import migrations
 from controller.db import agents, config_versions, create_engine, fleet_table, metadata, utcnow
+from controller.sightings import Sighting, write_sightings
 
 
 async def _diff(database_url: str) -> list[object]:
@@ -207,3 +210,57 @@ async def test_history_and_audit_revision_round_trips_with_data(database_url: st
     assert [row[0] for row in rows] == [0, 1]
     await asyncio.to_thread(migrations.upgrade, database_url)
     assert await _diff(database_url) == []
+
+
+async def _agents_options(database_url: str) -> list[str]:
+    rows = await _execute(database_url, "SELECT reloptions FROM pg_class WHERE relname = 'agents'")
+    return list(rows[0][0] or [])
+
+
+async def test_agents_pages_keep_room_for_updates_on_postgresql(postgres_url: str) -> None:
+    """0011_agents_fillfactor: the agents table leaves half of each page free (what the
+    table's definition says too), and going down to 0010 restores the default."""
+    await asyncio.to_thread(migrations.upgrade, postgres_url)
+    assert agents.dialect_options["postgresql"]["with"] == {"fillfactor": 50}
+    assert await _agents_options(postgres_url) == ["fillfactor=50"]
+    await asyncio.to_thread(migrations.downgrade, postgres_url, "0010_staged_rollouts")
+    assert await _agents_options(postgres_url) == []
+    await asyncio.to_thread(migrations.upgrade, postgres_url)
+    assert await _agents_options(postgres_url) == ["fillfactor=50"]
+    assert await _diff(postgres_url) == []
+
+
+async def test_a_sighting_stays_on_its_page(postgres_url: str) -> None:
+    """Every agent confirming a change, then another, in the ledger's batches: the
+    updates are heap-only (no row moved, no index entry added), so the table and its
+    indexes do not grow with each change."""
+    await asyncio.to_thread(migrations.upgrade, postgres_url)
+    ids = [uuid.uuid4() for _ in range(600)]
+    for agent_id in ids:
+        await _insert_agent(postgres_url, str(agent_id))
+    engine = create_engine(postgres_url)
+    try:
+        async with engine.connect() as conn:
+            for version in (1, 2, 3):
+                for first in range(0, len(ids), 200):
+                    seen = time.time()
+                    batch = {
+                        agent_id: Sighting(seen=seen, applied_version=version, worker_drift=False)
+                        for agent_id in ids[first : first + 200]
+                    }
+                    await write_sightings(conn, batch)
+                    await conn.commit()
+            await conn.execute(text("SELECT pg_stat_force_next_flush()"))
+            await conn.commit()
+            updated, heap_only = (
+                await conn.execute(
+                    text(
+                        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
+                        "WHERE relname = 'agents'"
+                    )
+                )
+            ).one()
+    finally:
+        await engine.dispose()
+    assert updated == 3 * len(ids)
+    assert heap_only >= 0.9 * updated
