@@ -22,7 +22,7 @@ from pydantic.json_schema import models_json_schema
 from common.constants import JSON_MEDIA_TYPE, PROBLEM_MEDIA_TYPE
 from common.errors import PROBLEM_TYPE_BASE, FleetconfError
 from common.models import ProblemDetails
-from common.problem import problem_handler
+from common.problem import meet_expectation, problem_handler
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 _ERRORS_BY_STATUS = {cls.status: cls for cls in FleetconfError.__subclasses__()}
@@ -195,9 +195,20 @@ def add_operations(
         if op.outer is not None:
             handler = op.outer(handler)
         if op.method == hdrs.METH_GET:  # HEAD with it, as HTTP asks of every GET resource
-            app.router.add_get(op.path, problem_handler(handler), name=op.operation_id)
+            app.router.add_get(
+                op.path,
+                problem_handler(handler),
+                name=op.operation_id,
+                expect_handler=meet_expectation,
+            )
         else:
-            app.router.add_route(op.method, op.path, problem_handler(handler), name=op.operation_id)
+            app.router.add_route(
+                op.method,
+                op.path,
+                problem_handler(handler),
+                name=op.operation_id,
+                expect_handler=meet_expectation,
+            )
 
 
 def _model_example(model: type[BaseModel]) -> Any:

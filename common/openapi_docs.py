@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from common.errors import NotFound
-from common.problem import problem_handler
+from common.problem import meet_expectation, problem_handler
 
 
 def swagger_ui_static_dir() -> Path:
@@ -58,6 +58,11 @@ def add_docs_routes(app: web.Application, document: Mapping[str, Any]) -> None:
             raise NotFound(f"No asset {request.match_info['name']!r} in Swagger UI.")
         return web.FileResponse(path)
 
-    app.router.add_get("/openapi.json", problem_handler(openapi_json), name="openapi")
-    app.router.add_get("/docs", problem_handler(docs), name="docs")
-    app.router.add_get("/docs/static/{name}", problem_handler(asset), name="docs-static")
+    for path, handler, name in (
+        ("/openapi.json", openapi_json, "openapi"),
+        ("/docs", docs, "docs"),
+        ("/docs/static/{name}", asset, "docs-static"),
+    ):
+        app.router.add_get(
+            path, problem_handler(handler), name=name, expect_handler=meet_expectation
+        )

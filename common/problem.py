@@ -1,14 +1,44 @@
-"""The HTTP edge of errors: a wrapper around every route turns each failure into problem+json."""
+"""The HTTP edge of errors: a wrapper around every route turns each failure into
+problem+json, and so do the answers aiohttp gives before any route runs.
+
+Two kinds of answer never reach a route's :func:`problem_handler`:
+
+- a request aiohttp's parser refuses (a malformed request line or header, a line over
+  8,190 bytes, NUL or another control byte in a header, a body framed two ways, a
+  ``Content-Encoding`` it cannot decode). aiohttp answers it from
+  ``RequestHandler.handle_error`` as ``text/plain``, quoting the offending bytes back;
+  :func:`add_problem_fallbacks` replaces that method, for every server of the process,
+  with one that answers problem+json, names what was wrong without the bytes, and still
+  closes the connection;
+- an ``Expect`` header other than ``100-continue``, which aiohttp's default handler
+  refuses with a ``text/plain`` 417 before the route runs: :func:`meet_expectation` is
+  every route's expect handler instead.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
 import logging
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import hdrs, web
+from aiohttp.http import HttpVersion11
+from aiohttp.http_exceptions import (
+    BadHttpMethod,
+    BadStatusLine,
+    ContentEncodingError,
+    ContentLengthError,
+    InvalidHeader,
+    InvalidURLError,
+    LineTooLong,
+    PayloadEncodingError,
+    TransferEncodingError,
+)
 from aiohttp.typedefs import Handler
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from common.constants import PROBLEM_MEDIA_TYPE
 from common.errors import (
@@ -116,7 +146,9 @@ async def _not_found(request: web.Request) -> web.StreamResponse:
 
 def add_problem_fallbacks(app: web.Application) -> None:
     """After all routes: 405 (with Allow) for a known path and an unknown method, and 404
-    for an unknown path, both as problem+json. Call it last."""
+    for an unknown path, both as problem+json; and a request the parser refuses answered
+    as problem+json too. Call it last."""
+    answer_refused_requests_as_problems()
     # A path served by several routes may span several resources (one per route name):
     # the fallback goes on the last, after every method the path does serve.
     methods_by_path: dict[str, set[str]] = {}
@@ -130,5 +162,106 @@ def add_problem_fallbacks(app: web.Application) -> None:
         methods = methods_by_path[path] - {hdrs.METH_ANY}
         if hdrs.METH_GET in methods:
             methods.add(hdrs.METH_HEAD)
-        resource.add_route(hdrs.METH_ANY, _method_not_allowed(frozenset(methods)))
-    app.router.add_route(hdrs.METH_ANY, "/{path:.*}", problem_handler(_not_found))
+        resource.add_route(
+            hdrs.METH_ANY,
+            _method_not_allowed(frozenset(methods)),
+            expect_handler=meet_expectation,
+        )
+    app.router.add_route(
+        hdrs.METH_ANY,
+        "/{path:.*}",
+        problem_handler(_not_found),
+        expect_handler=meet_expectation,
+    )
+
+
+# aiohttp's parser limits (its defaults, which fleetconf keeps).
+MAX_LINE_BYTES = 8190
+
+# What each refusal says, most specific class first (BadHttpMethod is a BadStatusLine).
+_REFUSALS: tuple[tuple[type[BaseException], str], ...] = (
+    (BadHttpMethod, "The request's method is not a valid HTTP method."),
+    (BadStatusLine, "The request line is not valid HTTP/1.1 (method, target, version)."),
+    (InvalidURLError, "The request target is not a valid URL."),
+    (
+        LineTooLong,
+        f"A line of the request (its request line or a header) is longer than "
+        f"{MAX_LINE_BYTES:,} bytes.",
+    ),
+    (InvalidHeader, "A header's name or value is not valid (e.g. a control byte in it)."),
+    (
+        ContentEncodingError,
+        "The body's Content-Encoding is not one this service decodes; send it "
+        "uncompressed, gzip or deflate.",
+    ),
+    (TransferEncodingError, "The body's Transfer-Encoding is not valid."),
+    (ContentLengthError, "The body's Content-Length is not valid or does not match the body."),
+    (PayloadEncodingError, "The body cannot be read as it is framed or encoded."),
+)
+_MALFORMED = "The request is not valid HTTP/1.1 and was not read."
+_INTERNAL = "The server failed to answer this request; the error was logged."
+
+_AIOHTTP_HANDLE_ERROR = RequestHandler.handle_error
+
+
+def _refusal_detail(status: int, exc: BaseException | None) -> str:
+    if status >= 500:
+        return _INTERNAL
+    for cls, detail in _REFUSALS:
+        if isinstance(exc, cls):
+            return detail
+    return _MALFORMED
+
+
+def _handle_error(
+    self: RequestHandler,
+    request: BaseRequest,
+    status: int = 500,
+    exc: BaseException | None = None,
+    message: str | None = None,
+) -> web.StreamResponse:
+    """aiohttp's own (which logs, and raises once a response has begun), then the answer
+    as problem+json, on a connection that closes after it."""
+    _AIOHTTP_HANDLE_ERROR(self, request, status, exc, message)
+    response = problem_response(
+        status=status,
+        title=_title(status),
+        detail=_refusal_detail(status, exc),
+        type_=PROBLEM_TYPE_BASE + ("internal" if status >= 500 else slug_for_status(status)),
+    )
+    response.force_close()
+    return response
+
+
+def _title(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def answer_refused_requests_as_problems() -> None:
+    """Make aiohttp's answer to a request its parser refuses problem+json, for every
+    server in this process (idempotent)."""
+    RequestHandler.handle_error = _handle_error  # type: ignore[method-assign]
+
+
+async def meet_expectation(request: web.Request) -> web.StreamResponse | None:
+    """A route's ``Expect`` handler: ``100-continue`` as aiohttp meets it (the interim
+    answer on HTTP/1.1), any other expectation refused with a 417 problem."""
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if request.version != HttpVersion11:
+        return None
+    if expect.lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        # The interim answer is not the response: its size must not count as started.
+        request.writer.output_size = 0
+        return None
+    response = problem_response(
+        status=417,
+        title="Expectation Failed",
+        detail="The only expectation this service meets is Expect: 100-continue.",
+        type_=PROBLEM_TYPE_BASE + slug_for_status(417),
+    )
+    response.force_close()
+    return response

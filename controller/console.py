@@ -15,7 +15,7 @@ from typing import Final
 from aiohttp import web
 
 from common.errors import NotFound
-from common.problem import problem_handler
+from common.problem import meet_expectation, problem_handler
 
 CONSOLE_DIR: Final = Path(__file__).parent / "console_static"
 PAGE: Final = "index.html"
@@ -60,5 +60,12 @@ async def console_asset(request: web.Request) -> web.StreamResponse:
 
 def add_console_routes(app: web.Application) -> None:
     """Serve the console page at ``/console`` and its script and style beside it."""
-    app.router.add_get("/console", problem_handler(console_page), name="console")
-    app.router.add_get("/console/{name}", problem_handler(console_asset), name="console-asset")
+    app.router.add_get(
+        "/console", problem_handler(console_page), name="console", expect_handler=meet_expectation
+    )
+    app.router.add_get(
+        "/console/{name}",
+        problem_handler(console_asset),
+        name="console-asset",
+        expect_handler=meet_expectation,
+    )

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from common.metrics import METRICS_PATH, metrics_response
-from common.problem import add_problem_fallbacks
+from common.problem import add_problem_fallbacks, meet_expectation
 from controller import keys
 from controller.constants import LISTEN_BACKLOG
 
@@ -32,8 +32,8 @@ def metrics_app(served: web.Application) -> web.Application:
         return web.json_response({"status": "ok"})
 
     app = web.Application()
-    app.router.add_get(METRICS_PATH, metrics)
-    app.router.add_get("/healthz", healthz)
+    app.router.add_get(METRICS_PATH, metrics, expect_handler=meet_expectation)
+    app.router.add_get("/healthz", healthz, expect_handler=meet_expectation)
     add_problem_fallbacks(app)
     return app
 

@@ -16,13 +16,13 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 from controller.app import create_app as create_controller_app
 from controller.settings import ControllerSettings
 
-# The HTTP client of the tests that start the services as processes.
-from tests.support.fixtures import http
+# The HTTP client and the services of the tests that start them as processes.
+from tests.support.fixtures import http, processes, pytest_runtest_makereport
 from tests.support.migrated import sqlite_copy
 from worker.app import create_app as create_worker_app
 from worker.settings import WorkerSettings
 
-__all__ = ["http"]
+__all__ = ["http", "processes", "pytest_runtest_makereport"]
 
 # Distinctive values, so that finding one in a log line or an answer is never a fluke.
 ADMIN_TOKEN = "adm-4f1c9e2a7b-never-log-me"
