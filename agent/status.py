@@ -25,9 +25,10 @@ from common.errors import Unavailable
 from common.http import json_response
 from common.metadata import package_version
 from common.metrics import METRICS_PATH, metrics_documented, metrics_response
-from common.openapi import Operation, Response, add_operations, build_openapi, problem
+from common.openapi import Operation, Response, build_openapi, problem
 from common.problem import add_problem_fallbacks
 from common.redact import redact_url
+from common.routing import add_operations
 
 logger = logging.getLogger(__name__)
 

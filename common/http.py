@@ -136,6 +136,29 @@ def read_query(request: web.Request, model: type[ModelT]) -> ModelT:
         ) from exc
 
 
+# A name quoted back in a refusal is cut to this many characters.
+MAX_QUOTED_NAME_CHARS = 64
+
+
+def refuse_query(request: web.Request) -> None:
+    """For an operation that takes no query parameter: one sent anyway is refused (422),
+    as the paged operations refuse one they do not know, rather than silently ignored (a
+    misspelt filter would otherwise answer as if none had been asked)."""
+    names = sorted(set(request.query))
+    if names:
+        raise ValidationFailed(
+            "The query string is not valid: this operation takes no query parameters.",
+            errors=[
+                {
+                    "loc": [name[:MAX_QUOTED_NAME_CHARS]],
+                    "msg": "Extra inputs are not permitted",
+                    "type": "extra_forbidden",
+                }
+                for name in names
+            ],
+        )
+
+
 def json_response(
     model: BaseModel, *, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:

@@ -1,7 +1,8 @@
 """OpenAPI 3.1 from the code: routes are declared once, with their pydantic models.
 
 Each service lists its endpoints as :class:`Operation` values. The same list registers
-the aiohttp routes and builds the OpenAPI document, so the two cannot drift. Request and
+the aiohttp routes (:func:`common.routing.add_operations`) and builds the OpenAPI
+document, so the two cannot drift. Request and
 response schemas come from pydantic (JSON Schema 2020-12, which OpenAPI 3.1 embeds), and
 examples from each model's ``json_schema_extra["examples"]``. Swagger UI's assets are
 served from the ``swagger-ui-py`` package, so ``/docs`` works without a network.
@@ -11,10 +12,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, cast
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol
 
-from aiohttp import hdrs, web
+from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
@@ -22,7 +23,6 @@ from pydantic.json_schema import models_json_schema
 from common.constants import JSON_MEDIA_TYPE, PROBLEM_MEDIA_TYPE
 from common.errors import PROBLEM_TYPE_BASE, FleetconfError
 from common.models import ProblemDetails
-from common.problem import meet_expectation, problem_handler
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 _ERRORS_BY_STATUS = {cls.status: cls for cls in FleetconfError.__subclasses__()}
@@ -81,22 +81,6 @@ class Role(Protocol):
     def security_scheme(self) -> str: ...
 
 
-class Guard(Protocol):
-    """Admits a request for one of ``roles``: returns its principal, or raises (401, 403).
-
-    A plain function returning the awaitable keeps the guarded path one call short.
-    """
-
-    def __call__(self, request: web.Request, roles: tuple[Any, ...], /) -> Awaitable[Any]: ...
-
-
-class FastGuard(Protocol):
-    """Admits, from memory and without a coroutine, the request most calls are (an agent
-    recently verified, say): its principal; None leaves the decision to the Guard."""
-
-    def __call__(self, request: web.Request, roles: tuple[Any, ...], /) -> Any | None: ...
-
-
 # The handler of an operation with roles: called with the principal the guard admitted.
 GuardedHandler = Callable[[web.Request, Any], Awaitable[web.StreamResponse]]
 
@@ -153,62 +137,6 @@ def problem(status: int, description: str, detail: str) -> Response:
             "detail": detail,
         },
     )
-
-
-def _guarded(op: Operation, guard: Guard, fast_guard: FastGuard | None) -> Handler:
-    # An operation with roles has a GuardedHandler (see Operation).
-    handler = cast(GuardedHandler, op.handler)
-    roles, on_refused = op.roles, op.on_refused
-
-    async def admit_then_handle(request: web.Request) -> web.StreamResponse:
-        principal = None if fast_guard is None else fast_guard(request, roles)
-        if principal is None:
-            try:
-                principal = await guard(request, roles)
-            except Exception:
-                if on_refused is not None:
-                    on_refused(request)
-                raise
-        return await handler(request, principal)
-
-    return admit_then_handle
-
-
-def add_operations(
-    app: web.Application,
-    operations: Sequence[Operation],
-    *,
-    guard: Guard | None = None,
-    fast_guard: FastGuard | None = None,
-) -> None:
-    """Route each operation; ``guard`` admits the callers of those with roles (after
-    ``fast_guard``, when given, found no principal in memory); errors are answered as
-    problem+json."""
-    for op in operations:
-        if not op.roles:
-            # An operation without roles has a plain Handler (see Operation).
-            handler = cast(Handler, op.handler)
-        elif guard is None:
-            raise ValueError(f"{op.operation_id} declares roles, and no guard was given")
-        else:
-            handler = _guarded(op, guard, fast_guard)
-        if op.outer is not None:
-            handler = op.outer(handler)
-        if op.method == hdrs.METH_GET:  # HEAD with it, as HTTP asks of every GET resource
-            app.router.add_get(
-                op.path,
-                problem_handler(handler),
-                name=op.operation_id,
-                expect_handler=meet_expectation,
-            )
-        else:
-            app.router.add_route(
-                op.method,
-                op.path,
-                problem_handler(handler),
-                name=op.operation_id,
-                expect_handler=meet_expectation,
-            )
 
 
 def _model_example(model: type[BaseModel]) -> Any:
@@ -356,6 +284,19 @@ def _check_links(operations: Sequence[Operation]) -> None:
                     )
 
 
+_QUERY_REFUSAL = problem(
+    422,
+    "A query parameter the operation does not declare (named in `errors`).",
+    "The query string is not valid: this operation takes no query parameters.",
+)
+
+
+def _with_query_refusal(op: Operation) -> Operation:
+    if any(response.status == 422 for response in op.responses):
+        return op
+    return replace(op, responses=(*op.responses, _QUERY_REFUSAL))
+
+
 def build_openapi(
     *,
     title: str,
@@ -364,8 +305,11 @@ def build_openapi(
     operations: Sequence[Operation],
     security_schemes: Mapping[str, Mapping[str, Any]],
 ) -> dict[str, Any]:
-    """The OpenAPI 3.1 document for ``operations``; deterministic for the same input."""
+    """The OpenAPI 3.1 document for ``operations``; deterministic for the same input.
+    Each operation's answers include the 422 an undeclared query parameter gets
+    (``common.routing``), where the operation does not document a 422 of its own."""
     _check_links(operations)
+    operations = [_with_query_refusal(op) for op in operations]
     refs, components = _schemas(operations)
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:

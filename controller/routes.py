@@ -11,9 +11,10 @@ from aiohttp import hdrs, web
 from common.auth import bearer_token
 from common.errors import Unauthorized
 from common.metadata import package_version
-from common.openapi import Operation, add_operations, build_openapi
+from common.openapi import Operation, build_openapi
 from common.openapi_docs import add_docs_routes
 from common.problem import add_problem_fallbacks
+from common.routing import add_operations
 from controller import (
     agents_api,
     audit_api,

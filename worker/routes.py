@@ -16,12 +16,12 @@ from common.openapi import (
     Operation,
     Parameter,
     Response,
-    add_operations,
     build_openapi,
     problem,
 )
 from common.openapi_docs import add_docs_routes
 from common.problem import add_problem_fallbacks
+from common.routing import add_operations
 from worker.constants import (
     DEFAULT_UPSTREAM_CONTENT_TYPE,
     ENV_PREFIX,

@@ -66,6 +66,18 @@ async def test_healthz_is_503_until_the_loops_run(
     assert status["hints"]["state"] == "off"
 
 
+async def test_an_undeclared_query_parameter_is_refused(
+    aiohttp_client: AiohttpClient, make_settings: MakeSettings
+) -> None:
+    """The status server's operations take no query parameters: one sent is 422, named."""
+    settings = make_settings()
+    client: Client = await aiohttp_client(create_status_app(Agent(settings), settings))
+    for path in ("/status", "/healthz", "/metrics"):
+        resp = await client.get(f"{path}?verbose=1")
+        assert "no query parameters" in await _problem(resp, 422), path
+    assert (await client.get("/status")).status == 200
+
+
 async def test_status_and_metrics_follow_a_change(
     aiohttp_client: AiohttpClient,
     running: tuple[Agent, AgentSettings],

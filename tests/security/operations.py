@@ -36,6 +36,8 @@ class Route:
     body: bytes | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     parameters: tuple[str, ...] = ()
+    # The query parameters the operation declares (a subset of ``parameters``).
+    query: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:
@@ -86,6 +88,7 @@ def _route(service: str, path: str, method: str, doc: Mapping[str, Any]) -> Rout
         body=body,
         headers=headers,
         parameters=tuple(p["name"] for p in doc.get("parameters", [])),
+        query=tuple(p["name"] for p in doc.get("parameters", []) if p["in"] == "query"),
     )
 
 
