@@ -222,6 +222,11 @@ _GET_HIT = Operation(
             _RETRY_AFTER,
         ),
         _hit_problem(
+            422,
+            "A query parameter: GET /hit takes none, and passes none on (named in `errors`).",
+            "The query string is not valid: this operation takes no query parameters.",
+        ),
+        _hit_problem(
             504,
             "The upstream did not answer in time (all redirects included).",
             "The upstream did not answer within 10.0 seconds.",

@@ -153,7 +153,7 @@ async def test_timeout_and_unconfigured_answers_say_nosniff(
 def test_openapi_documents_nosniff_on_every_hit_answer() -> None:
     """The OpenAPI document lists X-Content-Type-Options on each documented /hit answer."""
     responses = openapi_document()["paths"]["/hit"]["get"]["responses"]
-    assert set(responses) == {"200", "502", "503", "504"}
+    assert set(responses) == {"200", "422", "502", "503", "504"}
     for response in responses.values():
         assert response["headers"]["X-Content-Type-Options"]["example"] == "nosniff"
     assert responses["503"]["headers"]["Retry-After"]["example"] == 1
