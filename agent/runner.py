@@ -9,8 +9,9 @@ the controller and offers a new one to the :class:`~agent.reconciler.Reconciler`
 keeps the worker in step with it; :class:`~agent.hints.HintListener` feeds the
 :class:`~agent.hint_schedule.HintSchedule`, which makes the controller side poll early.
 :class:`~agent.hit_report.HitReport` reads the worker's ``/hit`` counts for the controller
-side to report. The two loops are independent: the worker is kept in step with the held
-configuration even while the controller is unreachable.
+side to report. :class:`~agent.worker_watch.WorkerWatch` holds a connection to the worker
+and wakes the reconciler when it ends. The two loops are independent: the worker is kept
+in step with the held configuration even while the controller is unreachable.
 
 In OPEN the storage is loaded and the HTTP sessions are open, so tests can drive single
 steps with :meth:`Agent.sync_controller_once` and :meth:`Agent.reconcile_worker_once`.
@@ -26,6 +27,7 @@ import enum
 import logging
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -35,6 +37,8 @@ from agent.constants import (
     HIT_REPORT_LOOP,
     STOP_GRACE_SECONDS,
     WORKER_LOOP,
+    WORKER_WATCH_LOOP,
+    WORKER_WATCH_RETRY_MAX_SECONDS,
 )
 from agent.controller_client import ControllerClient
 from agent.controller_sync import ControllerSync
@@ -48,6 +52,7 @@ from agent.settings import AgentSettings
 from agent.storage import CachedConfig, Identity, Storage
 from agent.storage_writer import StorageThread, StorageWriter
 from agent.worker_client import WorkerClient
+from agent.worker_watch import WorkerWatch
 from common.backoff import Backoff
 from common.event_loop import running_loop_name
 from common.supervision import Supervisor
@@ -114,7 +119,7 @@ class Agent:
         self.metrics = AgentMetrics()
         # Runs the loops and starts again one that fails (counted per loop, from 0).
         self.supervisor = Supervisor(rng=rng)
-        for loop in (CONTROLLER_LOOP, WORKER_LOOP, HINTS_LOOP, HIT_REPORT_LOOP):
+        for loop in (CONTROLLER_LOOP, WORKER_LOOP, HINTS_LOOP, HIT_REPORT_LOOP, WORKER_WATCH_LOOP):
             self.supervisor.register(loop)
         # None: Redis hints from the settings or the registration answer, if any. With
         # long polls, hints are listened to only once a poll that asked to wait is not held;
@@ -128,6 +133,8 @@ class Agent:
             metrics=self.metrics,
             interval_seconds=lambda: self.controller_sync.poll_interval_seconds,
         )
+        # The connection held to the worker: its end wakes the reconciler at once.
+        self.worker_watch = _worker_watch(settings, self.reconciler.wake, rng)
         self.controller_sync = ControllerSync(
             settings,
             storage=self._storage,
@@ -146,7 +153,8 @@ class Agent:
         self._stop_requested = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._hint_task: asyncio.Task[None] | None = None
-        self._hit_report_task: asyncio.Task[None] | None = None
+        # The hit report's timer and the worker watch: cancelled at once when stopping.
+        self._side_loops: list[asyncio.Task[None]] = []
         self._closing: asyncio.Task[None] | None = None
 
     # -- what the status server, tests and callers may look at -------------------------
@@ -256,8 +264,8 @@ class Agent:
             await self.stop()
 
     def _start_loops(self) -> None:
-        """The two loops, the hint listener and the hit report's timer, each supervised: a
-        failure restarts it."""
+        """The two loops, the hint listener, the hit report's timer and the worker watch,
+        each supervised: a failure restarts it."""
         start, schedule, sync = self.supervisor.start, self.hint_schedule, self.controller_sync
         self._loops = [
             start(CONTROLLER_LOOP, lambda: sync.run(self._running)),
@@ -266,10 +274,10 @@ class Agent:
         self._hint_task = start(
             HINTS_LOOP, lambda: self._hint_listener.run(schedule.on_hint, schedule.on_connected)
         )
-        self._hit_report_task = start(
-            HIT_REPORT_LOOP,
-            lambda: sync.hit_report.run(self._running, pacing=sync),
-        )
+        self._side_loops = [
+            start(HIT_REPORT_LOOP, lambda: sync.hit_report.run(self._running, pacing=sync)),
+            start(WORKER_WATCH_LOOP, lambda: self.worker_watch.run(self._running)),
+        ]
 
     def request_stop(self) -> None:
         """Ask the agent to stop; safe from a signal handler. ``run()`` then shuts down."""
@@ -298,7 +306,7 @@ class Agent:
     async def _end_tasks(self) -> None:
         """The loops get a moment to finish what they do; then they are cancelled."""
         self.hint_schedule.cancel()
-        for task in (self._hint_task, self._hit_report_task):
+        for task in (self._hint_task, *self._side_loops):
             if task is not None:
                 await cancel_and_wait(task)
         if self._loops:
@@ -336,6 +344,22 @@ class Agent:
         """Compare the worker with the held configuration; hand it over if they differ."""
         self._require_open()
         return await self.reconciler.run_once()
+
+
+def _worker_watch(
+    settings: AgentSettings, wake: Callable[[], None], rng: random.Random
+) -> WorkerWatch:
+    backoff = Backoff(
+        base_seconds=settings.backoff_base_seconds,
+        max_seconds=min(settings.backoff_max_seconds, WORKER_WATCH_RETRY_MAX_SECONDS),
+        rng=rng,
+    )
+    return WorkerWatch(
+        settings.worker_url,
+        wake=wake,
+        backoff=backoff,
+        timeout_seconds=settings.request_timeout_seconds,
+    )
 
 
 def _backoff(settings: AgentSettings, rng: random.Random) -> Backoff:

@@ -676,7 +676,12 @@ class StandInWorkers:
         app.router.add_get("/w/{i}/config", self.get_config)
         app.router.add_post("/w/{i}/config", self.post_config)
         app.router.add_get("/w/{i}/hits", self.get_hits)
+        # The agent's worker watch (agent/worker_watch.py) pings it on the connection it holds.
+        app.router.add_get("/w/{i}/healthz", self.get_healthz)
         return app
+
+    async def get_healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
 
     def _close_version(self, i: int, now: float) -> None:
         held = self.held.get(i)

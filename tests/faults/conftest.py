@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -33,25 +34,34 @@ async def make_fleet(
     processes: ProcessGroup, http: aiohttp.ClientSession, sqlite_url: str, tmp_path: Path
 ) -> AsyncIterator[MakeFleet]:
     """Build (not start) a fleet; with ``cuttable=True`` the agent reaches the controller
-    through a TcpProxy, the fleet's ``link``, that the test may cut."""
+    through a TcpProxy, the fleet's ``link``, that the test may cut; ``poll_interval_seconds``
+    instead of the suite's one second."""
     proxies = contextlib.AsyncExitStack()
 
-    async def make(*, cuttable: bool = False, database_url: str | None = None) -> Fleet:
-        controller = SETUP.controller(processes, database_url=database_url or sqlite_url)
-        worker = SETUP.worker(processes)
+    async def make(
+        *,
+        cuttable: bool = False,
+        database_url: str | None = None,
+        poll_interval_seconds: int | None = None,
+    ) -> Fleet:
+        setup = SETUP
+        if poll_interval_seconds is not None:
+            setup = dataclasses.replace(SETUP, poll_interval_seconds=poll_interval_seconds)
+        controller = setup.controller(processes, database_url=database_url or sqlite_url)
+        worker = setup.worker(processes)
         assert controller.url is not None
         link = None
         if cuttable:
             link = await proxies.enter_async_context(TcpProxy.for_url(controller.url))
         state_dir = tmp_path / "agent-state"
-        agent = SETUP.agent(
+        agent = setup.agent(
             processes,
             controller_url=controller.url if link is None else link.rewrite(controller.url),
             worker=worker,
             state_dir=state_dir,
         )
         return Fleet(
-            setup=SETUP,
+            setup=setup,
             controller=controller,
             worker=worker,
             agent=agent,

@@ -14,6 +14,10 @@ from tests.support.processes import Upstream, wait_until
 
 pytestmark = pytest.mark.e2e
 
+# A poll interval no test waits out, and the bound on noticing a worker's end instead.
+SLOW_POLL_INTERVAL_SECONDS = 60
+NOTICED_WITHIN_SECONDS = 3.0
+
 
 async def test_worker_crashed_while_the_controller_is_down_is_restored_within_an_interval(
     make_fleet: MakeFleet, upstream: Upstream
@@ -81,6 +85,44 @@ async def test_a_worker_that_goes_down_is_not_claimed_in_sync(
         what="the apply confirmed again",
     )
     assert (await _admin_get(fleet, f"/config/versions/{version}/rollout"))["complete"] is True
+
+
+async def test_a_worker_restart_is_noticed_at_once_whatever_the_interval(
+    make_fleet: MakeFleet, upstream: Upstream
+) -> None:
+    """With a 60 s poll interval, the agent's next look at its worker is a minute away;
+    the connection it holds to the worker closes when the worker is killed, so within a
+    second or two the controller no longer counts the agent in sync, and the worker
+    started again gets its configuration back as fast, not a minute later."""
+    fleet = await make_fleet(poll_interval_seconds=SLOW_POLL_INTERVAL_SECONDS)
+    url = upstream.respond("/a", "alpha")
+    version = await fleet.start_holding(url)
+    agent = await _only_agent(fleet)
+    await wait_until(
+        lambda: _state_is(fleet, agent, "in_sync"),
+        timeout_seconds=SETTLE_TIMEOUT_SECONDS,
+        what="the apply confirmed",
+    )
+
+    assert await fleet.worker.kill() == -9
+    await wait_until(
+        lambda: _state_is(fleet, agent, "behind"),
+        timeout_seconds=NOTICED_WITHIN_SECONDS,
+        what="the controller no longer counts the agent in sync",
+    )
+    body = await _admin_get(fleet, f"/agents/{agent}")
+    assert (body["apply_failed_version"], body["apply_failed_reason"]) == (version, "unreachable")
+
+    await fleet.worker.start()
+    elapsed = await fleet.wait_worker_version(version, timeout_seconds=NOTICED_WITHIN_SECONDS)
+    assert elapsed <= NOTICED_WITHIN_SECONDS
+    assert await fleet.hit() == Hit(status=200, content_type="text/plain", body=b"alpha")
+    await wait_until(
+        lambda: _state_is(fleet, agent, "in_sync"),
+        timeout_seconds=NOTICED_WITHIN_SECONDS,
+        what="the apply confirmed again",
+    )
+    assert "worker.connection_lost" in fleet.agent.log_text()
 
 
 async def _admin_get(fleet: Fleet, path: str) -> dict[str, Any]:
