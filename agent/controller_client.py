@@ -17,6 +17,7 @@ from agent.http import exchange, parse_body, problem_detail, raise_for_shared_st
 from agent.peer_http import Answer, PeerSession
 from common.constants import (
     HEADER_AGENT_ID,
+    HEADER_APPLIED_ETAG,
     HEADER_APPLIED_VERSION,
     HEADER_APPLY_FAILED,
     HEADER_CONFIG_VERSION,
@@ -71,6 +72,8 @@ class PollRequest:
     agent_token: str = field(repr=False)
     applied_version: int | None
     etag: str | None
+    # The applied version's ETag (X-Applied-ETag), sent with it.
+    applied_etag: str | None = None
     # The worker held a configuration the agent did not send (see agent.drift_report).
     worker_drift: bool = False
     # "<version> <reason>" while the worker fails to take a version (agent.apply_report).
@@ -187,6 +190,8 @@ def _poll_headers(request: PollRequest) -> dict[str, str]:
     }
     if request.applied_version is not None:
         headers[HEADER_APPLIED_VERSION] = str(request.applied_version)
+        if request.applied_etag is not None:
+            headers[HEADER_APPLIED_ETAG] = request.applied_etag
     if request.worker_drift:
         headers[HEADER_WORKER_DRIFT] = "1"
     if request.apply_failed is not None:

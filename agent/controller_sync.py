@@ -235,6 +235,7 @@ class ControllerSync:
             agent_id=identity.agent_id,
             agent_token=identity.agent_token,
             applied_version=notes.applied_version,
+            applied_etag=notes.applied_etag,
             worker_drift=notes.drift.drift,
             apply_failed=notes.apply_failed,
             hit_counts=notes.hit_counts,

@@ -67,6 +67,8 @@ class Reconciler:
         self._fresh = False
         # (version, content) last seen on the worker as the agent held them: applied_version.
         self._applied: tuple[int, WorkerConfig] | None = None
+        # The ETag the controller gave that pair, when the agent held it with one.
+        self._applied_etag: str | None = None
         self._drift = False
         self._drift_sightings = 0
         self._on_drift: Callable[[], None] = _nothing
@@ -84,6 +86,13 @@ class Reconciler:
         before, and once the worker is seen holding anything else or cannot be read (drift,
         a restart, a refused token): what the controller is told."""
         return None if self._applied is None else self._applied[0]
+
+    @property
+    def applied_etag(self) -> str | None:
+        """The controller's ETag of the configuration counted in ``applied_version``
+        (``X-Applied-ETag``): it tells that configuration from another one a restored
+        database numbered the same. None with no applied version, or none known."""
+        return None if self._applied is None else self._applied_etag
 
     @property
     def drift(self) -> bool:
@@ -217,7 +226,7 @@ class Reconciler:
         if config is None or config.version == 0:
             return self._nothing_to_apply(held)
         if held.version == config.version and held.config == config.config:
-            self._verified(held)
+            self._verified(held, config.etag)
             return WorkerStep(outcome=WorkerOutcome.IN_STEP, worker_version=held.version)
         drift = held.version >= config.version
         self._seen_other(drift=drift, held=held)
@@ -258,17 +267,20 @@ class Reconciler:
             raise BadAnswer(
                 f"the worker answered version {now.version} to a push of {config.version}"
             )
-        self._verified(now)
+        self._verified(now, config.etag)
         self._metrics.worker_confirmed(now.version)
         logger.info("worker.updated version=%d", now.version)
         return WorkerStep(outcome=WorkerOutcome.UPDATED, worker_version=now.version)
 
-    def _verified(self, held: WorkerStatus) -> None:
+    def _verified(self, held: WorkerStatus, etag: str | None = None) -> None:
+        """The worker holds what the agent holds (``etag``: the controller's tag of it),
+        or is empty."""
         # An empty worker verified (version 0) applied nothing: no news.
         version = held.version
         changed = version != self._confirmed_version and version > 0
         news = changed or self._apply_failure is not None
         self._confirmed_version, self._applied = version, (version, held.config)
+        self._applied_etag = etag
         self._drift = False
         self._apply_failure = None
         if news:

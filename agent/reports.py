@@ -21,6 +21,8 @@ class ReportNotes:
     hits: HitNote | None
     # The version the worker confirmed; None while drifting (no version counts then).
     applied_version: int | None
+    # Its ETag, as the controller gave it; None with no applied version.
+    applied_etag: str | None
     # "<version> <reason>" while the worker refuses that version.
     apply_failed: str | None
 
@@ -39,11 +41,13 @@ class Reports:
 
     def next_notes(self) -> ReportNotes:
         drift = self.drift.next_note()
-        failure = self._reconciler.apply_failure
+        reconciler = self._reconciler
+        failure = reconciler.apply_failure
         return ReportNotes(
             drift=drift,
             hits=self.hits.next_note(),
-            applied_version=None if drift.drift else self._reconciler.applied_version,
+            applied_version=None if drift.drift else reconciler.applied_version,
+            applied_etag=None if drift.drift else reconciler.applied_etag,
             apply_failed=None if failure is None else failure.header,
         )
 

@@ -199,6 +199,7 @@ class WatchStream:
         notes = self._reports.next_notes()
         report = ReportFrame(
             applied_version=notes.applied_version,
+            applied_etag=notes.applied_etag,
             worker_drift=notes.drift.drift,
             apply_failed=notes.apply_failed,
             hit_counts=notes.hit_counts,

@@ -14,6 +14,12 @@ HEADER_CONFIG_VERSION: Final = "X-Config-Version"
 HEADER_POLL_INTERVAL_SECONDS: Final = "X-Poll-Interval-Seconds"
 HEADER_AGENT_ID: Final = "X-Agent-ID"
 HEADER_APPLIED_VERSION: Final = "X-Applied-Version"
+# Beside X-Applied-Version: the ETag of the configuration the worker confirmed holding,
+# "<version>-<digest>". A database restored from an older copy can issue a number again
+# for other content; the tag tells the two apart (see controller.poll_reports).
+HEADER_APPLIED_ETAG: Final = "X-Applied-ETag"
+# The longest applied ETag believed: quotes, a version number, a dash and the digest.
+MAX_APPLIED_ETAG_CHARS: Final = 64
 # On POST /register: a UUID the agent chose before its first attempt and sends on every
 # retry, so a registration whose answer was lost is not made twice.
 HEADER_IDEMPOTENCY_KEY: Final = "Idempotency-Key"

@@ -18,6 +18,7 @@ from typing import Final
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.constants import (
+    MAX_APPLIED_ETAG_CHARS,
     MAX_CONFIG_VERSION,
     MAX_HIT_COUNTS_HEADER_CHARS,
     MAX_POLL_INTERVAL_SECONDS,
@@ -80,7 +81,12 @@ class ReportFrame(BaseModel):
         frozen=True,
         json_schema_extra={
             "examples": [
-                {"applied_version": 8, "worker_drift": False, "apply_failed": None},
+                {
+                    "applied_version": 8,
+                    "applied_etag": '"8-5dc5c505a79bfc2e"',
+                    "worker_drift": False,
+                    "apply_failed": None,
+                },
                 {"applied_version": 7, "apply_failed": "8 invalid", "hit_counts": "7:40:0"},
             ]
         },
@@ -91,6 +97,13 @@ class ReportFrame(BaseModel):
         ge=0,
         le=MAX_CONFIG_VERSION,
         description="The version the agent's worker confirmed holding (X-Applied-Version).",
+    )
+    applied_etag: str | None = Field(
+        default=None,
+        max_length=MAX_APPLIED_ETAG_CHARS,
+        description="The ETag of the configuration the worker confirmed holding "
+        "(X-Applied-ETag): with it, applied_version is believed only if the tag is that "
+        "version's, as GET /config's header says.",
     )
     worker_drift: bool = Field(
         default=False,

@@ -7,11 +7,13 @@ from multidict import istr
 
 from common.constants import (
     HEADER_AGENT_ID,
+    HEADER_APPLIED_ETAG,
     HEADER_APPLIED_VERSION,
     HEADER_APPLY_FAILED,
     HEADER_HIT_COUNTS,
     HEADER_PREFER,
     HEADER_WORKER_DRIFT,
+    MAX_APPLIED_ETAG_CHARS,
     MAX_HIT_COUNT_ENTRIES,
     MAX_HIT_COUNTS_HEADER_CHARS,
     MAX_HITS_PER_REPORT,
@@ -77,7 +79,7 @@ def writer(app: web.Application) -> Writer:
 async def get_config(request: web.Request, principal: Principal) -> web.Response:
     cache = request.app[keys.CACHE]
     snap = cache.served_to(principal.agent_id)
-    applied = record_sighting(request, principal, snap.version)
+    applied = record_sighting(request, principal, snap)
     if_none_match = request.headers.get("If-None-Match")
     # The common case, an agent sending back the ETag it holds, skips the parsing.
     if if_none_match == snap.etag or if_none_match_hits(if_none_match, snap.etag):
@@ -187,6 +189,19 @@ GET_CONFIG = Operation(
             description="The version the agent's worker confirmed holding.",
             schema={"type": "integer", "minimum": 0},
             example=7,
+        ),
+        Parameter(
+            name=HEADER_APPLIED_ETAG,
+            location="header",
+            description="The ETag of the configuration the agent's worker confirmed holding, "
+            "beside X-Applied-Version. With it, the applied version is believed only if this "
+            "is that version's strong ETag (and, for the version served, its current ETag): "
+            "a database restored from an older copy may have issued the number again for "
+            "other content. Anything else (malformed, weak, another number, another digest) "
+            "records no applied version until a report that matches. Without it the number "
+            "alone is believed.",
+            schema={"type": "string", "maxLength": MAX_APPLIED_ETAG_CHARS},
+            example=EXAMPLE_ETAG,
         ),
         Parameter(
             name=HEADER_WORKER_DRIFT,

@@ -63,6 +63,22 @@ def tag_version(header: str | None) -> int | None:
     return parse_version(number) if dash else None
 
 
+def strong_tag_version(raw: str) -> int | None:
+    """The version a single strong ETag (``"<version>-<16 hex digits>"``) names; None for
+    anything else: a weak tag, a list, another shape."""
+    tag = _strong_form(raw.strip(), weak_ok=False)
+    if tag is None:
+        return None
+    number, dash, digest = tag[1:-1].partition("-")
+    if not dash or len(digest) != ETAG_DIGEST_HEX_DIGITS or not _is_hex(digest):
+        return None
+    return parse_version(number)
+
+
+def _is_hex(text: str) -> bool:
+    return text.isascii() and all(c in "0123456789abcdef" for c in text)
+
+
 def if_match_tags(header: str | None) -> frozenset[str] | None:
     """The strong ETags an If-Match header names; None when any version will do (``*``).
 

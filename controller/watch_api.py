@@ -169,13 +169,13 @@ class WatchStream:
         if admitted is None:  # Not verifiable now: this report is not believed.
             return
         self._watches.reports += 1
-        served = self._cache.served_to(self.agent_id).version
         note_report(
             self._ledger,
             self.agent_id,
-            served,
+            self._cache.served_to(self.agent_id),
             # While drifting, no version counts as applied.
             applied=None if report.worker_drift else report.applied_version,
+            applied_etag=report.applied_etag,
             drift=report.worker_drift,
             failed=report.apply_failed,
             hits=report.hit_counts,

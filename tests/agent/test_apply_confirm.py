@@ -22,6 +22,7 @@ from agent.storage import Storage
 from agent.storage_writer import StorageThread, StorageWriter
 from common.constants import (
     APPLY_FAILURE_REASONS,
+    HEADER_APPLIED_ETAG,
     HEADER_APPLIED_VERSION,
     HEADER_APPLY_FAILED,
 )
@@ -47,6 +48,12 @@ def _confirming(controller: Controller, version: int) -> list[int]:
         for n, seen in enumerate(controller.polls())
         if seen.headers.get(HEADER_APPLIED_VERSION) == str(version)
     ]
+
+
+def _held_etag(agent: Agent) -> str | None:
+    """The ETag of the configuration the agent holds, as the controller served it."""
+    held = agent.cached_config
+    return None if held is None else held.etag
 
 
 async def _agent_body(controller: Controller, agent: Agent) -> dict[str, Any]:
@@ -85,6 +92,8 @@ async def test_held_polls_confirm_each_apply_at_once_at_no_extra_request(
         # The held poll was answered with the second version; the next one confirms it.
         assert [s.status for s in controller.polls()] == [200, 200, None]
         assert controller.polls()[-1].headers[HEADER_APPLIED_VERSION] == str(second)
+        # With the ETag it was served under: a number issued again is told apart.
+        assert controller.polls()[-1].headers[HEADER_APPLIED_ETAG] == _held_etag(agent)
         assert controller.polls()[-1].headers["Prefer"] == "wait=30"
         assert (await _agent_body(controller, agent))["applied_version"] == second
 

@@ -402,3 +402,38 @@ async def test_a_worker_that_refuses_the_agent_is_no_longer_vouched_for(
         await start_worker(token=WORKER_TOKEN, port=port)
         assert (await agent.reconcile_worker_once()).outcome is WorkerOutcome.UPDATED
         assert (agent.applied_version, agent.reconciler.apply_failure) == (3, None)
+
+
+def _tagged(version: int, url: str, digest: str) -> CachedConfig:
+    return CachedConfig(
+        version=version,
+        etag=f'"{version}-{digest}"',
+        config=WorkerConfig(url=url),
+        poll_interval_seconds=30,
+    )
+
+
+async def test_the_applied_etag_names_what_the_worker_was_seen_holding(
+    make_settings: MakeSettings, worker: TestServer
+) -> None:
+    """applied_etag is the controller's tag of the configuration counted as applied: it
+    follows a number issued again with other content (a restored database), and goes
+    with the applied version once the worker cannot be read."""
+    bravo = _tagged(6, "https://bravo.example/", "0123456789abcdef")
+    charlie = _tagged(6, "https://charlie.example/", "fedcba9876543210")
+    async with Agent(make_settings(worker_url=base_url(worker))) as agent:
+        reconciler = agent.reconciler
+        assert reconciler.applied_etag is None
+        reconciler.offer(bravo)
+        await reconciler.run_once()
+        assert (reconciler.applied_version, reconciler.applied_etag) == (6, bravo.etag)
+        reconciler.offer(charlie)
+        assert (reconciler.applied_version, reconciler.applied_etag) == (None, None)
+        step = await reconciler.run_once()
+        assert step.outcome is WorkerOutcome.DRIFT_REPLACED
+        assert (reconciler.applied_version, reconciler.applied_etag) == (6, charlie.etag)
+        assert (await agent.reconcile_worker_once()).outcome is WorkerOutcome.IN_STEP
+        assert reconciler.applied_etag == charlie.etag
+        await worker.close()
+        await agent.reconcile_worker_once()
+        assert (reconciler.applied_version, reconciler.applied_etag) == (None, None)

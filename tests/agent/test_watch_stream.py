@@ -8,12 +8,14 @@ import time
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestServer
 from pytest_aiohttp import AiohttpServer
 
 from agent.runner import Agent
 from agent.status import create_status_app
-from controller import keys
+from controller import keys, poll_reports
+from controller.snapshot import Snapshot
 from tests.agent.conftest import (
     ADMIN,
     Controller,
@@ -25,7 +27,7 @@ from tests.agent.conftest import (
     running_agent,
     unused_port,
 )
-from tests.agent.test_apply_confirm import _refusing_worker
+from tests.agent.test_apply_confirm import _held_etag, _refusing_worker
 from tests.support.metrics import scrape, value
 
 CONFIRM_SECONDS = 1.0
@@ -82,6 +84,39 @@ async def test_each_change_arrives_on_the_stream_and_is_confirmed_at_once(
         assert controller.polls() == []
         assert len(_watch_requests(controller)) == 1
         assert _streams(controller) == 1
+
+
+async def test_the_stream_reports_the_etag_each_version_was_served_under(
+    make_settings: MakeSettings,
+    start_controller: StartController,
+    worker: TestServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each report names the applied version with its ETag (applied_etag), which the
+    controller checks against the version it serves: every check passes."""
+    checked: list[tuple[int, str, str, int]] = []
+    check = poll_reports.believed
+
+    def recorded(applied: int, applied_etag: str, served: Snapshot) -> int:
+        believed = check(applied, applied_etag, served)
+        checked.append((applied, applied_etag, served.etag, believed))
+        return believed
+
+    monkeypatch.setattr(poll_reports, "believed", recorded)
+    controller = await start_controller(poll_interval_seconds=30)
+    agent = _watching(make_settings, controller, base_url(worker))
+    async with running_agent(agent):
+        for url in ("https://one.example/", "https://two.example/"):
+            version = await controller.publish(url)
+            await eventually(
+                lambda v=version: _confirmed(controller, agent, v),  # type: ignore[misc]
+                timeout_seconds=CONFIRM_SECONDS,
+            )
+            etag = _held_etag(agent)
+            assert etag is not None
+            assert etag.startswith(f'"{version}-')
+            assert (version, etag, etag, version) in checked
+    assert all(applied == believed for applied, _, _, believed in checked)
 
 
 async def test_a_refused_apply_is_reported_failed_over_the_stream(

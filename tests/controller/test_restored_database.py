@@ -25,6 +25,7 @@ from tests.controller.conftest import (
     register,
 )
 from tests.support.metrics import scrape, value
+from tests.support.waiting import eventually
 
 
 def test_next_version_is_above_everything_seen() -> None:
@@ -335,3 +336,122 @@ async def test_a_report_far_above_the_current_version_is_not_believed(
     await _poll(client, agent, applied=2147483647)
     await client.app[keys.LEDGER].flush()
     assert await _published(client, "https://delta.test/") == 3
+
+
+async def _charlie_issued_again(client: Client) -> str:
+    """charlie, published before any report of bravo reached the restored database, is
+    numbered 2 again: its ETag."""
+    resp = await post_config(client, "https://charlie.test/")
+    assert resp.status == 201, await resp.text()
+    body = await resp.json()
+    assert body["version"] == 2
+    etag: str = body["etag"]
+    assert etag != _BRAVO_TAG
+    return etag
+
+
+async def _applied(client: Client, agent: dict[str, Any]) -> tuple[int, int | None]:
+    """How many agents /fleet counts in sync, and the agent's applied version."""
+    await client.app[keys.LEDGER].flush()
+    fleet = await _fleet(client)
+    resp = await client.get(f"/agents/{agent['agent_id']}", headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    return fleet["in_sync"], (await resp.json())["applied_version"]
+
+
+async def _poll_tagged(client: Client, agent: dict[str, Any], tag: str) -> int:
+    headers = _agent_auth(
+        agent, **{"X-Applied-Version": "2", "X-Applied-ETag": tag, "If-None-Match": tag}
+    )
+    return (await client.get("/config", headers=headers)).status
+
+
+async def test_a_number_issued_twice_counts_only_its_own_content(
+    restored: tuple[Client, dict[str, Any]],
+) -> None:
+    """The agent's worker still holds bravo, numbered 2 before the restore, and charlie is
+    numbered 2 again. Reporting 2 with bravo's tag, the agent is not counted as running
+    charlie (no applied version, not in sync); with charlie's tag it is."""
+    client, agent = restored
+    charlie = await _charlie_issued_again(client)
+    assert await _poll_tagged(client, agent, _BRAVO_TAG) == 200
+    assert await _applied(client, agent) == (0, None)
+    assert await _poll_tagged(client, agent, charlie) == 304
+    assert await _applied(client, agent) == (1, 2)
+
+
+async def test_a_number_issued_twice_counts_only_its_own_content_on_a_watch(
+    restored: tuple[Client, dict[str, Any]],
+) -> None:
+    """The same on a watch stream: the report frame's applied_etag."""
+    client, agent = restored
+    charlie = await _charlie_issued_again(client)
+    headers = _agent_auth(agent, **{"If-None-Match": _BRAVO_TAG})
+    async with client.ws_connect(WATCH_URL, headers=headers) as ws:
+        frame = await ws.receive_json()
+        assert (frame["version"], frame["etag"]) == (2, charlie)
+        await _report(client, ws, {"applied_version": 2, "applied_etag": _BRAVO_TAG})
+        assert await _applied(client, agent) == (0, None)
+        await _report(client, ws, {"applied_version": 2, "applied_etag": charlie})
+        assert await _applied(client, agent) == (1, 2)
+
+
+async def _report(client: Client, ws: Any, report: dict[str, Any]) -> None:
+    """Send a report frame and wait until the controller has read it."""
+    watches = client.app[keys.WATCHES]
+    before = watches.reports
+    await ws.send_json(report)
+    await eventually(lambda: watches.reports > before, timeout_seconds=5)
+
+
+@pytest.mark.parametrize(
+    "tag",
+    [
+        "W/{charlie}",  # weak: says nothing of the exact content
+        '"3-{digest}"',  # another number
+        '"2-{digest}0"',  # not a digest of 16 hex digits
+        '"2-{upper}"',
+        "{charlie}, {charlie}",  # a list
+        "2",
+        "",
+    ],
+)
+async def test_an_applied_tag_that_cannot_be_the_versions_vouches_for_none(
+    restored: tuple[Client, dict[str, Any]], tag: str
+) -> None:
+    """A malformed applied tag, or one of another version, is no proof: the applied
+    version is not recorded, whatever the number says."""
+    client, agent = restored
+    charlie = await _charlie_issued_again(client)
+    digest = charlie.strip('"').partition("-")[2]
+    sent = tag.format(charlie=charlie, digest=digest, upper=digest.upper())
+    headers = _agent_auth(agent, **{"X-Applied-Version": "2", "X-Applied-ETag": sent})
+    assert (await client.get("/config", headers=headers)).status == 200
+    assert await _applied(client, agent) == (0, None)
+
+
+async def test_without_an_applied_tag_the_number_is_believed(
+    restored: tuple[Client, dict[str, Any]],
+) -> None:
+    """An agent that sends no X-Applied-ETag (an older one) is believed by the number, as
+    before: the tag is what tells two contents apart, and it is optional on the wire."""
+    client, agent = restored
+    await _charlie_issued_again(client)
+    assert await _poll(client, agent, applied=2) == 200
+    assert await _applied(client, agent) == (1, 2)
+
+
+async def test_a_tag_of_an_older_version_is_checked_by_its_number(
+    restored: tuple[Client, dict[str, Any]],
+) -> None:
+    """A version other than the one served is checked by its number only: the replica
+    holds no other version's tag, and such an agent is behind either way."""
+    client, agent = restored
+    await _charlie_issued_again(client)
+    headers = _agent_auth(agent, **{"X-Applied-Version": "1", "X-Applied-ETag": _BRAVO_TAG})
+    assert (await client.get("/config", headers=headers)).status == 200
+    assert await _applied(client, agent) == (0, None)
+    older = '"1-0123456789abcdef"'
+    headers = _agent_auth(agent, **{"X-Applied-Version": "1", "X-Applied-ETag": older})
+    assert (await client.get("/config", headers=headers)).status == 200
+    assert await _applied(client, agent) == (0, 1)

@@ -77,6 +77,7 @@ HOSTILE_VALUES: dict[str, bytes] = {
 CONTROLLER_HEADERS = (
     "X-Agent-ID",
     "X-Applied-Version",
+    "X-Applied-ETag",
     "If-Match",
     "If-None-Match",
     "X-Change-Comment",
