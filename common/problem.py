@@ -12,7 +12,12 @@ Two kinds of answer never reach a route's :func:`problem_handler`:
   closes the connection;
 - an ``Expect`` header other than ``100-continue``, which aiohttp's default handler
   refuses with a ``text/plain`` 417 before the route runs: :func:`meet_expectation` is
-  every route's expect handler instead.
+  every route's expect handler instead;
+- a request target that is not a path (``OPTIONS *``, ``CONNECT host:port``), which no
+  route can match, even the catch-all of :func:`add_problem_fallbacks`: aiohttp's router
+  answers it with its own ``text/plain`` 404, whose class :func:`add_problem_fallbacks`
+  replaces, for the process, with one whose body is a problem document. A request
+  that matches a route never builds one, so the hot path pays nothing.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
-from aiohttp import hdrs, web
+from aiohttp import hdrs, web, web_urldispatcher
 from aiohttp.http import HttpVersion11
 from aiohttp.http_exceptions import (
     BadHttpMethod,
@@ -241,9 +246,25 @@ def _title(status: int) -> str:
 
 
 def answer_refused_requests_as_problems() -> None:
-    """Make aiohttp's answer to a request its parser refuses problem+json, for every
-    server in this process (idempotent)."""
+    """Make aiohttp's answer to a request its parser refuses, and its router's 404 for a
+    target no route can match, problem+json, for every server in this process
+    (idempotent)."""
     RequestHandler.handle_error = _handle_error  # type: ignore[method-assign]
+    web_urldispatcher.HTTPNotFound = _TargetNotServed  # type: ignore[attr-defined, assignment]
+
+
+class _TargetNotServed(web.HTTPNotFound):
+    """The router's 404 when no route matches: with the catch-all route in place, only a
+    request target that is not a path gets it (``OPTIONS *``, ``CONNECT host:port``)."""
+
+    def __init__(self) -> None:
+        body = {
+            "type": PROBLEM_TYPE_BASE + slug_for_status(404),
+            "title": "Not Found",
+            "status": 404,
+            "detail": "The request target is not a path; this service serves paths only.",
+        }
+        super().__init__(text=json.dumps(body), content_type=PROBLEM_MEDIA_TYPE)
 
 
 async def meet_expectation(request: web.Request) -> web.StreamResponse | None:

@@ -4,6 +4,7 @@ talks to the real controller and worker on loopback."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 from collections.abc import AsyncIterator
@@ -64,6 +65,26 @@ async def test_healthz_is_503_until_the_loops_run(
     assert status["agent_id"] is None
     assert status["held_version"] is None
     assert status["hints"]["state"] == "off"
+
+
+async def test_a_target_that_is_not_a_path_is_a_404_problem(
+    aiohttp_client: AiohttpClient, make_settings: MakeSettings
+) -> None:
+    """OPTIONS * reaches no route of the status server: 404 problem+json."""
+    settings = make_settings()
+    client: Client = await aiohttp_client(create_status_app(Agent(settings), settings))
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        async with asyncio.timeout(10):
+            answer = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 404 ")
+    assert b"Content-Type: application/problem+json" in head
+    assert "not a path" in json.loads(body)["detail"]
 
 
 async def test_an_undeclared_query_parameter_is_refused(

@@ -1,7 +1,8 @@
 """Requests refused before any route runs: what aiohttp's parser will not read, and an
 ``Expect`` no service meets. Each is answered as problem+json with the right status,
 names what was wrong without quoting the request's bytes back, and closes the
-connection; ``Expect: 100-continue`` still works."""
+connection; ``Expect: 100-continue`` still works. A request target that is not a path,
+which no route can match, is a 404 problem too."""
 
 from __future__ import annotations
 
@@ -66,6 +67,14 @@ REFUSED: dict[str, tuple[bytes, int, str]] = {
     ),
 }
 
+# Request targets that are not a path (RFC 9112 3.2.3 and 3.2.4): no route matches one.
+NOT_PATHS: dict[str, bytes] = {
+    "options-asterisk": b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    "connect": (
+        b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\nConnection: close\r\n\r\n"
+    ),
+}
+
 
 async def _exchange(
     host: str, port: int, request: bytes
@@ -106,6 +115,28 @@ def _check_refusal(
     assert MARKER not in body
     # The connection closes after the answer (nothing more is sent).
     assert after == b""
+
+
+def _check_not_a_path(status_line: bytes, headers: dict[str, str], body: bytes) -> None:
+    assert status_line.split(b" ")[1] == b"404", (status_line, body)
+    assert headers["content-type"].split(";")[0] == PROBLEM
+    problem = json.loads(body)
+    assert (problem["status"], problem["type"]) == (404, "https://fleetconf.dev/problems/not-found")
+    assert "not a path" in problem["detail"]
+
+
+@pytest.mark.parametrize("name", list(NOT_PATHS))
+async def test_a_target_that_is_not_a_path_is_a_404_problem(
+    make_controller: MakeController, make_worker: MakeWorker, name: str
+) -> None:
+    """OPTIONS * and CONNECT host:port reach no route: the controller and the worker
+    answer 404 problem+json, not the router's text/plain."""
+    for client in (await make_controller(), await make_worker(token=WORKER_TOKEN)):
+        assert client.server.port is not None
+        status_line, headers, body, _ = await _exchange(
+            client.server.host, client.server.port, NOT_PATHS[name]
+        )
+        _check_not_a_path(status_line, headers, body)
 
 
 @pytest.mark.parametrize("name", list(REFUSED))
@@ -177,3 +208,7 @@ async def test_running_services_answer_refused_requests_as_problems(
         assert where.port is not None
         answer = await _exchange(where.hostname, where.port, request)
         _check_refusal(*answer, status, says)
+        status_line, headers, body, _ = await _exchange(
+            where.hostname, where.port, NOT_PATHS["options-asterisk"]
+        )
+        _check_not_a_path(status_line, headers, body)
