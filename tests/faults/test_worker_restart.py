@@ -56,21 +56,8 @@ async def test_a_worker_that_goes_down_is_not_claimed_in_sync(
     version's rollout is not complete. The worker started again gets the version back,
     and the agent counts as in sync again."""
     fleet = await make_fleet()
-    version = await fleet.start_holding(upstream.respond("/a", "alpha"))
-    agent = await _only_agent(fleet)
-    await wait_until(
-        lambda: _state_is(fleet, agent, "in_sync"),
-        timeout_seconds=SETTLE_TIMEOUT_SECONDS,
-        what="the apply confirmed",
-    )
-
-    assert await fleet.worker.kill() == -9
-    await wait_until(
-        lambda: _state_is(fleet, agent, "behind"),
-        timeout_seconds=POLL_INTERVAL_SECONDS + MARGIN_SECONDS,
-        what="the controller no longer counts the agent in sync",
-    )
-    body = await _admin_get(fleet, f"/agents/{agent}")
+    version, agent = await _in_sync(fleet, upstream.respond("/a", "alpha"))
+    body = await _killed(fleet, agent, noticed_within=POLL_INTERVAL_SECONDS + MARGIN_SECONDS)
     assert body["applied_version"] is None
     assert (body["apply_failed_version"], body["apply_failed_reason"]) == (version, "unreachable")
     assert (await _admin_get(fleet, "/fleet"))["in_sync"] == 0
@@ -95,22 +82,8 @@ async def test_a_worker_restart_is_noticed_at_once_whatever_the_interval(
     second or two the controller no longer counts the agent in sync, and the worker
     started again gets its configuration back as fast, not a minute later."""
     fleet = await make_fleet(poll_interval_seconds=SLOW_POLL_INTERVAL_SECONDS)
-    url = upstream.respond("/a", "alpha")
-    version = await fleet.start_holding(url)
-    agent = await _only_agent(fleet)
-    await wait_until(
-        lambda: _state_is(fleet, agent, "in_sync"),
-        timeout_seconds=SETTLE_TIMEOUT_SECONDS,
-        what="the apply confirmed",
-    )
-
-    assert await fleet.worker.kill() == -9
-    await wait_until(
-        lambda: _state_is(fleet, agent, "behind"),
-        timeout_seconds=NOTICED_WITHIN_SECONDS,
-        what="the controller no longer counts the agent in sync",
-    )
-    body = await _admin_get(fleet, f"/agents/{agent}")
+    version, agent = await _in_sync(fleet, upstream.respond("/a", "alpha"))
+    body = await _killed(fleet, agent, noticed_within=NOTICED_WITHIN_SECONDS)
     assert (body["apply_failed_version"], body["apply_failed_reason"]) == (version, "unreachable")
 
     await fleet.worker.start()
@@ -123,6 +96,29 @@ async def test_a_worker_restart_is_noticed_at_once_whatever_the_interval(
         what="the apply confirmed again",
     )
     assert "worker.connection_lost" in fleet.agent.log_text()
+
+
+async def _in_sync(fleet: Fleet, url: str) -> tuple[int, str]:
+    """``url`` published and confirmed applied by the only agent: the version, the agent."""
+    version = await fleet.start_holding(url)
+    agent = await _only_agent(fleet)
+    await wait_until(
+        lambda: _state_is(fleet, agent, "in_sync"),
+        timeout_seconds=SETTLE_TIMEOUT_SECONDS,
+        what="the apply confirmed",
+    )
+    return version, agent
+
+
+async def _killed(fleet: Fleet, agent: str, *, noticed_within: float) -> dict[str, Any]:
+    """Kill the worker; wait until the controller counts ``agent`` behind: its body."""
+    assert await fleet.worker.kill() == -9
+    await wait_until(
+        lambda: _state_is(fleet, agent, "behind"),
+        timeout_seconds=noticed_within,
+        what="the controller no longer counts the agent in sync",
+    )
+    return await _admin_get(fleet, f"/agents/{agent}")
 
 
 async def _admin_get(fleet: Fleet, path: str) -> dict[str, Any]:
