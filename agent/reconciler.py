@@ -220,7 +220,7 @@ class Reconciler:
             # and replace it at once, below.
             self._fresh = False
             with contextlib.suppress(VersionConflict):
-                return self._updated(await self._push(worker, config), config)
+                return self._updated(await _push(worker, config, self._metrics), config)
         held = await worker.status()
         config = self._config
         if config is None or config.version == 0:
@@ -230,7 +230,7 @@ class Reconciler:
             return WorkerStep(outcome=WorkerOutcome.IN_STEP, worker_version=held.version)
         drift = held.version >= config.version
         self._seen_other(drift=drift, held=held)
-        now = await self._push(worker, config, if_match=held.etag or None)
+        now = await _push(worker, config, self._metrics, if_match=held.etag or None)
         if not drift:
             return self._updated(now, config)
         _log_drift_replaced(held.version, config.version)
@@ -244,21 +244,6 @@ class Reconciler:
         else:
             self._applied = None
         return WorkerStep(outcome=WorkerOutcome.NOTHING_TO_APPLY, worker_version=held.version)
-
-    async def _push(
-        self, worker: WorkerClient, config: CachedConfig, *, if_match: str | None = None
-    ) -> WorkerStatus:
-        """Hand the worker ``config``, counting how that went."""
-        try:
-            now = await worker.apply(config.version, config.config, if_match=if_match)
-        except (VersionConflict, StaleTag):
-            self._metrics.worker_pushed(PUSH_REFUSED)
-            raise
-        except Exception:
-            self._metrics.worker_pushed(PUSH_ERROR)
-            raise
-        self._metrics.worker_pushed(PUSH_APPLIED)
-        return now
 
     def _updated(self, now: WorkerStatus, config: CachedConfig) -> WorkerStep:
         """The worker's answer to a push: applied only if it holds exactly ``config``."""
@@ -310,6 +295,26 @@ class Reconciler:
         if newly:
             self._drift_sightings += 1
             self._on_drift()
+
+
+async def _push(
+    worker: WorkerClient,
+    config: CachedConfig,
+    metrics: AgentMetrics,
+    *,
+    if_match: str | None = None,
+) -> WorkerStatus:
+    """Hand the worker ``config``, counting how that went."""
+    try:
+        now = await worker.apply(config.version, config.config, if_match=if_match)
+    except (VersionConflict, StaleTag):
+        metrics.worker_pushed(PUSH_REFUSED)
+        raise
+    except Exception:
+        metrics.worker_pushed(PUSH_ERROR)
+        raise
+    metrics.worker_pushed(PUSH_APPLIED)
+    return now
 
 
 def _pair(config: CachedConfig) -> tuple[int, WorkerConfig]:
