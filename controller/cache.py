@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -25,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.errors import FleetconfError
 from controller import store
+from controller.clock_check import ClockCheck
 from controller.db import Database
 from controller.fleet_position import FleetPosition
 from controller.held_polls import HeldPolls
@@ -77,6 +79,8 @@ class ConfigCache:
         self._row_updated_at: dt.datetime | None = None
         self._refresh_failing = False
         self.position = FleetPosition()
+        # This replica's clock against the database's, read at each refresh.
+        self.clock = ClockCheck()
         # Registered, unrevoked agents, as of the last refresh: sizes the hint spread.
         self.fleet_size = 0
         # Counted here because every GET /config already holds the cache.
@@ -157,6 +161,7 @@ class ConfigCache:
             conn: AsyncConnection,
         ) -> tuple[store.FleetRow, int, store.VersionRecord | None]:
             fleet = await store.read_fleet_row(conn)
+            await self._read_clock(conn)  # Not the transaction's first: no BEGIN in it.
             fleet_size = await store.count_active_agents(conn)
             if _unmoved(held, fleet, row_seen):
                 return fleet, fleet_size, None
@@ -181,6 +186,13 @@ class ConfigCache:
                 f"the fleet row names version {fleet.current_version}, which is missing"
             )
         return self._load(record, fleet.poll_interval_seconds, held, generation)
+
+    async def _read_clock(self, conn: AsyncConnection) -> None:
+        """One sample of the database's clock against this replica's (PostgreSQL)."""
+        sent = time.time()
+        database = await store.database_clock(conn)
+        if database is not None:
+            self.clock.note(sent=sent, database=database, received=time.time())
 
     def _note_position(self, fleet: store.FleetRow, held: Snapshot | None) -> None:
         highest = fleet.highest_reported_version

@@ -23,17 +23,28 @@ async def readyz(request: web.Request) -> web.Response:
     await app[keys.DATABASE].transaction(
         lambda conn: conn.execute(text("SELECT 1")), timeout_seconds=READINESS_TIMEOUT_SECONDS
     )
-    position = app[keys.CACHE].position
-    if not position.ahead:
+    # Still ready in either case below: the operator is told, not the load balancer.
+    cache = app[keys.CACHE]
+    details = []
+    position = cache.position
+    if position.ahead:  # This replica serves the database's version, numbers above.
+        details.append(
+            f"The database is behind the fleet: its current version is "
+            f"{position.current_version}, the fleet saw version "
+            f"{position.highest_reported_version}; the next version will be numbered "
+            f"above it."
+        )
+    clock = cache.clock
+    if clock.skewed and clock.offset_seconds is not None:
+        details.append(
+            f"This replica's clock is {abs(clock.offset_seconds):.1f} s "
+            f"{'behind' if clock.offset_seconds > 0 else 'ahead of'} the database's (more "
+            f"than {clock.limit_seconds:.0f} s): the times it stores are off as much; "
+            f"synchronise the clocks."
+        )
+    if not details:
         return json_response(Health(status="ready"))
-    # Still ready: this replica serves the database's version and numbers the next one
-    # above the fleet's; the operator is told, not the load balancer.
-    detail = (
-        f"The database is behind the fleet: its current version is "
-        f"{position.current_version}, the fleet saw version "
-        f"{position.highest_reported_version}; the next version will be numbered above it."
-    )
-    return json_response(Readiness(status="ready", detail=detail))
+    return json_response(Readiness(status="ready", detail=" ".join(details)))
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -74,7 +85,8 @@ READYZ = Operation(
         Response(
             status=200,
             description="Ready. While the database is behind the fleet (restored from an "
-            "older copy) the answer is still 200, with a detail saying so.",
+            "older copy), or this replica's clock is more than a second off the "
+            "database's, the answer is still 200, with a detail saying so.",
             model=Readiness,
             example={"status": "ready"},
         ),

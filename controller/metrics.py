@@ -92,6 +92,15 @@ class ControllerMetrics:
             "some agent reported a version above the current one.",
             value=int(position.ahead),
         )
+        offset = cache.clock.offset_seconds
+        if offset is not None:
+            yield GaugeMetricFamily(
+                "fleetconf_controller_clock_offset_seconds",
+                "How far the database's clock is ahead of this replica's (negative: "
+                "behind), as of the latest refreshes; PostgreSQL only. Alert beyond 1 s: "
+                "the times this replica stores are off as much.",
+                value=offset,
+            )
         polls = cache.polls
         yield counter_by(
             "fleetconf_controller_polls",

@@ -5,7 +5,8 @@ order: two replicas the same agent polled one after the other (behind a load bal
 each flushing on its own. Written last, the older batch would have put back the version
 the agent had before its confirming poll, and the fleet would show it behind until its
 next poll. Replicas' clocks need only agree to well within an agent's time between two
-polls.
+polls; each replica on PostgreSQL checks its clock against the database's and says when
+they do not (:mod:`controller.clock_check`).
 
 On PostgreSQL a batch is one ``UPDATE … FROM unnest(arrays)`` statement, its rows locked
 first in id order by one ``SELECT … FOR UPDATE``: two statements whatever the batch size,

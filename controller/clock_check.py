@@ -1,0 +1,62 @@
+"""How far this replica's clock is from the database's.
+
+Every time a replica stores is its own clock's: when an agent was seen (which orders an
+agent's reports across replicas, see :mod:`controller.sightings`), when a version was
+published or an agent registered, and whether an agent is stale. So replicas must agree
+on the time, to well within an agent's time between two reports; a replica whose clock
+is off would show agents in states their reports no longer say. On PostgreSQL each cache
+refresh also reads the database's clock (``clock_timestamp()``), and the replica says
+when the two disagree by more than ``CLOCK_SKEW_LIMIT_SECONDS``: a log line when that
+starts and when it ends, a ``/readyz`` detail, and the
+``fleetconf_controller_clock_offset_seconds`` gauge. SQLite's clock is the host's own.
+
+One sample is the database's time against the midpoint of the local times taken around
+the statement, so its error is at most half its round trip; the offset is that of the
+sample with the shortest round trip among the latest ``CLOCK_SAMPLES``, as NTP chooses:
+the others carry the event loop's lag.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+
+from controller.constants import CLOCK_SAMPLES, CLOCK_SKEW_LIMIT_SECONDS
+
+logger = logging.getLogger(__name__)
+
+
+class ClockCheck:
+    """The offset of the database's clock from this replica's, in seconds (positive:
+    the database is ahead), as of the latest samples; None before the first."""
+
+    def __init__(
+        self, *, samples: int = CLOCK_SAMPLES, limit_seconds: float = CLOCK_SKEW_LIMIT_SECONDS
+    ) -> None:
+        # (round trip, offset) of the latest samples.
+        self._samples: deque[tuple[float, float]] = deque(maxlen=samples)
+        self.limit_seconds = limit_seconds
+        self.offset_seconds: float | None = None
+
+    @property
+    def skewed(self) -> bool:
+        """True while the clocks disagree by more than the limit."""
+        offset = self.offset_seconds
+        return offset is not None and abs(offset) > self.limit_seconds
+
+    def note(self, *, sent: float, database: float, received: float) -> None:
+        """One sample: the local POSIX times before and after the statement that read the
+        database's clock, and the time it read."""
+        was_skewed = self.skewed
+        self._samples.append((received - sent, database - (sent + received) / 2))
+        self.offset_seconds = min(self._samples)[1]
+        if self.skewed and not was_skewed:
+            logger.warning(
+                "clock.skewed offset_seconds=%+.3f limit_seconds=%.1f: this replica's clock "
+                "is off the database's; the times it stores (agents' reports, versions, "
+                "staleness) are off as much. Synchronise the clocks (NTP)",
+                self.offset_seconds,
+                self.limit_seconds,
+            )
+        elif was_skewed and not self.skewed:
+            logger.info("clock.agrees offset_seconds=%+.3f", self.offset_seconds)
