@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.errors import FleetconfError
 from controller import store
-from controller.clock_check import ClockCheck
+from controller.clock_check import ClockCheck, database_clock
 from controller.db import Database
 from controller.fleet_position import FleetPosition
 from controller.held_polls import HeldPolls
@@ -190,7 +190,7 @@ class ConfigCache:
     async def _read_clock(self, conn: AsyncConnection) -> None:
         """One sample of the database's clock against this replica's (PostgreSQL)."""
         sent = time.time()
-        database = await store.database_clock(conn)
+        database = await database_clock(conn)
         if database is not None:
             self.clock.note(sent=sent, database=database, received=time.time())
 

@@ -21,7 +21,11 @@ from __future__ import annotations
 import logging
 from collections import deque
 
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from controller.constants import CLOCK_SAMPLES, CLOCK_SKEW_LIMIT_SECONDS
+from controller.db import as_utc
 
 logger = logging.getLogger(__name__)
 
@@ -60,3 +64,12 @@ class ClockCheck:
             )
         elif was_skewed and not self.skewed:
             logger.info("clock.agrees offset_seconds=%+.3f", self.offset_seconds)
+
+
+async def database_clock(conn: AsyncConnection) -> float | None:
+    """The database's clock now (POSIX seconds), on PostgreSQL; None on SQLite, whose
+    clock is the host's own."""
+    if conn.dialect.name != "postgresql":
+        return None
+    moment = (await conn.execute(select(func.clock_timestamp()))).scalar_one()
+    return float(as_utc(moment).timestamp())

@@ -232,15 +232,6 @@ async def read_agent_credentials(
     }
 
 
-async def database_clock(conn: AsyncConnection) -> float | None:
-    """The database's clock now (POSIX seconds), on PostgreSQL; None on SQLite, whose
-    clock is the host's own."""
-    if conn.dialect.name != "postgresql":
-        return None
-    moment = (await conn.execute(select(func.clock_timestamp()))).scalar_one()
-    return float(as_utc(moment).timestamp())
-
-
 async def count_active_agents(conn: AsyncConnection) -> int:
     """Registered agents whose token has not been revoked: the fleet's size."""
     query = select(func.count()).select_from(agents).where(agents.c.revoked_at.is_(None))
