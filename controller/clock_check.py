@@ -1,14 +1,15 @@
 """How far this replica's clock is from the database's.
 
-Every time a replica stores is its own clock's: when an agent was seen (which orders an
+Replicas compare times they did not all take: when an agent was seen (which orders an
 agent's reports across replicas, see :mod:`controller.sightings`), when a version was
-published or an agent registered, and whether an agent is stale. So replicas must agree
-on the time, to well within an agent's time between two reports; a replica whose clock
-is off would show agents in states their reports no longer say. On PostgreSQL each cache
-refresh also reads the database's clock (``clock_timestamp()``), and the replica says
-when the two disagree by more than ``CLOCK_SKEW_LIMIT_SECONDS``: a log line when that
-starts and when it ends, a ``/readyz`` detail, and the
-``fleetconf_controller_clock_offset_seconds`` gauge. SQLite's clock is the host's own.
+published or an agent registered, whether an agent is stale. So every time a replica
+stores is on the database's clock, as it reckons it (:mod:`controller.db_clock`): on
+PostgreSQL each cache refresh also reads the database's clock (``clock_timestamp()``),
+and :class:`ClockCheck` hands the offset it measures to ``DATABASE_CLOCK``. It also says
+when the two disagree by more than ``CLOCK_SKEW_LIMIT_SECONDS``, a sign that the
+host's time is not kept: a log line when that starts and when it ends, a ``/readyz``
+detail, and the ``fleetconf_controller_clock_offset_seconds`` gauge. SQLite's clock is
+the host's own.
 
 One sample is the database's time against the midpoint of the local times taken around
 the statement, so its error is at most half its round trip; the offset is that of the
@@ -26,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from controller.constants import CLOCK_SAMPLES, CLOCK_SKEW_LIMIT_SECONDS
 from controller.db import as_utc
+from controller.db_clock import DATABASE_CLOCK, DatabaseClock
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +37,18 @@ class ClockCheck:
     the database is ahead), as of the latest samples; None before the first."""
 
     def __init__(
-        self, *, samples: int = CLOCK_SAMPLES, limit_seconds: float = CLOCK_SKEW_LIMIT_SECONDS
+        self,
+        *,
+        samples: int = CLOCK_SAMPLES,
+        limit_seconds: float = CLOCK_SKEW_LIMIT_SECONDS,
+        clock: DatabaseClock = DATABASE_CLOCK,
     ) -> None:
         # (round trip, offset) of the latest samples.
         self._samples: deque[tuple[float, float]] = deque(maxlen=samples)
         self.limit_seconds = limit_seconds
         self.offset_seconds: float | None = None
+        # Where the times this process stores come from: it follows each new offset.
+        self._clock = clock
 
     @property
     def skewed(self) -> bool:
@@ -54,11 +62,12 @@ class ClockCheck:
         was_skewed = self.skewed
         self._samples.append((received - sent, database - (sent + received) / 2))
         self.offset_seconds = min(self._samples)[1]
+        self._clock.offset_seconds = self.offset_seconds
         if self.skewed and not was_skewed:
             logger.warning(
                 "clock.skewed offset_seconds=%+.3f limit_seconds=%.1f: this replica's clock "
-                "is off the database's; the times it stores (agents' reports, versions, "
-                "staleness) are off as much. Synchronise the clocks (NTP)",
+                "is off the database's; the times it stores are put on the database's "
+                "clock, its logs are not. Synchronise the clocks (NTP)",
                 self.offset_seconds,
                 self.limit_seconds,
             )

@@ -44,6 +44,7 @@ from controller.constants import (
     DATABASE_TIMEOUT_SECONDS,
     SQLITE_BUSY_TIMEOUT_MILLISECONDS,
 )
+from controller.db_clock import DATABASE_CLOCK
 from controller.db_outages import OutageReport
 
 T = TypeVar("T")
@@ -217,7 +218,9 @@ version_hits = Table(
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+    """Now, on the database's clock as this process reckons it (controller/db_clock.py):
+    every time a replica stores, and every "now" it compares them with."""
+    return DATABASE_CLOCK.utcnow()
 
 
 def as_utc(value: dt.datetime) -> dt.datetime:

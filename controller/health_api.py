@@ -39,8 +39,8 @@ async def readyz(request: web.Request) -> web.Response:
         details.append(
             f"This replica's clock is {abs(clock.offset_seconds):.1f} s "
             f"{'behind' if clock.offset_seconds > 0 else 'ahead of'} the database's (more "
-            f"than {clock.limit_seconds:.0f} s): the times it stores are off as much; "
-            f"synchronise the clocks."
+            f"than {clock.limit_seconds:.0f} s): the times it stores are put on the "
+            f"database's clock, its logs are not; synchronise the clocks."
         )
     if not details:
         return json_response(Health(status="ready"))

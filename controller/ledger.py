@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import time
 import uuid
 from typing import NamedTuple
 
@@ -38,6 +37,7 @@ from controller import store
 from controller.confirmations import Confirmations
 from controller.constants import MAX_VERSIONS_AHEAD
 from controller.db import Database
+from controller.db_clock import DATABASE_CLOCK
 from controller.hit_totals import Counts, HitSums, add_hits
 from controller.sightings import Sighting, write_sightings
 
@@ -50,6 +50,9 @@ FLUSH_WARNING_EVERY_SECONDS = 10.0
 LEDGER_CHUNK_ROWS = 500
 
 logger = logging.getLogger(__name__)
+# Every poll's time, on the database's clock (controller/db_clock.py); bound once, as
+# the poll path calls it per report.
+_clock_time = DATABASE_CLOCK.time
 
 
 class ApplyFailed(NamedTuple):
@@ -117,7 +120,7 @@ class Ledger:
         key = agent_id.int
         if worker_drift:
             self._drifting.add(key)
-        now = time.time()
+        now = _clock_time()
         previous = self._pending.get(key)
         since = now
         if previous is not None:

@@ -97,8 +97,8 @@ class ControllerMetrics:
             yield GaugeMetricFamily(
                 "fleetconf_controller_clock_offset_seconds",
                 "How far the database's clock is ahead of this replica's (negative: "
-                "behind), as of the latest refreshes; PostgreSQL only. Alert beyond 1 s: "
-                "the times this replica stores are off as much.",
+                "behind), as of the latest refreshes, added to every time this replica "
+                "stores; PostgreSQL only. Beyond 1 s the host's time is not kept.",
                 value=offset,
             )
         polls = cache.polls

@@ -4,9 +4,9 @@ A sighting older than the one a row holds changes nothing. Two batches can commi
 order: two replicas the same agent polled one after the other (behind a load balancer),
 each flushing on its own. Written last, the older batch would have put back the version
 the agent had before its confirming poll, and the fleet would show it behind until its
-next poll. Replicas' clocks need only agree to well within an agent's time between two
-polls; each replica on PostgreSQL checks its clock against the database's and says when
-they do not (:mod:`controller.clock_check`).
+next poll. The times are on the database's clock as each replica reckons it (its own
+plus the offset it measures, :mod:`controller.db_clock`), so replicas whose clocks
+disagree still order one agent's reports as they came.
 
 On PostgreSQL a batch is one ``UPDATE … FROM unnest(arrays)`` statement, its rows locked
 first in id order by one ``SELECT … FOR UPDATE``: two statements whatever the batch size,

@@ -1,17 +1,20 @@
 """A controller replica whose clock is 30 s behind the database's (libfaketime preloaded
 into a real controller process, against real PostgreSQL): it measures the offset at its
 refreshes, shows it in /metrics, says so in its log and in /readyz (still 200), while a
-replica on the host's clock beside it shows about none."""
+replica on the host's clock beside it shows about none; and the times it stores are on
+the database's clock, so an agent's report to it after one to the other replica is the
+one that counts."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
 import pytest
 
-from tests.faults.fleet import ADMIN_TOKEN, REGISTRATION_TOKEN
+from tests.faults.fleet import ADMIN, ADMIN_TOKEN, REGISTRATION_TOKEN
 from tests.support.metrics import scrape_url, value
 from tests.support.processes import ProcessGroup, ServiceProcess, wait_until
 from tests.support.services import unavailable
@@ -64,9 +67,10 @@ async def _ready(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
         return body
 
 
-async def test_a_replica_whose_clock_is_off_says_so(
+async def _started_pair(
     processes: ProcessGroup, postgres_url: str
-) -> None:
+) -> tuple[ServiceProcess, ServiceProcess]:
+    """The skewed replica (its clock SKEW_SECONDS behind) and an honest one, started."""
     skewed = _controller(
         processes,
         postgres_url,
@@ -81,19 +85,29 @@ async def test_a_replica_whose_clock_is_off_says_so(
     honest = _controller(processes, postgres_url, "honest", {})
     await skewed.start()
     await honest.start()
+    return skewed, honest
+
+
+async def _measured(session: aiohttp.ClientSession, skewed: ServiceProcess) -> None:
+    async def measured() -> bool:
+        offset = await _offset(session, str(skewed.url))
+        return offset is not None and offset > SKEW_SECONDS - 2
+
+    await wait_until(
+        measured,
+        timeout_seconds=MEASURED_WITHIN_SECONDS,
+        what="the skewed replica measured its clock 30 s behind the database's",
+    )
+
+
+async def test_a_replica_whose_clock_is_off_says_so(
+    processes: ProcessGroup, postgres_url: str
+) -> None:
+    skewed, honest = await _started_pair(processes, postgres_url)
     assert skewed.url is not None
     assert honest.url is not None
     async with aiohttp.ClientSession() as session:
-
-        async def measured() -> bool:
-            offset = await _offset(session, str(skewed.url))
-            return offset is not None and offset > SKEW_SECONDS - 2
-
-        await wait_until(
-            measured,
-            timeout_seconds=MEASURED_WITHIN_SECONDS,
-            what="the skewed replica measured its clock 30 s behind the database's",
-        )
+        await _measured(session, skewed)
         offset = await _offset(session, skewed.url)
         assert offset is not None
         assert offset == pytest.approx(SKEW_SECONDS, abs=2)
@@ -106,3 +120,67 @@ async def test_a_replica_whose_clock_is_off_says_so(
         assert await _ready(session, honest.url) == {"status": "ready"}
     assert "clock.skewed offset_seconds=+" in skewed.log_text()
     assert "clock.skewed" not in honest.log_text()
+
+
+async def _poll(
+    session: aiohttp.ClientSession, url: str, agent: dict[str, Any], **headers: str
+) -> None:
+    sent = {"Authorization": f"Bearer {agent['agent_token']}", **headers}
+    async with session.get(f"{url}/config", headers=sent) as resp:
+        assert resp.status in (200, 304), await resp.text()
+
+
+async def _agent(session: aiohttp.ClientSession, url: str, agent_id: str) -> dict[str, Any]:
+    async with session.get(f"{url}/agents/{agent_id}", headers=ADMIN) as resp:
+        assert resp.status == 200, await resp.text()
+        body: dict[str, Any] = await resp.json()
+        return body
+
+
+async def test_a_replica_whose_clock_is_off_stores_the_databases_time(
+    processes: ProcessGroup, postgres_url: str
+) -> None:
+    """An agent registered through the skewed replica is registered now, not 30 s ago;
+    its worker's version confirmed through the honest replica and then withdrawn through
+    the skewed one (its worker went down) is withdrawn: on the skewed replica's own
+    clock that report would look 30 s older than the first, and the first would stand,
+    claiming a worker that is down runs the version."""
+    skewed, honest = await _started_pair(processes, postgres_url)
+    assert skewed.url is not None
+    assert honest.url is not None
+    async with aiohttp.ClientSession() as session:
+        await _measured(session, skewed)
+        async with session.post(
+            f"{honest.url}/config", json={"url": "https://alpha.test/"}, headers=ADMIN
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+            version = (await resp.json())["version"]
+        registration = {"Authorization": f"Bearer {REGISTRATION_TOKEN}"}
+        async with session.post(
+            f"{skewed.url}/register", json={"hostname": "edge-01"}, headers=registration
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+            agent = await resp.json()
+        agent_id = agent["agent_id"]
+        registered = dt.datetime.fromisoformat(
+            (await _agent(session, honest.url, agent_id))["registered_at"]
+        )
+        assert abs((registered - dt.datetime.now(dt.UTC)).total_seconds()) < 5
+
+        await _poll(session, honest.url, agent, **{"X-Applied-Version": str(version)})
+        body = await _agent(session, honest.url, agent_id)
+        assert (body["applied_version"], body["state"]) == (version, "in_sync")
+
+        await _poll(session, skewed.url, agent, **{"X-Apply-Failed": f"{version} unreachable"})
+
+        honest_url = honest.url
+
+        async def withdrawn() -> bool:
+            body = await _agent(session, honest_url, agent_id)
+            return body["applied_version"] is None and body["apply_failed_version"] == version
+
+        await wait_until(
+            withdrawn,
+            timeout_seconds=MEASURED_WITHIN_SECONDS,
+            what="the later report, through the skewed replica, withdrew the applied version",
+        )
