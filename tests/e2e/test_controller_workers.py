@@ -29,7 +29,7 @@ from tests.support.processes import (
     service_environment,
     wait_until,
 )
-from tests.support.services import free_port
+from tests.support.services import PORT_STRIDE, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -59,7 +59,9 @@ _CONFIG_VERSION = re.compile(r"^fleetconf_controller_config_version ([\d.]+)$", 
 
 
 def _free_ports(count: int) -> int:
-    """The first of ``count`` consecutive ports free on loopback right now."""
+    """The first of ``count`` consecutive ports free on loopback right now (at most
+    PORT_STRIDE: the next free_port() is that far away)."""
+    assert count <= PORT_STRIDE
     while True:
         first = free_port()
         with contextlib.ExitStack() as held:

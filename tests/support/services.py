@@ -6,11 +6,11 @@ CI=true it fails instead, so a green CI run never hides an untested backend.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Final, NoReturn
@@ -86,30 +86,47 @@ def stored_versions(database_url: str) -> tuple[int, dict[int, str | None]]:
     return int(row[0]), {int(version): json.loads(body)["url"] for version, body in rows}
 
 
-# Ports free_port() handed out lately, oldest first: not handed out again while recent.
-_RECENT_PORTS: OrderedDict[int, None] = OrderedDict()
-_RECENT_PORTS_KEPT: Final = 4096
+# The ports free_port() hands out: below the kernel's ephemeral range (32768-60999 by
+# default), where bind(("127.0.0.1", 0)) and every outgoing connection take theirs, and
+# split between pytest-xdist's test processes. A port chosen before its service starts
+# then cannot be taken meanwhile by another test process's service (which once made a
+# test talk to another test's controller) or by a connection's local end.
+_PORTS_FIRST: Final = 20000
+_PORTS_SPAN: Final = 12000
+# Ports handed out lie this far apart, so that a test may take a few consecutive ones
+# from the first (a controller's per-worker metrics ports) without meeting the next.
+PORT_STRIDE: Final = 8
+
+
+def _own_ports() -> range:
+    """This test process's share of the span (all of it without pytest-xdist)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1), 1)
+    index = int(worker[2:]) % count if worker[:2] == "gw" and worker[2:].isdigit() else 0
+    share = _PORTS_SPAN // count
+    first = _PORTS_FIRST + index * share
+    return range(first, first + share, PORT_STRIDE)
+
+
+_OWN_PORTS: Final = _own_ports()
+# Handed out in turn: a port comes back only after every other one of the share did.
+_NEXT_PORT = itertools.cycle(_OWN_PORTS)
 
 
 def free_port() -> int:
-    """A loopback port nothing listens on now, and not one this process handed out lately.
-
-    The port is chosen before the service that will listen on it starts, so the kernel
-    may offer a port it already gave to another test service not yet started (a worker
-    and an agent's status server chosen one after the other, then started together: the
-    second one's bind fails). Among the last 4,096 ports one process handed out, that
-    cannot happen.
-    """
-    for _ in range(100):
+    """A loopback port of this test process's own share that nothing is bound to now;
+    handed out in turn, so not one this process handed out lately either (a worker and
+    an agent's status server chosen one after the other, then started together), and
+    PORT_STRIDE from the last one."""
+    for _ in range(len(_OWN_PORTS)):
+        port = next(_NEXT_PORT)
         with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port not in _RECENT_PORTS:
-            _RECENT_PORTS[port] = None
-            if len(_RECENT_PORTS) > _RECENT_PORTS_KEPT:
-                _RECENT_PORTS.popitem(last=False)
-            return port
-    raise RuntimeError("no loopback port that was not handed out lately")
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # Bound, listening, or in TIME_WAIT: the next one.
+        return port
+    raise RuntimeError(f"no free loopback port in {_OWN_PORTS}")
 
 
 @contextmanager
