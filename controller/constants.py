@@ -17,10 +17,9 @@ CACHE_REFRESH_PERIOD_SECONDS: Final = CACHE_REFRESH_SECONDS / 2
 # this after its last hinted re-read began: Redis is untrusted, and a flood of forged
 # hints then costs 20 re-reads a second, not one per hint. A real hint waits at most this.
 HINTED_REFRESH_GAP_SECONDS: Final = 0.05
-# Every time a replica stores is its own clock's (when an agent was seen, which orders
-# its reports across replicas; when a version was published; staleness), so replicas
-# must agree on the time. Off the database's clock by more than this, a replica says so
-# (controller/clock_check.py): well inside the shortest poll interval's worth.
+# Every time a replica stores is put on the database's clock (controller/db_clock.py),
+# but a replica whose own clock is further off the database's than this says so
+# (controller/clock_check.py): the host's time is not kept, and its logs are off too.
 CLOCK_SKEW_LIMIT_SECONDS: Final = 1.0
 # The clock's offset is the sample with the shortest round trip of the latest this many
 # (one per cache refresh: about ten seconds' worth); the others carry the loop's lag.
