@@ -73,14 +73,21 @@ class Fleet(shared.Fleet):
     link: TcpProxy | None = None
 
 
-async def register(http: aiohttp.ClientSession, controller_url: str, hostname: str) -> str:
-    """POST /register as a machine with the registration token; the agent token."""
+async def registered(
+    http: aiohttp.ClientSession, controller_url: str, hostname: str
+) -> dict[str, Any]:
+    """POST /register as a machine with the registration token; the answer's body."""
     async with http.post(
         f"{controller_url}/register", json={"hostname": hostname}, headers=REGISTRATION
     ) as resp:
         assert resp.status == 201, await resp.text()
         body: dict[str, Any] = await resp.json()
-    return str(body["agent_token"])
+    return body
+
+
+async def register(http: aiohttp.ClientSession, controller_url: str, hostname: str) -> str:
+    """POST /register as a machine with the registration token; the agent token."""
+    return str((await registered(http, controller_url, hostname))["agent_token"])
 
 
 async def config_status(http: aiohttp.ClientSession, controller_url: str, token: str) -> int:

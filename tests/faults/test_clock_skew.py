@@ -14,7 +14,7 @@ from typing import Any, Final
 import aiohttp
 import pytest
 
-from tests.faults.fleet import ADMIN, ADMIN_TOKEN, REGISTRATION_TOKEN
+from tests.faults.fleet import ADMIN, ADMIN_TOKEN, REGISTRATION_TOKEN, registered
 from tests.support.metrics import scrape_url, value
 from tests.support.processes import ProcessGroup, ServiceProcess, wait_until
 from tests.support.services import unavailable
@@ -155,17 +155,12 @@ async def test_a_replica_whose_clock_is_off_stores_the_databases_time(
         ) as resp:
             assert resp.status == 201, await resp.text()
             version = (await resp.json())["version"]
-        registration = {"Authorization": f"Bearer {REGISTRATION_TOKEN}"}
-        async with session.post(
-            f"{skewed.url}/register", json={"hostname": "edge-01"}, headers=registration
-        ) as resp:
-            assert resp.status == 201, await resp.text()
-            agent = await resp.json()
+        agent = await registered(session, skewed.url, "edge-01")
         agent_id = agent["agent_id"]
-        registered = dt.datetime.fromisoformat(
+        registered_at = dt.datetime.fromisoformat(
             (await _agent(session, honest.url, agent_id))["registered_at"]
         )
-        assert abs((registered - dt.datetime.now(dt.UTC)).total_seconds()) < 5
+        assert abs((registered_at - dt.datetime.now(dt.UTC)).total_seconds()) < 5
 
         await _poll(session, honest.url, agent, **{"X-Applied-Version": str(version)})
         body = await _agent(session, honest.url, agent_id)

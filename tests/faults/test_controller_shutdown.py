@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from controller.constants import SHUTDOWN_TIMEOUT_SECONDS
-from tests.faults.fleet import ADMIN, ADMIN_TOKEN, REGISTRATION_TOKEN
+from tests.faults.fleet import ADMIN, ADMIN_TOKEN, REGISTRATION_TOKEN, registered
 from tests.support.processes import ProcessGroup, ServiceProcess, wait_until
 from tests.support.services import stored_versions
 
@@ -132,12 +132,7 @@ HELD_EXIT_SECONDS = 3.0
 
 async def _registered(session: aiohttp.ClientSession, controller_url: str) -> dict[str, str]:
     """An agent's poll headers, holding the current ETag."""
-    registration = {"Authorization": f"Bearer {REGISTRATION_TOKEN}"}
-    async with session.post(
-        f"{controller_url}/register", json={"hostname": "edge"}, headers=registration
-    ) as r:
-        assert r.status == 201, await r.text()
-        agent = await r.json()
+    agent = await registered(session, controller_url, "edge")
     headers = {"Authorization": f"Bearer {agent['agent_token']}", "X-Agent-ID": agent["agent_id"]}
     async with session.get(f"{controller_url}/config", headers=headers) as r:
         assert r.status == 200
