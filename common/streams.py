@@ -19,11 +19,13 @@ class BodyTooLarge(Exception):
 
 async def read_bounded(
     stream: aiohttp.StreamReader, max_bytes: int, *, chunk_bytes: int = READ_CHUNK_BYTES
-) -> bytes:
-    """The whole body, however many pieces it arrives in; refused once it passes ``max_bytes``."""
+) -> bytearray:
+    """The whole body, however many pieces it arrives in; refused once it passes
+    ``max_bytes``. Returned as gathered, not copied into ``bytes``: a body near the bound
+    is never held twice."""
     body = bytearray()
     async for chunk in stream.iter_chunked(chunk_bytes):
         body += chunk
         if len(body) > max_bytes:
             raise BodyTooLarge(max_bytes)
-    return bytes(body)
+    return body

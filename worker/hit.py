@@ -61,7 +61,7 @@ class UpstreamReply:
 
     status: int
     content_type: str
-    body: bytes
+    body: bytearray
 
 
 def new_session(*, timeout_seconds: float, max_connections: int) -> aiohttp.ClientSession:

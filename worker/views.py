@@ -14,7 +14,8 @@ from common.errors import Unauthorized, ValidationFailed
 from common.http import json_response, read_model
 from common.metrics import answered_status, metrics_response
 from common.models import WorkerConfig
-from worker.hit import hit
+from worker.constants import HIT_WRITE_CHUNK_BYTES
+from worker.hit import UpstreamReply, hit
 from worker.hit_counts import Outcome, outcome_of_failure, outcome_of_status
 from worker.keys import (
     CLIENT_SESSION_KEY,
@@ -27,6 +28,8 @@ from worker.keys import (
 from worker.models import Health, HitCountsBody, VersionHits, WorkerConfigStatus
 
 _DIGITS = re.compile(r"[0-9]{1,19}")
+# Upstream statuses whose answer has no body (as HTTP has it; a HEAD's answer has none either).
+_BODILESS_STATUSES = frozenset({204, 304})
 
 
 async def post_config(request: web.Request) -> web.Response:
@@ -51,13 +54,16 @@ async def get_hit(request: web.Request) -> web.StreamResponse:
     of the slots of GET /hit, held until the answer is written (or 503 at once when none
     is free)."""
     with request.app[HIT_GATE_KEY].slot():
-        response = await _fetch_counted(request)
+        reply = await _fetch_counted(request)
+        response = _response_to(reply)
         # Written here, not by aiohttp after the handler, so the slot bounds the body held;
         # and within WORKER_HIT_TIMEOUT_SECONDS, so a caller that does not read holds no
         # slot (nor the body) for good: its connection is dropped.
         try:
             async with asyncio.timeout(request.app[SETTINGS_KEY].hit_timeout_seconds):
                 await response.prepare(request)
+                if not isinstance(response, web.Response) and _has_body(request, reply):
+                    await _write_in_pieces(response, reply.body)
                 await response.write_eof()
         except ConnectionError:
             pass  # The caller left.
@@ -67,7 +73,31 @@ async def get_hit(request: web.Request) -> web.StreamResponse:
         return response
 
 
-async def _fetch_counted(request: web.Request) -> web.Response:
+def _response_to(reply: UpstreamReply) -> web.StreamResponse:
+    """A body of one piece at most is written whole, with the headers; a longer one in
+    pieces (:func:`_write_in_pieces`)."""
+    headers = {hdrs.CONTENT_TYPE: reply.content_type}
+    if len(reply.body) <= HIT_WRITE_CHUNK_BYTES:
+        return web.Response(status=reply.status, body=reply.body, headers=headers)
+    response = web.StreamResponse(status=reply.status, headers=headers)
+    response.content_length = len(reply.body)
+    return response
+
+
+def _has_body(request: web.Request, reply: UpstreamReply) -> bool:
+    """Whether the answer carries the body (not to HEAD, nor with a 204 or 304)."""
+    return request.method != hdrs.METH_HEAD and reply.status not in _BODILESS_STATUSES
+
+
+async def _write_in_pieces(response: web.StreamResponse, body: bytearray) -> None:
+    """Each piece once the connection has taken the last (aiohttp waits for it to drain):
+    the connection's buffer copies a piece at most, never the rest of the body."""
+    view = memoryview(body)
+    for start in range(0, len(view), HIT_WRITE_CHUNK_BYTES):
+        await response.write(view[start : start + HIT_WRITE_CHUNK_BYTES])
+
+
+async def _fetch_counted(request: web.Request) -> UpstreamReply:
     """The upstream's answer; count and time it, errors included, and count its outcome
     under the version held when it started."""
     metrics = request.app[METRICS_KEY]
@@ -86,9 +116,7 @@ async def _fetch_counted(request: web.Request) -> web.Response:
         raise
     metrics.observe_hit(reply.status, time.monotonic() - started)
     counts.count(held.version, outcome_of_status(reply.status))
-    return web.Response(
-        status=reply.status, body=reply.body, headers={"Content-Type": reply.content_type}
-    )
+    return reply
 
 
 async def get_hits(request: web.Request) -> web.Response:

@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from common.constants import PROBLEM_MEDIA_TYPE
+from worker.constants import HIT_WRITE_CHUNK_BYTES
 from worker.routes import openapi_document
 
 Client = TestClient[web.Request, web.Application]
@@ -41,6 +42,26 @@ async def test_passes_status_content_type_and_body(
     assert response.status == 200
     assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
     assert await response.read() == b"hello from upstream"
+
+
+@pytest.mark.parametrize("size", [300_000, 3 * HIT_WRITE_CHUNK_BYTES + 5])
+async def test_head_passes_status_type_and_length_without_the_body(
+    make_client: Any, post_config: Any, upstream: Any, size: int
+) -> None:
+    """HEAD /hit answers the upstream's status, Content-Type and Content-Length and no
+    body, whether the body is written whole or in pieces: the next answer on the same
+    connection reads whole."""
+    client = await make_client(hit_max_bytes=size)
+    assert (await post_config(client, {"url": upstream.url(f"/sized/{size}")})).status == 200
+    head = await client.head("/hit")
+    assert head.status == 200
+    assert head.headers["Content-Length"] == str(size)
+    assert head.headers["Content-Type"] == "application/octet-stream"
+    assert await head.read() == b""
+    again = await client.get("/hit")
+    assert again.status == 200
+    assert again.headers["Content-Length"] == str(size)
+    assert await again.read() == b"x" * size
 
 
 async def test_passes_custom_content_type(client: Client, post_config: Any, upstream: Any) -> None:

@@ -4,7 +4,9 @@ upstream servers on loopback that hold their answers until told."""
 from __future__ import annotations
 
 import asyncio
+import asyncio.selector_events
 import socket
+import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,12 +18,16 @@ from common.constants import PROBLEM_MEDIA_TYPE
 from tests.support.metrics import scrape, value
 from tests.support.waiting import eventually
 from tests.worker.conftest import MakeClient, PostConfig, WorkerClient
+from worker.constants import HIT_WRITE_CHUNK_BYTES
 
 # Long enough for any step here, short enough that a test that hangs fails quickly.
 WAIT_SECONDS = 3.0
 # Far more than the kernel buffers of a caller that never reads (SO_RCVBUF below) and of
 # the worker's side of that connection take: writing it blocks until the caller reads.
 UNREAD_BODY_BYTES = 8 * 1024 * 1024
+# Many pieces of the answer's writing (HIT_WRITE_CHUNK_BYTES), and far more than the
+# kernel buffers take.
+HELD_ONCE_BODY_BYTES = 16 * 1024 * 1024
 ZERO = {"ok": 0, "client_errors": 0, "server_errors": 0, "upstream_errors": 0, "timeouts": 0}
 
 
@@ -159,6 +165,35 @@ async def test_an_unread_answer_holds_its_slot_until_its_caller_leaves(
     finally:
         writer.transport.abort()
     await _slot_freed_and_served(client)
+
+
+async def test_an_unread_answer_is_held_once(
+    make_client: MakeClient, post_config: PostConfig, upstream: Any
+) -> None:
+    """While its caller does not read, an answer is held once, by the worker: the part the
+    socket has not taken is not copied into the connection's write buffer, which holds
+    about one piece of it at most (so a slot's memory is one upstream body, not two)."""
+    client = await make_client(hit_max_bytes=HELD_ONCE_BODY_BYTES)
+    await _configure(client, post_config, upstream.url(f"/sized/{HELD_ONCE_BODY_BYTES}"))
+    tracemalloc.start()
+    try:
+        reader, writer = await _lazy_caller(client)
+        try:
+            async with asyncio.timeout(WAIT_SECONDS):
+                assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+            await asyncio.sleep(0.1)  # the writing goes as far as the socket lets it
+            buffered = _allocated_by(tracemalloc.take_snapshot(), asyncio.selector_events)
+        finally:
+            writer.transport.abort()
+    finally:
+        tracemalloc.stop()
+    assert buffered <= 2 * HIT_WRITE_CHUNK_BYTES
+
+
+def _allocated_by(snapshot: tracemalloc.Snapshot, module: Any) -> int:
+    """Bytes held by allocations made in ``module``'s code."""
+    traces = snapshot.filter_traces([tracemalloc.Filter(True, module.__file__)])
+    return sum(stat.size for stat in traces.statistics("filename"))
 
 
 async def _slot_freed_and_served(client: WorkerClient) -> None:
