@@ -126,9 +126,13 @@ agents = Table(
     Column("revoked_at", DateTime(timezone=True), nullable=True),
     # The agent's latest poll said its worker held a configuration the agent did not send.
     Column("worker_drift", Boolean, nullable=False, server_default=false()),
-    # When this replica's ledger first saw the agent report its current applied_version
-    # (the poll time): the rollout view's publish-to-confirmed seconds.
+    # When a replica's ledger first saw the agent report applied_at_version (the poll
+    # time): the rollout view's publish-to-confirmed seconds. Both are kept while the
+    # agent vouches for no version (its worker restarted, or could not be read) and move
+    # only when it confirms another one: confirming the same version again (the worker
+    # handed it anew) is not a later apply of the rollout.
     Column("applied_at", DateTime(timezone=True), nullable=True),
+    Column("applied_at_version", Integer, nullable=True),
     # The version the agent's worker refused or could not be handed, and why (a slug);
     # null once a later poll reports no failure.
     Column("apply_failed_version", Integer, nullable=True),

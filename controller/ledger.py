@@ -9,7 +9,8 @@ agent's polls in the next batch clear it. The highest applied version of each ba
 raises the fleet row's ``highest_reported_version``, which versions are allocated above.
 
 Each agent's entry also keeps when its applied version was first reported in the batch
-(the flush sets ``agents.applied_at`` to it when the version changed) and what its latest
+(the flush sets ``agents.applied_at`` to it when another version is confirmed:
+:mod:`controller.sightings`) and what its latest
 poll said about a failed apply (``X-Apply-Failed``; none clears it).
 
 The same flush adds the ``/hit`` counts agents reported (``X-Hit-Counts``, summed per

@@ -290,7 +290,10 @@ class Agent(BaseModel):
         description="The version its worker last confirmed holding; null if none yet."
     )
     applied_at: dt.datetime | None = Field(
-        default=None, description="When it first confirmed applied_version (UTC)."
+        default=None,
+        description="When it first confirmed applied_version (UTC); kept when it confirms "
+        "that version again after vouching for none (its worker restarted); null while it "
+        "vouches for none.",
     )
     apply_failed_version: int | None = Field(
         default=None,

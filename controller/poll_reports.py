@@ -7,7 +7,8 @@ reached the controller. An agent whose worker still holds the first content woul
 report the number and be counted as running the second. So an applied version sent with
 its ETag (``X-Applied-ETag``) is believed only if the tag is well formed, names that
 version and, for the version this replica serves, is its ETag; else the agent vouches for
-no version (``NOT_APPLIED``) until it reports the served content. A version other than
+no version (``DISOWNED``: its first confirmation of that number is forgotten too) until it
+reports the served content. A version other than
 the one served is checked by its number only: the replica holds no other version's tag.
 """
 
@@ -34,7 +35,7 @@ from controller.credentials import Principal
 from controller.etags import parse_version, strong_tag_version
 from controller.hit_totals import parse_hit_counts
 from controller.ledger import ApplyFailed, Ledger
-from controller.sightings import NOT_APPLIED
+from controller.sightings import DISOWNED, NOT_APPLIED
 from controller.snapshot import Snapshot
 
 # The poll's headers as istr: a case-insensitive lookup then skips folding the name.
@@ -114,13 +115,13 @@ def note_report(
 
 def believed(applied: int, applied_etag: str, served: Snapshot) -> int:
     """``applied`` if ``applied_etag`` can be its tag: a strong ETag naming that version,
-    and the served version's own ETag when it names that one; NOT_APPLIED for anything
+    and the served version's own ETag when it names that one; DISOWNED for anything
     else (a malformed or weak tag, another number, the served number with other content:
     a number issued twice)."""
     if strong_tag_version(applied_etag) != applied:
-        return NOT_APPLIED
+        return DISOWNED
     if applied == served.version and applied_etag.strip() != served.etag:
-        return NOT_APPLIED
+        return DISOWNED
     return applied
 
 

@@ -82,7 +82,8 @@ GET_ROLLOUT = Operation(
     "failed (it reported failing to apply this version or a newer one) and pending. "
     "complete: no live agent is pending or failed. "
     "The seconds run from the version's created_at to each agent's first poll confirming "
-    "it, over applied agents holding exactly this version. Laggards (failed first, then by "
+    "it (kept when the agent stopped vouching for it, its worker restarted, and confirmed "
+    "it again), over applied agents holding exactly this version. Laggards (failed first, then by "
     "registration) are paged. histogram counts the same seconds into buckets. A confirmed "
     "apply shows on every replica within a second. health sums the GET /hit outcomes agents "
     "reported under this version (X-Hit-Counts), from every replica.",

@@ -113,8 +113,9 @@ class Rollout(BaseModel):
     stale: int = Field(description="Agents with no contact for 3 poll intervals: not waited for.")
     complete: bool = Field(description="Every live agent confirmed it: no pending, no failed.")
     p50_seconds: float | None = Field(
-        description="Median seconds from the publish to an agent's first poll confirming it, "
-        "over live agents holding exactly this version; null when none."
+        description="Median seconds from the publish to an agent's first poll confirming it "
+        "(not a later one after its worker lost the version and took it again), over live "
+        "agents holding exactly this version; null when none."
     )
     p99_seconds: float | None = Field(description="The 99th percentile of the same.")
     histogram: list[HistogramBucket] = Field(

@@ -8,7 +8,8 @@ the fleet view); the others are live and exactly one of ``applied`` (its worker 
 or a newer version of this history, and its agent reports no drift), ``failed`` (not
 applied, and its latest poll reported failing to apply n or a newer version) or
 ``pending``. The seconds are from n's ``created_at`` to
-``applied_at`` (the first poll confirming it), over the applied agents holding exactly n:
+``applied_at`` (the first poll confirming it, kept through a spell of vouching for none:
+:mod:`controller.sightings`), over the applied agents holding exactly n:
 an agent on a newer version counts as applied, but its time for n is unknown. The same
 seconds are also counted into ``HISTOGRAM_BOUNDS_SECONDS`` buckets (the console draws them).
 """

@@ -8,6 +8,13 @@ next poll. The times are on the database's clock as each replica reckons it (its
 plus the offset it measures, :mod:`controller.db_clock`), so replicas whose clocks
 disagree still order one agent's reports as they came.
 
+``applied_at`` is when the agent first confirmed the version ``applied_at_version``
+names. While the agent vouches for no version (:data:`NOT_APPLIED`: its worker restarted
+or could not be read) both are kept, and confirming that version again keeps them: the
+worker handed it anew is not a later apply of the rollout. They move when another version
+is confirmed, and are forgotten when the controller disbelieves the agent's claim
+(:data:`DISOWNED`).
+
 On PostgreSQL a batch is one ``UPDATE … FROM unnest(arrays)`` statement, its rows locked
 first in id order by one ``SELECT … FOR UPDATE``: two statements whatever the batch size,
 where a statement per row (what SQLite gets, executed many times in one round trip) cost
@@ -43,6 +50,11 @@ from controller.db import agents
 # read, or refuses, the version it held (see :func:`controller.poll_reports.note_report`).
 # Written as NULL, where a report that names no version keeps the one the row holds.
 NOT_APPLIED = -1
+# An applied version the controller does not believe (its ETag is not that version's: a
+# number issued twice, or a malformed tag; see :func:`controller.poll_reports.believed`):
+# written as NULL like NOT_APPLIED, and the agent's first confirmation is forgotten too,
+# for it may have been of the other content under that number.
+DISOWNED = -2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,7 +62,7 @@ class Sighting:
     """What one agent's latest poll told us: when (POSIX seconds, as the ledger clocks
     it), which version its worker holds (and since when), whether it reported drift, and
     the version it failed to apply. ``applied_version`` None keeps the row's, NOT_APPLIED
-    clears it."""
+    and DISOWNED clear it."""
 
     seen: float
     applied_version: int | None
@@ -74,11 +86,17 @@ _UPDATE_POSTGRES = text(
     """
     UPDATE agents AS a SET
         last_seen_at = to_timestamp(v.seen),
-        applied_version = nullif(coalesce(v.applied, a.applied_version), -1),
+        applied_version = CASE WHEN v.applied < 0 THEN NULL
+            ELSE coalesce(v.applied, a.applied_version) END,
         applied_at = CASE
-            WHEN nullif(coalesce(v.applied, a.applied_version), -1)
-                IS DISTINCT FROM a.applied_version
+            WHEN (CASE WHEN v.applied = -2 THEN NULL WHEN v.applied = -1
+                    THEN a.applied_at_version
+                    ELSE coalesce(v.applied, a.applied_version, a.applied_at_version) END)
+                IS DISTINCT FROM a.applied_at_version
             THEN to_timestamp(v.since) ELSE a.applied_at END,
+        applied_at_version = CASE WHEN v.applied = -2 THEN NULL WHEN v.applied = -1
+            THEN a.applied_at_version
+            ELSE coalesce(v.applied, a.applied_version, a.applied_at_version) END,
         worker_drift = v.drift,
         apply_failed_version = v.failed_version,
         apply_failed_reason = v.failed_reason
@@ -148,8 +166,13 @@ async def _write_each(conn: AsyncConnection, sightings: Mapping[uuid.UUID, Sight
         }
         for agent_id, s in sightings.items()
     ]
-    applied = func.nullif(
-        func.coalesce(bindparam("applied", type_=Integer), agents.c.applied_version), NOT_APPLIED
+    reported = bindparam("applied", type_=Integer)
+    applied = case((reported < 0, None), else_=func.coalesce(reported, agents.c.applied_version))
+    # The version applied_at is for: kept while the agent vouches for none.
+    confirmed = case(
+        (reported == DISOWNED, None),
+        (reported == NOT_APPLIED, agents.c.applied_at_version),
+        else_=func.coalesce(reported, agents.c.applied_version, agents.c.applied_at_version),
     )
     seen = bindparam("seen", type_=DateTime(timezone=True))
     statement = (
@@ -159,14 +182,15 @@ async def _write_each(conn: AsyncConnection, sightings: Mapping[uuid.UUID, Sight
         .values(
             last_seen_at=seen,
             applied_version=applied,
-            # Moved only when the applied version does: when it was first confirmed.
+            # Moved only when another version is confirmed: when it was first confirmed.
             applied_at=case(
                 (
-                    applied.is_distinct_from(agents.c.applied_version),
+                    confirmed.is_distinct_from(agents.c.applied_at_version),
                     bindparam("since", type_=DateTime(timezone=True)),
                 ),
                 else_=agents.c.applied_at,
             ),
+            applied_at_version=confirmed,
             worker_drift=bindparam("drift", type_=Boolean),
             apply_failed_version=bindparam("failed_version", type_=Integer),
             apply_failed_reason=bindparam("failed_reason", type_=String),

@@ -274,6 +274,7 @@ _AGENT_COLUMNS = (
     agents.c.applied_version,
     agents.c.worker_drift,
     agents.c.applied_at,
+    agents.c.applied_at_version,
     agents.c.apply_failed_version,
     agents.c.apply_failed_reason,
 )
@@ -309,11 +310,21 @@ def _agent_record(row: Any) -> AgentRecord:
         last_seen_at=None if row.last_seen_at is None else as_utc(row.last_seen_at),
         applied_version=row.applied_version,
         worker_drift=bool(row.worker_drift),
-        applied_at=None if row.applied_at is None else as_utc(row.applied_at),
+        applied_at=_applied_at(row),
         apply_failed_version=row.apply_failed_version,
         apply_failed_reason=row.apply_failed_reason,
         rollout_member=bool(row.member),
     )
+
+
+def _applied_at(row: Any) -> dt.datetime | None:
+    """When the agent first confirmed its applied version; None while it vouches for none
+    (the row keeps the time for when it confirms that version again)."""
+    if row.applied_at is None or row.applied_version is None:
+        return None
+    if row.applied_at_version != row.applied_version:
+        return None
+    return as_utc(row.applied_at)
 
 
 async def read_agent_page(

@@ -212,6 +212,34 @@ async def test_history_and_audit_revision_round_trips_with_data(database_url: st
     assert await _diff(database_url) == []
 
 
+async def test_applied_at_version_is_filled_from_the_applied_version(database_url: str) -> None:
+    """0012_applied_at_version: a row that vouches for a version gets it as the version of
+    its applied_at; one that vouches for none gets none; down to 0011 and up again."""
+    await asyncio.to_thread(migrations.downgrade, database_url, "0011_agents_fillfactor")
+    vouching, withdrawn = (
+        "6f1c2a8e-4b7d-4e0a-9c3f-2d5b8a1e7f91",
+        "6f1c2a8e-4b7d-4e0a-9c3f-2d5b8a1e7f92",
+    )
+    for agent_id in (vouching, withdrawn):
+        await _insert_agent(database_url, agent_id)
+    await _execute(
+        database_url,
+        "UPDATE agents SET applied_at = CURRENT_TIMESTAMP, "
+        "applied_version = CASE WHEN id LIKE '%91' THEN 3 END",
+    )
+    await asyncio.to_thread(migrations.upgrade, database_url)
+    rows = await _execute(
+        database_url, "SELECT id, applied_version, applied_at_version FROM agents ORDER BY id"
+    )
+    assert [tuple(row) for row in rows] == [(vouching, 3, 3), (withdrawn, None, None)]
+    assert await _diff(database_url) == []
+    await asyncio.to_thread(migrations.downgrade, database_url, "0011_agents_fillfactor")
+    rows = await _execute(database_url, "SELECT id, applied_version FROM agents ORDER BY id")
+    assert [tuple(row) for row in rows] == [(vouching, 3), (withdrawn, None)]
+    await asyncio.to_thread(migrations.upgrade, database_url)
+    assert await _diff(database_url) == []
+
+
 async def _agents_options(database_url: str) -> list[str]:
     rows = await _execute(database_url, "SELECT reloptions FROM pg_class WHERE relname = 'agents'")
     return list(rows[0][0] or [])

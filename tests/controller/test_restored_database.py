@@ -4,6 +4,7 @@ so, serves what the database holds, and numbers the next version above the fleet
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -49,7 +50,13 @@ async def _restore(database_url: str, *, version: int, applied: int | None) -> N
                     current_version=version, highest_reported_version=version
                 )
             )
-            await conn.execute(update(agents).values(applied_version=applied))
+            await conn.execute(
+                update(agents).values(
+                    applied_version=applied,
+                    applied_at_version=applied,
+                    applied_at=None if applied is None else agents.c.applied_at,
+                )
+            )
     finally:
         await engine.dispose()
 
@@ -394,6 +401,33 @@ async def test_a_number_issued_twice_counts_only_its_own_content_on_a_watch(
         assert await _applied(client, agent) == (0, None)
         await _report(client, ws, {"applied_version": 2, "applied_etag": charlie})
         assert await _applied(client, agent) == (1, 2)
+
+
+async def test_a_number_issued_twice_forgets_the_first_contents_confirmation(
+    restored: tuple[Client, dict[str, Any]],
+) -> None:
+    """bravo's report reached the database after charlie was numbered 2 (another replica's
+    batch): the row says the agent confirmed 2 a day ago. Disbelieved with bravo's tag,
+    that confirmation is forgotten; confirming charlie counts from then, not from bravo."""
+    client, agent = restored
+    charlie = await _charlie_issued_again(client)
+    day_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+
+    async def bravo_confirmed_long_ago(conn: Any) -> None:
+        await conn.execute(
+            update(agents)
+            .where(agents.c.id == agent["agent_id"])
+            .values(applied_version=2, applied_at_version=2, applied_at=day_ago)
+        )
+
+    await client.app[keys.DATABASE].transaction(bravo_confirmed_long_ago)
+    assert await _poll_tagged(client, agent, _BRAVO_TAG) == 200
+    assert await _applied(client, agent) == (0, None)
+    assert await _poll_tagged(client, agent, charlie) == 304
+    assert await _applied(client, agent) == (1, 2)
+    resp = await client.get(f"/agents/{agent['agent_id']}", headers=ADMIN)
+    applied_at = dt.datetime.fromisoformat((await resp.json())["applied_at"])
+    assert applied_at > dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
 
 
 async def _report(client: Client, ws: Any, report: dict[str, Any]) -> None:

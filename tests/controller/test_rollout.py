@@ -167,6 +167,31 @@ async def test_applied_at_moves_only_when_the_applied_version_does(client: Clien
     assert await applied_at() > first
 
 
+async def test_a_version_confirmed_again_keeps_its_first_time(client: Client) -> None:
+    """An agent whose worker lost the version (it vouches for none) and holds it again
+    keeps applied_at and the rollout's seconds from its first confirmation; while it
+    vouches for none, GET /agents shows no applied_at."""
+    agent = await register(client)
+    version = await _publish(client, "https://one.example/")
+    ledger = client.app[keys.LEDGER]
+
+    async def applied() -> tuple[int | None, str | None]:
+        body = await (await client.get(f"/agents/{agent['agent_id']}", headers=ADMIN)).json()
+        return body["applied_version"], body["applied_at"]
+
+    await _poll(client, agent, **{"X-Applied-Version": str(version)})
+    await ledger.flush()
+    first, seconds = await applied(), (await _rollout(client, version))["p99_seconds"]
+    assert first[1] is not None
+    await _poll(client, agent, **{"X-Apply-Failed": f"{version} worker-unreachable"})
+    await ledger.flush()
+    assert await applied() == (None, None)
+    await _poll(client, agent, **{"X-Applied-Version": str(version)})
+    await ledger.flush()
+    assert await applied() == first
+    assert (await _rollout(client, version))["p99_seconds"] == seconds
+
+
 async def test_malformed_apply_failed_headers_are_ignored(client: Client) -> None:
     """X-Apply-Failed that is not '<version> <slug>' records no failure."""
     agent = await register(client)

@@ -21,7 +21,7 @@ from sqlalchemy import func, select, text
 from controller import migrations
 from controller.db import Database, agents, create_engine
 from controller.ledger import Ledger
-from controller.sightings import Sighting, write_sightings
+from controller.sightings import DISOWNED, NOT_APPLIED, Sighting, write_sightings
 from tests.controller.queries import insert_agent
 
 NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
@@ -147,6 +147,40 @@ async def test_a_batch_writes_every_field_of_every_row(database_url: str) -> Non
         async with database.engine.connect() as conn:
             count = (await conn.execute(select(func.count()).select_from(agents))).scalar_one()
         assert count == 3
+    finally:
+        await database.close(1.0)
+
+
+async def test_a_version_confirmed_again_keeps_its_first_confirmation(database_url: str) -> None:
+    """An agent that stops vouching for its version (its worker restarted) and confirms it
+    again keeps applied_at from the first confirmation; confirming another version moves it,
+    and so does that version after a spell of vouching for none; a disbelieved claim
+    forgets the first confirmation."""
+    database = Database(create_engine(database_url))
+    t0 = NOW.timestamp()
+
+    async def write(at: float, applied: int) -> tuple[object, object, object]:
+        sighting = Sighting(seen=at, applied_version=applied, worker_drift=False, applied_since=at)
+        async with database.engine.begin() as conn:
+            await write_sightings(conn, {agent: sighting})
+        row = await _row(database, agent)
+        return row["applied_version"], row["applied_at"], row["applied_at_version"]
+
+    def at(seconds: float) -> dt.datetime:
+        return NOW + dt.timedelta(seconds=seconds)
+
+    try:
+        agent = await insert_agent(database)
+        assert await write(t0, 3) == (3, at(0), 3)
+        assert await write(t0 + 1, NOT_APPLIED) == (None, at(0), 3)
+        assert await write(t0 + 2, 3) == (3, at(0), 3)
+        assert await write(t0 + 3, 4) == (4, at(3), 4)
+        assert await write(t0 + 4, NOT_APPLIED) == (None, at(3), 4)
+        assert await write(t0 + 5, 5) == (5, at(5), 5)
+        # Disbelieved (another content under the number): the first confirmation is
+        # forgotten, and the number confirmed again counts from then.
+        assert (await write(t0 + 6, DISOWNED))[::2] == (None, None)
+        assert await write(t0 + 7, 5) == (5, at(7), 5)
     finally:
         await database.close(1.0)
 
