@@ -13,7 +13,7 @@ from common.http import json_response, read_model, read_query
 from common.metrics import counting
 from common.models import AgentState
 from common.openapi import Operation, Parameter, Response, problem
-from controller import audit, keys, store
+from controller import agent_queries, audit, keys
 from controller.comments import BAD_COMMENT, COMMENT_PARAMETER, change_by
 from controller.credentials import ADMIN, ADMIN_READERS, REGISTRARS, Principal
 from controller.fleet import StateRule, agent_state
@@ -109,7 +109,7 @@ def _agent_id(request: web.Request) -> uuid.UUID:
         raise NotFound("No agent has this id; agent ids are UUIDs.") from exc
 
 
-def _agent(record: store.AgentRecord, rule: StateRule) -> Agent:
+def _agent(record: agent_queries.AgentRecord, rule: StateRule) -> Agent:
     state = agent_state(
         rule,
         last_contact=record.last_contact,

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from common.errors import FleetconfError
 from common.models import AgentState
-from controller import rollout_store, staged_store, store
+from controller import agent_queries, rollout_store, staged_store, store
 from controller.db import Database, utcnow
 from controller.fleet import FleetCounts, StateRule, VersionGroup, state_rule, summarize
 from controller.hit_totals import HitTotals, read_hit_totals
@@ -75,27 +75,29 @@ class FleetQueries:
         offset: int,
         state: AgentState | None,
         label: tuple[str, str] | None = None,
-    ) -> tuple[StateRule, store.AgentPage]:
+    ) -> tuple[StateRule, agent_queries.AgentPage]:
         """One page of unrevoked agents (in ``state`` only, with the ``label`` (key, value)
         only, if given), and the rule that judges them."""
         await self._ledger_caught_up()
 
-        async def read(conn: AsyncConnection) -> tuple[StateRule, store.AgentPage]:
+        async def read(conn: AsyncConnection) -> tuple[StateRule, agent_queries.AgentPage]:
             rule = await self._rule(conn)
-            page = await store.read_agent_page(
+            page = await agent_queries.read_agent_page(
                 conn, limit=limit, offset=offset, rule=rule, state=state, label=label
             )
             return rule, page
 
         return await self._database.transaction(read)
 
-    async def read_agent(self, agent_id: uuid.UUID) -> tuple[StateRule, store.AgentRecord | None]:
+    async def read_agent(
+        self, agent_id: uuid.UUID
+    ) -> tuple[StateRule, agent_queries.AgentRecord | None]:
         """One unrevoked agent (None if there is none), and the rule that judges it."""
         await self._ledger_caught_up()
 
-        async def read(conn: AsyncConnection) -> tuple[StateRule, store.AgentRecord | None]:
+        async def read(conn: AsyncConnection) -> tuple[StateRule, agent_queries.AgentRecord | None]:
             rule = await self._rule(conn)
-            return rule, await store.read_agent(conn, agent_id, rule)
+            return rule, await agent_queries.read_agent(conn, agent_id, rule)
 
         return await self._database.transaction(read)
 
@@ -109,7 +111,7 @@ class FleetQueries:
 
         async def read(conn: AsyncConnection) -> tuple[StateRule, list[VersionGroup], int]:
             rule, fleet = await self._rule_and_fleet(conn)
-            groups = await store.count_agents_by_applied_version(conn, rule)
+            groups = await agent_queries.count_agents_by_applied_version(conn, rule)
             return rule, groups, fleet.highest_reported_version
 
         rule, groups, highest = await self._database.transaction(read)
