@@ -17,7 +17,7 @@ from typing import Final
 
 from prometheus_client import Histogram
 
-from controller.sightings import DISOWNED, NOT_APPLIED
+from controller.sightings import NOT_APPLIED
 
 CONFIRMED_BUCKETS_SECONDS: Final = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
@@ -42,7 +42,7 @@ class Confirmations:
         version, created_at = self._current()
         published = created_at.timestamp()
         for agent_id, applied, since in reports:
-            if applied is None or applied in (NOT_APPLIED, DISOWNED):
+            if applied is None or applied == NOT_APPLIED:
                 continue  # A version confirmed again after that is not a new one.
             previous = self._seen.get(agent_id, applied)
             self._seen[agent_id] = applied

@@ -90,6 +90,9 @@ class Ledger:
         self._flushing = asyncio.Lock()
         # The agents that reported drift in the pending batch (ids' integers).
         self._drifting: set[int] = set()
+        # The agents whose claim the pending batch disbelieved (ids' integers): their first
+        # confirmation on record is forgotten (see :meth:`disown`).
+        self._disowned: set[int] = set()
         # The highest version reported above the version then served, not yet written: a
         # later poll of the same agent (back on the database's version) must not erase it.
         self._ahead_unwritten = 0
@@ -131,6 +134,13 @@ class Ledger:
                 since = previous.applied_since
         # tuple.__new__ directly: _Poll(...) would run the named tuple's __new__ in Python.
         self._pending[key] = _new_poll(_Poll, (now, applied_version, since, failed))
+
+    def disown(self, agent_id: uuid.UUID) -> None:
+        """The agent's claim was not believed (its ETag is not the version's: a number
+        issued twice): the flush forgets when it first confirmed the version on record, for
+        that may have been the other content, and a confirmation later in the same batch
+        counts from its own time. Not on the poll path: a disbelieved claim is rare."""
+        self._disowned.add(agent_id.int)
 
     def note_ahead(self, version: int, *, served: int) -> None:
         """An agent reported ``version`` (applied, failed, or held): above ``served``, the
@@ -200,14 +210,17 @@ class Ledger:
     async def _flush_polls(self) -> int:
         batch, self._pending = self._pending, {}
         drifting, self._drifting = self._drifting, set()
+        disowned, self._disowned = self._disowned, set()
         ahead, self._ahead_unwritten = self._ahead_unwritten, 0
         self._writing, self._writing_ahead = batch, ahead
         try:
-            return await self._write_batch(batch, drifting, ahead)
+            return await self._write_batch(batch, drifting, disowned, ahead)
         finally:
             self._writing, self._writing_ahead = {}, 0
 
-    async def _write_batch(self, batch: dict[int, _Poll], drifting: set[int], ahead: int) -> int:
+    async def _write_batch(
+        self, batch: dict[int, _Poll], drifting: set[int], disowned: set[int], ahead: int
+    ) -> int:
         # One order for every replica: two replicas writing overlapping agents lock
         # their rows in the same order, so their flushes cannot deadlock.
         ordered = sorted(batch.items(), key=lambda item: item[0])
@@ -215,7 +228,9 @@ class Ledger:
         written = 0
         for start in range(0, max(len(items), 1 if ahead else 0), LEDGER_CHUNK_ROWS):
             chunk = {
-                agent_id: _sighting(poll, drift=agent_id.int in drifting)
+                agent_id: _sighting(
+                    poll, drift=agent_id.int in drifting, forget=agent_id.int in disowned
+                )
                 for agent_id, poll in items[start : start + LEDGER_CHUNK_ROWS]
             }
             try:
@@ -227,6 +242,8 @@ class Ledger:
                     self._pending.setdefault(agent_id.int, poll)
                     if agent_id.int in drifting:
                         self._drifting.add(agent_id.int)
+                    if agent_id.int in disowned:
+                        self._disowned.add(agent_id.int)
                 self._ahead_unwritten = max(self._ahead_unwritten, ahead)
                 raise
             ahead = 0
@@ -272,13 +289,14 @@ class Ledger:
             failures = 0
 
 
-def _sighting(poll: _Poll, *, drift: bool) -> Sighting:
+def _sighting(poll: _Poll, *, drift: bool, forget: bool) -> Sighting:
     failed = poll.failed
     return Sighting(
         seen=poll.seen,
         applied_version=poll.applied,
         applied_since=poll.applied_since,
         worker_drift=drift,
+        forget_confirmation=forget,
         apply_failed_version=None if failed is None else failed.version,
         apply_failed_reason=None if failed is None else failed.reason,
     )

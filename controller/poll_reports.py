@@ -7,7 +7,7 @@ reached the controller. An agent whose worker still holds the first content woul
 report the number and be counted as running the second. So an applied version sent with
 its ETag (``X-Applied-ETag``) is believed only if the tag is well formed, names that
 version and, for the version this replica serves, is its ETag; else the agent vouches for
-no version (``DISOWNED``: its first confirmation of that number is forgotten too) until it
+no version (``DISOWNED``: its first confirmation on record is forgotten too) until it
 reports the served content. A version other than
 the one served is checked by its number only: the replica holds no other version's tag.
 """
@@ -35,7 +35,7 @@ from controller.credentials import Principal
 from controller.etags import parse_version, strong_tag_version
 from controller.hit_totals import parse_hit_counts
 from controller.ledger import ApplyFailed, Ledger
-from controller.sightings import DISOWNED, NOT_APPLIED
+from controller.sightings import NOT_APPLIED
 from controller.snapshot import Snapshot
 
 # The poll's headers as istr: a case-insensitive lookup then skips folding the name.
@@ -45,6 +45,9 @@ _APPLIED_ETAG = istr(HEADER_APPLIED_ETAG)
 _WORKER_DRIFT = istr(HEADER_WORKER_DRIFT)
 _APPLY_FAILED = istr(HEADER_APPLY_FAILED)
 _FAILURE_REASON = re.compile(APPLY_FAILURE_REASON_PATTERN)
+# What :func:`believed` answers for a claim it does not believe: recorded as NOT_APPLIED,
+# and the agent's first confirmation on record is forgotten (Ledger.disown).
+DISOWNED = -2
 
 
 def record_sighting(request: web.Request, principal: Principal, served: Snapshot) -> int | None:
@@ -105,6 +108,9 @@ def note_report(
     vouched = NOT_APPLIED if applied is None and report is not None else applied
     if vouched is not None and vouched != NOT_APPLIED and applied_etag is not None:
         vouched = believed(vouched, applied_etag, served)
+        if vouched == DISOWNED:
+            vouched = NOT_APPLIED
+            ledger.disown(agent_id)
     ledger.record(agent_id, vouched, drift, report)
     if hits is not None:
         _record_hits(ledger, hits, served.version)

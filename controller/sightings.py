@@ -12,8 +12,8 @@ disagree still order one agent's reports as they came.
 names. While the agent vouches for no version (:data:`NOT_APPLIED`: its worker restarted
 or could not be read) both are kept, and confirming that version again keeps them: the
 worker handed it anew is not a later apply of the rollout. They move when another version
-is confirmed, and are forgotten when the controller disbelieves the agent's claim
-(:data:`DISOWNED`).
+is confirmed, and are forgotten when the controller disbelieves a claim of the agent's
+(``forget_confirmation``).
 
 On PostgreSQL a batch is one ``UPDATE … FROM unnest(arrays)`` statement, its rows locked
 first in id order by one ``SELECT … FOR UPDATE``: two statements whatever the batch size,
@@ -50,11 +50,6 @@ from controller.db import agents
 # read, or refuses, the version it held (see :func:`controller.poll_reports.note_report`).
 # Written as NULL, where a report that names no version keeps the one the row holds.
 NOT_APPLIED = -1
-# An applied version the controller does not believe (its ETag is not that version's: a
-# number issued twice, or a malformed tag; see :func:`controller.poll_reports.believed`):
-# written as NULL like NOT_APPLIED, and the agent's first confirmation is forgotten too,
-# for it may have been of the other content under that number.
-DISOWNED = -2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,7 +57,9 @@ class Sighting:
     """What one agent's latest poll told us: when (POSIX seconds, as the ledger clocks
     it), which version its worker holds (and since when), whether it reported drift, and
     the version it failed to apply. ``applied_version`` None keeps the row's, NOT_APPLIED
-    and DISOWNED clear it."""
+    clears it. ``forget_confirmation``: the agent's first confirmation on record is
+    forgotten before this sighting is written (the controller disbelieved a claim of the
+    agent's: :meth:`controller.ledger.Ledger.disown`)."""
 
     seen: float
     applied_version: int | None
@@ -70,6 +67,7 @@ class Sighting:
     applied_since: float | None = None
     apply_failed_version: int | None = None
     apply_failed_reason: str | None = None
+    forget_confirmation: bool = False
 
 
 # PostgreSQL: lock the batch's rows in one order (ORDER BY runs before the row locks),
@@ -86,17 +84,13 @@ _UPDATE_POSTGRES = text(
     """
     UPDATE agents AS a SET
         last_seen_at = to_timestamp(v.seen),
-        applied_version = CASE WHEN v.applied < 0 THEN NULL
-            ELSE coalesce(v.applied, a.applied_version) END,
+        applied_version = nullif(coalesce(v.applied, a.applied_version), -1),
         applied_at = CASE
-            WHEN (CASE WHEN v.applied = -2 THEN NULL WHEN v.applied = -1
-                    THEN a.applied_at_version
-                    ELSE coalesce(v.applied, a.applied_version, a.applied_at_version) END)
-                IS DISTINCT FROM a.applied_at_version
+            WHEN v.forget OR coalesce(nullif(coalesce(v.applied, a.applied_version), -1),
+                                      a.applied_at_version) IS DISTINCT FROM a.applied_at_version
             THEN to_timestamp(v.since) ELSE a.applied_at END,
-        applied_at_version = CASE WHEN v.applied = -2 THEN NULL WHEN v.applied = -1
-            THEN a.applied_at_version
-            ELSE coalesce(v.applied, a.applied_version, a.applied_at_version) END,
+        applied_at_version = coalesce(nullif(coalesce(v.applied, a.applied_version), -1),
+                                      CASE WHEN v.forget THEN NULL ELSE a.applied_at_version END),
         worker_drift = v.drift,
         apply_failed_version = v.failed_version,
         apply_failed_reason = v.failed_reason
@@ -106,9 +100,10 @@ _UPDATE_POSTGRES = text(
         CAST(string_to_array(:applied, ',', :null) AS integer[]),
         CAST(string_to_array(:since, ',') AS float8[]),
         CAST(string_to_array(:drift, ',') AS boolean[]),
+        CAST(string_to_array(:forget, ',') AS boolean[]),
         CAST(string_to_array(:failed_version, ',', :null) AS integer[]),
         CAST(:failed_reason AS varchar[])
-    ) AS v(id, seen, applied, since, drift, failed_version, failed_reason)
+    ) AS v(id, seen, applied, since, drift, forget, failed_version, failed_reason)
     WHERE a.id = v.id AND (a.last_seen_at IS NULL OR a.last_seen_at <= to_timestamp(v.seen))
     """
 )
@@ -145,6 +140,7 @@ async def _write_postgres(conn: AsyncConnection, sightings: Mapping[uuid.UUID, S
             "applied": ",".join(_number(s.applied_version) for s in rows),
             "since": ",".join(repr(s.applied_since or s.seen) for s in rows),
             "drift": ",".join("t" if s.worker_drift else "f" for s in rows),
+            "forget": ",".join("t" if s.forget_confirmation else "f" for s in rows),
             "failed_version": ",".join(_number(s.apply_failed_version) for s in rows),
             # Mostly NULL; a reason is a slug (APPLY_FAILURE_REASON_PATTERN).
             "failed_reason": [s.apply_failed_reason for s in rows],
@@ -161,19 +157,18 @@ async def _write_each(conn: AsyncConnection, sightings: Mapping[uuid.UUID, Sight
             "applied": s.applied_version,
             "since": _utc(s.applied_since or s.seen),
             "drift": s.worker_drift,
+            "forget": s.forget_confirmation,
             "failed_version": s.apply_failed_version,
             "failed_reason": s.apply_failed_reason,
         }
         for agent_id, s in sightings.items()
     ]
-    reported = bindparam("applied", type_=Integer)
-    applied = case((reported < 0, None), else_=func.coalesce(reported, agents.c.applied_version))
-    # The version applied_at is for: kept while the agent vouches for none.
-    confirmed = case(
-        (reported == DISOWNED, None),
-        (reported == NOT_APPLIED, agents.c.applied_at_version),
-        else_=func.coalesce(reported, agents.c.applied_version, agents.c.applied_at_version),
+    applied = func.nullif(
+        func.coalesce(bindparam("applied", type_=Integer), agents.c.applied_version), NOT_APPLIED
     )
+    forget = bindparam("forget", type_=Boolean)
+    # The version applied_at is for: kept while the agent vouches for none.
+    confirmed = func.coalesce(applied, case((forget, None), else_=agents.c.applied_at_version))
     seen = bindparam("seen", type_=DateTime(timezone=True))
     statement = (
         update(agents)
@@ -185,7 +180,7 @@ async def _write_each(conn: AsyncConnection, sightings: Mapping[uuid.UUID, Sight
             # Moved only when another version is confirmed: when it was first confirmed.
             applied_at=case(
                 (
-                    confirmed.is_distinct_from(agents.c.applied_at_version),
+                    or_(forget, confirmed.is_distinct_from(agents.c.applied_at_version)),
                     bindparam("since", type_=DateTime(timezone=True)),
                 ),
                 else_=agents.c.applied_at,

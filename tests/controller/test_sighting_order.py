@@ -21,7 +21,7 @@ from sqlalchemy import func, select, text
 from controller import migrations
 from controller.db import Database, agents, create_engine
 from controller.ledger import Ledger
-from controller.sightings import DISOWNED, NOT_APPLIED, Sighting, write_sightings
+from controller.sightings import NOT_APPLIED, Sighting, write_sightings
 from tests.controller.queries import insert_agent
 
 NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
@@ -159,8 +159,14 @@ async def test_a_version_confirmed_again_keeps_its_first_confirmation(database_u
     database = Database(create_engine(database_url))
     t0 = NOW.timestamp()
 
-    async def write(at: float, applied: int) -> tuple[object, object, object]:
-        sighting = Sighting(seen=at, applied_version=applied, worker_drift=False, applied_since=at)
+    async def write(at: float, applied: int, forget: bool = False) -> tuple[object, object, object]:
+        sighting = Sighting(
+            seen=at,
+            applied_version=applied,
+            worker_drift=False,
+            applied_since=at,
+            forget_confirmation=forget,
+        )
         async with database.engine.begin() as conn:
             await write_sightings(conn, {agent: sighting})
         row = await _row(database, agent)
@@ -178,9 +184,11 @@ async def test_a_version_confirmed_again_keeps_its_first_confirmation(database_u
         assert await write(t0 + 4, NOT_APPLIED) == (None, at(3), 4)
         assert await write(t0 + 5, 5) == (5, at(5), 5)
         # Disbelieved (another content under the number): the first confirmation is
-        # forgotten, and the number confirmed again counts from then.
-        assert (await write(t0 + 6, DISOWNED))[::2] == (None, None)
+        # forgotten, and the number confirmed again counts from then; so does a
+        # confirmation that comes with the forgetting, in the same batch.
+        assert (await write(t0 + 6, NOT_APPLIED, forget=True))[::2] == (None, None)
         assert await write(t0 + 7, 5) == (5, at(7), 5)
+        assert await write(t0 + 8, 5, forget=True) == (5, at(8), 5)
     finally:
         await database.close(1.0)
 
