@@ -10,8 +10,9 @@ raises the fleet row's ``highest_reported_version``, which versions are allocate
 
 Each agent's entry also keeps when its applied version was first reported in the batch
 (the flush sets ``agents.applied_at`` to it when another version is confirmed:
-:mod:`controller.sightings`) and what its latest
-poll said about a failed apply (``X-Apply-Failed``; none clears it).
+:mod:`controller.sightings`) and what its latest poll said about a failed apply
+(``X-Apply-Failed``; none clears it). An agent whose claim was disbelieved in the batch
+(:meth:`Ledger.disown`) has its first confirmation on record forgotten.
 
 The same flush adds the ``/hit`` counts agents reported (``X-Hit-Counts``, summed per
 version in :class:`~controller.hit_totals.HitSums`) to ``version_hits``, in a transaction
