@@ -54,7 +54,6 @@ _AGENT_COLUMNS = (
     agents.c.applied_version,
     agents.c.worker_drift,
     agents.c.applied_at,
-    agents.c.applied_at_version,
     agents.c.apply_failed_version,
     agents.c.apply_failed_reason,
 )
@@ -99,10 +98,10 @@ def _agent_record(row: Any) -> AgentRecord:
 
 def _applied_at(row: Any) -> dt.datetime | None:
     """When the agent first confirmed its applied version; None while it vouches for none
-    (the row keeps the time for when it confirms that version again)."""
+    (the row keeps the time for when it confirms that version again). Beside an applied
+    version the time is that version's, whatever ``applied_at_version`` says: a replica of
+    the release before it (during a roll-out) moves the two columns alone."""
     if row.applied_at is None or row.applied_version is None:
-        return None
-    if row.applied_at_version != row.applied_version:
         return None
     return as_utc(row.applied_at)
 

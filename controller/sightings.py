@@ -13,7 +13,9 @@ names. While the agent vouches for no version (:data:`NOT_APPLIED`: its worker r
 or could not be read) both are kept, and confirming that version again keeps them: the
 worker handed it anew is not a later apply of the rollout. They move when another version
 is confirmed, and are forgotten when the controller disbelieves a claim of the agent's
-(``forget_confirmation``).
+(``forget_confirmation``). A row whose ``applied_version`` is already the one confirmed
+keeps its ``applied_at`` whatever ``applied_at_version`` says: a replica of the release
+before 0012 (during a roll-out) moves ``applied_version`` and ``applied_at`` alone.
 
 On PostgreSQL a batch is one ``UPDATE … FROM unnest(arrays)`` statement, its rows locked
 first in id order by one ``SELECT … FOR UPDATE``: two statements whatever the batch size,
@@ -35,6 +37,7 @@ from sqlalchemy import (
     DateTime,
     Integer,
     String,
+    and_,
     bindparam,
     case,
     func,
@@ -86,8 +89,11 @@ _UPDATE_POSTGRES = text(
         last_seen_at = to_timestamp(v.seen),
         applied_version = nullif(coalesce(v.applied, a.applied_version), -1),
         applied_at = CASE
-            WHEN v.forget OR coalesce(nullif(coalesce(v.applied, a.applied_version), -1),
-                                      a.applied_at_version) IS DISTINCT FROM a.applied_at_version
+            WHEN v.forget OR (
+                coalesce(nullif(coalesce(v.applied, a.applied_version), -1),
+                         a.applied_at_version) IS DISTINCT FROM a.applied_at_version
+                AND nullif(coalesce(v.applied, a.applied_version), -1)
+                    IS DISTINCT FROM a.applied_version)
             THEN to_timestamp(v.since) ELSE a.applied_at END,
         applied_at_version = coalesce(nullif(coalesce(v.applied, a.applied_version), -1),
                                       CASE WHEN v.forget THEN NULL ELSE a.applied_at_version END),
@@ -180,7 +186,13 @@ async def _write_each(conn: AsyncConnection, sightings: Mapping[uuid.UUID, Sight
             # Moved only when another version is confirmed: when it was first confirmed.
             applied_at=case(
                 (
-                    or_(forget, confirmed.is_distinct_from(agents.c.applied_at_version)),
+                    or_(
+                        forget,
+                        and_(
+                            confirmed.is_distinct_from(agents.c.applied_at_version),
+                            applied.is_distinct_from(agents.c.applied_version),
+                        ),
+                    ),
                     bindparam("since", type_=DateTime(timezone=True)),
                 ),
                 else_=agents.c.applied_at,

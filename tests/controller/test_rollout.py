@@ -192,6 +192,25 @@ async def test_a_version_confirmed_again_keeps_its_first_time(client: Client) ->
     assert (await _rollout(client, version))["p99_seconds"] == seconds
 
 
+async def test_applied_at_an_older_release_wrote_is_shown(client: Client) -> None:
+    """A row a replica of the release before 0012 confirmed (applied_at_version not set)
+    shows its applied_at beside its applied version."""
+    agent = await register(client)
+    version = await _publish(client, "https://one.example/")
+    confirmed = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
+
+    async def older_release(conn: Any) -> None:
+        await conn.execute(
+            update(agents)
+            .where(agents.c.id == agent["agent_id"])
+            .values(applied_version=version, applied_at=confirmed, applied_at_version=None)
+        )
+
+    await client.app[keys.DATABASE].transaction(older_release)
+    body = await (await client.get(f"/agents/{agent['agent_id']}", headers=ADMIN)).json()
+    assert (body["applied_version"], body["applied_at"]) == (version, "2026-11-29T12:00:00Z")
+
+
 async def test_malformed_apply_failed_headers_are_ignored(client: Client) -> None:
     """X-Apply-Failed that is not '<version> <slug>' records no failure."""
     agent = await register(client)

@@ -193,6 +193,29 @@ async def test_a_version_confirmed_again_keeps_its_first_confirmation(database_u
         await database.close(1.0)
 
 
+async def test_a_row_an_older_release_wrote_keeps_its_confirmation(database_url: str) -> None:
+    """During a roll-out, a replica of the release before 0012 moves applied_version and
+    applied_at alone: the agent's next confirmation of that version through a new replica
+    keeps applied_at, and names the version it is for."""
+    database = Database(create_engine(database_url))
+    try:
+        agent = await insert_agent(database)
+        async with database.engine.begin() as conn:
+            await conn.execute(
+                agents.update()
+                .where(agents.c.id == str(agent))
+                .values(applied_version=5, applied_at=NOW, applied_at_version=4)
+            )
+        later = NOW.timestamp() + 2
+        sighting = Sighting(seen=later, applied_version=5, worker_drift=False, applied_since=later)
+        async with database.engine.begin() as conn:
+            await write_sightings(conn, {agent: sighting})
+        row = await _row(database, agent)
+        assert (row["applied_version"], row["applied_at"], row["applied_at_version"]) == (5, NOW, 5)
+    finally:
+        await database.close(1.0)
+
+
 async def test_replicas_flushing_the_same_agents_in_any_order_do_not_deadlock(
     postgres_url: str,
 ) -> None:
