@@ -8,8 +8,8 @@ report the number and be counted as running the second. So an applied version se
 its ETag (``X-Applied-ETag``) is believed only if the tag is well formed, names that
 version and, for the version this replica serves, is its ETag; else the agent vouches for
 no version (``DISOWNED``: its first confirmation on record is forgotten too) until it
-reports the served content. A version other than
-the one served is checked by its number only: the replica holds no other version's tag.
+reports the served content. A version other than the one served is checked by its number
+only: the replica holds no other version's tag.
 """
 
 from __future__ import annotations
